@@ -1,0 +1,25 @@
+# The two commands a newcomer needs: `make run` starts the exchange, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test production matchers
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# Embedded default: SQLite, in-memory channel layer, in-process matcher, Daphne on 127.0.0.1:8000.
+run: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bin/run-local
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Production topology against PostgreSQL and Redis (DATABASE_URL, REDIS_URL, SECRET_KEY must be set).
+production: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bin/run-production

@@ -1,0 +1,20 @@
+from django.db import transaction
+
+from accounts.models import Account, RateTier
+
+DEFAULT_TIER_NAME = "retail"
+
+
+def default_rate_tier() -> RateTier:
+    return RateTier.objects.get(name=DEFAULT_TIER_NAME)
+
+
+@transaction.atomic
+def open_account(user) -> Account:
+    """The user's trading account, created on the retail tier the first time it is asked for."""
+    account, _ = Account.objects.get_or_create(user=user, defaults={"rate_tier": default_rate_tier()})
+    return account
+
+
+def fee_account() -> Account:
+    return Account.objects.get(kind=Account.Kind.FEE)

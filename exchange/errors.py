@@ -1,0 +1,141 @@
+"""The one list of error codes, the exception that carries them, and the renderer of SPEC section 2.
+
+Every error leaves the API as ``{"error": {"code", "message", "details"}}``: errors raised by our
+services (``ExchangeError``), DRF's own (validation, parse, 404, 405, throttling), Django's 404/500
+handlers for ``/v1/`` paths, and any unexpected exception, which is logged and rendered as a bare
+``INTERNAL_ERROR`` with no trace.
+"""
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes; each carries its HTTP status."""
+
+    status: int
+
+    def __new__(cls, value: str, status: int):
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.status = status
+        return member
+
+    INVALID_REQUEST = ("INVALID_REQUEST", 400)
+    INSUFFICIENT_FUNDS = ("INSUFFICIENT_FUNDS", 400)
+    MISSING_AUTH_HEADERS = ("MISSING_AUTH_HEADERS", 401)
+    INVALID_API_KEY = ("INVALID_API_KEY", 401)
+    API_KEY_REVOKED = ("API_KEY_REVOKED", 401)
+    INVALID_SIGNATURE = ("INVALID_SIGNATURE", 401)
+    TIMESTAMP_OUT_OF_WINDOW = ("TIMESTAMP_OUT_OF_WINDOW", 401)
+    NONCE_REUSED = ("NONCE_REUSED", 401)
+    PERMISSION_DENIED = ("PERMISSION_DENIED", 403)
+    INSUFFICIENT_SCOPE = ("INSUFFICIENT_SCOPE", 403)
+    IP_NOT_ALLOWED = ("IP_NOT_ALLOWED", 403)
+    DEPTH_REQUIRES_VERIFICATION = ("DEPTH_REQUIRES_VERIFICATION", 403)
+    NOT_FOUND = ("NOT_FOUND", 404)
+    UNKNOWN_PAIR = ("UNKNOWN_PAIR", 404)
+    ORDER_NOT_FOUND = ("ORDER_NOT_FOUND", 404)
+    METHOD_NOT_ALLOWED = ("METHOD_NOT_ALLOWED", 405)
+    NOT_ACCEPTABLE = ("NOT_ACCEPTABLE", 406)
+    MARKET_HALTED = ("MARKET_HALTED", 409)
+    DUPLICATE_CLIENT_ORDER_ID = ("DUPLICATE_CLIENT_ORDER_ID", 409)
+    ORDER_ALREADY_CLOSED = ("ORDER_ALREADY_CLOSED", 409)
+    POST_ONLY_WOULD_TAKE = ("POST_ONLY_WOULD_TAKE", 409)
+    UNSUPPORTED_MEDIA_TYPE = ("UNSUPPORTED_MEDIA_TYPE", 415)
+    RATE_LIMITED = ("RATE_LIMITED", 429)
+    INTERNAL_ERROR = ("INTERNAL_ERROR", 500)
+    SERVICE_UNAVAILABLE = ("SERVICE_UNAVAILABLE", 503)
+
+
+class ExchangeError(Exception):
+    """An error a client can act on: a code, a message for people, and details for programs."""
+
+    def __init__(self, code: ErrorCode, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+    @property
+    def status(self) -> int:
+        return self.code.status
+
+
+def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code.value, "message": message, "details": details or {}}}
+
+
+def error_response(error: ExchangeError) -> Response:
+    return Response(error_body(error.code, error.message, error.details), status=error.status)
+
+
+# DRF exceptions that map one-to-one onto a code; validation and parse errors are handled below.
+DRF_CODES: dict[type[drf_exceptions.APIException], ErrorCode] = {
+    drf_exceptions.NotAuthenticated: ErrorCode.MISSING_AUTH_HEADERS,
+    drf_exceptions.AuthenticationFailed: ErrorCode.INVALID_API_KEY,
+    drf_exceptions.PermissionDenied: ErrorCode.PERMISSION_DENIED,
+    drf_exceptions.NotFound: ErrorCode.NOT_FOUND,
+    drf_exceptions.MethodNotAllowed: ErrorCode.METHOD_NOT_ALLOWED,
+    drf_exceptions.NotAcceptable: ErrorCode.NOT_ACCEPTABLE,
+    drf_exceptions.UnsupportedMediaType: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    drf_exceptions.Throttled: ErrorCode.RATE_LIMITED,
+}
+
+
+def as_exchange_error(exc: Exception) -> ExchangeError | None:
+    """Translate a known exception into an ExchangeError; None for an unexpected one."""
+    if isinstance(exc, ExchangeError):
+        return exc
+    if isinstance(exc, Http404):
+        return ExchangeError(ErrorCode.NOT_FOUND, "Not found.")
+    if isinstance(exc, PermissionDenied):
+        return ExchangeError(ErrorCode.PERMISSION_DENIED, "Permission denied.")
+    if isinstance(exc, drf_exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        return ExchangeError(ErrorCode.INVALID_REQUEST, "The request has invalid fields.", {"fields": detail})
+    if isinstance(exc, drf_exceptions.ParseError):
+        return ExchangeError(ErrorCode.INVALID_REQUEST, str(exc.detail))
+    for exc_type, code in DRF_CODES.items():
+        if isinstance(exc, exc_type):
+            return ExchangeError(code, str(exc.detail))
+    return None
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's EXCEPTION_HANDLER: every exception a view raises becomes SPEC section 2's body."""
+    error = as_exchange_error(exc)
+    if error is None:
+        logger.exception("Unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        error = ExchangeError(ErrorCode.INTERNAL_ERROR, "Internal error; it has been logged.")
+    response = error_response(error)
+    retry_after = getattr(exc, "wait", None)
+    if retry_after is not None:
+        response["Retry-After"] = str(int(retry_after) + 1)
+    return response
+
+
+def not_found_view(request, exception=None):
+    """Django's handler404: JSON under /v1/, the stock page elsewhere (admin, account pages)."""
+    if request.path.startswith("/v1/"):
+        return JsonResponse(error_body(ErrorCode.NOT_FOUND, f"No endpoint at {request.path}."), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def server_error_view(request):
+    """Django's handler500, for errors raised outside DRF views (middleware, URL resolving)."""
+    if request.path.startswith("/v1/"):
+        return JsonResponse(error_body(ErrorCode.INTERNAL_ERROR, "Internal error; it has been logged."), status=500)
+    from django.views.defaults import server_error
+
+    return server_error(request)

@@ -1,0 +1,60 @@
+"""Serializer fields for the wire format of SPEC section 1: decimal strings and millisecond times."""
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from exchange.money import DECIMAL_PLACES, MAX_DIGITS, format_amount
+
+PLAIN_DECIMAL = re.compile(r"^[0-9]{1,36}(\.[0-9]{1,36})?$")
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "example": "63000.00"})
+class DecimalString(serializers.Field):
+    """A non-negative decimal as a JSON string. Floats, exponents, NaN and signs are refused, not rounded.
+
+    Output keeps the places of ``step_from(context)`` (a market's tick or lot) when given.
+    """
+
+    default_error_messages = {
+        "not_a_string": "Must be a decimal string such as \"0.01\", not a JSON number.",
+        "invalid": "Must be a plain non-negative decimal such as \"63000.00\" (no sign, exponent or spaces).",
+        "too_precise": f"At most {MAX_DIGITS - DECIMAL_PLACES} digits before and {DECIMAL_PLACES} after the point.",
+    }
+
+    def __init__(self, *, step_from=None, **kwargs):
+        self.step_from = step_from
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data) -> Decimal:
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        if not PLAIN_DECIMAL.match(data):
+            self.fail("invalid")
+        value = Decimal(data)
+        whole, _, fraction = data.partition(".")
+        if len(whole.lstrip("0")) > MAX_DIGITS - DECIMAL_PLACES or len(fraction.rstrip("0")) > DECIMAL_PLACES:
+            self.fail("too_precise")
+        return value
+
+    def to_representation(self, value: Decimal) -> str:
+        step = self.step_from(self.context) if self.step_from else value
+        return format_amount(value, step)
+
+
+@extend_schema_field({"type": "integer", "format": "int64", "description": "Milliseconds since the Unix epoch."})
+class MillisecondsField(serializers.Field):
+    def to_representation(self, value: datetime) -> int:
+        return to_milliseconds(value)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_milliseconds(value: datetime) -> int:
+    """Exact integer milliseconds (no float rounding of the timestamp)."""
+    return (value - EPOCH) // timedelta(milliseconds=1)

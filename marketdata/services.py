@@ -1,0 +1,146 @@
+"""Read models of public market data: markets, order book, ticker, recent trades.
+
+They read what the matcher commits (BookState, BookLevel, Trade), never a cache of their own.
+"""
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import F, Max, Min, Sum
+from django.utils import timezone
+
+from exchange.errors import ErrorCode, ExchangeError
+from trading.models import AmountField, BookLevel, BookState, Market, Trade
+
+PUBLIC_MAX_DEPTH = 100
+VERIFIED_MAX_DEPTH = 1000
+DEFAULT_DEPTH = 100
+DEFAULT_TRADES_LIMIT = 100
+MAX_TRADES_LIMIT = 1000
+
+
+def access_market(pair: str) -> Market:
+    try:
+        return Market.objects.select_related("base", "quote").get(pair=pair.upper())
+    except Market.DoesNotExist:
+        raise ExchangeError(ErrorCode.UNKNOWN_PAIR, f"Unknown pair {pair!r}.", {"pair": pair}) from None
+
+
+@dataclass(frozen=True)
+class BookSnapshot:
+    sequence: int
+    bids: list[tuple[Decimal, Decimal]]
+    asks: list[tuple[Decimal, Decimal]]
+
+
+@contextmanager
+def read_in_one_snapshot():
+    """A transaction whose reads all see one committed state of the database.
+
+    The sequence and the levels must come from the same matcher commit, or a client would join
+    deltas onto a book that does not match its sequence. PostgreSQL gives that with REPEATABLE READ
+    (one snapshot, no locks); SQLite's read transactions already see a single snapshot.
+    """
+    starts_transaction = not connection.in_atomic_block
+    with transaction.atomic():
+        if starts_transaction and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
+def order_book(market: Market, depth: int) -> BookSnapshot:
+    with read_in_one_snapshot():
+        sequence = BookState.objects.filter(market=market).values_list("sequence", flat=True).first() or 0
+        levels = BookLevel.objects.filter(market=market).values_list("price", "size")
+        bids = list(levels.filter(side=BookLevel.Side.BID).order_by("-price")[:depth])
+        asks = list(levels.filter(side=BookLevel.Side.ASK).order_by("price")[:depth])
+    return BookSnapshot(sequence, bids, asks)
+
+
+def check_depth(depth: int, *, verified: bool) -> int:
+    if depth < 1 or depth > VERIFIED_MAX_DEPTH:
+        raise ExchangeError(
+            ErrorCode.INVALID_REQUEST,
+            f"depth must be between 1 and {VERIFIED_MAX_DEPTH}.",
+            {"fields": {"depth": [f"Must be between 1 and {VERIFIED_MAX_DEPTH}."]}},
+        )
+    if depth > PUBLIC_MAX_DEPTH and not verified:
+        raise ExchangeError(
+            ErrorCode.DEPTH_REQUIRES_VERIFICATION,
+            f"depth above {PUBLIC_MAX_DEPTH} needs a signed request from a verified account.",
+            {"max_depth": PUBLIC_MAX_DEPTH},
+        )
+    return depth
+
+
+@dataclass(frozen=True)
+class Ticker:
+    last_price: Decimal | None
+    last_size: Decimal | None
+    best_bid: Decimal | None
+    best_ask: Decimal | None
+    open_24h: Decimal | None
+    high_24h: Decimal | None
+    low_24h: Decimal | None
+    volume_24h: Decimal
+    quote_volume_24h: Decimal
+    circulating_supply: Decimal | None
+
+    @property
+    def change_24h(self) -> Decimal | None:
+        if self.last_price is None or self.open_24h is None:
+            return None
+        return self.last_price - self.open_24h
+
+    @property
+    def change_24h_pct(self) -> Decimal | None:
+        if self.change_24h is None:
+            return None
+        return (self.change_24h * 100 / self.open_24h).quantize(Decimal("0.01"))
+
+    @property
+    def market_cap(self) -> Decimal | None:
+        """Circulating supply of the base asset valued at the last price, in the quote asset."""
+        if self.last_price is None or self.circulating_supply is None:
+            return None
+        return self.last_price * self.circulating_supply
+
+
+def ticker(market: Market) -> Ticker:
+    with read_in_one_snapshot():
+        trades = Trade.objects.filter(market=market)
+        last = trades.order_by("-id").values("price", "size").first()
+        window = trades.filter(executed_at__gte=timezone.now() - timedelta(hours=24))
+        first_in_window = window.order_by("id").values_list("price", flat=True).first()
+        stats = window.aggregate(
+            high=Max("price"),
+            low=Min("price"),
+            volume=Sum("size"),
+            quote_volume=Sum(F("price") * F("size"), output_field=AmountField()),
+        )
+        best = BookLevel.objects.filter(market=market)
+        best_bid = best.filter(side=BookLevel.Side.BID).aggregate(p=Max("price"))["p"]
+        best_ask = best.filter(side=BookLevel.Side.ASK).aggregate(p=Min("price"))["p"]
+    return Ticker(
+        last_price=last and last["price"],
+        last_size=last and last["size"],
+        best_bid=best_bid,
+        best_ask=best_ask,
+        open_24h=first_in_window,
+        high_24h=stats["high"],
+        low_24h=stats["low"],
+        volume_24h=stats["volume"] or Decimal(0),
+        quote_volume_24h=stats["quote_volume"] or Decimal(0),
+        circulating_supply=market.base.circulating_supply,
+    )
+
+
+def recent_trades(market: Market, *, limit: int, before: int | None = None) -> list[Trade]:
+    trades = Trade.objects.filter(market=market).order_by("-id")
+    if before is not None:
+        trades = trades.filter(id__lt=before)
+    return list(trades[:limit])

@@ -1,0 +1,62 @@
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from accounts.services import open_account
+from trading import ledger
+from trading.demo import load_demo_markets
+from trading.models import Asset, Balance, LedgerEntry, Market
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def markets(db) -> dict[str, Market]:
+    return {market.pair: market for market in load_demo_markets()}
+
+
+@pytest.fixture
+def btc_usd(markets) -> Market:
+    return markets["BTC-USD"]
+
+
+@pytest.fixture
+def make_account(db):
+    counter = iter(range(1, 10_000))
+
+    def make(username: str | None = None):
+        # No password: hashing one costs a third of a second, and bots never log in with it.
+        user = get_user_model().objects.create_user(username=username or f"trader{next(counter)}")
+        return open_account(user)
+
+    return make
+
+
+@pytest.fixture
+def fund(markets):
+    """Credit an account through the ledger, as an operator's deposit would."""
+
+    def fund(account, symbol: str, amount: str) -> None:
+        asset = Asset.objects.get(symbol=symbol)
+        ledger.adjust_balance(
+            account_id=account.pk, asset_id=asset.pk, amount=Decimal(amount), reference="test:deposit", memo="fixture"
+        )
+
+    return fund
+
+
+def balance_of(account, symbol: str, wallet: str = "spot") -> Balance | None:
+    return Balance.objects.filter(account=account, asset__symbol=symbol, wallet=wallet).first()
+
+
+def ledger_snapshot() -> tuple:
+    """Everything the ledger owns, to assert that a refused call wrote nothing."""
+    return (
+        sorted(Balance.objects.values_list("id", "available", "locked")),
+        LedgerEntry.objects.count(),
+    )

@@ -1,0 +1,135 @@
+from decimal import Decimal, InvalidOperation
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from accounts.models import Account
+from exchange.errors import ExchangeError
+from trading import ledger, services
+from trading.models import Asset, Balance, LedgerEntry, Market, Wallet
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that only the ledger or the matcher write: operators may look, never edit."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Asset)
+class AssetAdmin(admin.ModelAdmin):
+    list_display = ("symbol", "name", "precision", "circulating_supply")
+    search_fields = ("symbol", "name")
+
+
+@admin.register(Market)
+class MarketAdmin(admin.ModelAdmin):
+    list_display = ("pair", "status", "tick_size", "lot_size", "min_size", "min_notional")
+    list_filter = ("status",)
+    search_fields = ("pair",)
+    readonly_fields = ("pair", "status", "created_at")
+    actions = ("halt", "set_cancel_only", "resume")
+
+    def get_readonly_fields(self, request, obj=None):
+        # The pair's assets are fixed once orders may refer to it; status changes go through the actions.
+        return (*self.readonly_fields, "base", "quote") if obj else self.readonly_fields
+
+    def change_status(self, request, queryset, status: str) -> None:
+        for market in queryset:
+            services.set_market_status(market.pk, status)
+            self.log_change(request, market, f"Set status to {status}.")
+        self.message_user(request, f"{queryset.count()} market(s) set to {status}.")
+
+    @admin.action(description="Halt: refuse new orders and cancels")
+    def halt(self, request, queryset):
+        self.change_status(request, queryset, Market.Status.HALTED)
+
+    @admin.action(description="Cancel only: accept cancels, refuse new orders")
+    def set_cancel_only(self, request, queryset):
+        self.change_status(request, queryset, Market.Status.CANCEL_ONLY)
+
+    @admin.action(description="Resume trading")
+    def resume(self, request, queryset):
+        self.change_status(request, queryset, Market.Status.ONLINE)
+
+
+class AdjustBalanceForm(forms.Form):
+    account = forms.ModelChoiceField(queryset=Account.objects.all())
+    asset = forms.ModelChoiceField(queryset=Asset.objects.all(), to_field_name="symbol")
+    wallet = forms.ChoiceField(choices=Wallet.choices, initial=Wallet.SPOT)
+    amount = forms.CharField(help_text="Signed decimal: 100.5 credits, -100.5 debits the available balance.")
+    memo = forms.CharField(max_length=200, label="Reason", help_text="Required; kept on the ledger entries.")
+
+    def clean_amount(self) -> Decimal:
+        text = self.cleaned_data["amount"].strip()
+        try:
+            amount = Decimal(text)
+        except InvalidOperation:
+            raise forms.ValidationError("Enter a plain decimal such as 100.5 or -100.5.") from None
+        if not amount.is_finite() or amount == 0 or "e" in text.lower():
+            raise forms.ValidationError("Enter a non-zero plain decimal such as 100.5 or -100.5.")
+        return amount
+
+
+@admin.register(Balance)
+class BalanceAdmin(ReadOnlyAdmin):
+    list_display = ("account", "asset", "wallet", "available", "locked")
+    list_filter = ("wallet", "asset")
+    search_fields = ("account__id", "account__user__username")
+    actions = ("adjust_selected",)
+
+    def get_urls(self):
+        adjust = path("adjust/", self.admin_site.admin_view(self.adjust_view), name="trading_balance_adjust")
+        return [adjust, *super().get_urls()]
+
+    def has_adjust_permission(self, request) -> bool:
+        return request.user.has_perm("trading.adjust_balance")
+
+    @admin.action(description="Credit or debit through the ledger", permissions=["adjust"])
+    def adjust_selected(self, request, queryset):
+        balance = queryset.first()
+        url = reverse("admin:trading_balance_adjust")
+        return redirect(f"{url}?account={balance.account_id}&asset={balance.asset.symbol}&wallet={balance.wallet}")
+
+    def adjust_view(self, request):
+        if not self.has_adjust_permission(request):
+            raise PermissionDenied
+        form = AdjustBalanceForm(request.POST or None, initial=request.GET.dict())
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                ledger.adjust_balance(
+                    account_id=data["account"].pk,
+                    asset_id=data["asset"].pk,
+                    amount=data["amount"],
+                    wallet=data["wallet"],
+                    reference=f"admin:{request.user.username}",
+                    memo=data["memo"],
+                )
+            except ExchangeError as error:
+                form.add_error("amount", error.message)
+            else:
+                balance = Balance.objects.get(account=data["account"], asset=data["asset"], wallet=data["wallet"])
+                self.log_change(request, balance, f"Adjusted by {data['amount']}: {data['memo']}")
+                messages.success(request, f"{balance}: {data['amount']:+} {data['asset']} applied.")
+                return redirect("admin:trading_balance_changelist")
+        context = {**self.admin_site.each_context(request), "form": form, "title": "Credit or debit a balance",
+                   "opts": self.model._meta}
+        return TemplateResponse(request, "admin/trading/balance/adjust.html", context)
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "reason", "account", "asset", "wallet", "bucket", "amount", "reference", "memo")
+    list_filter = ("reason", "bucket", "asset")
+    search_fields = ("reference", "journal", "account__user__username")

@@ -1,0 +1,172 @@
+"""The double-entry ledger: ``apply_journals`` is the only code that changes a Balance.
+
+A journal is a set of postings that sums to zero per asset. Applying journals locks the touched
+balance rows in primary-key order (no deadlocks between two writers), refuses the whole call if any
+bucket would go below zero, then updates each balance once and writes one LedgerEntry per posting,
+all in one transaction: either everything is applied or nothing is.
+"""
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.db.models import Q
+
+from exchange.errors import ErrorCode, ExchangeError
+from exchange.money import EXACT
+from trading.models import Asset, Balance, LedgerEntry, Wallet
+
+Bucket = LedgerEntry.Bucket
+Reason = LedgerEntry.Reason
+
+# SQLite keeps numeric columns as 64-bit floats, exact to 15 significant digits; refuse rather
+# than let the embedded database round a balance. PostgreSQL's numeric has no such limit.
+SQLITE_SIGNIFICANT_DIGITS = 15
+
+
+class UnbalancedJournal(ValueError):
+    """A programming error: the postings of a journal must sum to zero per asset."""
+
+
+@dataclass(frozen=True)
+class Posting:
+    account_id: int | None  # None: the outside world (deposits, withdrawals, adjustments)
+    asset_id: int
+    amount: Decimal
+    bucket: str
+    wallet: str = Wallet.SPOT
+
+
+@dataclass(frozen=True)
+class Journal:
+    reason: str
+    reference: str
+    postings: Sequence[Posting]
+    memo: str = ""
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+def check_journal(journal: Journal) -> None:
+    if not journal.postings:
+        raise UnbalancedJournal(f"journal {journal.reference} has no postings")
+    totals: dict[int, Decimal] = defaultdict(Decimal)
+    for posting in journal.postings:
+        if not isinstance(posting.amount, Decimal) or not posting.amount.is_finite() or posting.amount == 0:
+            raise UnbalancedJournal(f"posting amount must be a finite, non-zero Decimal: {posting.amount!r}")
+        if (posting.bucket == Bucket.EXTERNAL) != (posting.account_id is None):
+            raise UnbalancedJournal("only the external bucket has no account, and it never has one")
+        totals[posting.asset_id] = EXACT.add(totals[posting.asset_id], posting.amount)
+    unbalanced = {asset_id: total for asset_id, total in totals.items() if total != 0}
+    if unbalanced:
+        raise UnbalancedJournal(f"journal {journal.reference} does not sum to zero: {unbalanced}")
+
+
+BalanceKey = tuple[int, int, str]  # (account_id, asset_id, wallet)
+
+
+def net_changes(journals: Iterable[Journal]) -> dict[BalanceKey, list[Decimal]]:
+    """Sum every posting into one [available, locked] change per balance row."""
+    changes: dict[BalanceKey, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for journal in journals:
+        for posting in journal.postings:
+            if posting.account_id is None:
+                continue
+            change = changes[(posting.account_id, posting.asset_id, posting.wallet)]
+            index = 0 if posting.bucket == Bucket.AVAILABLE else 1
+            change[index] = EXACT.add(change[index], posting.amount)
+    return changes
+
+
+def lock_balances(keys: Iterable[BalanceKey]) -> dict[BalanceKey, Balance]:
+    """Create missing balance rows, then lock all of them in primary-key order."""
+    keys = list(keys)
+    Balance.objects.bulk_create(
+        [Balance(account_id=a, asset_id=s, wallet=w) for a, s, w in keys], ignore_conflicts=True
+    )
+    match = Q()
+    for account_id, asset_id, wallet in keys:
+        match |= Q(account_id=account_id, asset_id=asset_id, wallet=wallet)
+    rows = Balance.objects.select_for_update().filter(match).order_by("pk")
+    return {(row.account_id, row.asset_id, row.wallet): row for row in rows}
+
+
+def refuse_shortfalls(shortfalls: list[tuple[Balance, str, Decimal]]) -> None:
+    symbols = dict(Asset.objects.filter(pk__in={row.asset_id for row, _, _ in shortfalls}).values_list("pk", "symbol"))
+    missing = [
+        {"asset": symbols[row.asset_id], "wallet": row.wallet, "bucket": bucket, "missing": format(-value.normalize(), "f")}
+        for row, bucket, value in shortfalls
+    ]
+    first = missing[0]
+    raise ExchangeError(
+        ErrorCode.INSUFFICIENT_FUNDS,
+        f"Insufficient {first['asset']}: this needs {first['missing']} more than the {first['bucket']} balance.",
+        {"shortfalls": missing},
+    )
+
+
+def check_storable(value: Decimal) -> None:
+    if connection.vendor == "sqlite" and len(value.normalize().as_tuple().digits) > SQLITE_SIGNIFICANT_DIGITS:
+        raise ExchangeError(
+            ErrorCode.INVALID_REQUEST,
+            f"{value} has more significant digits than the embedded SQLite database keeps exactly.",
+        )
+
+
+def apply_journals(journals: Sequence[Journal]) -> list[LedgerEntry]:
+    """Apply balanced journals atomically; raise INSUFFICIENT_FUNDS, writing nothing, if any bucket would go negative."""
+    for journal in journals:
+        check_journal(journal)
+    changes = net_changes(journals)
+    with transaction.atomic():
+        balances = lock_balances(changes)
+        shortfalls = []
+        for key, (available_change, locked_change) in changes.items():
+            row = balances[key]
+            row.available = EXACT.add(row.available, available_change)
+            row.locked = EXACT.add(row.locked, locked_change)
+            for bucket, value in (("available", row.available), ("locked", row.locked)):
+                if value < 0:
+                    shortfalls.append((row, bucket, value))
+                check_storable(value)
+        if shortfalls:
+            refuse_shortfalls(shortfalls)
+        Balance.objects.bulk_update(balances.values(), ["available", "locked"])
+        return LedgerEntry.objects.bulk_create(
+            LedgerEntry(
+                journal=journal.id,
+                account_id=posting.account_id,
+                asset_id=posting.asset_id,
+                wallet=posting.wallet,
+                bucket=posting.bucket,
+                amount=posting.amount,
+                reason=journal.reason,
+                reference=journal.reference,
+                memo=journal.memo,
+            )
+            for journal in journals
+            for posting in journal.postings
+        )
+
+
+def apply_journal(journal: Journal) -> list[LedgerEntry]:
+    return apply_journals([journal])
+
+
+def adjust_balance(
+    *, account_id: int, asset_id: int, amount: Decimal, reference: str, memo: str, wallet: str = Wallet.SPOT
+) -> list[LedgerEntry]:
+    """Credit (amount > 0) or debit (amount < 0) an account's available balance against the outside world."""
+    return apply_journal(
+        Journal(
+            reason=Reason.ADJUSTMENT,
+            reference=reference,
+            memo=memo,
+            postings=[
+                Posting(account_id, asset_id, amount, Bucket.AVAILABLE, wallet),
+                Posting(None, asset_id, -amount, Bucket.EXTERNAL, wallet),
+            ],
+        )
+    )
