@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -19,6 +21,14 @@ def quote_step(context):
     return market.tick_size * market.lot_size
 
 
+def quote_precision(context):
+    return Decimal(1).scaleb(-context["market"].quote.precision)
+
+
+def percent_places(context):
+    return Decimal("0.01")
+
+
 class TimeSerializer(serializers.Serializer):
     time = serializers.IntegerField(help_text="Server time, milliseconds since the Unix epoch.")
 
@@ -29,11 +39,15 @@ class MarketSerializer(serializers.ModelSerializer):
     tick_size = DecimalString()
     lot_size = DecimalString()
     min_size = DecimalString()
-    min_notional = DecimalString()
+    min_notional = serializers.SerializerMethodField(help_text="Smallest price × size, in quote.")
 
     class Meta:
         model = Market
         fields = ["pair", "base", "quote", "status", "tick_size", "lot_size", "min_size", "min_notional"]
+
+    @extend_schema_field(DecimalString)
+    def get_min_notional(self, market: Market) -> str:
+        return format_amount(market.min_notional, quote_precision({"market": market}))
 
 
 @extend_schema_field(
@@ -75,10 +89,10 @@ class TickerSerializer(serializers.Serializer):
     high_24h = DecimalString(step_from=tick_size, allow_null=True)
     low_24h = DecimalString(step_from=tick_size, allow_null=True)
     change_24h = DecimalString(step_from=tick_size, allow_null=True, help_text="last_price - open_24h; may be negative.")
-    change_24h_pct = DecimalString(allow_null=True, help_text="Percent, two places; may be negative.")
+    change_24h_pct = DecimalString(step_from=percent_places, allow_null=True, help_text="Percent, two places; may be negative.")
     volume_24h = DecimalString(step_from=lot_size, help_text="Base traded in the last 24 hours.")
     quote_volume_24h = DecimalString(step_from=quote_step, help_text="Quote traded in the last 24 hours.")
-    market_cap = DecimalString(allow_null=True, help_text="Base circulating supply × last price, in quote.")
+    market_cap = DecimalString(step_from=quote_precision, allow_null=True, help_text="Base circulating supply × last price, in quote.")
     time = serializers.IntegerField()
 
 

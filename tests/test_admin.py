@@ -1,0 +1,116 @@
+from decimal import Decimal
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
+
+from accounts.models import Account
+from trading.models import LedgerEntry, Market
+
+from .conftest import balance_of, ledger_snapshot
+
+ADJUST_URL = "/admin/trading/balance/adjust/"
+
+
+def run_action(admin_client, model_path: str, action: str, ids):
+    return admin_client.post(f"/admin/{model_path}/", {"action": action, "_selected_action": [str(i) for i in ids]})
+
+
+@pytest.mark.parametrize("action,status", [("halt", "halted"), ("set_cancel_only", "cancel_only"), ("resume", "online")])
+def test_market_status_actions_change_status_and_are_logged(admin_client, markets, action, status):
+    market = markets["ETH-USD"]
+    if status == "online":
+        Market.objects.filter(pk=market.pk).update(status=Market.Status.HALTED)
+
+    response = run_action(admin_client, "trading/market", action, [market.pk])
+
+    assert response.status_code == 302
+    market.refresh_from_db()
+    assert market.status == status
+    assert markets["BTC-USD"].status == "online"
+    log = LogEntry.objects.get(object_id=str(market.pk), content_type__model="market")
+    assert status in log.get_change_message()
+
+
+def test_status_is_shown_on_the_public_markets_endpoint_after_halt(admin_client, api, markets):
+    run_action(admin_client, "trading/market", "halt", [markets["BTC-USD"].pk])
+
+    statuses = {m["pair"]: m["status"] for m in api.get("/v1/markets").json()}
+
+    assert statuses == {"BTC-USD": "halted", "ETH-USD": "online", "ETH-BTC": "online"}
+
+
+def test_verify_accounts_action(admin_client, make_account):
+    account = make_account()
+
+    run_action(admin_client, "accounts/account", "verify_accounts", [account.pk])
+
+    account.refresh_from_db()
+    assert account.verified is True
+    assert LogEntry.objects.filter(object_id=str(account.pk), content_type__model="account").exists()
+
+
+def test_operator_credits_then_debits_through_the_ledger(admin_client, make_account, markets):
+    account = make_account()
+
+    credit = admin_client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot",
+                                            "amount": "250.50", "memo": "wire 123"})
+    debit = admin_client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot",
+                                           "amount": "-50.25", "memo": "refund"})
+
+    assert credit.status_code == 302 and debit.status_code == 302
+    assert balance_of(account, "USD").available == Decimal("200.25")
+    entries = LedgerEntry.objects.filter(reference="admin:admin")
+    assert sum(e.amount for e in entries) == 0
+    assert {e.memo for e in entries} == {"wire 123", "refund"}
+    assert LogEntry.objects.filter(content_type__model="balance", change_message__contains="wire 123").exists()
+
+
+@pytest.mark.parametrize("form", [
+    {"amount": "-0.01", "memo": "more than held"},
+    {"amount": "10", "memo": ""},
+    {"amount": "1e3", "memo": "exponent"},
+    {"amount": "0", "memo": "zero"},
+])
+def test_refused_adjustments_write_nothing(admin_client, make_account, markets, form):
+    account = make_account()
+    before = ledger_snapshot()
+
+    response = admin_client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot", **form})
+
+    assert response.status_code == 200
+    assert response.context["form"].errors
+    assert ledger_snapshot() == before
+
+
+def test_staff_without_the_adjust_permission_cannot_adjust(client, make_account, markets):
+    staff = get_user_model().objects.create_user("viewer", password="pw-123456!", is_staff=True)
+    client.force_login(staff)
+    account = make_account()
+
+    response = client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "amount": "5", "memo": "x"})
+
+    assert response.status_code == 403
+    assert balance_of(account, "USD") is None
+
+
+def test_ledger_entries_and_balances_are_read_only_in_admin(admin_client, make_account, fund):
+    account = make_account()
+    fund(account, "USD", "10")
+    entry = LedgerEntry.objects.first()
+
+    assert admin_client.get("/admin/trading/ledgerentry/add/").status_code == 403
+    assert admin_client.get("/admin/trading/balance/add/").status_code == 403
+    assert admin_client.post(f"/admin/trading/ledgerentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+    page = admin_client.get(f"/admin/trading/ledgerentry/{entry.pk}/change/")
+    assert page.status_code == 200 and b'name="_save"' not in page.content
+    assert LedgerEntry.objects.filter(pk=entry.pk).exists()
+
+
+def test_admin_pages_render(admin_client, markets, make_account, fund):
+    fund(make_account(), "BTC", "1")
+    for model in ["trading/asset", "trading/market", "trading/balance", "trading/ledgerentry",
+                  "accounts/account", "accounts/ratetier"]:
+        assert admin_client.get(f"/admin/{model}/").status_code == 200, model
+    assert admin_client.get(ADJUST_URL).status_code == 200
+    assert Account.objects.filter(kind="fee").count() == 1

@@ -1,0 +1,165 @@
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from exchange.fields import to_milliseconds
+from trading.models import BookLevel, BookState, Market, Trade
+
+# The matcher is the only writer of these tables; until a test can trade through it, these
+# helpers stand in for a committed matcher batch so that the read side can be checked.
+
+
+def committed_book(market, sequence, bids=(), asks=()):
+    BookState.objects.update_or_create(market=market, defaults={"sequence": sequence})
+    for side, levels in ((BookLevel.Side.BID, bids), (BookLevel.Side.ASK, asks)):
+        for price, size in levels:
+            BookLevel.objects.create(market=market, side=side, price=Decimal(price), size=Decimal(size))
+
+
+def committed_trade(market, price, size, taker_side="buy", ago=timedelta(0)):
+    return Trade.objects.create(
+        market=market, price=Decimal(price), size=Decimal(size), taker_side=taker_side,
+        executed_at=timezone.now() - ago,
+    )
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert isinstance(body["error"]["details"], dict)
+    assert "Traceback" not in response.content.decode()
+
+
+def test_time_is_close_to_server_clock(api, db):
+    before = to_milliseconds(timezone.now())
+    response = api.get("/v1/time")
+    after = to_milliseconds(timezone.now())
+
+    assert response.status_code == 200
+    assert before <= response.json()["time"] <= after
+
+
+def test_markets_lists_pairs_with_grid_as_decimal_strings(api, markets):
+    Market.objects.filter(pair="ETH-BTC").update(status=Market.Status.HALTED)
+
+    response = api.get("/v1/markets")
+
+    assert response.status_code == 200
+    by_pair = {m["pair"]: m for m in response.json()}
+    assert set(by_pair) == {"BTC-USD", "ETH-USD", "ETH-BTC"}
+    assert by_pair["BTC-USD"] == {
+        "pair": "BTC-USD", "base": "BTC", "quote": "USD", "status": "online",
+        "tick_size": "0.01", "lot_size": "0.00000001", "min_size": "0.00001", "min_notional": "1.00",
+    }
+    assert by_pair["ETH-BTC"]["status"] == "halted"
+
+
+def test_orderbook_is_empty_before_any_order(api, btc_usd):
+    response = api.get("/v1/orderbook/BTC-USD")
+
+    assert response.status_code == 200
+    assert response.json() == {"pair": "BTC-USD", "sequence": 0, "bids": [], "asks": []}
+
+
+def test_orderbook_shows_committed_levels_best_first_on_the_market_grid(api, btc_usd):
+    committed_book(btc_usd, 42, bids=[("62990", "1"), ("63000", "0.5")], asks=[("63010.5", "2"), ("63005", "0.25")])
+
+    body = api.get("/v1/orderbook/BTC-USD?depth=1").json()
+
+    assert body == {"pair": "BTC-USD", "sequence": 42, "bids": [["63000.00", "0.50000000"]],
+                    "asks": [["63005.00", "0.25000000"]]}
+    full = api.get("/v1/orderbook/btc-usd").json()
+    assert [p for p, _ in full["bids"]] == ["63000.00", "62990.00"]
+    assert [p for p, _ in full["asks"]] == ["63005.00", "63010.50"]
+
+
+def test_orderbook_depth_defaults_to_and_is_capped_at_100(api, btc_usd):
+    committed_book(btc_usd, 1, bids=[(str(60000 - i), "1") for i in range(150)])
+
+    assert len(api.get("/v1/orderbook/BTC-USD").json()["bids"]) == 100
+    assert len(api.get("/v1/orderbook/BTC-USD?depth=100").json()["bids"]) == 100
+
+
+@pytest.mark.parametrize("depth", ["abc", "0", "-1", "1.5", "1001"])
+def test_orderbook_rejects_bad_depth(api, btc_usd, depth):
+    assert_error(api.get(f"/v1/orderbook/BTC-USD?depth={depth}"), 400, "INVALID_REQUEST")
+
+
+def test_orderbook_deeper_than_100_needs_a_verified_account(api, btc_usd):
+    response = api.get("/v1/orderbook/BTC-USD?depth=101")
+
+    assert_error(response, 403, "DEPTH_REQUIRES_VERIFICATION")
+    assert response.json()["error"]["details"] == {"max_depth": 100}
+
+
+@pytest.mark.parametrize("path", ["/v1/orderbook/DOGE-USD", "/v1/ticker/DOGE-USD", "/v1/trades/DOGE-USD",
+                                  "/v1/orderbook/nonsense"])
+def test_unknown_pair_is_404_unknown_pair(api, markets, path):
+    response = api.get(path)
+
+    assert_error(response, 404, "UNKNOWN_PAIR")
+    assert "pair" in response.json()["error"]["details"]
+
+
+@pytest.mark.parametrize("method,path", [("post", "/v1/markets"), ("delete", "/v1/orderbook/BTC-USD"),
+                                         ("put", "/v1/ticker/BTC-USD"), ("post", "/v1/time")])
+def test_wrong_method_is_405(api, markets, method, path):
+    assert_error(getattr(api, method)(path), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_unknown_endpoint_is_json_404(api, db):
+    assert_error(api.get("/v1/no-such-thing"), 404, "NOT_FOUND")
+
+
+def test_ticker_without_trades_has_nulls_and_zero_volume(api, btc_usd):
+    body = api.get("/v1/ticker/BTC-USD").json()
+
+    assert body["pair"] == "BTC-USD"
+    assert body["last_price"] is None and body["open_24h"] is None and body["market_cap"] is None
+    assert body["volume_24h"] == "0.00000000"
+    assert isinstance(body["time"], int)
+
+
+def test_ticker_24h_statistics_and_market_cap(api, btc_usd):
+    committed_trade(btc_usd, "50000", "9", ago=timedelta(hours=25))  # outside the window
+    committed_trade(btc_usd, "60000", "0.5", ago=timedelta(hours=23))
+    committed_trade(btc_usd, "66000", "0.25", ago=timedelta(hours=2))
+    committed_trade(btc_usd, "63000", "0.1", taker_side="sell")
+    committed_book(btc_usd, 3, bids=[("62999.99", "1")], asks=[("63000.01", "1")])
+
+    body = api.get("/v1/ticker/BTC-USD").json()
+
+    assert body["last_price"] == "63000.00"
+    assert body["last_size"] == "0.10000000"
+    assert body["best_bid"] == "62999.99" and body["best_ask"] == "63000.01"
+    assert body["open_24h"] == "60000.00"
+    assert body["high_24h"] == "66000.00" and body["low_24h"] == "60000.00"
+    assert body["change_24h"] == "3000.00"
+    assert body["change_24h_pct"] == "5.00"
+    assert body["volume_24h"] == "0.85000000"
+    assert Decimal(body["quote_volume_24h"]) == Decimal("30000") + Decimal("16500") + Decimal("6300")
+    assert body["market_cap"] == "1247400000000.00"  # 63,000 × 19,800,000 BTC, at USD precision
+
+
+def test_trades_newest_first_with_paging(api, btc_usd):
+    first = committed_trade(btc_usd, "63000", "0.1")
+    second = committed_trade(btc_usd, "63001", "0.2", taker_side="sell")
+
+    body = api.get("/v1/trades/BTC-USD").json()
+
+    assert body["pair"] == "BTC-USD"
+    assert [t["trade_id"] for t in body["trades"]] == [second.id, first.id]
+    assert body["trades"][0] == {"trade_id": second.id, "price": "63001.00", "size": "0.20000000",
+                                 "taker_side": "sell", "time": to_milliseconds(second.executed_at)}
+    older = api.get(f"/v1/trades/BTC-USD?before={second.id}").json()["trades"]
+    assert [t["trade_id"] for t in older] == [first.id]
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "before=0"])
+def test_trades_rejects_bad_paging(api, btc_usd, query):
+    assert_error(api.get(f"/v1/trades/BTC-USD?{query}"), 400, "INVALID_REQUEST")
