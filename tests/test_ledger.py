@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from exchange.errors import ErrorCode, ExchangeError
 from trading import ledger
 from trading.ledger import Bucket, Journal, Posting, Reason
-from trading.models import Asset, Balance, LedgerEntry
+from trading.models import Asset, Balance, BookLevel, LedgerEntry
 
 from .conftest import balance_of, ledger_snapshot
 
@@ -126,3 +126,19 @@ def test_random_transfers_conserve_money_and_never_go_negative(make_account, fun
     for balance in balances:
         entries = LedgerEntry.objects.filter(account_id=balance.account_id, asset=usd, bucket=Bucket.AVAILABLE)
         assert sum(e.amount for e in entries) == balance.available
+
+
+def test_amounts_are_stored_exactly_and_sorted_numerically(make_account, fund, btc_usd):
+    account = make_account()
+    huge_and_fine = "123456789012345678.123456789012345678"  # 36 significant digits
+
+    fund(account, "USD", huge_and_fine)
+    fund(account, "USD", "0.000000000000000001")
+
+    assert balance_of(account, "USD").available == Decimal("123456789012345678.123456789012345679")
+    BookLevel.objects.bulk_create(
+        BookLevel(market=btc_usd, side="ask", price=Decimal(p), size=Decimal("1")) for p in ["10", "9.5", "100", "9.05"]
+    )
+    prices = list(BookLevel.objects.filter(market=btc_usd, price__gte=Decimal("9.5")).order_by("price")
+                  .values_list("price", flat=True))
+    assert prices == [Decimal("9.5"), Decimal("10"), Decimal("100")]

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 
 from exchange.errors import ErrorCode, ExchangeError
@@ -21,10 +21,6 @@ from trading.models import Asset, Balance, LedgerEntry, Wallet
 
 Bucket = LedgerEntry.Bucket
 Reason = LedgerEntry.Reason
-
-# SQLite keeps numeric columns as 64-bit floats, exact to 15 significant digits; refuse rather
-# than let the embedded database round a balance. PostgreSQL's numeric has no such limit.
-SQLITE_SIGNIFICANT_DIGITS = 15
 
 
 class UnbalancedJournal(ValueError):
@@ -107,14 +103,6 @@ def refuse_shortfalls(shortfalls: list[tuple[Balance, str, Decimal]]) -> None:
     )
 
 
-def check_storable(value: Decimal) -> None:
-    if connection.vendor == "sqlite" and len(value.normalize().as_tuple().digits) > SQLITE_SIGNIFICANT_DIGITS:
-        raise ExchangeError(
-            ErrorCode.INVALID_REQUEST,
-            f"{value} has more significant digits than the embedded SQLite database keeps exactly.",
-        )
-
-
 def apply_journals(journals: Sequence[Journal]) -> list[LedgerEntry]:
     """Apply balanced journals atomically; raise INSUFFICIENT_FUNDS, writing nothing, if any bucket would go negative."""
     for journal in journals:
@@ -130,7 +118,6 @@ def apply_journals(journals: Sequence[Journal]) -> list[LedgerEntry]:
             for bucket, value in (("available", row.available), ("locked", row.locked)):
                 if value < 0:
                     shortfalls.append((row, bucket, value))
-                check_storable(value)
         if shortfalls:
             refuse_shortfalls(shortfalls)
         Balance.objects.bulk_update(balances.values(), ["available", "locked"])

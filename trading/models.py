@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django.db import models
 from django.db.models import F, Q
 
@@ -5,12 +7,41 @@ from exchange.money import DECIMAL_PLACES, MAX_DIGITS
 
 
 class AmountField(models.DecimalField):
-    """Every amount, price and size: exact decimal, 36 digits with 18 after the point."""
+    """Every amount, price and size: exact decimal, 36 digits with 18 after the point.
+
+    PostgreSQL stores it as numeric. SQLite has no exact decimal type (its numeric affinity turns
+    "0.1" into a float, exact to 15 digits only), so there the value is stored as fixed-width text,
+    ``000000000000063000.500000000000000000``: exact, and for the non-negative values that are
+    compared and sorted (prices, sizes, balances), text order is numeric order. A negative value
+    (a ledger debit) sorts before every non-negative one, which is what ``>= 0`` checks need.
+    """
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("max_digits", MAX_DIGITS)
         kwargs.setdefault("decimal_places", DECIMAL_PLACES)
         super().__init__(*args, **kwargs)
+
+    def get_internal_type(self) -> str:
+        # Not "DecimalField": that would make SQLite's backend read values back through a float.
+        return "AmountField"
+
+    def db_type(self, connection) -> str:
+        if connection.vendor == "sqlite":
+            return "text"
+        return f"numeric({self.max_digits}, {self.decimal_places})"
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if connection.vendor != "sqlite" or value is None or hasattr(value, "resolve_expression"):
+            return super().get_db_prep_value(value, connection, prepared)
+        value = self.to_python(value)
+        width = self.max_digits + 1  # digits and the point
+        return format(value.quantize(Decimal(1).scaleb(-self.decimal_places)), f"0{width}.{self.decimal_places}f")
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or isinstance(value, Decimal):
+            return value
+        # Text from SQLite is exact; a float only comes from SQLite's SUM() over text (statistics).
+        return Decimal(value) if isinstance(value, str) else Decimal(repr(value))
 
 
 class Asset(models.Model):
