@@ -9,6 +9,7 @@ v1 = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("", include("marketdata.api.urls")),
+    path("", include("trading.api.urls")),
 ]
 
 urlpatterns = [

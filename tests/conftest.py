@@ -60,3 +60,40 @@ def ledger_snapshot() -> tuple:
         sorted(Balance.objects.values_list("id", "available", "locked")),
         LedgerEntry.objects.count(),
     )
+
+
+@pytest.fixture(autouse=True)
+def fresh_matchers():
+    """Matchers keep books in memory per process; each test's database starts afresh."""
+    from trading import dispatch
+
+    dispatch._matchers.clear()
+    yield
+    dispatch._matchers.clear()
+
+
+@pytest.fixture
+def trade(db, django_capture_on_commit_callbacks):
+    """Place an order as the API does and let the pair's matcher run after the commit, as it would."""
+    from trading import services
+    from trading.orders import OrderRequest
+
+    def place(account, pair="BTC-USD", **fields):
+        with django_capture_on_commit_callbacks(execute=True):
+            order, _ = services.place_order(account, OrderRequest(pair=pair, **fields))
+        order.refresh_from_db()
+        return order
+
+    return place
+
+
+@pytest.fixture
+def as_trader():
+    """An API client signed in as an account (for tests that commit, so the matcher runs on commit)."""
+
+    def client_for(account):
+        client = APIClient()
+        client.force_authenticate(user=account.user)
+        return client
+
+    return client_for

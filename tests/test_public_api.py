@@ -5,24 +5,50 @@ import pytest
 from django.utils import timezone
 
 from exchange.fields import to_milliseconds
-from trading.models import BookLevel, BookState, Market, Trade
+from trading.models import Market, Trade
 
-# The matcher is the only writer of these tables; until a test can trade through it, these
-# helpers stand in for a committed matcher batch so that the read side can be checked.
-
-
-def committed_book(market, sequence, bids=(), asks=()):
-    BookState.objects.update_or_create(market=market, defaults={"sequence": sequence})
-    for side, levels in ((BookLevel.Side.BID, bids), (BookLevel.Side.ASK, asks)):
-        for price, size in levels:
-            BookLevel.objects.create(market=market, side=side, price=Decimal(price), size=Decimal(size))
+@pytest.fixture
+def maker(make_account, fund):
+    account = make_account("maker")
+    fund(account, "USD", "10000000")
+    fund(account, "BTC", "1000")
+    return account
 
 
-def committed_trade(market, price, size, taker_side="buy", ago=timedelta(0)):
-    return Trade.objects.create(
-        market=market, price=Decimal(price), size=Decimal(size), taker_side=taker_side,
-        executed_at=timezone.now() - ago,
-    )
+@pytest.fixture
+def taker(make_account, fund):
+    account = make_account("taker")
+    fund(account, "USD", "10000000")
+    fund(account, "BTC", "1000")
+    return account
+
+
+@pytest.fixture
+def rest(trade, maker):
+    """Rest a limit order on the BTC-USD book."""
+
+    def rest(side, price, size):
+        return trade(maker, side=side, type="limit", price=Decimal(price), size=Decimal(size))
+
+    return rest
+
+
+@pytest.fixture
+def print_trade(trade, maker, taker):
+    """A trade at ``price``: the maker rests, the taker crosses it; ``ago`` back-dates it for 24 h windows."""
+
+    def print_trade(price, size, taker_side="buy", ago=timedelta(0)):
+        maker_side = "sell" if taker_side == "buy" else "buy"
+        trade(maker, side=maker_side, type="limit", price=Decimal(price), size=Decimal(size))
+        trade(taker, side=taker_side, type="market", size=Decimal(size), time_in_force="IOC")
+        last = Trade.objects.latest("id")
+        if ago:
+            # The clock is the only thing the matcher does not let a test choose.
+            Trade.objects.filter(pk=last.pk).update(executed_at=timezone.now() - ago)
+            last.refresh_from_db()
+        return last
+
+    return print_trade
 
 
 def assert_error(response, status, code):
@@ -66,20 +92,23 @@ def test_orderbook_is_empty_before_any_order(api, btc_usd):
     assert response.json() == {"pair": "BTC-USD", "sequence": 0, "bids": [], "asks": []}
 
 
-def test_orderbook_shows_committed_levels_best_first_on_the_market_grid(api, btc_usd):
-    committed_book(btc_usd, 42, bids=[("62990", "1"), ("63000", "0.5")], asks=[("63010.5", "2"), ("63005", "0.25")])
+def test_orderbook_shows_committed_levels_best_first_on_the_market_grid(api, rest):
+    for side, price, size in [("buy", "62990", "1"), ("buy", "63000", "0.5"), ("sell", "63010.5", "2"),
+                              ("sell", "63005", "0.25"), ("buy", "63000", "0.25")]:
+        rest(side, price, size)
 
     body = api.get("/v1/orderbook/BTC-USD?depth=1").json()
 
-    assert body == {"pair": "BTC-USD", "sequence": 42, "bids": [["63000.00", "0.50000000"]],
+    assert body == {"pair": "BTC-USD", "sequence": 5, "bids": [["63000.00", "0.75000000"]],
                     "asks": [["63005.00", "0.25000000"]]}
     full = api.get("/v1/orderbook/btc-usd").json()
     assert [p for p, _ in full["bids"]] == ["63000.00", "62990.00"]
     assert [p for p, _ in full["asks"]] == ["63005.00", "63010.50"]
 
 
-def test_orderbook_depth_defaults_to_and_is_capped_at_100(api, btc_usd):
-    committed_book(btc_usd, 1, bids=[(str(60000 - i), "1") for i in range(150)])
+def test_orderbook_depth_defaults_to_and_is_capped_at_100(api, rest):
+    for i in range(101):
+        rest("buy", str(60000 - i), "0.001")
 
     assert len(api.get("/v1/orderbook/BTC-USD").json()["bids"]) == 100
     assert len(api.get("/v1/orderbook/BTC-USD?depth=100").json()["bids"]) == 100
@@ -125,12 +154,13 @@ def test_ticker_without_trades_has_nulls_and_zero_volume(api, btc_usd):
     assert isinstance(body["time"], int)
 
 
-def test_ticker_24h_statistics_and_market_cap(api, btc_usd):
-    committed_trade(btc_usd, "50000", "9", ago=timedelta(hours=25))  # outside the window
-    committed_trade(btc_usd, "60000", "0.5", ago=timedelta(hours=23))
-    committed_trade(btc_usd, "66000", "0.25", ago=timedelta(hours=2))
-    committed_trade(btc_usd, "63000", "0.1", taker_side="sell")
-    committed_book(btc_usd, 3, bids=[("62999.99", "1")], asks=[("63000.01", "1")])
+def test_ticker_24h_statistics_and_market_cap(api, print_trade, rest):
+    print_trade("50000", "9", ago=timedelta(hours=25))  # outside the window
+    print_trade("60000", "0.5", ago=timedelta(hours=23))
+    print_trade("66000", "0.25", ago=timedelta(hours=2))
+    print_trade("63000", "0.1", taker_side="sell")
+    rest("buy", "62999.99", "1")
+    rest("sell", "63000.01", "1")
 
     body = api.get("/v1/ticker/BTC-USD").json()
 
@@ -146,9 +176,9 @@ def test_ticker_24h_statistics_and_market_cap(api, btc_usd):
     assert body["market_cap"] == "1247400000000.00"  # 63,000 × 19,800,000 BTC, at USD precision
 
 
-def test_trades_newest_first_with_paging(api, btc_usd):
-    first = committed_trade(btc_usd, "63000", "0.1")
-    second = committed_trade(btc_usd, "63001", "0.2", taker_side="sell")
+def test_trades_newest_first_with_paging(api, print_trade):
+    first = print_trade("63000", "0.1")
+    second = print_trade("63001", "0.2", taker_side="sell")
 
     body = api.get("/v1/trades/BTC-USD").json()
 

@@ -173,10 +173,12 @@ class LedgerEntry(models.Model):
 
 
 class BookState(models.Model):
-    """The pair's book sequence: +1 per published delta, never reset. Written by the matcher."""
+    """The matcher's committed position for a pair. Written only by the pair's matcher, once per batch."""
 
     market = models.OneToOneField(Market, primary_key=True, on_delete=models.CASCADE, related_name="book_state")
-    sequence = models.BigIntegerField(default=0)
+    sequence = models.BigIntegerField(default=0, help_text="+1 per published book delta; never reset.")
+    batches = models.BigIntegerField(default=0, help_text="Batches committed; tells a matcher its memory is stale.")
+    last_priority = models.BigIntegerField(default=0, help_text="Time priority given to the last order that rested.")
 
 
 class BookLevel(models.Model):
@@ -198,19 +200,155 @@ class BookLevel(models.Model):
         ]
 
 
+class Side(models.TextChoices):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class Order(models.Model):
+    class Type(models.TextChoices):
+        LIMIT = "limit"
+        MARKET = "market"
+        STOP = "stop"
+
+    class TimeInForce(models.TextChoices):
+        GTC = "GTC"
+        IOC = "IOC"
+        FOK = "FOK"
+
+    class SelfTradePrevention(models.TextChoices):
+        CANCEL_OLDEST = "cancel_oldest"
+        CANCEL_NEWEST = "cancel_newest"
+        CANCEL_BOTH = "cancel_both"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        UNTRIGGERED = "untriggered"
+        OPEN = "open"
+        PARTIALLY_FILLED = "partially_filled"
+        FILLED = "filled"
+        CANCELLED = "cancelled"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+
+    LIVE_STATUSES = (Status.PENDING, Status.UNTRIGGERED, Status.OPEN, Status.PARTIALLY_FILLED)
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="orders")
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
+    client_order_id = models.CharField(max_length=64, null=True, blank=True)
+    request_digest = models.CharField(max_length=64, help_text="SHA-256 of the request, to tell a retry from a reuse.")
+    side = models.CharField(max_length=4, choices=Side.choices)
+    type = models.CharField(max_length=6, choices=Type.choices)
+    price = AmountField(null=True, blank=True)
+    size = AmountField(null=True, blank=True)
+    funds = AmountField(null=True, blank=True)
+    stop_price = AmountField(null=True, blank=True)
+    protection_price = AmountField(
+        null=True, blank=True, help_text="Worst price a market or stop-market buy given by size may pay (its hold)."
+    )
+    time_in_force = models.CharField(max_length=3, choices=TimeInForce.choices, default=TimeInForce.GTC)
+    post_only = models.BooleanField(default=False)
+    stp = models.CharField(max_length=13, choices=SelfTradePrevention.choices, default=SelfTradePrevention.CANCEL_OLDEST)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    reject_reason = models.CharField(max_length=40, blank=True)
+    filled_size = AmountField(default=0)
+    executed_value = AmountField(default=0, help_text="Quote exchanged by the fills, before fees.")
+    fee = AmountField(default=0, help_text="Fees charged, in the asset the order receives.")
+    hold_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    hold_remaining = AmountField(help_text="What is still locked for this order.")
+    book_priority = models.BigIntegerField(null=True, blank=True, help_text="Time priority on the book (matcher's).")
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["account", "-id"]),
+            models.Index(fields=["market", "status"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "client_order_id"],
+                condition=Q(client_order_id__isnull=False),
+                name="order_client_order_id_unique_per_account",
+            ),
+            models.CheckConstraint(condition=Q(hold_remaining__gte=0, filled_size__gte=0), name="order_amounts_not_negative"),
+        ]
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+    @property
+    def remaining_size(self):
+        return None if self.size is None else self.size - self.filled_size
+
+    @property
+    def average_fill_price(self):
+        return None if not self.filled_size else self.executed_value / self.filled_size
+
+    @property
+    def fee_asset_id(self) -> int:
+        return self.market.base_id if self.side == Side.BUY else self.market.quote_id
+
+    def __str__(self) -> str:
+        return f"order {self.pk} {self.side} {self.market}"
+
+
+class MatcherCommand(models.Model):
+    """The pair's queue of accepted work, consumed in id order by its single matcher.
+
+    A command is deleted in the same transaction that commits its results, so a matcher killed at
+    any instant either redoes a whole batch or none of it.
+    """
+
+    class Kind(models.TextChoices):
+        NEW = "new"
+        CANCEL = "cancel"
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=6, choices=Kind.choices)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        indexes = [models.Index(fields=["market", "id"])]
+
+
 class Trade(models.Model):
     """A match between a resting (maker) order and an incoming (taker) order, at the maker's price."""
-
-    class Side(models.TextChoices):
-        BUY = "buy"
-        SELL = "sell"
 
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades")
     price = AmountField()
     size = AmountField()
     taker_side = models.CharField(max_length=4, choices=Side.choices)
+    maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
+    taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
     executed_at = models.DateTimeField(db_index=True)
 
     class Meta:
         indexes = [models.Index(fields=["market", "-id"]), models.Index(fields=["market", "executed_at"])]
         constraints = [models.CheckConstraint(condition=Q(price__gt=0, size__gt=0), name="trade_price_size_positive")]
+
+
+class Fill(models.Model):
+    """One side of a trade, as its account sees it."""
+
+    class Liquidity(models.TextChoices):
+        MAKER = "maker"
+        TAKER = "taker"
+
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="fills")
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="fills")
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
+    side = models.CharField(max_length=4, choices=Side.choices)
+    liquidity = models.CharField(max_length=5, choices=Liquidity.choices)
+    price = AmountField()
+    size = AmountField()
+    fee = AmountField()
+    fee_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    executed_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "-id"])]

@@ -1,8 +1,180 @@
-"""Trading services: each owns its transaction and leaves an audit trail."""
+"""Trading services: each owns its transaction; the pair's matcher is woken only after commit."""
 
-from django.db import transaction
+from decimal import Decimal
 
-from trading.models import Market
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+
+from exchange.errors import ErrorCode, ExchangeError
+from trading import dispatch, ledger
+from trading.ledger import Bucket, Journal, Posting, Reason
+from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
+from trading.orders import OrderRequest, check_against_market, hold_for, protection_price
+
+
+def access_order(account, order_id: int, *, lock: bool = False) -> Order:
+    orders = Order.objects.select_related("market", "market__base", "market__quote")
+    if lock:
+        orders = orders.select_for_update(of=("self",))
+    try:
+        return orders.get(account=account, pk=order_id)
+    except Order.DoesNotExist:
+        raise ExchangeError(ErrorCode.ORDER_NOT_FOUND, f"No order {order_id} on this account.") from None
+
+
+def access_order_by_client_id(account, client_order_id: str) -> Order:
+    order = Order.objects.filter(account=account, client_order_id=client_order_id).only("pk").first()
+    if order is None:
+        raise ExchangeError(ErrorCode.ORDER_NOT_FOUND, f"No order with client_order_id {client_order_id!r}.")
+    return access_order(account, order.pk)
+
+
+def access_market_for_trading(pair: str) -> Market:
+    try:
+        return Market.objects.select_related("base", "quote").get(pair=pair.upper())
+    except Market.DoesNotExist:
+        raise ExchangeError(ErrorCode.UNKNOWN_PAIR, f"Unknown pair {pair!r}.", {"pair": pair}) from None
+
+
+def hold_funds(order: Order) -> None:
+    ledger.apply_journal(
+        Journal(
+            reason=Reason.ORDER_HOLD,
+            reference=f"order:{order.pk}",
+            postings=[
+                Posting(order.account_id, order.hold_asset_id, -order.hold_remaining, Bucket.AVAILABLE),
+                Posting(order.account_id, order.hold_asset_id, order.hold_remaining, Bucket.LOCKED),
+            ],
+        )
+    )
+
+
+def existing_for_retry(account, request: OrderRequest) -> Order | None:
+    """The order an earlier identical request made; DUPLICATE_CLIENT_ORDER_ID if the id was used otherwise."""
+    if request.client_order_id is None:
+        return None
+    order = Order.objects.filter(account=account, client_order_id=request.client_order_id).first()
+    if order is not None and order.request_digest != request.digest():
+        raise ExchangeError(
+            ErrorCode.DUPLICATE_CLIENT_ORDER_ID,
+            f"client_order_id {request.client_order_id!r} was already used for a different order.",
+            {"order_id": order.pk},
+        )
+    return order and access_order(account, order.pk)
+
+
+def place_order(account, request: OrderRequest) -> tuple[Order, bool]:
+    """Accept an order: check it, hold its funds, queue it for the pair's matcher, in one transaction.
+
+    Returns (order, created). Repeating a request with the same client_order_id returns the first
+    order with created=False, also when the two requests race (the unique index decides).
+    """
+    existing = existing_for_retry(account, request)
+    if existing is not None:
+        return existing, False
+    try:
+        order = do_place_order(account, request)
+    except IntegrityError:
+        existing = existing_for_retry(account, request)
+        if existing is None:
+            raise
+        return existing, False
+    return order, True
+
+
+@transaction.atomic
+def do_place_order(account, request: OrderRequest) -> Order:
+    market = access_market_for_trading(request.pair)
+    check_against_market(market, request)
+    protection = protection_price(market, request)
+    hold_asset_id, hold_amount = hold_for(market, request, protection)
+    order = Order.objects.create(
+        account=account,
+        market=market,
+        client_order_id=request.client_order_id,
+        request_digest=request.digest(),
+        side=request.side,
+        type=request.type,
+        price=request.price,
+        size=request.size,
+        funds=request.funds,
+        stop_price=request.stop_price,
+        protection_price=protection,
+        time_in_force=request.time_in_force,
+        post_only=request.post_only,
+        stp=request.stp,
+        hold_asset_id=hold_asset_id,
+        hold_remaining=hold_amount,
+    )
+    hold_funds(order)
+    MatcherCommand.objects.create(market=market, kind=MatcherCommand.Kind.NEW, order=order)
+    transaction.on_commit(lambda: dispatch.wake_matcher(market.pair))
+    return order
+
+
+def refuse_rejected(order: Order) -> None:
+    """A post-only order the matcher rejected is reported as SPEC's POST_ONLY_WOULD_TAKE error."""
+    if order.status == Order.Status.REJECTED and order.reject_reason == ErrorCode.POST_ONLY_WOULD_TAKE:
+        raise ExchangeError(
+            ErrorCode.POST_ONLY_WOULD_TAKE,
+            f"Order {order.pk} would have taken liquidity, so it was rejected (post_only).",
+            {"order_id": order.pk, "status": order.status},
+        )
+
+
+def refuse_closed(order: Order) -> None:
+    if order.status == Order.Status.CANCELLED:
+        return
+    if not order.is_live:
+        raise ExchangeError(
+            ErrorCode.ORDER_ALREADY_CLOSED,
+            f"Order {order.pk} is already {order.status}.",
+            {"order_id": order.pk, "status": order.status, "filled_size": str(order.filled_size)},
+        )
+
+
+@transaction.atomic
+def request_cancel(account, order_id: int) -> Order:
+    """Queue a cancel for the pair's matcher; repeating it queues nothing more (idempotent)."""
+    order = access_order(account, order_id, lock=True)
+    refuse_closed(order)
+    if order.is_live and not order.cancel_requested:
+        if order.market.status == Market.Status.HALTED:
+            raise ExchangeError(ErrorCode.MARKET_HALTED, f"{order.market.pair} is halted.", {"status": "halted"})
+        order.cancel_requested = True
+        order.save(update_fields=["cancel_requested", "updated_at"])
+        MatcherCommand.objects.create(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order)
+        transaction.on_commit(lambda: dispatch.wake_matcher(order.market.pair))
+    return order
+
+
+def live_orders(account, pair: str | None = None) -> QuerySet[Order]:
+    orders = Order.objects.filter(account=account, status__in=Order.LIVE_STATUSES)
+    if pair is not None:
+        orders = orders.filter(market=access_market_for_trading(pair))
+    return orders
+
+
+@transaction.atomic
+def request_cancel_all(account, pair: str | None = None) -> list[Order]:
+    """Queue a cancel for every live order of the account (optionally of one pair) not already cancelling."""
+    orders = list(
+        live_orders(account, pair)
+        .exclude(market__status=Market.Status.HALTED)
+        .filter(cancel_requested=False)
+        .select_related("market")
+        .select_for_update(of=("self",))
+        .order_by("pk")
+    )
+    for order in orders:
+        order.cancel_requested = True
+    Order.objects.bulk_update(orders, ["cancel_requested"])
+    MatcherCommand.objects.bulk_create(
+        MatcherCommand(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order) for order in orders
+    )
+    for pair_name in sorted({order.market.pair for order in orders}):
+        transaction.on_commit(lambda pair_name=pair_name: dispatch.wake_matcher(pair_name))
+    return orders
 
 
 @transaction.atomic
@@ -13,4 +185,16 @@ def set_market_status(market_id: int, status: str) -> Market:
         raise ValueError(f"unknown market status {status!r}")
     market.status = status
     market.save(update_fields=["status"])
+    if status != Market.Status.HALTED:
+        transaction.on_commit(lambda: dispatch.wake_matcher(market.pair))  # matches what queued while halted
     return market
+
+
+def account_balances(account) -> list[tuple[Asset, dict[str, tuple[Decimal, Decimal]]]]:
+    """Every asset with the account's (available, locked) per wallet, zeros where it holds none."""
+    held = {(b.asset_id, b.wallet): (b.available, b.locked) for b in Balance.objects.filter(account=account)}
+    zero = (Decimal(0), Decimal(0))
+    return [
+        (asset, {wallet: held.get((asset.pk, wallet), zero) for wallet in Wallet.values})
+        for asset in Asset.objects.order_by("symbol")
+    ]

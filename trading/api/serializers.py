@@ -1,0 +1,262 @@
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from exchange.fields import DecimalString, MillisecondsField
+from exchange.money import format_amount
+from trading.models import Fill, Order, Side
+from trading.orders import OrderRequest
+
+AMOUNT_FIELDS = ("price", "size", "funds", "stop_price")
+AVERAGE_PRICE_QUANTUM = Decimal(1).scaleb(-18)
+
+
+class OrderCreateSerializer(serializers.Serializer):
+    pair = serializers.CharField(max_length=25)
+    side = serializers.ChoiceField(choices=Side.choices)
+    type = serializers.ChoiceField(choices=Order.Type.choices)
+    price = DecimalString(required=False, help_text="Limit price; for a stop, the limit it enters with.")
+    size = DecimalString(required=False, help_text="In base. A market buy may give funds instead.")
+    funds = DecimalString(required=False, help_text="Market (or stop-market) buy only: quote to spend.")
+    stop_price = DecimalString(required=False, help_text="Stop orders: the last-trade price that triggers it.")
+    time_in_force = serializers.ChoiceField(
+        choices=Order.TimeInForce.choices, required=False,
+        help_text="GTC (default for limit and stop-limit), IOC (default for market and stop-market) or FOK.",
+    )
+    post_only = serializers.BooleanField(default=False, help_text="Reject (POST_ONLY_WOULD_TAKE) instead of taking.")
+    stp = serializers.ChoiceField(
+        choices=Order.SelfTradePrevention.choices, default=Order.SelfTradePrevention.CANCEL_OLDEST,
+        help_text="Self-trade prevention when this order meets one of your own resting orders.",
+    )
+    client_order_id = serializers.RegexField(
+        r"^[A-Za-z0-9_-]{1,64}$", required=False, help_text="Your id, unique per account: retries are safe."
+    )
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+    def validate(self, data):
+        errors = {}
+        for name in AMOUNT_FIELDS:
+            if name in data and data[name] <= 0:
+                errors[name] = ["Must be greater than zero."]
+        kind, side = data["type"], data["side"]
+        given = {name for name in AMOUNT_FIELDS if name in data}
+
+        def require(*names):
+            for name in names:
+                if name not in given:
+                    errors.setdefault(name, []).append(f"Required for a {kind} order.")
+
+        def forbid(*names, why):
+            for name in names:
+                if name in given:
+                    errors.setdefault(name, []).append(why)
+
+        if kind == Order.Type.LIMIT:
+            require("price", "size")
+            forbid("funds", "stop_price", why="Not allowed on a limit order.")
+        elif kind == Order.Type.MARKET:
+            forbid("price", "stop_price", why="Not allowed on a market order.")
+        else:
+            require("stop_price")
+        if kind != Order.Type.LIMIT and not (kind == Order.Type.STOP and "price" in given):
+            if ("size" in given) == ("funds" in given):
+                errors.setdefault("size", []).append("Give exactly one of size and funds.")
+        if kind == Order.Type.STOP and "price" in given:
+            forbid("funds", why="A stop-limit order is given by size.")
+            require("size")
+        if side == Side.SELL:
+            forbid("funds", why="Only buys may give funds.")
+
+        is_market_like = kind == Order.Type.MARKET or (kind == Order.Type.STOP and "price" not in given)
+        tif = data.get("time_in_force") or (Order.TimeInForce.IOC if is_market_like else Order.TimeInForce.GTC)
+        if is_market_like and tif == Order.TimeInForce.GTC:
+            errors["time_in_force"] = ["A market order cannot rest: use IOC or FOK."]
+        if tif == Order.TimeInForce.FOK and "funds" in given:
+            errors["time_in_force"] = ["FOK needs a size."]
+        if data["post_only"] and (is_market_like or tif != Order.TimeInForce.GTC):
+            errors["post_only"] = ["Only a GTC limit or stop-limit order can be post-only."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return OrderRequest(**{**data, "time_in_force": tif})
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    order_id = serializers.IntegerField(source="pk")
+    pair = serializers.CharField(source="market.pair")
+    price = serializers.SerializerMethodField()
+    size = serializers.SerializerMethodField()
+    funds = serializers.SerializerMethodField()
+    stop_price = serializers.SerializerMethodField()
+    filled_size = serializers.SerializerMethodField()
+    remaining_size = serializers.SerializerMethodField()
+    executed_value = serializers.SerializerMethodField(help_text="Quote exchanged so far, before fees.")
+    average_fill_price = serializers.SerializerMethodField()
+    fee = serializers.SerializerMethodField(help_text="Fees so far, in fee_asset (the asset the order receives).")
+    fee_asset = serializers.SerializerMethodField()
+    created_at = MillisecondsField()
+    updated_at = MillisecondsField()
+    done_at = MillisecondsField(allow_null=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "order_id", "client_order_id", "pair", "side", "type", "status", "reject_reason", "price", "size",
+            "funds", "stop_price", "time_in_force", "post_only", "stp", "filled_size", "remaining_size",
+            "executed_value", "average_fill_price", "fee", "fee_asset", "cancel_requested", "created_at",
+            "updated_at", "done_at",
+        ]
+
+    @staticmethod
+    def _format(value, step) -> str | None:
+        return None if value is None else format_amount(value, step)
+
+    @extend_schema_field(DecimalString(allow_null=True))
+    def get_price(self, order) -> str | None:
+        return self._format(order.price, order.market.tick_size)
+
+    @extend_schema_field(DecimalString(allow_null=True))
+    def get_stop_price(self, order) -> str | None:
+        return self._format(order.stop_price, order.market.tick_size)
+
+    @extend_schema_field(DecimalString(allow_null=True))
+    def get_size(self, order) -> str | None:
+        return self._format(order.size, order.market.lot_size)
+
+    @extend_schema_field(DecimalString(allow_null=True))
+    def get_funds(self, order) -> str | None:
+        return self._format(order.funds, quote_step(order))
+
+    @extend_schema_field(DecimalString)
+    def get_filled_size(self, order) -> str:
+        return self._format(order.filled_size, order.market.lot_size)
+
+    @extend_schema_field(DecimalString(allow_null=True))
+    def get_remaining_size(self, order) -> str | None:
+        return self._format(order.remaining_size, order.market.lot_size)
+
+    @extend_schema_field(DecimalString)
+    def get_executed_value(self, order) -> str:
+        return self._format(order.executed_value, quote_step(order))
+
+    @extend_schema_field(DecimalString(allow_null=True))
+    def get_average_fill_price(self, order) -> str | None:
+        average = order.average_fill_price
+        return None if average is None else self._format(average.quantize(AVERAGE_PRICE_QUANTUM), order.market.tick_size)
+
+    @extend_schema_field(DecimalString)
+    def get_fee(self, order) -> str:
+        return self._format(order.fee, fee_step(order))
+
+    def get_fee_asset(self, order) -> str:
+        market = order.market
+        return market.base.symbol if order.side == Side.BUY else market.quote.symbol
+
+
+def quote_step(order) -> Decimal:
+    return Decimal(1).scaleb(-order.market.quote.precision)
+
+
+def fee_step(order) -> Decimal:
+    market = order.market
+    asset = market.base if order.side == Side.BUY else market.quote
+    return Decimal(1).scaleb(-asset.precision)
+
+
+class CancelAllSerializer(serializers.Serializer):
+    pair = serializers.CharField(max_length=25, required=False, help_text="Only this pair's orders.")
+
+
+class CancelAllResultSerializer(serializers.Serializer):
+    orders = OrderSerializer(many=True, help_text="The orders a cancel was queued for, in their current state.")
+
+
+class OrderListQuerySerializer(serializers.Serializer):
+    pair = serializers.CharField(max_length=25, required=False)
+    status = serializers.CharField(
+        required=False,
+        help_text="One status, several separated by commas, or `live` (pending, untriggered, open, partially_filled).",
+    )
+
+    def validate_status(self, value: str) -> list[str]:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        statuses = []
+        for name in names:
+            if name == "live":
+                statuses.extend(Order.LIVE_STATUSES)
+            elif name in Order.Status.values:
+                statuses.append(name)
+            else:
+                raise serializers.ValidationError(f"Unknown status {name!r}.")
+        return statuses
+
+
+class FillSerializer(serializers.ModelSerializer):
+    fill_id = serializers.IntegerField(source="pk")
+    trade_id = serializers.IntegerField()
+    order_id = serializers.IntegerField()
+    pair = serializers.CharField(source="market.pair")
+    price = serializers.SerializerMethodField()
+    size = serializers.SerializerMethodField()
+    fee = serializers.SerializerMethodField()
+    fee_asset = serializers.CharField(source="fee_asset.symbol")
+    time = MillisecondsField(source="executed_at")
+
+    class Meta:
+        model = Fill
+        fields = ["fill_id", "trade_id", "order_id", "pair", "side", "liquidity", "price", "size", "fee",
+                  "fee_asset", "time"]
+
+    @extend_schema_field(DecimalString)
+    def get_price(self, fill) -> str:
+        return format_amount(fill.price, fill.market.tick_size)
+
+    @extend_schema_field(DecimalString)
+    def get_size(self, fill) -> str:
+        return format_amount(fill.size, fill.market.lot_size)
+
+    @extend_schema_field(DecimalString)
+    def get_fee(self, fill) -> str:
+        return format_amount(fill.fee, Decimal(1).scaleb(-fill.fee_asset.precision))
+
+
+class FillListQuerySerializer(serializers.Serializer):
+    pair = serializers.CharField(max_length=25, required=False)
+    order_id = serializers.IntegerField(required=False, min_value=1)
+
+
+class WalletBalanceSerializer(serializers.Serializer):
+    available = DecimalString()
+    locked = DecimalString()
+    total = DecimalString()
+
+
+class AssetBalanceSerializer(serializers.Serializer):
+    """One asset: ``(asset, {wallet: (available, locked)})`` rendered at the asset's precision."""
+
+    asset = serializers.CharField()
+    spot = WalletBalanceSerializer()
+    margin = WalletBalanceSerializer()
+    earn = WalletBalanceSerializer()
+
+    def to_representation(self, item):
+        asset, wallets = item
+        step = Decimal(1).scaleb(-asset.precision)
+        return {
+            "asset": asset.symbol,
+            **{
+                wallet: {"available": format_amount(available, step), "locked": format_amount(locked, step),
+                         "total": format_amount(available + locked, step)}
+                for wallet, (available, locked) in wallets.items()
+            },
+        }
+
+
+class BalancesSerializer(serializers.Serializer):
+    balances = AssetBalanceSerializer(many=True)

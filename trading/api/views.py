@@ -1,0 +1,169 @@
+"""Private trading endpoints: parse, call one service, render."""
+
+from django.db.models import Q
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from exchange.errors import ErrorCode
+from exchange.openapi import error_responses
+from trading import dispatch, services
+from trading.api import serializers
+from trading.models import Fill, Order
+
+ORDER_ID_PARAMETER = OpenApiParameter(
+    "id", str, OpenApiParameter.PATH, description="The order id, or `client:<client_order_id>`."
+)
+AUTH_ERRORS = (ErrorCode.MISSING_AUTH_HEADERS, ErrorCode.PERMISSION_DENIED)
+
+
+class HasTradingAccount(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return getattr(request.user, "account", None) is not None
+
+
+class NewestFirst(CursorPagination):
+    ordering = "-id"
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+
+class AccountViewMixin:
+    permission_classes = [HasTradingAccount]
+
+    @property
+    def account(self):
+        return self.request.user.account
+
+
+class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
+    lookup_value_regex = r"[0-9]+|client:[A-Za-z0-9_-]{1,64}"
+    pagination_class = NewestFirst
+    serializer_class = serializers.OrderSerializer
+
+    def get_queryset(self):
+        return Order.objects.filter(account=self.account).select_related("market__base", "market__quote")
+
+    def access(self, lookup: str, **kwargs) -> Order:
+        if lookup.startswith("client:"):
+            return services.access_order_by_client_id(self.account, lookup.removeprefix("client:"))
+        return services.access_order(self.account, int(lookup), **kwargs)
+
+    def render(self, order: Order, http_status=status.HTTP_200_OK) -> Response:
+        return Response(serializers.OrderSerializer(order).data, status=http_status)
+
+    @extend_schema(
+        summary="Create an order",
+        request=serializers.OrderCreateSerializer,
+        responses={
+            201: OpenApiResponse(serializers.OrderSerializer, description="Accepted; the state after matching when "
+                                 "the matcher answered within 1 s, else `pending`."),
+            200: OpenApiResponse(serializers.OrderSerializer, description="A retry: the order this client_order_id made."),
+            **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.MARKET_HALTED,
+                              ErrorCode.DUPLICATE_CLIENT_ORDER_ID, ErrorCode.POST_ONLY_WOULD_TAKE),
+        },
+    )
+    def create(self, request):
+        form = serializers.OrderCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        order, created = services.place_order(self.account, form.validated_data)
+        if created and order.status == Order.Status.PENDING:
+            dispatch.wait_processed(order.pk)
+        order = services.access_order(self.account, order.pk)
+        services.refuse_rejected(order)
+        return self.render(order, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(
+        summary="Fetch an order",
+        parameters=[ORDER_ID_PARAMETER],
+        responses={200: serializers.OrderSerializer, **error_responses(*AUTH_ERRORS, ErrorCode.ORDER_NOT_FOUND)},
+    )
+    def retrieve(self, request, pk: str):
+        return self.render(self.access(pk))
+
+    @extend_schema(
+        summary="List orders, newest first",
+        parameters=[serializers.OrderListQuerySerializer],
+        responses={200: serializers.OrderSerializer(many=True), **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
+    )
+    def list(self, request):
+        query = serializers.OrderListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        orders = self.get_queryset()
+        if "pair" in query.validated_data:
+            orders = orders.filter(market=services.access_market_for_trading(query.validated_data["pair"]))
+        if "status" in query.validated_data:
+            orders = orders.filter(status__in=query.validated_data["status"])
+        page = self.paginate_queryset(orders)
+        return self.get_paginated_response(serializers.OrderSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Cancel an order (idempotent)",
+        parameters=[ORDER_ID_PARAMETER],
+        request=None,
+        responses={
+            200: OpenApiResponse(serializers.OrderSerializer, description="Cancelled (also when repeated)."),
+            202: OpenApiResponse(serializers.OrderSerializer, description="Cancel queued; the matcher has not "
+                                 "answered within 1 s. `cancel_requested` is true; poll the order."),
+            **error_responses(*AUTH_ERRORS, ErrorCode.ORDER_NOT_FOUND, ErrorCode.ORDER_ALREADY_CLOSED,
+                              ErrorCode.MARKET_HALTED),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk: str):
+        order = services.request_cancel(self.account, self.access(pk).pk)
+        if order.is_live:
+            dispatch.wait_processed(order.pk)
+        order = services.access_order(self.account, order.pk)
+        services.refuse_closed(order)  # filled (or expired) while the cancel was queued
+        return self.render(order, status.HTTP_200_OK if not order.is_live else status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Cancel all live orders, optionally of one pair",
+        request=serializers.CancelAllSerializer,
+        responses={202: serializers.CancelAllResultSerializer, **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
+    )
+    @action(detail=False, methods=["post"], url_path="cancel-all")
+    def cancel_all(self, request):
+        form = serializers.CancelAllSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        orders = services.request_cancel_all(self.account, form.validated_data.get("pair"))
+        if orders:
+            dispatch.wait_processed(orders[-1].pk)
+        current = self.get_queryset().filter(pk__in=[order.pk for order in orders]).order_by("pk")
+        return Response({"orders": serializers.OrderSerializer(current, many=True).data}, status=status.HTTP_202_ACCEPTED)
+
+
+class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
+    pagination_class = NewestFirst
+    serializer_class = serializers.FillSerializer
+
+    @extend_schema(
+        summary="Your fills, newest first",
+        parameters=[serializers.FillListQuerySerializer],
+        responses={200: serializers.FillSerializer(many=True), **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
+    )
+    def list(self, request):
+        query = serializers.FillListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        fills = Fill.objects.filter(account=self.account).select_related("market", "fee_asset")
+        if "pair" in query.validated_data:
+            fills = fills.filter(market=services.access_market_for_trading(query.validated_data["pair"]))
+        if "order_id" in query.validated_data:
+            fills = fills.filter(Q(order_id=query.validated_data["order_id"]))
+        page = self.paginate_queryset(fills)
+        return self.get_paginated_response(serializers.FillSerializer(page, many=True).data)
+
+
+class BalancesView(AccountViewMixin, APIView):
+    @extend_schema(
+        summary="Balances per asset: spot, margin and earn wallets",
+        responses={200: serializers.BalancesSerializer, **error_responses(*AUTH_ERRORS)},
+    )
+    def get(self, request):
+        return Response(serializers.BalancesSerializer({"balances": services.account_balances(self.account)}).data)

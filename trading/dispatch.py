@@ -1,0 +1,88 @@
+"""How accepted work reaches a pair's single matcher, and how a request learns it was processed.
+
+``celery`` (production): each pair has its own queue ``match.<PAIR>`` consumed by exactly one worker
+process with concurrency 1. A wake-up is queued only when none is already waiting (a Redis flag),
+so a burst of orders costs one task, and the worker drains the pair's whole queue in batches.
+A request waits for its order on a Redis list that the matcher pushes to after its commit.
+
+``inprocess`` (embedded default): the matcher runs right after the accepting transaction commits,
+in the same process, under a per-pair lock, so the response already carries the matching result.
+"""
+
+import logging
+import threading
+from collections import defaultdict
+
+from django.conf import settings
+from django.core.cache import cache
+
+from exchange.redis import get_redis
+
+logger = logging.getLogger(__name__)
+
+# How long a create or cancel request waits for the matcher before answering with the state it has.
+REPLY_WAIT_SECONDS = 1.0
+WAKE_FLAG_SECONDS = 30
+PROCESSED_KEY_SECONDS = 30
+
+_matchers: dict = {}
+_pair_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+def queue_name(pair: str) -> str:
+    return f"match.{pair}"
+
+
+def wake_flag(pair: str) -> str:
+    return f"matcher-wake:{pair}"
+
+
+def processed_key(order_id: int) -> str:
+    return f"order-processed:{order_id}"
+
+
+def matcher_for(pair: str):
+    from trading.matching import PairMatcher
+
+    if pair not in _matchers:
+        _matchers[pair] = PairMatcher(pair)
+    return _matchers[pair]
+
+
+def run_matcher(pair: str) -> int:
+    """Drain the pair's queue in this process (the Celery task body, or the in-process path)."""
+    with _pair_locks[pair]:
+        if settings.MATCHER_MODE == "celery":
+            cache.delete(wake_flag(pair))  # before draining: work queued from now on wakes us again
+        return len(matcher_for(pair).drain())
+
+
+def wake_matcher(pair: str) -> None:
+    if settings.MATCHER_MODE == "celery":
+        if cache.add(wake_flag(pair), 1, timeout=WAKE_FLAG_SECONDS):
+            from trading.tasks import match_pair
+
+            match_pair.apply_async(args=[pair], queue=queue_name(pair))
+        return
+    try:
+        run_matcher(pair)
+    except Exception:
+        # The orders stay queued and are matched at the next wake-up; the request itself succeeded.
+        logger.exception("in-process matcher for %s failed", pair)
+
+
+def announce_processed(order_ids: list[int]) -> None:
+    if settings.MATCHER_MODE != "celery" or not order_ids:
+        return
+    pipe = get_redis().pipeline(transaction=False)
+    for order_id in order_ids:
+        pipe.rpush(processed_key(order_id), 1)
+        pipe.expire(processed_key(order_id), PROCESSED_KEY_SECONDS)
+    pipe.execute()
+
+
+def wait_processed(order_id: int, timeout: float = REPLY_WAIT_SECONDS) -> bool:
+    """Wait until the matcher has committed this order's latest command; False after ``timeout``."""
+    if settings.MATCHER_MODE != "celery":
+        return True  # the in-process matcher ran before the accepting request got here
+    return get_redis().blpop([processed_key(order_id)], timeout=timeout) is not None

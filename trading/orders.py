@@ -1,0 +1,112 @@
+"""What an order request is, and how it is checked against its market before anything is written."""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from decimal import ROUND_CEILING, Decimal
+
+from exchange.errors import ErrorCode, ExchangeError
+from trading.models import BookLevel, Market, Order, Side
+
+# A market buy given by size may pay at most this much above the book's price for its size when it
+# was accepted (or above the stop price, for a stop-market buy): its hold is size × that price, and
+# it executes as IOC up to it, so a fast-moving book can never make it spend more than it holds.
+MARKET_BUY_COLLAR = Decimal("0.05")
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    pair: str
+    side: str
+    type: str
+    price: Decimal | None = None
+    size: Decimal | None = None
+    funds: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: str = Order.TimeInForce.GTC
+    post_only: bool = False
+    stp: str = Order.SelfTradePrevention.CANCEL_OLDEST
+    client_order_id: str | None = None
+
+    def digest(self) -> str:
+        """Equal for the same order however it was spelt ("63000" and "63000.00" are one price)."""
+        canonical = {
+            name: format(value.normalize(), "f") if isinstance(value, Decimal) else value
+            for name, value in asdict(self).items()
+        }
+        canonical["pair"] = self.pair.upper()
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def invalid(field: str, message: str) -> ExchangeError:
+    return ExchangeError(ErrorCode.INVALID_REQUEST, f"{field}: {message}", {"fields": {field: [message]}})
+
+
+def on_grid(value: Decimal, step: Decimal) -> bool:
+    return value % step == 0
+
+
+def check_against_market(market: Market, request: OrderRequest) -> None:
+    """Status, tick and lot grids, minimum size and notional. Raises; changes nothing."""
+    if market.status == Market.Status.HALTED:
+        raise ExchangeError(ErrorCode.MARKET_HALTED, f"{market.pair} is halted.", {"status": market.status})
+    if market.status == Market.Status.CANCEL_ONLY:
+        raise ExchangeError(
+            ErrorCode.MARKET_HALTED, f"{market.pair} accepts cancels only.", {"status": market.status}
+        )
+    for field in ("price", "stop_price"):
+        value = getattr(request, field)
+        if value is not None and not on_grid(value, market.tick_size):
+            raise invalid(field, f"Must be a multiple of the tick size {market.tick_size.normalize()}.")
+    if request.size is not None:
+        if not on_grid(request.size, market.lot_size):
+            raise invalid("size", f"Must be a multiple of the lot size {market.lot_size.normalize()}.")
+        if request.size < market.min_size:
+            raise invalid("size", f"Must be at least the minimum size {market.min_size.normalize()}.")
+    if request.funds is not None:
+        if not on_grid(request.funds, market.tick_size * market.lot_size):
+            raise invalid("funds", f"Must be a multiple of {(market.tick_size * market.lot_size).normalize()}.")
+        if request.funds < market.min_notional:
+            raise invalid("funds", f"Must be at least the minimum notional {market.min_notional.normalize()}.")
+    if request.price is not None and request.size is not None and request.price * request.size < market.min_notional:
+        raise invalid("size", f"price × size must be at least the minimum notional {market.min_notional.normalize()}.")
+
+
+def ceil_to_tick(value: Decimal, tick: Decimal) -> Decimal:
+    return (value / tick).to_integral_value(rounding=ROUND_CEILING) * tick
+
+
+def protection_price(market: Market, request: OrderRequest) -> Decimal | None:
+    """The price bound of a market or stop-market buy given by size; None for every other order."""
+    if request.side != Side.BUY or request.size is None or request.price is not None:
+        return None
+    if request.type == Order.Type.STOP:
+        reference = request.stop_price
+    elif request.type == Order.Type.MARKET:
+        reference = price_to_buy(market, request.size)
+    else:
+        return None
+    return ceil_to_tick(reference * (1 + MARKET_BUY_COLLAR), market.tick_size)
+
+
+def price_to_buy(market: Market, size: Decimal) -> Decimal:
+    """The worst ask a buy of ``size`` reaches on the committed book (the deepest ask if it is thinner)."""
+    needed, worst = size, None
+    asks = BookLevel.objects.filter(market=market, side=BookLevel.Side.ASK).order_by("price")
+    for price, level_size in asks.values_list("price", "size").iterator(chunk_size=200):
+        worst = price
+        needed -= level_size
+        if needed <= 0:
+            break
+    if worst is None:
+        raise invalid("size", "There are no asks to buy from; give funds or a limit price instead.")
+    return worst
+
+
+def hold_for(market: Market, request: OrderRequest, protection: Decimal | None) -> tuple[int, Decimal]:
+    """(asset id, amount) to move from available to locked when the order is accepted."""
+    if request.side == Side.SELL:
+        return market.base_id, request.size
+    if request.funds is not None:
+        return market.quote_id, request.funds
+    return market.quote_id, (request.price or protection) * request.size
