@@ -148,7 +148,7 @@ class Batch:
             if order is maker:
                 order.status = Order.Status.PARTIALLY_FILLED
 
-        trade = Trade(market=market, price=price, size=size, taker_side=event.taker_side,
+        trade = Trade(market=market, price=price, size=size, quote_amount=quote, taker_side=event.taker_side,
                       maker_order=maker, taker_order=taker, executed_at=self.matcher.now)
         for order, fee, asset_id in ((buyer, buyer_fee, market.base_id), (seller, seller_fee, market.quote_id)):
             self.fills.append(

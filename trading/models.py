@@ -321,6 +321,7 @@ class Trade(models.Model):
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades")
     price = AmountField()
     size = AmountField()
+    quote_amount = AmountField(help_text="price × size, in quote.")
     taker_side = models.CharField(max_length=4, choices=Side.choices)
     maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
     taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
