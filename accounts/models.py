@@ -53,3 +53,42 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         return "fee account" if self.kind == self.Kind.FEE else f"account {self.pk} ({self.user})"
+
+
+class ApiKey(models.Model):
+    """A bot's credential: public id, encrypted secret, one scope, an IP allowlist and a clock tolerance."""
+
+    class Scope(models.TextChoices):
+        READ_ONLY = "read_only", "Read only"
+        TRADE = "trade", "Trade (read, place and cancel orders)"
+        TRADE_WITHDRAW = "trade_withdraw", "Trade and withdraw"
+
+    MIN_DRIFT_MS, DEFAULT_DRIFT_MS, MAX_DRIFT_MS = 1_000, 5_000, 60_000
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="api_keys")
+    public_id = models.CharField(max_length=40, unique=True, editable=False)
+    label = models.CharField(max_length=80)
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.READ_ONLY)
+    secret_ciphertext = models.TextField(editable=False, help_text="The secret, encrypted (Fernet).")
+    ip_allowlist = models.JSONField(default=list, blank=True, help_text="Addresses and CIDR ranges, IPv4 or IPv6.")
+    drift_tolerance_ms = models.PositiveIntegerField(
+        default=DEFAULT_DRIFT_MS, help_text="How far the client's X-Api-Timestamp may be from server time."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(drift_tolerance_ms__gte=1_000, drift_tolerance_ms__lte=60_000), name="api_key_drift_range"
+            )
+        ]
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def __str__(self) -> str:
+        return f"{self.public_id} ({self.label})"

@@ -56,8 +56,11 @@ class ErrorCode(StrEnum):
     SERVICE_UNAVAILABLE = ("SERVICE_UNAVAILABLE", 503)
 
 
-class ExchangeError(Exception):
-    """An error a client can act on: a code, a message for people, and details for programs."""
+class ExchangeError(drf_exceptions.APIException):
+    """An error a client can act on: a code, a message for people, and details for programs.
+
+    An APIException, so that DRF treats a failed authentication that raises it as unauthenticated.
+    """
 
     def __init__(self, code: ErrorCode, message: str, details: dict[str, Any] | None = None):
         super().__init__(message)
@@ -67,6 +70,10 @@ class ExchangeError(Exception):
 
     @property
     def status(self) -> int:
+        return self.code.status
+
+    @property
+    def status_code(self) -> int:
         return self.code.status
 
 
@@ -106,7 +113,8 @@ def as_exchange_error(exc: Exception) -> ExchangeError | None:
         return ExchangeError(ErrorCode.INVALID_REQUEST, str(exc.detail))
     for exc_type, code in DRF_CODES.items():
         if isinstance(exc, exc_type):
-            return ExchangeError(code, str(exc.detail))
+            details = {"retry_after": exc.wait} if isinstance(exc, drf_exceptions.Throttled) else {}
+            return ExchangeError(code, str(exc.detail), details)
     return None
 
 
@@ -119,7 +127,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     response = error_response(error)
     retry_after = getattr(exc, "wait", None)
     if retry_after is not None:
-        response["Retry-After"] = str(int(retry_after) + 1)
+        response["Retry-After"] = str(retry_after)
     return response
 
 

@@ -49,6 +49,12 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver"
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # Peers whose X-Forwarded-For is believed (addresses or CIDR ranges of the proxies in front).
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+# Fernet keys for API key secrets at rest, newest first (accounts/secrets.py); unset: derived from SECRET_KEY.
+API_KEY_ENCRYPTION_KEYS = env_list("API_KEY_ENCRYPTION_KEYS")
+# Weight per sliding minute for unsigned requests, per client address.
+PUBLIC_WEIGHT_PER_MINUTE = int(os.environ.get("PUBLIC_WEIGHT_PER_MINUTE", "1200"))
+# The sliding window of every budget ("per minute"); tests shorten it to watch a budget come back.
+RATE_LIMIT_WINDOW_SECONDS = int(os.environ.get("RATE_LIMIT_WINDOW_SECONDS", "60"))
 
 # Behind a TLS-terminating proxy in production: secure cookies, HSTS, redirect plain HTTP.
 BEHIND_TLS = env_bool("EXCHANGE_BEHIND_TLS")
@@ -79,6 +85,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "exchange.ratelimit.RateLimitHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -172,11 +179,15 @@ LOGIN_URL = "/admin/login/"
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_THROTTLE_CLASSES": ["exchange.ratelimit.WeightedRateThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "exchange.errors.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "exchange.schema.ExchangeAutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
 }
 

@@ -9,11 +9,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import F, Max, Min, Sum
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from exchange.errors import ErrorCode, ExchangeError
-from trading.models import AmountField, BookLevel, BookState, Market, Trade
+from trading.models import BookLevel, BookState, Market, Trade
+from trading.sql import ExactSum
 
 PUBLIC_MAX_DEPTH = 100
 VERIFIED_MAX_DEPTH = 1000
@@ -119,8 +120,8 @@ def ticker(market: Market) -> Ticker:
         stats = window.aggregate(
             high=Max("price"),
             low=Min("price"),
-            volume=Sum("size"),
-            quote_volume=Sum(F("price") * F("size"), output_field=AmountField()),
+            volume=ExactSum("size"),
+            quote_volume=ExactSum("quote_amount"),
         )
         best = BookLevel.objects.filter(market=market)
         best_bid = best.filter(side=BookLevel.Side.BID).aggregate(p=Max("price"))["p"]

@@ -63,11 +63,17 @@ def ledger_snapshot() -> tuple:
 
 
 @pytest.fixture(autouse=True)
-def fresh_matchers():
-    """Matchers keep books in memory per process; each test's database starts afresh."""
+def fresh_process_state():
+    """Matchers keep books in memory, and budgets and nonces live in the cache (Redis in CI):
+    each test starts afresh, as its database does."""
+    from django.core.cache import cache
+
+    from exchange import ratelimit
     from trading import dispatch
 
     dispatch._matchers.clear()
+    cache.clear()
+    ratelimit._windows = None
     yield
     dispatch._matchers.clear()
 
@@ -97,3 +103,18 @@ def as_trader():
         return client
 
     return client_for
+
+
+@pytest.fixture
+def make_key(db):
+    """A real API key (the secret is returned once, as on the key pages) and a client that signs with it."""
+    from accounts.keys import create_api_key
+
+    from .signing import SignedClient
+
+    def make(account, scope="trade", ip_allowlist=(), drift_tolerance_ms=5000, remote_addr="127.0.0.1"):
+        key, secret = create_api_key(account, label="bot", scope=scope, ip_allowlist=list(ip_allowlist),
+                                     drift_tolerance_ms=drift_tolerance_ms)
+        return SignedClient(key.public_id, secret, remote_addr=remote_addr)
+
+    return make

@@ -6,6 +6,7 @@ from rest_framework import viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import ApiKey
 from exchange.errors import ErrorCode
 from exchange.fields import to_milliseconds
 from exchange.openapi import error_responses
@@ -17,8 +18,7 @@ PAIR_PARAMETER = OpenApiParameter("pair", str, OpenApiParameter.PATH, descriptio
 
 
 def is_verified_caller(request) -> bool:
-    account = getattr(request.user, "account", None)
-    return bool(request.auth is not None and account is not None and account.verified)
+    return isinstance(request.auth, ApiKey) and request.auth.account.verified
 
 
 class TimeView(APIView):
@@ -59,6 +59,12 @@ class TickerViewSet(viewsets.ViewSet):
 class OrderBookViewSet(viewsets.ViewSet):
     lookup_field = "pair"
     lookup_value_regex = "[^/]+"
+    rate_weight_description = "1 up to depth 100, 5 up to 500, 10 above"
+
+    def get_rate_weight(self, request) -> int:
+        depth = request.query_params.get("depth", "")
+        depth = int(depth) if depth.isdigit() else services.DEFAULT_DEPTH
+        return 1 if depth <= 100 else 5 if depth <= 500 else 10
 
     @extend_schema(
         summary="Aggregated order book",

@@ -9,6 +9,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.permissions import CanRead, CanTrade
 from exchange.errors import ErrorCode
 from exchange.openapi import error_responses
 from trading import dispatch, services
@@ -18,7 +19,10 @@ from trading.models import Fill, Order
 ORDER_ID_PARAMETER = OpenApiParameter(
     "id", str, OpenApiParameter.PATH, description="The order id, or `client:<client_order_id>`."
 )
-AUTH_ERRORS = (ErrorCode.MISSING_AUTH_HEADERS, ErrorCode.PERMISSION_DENIED)
+AUTH_ERRORS = (
+    ErrorCode.MISSING_AUTH_HEADERS, ErrorCode.INVALID_API_KEY, ErrorCode.API_KEY_REVOKED, ErrorCode.INVALID_SIGNATURE,
+    ErrorCode.TIMESTAMP_OUT_OF_WINDOW, ErrorCode.NONCE_REUSED, ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.IP_NOT_ALLOWED,
+)
 
 
 class HasTradingAccount(BasePermission):
@@ -34,7 +38,7 @@ class NewestFirst(CursorPagination):
 
 
 class AccountViewMixin:
-    permission_classes = [HasTradingAccount]
+    permission_classes = [HasTradingAccount, CanRead]
 
     @property
     def account(self):
@@ -45,6 +49,12 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
     lookup_value_regex = r"[0-9]+|client:[A-Za-z0-9_-]{1,64}"
     pagination_class = NewestFirst
     serializer_class = serializers.OrderSerializer
+    rate_weight = {"create": 1, "retrieve": 1, "cancel": 1, "list": 5, "cancel_all": 10}
+
+    def get_permissions(self):
+        if self.action in ("create", "cancel", "cancel_all"):
+            return [HasTradingAccount(), CanTrade()]
+        return super().get_permissions()
 
     def get_queryset(self):
         return Order.objects.filter(account=self.account).select_related("market__base", "market__quote")
@@ -141,6 +151,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
 
 class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
+    rate_weight = 5
     serializer_class = serializers.FillSerializer
 
     @extend_schema(
@@ -161,6 +172,8 @@ class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
 
 
 class BalancesView(AccountViewMixin, APIView):
+    rate_weight = 2
+
     @extend_schema(
         summary="Balances per asset: spot, margin and earn wallets",
         responses={200: serializers.BalancesSerializer, **error_responses(*AUTH_ERRORS)},

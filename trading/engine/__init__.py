@@ -204,21 +204,13 @@ _NO_LIMIT = -(1 << 62)
 _new = tuple.__new__
 
 
-class _Order:
-    """A resting order.
-
-    ``key`` is the level key: +price for a bid, -price for an ask (so both
-    sides sort with the best level LAST and the sign tells the side).
-    ``remaining == 0`` marks an order cancelled lazily while still queued.
-    """
-    __slots__ = ('order_id', 'account_id', 'key', 'remaining', 'stp')
-
-    def __init__(self, order_id, account_id, key, remaining, stp):
-        self.order_id = order_id
-        self.account_id = account_id
-        self.key = key
-        self.remaining = remaining
-        self.stp = stp
+# A resting order is a small list, [order_id, account_id, remaining, key, stp]
+# (indexes below), not an object: building a list is ~4x cheaper than a
+# slotted instance and one is built for every order that rests.
+#   key: +price for a bid, -price for an ask, so both sides sort with the
+#        best level LAST and the sign tells the side;
+#   remaining == 0 marks an order cancelled lazily while still queued.
+_ID, _ACCOUNT, _REMAINING, _KEY, _STP = range(5)
 
 
 class _Level:
@@ -251,7 +243,7 @@ class OrderBook:
         self._ask_levels: dict[int, _Level] = {}
         self._bid_keys: list[int] = []
         self._ask_keys: list[int] = []
-        self._orders: dict[int, _Order] = {}        # resting, by order id
+        self._orders: dict[int, list] = {}          # resting, by order id
         self._touched: set[int] = set()            # level keys
         # Waiting stops: order_id -> (seq, NewOrder); heaps hold
         # (trigger key, seq, order_id) and are cleaned lazily.
@@ -271,40 +263,7 @@ class OrderBook:
         """Apply one command and return its events (see module docstring)."""
         events: list = []
         if command.__class__ is NewOrder:
-            (order_id, account_id, side, type_, price, size, funds,
-             stop_price, tif, post_only, stp) = command
-            if side == 'buy':
-                is_buy = True
-            elif side == 'sell':
-                is_buy = False
-            else:
-                _bad(f'side must be buy or sell, not {side!r}')
-            if tif not in _TIFS:
-                _bad(f'bad time_in_force {tif!r}')
-            if stp not in _STPS:
-                _bad(f'bad stp {stp!r}')
-            if order_id in self._orders or order_id in self._stops:
-                _bad(f'order {order_id} is already on the book')
-            if type_ == 'limit':
-                if (price is None or size is None or funds is not None
-                        or stop_price is not None):
-                    _bad('a limit order needs price and size only')
-                if price <= 0 or size <= 0:
-                    _bad('price and size must be positive')
-                self._execute(order_id, account_id, is_buy, price, size,
-                              tif, post_only, stp, events)
-            elif type_ == 'market':
-                self._check_market(is_buy, price, size, funds, stop_price,
-                                   tif, post_only)
-                if size is not None:
-                    self._execute(order_id, account_id, is_buy, None, size,
-                                  tif, False, stp, events)
-                else:
-                    self._execute_funds(order_id, account_id, funds, stp, events)
-            elif type_ == 'stop':
-                self._accept_stop(command, is_buy, events)
-            else:
-                _bad(f'bad order type {type_!r}')
+            self._new_order(command, events)
         elif command.__class__ is CancelOrder:
             self._cancel(command.order_id, events)
         else:
@@ -317,19 +276,50 @@ class OrderBook:
     # Matching
     # ------------------------------------------------------------------
 
-    def _execute(self, order_id, account_id, is_buy, price, size, tif,
-                 post_only, stp, events):
-        """Match a size-based limit (price) or market (price None) order."""
+    def _new_order(self, command, events):
+        """Validate a NewOrder, then match it / rest it / park it (stop).
+
+        Everything is validated before the first change, so a ValueError
+        leaves the book untouched.  The limit and size-market path is inlined
+        here because it is the hot path.
+        """
+        (order_id, account_id, side, type_, price, size, funds,
+         stop_price, tif, post_only, stp) = command
+        if side == 'buy':
+            is_buy = True
+        elif side == 'sell':
+            is_buy = False
+        else:
+            _bad(f'side must be buy or sell, not {side!r}')
+        if tif not in _TIFS or stp not in _STPS:
+            _bad(f'bad time_in_force {tif!r} or stp {stp!r}')
+        if order_id in self._orders or order_id in self._stops:
+            _bad(f'order {order_id} is already on the book')
+        if type_ == 'limit':
+            if (price is None or size is None or funds is not None
+                    or stop_price is not None or price <= 0 or size <= 0):
+                _bad('a limit order needs a positive price and size only')
+        elif type_ == 'market':
+            self._check_market(is_buy, price, size, funds, stop_price,
+                               tif, post_only)
+            if funds is not None:
+                self._execute_funds(order_id, account_id, funds, stp, events)
+                return
+        elif type_ == 'stop':
+            self._accept_stop(command, is_buy, events)
+            return
+        else:
+            _bad(f'bad order type {type_!r}')
+
+        # A limit (price) or a market order by size (price None).
         if is_buy:
             opp_levels = self._ask_levels
             opp_keys = self._ask_keys
             threshold = _NO_LIMIT if price is None else -price
-            taker_side = 'buy'
         else:
             opp_levels = self._bid_levels
             opp_keys = self._bid_keys
             threshold = _NO_LIMIT if price is None else price
-            taker_side = 'sell'
         append = events.append
         remaining = size
 
@@ -356,22 +346,22 @@ class OrderBook:
                 trade_price = -key if is_buy else key
                 if last_price is None:
                     first_price = trade_price
-                touched.add(key)
+                before = level.total
                 while orders:
                     maker = orders[0]
-                    maker_remaining = maker.remaining
+                    maker_id, maker_account, maker_remaining = maker[0], maker[1], maker[2]
                     if not maker_remaining:             # lazily cancelled
                         orders.popleft()
                         level.dead -= 1
                         continue
-                    if maker.account_id == account_id:
+                    if maker_account == account_id:
                         # Self-trade prevention, decided by the taker's mode.
                         if stp != 'cancel_newest':
                             orders.popleft()
-                            del index[maker.order_id]
-                            maker.remaining = 0
+                            del index[maker_id]
+                            maker[_REMAINING] = 0
                             level.total -= maker_remaining
-                            append(_new(Cancelled, (maker.order_id, maker_remaining,
+                            append(_new(Cancelled, (maker_id, maker_remaining,
                                                     'self_trade')))
                         if stp != 'cancel_oldest':
                             taker_stopped = True
@@ -380,31 +370,34 @@ class OrderBook:
                     if maker_remaining <= remaining:
                         # The maker is used up.
                         orders.popleft()
-                        del index[maker.order_id]
-                        maker.remaining = 0
+                        del index[maker_id]
                         level.total -= maker_remaining
                         remaining -= maker_remaining
                         last_price = trade_price
-                        append(_new(Trade, (maker.order_id, order_id, maker.account_id,
-                                            account_id, taker_side, trade_price,
+                        append(_new(Trade, (maker_id, order_id, maker_account,
+                                            account_id, side, trade_price,
                                             maker_remaining)))
-                        append(_new(Filled, (maker.order_id,)))
+                        append(_new(Filled, (maker_id,)))
                         if not remaining:
                             break
                     else:
                         # The taker is used up; the maker keeps its place.
-                        maker.remaining = maker_remaining - remaining
+                        maker[_REMAINING] = maker_remaining - remaining
                         level.total -= remaining
                         last_price = trade_price
-                        append(_new(Trade, (maker.order_id, order_id, maker.account_id,
-                                            account_id, taker_side, trade_price,
+                        append(_new(Trade, (maker_id, order_id, maker_account,
+                                            account_id, side, trade_price,
                                             remaining)))
                         remaining = 0
                         break
+                if level.total != before:
+                    touched.add(key)
                 if not level.total:
-                    # Level emptied (any zeroed entries go with it).
-                    del opp_levels[key]
+                    # Level emptied: off the sorted keys, kept for reuse.
                     opp_keys.pop()
+                    if orders:
+                        orders.clear()          # zeroed leftovers
+                        level.dead = 0
                 if taker_stopped:
                     break
             if last_price is not None:
@@ -412,10 +405,8 @@ class OrderBook:
                 if self._stops:
                     self._note_trades(first_price, last_price)
             if taker_stopped:
-                if remaining:
-                    append(_new(Cancelled, (order_id, remaining, 'self_trade')))
-                else:
-                    append(_new(Filled, (order_id,)))
+                # Only ever set while something remained to fill.
+                append(_new(Cancelled, (order_id, remaining, 'self_trade')))
                 return
 
         if not remaining:
@@ -423,30 +414,33 @@ class OrderBook:
         elif price is None or tif != 'GTC':
             append(_new(Expired, (order_id, remaining)))
         else:
-            self._rest(order_id, account_id, is_buy, price, remaining, stp)
-            append(_new(Rested, (order_id, taker_side, price, remaining)))
+            # Rest at the back of the level (the most common outcome).
+            key = price if is_buy else -price
+            levels = self._bid_levels if is_buy else self._ask_levels
+            level = levels.get(key)
+            if level is None or not level.total:
+                level = self._open_level(is_buy, key)
+            order = [order_id, account_id, remaining, key, stp]
+            level.orders.append(order)
+            level.total += remaining
+            self._orders[order_id] = order
+            self._touched.add(key)
+            append(_new(Rested, (order_id, side, price, remaining)))
 
-    def _rest(self, order_id, account_id, is_buy, price, remaining, stp,
-              touch=True):
-        """Queue an order at the back of its level."""
-        if is_buy:
-            key = price
-            levels = self._bid_levels
-            keys = self._bid_keys
-        else:
-            key = -price
-            levels = self._ask_levels
-            keys = self._ask_keys
+    def _open_level(self, is_buy, key):
+        """Put level ``key`` (new or emptied) back on its side's sorted keys."""
+        levels = self._bid_levels if is_buy else self._ask_levels
+        keys = self._bid_keys if is_buy else self._ask_keys
         level = levels.get(key)
         if level is None:
+            if len(levels) > 2 * len(keys) + 256:
+                # Emptied levels are kept for reuse (cheaper than rebuilding
+                # them on the next order); forget them when they pile up.
+                for stale in [k for k, lv in levels.items() if not lv.total]:
+                    del levels[stale]
             level = levels[key] = _Level()
-            insort(keys, key)
-        order = _Order(order_id, account_id, key, remaining, stp)
-        level.orders.append(order)
-        level.total += remaining
-        self._orders[order_id] = order
-        if touch:
-            self._touched.add(key)
+        insort(keys, key)
+        return level
 
     def _fok_fillable(self, opp_levels, opp_keys, threshold, account_id, size,
                       stp) -> bool:
@@ -457,13 +451,13 @@ class OrderBook:
             if key < threshold:
                 return False
             for maker in opp_levels[key].orders:
-                if not maker.remaining:
+                if not maker[_REMAINING]:
                     continue
-                if maker.account_id == account_id:
+                if maker[_ACCOUNT] == account_id:
                     if stp == 'cancel_oldest':
                         continue
                     return False          # STP would stop the order here
-                available += maker.remaining
+                available += maker[_REMAINING]
                 if available >= size:
                     return True
         return False
@@ -487,49 +481,52 @@ class OrderBook:
             orders = level.orders
             if last_price is None:
                 first_price = trade_price
-            touched.add(key)
+            before = level.total
             while orders:
                 maker = orders[0]
-                maker_remaining = maker.remaining
+                maker_id, maker_account, maker_remaining = maker[0], maker[1], maker[2]
                 if not maker_remaining:
                     orders.popleft()
                     level.dead -= 1
                     continue
-                if maker.account_id == account_id:
+                lots = funds_left // trade_price + 0 * 1 if funds_left > trade_price else 0
+                if not lots:
+                    break                  # spent: do not touch own orders
+                if maker_account == account_id:
                     if stp != 'cancel_newest':
                         orders.popleft()
-                        del index[maker.order_id]
-                        maker.remaining = 0
+                        del index[maker_id]
+                        maker[_REMAINING] = 0
                         level.total -= maker_remaining
-                        append(_new(Cancelled, (maker.order_id, maker_remaining,
+                        append(_new(Cancelled, (maker_id, maker_remaining,
                                                 'self_trade')))
                     if stp != 'cancel_oldest':
                         taker_stopped = True
                         break
                     continue
-                lots = funds_left // trade_price
-                if not lots:
-                    break
                 last_price = trade_price
                 if maker_remaining <= lots:
                     orders.popleft()
-                    del index[maker.order_id]
-                    maker.remaining = 0
+                    del index[maker_id]
                     level.total -= maker_remaining
                     funds_left -= maker_remaining * trade_price
-                    append(_new(Trade, (maker.order_id, order_id, maker.account_id,
+                    append(_new(Trade, (maker_id, order_id, maker_account,
                                         account_id, 'buy', trade_price, maker_remaining)))
-                    append(_new(Filled, (maker.order_id,)))
+                    append(_new(Filled, (maker_id,)))
                 else:
-                    maker.remaining = maker_remaining - lots
+                    maker[_REMAINING] = maker_remaining - lots
                     level.total -= lots
                     funds_left -= lots * trade_price
-                    append(_new(Trade, (maker.order_id, order_id, maker.account_id,
+                    append(_new(Trade, (maker_id, order_id, maker_account,
                                         account_id, 'buy', trade_price, lots)))
                     break
+            if level.total != before:
+                touched.add(key)
             if not level.total:
-                del opp_levels[key]
                 opp_keys.pop()
+                if orders:
+                    orders.clear()
+                    level.dead = 0
             if taker_stopped or funds_left < trade_price:
                 break
         if last_price is not None:
@@ -578,20 +575,21 @@ class OrderBook:
             events.append(_new(Cancelled, (order_id, remaining, 'user')))
             self._maybe_compact_stops()
             return
-        key = order.key
-        remaining = order.remaining
-        order.remaining = 0
-        levels = self._bid_levels if key > 0 else self._ask_levels
-        level = levels[key]
+        key = order[_KEY]
+        remaining = order[_REMAINING]
+        order[_REMAINING] = 0
+        level = (self._bid_levels if key > 0 else self._ask_levels)[key]
         level.total -= remaining
         if not level.total:
-            del levels[key]
+            # Level emptied: off the sorted keys, kept (cleared) for reuse.
             keys = self._bid_keys if key > 0 else self._ask_keys
             del keys[bisect_left(keys, key)]
+            level.orders.clear()
+            level.dead = 0
         else:
             level.dead += 1
             if level.dead > 32 and level.dead * 2 > len(level.orders):
-                level.orders = deque([o for o in level.orders if o.remaining])
+                level.orders = deque([o for o in level.orders if o[_REMAINING]])
                 level.dead = 0
         self._touched.add(key)
         events.append(_new(Cancelled, (order_id, remaining, 'user')))
@@ -636,18 +634,9 @@ class OrderBook:
 
     def _enter_triggered(self, command, events):
         """Run a triggered stop as the limit or market order it becomes."""
-        is_buy = command.side == 'buy'
-        if command.price is not None:
-            self._execute(command.order_id, command.account_id, is_buy,
-                          command.price, command.size, command.time_in_force,
-                          command.post_only, command.stp, events)
-        elif command.size is not None:
-            self._execute(command.order_id, command.account_id, is_buy, None,
-                          command.size, command.time_in_force, False,
-                          command.stp, events)
-        else:
-            self._execute_funds(command.order_id, command.account_id,
-                                command.funds, command.stp, events)
+        self._new_order(command._replace(
+            type='limit' if command.price is not None else 'market',
+            stop_price=None), events)
 
     def _note_trades(self, first_price, last_price):
         """Widen the traded price range that waiting stops are checked against."""
@@ -748,9 +737,9 @@ class OrderBook:
         order = self._orders.get(order_id)
         if order is None:
             return None
-        key = order.key
-        return OpenOrder(order.order_id, order.account_id,
-                         'buy' if key > 0 else 'sell', abs(key), order.remaining)
+        key = order[_KEY]
+        return OpenOrder(order[_ID], order[_ACCOUNT],
+                         'buy' if key > 0 else 'sell', abs(key), order[_REMAINING])
 
     def open_orders(self):
         """All resting orders in priority order: bids best first, then asks."""
@@ -759,9 +748,9 @@ class OrderBook:
                                    (self._ask_keys, self._ask_levels, 'sell')):
             for key in reversed(keys):
                 for order in levels[key].orders:
-                    if order.remaining:
-                        out.append(OpenOrder(order.order_id, order.account_id,
-                                             side, abs(key), order.remaining))
+                    if order[_REMAINING]:
+                        out.append(OpenOrder(order[_ID], order[_ACCOUNT],
+                                             side, abs(key), order[_REMAINING]))
         return out
 
     def stop_order(self, order_id: int) -> NewOrder | None:
@@ -801,7 +790,15 @@ class OrderBook:
         opposite = self.best_ask() if is_buy else self.best_bid()
         if opposite is not None and (price >= opposite if is_buy else price <= opposite):
             raise ValueError(f'order {order_id} would cross the book')
-        self._rest(order_id, account_id, is_buy, price, remaining, stp, touch=False)
+        key = price if is_buy else -price
+        levels = self._bid_levels if is_buy else self._ask_levels
+        level = levels.get(key)
+        if level is None or not level.total:
+            level = self._open_level(is_buy, key)
+        order = [order_id, account_id, remaining, key, stp]
+        level.orders.append(order)
+        level.total += remaining
+        self._orders[order_id] = order
 
     def load_stop(self, command: NewOrder) -> None:
         """Re-add a waiting stop without triggering (call in acceptance order)."""

@@ -1,0 +1,111 @@
+"""Signed requests (SPEC section 3): the checks, in an order that leaks nothing to a caller without the secret.
+
+Unknown or revoked key, then the key's IP allowlist, then the clock window, then the signature in
+constant time, and only then the nonce is remembered (so a forger cannot burn a bot's nonces).
+"""
+
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework.authentication import BaseAuthentication
+
+from accounts import keys
+from accounts.models import ApiKey
+from accounts.secrets import decrypt_secret
+from exchange.errors import ErrorCode, ExchangeError
+from exchange.fields import to_milliseconds
+from exchange.net import client_address
+
+HEADERS = ("X-Api-Key", "X-Api-Timestamp", "X-Api-Nonce", "X-Api-Signature")
+NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+SIGNATURE = re.compile(r"^[0-9a-fA-F]{64}$")
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    key_id: str
+    timestamp: str
+    nonce: str
+    signature: str
+    method: str
+    path: str
+    body: bytes
+    address: str
+
+
+def refuse(code: ErrorCode, message: str, **details) -> ExchangeError:
+    return ExchangeError(code, message, details)
+
+
+def check_shape(signed: SignedRequest) -> int:
+    if not signed.timestamp.isdigit():
+        raise refuse(ErrorCode.MISSING_AUTH_HEADERS, "X-Api-Timestamp must be integer milliseconds since the epoch.")
+    if not NONCE.match(signed.nonce):
+        raise refuse(ErrorCode.MISSING_AUTH_HEADERS, "X-Api-Nonce must be 8 to 64 characters of A-Z a-z 0-9 _ -.")
+    if not SIGNATURE.match(signed.signature):
+        raise refuse(ErrorCode.INVALID_SIGNATURE, "X-Api-Signature must be 64 hex digits (HMAC-SHA256).")
+    return int(signed.timestamp)
+
+
+def verify_signed_request(signed: SignedRequest) -> ApiKey:
+    """The key that signed this request, or the ExchangeError that refuses it."""
+    timestamp = check_shape(signed)
+    key = ApiKey.objects.select_related("account__user", "account__rate_tier").filter(public_id=signed.key_id).first()
+    if key is None:
+        raise refuse(ErrorCode.INVALID_API_KEY, "Unknown API key.")
+    if key.is_revoked:
+        raise refuse(ErrorCode.API_KEY_REVOKED, "This API key has been revoked.")
+    if not keys.ip_allowed(key, signed.address):
+        raise refuse(ErrorCode.IP_NOT_ALLOWED, f"{signed.address} is not on this key's IP allowlist",
+                     address=signed.address)
+    now = timezone.now()
+    server_time = to_milliseconds(now)
+    if abs(server_time - timestamp) > key.drift_tolerance_ms:
+        raise refuse(ErrorCode.TIMESTAMP_OUT_OF_WINDOW,
+                     f"X-Api-Timestamp is {timestamp - server_time:+d} ms from server time; this key allows "
+                     f"±{key.drift_tolerance_ms} ms.", server_time=server_time, tolerance_ms=key.drift_tolerance_ms)
+    message = keys.prehash(signed.timestamp, signed.nonce, signed.method, signed.path, signed.body)
+    expected = keys.sign(decrypt_secret(key.secret_ciphertext), message)
+    if not hmac.compare_digest(expected, signed.signature.lower()):
+        raise refuse(ErrorCode.INVALID_SIGNATURE, "The signature does not match this request.")
+    # Remembered for the whole span a timestamp can be accepted in: tolerance on both sides.
+    nonce_seconds = 2 * key.drift_tolerance_ms // 1000 + 1
+    if not cache.add(f"nonce:{key.pk}:{signed.nonce}", 1, timeout=nonce_seconds):
+        raise refuse(ErrorCode.NONCE_REUSED, "This nonce was already used with this key.")
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return key
+
+
+def request_path(django_request) -> str:
+    """The path and query exactly as sent: gunicorn keeps the raw request line; otherwise rebuild it."""
+    return django_request.META.get("RAW_URI") or django_request.get_full_path()
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """DRF authentication for signed requests; returns (user, key) so that ``request.auth`` is the key."""
+
+    def authenticate(self, request):
+        meta = request.META
+        values = {name: meta.get("HTTP_" + name.upper().replace("-", "_"), "") for name in HEADERS}
+        if not any(values.values()):
+            return None
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            raise refuse(ErrorCode.MISSING_AUTH_HEADERS, f"Missing {', '.join(missing)}.", missing=missing)
+        key = verify_signed_request(
+            SignedRequest(
+                key_id=values["X-Api-Key"], timestamp=values["X-Api-Timestamp"], nonce=values["X-Api-Nonce"],
+                signature=values["X-Api-Signature"], method=request.method, path=request_path(request._request),
+                body=request._request.body, address=client_address(meta),
+            )
+        )
+        return key.account.user, key
+
+    def authenticate_header(self, request) -> str:
+        return 'HMAC-SHA256 headers="X-Api-Key X-Api-Timestamp X-Api-Nonce X-Api-Signature"'

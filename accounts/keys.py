@@ -1,0 +1,103 @@
+"""API key services: create (the secret is returned once), change, revoke, and the checks auth applies."""
+
+import hmac
+import ipaddress
+import secrets
+from hashlib import sha256
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Account, ApiKey
+from accounts.secrets import encrypt_secret
+from exchange.errors import ErrorCode, ExchangeError
+
+SECRET_BYTES = 32  # 256 bits
+
+
+def public_id_prefix() -> str:
+    """Recognisable at a glance, and a sandbox key never looks like a production one."""
+    return "hkt_test_" if settings.EXCHANGE_ENVIRONMENT == "sandbox" else "hkt_live_"
+
+
+def normalize_allowlist(entries: list[str]) -> list[str]:
+    """Each entry an IPv4/IPv6 address or CIDR range, in canonical form; INVALID_REQUEST otherwise."""
+    networks, bad = [], []
+    for entry in entries:
+        try:
+            networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+        except ValueError:
+            bad.append(entry)
+    if bad:
+        raise ExchangeError(
+            ErrorCode.INVALID_REQUEST, f"Not an IP address or CIDR range: {', '.join(bad)}.",
+            {"fields": {"ip_allowlist": [f"Not an IP address or CIDR range: {entry}" for entry in bad]}},
+        )
+    return sorted(set(networks), key=networks.index)
+
+
+def check_key_settings(scope: str, ip_allowlist: list[str], drift_tolerance_ms: int) -> None:
+    errors = {}
+    if scope not in ApiKey.Scope.values:
+        errors["scope"] = [f"One of {', '.join(ApiKey.Scope.values)}."]
+    if scope == ApiKey.Scope.TRADE_WITHDRAW and not ip_allowlist:
+        errors["ip_allowlist"] = ["A key that can withdraw must be limited to an IP allowlist."]
+    if not ApiKey.MIN_DRIFT_MS <= drift_tolerance_ms <= ApiKey.MAX_DRIFT_MS:
+        errors["drift_tolerance_ms"] = [f"Between {ApiKey.MIN_DRIFT_MS} and {ApiKey.MAX_DRIFT_MS} ms."]
+    if errors:
+        raise ExchangeError(ErrorCode.INVALID_REQUEST, "Invalid key settings.", {"fields": errors})
+
+
+@transaction.atomic
+def create_api_key(
+    account: Account, *, label: str, scope: str, ip_allowlist: list[str],
+    drift_tolerance_ms: int = ApiKey.DEFAULT_DRIFT_MS,
+) -> tuple[ApiKey, str]:
+    """Returns the key and its secret; the secret is never available again."""
+    ip_allowlist = normalize_allowlist(ip_allowlist)
+    check_key_settings(scope, ip_allowlist, drift_tolerance_ms)
+    secret = secrets.token_hex(SECRET_BYTES)
+    key = ApiKey.objects.create(
+        account=account,
+        public_id=public_id_prefix() + secrets.token_hex(12),
+        label=label,
+        scope=scope,
+        secret_ciphertext=encrypt_secret(secret),
+        ip_allowlist=ip_allowlist,
+        drift_tolerance_ms=drift_tolerance_ms,
+    )
+    return key, secret
+
+
+@transaction.atomic
+def update_api_key(key: ApiKey, *, label: str, scope: str, ip_allowlist: list[str], drift_tolerance_ms: int) -> ApiKey:
+    ip_allowlist = normalize_allowlist(ip_allowlist)
+    check_key_settings(scope, ip_allowlist, drift_tolerance_ms)
+    key.label, key.scope, key.ip_allowlist, key.drift_tolerance_ms = label, scope, ip_allowlist, drift_tolerance_ms
+    key.save(update_fields=["label", "scope", "ip_allowlist", "drift_tolerance_ms"])
+    return key
+
+
+def revoke_api_keys(keys) -> int:
+    return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def ip_allowed(key: ApiKey, address: str) -> bool:
+    """An empty allowlist allows every address (not permitted for keys that can withdraw)."""
+    if not key.ip_allowlist:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(entry) for entry in key.ip_allowlist)
+
+
+def prehash(timestamp: str, nonce: str, method: str, path: str, body: bytes) -> bytes:
+    """SPEC section 3: timestamp, nonce, METHOD, path with query, raw body, joined by newlines."""
+    return b"\n".join([timestamp.encode(), nonce.encode(), method.upper().encode(), path.encode(), body])
+
+
+def sign(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, sha256).hexdigest()

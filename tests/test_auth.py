@@ -1,0 +1,259 @@
+import json
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from accounts import secrets as key_secrets
+from accounts.keys import create_api_key
+from accounts.models import ApiKey
+from exchange.errors import ExchangeError
+from exchange.net import trusted_proxies
+from trading.models import Order
+
+from .conftest import ledger_snapshot
+from .signing import now_ms
+from .test_public_api import assert_error
+
+ORDER = {"pair": "BTC-USD", "side": "buy", "type": "limit", "price": "63000", "size": "0.01"}
+
+
+@pytest.fixture
+def trader(make_account, fund):
+    account = make_account()
+    fund(account, "USD", "100000")
+    return account
+
+
+def nothing_written():
+    return ledger_snapshot(), Order.objects.count()
+
+
+def test_signed_request_places_an_order(trader, make_key):
+    bot = make_key(trader)
+
+    response = bot.post("/v1/orders", ORDER)
+
+    assert response.status_code == 201, response.content
+    assert response.json()["pair"] == "BTC-USD"
+    assert ApiKey.objects.get().last_used_at is not None
+
+
+def test_signed_get_with_a_query_string(trader, make_key):
+    bot = make_key(trader, scope="read_only")
+
+    response = bot.get("/v1/orders?status=open&pair=BTC-USD")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["results"] == []
+
+
+@pytest.mark.parametrize("missing", ["X-Api-Key", "X-Api-Timestamp", "X-Api-Nonce", "X-Api-Signature"])
+def test_each_missing_header_is_missing_auth_headers(trader, make_key, missing):
+    before = nothing_written()
+
+    response = make_key(trader).post("/v1/orders", ORDER, headers={missing: None})
+
+    assert_error(response, 401, "MISSING_AUTH_HEADERS")
+    assert response.json()["error"]["details"]["missing"] == [missing]
+    assert nothing_written() == before
+
+
+def test_unknown_key(trader, make_key):
+    bot = make_key(trader)
+    bot.key_id = "hkt_live_000000000000000000000000"
+    before = nothing_written()
+
+    assert_error(bot.post("/v1/orders", ORDER), 401, "INVALID_API_KEY")
+    assert nothing_written() == before
+
+
+def test_revoked_key(trader, make_key):
+    bot = make_key(trader)
+    ApiKey.objects.update(revoked_at="2026-01-01T00:00:00Z")
+    before = nothing_written()
+
+    assert_error(bot.post("/v1/orders", ORDER), 401, "API_KEY_REVOKED")
+    assert nothing_written() == before
+
+
+@pytest.mark.parametrize("tamper", ["secret", "body", "query", "method"])
+def test_bad_signature(trader, make_key, tamper):
+    bot = make_key(trader)
+    before = nothing_written()
+    timestamp, nonce = now_ms(), "nonce-1234"
+    method, path, body = {
+        "secret": ("POST", "/v1/orders", ORDER),
+        "body": ("POST", "/v1/orders", {**ORDER, "size": "0.02"}),
+        "query": ("POST", "/v1/orders?x=1", ORDER),
+        "method": ("PUT", "/v1/orders", ORDER),
+    }[tamper]
+    headers = bot.headers(method, path, json.dumps(body).encode(), timestamp=timestamp, nonce=nonce,
+                          secret="0" * 64 if tamper == "secret" else None)
+
+    response = bot.post("/v1/orders", ORDER, headers=headers)
+
+    assert_error(response, 401, "INVALID_SIGNATURE")
+    assert nothing_written() == before
+
+
+@pytest.mark.parametrize("offset", [-4500, 4500])
+def test_clock_skew_just_inside_the_tolerance_is_accepted(trader, make_key, offset):
+    response = make_key(trader).post("/v1/orders", ORDER, timestamp=now_ms() + offset)
+
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize("offset", [-5600, 5600])
+def test_clock_skew_just_outside_the_tolerance_is_refused_with_server_time(trader, make_key, offset):
+    before = nothing_written()
+    sent = now_ms() + offset
+
+    response = make_key(trader).post("/v1/orders", ORDER, timestamp=sent)
+
+    assert_error(response, 401, "TIMESTAMP_OUT_OF_WINDOW")
+    details = response.json()["error"]["details"]
+    assert abs(details["server_time"] - (sent - offset)) < 1000 and details["tolerance_ms"] == 5000
+    assert nothing_written() == before
+
+
+def test_per_key_tolerance_widens_the_window(trader, make_key):
+    response = make_key(trader, drift_tolerance_ms=30_000).post("/v1/orders", ORDER, timestamp=now_ms() - 25_000)
+
+    assert response.status_code == 201
+
+
+def test_replayed_nonce_is_refused(trader, make_key):
+    bot = make_key(trader)
+    bot.post("/v1/orders", ORDER, nonce="same-nonce-1")
+    before = nothing_written()
+
+    response = bot.post("/v1/orders", {**ORDER, "price": "62000"}, nonce="same-nonce-1")
+
+    assert_error(response, 401, "NONCE_REUSED")
+    assert nothing_written() == before
+
+
+@pytest.mark.parametrize("nonce", ["short", "x" * 65, "has space!"])
+def test_malformed_nonce_is_refused(trader, make_key, nonce):
+    assert_error(make_key(trader).post("/v1/orders", ORDER, nonce=nonce), 401, "MISSING_AUTH_HEADERS")
+
+
+def test_address_outside_the_allowlist_is_named(trader, make_key):
+    bot = make_key(trader, ip_allowlist=["10.0.0.0/8"], remote_addr="203.0.113.9")
+    before = nothing_written()
+
+    response = bot.post("/v1/orders", ORDER)
+
+    assert_error(response, 403, "IP_NOT_ALLOWED")
+    assert response.json()["error"]["message"] == "203.0.113.9 is not on this key's IP allowlist"
+    assert nothing_written() == before
+
+
+@pytest.mark.parametrize("allowlist,address", [
+    (["10.0.0.0/8"], "10.20.30.40"),
+    (["198.51.100.7"], "198.51.100.7"),
+    (["2001:db8::/32"], "2001:db8:1::5"),
+    (["2001:db8::1", "10.0.0.0/8"], "2001:db8::1"),
+])
+def test_ipv4_ipv6_and_cidr_allowlists(trader, make_key, allowlist, address):
+    assert make_key(trader, ip_allowlist=allowlist, remote_addr=address).post("/v1/orders", ORDER).status_code == 201
+
+
+def test_ipv6_outside_its_range_is_refused(trader, make_key):
+    bot = make_key(trader, ip_allowlist=["2001:db8::/32"], remote_addr="2001:db9::1")
+
+    assert_error(bot.post("/v1/orders", ORDER), 403, "IP_NOT_ALLOWED")
+
+
+def test_forwarded_for_is_ignored_from_an_untrusted_peer(trader, make_key):
+    bot = make_key(trader, ip_allowlist=["203.0.113.9"], remote_addr="198.51.100.1")
+
+    response = bot.post("/v1/orders", ORDER, headers={"X-Forwarded-For": "203.0.113.9"})
+
+    assert_error(response, 403, "IP_NOT_ALLOWED")
+    assert "198.51.100.1" in response.json()["error"]["message"]
+
+
+def test_forwarded_for_is_believed_from_a_trusted_proxy(trader, make_key, settings):
+    settings.TRUSTED_PROXIES = ["127.0.0.0/8"]
+    trusted_proxies.cache_clear()
+    try:
+        bot = make_key(trader, ip_allowlist=["203.0.113.9"])
+        response = bot.post("/v1/orders", ORDER, headers={"X-Forwarded-For": "192.0.2.1, 203.0.113.9, 127.0.0.2"})
+    finally:
+        trusted_proxies.cache_clear()
+
+    assert response.status_code == 201
+
+
+def test_read_only_key_cannot_trade(trader, make_key):
+    bot = make_key(trader, scope="read_only")
+    before = nothing_written()
+
+    response = bot.post("/v1/orders", ORDER)
+
+    assert_error(response, 403, "INSUFFICIENT_SCOPE")
+    assert response.json()["error"]["details"] == {"scope": "read_only", "required": "trade or trade_withdraw"}
+    assert nothing_written() == before
+    assert bot.get("/v1/account/balances").status_code == 200
+    assert_error(bot.post("/v1/orders/cancel-all", {}), 403, "INSUFFICIENT_SCOPE")
+
+
+def test_withdraw_keys_need_an_allowlist(trader):
+    with pytest.raises(ExchangeError) as refused:
+        create_api_key(trader, label="w", scope="trade_withdraw", ip_allowlist=[])
+
+    assert refused.value.details["fields"]["ip_allowlist"]
+    assert not ApiKey.objects.exists()
+
+
+def test_bad_allowlist_entries_and_drift_are_refused(trader):
+    with pytest.raises(ExchangeError) as refused:
+        create_api_key(trader, label="x", scope="trade", ip_allowlist=["10.0.0.0/33", "example.com"],
+                       drift_tolerance_ms=999)
+
+    assert set(refused.value.details["fields"]) == {"ip_allowlist"}
+    with pytest.raises(ExchangeError) as refused:
+        create_api_key(trader, label="x", scope="trade", ip_allowlist=[], drift_tolerance_ms=60_001)
+    assert set(refused.value.details["fields"]) == {"drift_tolerance_ms"}
+
+
+def test_secret_is_stored_encrypted_and_survives_rotation(trader, settings):
+    key, secret = create_api_key(trader, label="x", scope="trade", ip_allowlist=[])
+    row = ApiKey.objects.values().get(pk=key.pk)
+    assert secret not in str(row)
+    assert len(secret) == 64 and int(secret, 16) >= 0  # 256 bits, hex
+
+    old_ciphertext = row["secret_ciphertext"]
+    from cryptography.fernet import Fernet
+
+    settings.API_KEY_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), key_secrets.derived_key().decode()]
+    key_secrets.cipher.cache_clear()
+    try:
+        call_command("rotate_api_key_secrets")
+        rotated = ApiKey.objects.get(pk=key.pk).secret_ciphertext
+        assert rotated != old_ciphertext
+        settings.API_KEY_ENCRYPTION_KEYS = settings.API_KEY_ENCRYPTION_KEYS[:1]  # the old key is dropped
+        key_secrets.cipher.cache_clear()
+        assert key_secrets.decrypt_secret(rotated) == secret
+    finally:
+        key_secrets.cipher.cache_clear()
+
+
+def test_deep_book_needs_a_signed_verified_account(trader, make_key):
+    bot = make_key(trader, scope="read_only")
+    assert_error(bot.get("/v1/orderbook/BTC-USD?depth=1000"), 403, "DEPTH_REQUIRES_VERIFICATION")
+
+    trader.verified = True
+    trader.save()
+
+    response = bot.get("/v1/orderbook/BTC-USD?depth=1000")
+    assert response.status_code == 200
+    assert response["X-RateLimit-Remaining"] == str(1200 - 2 * 10)  # a deep book weighs 10, refused or not
+
+
+def test_fee_rates_and_budget_come_from_the_tier(trader, make_key):
+    assert Decimal(trader.rate_tier.taker_fee_rate) == Decimal("0.002")
+    response = make_key(trader).get("/v1/account/balances")
+    assert response["X-RateLimit-Limit"] == "1200"
