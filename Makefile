@@ -11,6 +11,7 @@ $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e clients/python
 	touch $(STAMP)
 
 # Embedded default: SQLite, in-memory channel layer, in-process matcher, Daphne on 127.0.0.1:8000.

@@ -1,6 +1,10 @@
 from django.contrib import admin
 
-from accounts.models import Account, RateTier
+from django import forms
+
+from accounts import keys
+from accounts.models import Account, ApiKey, RateTier
+from exchange.errors import ExchangeError
 
 
 @admin.register(RateTier)
@@ -33,3 +37,53 @@ class AccountAdmin(admin.ModelAdmin):
             account.save(update_fields=["verified"])
             self.log_change(request, account, [{"changed": {"fields": ["verified"]}}])
         self.message_user(request, f"{len(changed)} account(s) {'verified' if verified else 'unverified'}.")
+
+
+class ApiKeyAdminForm(forms.ModelForm):
+    """Scope, allowlist and drift go through the same checks as the account pages."""
+
+    ip_allowlist = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4}), help_text="One address or CIDR range per line."
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["label", "scope", "ip_allowlist", "drift_tolerance_ms"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial["ip_allowlist"] = "\n".join(self.instance.ip_allowlist or [])
+
+    def clean(self):
+        data = super().clean()
+        entries = [line.strip() for line in data.get("ip_allowlist", "").splitlines() if line.strip()]
+        try:
+            data["ip_allowlist"] = keys.normalize_allowlist(entries)
+            keys.check_key_settings(data.get("scope", ""), data["ip_allowlist"], data.get("drift_tolerance_ms") or 0)
+        except ExchangeError as error:
+            for field, messages in error.details.get("fields", {}).items():
+                self.add_error(field if field in self.fields else None, messages)
+        return data
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Operators find, re-scope and revoke keys; the secret is never shown (only its ciphertext exists)."""
+
+    form = ApiKeyAdminForm
+    list_display = ("public_id", "label", "account", "scope", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("scope", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("public_id", "label", "account__id", "account__user__username")
+    readonly_fields = ("public_id", "account", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke_keys",)
+
+    def has_add_permission(self, request):
+        return False  # keys are created where their secret can be shown once: the account pages
+
+    @admin.action(description="Revoke selected keys")
+    def revoke_keys(self, request, queryset):
+        live = list(queryset.filter(revoked_at__isnull=True))
+        keys.revoke_api_keys(queryset.filter(pk__in=[key.pk for key in live]))
+        for key in live:
+            self.log_change(request, key, "Revoked.")
+        self.message_user(request, f"{len(live)} key(s) revoked.")

@@ -63,6 +63,13 @@ def ledger_snapshot() -> tuple:
 
 
 @pytest.fixture(autouse=True)
+def matcher_in_process(settings):
+    """Inside the test process the pair's matcher runs after each commit, in-process; the Celery
+    worker path runs in the end-to-end tests, which start real workers (tests/stack.py)."""
+    settings.MATCHER_MODE = "inprocess"
+
+
+@pytest.fixture(autouse=True)
 def fresh_process_state():
     """Matchers keep books in memory, and budgets and nonces live in the cache (Redis in CI):
     each test starts afresh, as its database does."""

@@ -114,3 +114,50 @@ def test_admin_pages_render(admin_client, markets, make_account, fund):
         assert admin_client.get(f"/admin/{model}/").status_code == 200, model
     assert admin_client.get(ADJUST_URL).status_code == 200
     assert Account.objects.filter(kind="fee").count() == 1
+
+
+def test_operator_rescopes_a_key_and_revokes_in_bulk(admin_client, make_account):
+    from accounts.keys import create_api_key
+    from accounts.models import ApiKey
+
+    account = make_account()
+    first, secret = create_api_key(account, label="a", scope="trade", ip_allowlist=[])
+    second, _ = create_api_key(account, label="b", scope="read_only", ip_allowlist=[])
+
+    page = admin_client.get(f"/admin/accounts/apikey/{first.pk}/change/")
+    assert page.status_code == 200 and secret.encode() not in page.content
+    assert b"secret_ciphertext" not in page.content
+    changed = admin_client.post(f"/admin/accounts/apikey/{first.pk}/change/", {
+        "label": "a", "scope": "trade_withdraw", "ip_allowlist": "10.0.0.0/8\n2001:db8::/32", "drift_tolerance_ms": 3000,
+    })
+    refused = admin_client.post(f"/admin/accounts/apikey/{second.pk}/change/", {
+        "label": "b", "scope": "trade_withdraw", "ip_allowlist": "", "drift_tolerance_ms": 5000,
+    })
+    run_action(admin_client, "accounts/apikey", "revoke_keys", [first.pk, second.pk])
+
+    assert changed.status_code == 302 and refused.status_code == 200
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.scope == "trade_withdraw" and first.ip_allowlist == ["10.0.0.0/8", "2001:db8::/32"]
+    assert second.scope == "read_only"
+    assert first.revoked_at is not None and second.revoked_at is not None
+    assert LogEntry.objects.filter(content_type__model="apikey", object_id=str(second.pk),
+                                   change_message__contains="Revoked").exists()
+    assert admin_client.get("/admin/accounts/apikey/?q=" + first.public_id).status_code == 200
+    assert ApiKey.objects.count() == 2
+
+
+def test_operator_sets_an_account_tier(admin_client, make_account):
+    from accounts.models import RateTier
+
+    account = make_account()
+    maker_tier = RateTier.objects.get(name="market_maker")
+
+    response = admin_client.post(f"/admin/accounts/account/{account.pk}/change/", {
+        "user": account.user_id, "verified": "on", "rate_tier": maker_tier.pk,
+    })
+
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.rate_tier == maker_tier and account.verified
+    assert LogEntry.objects.filter(content_type__model="account", object_id=str(account.pk)).exists()

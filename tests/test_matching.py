@@ -42,3 +42,21 @@ def test_limit_orders_cross_and_settle_to_the_cent(alice, bob, trade):
     assert Fill.objects.count() == 2
     assert list(BookLevel.objects.values_list("side", "price", "size")) == [("ask", D("63000"), D("0.3"))]
     assert BookState.objects.get().sequence == 2
+
+
+def test_audit_passes_after_trading_and_names_each_corruption(alice, bob, trade):
+    from trading.audit import audit
+    from trading.models import Balance, LedgerEntry
+
+    trade(alice, side="sell", type="limit", price=D("63000"), size=D("0.5"))
+    trade(bob, side="buy", type="limit", price=D("63000"), size=D("0.2"))
+    assert audit() == []
+
+    Balance.objects.filter(account=bob, asset__symbol="USD").update(available=D("1"))
+    LedgerEntry.objects.filter(reason="trade").first().delete()
+    Order.objects.filter(account=alice).update(filled_size=D("0.3"))
+
+    problems = "\n".join(audit())
+    assert "USD" in problems or "held but" in problems
+    assert "does not sum to zero" in problems
+    assert f"order {Order.objects.get(account=alice).pk}: filled" in problems

@@ -1,0 +1,45 @@
+"""Create a trading account with deposits and an API key, printing the key as JSON (for local bots and tests).
+
+    python manage.py create_trader alice --deposit USD=100000 --deposit BTC=10 --scope trade
+"""
+
+import json
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from accounts.keys import create_api_key
+from accounts.models import ApiKey
+from accounts.services import open_account
+from trading.ledger import adjust_balance
+from trading.models import Asset
+
+
+class Command(BaseCommand):
+    help = "Create a user with a trading account, deposits (through the ledger) and an API key."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--deposit", action="append", default=[], help="ASSET=AMOUNT, repeatable")
+        parser.add_argument("--scope", default=ApiKey.Scope.TRADE, choices=ApiKey.Scope.values)
+        parser.add_argument("--allow", action="append", default=[], help="IP allowlist entry, repeatable")
+        parser.add_argument("--verified", action="store_true")
+
+    @transaction.atomic
+    def handle(self, *args, username, deposit, scope, allow, verified, **options):
+        user, _ = get_user_model().objects.get_or_create(username=username)
+        account = open_account(user)
+        if verified:
+            account.verified = True
+            account.save(update_fields=["verified"])
+        for item in deposit:
+            symbol, _, amount = item.partition("=")
+            asset = Asset.objects.filter(symbol=symbol.upper()).first()
+            if asset is None or not amount:
+                raise CommandError(f"--deposit takes ASSET=AMOUNT with a known asset, not {item!r}")
+            adjust_balance(account_id=account.pk, asset_id=asset.pk, amount=Decimal(amount),
+                           reference=f"cli:{username}", memo="create_trader deposit")
+        key, secret = create_api_key(account, label=f"{username} cli", scope=scope, ip_allowlist=allow)
+        self.stdout.write(json.dumps({"account_id": account.pk, "key": key.public_id, "secret": secret}))

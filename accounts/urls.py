@@ -1,0 +1,19 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+from django.views.generic import RedirectView
+
+from accounts import views
+
+app_name = "accounts"
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="accounts:keys"), name="index"),
+    path("signup/", views.sign_up, name="signup"),
+    path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html",
+                                                redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),  # POST only (Django 5)
+    path("keys/", views.key_list, name="keys"),
+    path("keys/new/", views.key_create, name="key_create"),
+    path("keys/<int:pk>/edit/", views.key_edit, name="key_edit"),
+    path("keys/<int:pk>/revoke/", views.key_revoke, name="key_revoke"),
+]

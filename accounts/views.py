@@ -1,0 +1,106 @@
+"""Account settings pages: sign up, and the API keys of the logged-in user (list, create, edit, revoke).
+
+Views stay thin: parse a form, call one service from accounts/keys.py, render. Every key view reaches
+only the logged-in user's own keys (anyone else's is a 404). A new key's secret is rendered in the
+response to the create POST itself, marked no-store, and kept nowhere: not in the session, not in a
+message, not in a redirect.
+"""
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.db.models import F
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from django.views.decorators.http import require_http_methods
+
+from accounts.forms import ApiKeyForm, SignUpForm
+from accounts.keys import create_api_key, revoke_api_keys, update_api_key
+from accounts.models import ApiKey
+from accounts.services import open_account
+from exchange.errors import ExchangeError
+
+GET_POST = require_http_methods(["GET", "POST"])
+
+
+def own_keys(request):
+    """The logged-in user's keys, and nobody else's."""
+    return ApiKey.objects.filter(account__user=request.user)
+
+
+def home(request):
+    return render(request, "accounts/home.html")
+
+
+@sensitive_post_parameters("password1", "password2")
+@GET_POST
+def sign_up(request):
+    if request.user.is_authenticated:
+        return redirect("accounts:keys")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            user = form.save()
+            open_account(user)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.username}. Your trading account is open.")
+        return redirect("accounts:keys")
+    return render(request, "accounts/signup.html", {"form": form})
+
+
+@login_required
+def key_list(request):
+    keys = own_keys(request).order_by(F("revoked_at").desc(nulls_first=True), "-created_at")  # active first
+    return render(request, "accounts/key_list.html", {"keys": keys})
+
+
+@sensitive_variables("secret")
+@sensitive_post_parameters("password")
+@login_required
+@GET_POST
+def key_create(request):
+    form = ApiKeyForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        try:
+            key, secret = create_api_key(open_account(request.user), **form.service_arguments())
+        except ExchangeError as error:
+            form.add_exchange_error(error)
+        else:
+            response = render(request, "accounts/key_created.html", {
+                "key": key,
+                "secret": secret,
+                "balances_url": request.build_absolute_uri("/v1/account/balances"),
+                "orders_url": request.build_absolute_uri("/v1/orders"),
+            })
+            response["Cache-Control"] = "no-store"
+            return response
+    return render(request, "accounts/key_form.html", {"form": form, "creating": True})
+
+
+@sensitive_post_parameters("password")
+@login_required
+@GET_POST
+def key_edit(request, pk: int):
+    key = get_object_or_404(own_keys(request), pk=pk, revoked_at__isnull=True)
+    form = ApiKeyForm(request.POST or None, user=request.user, initial=ApiKeyForm.initial_for(key))
+    if request.method == "POST" and form.is_valid():
+        try:
+            update_api_key(key, **form.service_arguments())
+        except ExchangeError as error:
+            form.add_exchange_error(error)
+        else:
+            messages.success(request, f"Key “{key.label}” updated.")
+            return redirect("accounts:keys")
+    return render(request, "accounts/key_form.html", {"form": form, "key": key, "creating": False})
+
+
+@login_required
+@GET_POST
+def key_revoke(request, pk: int):
+    key = get_object_or_404(own_keys(request), pk=pk)
+    if request.method == "POST":
+        if revoke_api_keys(own_keys(request).filter(pk=key.pk)):
+            messages.success(request, f"Key “{key.label}” revoked: requests signed with it are refused from now on.")
+        return redirect("accounts:keys")
+    return render(request, "accounts/key_revoke.html", {"key": key})

@@ -1,0 +1,199 @@
+"""A small synchronous client for the exchange's REST API (SPEC section 6).
+
+Every method returns the decoded JSON body and raises a typed ApiError (hkt_client.errors) on a
+non-2xx response. Retries never risk a second effect:
+- a request that never reached the server (connection refused) or was refused before it ran (429)
+  may be retried whatever it does;
+- after an ambiguous failure (read timeout, dropped connection, 5xx) only requests that are safe to
+  repeat are retried: GETs, `place_order` (its client_order_id makes the server return the first
+  order instead of creating a second) and `cancel_order` (idempotent on the server).
+Each attempt is signed afresh: a new nonce and the current time, over the same body bytes.
+"""
+
+import json
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from hkt_client import errors
+from hkt_client.signing import now_ms, signed_headers
+
+Amount = str | Decimal | int
+
+# Transport errors raised before the request was written: the server cannot have acted on it.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+PUBLIC_MAX_DEPTH = 100  # deeper books need a signed request from a verified account
+
+
+def amount(name: str, value: Amount) -> str:
+    """A decimal string for the wire. Floats are refused: 0.1 is not 0.1, and the server never rounds."""
+    if isinstance(value, float):
+        raise TypeError(f"{name} must be a str or Decimal, not float ({value!r} is not exact)")
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{name} must be a finite number, not {value}")
+        return format(value, "f")  # never "1E-8": the server rejects exponents
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"{name} must be a str or Decimal, not {type(value).__name__}")
+
+
+def path_part(value: Any) -> str:
+    return quote(str(value), safe=":")
+
+
+class Client:
+    def __init__(self, base_url: str, key: str | None = None, secret: str | None = None, timeout: float = 10.0,
+                 max_retries: int = 3, http: httpx.Client | None = None, backoff: float = 0.25):
+        self.base_url = base_url.rstrip("/")
+        self.key, self.secret = key, secret
+        self.max_retries, self.backoff = max_retries, backoff
+        self.clock_offset_ms = 0  # server time minus ours, learnt from TIMESTAMP_OUT_OF_WINDOW or sync_clock()
+        self._owns_http = http is None
+        self.http = http or httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # Public market data.
+
+    def time(self) -> dict:
+        return self._request("GET", "/v1/time")
+
+    def markets(self) -> list[dict]:
+        return self._request("GET", "/v1/markets")
+
+    def ticker(self, pair: str) -> dict:
+        return self._request("GET", f"/v1/ticker/{path_part(pair)}")
+
+    def orderbook(self, pair: str, depth: int | None = None) -> dict:
+        # Signed only when asking for more than everyone gets, so that public calls stay on the IP budget.
+        private = depth is not None and depth > PUBLIC_MAX_DEPTH and self.key is not None
+        return self._request("GET", f"/v1/orderbook/{path_part(pair)}", params={"depth": depth}, private=private)
+
+    def trades(self, pair: str, limit: int | None = None, before: int | None = None) -> dict:
+        return self._request("GET", f"/v1/trades/{path_part(pair)}", params={"limit": limit, "before": before})
+
+    def sync_clock(self) -> int:
+        """Measure the clock offset with GET /v1/time (assuming a symmetric round trip); returns it in ms."""
+        sent = now_ms()
+        server_time = self.time()["time"]
+        self.clock_offset_ms = server_time - (sent + now_ms()) // 2
+        return self.clock_offset_ms
+
+    # Private: orders, fills, balances.
+
+    def place_order(
+        self, pair: str, side: str, type: str, *, price: Amount | None = None, size: Amount | None = None,
+        funds: Amount | None = None, stop_price: Amount | None = None, time_in_force: str | None = None,
+        post_only: bool | None = None, stp: str | None = None, client_order_id: str | None = None,
+    ) -> dict:
+        """Create an order. Without a client_order_id one is generated, so that retries are safe; pass
+        your own to find the order with get_order_by_client_id if every attempt fails."""
+        body: dict[str, Any] = {"pair": pair, "side": side, "type": type}
+        for name, value in (("price", price), ("size", size), ("funds", funds), ("stop_price", stop_price)):
+            if value is not None:
+                body[name] = amount(name, value)
+        optional = {"time_in_force": time_in_force, "post_only": post_only, "stp": stp}
+        body.update({name: value for name, value in optional.items() if value is not None})
+        body["client_order_id"] = client_order_id or uuid.uuid4().hex
+        return self._request("POST", "/v1/orders", json_body=body, private=True, idempotent=True)
+
+    def get_order(self, order_id: int | str) -> dict:
+        return self._request("GET", f"/v1/orders/{path_part(order_id)}", private=True)
+
+    def get_order_by_client_id(self, client_order_id: str) -> dict:
+        return self._request("GET", f"/v1/orders/client:{path_part(client_order_id)}", private=True)
+
+    def list_orders(self, pair: str | None = None, status: str | list[str] | None = None,
+                    limit: int | None = None, cursor: str | None = None) -> dict:
+        """One page, newest first: `{"next", "previous", "results"}`. status: one, several, or "live"."""
+        if isinstance(status, (list, tuple)):
+            status = ",".join(status)
+        params = {"pair": pair, "status": status, "limit": limit, "cursor": cursor}
+        return self._request("GET", "/v1/orders", params=params, private=True)
+
+    def cancel_order(self, order_id: int | str) -> dict:
+        return self._request("POST", f"/v1/orders/{path_part(order_id)}/cancel", private=True, idempotent=True)
+
+    def cancel_all(self, pair: str | None = None) -> dict:
+        # Not repeated after an ambiguous failure: a second run could cancel orders placed in between.
+        body = {} if pair is None else {"pair": pair}
+        return self._request("POST", "/v1/orders/cancel-all", json_body=body, private=True, idempotent=False)
+
+    def fills(self, pair: str | None = None, order_id: int | None = None, limit: int | None = None,
+              cursor: str | None = None) -> dict:
+        params = {"pair": pair, "order_id": order_id, "limit": limit, "cursor": cursor}
+        return self._request("GET", "/v1/fills", params=params, private=True)
+
+    def balances(self) -> dict:
+        return self._request("GET", "/v1/account/balances", private=True)
+
+    # The one place requests are built, signed, sent and retried.
+
+    def _request(self, method: str, path: str, *, params: dict | None = None, json_body: Any = None,
+                 private: bool = False, idempotent: bool | None = None) -> Any:
+        if private and not (self.key and self.secret):
+            raise ValueError(f"{method} {path} is a private call: give the Client a key and secret")
+        if idempotent is None:
+            idempotent = method == "GET"
+        # Serialized once: the bytes signed are the bytes sent, on every attempt.
+        content = b"" if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
+        params = {name: value for name, value in (params or {}).items() if value is not None}
+        attempt, resynced = 0, False
+        while True:
+            request = self._build(method, path, params, content, private)
+            try:
+                response = self.http.send(request)
+            except httpx.TransportError as exc:
+                if attempt < self.max_retries and (idempotent or isinstance(exc, NOT_SENT)):
+                    attempt += 1
+                    time.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                raise
+            if response.is_success:
+                return response.json() if response.content else None
+            error = errors.from_response(response)
+            if private and not resynced and isinstance(error, errors.TimestampOutOfWindow):
+                resynced = True  # once: a second refusal means something other than our clock is wrong
+                self._learn_clock(error)
+                continue
+            retryable = response.status_code == 429 or (response.status_code >= 500 and idempotent)
+            if attempt < self.max_retries and retryable:
+                attempt += 1
+                wait = errors.parse_retry_after(response.headers.get("Retry-After"))
+                time.sleep(wait if wait is not None else self.backoff * 2 ** (attempt - 1))
+                continue
+            raise error
+
+    def _build(self, method: str, path: str, params: dict, content: bytes, private: bool) -> httpx.Request:
+        headers = {"Accept": "application/json"}
+        if content:
+            headers["Content-Type"] = "application/json"
+        request = self.http.build_request(method, self.base_url + path, params=params or None,
+                                          content=content or None, headers=headers)
+        if private:
+            # Sign the path and query exactly as httpx encoded them on the request line.
+            sent_path = request.url.raw_path.decode("ascii")
+            timestamp = now_ms() + self.clock_offset_ms
+            request.headers.update(signed_headers(self.key, self.secret, method, sent_path, content, timestamp))
+        return request
+
+    def _learn_clock(self, error: errors.TimestampOutOfWindow) -> None:
+        if error.server_time is not None:
+            self.clock_offset_ms = error.server_time - now_ms()
+        else:
+            self.sync_clock()

@@ -1,0 +1,125 @@
+"""The production topology, driven as bots drive it: signed HTTP to gunicorn, a Celery matcher per pair,
+PostgreSQL and Redis. The matcher is killed with SIGKILL while orders stream in."""
+
+import random
+import threading
+import time
+from decimal import Decimal
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from hkt_client import Client
+from hkt_client.errors import OrderAlreadyClosed
+
+from .stack import Stack
+
+pytestmark = pytest.mark.slow
+D = Decimal
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with Stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def rest(stack):
+    return stack.start_rest()
+
+
+def wait_until(condition, timeout=60.0, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met in {timeout}s")
+
+
+def spot(balances: dict, asset: str) -> dict:
+    return next(row["spot"] for row in balances["balances"] if row["asset"] == asset)
+
+
+def test_two_accounts_trade_over_signed_rest_to_the_cent(stack, rest):
+    stack.start_matcher("BTC-USD")
+    alice_key = stack.create_trader("alice", "USD=100000", "BTC=10")
+    bob_key = stack.create_trader("bob", "USD=100000", "BTC=10")
+    alice = Client(rest, alice_key["key"], alice_key["secret"])
+    bob = Client(rest, bob_key["key"], bob_key["secret"])
+
+    ask = alice.place_order("BTC-USD", "sell", "limit", price="63000", size="0.5")
+    wait_until(lambda: alice.get_order(ask["order_id"])["status"] == "open")
+    bid = bob.place_order("BTC-USD", "buy", "limit", price="63100", size="0.2")
+    bid = wait_until(lambda: (o := bob.get_order(bid["order_id"]))["status"] == "filled" and o)
+
+    assert bid["average_fill_price"] == "63000.00" and bid["fee"] == "0.00040000"
+    assert spot(bob.balances(), "USD") == {"available": "87400.00", "locked": "0.00", "total": "87400.00"}
+    assert spot(bob.balances(), "BTC")["available"] == "10.19960000"
+    assert spot(alice.balances(), "USD")["available"] == "112587.40"
+    assert spot(alice.balances(), "BTC") == {"available": "9.50000000", "locked": "0.30000000", "total": "9.80000000"}
+    assert [f["liquidity"] for f in alice.fills()["results"]] == ["maker"]
+    assert stack.audit()["problems"] == []
+
+
+def test_matcher_killed_mid_stream_loses_nothing_and_applies_nothing_twice(stack, rest):
+    stack.start_matcher("ETH-USD")
+    bots = [Client(rest, k["key"], k["secret"]) for k in
+            (stack.create_trader(f"streamer{i}", "USD=1000000", "ETH=1000") for i in range(4))]
+    accepted: dict[str, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def stream(bot: Client, seed: int):
+        rng = random.Random(seed)
+        n = 0
+        while not stop.is_set():
+            n += 1
+            client_order_id = f"s{seed}-{n}"
+            side = rng.choice(["buy", "sell"])
+            price = D(3000) + D(rng.randint(-20, 20)) / 2
+            order = bot.place_order("ETH-USD", side, "limit", price=str(price), size=str(D(rng.randint(1, 50)) / 100),
+                                    client_order_id=client_order_id)
+            with lock:
+                accepted[client_order_id] = order["order_id"]
+            if rng.random() < 0.15:
+                try:
+                    bot.cancel_order(order["order_id"])
+                except OrderAlreadyClosed:
+                    pass  # it filled first, as orders near the mid do
+
+    threads = [threading.Thread(target=stream, args=(bot, i)) for i, bot in enumerate(bots)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            time.sleep(1.5)
+            stack.kill_matcher("ETH-USD")
+            time.sleep(0.5)
+            stack.start_matcher("ETH-USD")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    report = wait_until(lambda: (r := stack.audit())["pending_commands"] == 0 and r, timeout=90, interval=1)
+    assert report["problems"] == []
+    assert len(accepted) > 50
+    assert len(set(accepted.values())) == len(accepted)
+    for bot_index, bot in enumerate(bots):
+        listed = {o["order_id"]: o for o in iterate_orders(bot, "ETH-USD")}
+        mine = {oid for cid, oid in accepted.items() if cid.startswith(f"s{bot_index}-")}
+        assert set(listed) == mine  # every accepted order exists, once
+        assert "pending" not in {order["status"] for order in listed.values()}
+
+
+def iterate_orders(bot: Client, pair: str):
+    page = bot.list_orders(pair=pair, limit=1000)
+    while True:
+        yield from page["results"]
+        if not page.get("next"):
+            return
+        cursor = parse_qs(urlparse(page["next"]).query)["cursor"][0]
+        page = bot.list_orders(pair=pair, limit=1000, cursor=cursor)

@@ -1,0 +1,61 @@
+import time
+
+import pytest
+
+from .test_public_api import assert_error
+
+
+@pytest.fixture
+def short_window(settings):
+    settings.RATE_LIMIT_WINDOW_SECONDS = 2
+    return 2
+
+
+def test_exactly_the_budget_passes_then_429_until_the_window_frees_it(make_account, make_key, short_window):
+    account = make_account()
+    account.rate_tier.weight_per_minute = 5
+    account.rate_tier.save()
+    bot = make_key(account, scope="read_only")
+
+    passed = [bot.get("/v1/time") for _ in range(5)]
+    refused = bot.get("/v1/time")
+
+    assert [r.status_code for r in passed] == [200] * 5
+    assert [r["X-RateLimit-Remaining"] for r in passed] == ["4", "3", "2", "1", "0"]
+    assert all(r["X-RateLimit-Limit"] == "5" for r in passed)
+    assert_error(refused, 429, "RATE_LIMITED")
+    retry_after = int(refused["Retry-After"])
+    assert 1 <= retry_after <= short_window
+    assert refused.json()["error"]["details"]["retry_after"] == retry_after
+    assert 1 <= int(refused["X-RateLimit-Reset"]) <= short_window
+
+    time.sleep(retry_after)
+    assert bot.get("/v1/time").status_code == 200
+
+
+def test_heavier_calls_spend_more_of_the_budget(make_account, make_key, markets):
+    bot = make_key(make_account(), scope="read_only")
+
+    orders = bot.get("/v1/orders")
+    book = bot.get("/v1/orderbook/BTC-USD?depth=50")
+
+    assert orders["X-RateLimit-Remaining"] == str(1200 - 5)
+    assert book["X-RateLimit-Remaining"] == str(1200 - 5 - 1)
+
+
+def test_unsigned_requests_share_their_address_budget(api, markets, settings, short_window):
+    settings.PUBLIC_WEIGHT_PER_MINUTE = 3
+
+    codes = [api.get("/v1/markets", REMOTE_ADDR="198.51.100.4").status_code for _ in range(4)]
+    other_address = api.get("/v1/markets", REMOTE_ADDR="198.51.100.5")
+
+    assert codes == [200, 200, 200, 429]
+    assert other_address.status_code == 200
+
+
+def test_refusals_before_the_limiter_still_carry_headers(api, db):
+    response = api.get("/v1/account/balances")
+
+    assert_error(response, 401, "MISSING_AUTH_HEADERS")
+    assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(response.headers)
+    assert api.get("/v1/nowhere")["X-RateLimit-Limit"] == "1200"
