@@ -76,16 +76,40 @@ Matching rules
   own events, no ``Untriggered``).  Otherwise ``Untriggered``.  Stops
   triggered by an order's trades enter after that order finished, in their
   order of acceptance, each announced by ``Triggered`` immediately followed
-  by its events; their trades may trigger more (a FIFO cascade), all inside
-  the same ``apply`` call.  With ``price`` a triggered stop is a limit (with
-  the stop's TIF/post_only/stp), without it a market order.
+  by its events.  Their trades may trigger more: after each order finishes,
+  the stops its trades fired join the back of one FIFO queue (in acceptance
+  order), all inside the same ``apply`` call.  With ``price`` a triggered
+  stop is a limit (with the stop's TIF/post_only/stp), without it a market
+  order (by size or by funds).
+
+Queries
+-------
+``best_bid()``, ``best_ask()`` -> ticks or None; ``level_size(side, price)``
+-> lots (0 if none); ``depth(n=None)`` -> (bids high->low, asks low->high)
+lists of (price, size); ``last_trade_price`` (int or None, settable for
+recovery); ``drain_touched_levels()`` -> set of (side, price) whose
+aggregate changed since the previous drain; ``open_order(id)`` ->
+``OpenOrder(order_id, account_id, side, price, remaining)`` or None;
+``open_orders()``; ``stop_order(id)`` -> the waiting ``NewOrder`` or None;
+``stop_orders()``; ``len(book)`` = number of resting orders.
 
 Recovery
 --------
-``load_resting(...)`` appends a resting order at the back of its level (call
-it in original time priority) and ``load_stop(NewOrder)`` re-adds a waiting
-stop (call it in original acceptance order).  Neither matches, triggers,
-emits events or marks touched levels.
+``load_resting(order_id, account_id, side, price, remaining,
+stp='cancel_oldest')`` appends a resting order at the back of its level
+(call it in original time priority; raises ValueError if it would cross)
+and ``load_stop(NewOrder)`` re-adds a waiting stop (call it in original
+acceptance order).  Neither matches, triggers, emits events or marks
+touched levels.
+
+Implementation notes (why it is fast)
+-------------------------------------
+Each side is a dict level-key -> ``_Level`` (a deque of orders + the live
+aggregate) and a sorted list of the keys of non-empty levels.  Keys are
++price for bids and -price for asks, so on both sides the best level is the
+LAST key (``keys[-1]``, ``keys.pop()``) and one matching loop serves both
+sides.  Cancels are lazy (O(1)); emptied levels are kept for reuse.  Waiting
+stops sit in two heaps keyed by stop price, with lazy deletion.
 """
 
 from __future__ import annotations
@@ -198,7 +222,7 @@ _SIDES = ('buy', 'sell')
 _TIFS = frozenset(('GTC', 'IOC', 'FOK'))
 _STPS = frozenset(('cancel_oldest', 'cancel_newest', 'cancel_both'))
 # Crossing threshold of a market order: below every level key.
-_NO_LIMIT = -(1 << 62)
+_NO_LIMIT = float('-inf')
 # tuple.__new__ builds a NamedTuple without going through its Python-level
 # __new__; about twice as fast, which matters for Trade/Filled/Rested.
 _new = tuple.__new__
@@ -291,9 +315,11 @@ class OrderBook:
             is_buy = False
         else:
             _bad(f'side must be buy or sell, not {side!r}')
-        if tif not in _TIFS or stp not in _STPS:
+        # (Checking the usual value first skips the set lookup.)
+        if ((tif != 'GTC' and tif not in _TIFS)
+                or (stp != 'cancel_oldest' and stp not in _STPS)):
             _bad(f'bad time_in_force {tif!r} or stp {stp!r}')
-        if order_id in self._orders or order_id in self._stops:
+        if order_id in self._orders or (self._stops and order_id in self._stops):
             _bad(f'order {order_id} is already on the book')
         if type_ == 'limit':
             if (price is None or size is None or funds is not None
@@ -489,7 +515,7 @@ class OrderBook:
                     orders.popleft()
                     level.dead -= 1
                     continue
-                lots = funds_left // trade_price + 0 * 1 if funds_left > trade_price else 0
+                lots = funds_left // trade_price
                 if not lots:
                     break                  # spent: do not touch own orders
                 if maker_account == account_id:

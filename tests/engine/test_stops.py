@@ -1,0 +1,215 @@
+"""Stop orders: waiting, triggering, immediate trigger, cascades, cancels."""
+
+import pytest
+
+from trading.engine import (
+    Cancelled, Expired, Filled, OrderBook, Rested, Trade, Triggered, Untriggered,
+)
+
+from .helpers import PAIR, book_with, cancel, limit, market, stop, typed
+
+
+def book_with_last_trade(price):
+    """A book whose last trade printed at ``price`` (and is empty)."""
+    book = book_with(limit(901, 'sell', price, 1), limit(902, 'buy', price, 1))
+    assert book.last_trade_price == price
+    return book
+
+
+def test_stop_waits_unseen_in_depth():
+    # given a last trade at 100
+    book = book_with_last_trade(100)
+    # when a buy stop at 105 arrives
+    events = book.apply(stop(1, 'buy', 105, size=2))
+    # then it waits and is not part of the book depth
+    assert typed(events) == typed([Untriggered(1)])
+    assert book.depth(5) == ([], [])
+    assert book.stop_order(1).stop_price == 105
+    assert book.drain_touched_levels() == set()
+
+
+def test_stop_without_any_last_trade_waits():
+    book = OrderBook(PAIR)
+    assert typed(book.apply(stop(1, 'sell', 100, size=1))) == typed([Untriggered(1)])
+
+
+def test_buy_stop_triggers_when_trade_at_or_above_stop_and_becomes_market():
+    # given a waiting buy stop at 105 and asks at 105 and 106
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'buy', 105, size=2))
+    book.apply(limit(2, 'sell', 105, 1))
+    book.apply(limit(3, 'sell', 106, 5))
+    # when a trade prints at 105
+    events = book.apply(limit(4, 'buy', 105, 1))
+    # then the stop triggers after that order and buys at market
+    assert typed(events) == typed([
+        Trade(2, 4, 1002, 1004, 'buy', 105, 1), Filled(2), Filled(4),
+        Triggered(1), Trade(3, 1, 1003, 1001, 'buy', 106, 2), Filled(1)])
+    assert book.stop_order(1) is None
+
+
+def test_buy_stop_does_not_trigger_below_stop_price():
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'buy', 105, size=2))
+    book.apply(limit(2, 'sell', 104, 1))
+    events = book.apply(limit(3, 'buy', 104, 1))
+    assert not any(isinstance(e, Triggered) for e in events)
+    assert book.stop_order(1) is not None
+
+
+def test_sell_stop_triggers_at_or_below_and_becomes_limit_with_price():
+    # given a sell stop-limit: stop 95, limit 94
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'sell', 95, size=3, price=94))
+    book.apply(limit(2, 'buy', 95, 1))
+    # when a sell prints at 95
+    events = book.apply(limit(3, 'sell', 95, 1))
+    # then the stop enters as a sell limit at 94 and rests (no bids left)
+    assert typed(events) == typed([
+        Trade(2, 3, 1002, 1003, 'sell', 95, 1), Filled(2), Filled(3),
+        Triggered(1), Rested(1, 'sell', 94, 3)])
+    assert book.best_ask() == 94
+
+
+def test_sell_stop_above_last_price_triggers_immediately():
+    # given a last trade at 100 and a bid to sell into
+    book = book_with_last_trade(100)
+    book.apply(limit(1, 'buy', 99, 5))
+    # when a sell stop at 101 arrives (100 <= 101 already holds)
+    events = book.apply(stop(2, 'sell', 101, size=2))
+    # then it triggers at once and trades, with no Untriggered
+    assert typed(events) == typed([
+        Triggered(2), Trade(1, 2, 1001, 1002, 'sell', 99, 2), Filled(2)])
+
+
+def test_buy_stop_at_last_price_triggers_immediately():
+    book = book_with_last_trade(100)
+    events = book.apply(stop(1, 'buy', 100, size=2))
+    assert typed(events) == typed([Triggered(1), Expired(1, 2)])
+
+
+def test_recovered_last_trade_price_is_used_for_immediate_trigger():
+    # given a restarted book whose last trade price was restored
+    book = OrderBook(PAIR)
+    book.last_trade_price = 100
+    # when a buy stop-limit at 99 arrives
+    events = book.apply(stop(1, 'buy', 99, size=1, price=98))
+    # then it triggers immediately and rests as a limit
+    assert typed(events) == typed([Triggered(1), Rested(1, 'buy', 98, 1)])
+
+
+def test_stops_trigger_in_order_of_acceptance_not_price():
+    # given two sell stops, the higher-priced one accepted second
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'sell', 97, size=1, price=90))
+    book.apply(stop(2, 'sell', 99, size=1, price=90))
+    book.apply(limit(3, 'buy', 96, 1))
+    # when a trade prints at 96 (triggers both)
+    events = book.apply(limit(4, 'sell', 96, 1))
+    # then they enter in acceptance order: 1 then 2
+    assert [e.order_id for e in events if isinstance(e, Triggered)] == [1, 2]
+
+
+def test_buy_stop_triggers_on_an_early_print_of_a_sell_sweep():
+    # given last trade 100, a buy stop at 103, bids at 104 and 99
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'buy', 103, size=1, price=50))
+    book.apply(limit(2, 'buy', 104, 1))
+    book.apply(limit(3, 'buy', 99, 1))
+    # when a sell sweeps 104 then 99 (the last print, 99, is below the stop)
+    events = book.apply(market(4, 'sell', size=2))
+    # then the 104 print still triggered it: every trade counts
+    assert [e.price for e in events if isinstance(e, Trade)] == [104, 99]
+    assert typed(events)[-2:] == typed([Triggered(1), Rested(1, 'buy', 50, 1)])
+    assert book.last_trade_price == 99
+
+
+def test_sell_stop_triggers_on_an_early_print_of_a_buy_sweep():
+    # given last trade 105, a sell stop at 103, asks at 102 and 106
+    book = book_with_last_trade(105)
+    book.apply(stop(1, 'sell', 103, size=1, price=200))
+    book.apply(limit(2, 'sell', 102, 1))
+    book.apply(limit(3, 'sell', 106, 1))
+    # when a buy sweeps 102 then 106
+    events = book.apply(market(4, 'buy', size=2))
+    # then the 102 print triggered the sell stop
+    assert typed(events)[-2:] == typed([Triggered(1), Rested(1, 'sell', 200, 1)])
+
+
+def test_cascade_stop_triggers_another_stop_in_same_apply():
+    # given: stop 1 (buy, at 101) will buy the ask at 102, which triggers
+    # stop 2 (buy, at 102) that buys the ask at 103
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'buy', 101, size=1))
+    book.apply(stop(2, 'buy', 102, size=1))
+    book.apply(limit(3, 'sell', 101, 1))
+    book.apply(limit(4, 'sell', 102, 1))
+    book.apply(limit(5, 'sell', 103, 1))
+    # when a buy prints at 101
+    events = book.apply(limit(6, 'buy', 101, 1))
+    # then 1 triggers, trades at 102, which triggers 2, which trades at 103
+    assert typed(events) == typed([
+        Trade(3, 6, 1003, 1006, 'buy', 101, 1), Filled(3), Filled(6),
+        Triggered(1), Trade(4, 1, 1004, 1001, 'buy', 102, 1), Filled(4), Filled(1),
+        Triggered(2), Trade(5, 2, 1005, 1002, 'buy', 103, 1), Filled(5), Filled(2)])
+    assert book.last_trade_price == 103
+
+
+def test_cancel_waiting_stop_emits_cancelled_and_it_never_triggers():
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'buy', 101, size=4))
+    assert typed(book.apply(cancel(1))) == typed([Cancelled(1, 4, 'user')])
+    book.apply(limit(2, 'sell', 101, 1))
+    events = book.apply(limit(3, 'buy', 101, 1))
+    assert not any(isinstance(e, Triggered) for e in events)
+
+
+def test_cancel_waiting_funds_stop_reports_funds():
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'buy', 101, funds=5000))
+    assert typed(book.apply(cancel(1))) == typed([Cancelled(1, 5000, 'user')])
+
+
+def test_funds_stop_triggers_as_funds_market_buy():
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'buy', 101, funds=250))
+    book.apply(limit(2, 'sell', 101, 1))
+    book.apply(limit(3, 'sell', 102, 5))
+    events = book.apply(limit(4, 'buy', 101, 1))
+    assert typed(events)[-3:] == typed([
+        Triggered(1), Trade(3, 1, 1003, 1001, 'buy', 102, 2), Expired(1, 46)])
+
+
+def test_load_stop_does_not_trigger_even_if_condition_holds():
+    # given a recovered book with last trade 100
+    book = OrderBook(PAIR)
+    book.last_trade_price = 100
+    # when a buy stop at 99 is re-loaded
+    book.load_stop(stop(1, 'buy', 99, size=1))
+    # then it waits; the next trade at/above 99 triggers it
+    assert book.stop_order(1) is not None
+    book.apply(limit(2, 'sell', 100, 1))
+    events = book.apply(limit(3, 'buy', 100, 1))
+    assert Triggered(1) in events
+
+
+@pytest.mark.parametrize('bad', [
+    stop(1, 'buy', None, size=1),                  # no stop price
+    stop(1, 'buy', 0, size=1),                     # non-positive
+    stop(1, 'buy', 100, size=1, funds=10),         # size and funds
+    stop(1, 'sell', 100, funds=10),                # funds on a sell
+    stop(1, 'buy', 100, price=100, funds=10),      # stop-limit by funds
+    stop(1, 'buy', 100),                           # no size
+])
+def test_structurally_impossible_stop_raises(bad):
+    book = book_with_last_trade(100)
+    with pytest.raises(ValueError):
+        book.apply(bad)
+    assert book.stop_order(1) is None
+
+
+def test_duplicate_id_of_waiting_stop_raises():
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'buy', 105, size=1))
+    with pytest.raises(ValueError):
+        book.apply(limit(1, 'buy', 90, 1))
