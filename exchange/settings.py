@@ -145,6 +145,11 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# WebSocket health: a heartbeat after this many quiet seconds, and a connection with more than this many
+# bytes it has not read yet is closed as a slow consumer (Daphne also sends keepalive pings, see bin/).
+WS_HEARTBEAT_SECONDS = float(os.environ.get("WS_HEARTBEAT_SECONDS", "5"))
+WS_MAX_PENDING_BYTES = int(os.environ.get("WS_MAX_PENDING_BYTES", str(4 * 1024 * 1024)))
+
 # "celery": each pair's orders go to its own Celery queue (match.<PAIR>), consumed by one worker.
 # "inprocess": the same matcher runs on a thread per pair inside the web process (embedded default).
 MATCHER_MODE = os.environ.get("MATCHER_MODE", "celery" if REDIS_URL else "inprocess")

@@ -1,2 +1,5 @@
-# WebSocket routes (SPEC section 7); the stream consumers are added by the streaming work.
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from marketdata.consumers import StreamConsumer
+
+websocket_urlpatterns = [path("v1/ws", StreamConsumer.as_asgi())]

@@ -53,13 +53,16 @@ def read_in_one_snapshot():
         yield
 
 
-def order_book(market: Market, depth: int) -> BookSnapshot:
+def order_book(market: Market, depth: int | None) -> BookSnapshot:
+    """The committed book, ``depth`` levels a side (all of them for None), and its sequence."""
     with read_in_one_snapshot():
         sequence = BookState.objects.filter(market=market).values_list("sequence", flat=True).first() or 0
         levels = BookLevel.objects.filter(market=market).values_list("price", "size")
-        bids = list(levels.filter(side=BookLevel.Side.BID).order_by("-price")[:depth])
-        asks = list(levels.filter(side=BookLevel.Side.ASK).order_by("price")[:depth])
-    return BookSnapshot(sequence, bids, asks)
+        bids = levels.filter(side=BookLevel.Side.BID).order_by("-price")
+        asks = levels.filter(side=BookLevel.Side.ASK).order_by("price")
+        if depth is not None:
+            bids, asks = bids[:depth], asks[:depth]
+        return BookSnapshot(sequence, list(bids), list(asks))
 
 
 def check_depth(depth: int, *, verified: bool) -> int:

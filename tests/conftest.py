@@ -76,10 +76,12 @@ def fresh_process_state():
     from django.core.cache import cache
 
     from exchange import ratelimit
+    from marketdata import replay
     from trading import dispatch
 
     dispatch._matchers.clear()
     cache.clear()
+    replay._local.clear()
     ratelimit._windows = None
     yield
     dispatch._matchers.clear()

@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts.models import Account
 from accounts.services import fee_account
 from exchange.money import DECIMAL_PLACES, EXACT
+from marketdata.checksum import CHECKSUM_DEPTH
 from trading import engine, ledger, publishing
 from trading.ledger import Bucket, Journal, Posting, Reason
 from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Side, Trade
@@ -60,6 +61,8 @@ class BookDelta:
     sequence: int
     bids: list[tuple[Decimal, Decimal]]
     asks: list[tuple[Decimal, Decimal]]
+    top_bids: list[tuple[Decimal, Decimal]]  # the book's best levels after the delta, for the checksum
+    top_asks: list[tuple[Decimal, Decimal]]
 
 
 @dataclass
@@ -309,7 +312,12 @@ class PairMatcher:
         if not touched:
             return None
         tick, lot = self.market.tick_size, self.market.lot_size
-        delta = BookDelta(sequence=state.sequence + 1, bids=[], asks=[])
+        top_bids, top_asks = self.book.depth(CHECKSUM_DEPTH)
+        delta = BookDelta(
+            sequence=state.sequence + 1, bids=[], asks=[],
+            top_bids=[(price * tick, size * lot) for price, size in top_bids],
+            top_asks=[(price * tick, size * lot) for price, size in top_asks],
+        )
         removed, kept = Q(), []
         for side, price_ticks in touched:
             price, size = price_ticks * tick, self.book.level_size(side, price_ticks) * lot

@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from exchange.errors import ErrorCode, ExchangeError
-from trading import dispatch, ledger
+from trading import dispatch, ledger, publishing
 from trading.ledger import Bucket, Journal, Posting, Reason
 from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
 from trading.orders import OrderRequest, check_against_market, hold_for, protection_price
@@ -108,6 +108,7 @@ def do_place_order(account, request: OrderRequest) -> Order:
     )
     hold_funds(order)
     MatcherCommand.objects.create(market=market, kind=MatcherCommand.Kind.NEW, order=order)
+    transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]))
     transaction.on_commit(lambda: dispatch.wake_matcher(market.pair))
     return order
 

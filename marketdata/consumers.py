@@ -1,0 +1,271 @@
+"""The WebSocket at /v1/ws (SPEC section 7): public book, trades and ticker channels, and after an
+``auth`` operation the account's private orders, fills and balances channels.
+
+How a book subscription joins its snapshot to the deltas without gap or overlap: the connection
+joins the pair's group *first*, then reads the snapshot (sequence S) from the database. The matcher
+publishes a delta only after committing it, so every delta is either already in that snapshot
+(sequence <= S, dropped here) or still ahead of it, and then it reaches this connection's channel
+after the group join and is forwarded. Channels hands a consumer its messages one at a time, so
+deltas that arrive while the snapshot is being read wait in the channel until it has been sent.
+A delta whose sequence is not the next one (the channel layer dropped messages for a slow
+connection, or a matcher died between commit and publish) triggers a resynchronisation from the
+replay buffer, or a fresh snapshot when the buffer does not reach back that far. ``since_sequence``
+on a subscription resumes the same way.
+"""
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from accounts.authentication import SignedRequest, verify_signed_request
+from exchange.errors import ErrorCode, ExchangeError
+from exchange.net import client_address
+from marketdata import replay, services, streams
+from marketdata.transport import pending_output_bytes
+from trading.api.serializers import AssetBalanceSerializer, FillSerializer, OrderSerializer
+from trading.models import Fill, Order
+from trading.services import account_balances
+
+PUBLIC_CHANNELS = {"orderbook", "trades", "ticker"}
+PRIVATE_CHANNELS = {"orders", "fills", "balances"}
+MAX_SUBSCRIPTIONS = 50
+MAX_MESSAGE_BYTES = 16 * 1024
+SLOW_CONSUMER_CLOSE_CODE = 4008
+
+
+def invalid(message: str, **details) -> ExchangeError:
+    return ExchangeError(ErrorCode.INVALID_REQUEST, message, details)
+
+
+@dataclass
+class Connection:
+    """What one socket is subscribed to and how far each of its books has been sent."""
+
+    subscriptions: set[tuple[str, str | None]] = field(default_factory=set)
+    book_sequences: dict[str, int] = field(default_factory=dict)
+    account_id: int | None = None
+    last_sent: float = field(default_factory=time.monotonic)
+
+
+class StreamConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.state = Connection()
+        self.closing = False
+        self.operations = {"subscribe": self.subscribe, "unsubscribe": self.unsubscribe, "auth": self.authenticate,
+                           "ping": self.ping}
+        await self.accept()
+        self.heartbeat = asyncio.create_task(self.send_heartbeats())
+
+    async def disconnect(self, code):
+        self.heartbeat.cancel()
+        for group in {self.group_for(name, pair) for name, pair in self.state.subscriptions}:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    # -- client operations
+
+    async def receive(self, text_data=None, bytes_data=None):
+        op = None
+        try:
+            if text_data is None:
+                raise invalid("Send JSON text frames.")
+            if len(text_data) > MAX_MESSAGE_BYTES:
+                raise ExchangeError(ErrorCode.MESSAGE_TOO_LARGE, f"Messages are at most {MAX_MESSAGE_BYTES} bytes.")
+            try:
+                message = json.loads(text_data)
+            except ValueError:
+                raise invalid("Not JSON.") from None
+            if not isinstance(message, dict):
+                raise invalid('Send an object such as {"op": "ping"}.')
+            op = message.get("op")
+            if op not in self.operations:
+                raise invalid(f"Unknown op {op!r}; use one of {', '.join(self.operations)}.", op=op)
+            await self.operations[op](message)
+        except ExchangeError as error:
+            await self.send_json({"type": "error", "op": op, "code": error.code.value, "message": error.message,
+                                  "details": error.details})
+
+    async def ping(self, message):
+        await self.send_json({"type": "pong"})
+
+    async def authenticate(self, message):
+        fields = {name: message.get(name) for name in ("key", "timestamp", "nonce", "signature")}
+        if not all(isinstance(value, str | int) and value != "" for value in fields.values()):
+            raise ExchangeError(ErrorCode.MISSING_AUTH_HEADERS, "auth needs key, timestamp, nonce and signature.")
+        key = await database_sync_to_async(verify_signed_request)(SignedRequest(
+            key_id=str(fields["key"]), timestamp=str(fields["timestamp"]), nonce=str(fields["nonce"]),
+            signature=str(fields["signature"]), method="GET", path="/v1/ws", body=b"", address=self.address(),
+        ))
+        if self.state.account_id not in (None, key.account_id):
+            raise invalid("This connection is already authenticated for another account.")
+        self.state.account_id = key.account_id
+        await self.send_json({"type": "authenticated", "scope": key.scope})
+
+    async def subscribe(self, message):
+        requested = self.parse_channels(message)
+        since_sequences = {
+            channel["pair"].upper(): channel["since_sequence"]
+            for channel in message["channels"]
+            if channel.get("name") == "orderbook" and "since_sequence" in channel
+        }
+        if len(self.state.subscriptions | set(requested)) > MAX_SUBSCRIPTIONS:
+            raise ExchangeError(ErrorCode.SUBSCRIPTION_LIMIT, f"At most {MAX_SUBSCRIPTIONS} subscriptions a connection.")
+        for name, pair in requested:
+            if name in PRIVATE_CHANNELS and self.state.account_id is None:
+                raise ExchangeError(ErrorCode.AUTHENTICATION_REQUIRED, f"Send an auth op before subscribing to {name}.")
+        markets = {pair: await database_sync_to_async(services.access_market)(pair) for _, pair in requested if pair}
+        markets[None] = None
+        for name, pair in requested:
+            pair = markets[pair].pair if pair else None
+            markets.setdefault(pair, markets.get(pair.upper()) if pair else None)
+            await self.channel_layer.group_add(self.group_for(name, pair), self.channel_name)
+            self.state.subscriptions.add((name, pair))
+            await self.send_json({"type": "subscribed", "channel": name, "pair": pair})
+            await self.send_initial(name, markets.get(pair), since_sequences.get(pair, message.get("since_sequence")))
+
+    async def unsubscribe(self, message):
+        for name, pair in self.parse_channels(message):
+            pair = pair.upper() if pair else None
+            self.state.subscriptions.discard((name, pair))
+            if name == "orderbook":
+                self.state.book_sequences.pop(pair, None)
+            group = self.group_for(name, pair)
+            if not any(self.group_for(n, p) == group for n, p in self.state.subscriptions):
+                await self.channel_layer.group_discard(group, self.channel_name)
+            await self.send_json({"type": "unsubscribed", "channel": name, "pair": pair})
+
+    def parse_channels(self, message) -> list[tuple[str, str | None]]:
+        channels = message.get("channels")
+        if not isinstance(channels, list) or not channels:
+            raise invalid('"channels" must be a non-empty list of {"name": ..., "pair": ...}.')
+        parsed = []
+        for channel in channels:
+            name = channel.get("name") if isinstance(channel, dict) else None
+            if name not in PUBLIC_CHANNELS | PRIVATE_CHANNELS:
+                raise invalid(f"Unknown channel {name!r}.", channels=sorted(PUBLIC_CHANNELS | PRIVATE_CHANNELS))
+            pair = channel.get("pair")
+            if name in PUBLIC_CHANNELS and not isinstance(pair, str):
+                raise invalid(f"The {name} channel needs a pair.")
+            parsed.append((name, pair.upper() if name in PUBLIC_CHANNELS else None))
+        return parsed
+
+    def group_for(self, name: str, pair: str | None) -> str:
+        if name in PRIVATE_CHANNELS:
+            return streams.account_group(self.state.account_id)
+        return {"orderbook": streams.book_group, "trades": streams.trades_group, "ticker": streams.ticker_group}[name](pair)
+
+    def address(self) -> str:
+        headers = dict(self.scope.get("headers", []))
+        meta = {"REMOTE_ADDR": (self.scope.get("client") or ("",))[0],
+                "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin-1")}
+        return client_address(meta)
+
+    async def send_initial(self, name: str, market, since_sequence) -> None:
+        if name == "orderbook":
+            if since_sequence is not None and (not isinstance(since_sequence, int) or since_sequence < 0):
+                raise invalid("since_sequence must be a sequence number (an integer, 0 or more).")
+            await self.resynchronise(market, since_sequence)
+        elif name == "ticker":
+            await self.send_json(await database_sync_to_async(streams.ticker_message)(market))
+        elif name == "balances":
+            await self.send_balances()
+
+    # -- the order book
+
+    async def resynchronise(self, market, since_sequence: int | None) -> None:
+        """Catch up from ``since_sequence`` through the replay buffer, or send a fresh snapshot."""
+        missed = None
+        if since_sequence is not None:
+            missed = await database_sync_to_async(replay.deltas_since)(market.pair, since_sequence)
+        if missed is None:
+            snapshot = await database_sync_to_async(streams.book_snapshot)(market)
+            self.state.book_sequences[market.pair] = snapshot["sequence"]
+            await self.send_json(snapshot)
+            return
+        self.state.book_sequences[market.pair] = since_sequence
+        for delta in missed:
+            await self.forward_delta(delta)
+
+    async def book_delta(self, event):
+        pair = event["pair"]
+        sent = self.state.book_sequences.get(pair)
+        if sent is None or event["sequence"] <= sent:
+            return  # not subscribed (any more), or already in the snapshot or replay sent
+        if event["sequence"] != sent + 1:
+            market = await database_sync_to_async(services.access_market)(pair)
+            await self.resynchronise(market, sent)
+            if event["sequence"] > self.state.book_sequences[pair] + 1:
+                await self.resynchronise(market, None)  # the buffer could not fill the gap either
+            if event["sequence"] != self.state.book_sequences[pair] + 1:
+                return  # in the snapshot already (or, impossibly, still ahead: the next delta will tell)
+        await self.forward_delta(event)
+
+    async def forward_delta(self, event) -> None:
+        self.state.book_sequences[event["pair"]] = event["sequence"]
+        await self.send_json({**event, "type": "delta", "channel": "orderbook"})
+
+    # -- other public channels
+
+    async def market_trades(self, event):
+        for trade in event["trades"]:
+            await self.send_json(trade)
+
+    async def market_ticker(self, event):
+        await self.send_json({**event, "type": "ticker"})
+
+    # -- private channels
+
+    async def account_changes(self, event):
+        subscribed = {name for name, _ in self.state.subscriptions if name in PRIVATE_CHANNELS}
+        if "orders" in subscribed and event["orders"]:
+            orders = await database_sync_to_async(self.read_orders)(event["orders"])
+            await self.send_json({"type": "orders", "channel": "orders", "orders": orders})
+        if "fills" in subscribed and event["fills"]:
+            fills = await database_sync_to_async(self.read_fills)(event["fills"])
+            await self.send_json({"type": "fills", "channel": "fills", "fills": fills})
+        if "balances" in subscribed:
+            await self.send_balances()
+
+    def read_orders(self, order_ids: list[int]) -> list[dict]:
+        orders = Order.objects.filter(pk__in=order_ids, account_id=self.state.account_id).order_by("pk")
+        return OrderSerializer(orders.select_related("market__base", "market__quote"), many=True).data
+
+    def read_fills(self, fill_ids: list[int]) -> list[dict]:
+        fills = Fill.objects.filter(pk__in=fill_ids, account_id=self.state.account_id).order_by("pk")
+        return FillSerializer(fills.select_related("market", "fee_asset"), many=True).data
+
+    async def send_balances(self) -> None:
+        def read():
+            return AssetBalanceSerializer(account_balances(self.state.account_id), many=True).data
+
+        await self.send_json({"type": "balances", "channel": "balances", "balances": await database_sync_to_async(read)()})
+
+    # -- health of the stream
+
+    async def send_json(self, content: dict) -> None:
+        if self.closing:
+            return
+        await self.send(text_data=json.dumps(content))
+        self.state.last_sent = time.monotonic()
+        pending = pending_output_bytes(self.base_send)
+        if pending is not None and pending > settings.WS_MAX_PENDING_BYTES:
+            await self.close_slow_consumer(pending)
+
+    async def close_slow_consumer(self, pending: int) -> None:
+        """Disconnect, with the reason, rather than buffer without bound or hold up the group."""
+        self.closing = True
+        reason = f"slow consumer: {pending} bytes unread"
+        await self.send(text_data=json.dumps({"type": "error", "code": ErrorCode.SLOW_CONSUMER.value,
+                                              "message": reason, "details": {"pending_bytes": pending}}))
+        await self.close(code=SLOW_CONSUMER_CLOSE_CODE, reason=reason)
+
+    async def send_heartbeats(self) -> None:
+        interval = settings.WS_HEARTBEAT_SECONDS
+        while True:
+            await asyncio.sleep(interval / 4)
+            if time.monotonic() - self.state.last_sent >= interval:
+                await self.send_json({"type": "heartbeat", "sequences": dict(self.state.book_sequences)})

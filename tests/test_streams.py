@@ -1,0 +1,309 @@
+"""The WebSocket consumer, through Channels' communicator, with the real matcher publishing."""
+
+import asyncio
+import json
+import secrets
+from decimal import Decimal
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from accounts.keys import create_api_key, prehash, sign
+from exchange.asgi import application
+from marketdata import replay
+from marketdata.checksum import book_checksum
+from marketdata.consumers import MAX_MESSAGE_BYTES
+from trading import services
+from trading.orders import OrderRequest
+
+from .signing import now_ms
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+D = Decimal
+
+
+def run(coroutine_function):
+    """Run an async test body on an event loop (the communicator is async; the suite is not)."""
+    return async_to_sync(coroutine_function)()
+
+
+async def connect(address="127.0.0.1"):
+    communicator = WebsocketCommunicator(application, "/v1/ws")
+    communicator.scope["client"] = (address, 50000)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def receive(communicator, type_=None, timeout=3):
+    """The next message (of ``type_``, skipping others such as heartbeats)."""
+    while True:
+        message = json.loads(await communicator.receive_from(timeout=timeout))
+        if type_ is None or message["type"] == type_:
+            return message
+
+
+async def op(communicator, **message):
+    await communicator.send_to(text_data=json.dumps(message))
+
+
+def place(account, **fields):
+    return database_sync_to_async(services.place_order)(account, OrderRequest(pair="BTC-USD", **fields))
+
+
+@pytest.fixture
+def traders(make_account, fund):
+    accounts = []
+    for name in ("alice", "bob"):
+        account = make_account(name)
+        fund(account, "USD", "1000000")
+        fund(account, "BTC", "100")
+        accounts.append(account)
+    return accounts
+
+
+def apply(book: dict, message: dict) -> None:
+    for side in ("bids", "asks"):
+        for price, size in message[side]:
+            if size.strip("0.") == "":
+                book[side].pop(D(price), None)
+            else:
+                book[side][D(price)] = (price, size)
+
+
+def levels(book: dict, side: str) -> list[list[str]]:
+    return [list(book[side][p]) for p in sorted(book[side], reverse=side == "bids")]
+
+
+@pytest.mark.parametrize("frame,code", [
+    ("not json", "INVALID_REQUEST"),
+    ("[1, 2]", "INVALID_REQUEST"),
+    ('{"op": "dance"}', "INVALID_REQUEST"),
+    ('{"op": "subscribe", "channels": [{"name": "gossip", "pair": "BTC-USD"}]}', "INVALID_REQUEST"),
+    ('{"op": "subscribe", "channels": []}', "INVALID_REQUEST"),
+    ('{"op": "subscribe", "channels": [{"name": "trades"}]}', "INVALID_REQUEST"),
+    ('{"op": "subscribe", "channels": [{"name": "trades", "pair": "DOGE-USD"}]}', "UNKNOWN_PAIR"),
+    ('{"op": "subscribe", "channels": [{"name": "orders"}]}', "AUTHENTICATION_REQUIRED"),
+    ('{"op": "auth", "key": "hkt_live_x"}', "MISSING_AUTH_HEADERS"),
+    ('{"op": "ping", "pad": "' + "x" * MAX_MESSAGE_BYTES + '"}', "MESSAGE_TOO_LARGE"),
+])
+def test_bad_messages_get_an_error_with_a_code_and_the_connection_stays(markets, frame, code):
+    async def body():
+        ws = await connect()
+        await ws.send_to(text_data=frame)
+        error = await receive(ws)
+        await op(ws, op="ping")
+        pong = await receive(ws)
+        await ws.disconnect()
+        return error, pong
+
+    error, pong = run(body)
+
+    assert error["type"] == "error" and error["code"] == code and error["message"]
+    assert pong == {"type": "pong"}
+
+
+def test_orderbook_snapshot_then_deltas_rebuild_the_committed_book(api, markets, traders):
+    alice, bob = traders
+
+    async def body():
+        await place(alice, side="sell", type="limit", price=D("63010"), size=D("1"))
+        ws = await connect()
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "btc-usd"}])
+        assert (await receive(ws)) == {"type": "subscribed", "channel": "orderbook", "pair": "BTC-USD"}
+        snapshot = await receive(ws, "snapshot")
+        book = {"bids": {}, "asks": {}}
+        apply(book, snapshot)
+        assert snapshot["checksum"] == book_checksum(levels(book, "bids"), levels(book, "asks"))
+        await place(bob, side="buy", type="limit", price=D("63000"), size=D("0.5"))
+        await place(bob, side="buy", type="limit", price=D("63020"), size=D("0.25"))  # trades 0.25 at 63,010
+        await place(alice, side="sell", type="limit", price=D("63000"), size=D("0.1"))
+        sequence = snapshot["sequence"]
+        for _ in range(3):
+            delta = await receive(ws, "delta")
+            assert delta["sequence"] == sequence + 1
+            sequence = delta["sequence"]
+            apply(book, delta)
+            assert delta["checksum"] == book_checksum(levels(book, "bids"), levels(book, "asks"))
+        await ws.disconnect()
+        return book, sequence
+
+    book, sequence = run(body)
+
+    rest = api.get("/v1/orderbook/BTC-USD").json()
+    assert rest["sequence"] == sequence
+    assert rest["bids"] == levels(book, "bids") == [["63000.00", "0.40000000"]]
+    assert rest["asks"] == levels(book, "asks") == [["63010.00", "0.75000000"]]
+
+
+def test_resume_replays_the_deltas_missed_and_a_too_old_sequence_gets_a_snapshot(markets, traders, monkeypatch):
+    monkeypatch.setattr(replay, "REPLAY_DEPTH", 2)  # the buffer keeps deltas 2 and 3 of 3
+    alice, _ = traders
+
+    async def body():
+        for price in ("63100", "63200", "63300"):
+            await place(alice, side="sell", type="limit", price=D(price), size=D("1"))
+        ws = await connect()
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD", "since_sequence": 1}])
+        replayed = [await receive(ws, "delta"), await receive(ws, "delta")]
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD", "since_sequence": 0}])
+        fresh = await receive(ws, "snapshot")
+        await ws.disconnect()
+        return replayed, fresh
+
+    replayed, fresh = run(body)
+
+    assert [d["sequence"] for d in replayed] == [2, 3]
+    assert [d["asks"] for d in replayed] == [[["63200.00", "1.00000000"]], [["63300.00", "1.00000000"]]]
+    assert fresh["sequence"] == 3 and len(fresh["asks"]) == 3
+
+
+def test_a_gap_in_the_stream_makes_the_server_resynchronise(markets, traders):
+    alice, _ = traders
+
+    async def body():
+        await place(alice, side="sell", type="limit", price=D("63100"), size=D("1"))
+        ws = await connect()
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD"}])
+        snapshot = await receive(ws, "snapshot")
+        # A delta from the future, as if the ones before it had been lost on the way.
+        await get_channel_layer().group_send("book.BTC-USD", {
+            "type": "book.delta", "pair": "BTC-USD", "sequence": snapshot["sequence"] + 5, "bids": [], "asks": [],
+            "checksum": 0,
+        })
+        resync = await receive(ws)
+        await ws.disconnect()
+        return snapshot, resync
+
+    snapshot, resync = run(body)
+
+    assert resync["type"] == "snapshot" and resync["sequence"] == snapshot["sequence"]
+
+
+def test_trades_and_ticker_channels(markets, traders):
+    alice, bob = traders
+
+    async def body():
+        ws = await connect()
+        await op(ws, op="subscribe", channels=[{"name": "trades", "pair": "BTC-USD"},
+                                               {"name": "ticker", "pair": "BTC-USD"}])
+        first_ticker = await receive(ws, "ticker")
+        await place(alice, side="sell", type="limit", price=D("63000"), size=D("0.5"))
+        await place(bob, side="buy", type="market", size=D("0.2"), time_in_force="IOC")
+        trade = await receive(ws, "trade")
+        ticker = await receive(ws, "ticker")
+        await ws.disconnect()
+        return first_ticker, trade, ticker
+
+    first_ticker, trade, ticker = run(body)
+
+    assert first_ticker["pair"] == "BTC-USD" and first_ticker["last_price"] is None
+    assert {k: trade[k] for k in ("pair", "price", "size", "taker_side")} == {
+        "pair": "BTC-USD", "price": "63000.00", "size": "0.20000000", "taker_side": "buy"}
+    assert isinstance(trade["trade_id"], int) and isinstance(trade["time"], int)
+    assert ticker["last_price"] == "63000.00"
+
+
+def auth_message(key_id: str, secret: str, **overrides) -> dict:
+    timestamp, nonce = str(now_ms()), secrets.token_hex(8)
+    message = {"op": "auth", "key": key_id, "timestamp": timestamp, "nonce": nonce,
+               "signature": sign(secret, prehash(timestamp, nonce, "GET", "/v1/ws", b""))}
+    return {**message, **overrides}
+
+
+def test_private_channels_carry_only_the_accounts_own_events(markets, traders):
+    alice, bob = traders
+    alice_key, alice_secret = create_api_key(alice, label="a", scope="read_only", ip_allowlist=[])
+
+    async def body():
+        ws = await connect()
+        await op(ws, **auth_message(alice_key.public_id, alice_secret))
+        assert (await receive(ws))["type"] == "authenticated"
+        await op(ws, op="subscribe", channels=[{"name": "orders"}, {"name": "fills"}, {"name": "balances"}])
+        initial_balances = await receive(ws, "balances")
+        await place(bob, side="buy", type="limit", price=D("62000"), size=D("1"))  # bob's: alice must not see it
+        await place(alice, side="sell", type="limit", price=D("62000"), size=D("0.3"))
+        seen = []
+        while not (seen and seen[-1]["type"] == "fills"):
+            seen.append(await receive(ws))
+        await ws.disconnect()
+        return initial_balances, seen
+
+    initial_balances, seen = run(body)
+
+    usd = next(b for b in initial_balances["balances"] if b["asset"] == "USD")
+    assert usd["spot"]["available"] == "1000000.00"
+    orders = [o for m in seen if m["type"] == "orders" for o in m["orders"]]
+    assert orders and {o["side"] for o in orders} == {"sell"}
+    assert orders[-1]["status"] == "filled"
+    fills = next(m for m in seen if m["type"] == "fills")["fills"]
+    assert [(f["side"], f["size"], f["liquidity"]) for f in fills] == [("sell", "0.30000000", "taker")]
+
+
+def test_socket_auth_refusals(markets, traders):
+    alice, _ = traders
+    key, secret = create_api_key(alice, label="a", scope="trade", ip_allowlist=["10.0.0.0/8"])
+    open_key, open_secret = create_api_key(alice, label="b", scope="trade", ip_allowlist=[])
+
+    async def body():
+        outside = await connect(address="203.0.113.9")
+        await op(outside, **auth_message(key.public_id, secret))
+        not_allowed = await receive(outside)
+        inside = await connect(address="10.1.2.3")
+        await op(inside, **auth_message(open_key.public_id, open_secret, signature="0" * 64))
+        bad_signature = await receive(inside)
+        await op(inside, **auth_message(open_key.public_id, open_secret, timestamp=str(now_ms() - 60_000)))
+        stale = await receive(inside)
+        await outside.disconnect()
+        await inside.disconnect()
+        return not_allowed, bad_signature, stale
+
+    not_allowed, bad_signature, stale = run(body)
+
+    assert not_allowed["code"] == "IP_NOT_ALLOWED" and "203.0.113.9" in not_allowed["message"]
+    assert bad_signature["code"] == "INVALID_SIGNATURE"
+    assert stale["code"] == "TIMESTAMP_OUT_OF_WINDOW"
+
+
+def test_quiet_streams_get_heartbeats_with_the_book_sequence(markets, traders, settings):
+    settings.WS_HEARTBEAT_SECONDS = 0.2
+    alice, _ = traders
+
+    async def body():
+        await place(alice, side="sell", type="limit", price=D("63100"), size=D("1"))
+        ws = await connect()
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD"}])
+        snapshot = await receive(ws, "snapshot")
+        heartbeat = await receive(ws, "heartbeat", timeout=2)
+        await ws.disconnect()
+        return snapshot, heartbeat
+
+    snapshot, heartbeat = run(body)
+
+    assert heartbeat["sequences"] == {"BTC-USD": snapshot["sequence"]}
+
+
+def test_subscription_limit(markets):
+    async def body():
+        ws = await connect()
+        channels = [{"name": "trades", "pair": "BTC-USD"}] + [{"name": "ticker", "pair": p} for p in
+                                                             ("BTC-USD", "ETH-USD", "ETH-BTC")]
+        await op(ws, op="subscribe", channels=channels * 1)
+        acks = [await receive(ws, "subscribed") for _ in range(4)]
+        from marketdata import consumers
+
+        consumers.MAX_SUBSCRIPTIONS, limit = 4, consumers.MAX_SUBSCRIPTIONS
+        try:
+            await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "ETH-USD"}])
+            error = await receive(ws, "error")
+        finally:
+            consumers.MAX_SUBSCRIPTIONS = limit
+        await ws.disconnect()
+        return acks, error
+
+    acks, error = run(body)
+
+    assert len(acks) == 4 and error["code"] == "SUBSCRIPTION_LIMIT"
