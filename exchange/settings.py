@@ -149,6 +149,7 @@ else:
 # bytes it has not read yet is closed as a slow consumer (Daphne also sends keepalive pings, see bin/).
 WS_HEARTBEAT_SECONDS = float(os.environ.get("WS_HEARTBEAT_SECONDS", "5"))
 WS_MAX_PENDING_BYTES = int(os.environ.get("WS_MAX_PENDING_BYTES", str(4 * 1024 * 1024)))
+WS_WRITE_LOW_WATER_BYTES = int(os.environ.get("WS_WRITE_LOW_WATER_BYTES", str(256 * 1024)))
 
 # "celery": each pair's orders go to its own Celery queue (match.<PAIR>), consumed by one worker.
 # "inprocess": the same matcher runs on a thread per pair inside the web process (embedded default).

@@ -16,6 +16,7 @@ on a subscription resumes the same way.
 import asyncio
 import json
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
@@ -26,7 +27,7 @@ from accounts.authentication import SignedRequest, verify_signed_request
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.net import client_address
 from marketdata import replay, services, streams
-from marketdata.transport import pending_output_bytes
+from marketdata.transport import pending_output_bytes, unread_bytes
 from trading.api.serializers import AssetBalanceSerializer, FillSerializer, OrderSerializer
 from trading.models import Fill, Order
 from trading.services import account_balances
@@ -36,6 +37,8 @@ PRIVATE_CHANNELS = {"orders", "fills", "balances"}
 MAX_SUBSCRIPTIONS = 50
 MAX_MESSAGE_BYTES = 16 * 1024
 SLOW_CONSUMER_CLOSE_CODE = 4008
+SLOW_CONSUMER_GRACE_SECONDS = 10
+SLOW_CONSUMER_CLOSE_BACKLOG = 16 * 1024
 
 
 def invalid(message: str, **details) -> ExchangeError:
@@ -56,13 +59,18 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.state = Connection()
         self.closing = False
+        self.outbox: deque[str] = deque()
+        self.outbox_bytes = 0
+        self.outbox_ready = asyncio.Event()
         self.operations = {"subscribe": self.subscribe, "unsubscribe": self.unsubscribe, "auth": self.authenticate,
                            "ping": self.ping}
         await self.accept()
-        self.heartbeat = asyncio.create_task(self.send_heartbeats())
+        self.tasks = [asyncio.create_task(self.send_heartbeats()), asyncio.create_task(self.write_outbox())]
 
     async def disconnect(self, code):
-        self.heartbeat.cancel()
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
         for group in {self.group_for(name, pair) for name, pair in self.state.subscriptions}:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -245,22 +253,56 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "balances", "channel": "balances", "balances": await database_sync_to_async(read)()})
 
     # -- health of the stream
+    #
+    # Daphne accepts whatever is sent and buffers it without bound when a client stops reading. So
+    # messages wait in this connection's outbox and are handed to Daphne only while its buffer for
+    # the socket is below WS_WRITE_LOW_WATER_BYTES; when the outbox passes WS_MAX_PENDING_BYTES the
+    # client is too slow to keep up: the outbox is dropped and the error and the close frame go out
+    # behind at most the low-water mark, so a client that reads again learns why it was cut off.
+    # The matcher and the other connections never wait for this one (the channel layer drops what a
+    # full channel cannot take, and the sequence gap that leaves is repaired by resynchronising).
 
     async def send_json(self, content: dict) -> None:
         if self.closing:
             return
-        await self.send(text_data=json.dumps(content))
+        text = json.dumps(content)
+        self.outbox.append(text)
+        self.outbox_bytes += len(text)
         self.state.last_sent = time.monotonic()
-        pending = pending_output_bytes(self.base_send)
-        if pending is not None and pending > settings.WS_MAX_PENDING_BYTES:
-            await self.close_slow_consumer(pending)
+        if self.outbox_bytes > settings.WS_MAX_PENDING_BYTES:
+            await self.close_slow_consumer()
+        else:
+            self.outbox_ready.set()
 
-    async def close_slow_consumer(self, pending: int) -> None:
-        """Disconnect, with the reason, rather than buffer without bound or hold up the group."""
+    async def write_outbox(self) -> None:
+        while True:
+            await self.outbox_ready.wait()
+            self.outbox_ready.clear()
+            while self.outbox and not self.closing:
+                pending = pending_output_bytes(self.base_send)
+                if pending is not None and pending > settings.WS_WRITE_LOW_WATER_BYTES:
+                    await asyncio.sleep(0.005)
+                    continue
+                text = self.outbox.popleft()
+                self.outbox_bytes -= len(text)
+                await self.send(text_data=text)
+
+    async def close_slow_consumer(self) -> None:
+        """Disconnect, with the reason, rather than buffer without bound or hold up the group.
+
+        The close frame is sent once the client has read what is already on its way (or after a
+        grace period): Daphne drops the socket a second after the close frame, and a close frame
+        stuck behind megabytes of unread data would never be seen.
+        """
         self.closing = True
-        reason = f"slow consumer: {pending} bytes unread"
+        self.outbox.clear()
+        await self.disconnect(SLOW_CONSUMER_CLOSE_CODE)  # leave every group: nothing more is queued
+        reason = f"slow consumer: more than {settings.WS_MAX_PENDING_BYTES} bytes waiting to be read"
         await self.send(text_data=json.dumps({"type": "error", "code": ErrorCode.SLOW_CONSUMER.value,
-                                              "message": reason, "details": {"pending_bytes": pending}}))
+                                              "message": reason, "details": {"limit": settings.WS_MAX_PENDING_BYTES}}))
+        deadline = time.monotonic() + SLOW_CONSUMER_GRACE_SECONDS
+        while time.monotonic() < deadline and (unread_bytes(self.base_send) or 0) > SLOW_CONSUMER_CLOSE_BACKLOG:
+            await asyncio.sleep(0.05)
         await self.close(code=SLOW_CONSUMER_CLOSE_CODE, reason=reason)
 
     async def send_heartbeats(self) -> None:

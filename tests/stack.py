@@ -83,12 +83,13 @@ class Stack:
         ))
         return url
 
-    def start_daphne(self) -> str:
+    def start_daphne(self, **env: str) -> str:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         self.processes.enter_context(running(
-            ["daphne", "-b", "127.0.0.1", "-p", str(port), "exchange.asgi:application"],
-            self.env, self.tmp / f"daphne-{port}.log", ready_url=f"{url}/v1/time",
+            ["daphne", "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "20", "--ping-timeout", "30",
+             "exchange.asgi:application"],
+            {**self.env, **env}, self.tmp / f"daphne-{port}.log", ready_url=f"{url}/v1/time",
         ))
         return url
 

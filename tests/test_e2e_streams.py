@@ -69,3 +69,65 @@ def test_followers_rebuild_the_book_exactly_also_after_a_disconnect(stack):
         assert follower.book.asks(100) == book["asks"]
     assert resuming.reconnects >= 1
     assert stack.audit()["problems"] == []
+
+
+def test_a_client_too_slow_to_keep_up_is_disconnected_with_a_reason(stack):
+    import json
+    import socket
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    stack.manage("shell", "-c", DEEP_BOOK)  # 800 levels a side: every snapshot is about 45 kB
+    ws_url = stack.start_daphne(WS_MAX_PENDING_BYTES="1000000", WS_WRITE_LOW_WATER_BYTES="65536")
+    ws_url = ws_url.replace("http://", "ws://") + "/v1/ws"
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    raw.connect(("127.0.0.1", int(ws_url.split(":")[2].split("/")[0])))
+    slow = connect(ws_url, sock=raw, max_size=None, max_queue=1)
+    received, closed = [], {}
+
+    def stall_then_read():  # a client that stops reading for 5 s (a long pause, a blocked thread)
+        time.sleep(5)
+        try:
+            while True:
+                received.append(json.loads(slow.recv(timeout=15)))
+        except ConnectionClosed as error:
+            closed["code"] = error.rcvd and error.rcvd.code
+
+    reader = threading.Thread(target=stall_then_read)
+    reader.start()
+    book = [{"name": "orderbook", "pair": "BTC-USD"}]
+    slow.send(json.dumps({"op": "subscribe", "channels": book}))
+    for _ in range(160):  # snapshot after snapshot
+        slow.send(json.dumps({"op": "unsubscribe", "channels": book}))
+        slow.send(json.dumps({"op": "subscribe", "channels": book}))
+    with connect(ws_url) as healthy:
+        healthy.send(json.dumps({"op": "ping"}))
+        pong = json.loads(healthy.recv(timeout=5))
+    reader.join(timeout=60)
+
+    assert pong == {"type": "pong"}  # the others were served meanwhile
+    assert received[-1]["type"] == "error" and received[-1]["code"] == "SLOW_CONSUMER"
+    assert received[-1]["message"].startswith("slow consumer")
+    assert closed == {"code": 4008}  # Daphne sends no close reason: the error message before it carries it
+    assert sum(m["type"] == "snapshot" for m in received) < 160
+
+
+DEEP_BOOK = """
+from decimal import Decimal
+from django.conf import settings
+from accounts.services import open_account
+from django.contrib.auth import get_user_model
+from trading import ledger, services
+from trading.models import Asset
+from trading.orders import OrderRequest
+settings.MATCHER_MODE = "inprocess"
+account = open_account(get_user_model().objects.create_user("deep"))
+for symbol, amount in (("USD", "100000000"), ("BTC", "10000")):
+    ledger.adjust_balance(account_id=account.pk, asset_id=Asset.objects.get(symbol=symbol).pk,
+                          amount=Decimal(amount), reference="bench", memo="deep book")
+for i in range(800):
+    services.place_order(account, OrderRequest("BTC-USD", "buy", "limit", price=Decimal(50000 + i), size=Decimal("0.01")))
+    services.place_order(account, OrderRequest("BTC-USD", "sell", "limit", price=Decimal(60000 + i), size=Decimal("0.01")))
+"""
