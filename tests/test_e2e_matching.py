@@ -123,3 +123,34 @@ def iterate_orders(bot: Client, pair: str):
             return
         cursor = parse_qs(urlparse(page["next"]).query)["cursor"][0]
         page = bot.list_orders(pair=pair, limit=1000, cursor=cursor)
+
+
+def test_the_production_script_starts_rest_websocket_and_a_matcher_per_market(stack, tmp_path):
+    from websockets.sync.client import connect
+
+    from .processes import free_port, running
+
+    rest_port, ws_port = free_port(), free_port()
+    env = {**stack.env, "REST_BIND": f"127.0.0.1:{rest_port}", "WS_BIND": f"127.0.0.1:{ws_port}",
+           "WEB_CONCURRENCY": "2"}
+    key = stack.create_trader("production", "BTC=1")
+    with running(["bin/run-production"], env, tmp_path / "production.log",
+                 ready_url=f"http://127.0.0.1:{rest_port}/v1/time"):
+        bot = Client(f"http://127.0.0.1:{rest_port}", key["key"], key["secret"])
+        order = bot.place_order("ETH-BTC", "buy", "limit", price="0.05", size="0.01")
+        order = wait_until(lambda: (o := bot.get_order(order["order_id"]))["status"] != "pending" and o)
+        ws = wait_until(lambda: try_connect(connect, f"ws://127.0.0.1:{ws_port}/v1/ws"), timeout=30)
+        ws.send('{"op": "ping"}')
+        pong = ws.recv(timeout=5)
+        ws.close()
+
+    assert order["status"] == "open"  # matched by the ETH-BTC worker the script started
+    assert pong == '{"type": "pong"}'
+    assert "gunicorn" in (tmp_path / "production.log").read_text().lower()
+
+
+def try_connect(connect, url):
+    try:
+        return connect(url)
+    except OSError:
+        return None
