@@ -50,6 +50,29 @@ def fund(markets):
     return fund
 
 
+@pytest.fixture
+def funded(make_account, fund):
+    """An account with deposits, e.g. funded("alice", USD="100000", BTC="10")."""
+
+    def funded(username: str, **deposits: str):
+        account = make_account(username)
+        for symbol, amount in deposits.items():
+            fund(account, symbol, amount)
+        return account
+
+    return funded
+
+
+@pytest.fixture
+def alice(funded):
+    return funded("alice", USD="100000", BTC="10")
+
+
+@pytest.fixture
+def bob(funded):
+    return funded("bob", USD="100000", BTC="10")
+
+
 def balance_of(account, symbol: str, wallet: str = "spot") -> Balance | None:
     return Balance.objects.filter(account=account, asset__symbol=symbol, wallet=wallet).first()
 

@@ -9,22 +9,6 @@ from .conftest import balance_of
 D = Decimal
 
 
-@pytest.fixture
-def alice(make_account, fund):
-    account = make_account("alice")
-    fund(account, "USD", "100000")
-    fund(account, "BTC", "10")
-    return account
-
-
-@pytest.fixture
-def bob(make_account, fund):
-    account = make_account("bob")
-    fund(account, "USD", "100000")
-    fund(account, "BTC", "10")
-    return account
-
-
 def test_limit_orders_cross_and_settle_to_the_cent(alice, bob, trade):
     ask = trade(alice, side="sell", type="limit", price=D("63000"), size=D("0.5"))
     bid = trade(bob, side="buy", type="limit", price=D("63100"), size=D("0.2"))

@@ -14,22 +14,6 @@ D = Decimal
 LIMIT_BUY = {"pair": "BTC-USD", "side": "buy", "type": "limit", "price": "63000", "size": "0.01"}
 
 
-@pytest.fixture
-def alice(make_account, fund):
-    account = make_account("alice")
-    fund(account, "USD", "100000")
-    fund(account, "BTC", "10")
-    return account
-
-
-@pytest.fixture
-def bob(make_account, fund):
-    account = make_account("bob")
-    fund(account, "USD", "100000")
-    fund(account, "BTC", "10")
-    return account
-
-
 def nothing_written():
     return ledger_snapshot(), Order.objects.count(), MatcherCommand.objects.count()
 

@@ -8,19 +8,13 @@ from exchange.fields import to_milliseconds
 from trading.models import Market, Trade
 
 @pytest.fixture
-def maker(make_account, fund):
-    account = make_account("maker")
-    fund(account, "USD", "10000000")
-    fund(account, "BTC", "1000")
-    return account
+def maker(funded):
+    return funded("maker", USD="10000000", BTC="1000")
 
 
 @pytest.fixture
-def taker(make_account, fund):
-    account = make_account("taker")
-    fund(account, "USD", "10000000")
-    fund(account, "BTC", "1000")
-    return account
+def taker(funded):
+    return funded("taker", USD="10000000", BTC="1000")
 
 
 @pytest.fixture

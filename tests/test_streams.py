@@ -55,14 +55,8 @@ def place(account, **fields):
 
 
 @pytest.fixture
-def traders(make_account, fund):
-    accounts = []
-    for name in ("alice", "bob"):
-        account = make_account(name)
-        fund(account, "USD", "1000000")
-        fund(account, "BTC", "100")
-        accounts.append(account)
-    return accounts
+def traders(funded):
+    return [funded(name, USD="1000000", BTC="100") for name in ("alice", "bob")]
 
 
 def apply(book: dict, message: dict) -> None:

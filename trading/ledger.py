@@ -142,6 +142,17 @@ def apply_journal(journal: Journal) -> list[LedgerEntry]:
     return apply_journals([journal])
 
 
+def bucket_transfer(
+    account_id: int, asset_id: int, amount: Decimal, *, source: str, target: str, reason: str, reference: str
+) -> Journal:
+    """Move an amount between two buckets of one account's balance: an order's hold, or its release."""
+    return Journal(
+        reason=reason,
+        reference=reference,
+        postings=[Posting(account_id, asset_id, -amount, source), Posting(account_id, asset_id, amount, target)],
+    )
+
+
 def adjust_balance(
     *, account_id: int, asset_id: int, amount: Decimal, reference: str, memo: str, wallet: str = Wallet.SPOT
 ) -> list[LedgerEntry]:

@@ -120,16 +120,10 @@ class Batch:
         if status == Order.Status.REJECTED:
             order.reject_reason = reason
         if order.hold_remaining:
-            self.journals.append(
-                Journal(
-                    reason=Reason.ORDER_RELEASE,
-                    reference=f"order:{order.pk}",
-                    postings=[
-                        Posting(order.account_id, order.hold_asset_id, -order.hold_remaining, Bucket.LOCKED),
-                        Posting(order.account_id, order.hold_asset_id, order.hold_remaining, Bucket.AVAILABLE),
-                    ],
-                )
-            )
+            self.journals.append(ledger.bucket_transfer(
+                order.account_id, order.hold_asset_id, order.hold_remaining, source=Bucket.LOCKED,
+                target=Bucket.AVAILABLE, reason=Reason.ORDER_RELEASE, reference=f"order:{order.pk}",
+            ))
             order.hold_remaining = Decimal(0)
 
     def settle_trade(self, event: engine.Trade) -> None:

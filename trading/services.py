@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from exchange.errors import ErrorCode, ExchangeError
 from trading import dispatch, ledger, publishing
-from trading.ledger import Bucket, Journal, Posting, Reason
+from trading.ledger import Bucket, Reason
 from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
 from trading.orders import OrderRequest, check_against_market, hold_for, protection_price
 
@@ -38,14 +38,8 @@ def access_market_for_trading(pair: str) -> Market:
 
 def hold_funds(order: Order) -> None:
     ledger.apply_journal(
-        Journal(
-            reason=Reason.ORDER_HOLD,
-            reference=f"order:{order.pk}",
-            postings=[
-                Posting(order.account_id, order.hold_asset_id, -order.hold_remaining, Bucket.AVAILABLE),
-                Posting(order.account_id, order.hold_asset_id, order.hold_remaining, Bucket.LOCKED),
-            ],
-        )
+        ledger.bucket_transfer(order.account_id, order.hold_asset_id, order.hold_remaining, source=Bucket.AVAILABLE,
+                               target=Bucket.LOCKED, reason=Reason.ORDER_HOLD, reference=f"order:{order.pk}")
     )
 
 

@@ -442,14 +442,7 @@ class OrderBook:
         else:
             # Rest at the back of the level (the most common outcome).
             key = price if is_buy else -price
-            levels = self._bid_levels if is_buy else self._ask_levels
-            level = levels.get(key)
-            if level is None or not level.total:
-                level = self._open_level(is_buy, key)
-            order = [order_id, account_id, remaining, key, stp]
-            level.orders.append(order)
-            level.total += remaining
-            self._orders[order_id] = order
+            self._rest(is_buy, key, [order_id, account_id, remaining, key, stp])
             self._touched.add(key)
             append(_new(Rested, (order_id, side, price, remaining)))
 
@@ -817,14 +810,17 @@ class OrderBook:
         if opposite is not None and (price >= opposite if is_buy else price <= opposite):
             raise ValueError(f'order {order_id} would cross the book')
         key = price if is_buy else -price
+        self._rest(is_buy, key, [order_id, account_id, remaining, key, stp])
+
+    def _rest(self, is_buy: bool, key: int, order: list) -> None:
+        """Append a resting order ``[order_id, account_id, remaining, key, stp]`` at the back of its level."""
         levels = self._bid_levels if is_buy else self._ask_levels
         level = levels.get(key)
         if level is None or not level.total:
             level = self._open_level(is_buy, key)
-        order = [order_id, account_id, remaining, key, stp]
         level.orders.append(order)
-        level.total += remaining
-        self._orders[order_id] = order
+        level.total += order[2]
+        self._orders[order[0]] = order
 
     def load_stop(self, command: NewOrder) -> None:
         """Re-add a waiting stop without triggering (call in acceptance order)."""
