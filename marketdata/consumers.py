@@ -15,6 +15,7 @@ on a subscription resumes the same way.
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from marketdata.transport import pending_output_bytes, unread_bytes
 from trading.api.serializers import AssetBalanceSerializer, FillSerializer, OrderSerializer
 from trading.models import Fill, Order
 from trading.services import account_balances
+
+logger = logging.getLogger(__name__)
 
 PUBLIC_CHANNELS = {"orderbook", "trades", "ticker"}
 PRIVATE_CHANNELS = {"orders", "fills", "balances"}
@@ -56,6 +59,17 @@ class Connection:
 
 
 class StreamConsumer(AsyncWebsocketConsumer):
+    # Messages the matcher fans out to every subscriber. Channels' dispatch first closes stale
+    # database connections through Daphne's one sync thread, a hop per message per connection;
+    # these handlers reach the database only through database_sync_to_async, which does that itself.
+    STREAM_HANDLERS = {"book.delta": "book_delta", "market.trades": "market_trades", "market.ticker": "market_ticker"}
+
+    async def dispatch(self, message):
+        handler = self.STREAM_HANDLERS.get(message["type"])
+        if handler is None:
+            return await super().dispatch(message)
+        return await getattr(self, handler)(message)
+
     async def connect(self):
         self.state = Connection()
         self.closing = False
@@ -72,7 +86,20 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if task is not asyncio.current_task():
                 task.cancel()
         for group in {self.group_for(name, pair) for name, pair in self.state.subscriptions}:
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await self.leave_group(group)
+        self.state.subscriptions.clear()
+
+    async def leave_group(self, group: str) -> None:
+        """Retried: when many clients leave at once the layer's connection pool can refuse, and a
+        channel left in a group would keep being sent every delta until the group expires."""
+        for attempt in range(5):
+            try:
+                return await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                if attempt == 4:
+                    logger.warning("could not leave %s", group, exc_info=True)
+                    return
+                await asyncio.sleep(0.05 * 2**attempt)
 
     # -- client operations
 
@@ -143,7 +170,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 self.state.book_sequences.pop(pair, None)
             group = self.group_for(name, pair)
             if not any(self.group_for(n, p) == group for n, p in self.state.subscriptions):
-                await self.channel_layer.group_discard(group, self.channel_name)
+                await self.leave_group(group)
             await self.send_json({"type": "unsubscribed", "channel": name, "pair": pair})
 
     def parse_channels(self, message) -> list[tuple[str, str | None]]:
@@ -214,16 +241,16 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def forward_delta(self, event) -> None:
         self.state.book_sequences[event["pair"]] = event["sequence"]
-        await self.send_json({**event, "type": "delta", "channel": "orderbook"})
+        await self.send_text(event["text"])
 
     # -- other public channels
 
     async def market_trades(self, event):
-        for trade in event["trades"]:
-            await self.send_json(trade)
+        for text in event["texts"]:
+            await self.send_text(text)
 
     async def market_ticker(self, event):
-        await self.send_json({**event, "type": "ticker"})
+        await self.send_text(event["text"])
 
     # -- private channels
 
@@ -263,9 +290,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # full channel cannot take, and the sequence gap that leaves is repaired by resynchronising).
 
     async def send_json(self, content: dict) -> None:
+        await self.send_text(json.dumps(content))
+
+    async def send_text(self, text: str) -> None:
         if self.closing:
             return
-        text = json.dumps(content)
         self.outbox.append(text)
         self.outbox_bytes += len(text)
         self.state.last_sent = time.monotonic()

@@ -4,6 +4,8 @@ Channels groups: ``book.<PAIR>``, ``trades.<PAIR>``, ``ticker.<PAIR>`` for the p
 ``account.<id>`` for one account's private events.
 """
 
+import json
+
 from django.utils import timezone
 
 from exchange.fields import to_milliseconds
@@ -34,15 +36,18 @@ def format_levels(market, levels) -> list[list[str]]:
 
 
 def book_delta(market, delta) -> dict:
-    """A delta as clients receive it (``type`` is what Channels dispatches on: ``book.delta``)."""
-    return {
-        "type": "book.delta",
+    """The group message of a delta: routing fields, and ``text``, the delta as every client
+    receives it, encoded once here rather than once per connection."""
+    sent = {
+        "type": "delta",
+        "channel": "orderbook",
         "pair": market.pair,
         "sequence": delta.sequence,
         "bids": format_levels(market, delta.bids),
         "asks": format_levels(market, delta.asks),
         "checksum": book_checksum(format_levels(market, delta.top_bids), format_levels(market, delta.top_asks)),
     }
+    return {"type": "book.delta", "pair": market.pair, "sequence": delta.sequence, "text": json.dumps(sent)}
 
 
 def book_snapshot(market) -> dict:

@@ -6,11 +6,15 @@ resuming from any sequence finds it either in the buffer or, later, in its own c
 Nothing here runs before the commit (``transaction.on_commit``).
 """
 
+import asyncio
+import json
 import logging
+import threading
 from collections import defaultdict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from marketdata import replay, streams
 from trading import dispatch
@@ -19,12 +23,37 @@ logger = logging.getLogger(__name__)
 
 # The best bid and ask last published per pair: the ticker goes out when a batch trades or moves them.
 _top_of_book: dict[str, tuple] = {}
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
 
 
-def group_send(group: str, message: dict) -> None:
+def publishing_loop() -> asyncio.AbstractEventLoop:
+    """One event loop for the process's sends to the Redis channel layer, kept running on its own
+    thread: async_to_sync would make a new loop, and new Redis connections, for every call."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="channel-layer-publisher", daemon=True).start()
+    return _loop
+
+
+async def send_in_order(layer, messages: list[tuple[str, dict]]) -> None:
+    for group, message in messages:
+        await layer.group_send(group, message)
+
+
+def group_send_all(messages: list[tuple[str, dict]]) -> None:
+    """Send (group, message) pairs in order, with one hand-over to async code for all of them."""
     layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(group, message)
+    if layer is None or not messages:
+        return
+    if settings.REDIS_URL:
+        asyncio.run_coroutine_threadsafe(send_in_order(layer, messages), publishing_loop()).result(timeout=30)
+    else:
+        # The in-memory layer lives on the server's own loop (the embedded default runs the matcher
+        # inside it), which async_to_sync reaches.
+        async_to_sync(send_in_order)(layer, messages)
 
 
 def publish_batch(result) -> None:
@@ -32,30 +61,35 @@ def publish_batch(result) -> None:
     the sequence gap and resynchronise."""
     dispatch.announce_processed(result.processed_order_ids)
     market = result.market
+    messages = []
     try:
         if result.delta is not None:
             message = streams.book_delta(market, result.delta)
             replay.record_delta(market.pair, message)
-            group_send(streams.book_group(market.pair), message)
+            messages.append((streams.book_group(market.pair), message))
         if result.trades:
-            group_send(streams.trades_group(market.pair),
-                       {"type": "market.trades", "trades": [streams.trade_message(market, t) for t in result.trades]})
+            trades = [json.dumps(streams.trade_message(market, trade)) for trade in result.trades]
+            messages.append((streams.trades_group(market.pair), {"type": "market.trades", "texts": trades}))
         top = None if result.delta is None else (result.delta.top_bids[:1], result.delta.top_asks[:1])
         if result.trades or (top is not None and top != _top_of_book.get(market.pair)):
             _top_of_book[market.pair] = top or _top_of_book.get(market.pair)
-            group_send(streams.ticker_group(market.pair), {**streams.ticker_message(market), "type": "market.ticker"})
+            ticker = {"type": "market.ticker", "text": json.dumps(streams.ticker_message(market))}
+            messages.append((streams.ticker_group(market.pair), ticker))
         per_account = defaultdict(lambda: {"orders": [], "fills": []})
         for order in result.orders:
             per_account[order.account_id]["orders"].append(order.pk)
         for fill in result.fills:
             per_account[fill.account_id]["fills"].append(fill.pk)
-        for account_id, changes in per_account.items():
-            publish_account_changes(account_id, **changes)
+        messages += [account_changes(account_id, **changes) for account_id, changes in per_account.items()]
+        group_send_all(messages)
     except Exception:
         logger.exception("publishing a %s batch failed", market.pair)
 
 
+def account_changes(account_id: int, orders=(), fills=()) -> tuple[str, dict]:
+    return streams.account_group(account_id), {"type": "account.changes", "orders": list(orders), "fills": list(fills)}
+
+
 def publish_account_changes(account_id: int, orders=(), fills=()) -> None:
     """Tell an account's connections which of its orders and fills changed (they read them back)."""
-    group_send(streams.account_group(account_id), {"type": "account.changes", "orders": list(orders),
-                                                   "fills": list(fills)})
+    group_send_all([account_changes(account_id, orders, fills)])
