@@ -14,6 +14,7 @@ on a subscription resumes the same way.
 """
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -21,13 +22,17 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from accounts.authentication import SignedRequest, verify_signed_request
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.net import client_address
 from marketdata import replay, services, streams
+from marketdata.hub import hub_for
 from marketdata.transport import pending_output_bytes, unread_bytes
 from trading.api.serializers import AssetBalanceSerializer, FillSerializer, OrderSerializer
 from trading.models import Fill, Order
@@ -70,6 +75,20 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return await super().dispatch(message)
         return await getattr(self, handler)(message)
 
+    async def __call__(self, scope, receive, send):
+        """Channels' AsyncConsumer.__call__, with a third source of messages: the public streams
+        this process's hub relays (marketdata.hub), taken one at a time with the others."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.stream_queue: asyncio.Queue = asyncio.Queue()
+        self.base_send = send
+        try:
+            await await_many_dispatch([receive, self.channel_receive, self.stream_queue.get], self.dispatch)
+        except StopConsumer:
+            pass
+
     async def connect(self):
         self.state = Connection()
         self.closing = False
@@ -89,12 +108,20 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.leave_group(group)
         self.state.subscriptions.clear()
 
+    async def join_group(self, group: str) -> None:
+        if group.startswith("account."):
+            await self.channel_layer.group_add(group, self.channel_name)
+        else:
+            await hub_for(self.channel_layer).join(group, self.stream_queue)
+
     async def leave_group(self, group: str) -> None:
         """Retried: when many clients leave at once the layer's connection pool can refuse, and a
         channel left in a group would keep being sent every delta until the group expires."""
         for attempt in range(5):
             try:
-                return await self.channel_layer.group_discard(group, self.channel_name)
+                if group.startswith("account."):
+                    return await self.channel_layer.group_discard(group, self.channel_name)
+                return await hub_for(self.channel_layer).leave(group, self.stream_queue)
             except Exception:
                 if attempt == 4:
                     logger.warning("could not leave %s", group, exc_info=True)
@@ -157,7 +184,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         for name, pair in requested:
             pair = markets[pair].pair if pair else None
             markets.setdefault(pair, markets.get(pair.upper()) if pair else None)
-            await self.channel_layer.group_add(self.group_for(name, pair), self.channel_name)
+            await self.join_group(self.group_for(name, pair))
             self.state.subscriptions.add((name, pair))
             await self.send_json({"type": "subscribed", "channel": name, "pair": pair})
             await self.send_initial(name, markets.get(pair), since_sequences.get(pair, message.get("since_sequence")))

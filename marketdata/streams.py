@@ -47,7 +47,8 @@ def book_delta(market, delta) -> dict:
         "asks": format_levels(market, delta.asks),
         "checksum": book_checksum(format_levels(market, delta.top_bids), format_levels(market, delta.top_asks)),
     }
-    return {"type": "book.delta", "pair": market.pair, "sequence": delta.sequence, "text": json.dumps(sent)}
+    return {"type": "book.delta", "group": book_group(market.pair), "pair": market.pair, "sequence": delta.sequence,
+            "text": json.dumps(sent)}
 
 
 def book_snapshot(market) -> dict:

@@ -166,7 +166,7 @@ def test_a_gap_in_the_stream_makes_the_server_resynchronise(markets, traders):
         # A delta from the future, as if the ones before it had been lost on the way.
         future = snapshot["sequence"] + 5
         await get_channel_layer().group_send("book.BTC-USD", {
-            "type": "book.delta", "pair": "BTC-USD", "sequence": future,
+            "type": "book.delta", "group": "book.BTC-USD", "pair": "BTC-USD", "sequence": future,
             "text": json.dumps({"type": "delta", "sequence": future, "bids": [], "asks": [], "checksum": 0}),
         })
         resync = await receive(ws)

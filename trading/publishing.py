@@ -69,12 +69,14 @@ def publish_batch(result) -> None:
             messages.append((streams.book_group(market.pair), message))
         if result.trades:
             trades = [json.dumps(streams.trade_message(market, trade)) for trade in result.trades]
-            messages.append((streams.trades_group(market.pair), {"type": "market.trades", "texts": trades}))
+            group = streams.trades_group(market.pair)
+            messages.append((group, {"type": "market.trades", "group": group, "texts": trades}))
         top = None if result.delta is None else (result.delta.top_bids[:1], result.delta.top_asks[:1])
         if result.trades or (top is not None and top != _top_of_book.get(market.pair)):
             _top_of_book[market.pair] = top or _top_of_book.get(market.pair)
-            ticker = {"type": "market.ticker", "text": json.dumps(streams.ticker_message(market))}
-            messages.append((streams.ticker_group(market.pair), ticker))
+            group = streams.ticker_group(market.pair)
+            messages.append((group, {"type": "market.ticker", "group": group,
+                                     "text": json.dumps(streams.ticker_message(market))}))
         per_account = defaultdict(lambda: {"orders": [], "fills": []})
         for order in result.orders:
             per_account[order.account_id]["orders"].append(order.pk)
