@@ -95,6 +95,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.outbox: deque[str] = deque()
         self.outbox_bytes = 0
         self.outbox_ready = asyncio.Event()
+        self.writing = False
         self.operations = {"subscribe": self.subscribe, "unsubscribe": self.unsubscribe, "auth": self.authenticate,
                            "ping": self.ping}
         await self.accept()
@@ -322,9 +323,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def send_text(self, text: str) -> None:
         if self.closing:
             return
+        self.state.last_sent = time.monotonic()
+        if not self.outbox and not self.writing:
+            pending = pending_output_bytes(self.base_send)
+            if pending is None or pending <= settings.WS_WRITE_LOW_WATER_BYTES:
+                return await self.send(text_data=text)  # nothing waiting: no need to queue
         self.outbox.append(text)
         self.outbox_bytes += len(text)
-        self.state.last_sent = time.monotonic()
         if self.outbox_bytes > settings.WS_MAX_PENDING_BYTES:
             await self.close_slow_consumer()
         else:
@@ -341,7 +346,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     continue
                 text = self.outbox.popleft()
                 self.outbox_bytes -= len(text)
-                await self.send(text_data=text)
+                self.writing = True
+                try:
+                    await self.send(text_data=text)
+                finally:
+                    self.writing = False
 
     async def close_slow_consumer(self) -> None:
         """Disconnect, with the reason, rather than buffer without bound or hold up the group.
