@@ -1,0 +1,443 @@
+"""Signed POST /v1/orders under the production topology: throughput, latency, errors, matched vs pending.
+
+Run from the repository root (needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379):
+
+    .venv/bin/python benchmarks/order_load.py                       # sync:2, sync:4, gthread:2x8; 20 s each
+    .venv/bin/python benchmarks/order_load.py --configs sync:2 --duration 10 --bots 32
+
+Topology per configuration, all on loopback: gunicorn (exchange.wsgi) with the given workers, one
+Celery matcher for BTC-USD (queue match.BTC-USD, --pool solo, concurrency 1, as bin/start-matchers),
+PostgreSQL (a clone of a prepared ``bench_load_..._tpl`` database, so every configuration starts
+from the same state) and Redis db 3 (flushed before each configuration).
+
+Load generator: this process, asyncio with a minimal HTTP/1.1 client (keep-alive when the server
+allows it; gunicorn's sync workers close every connection), ``--bots`` concurrent bots in a closed
+loop (next request as soon as the previous answer arrived), each with its own API key and account,
+signing every request (hkt_client.signing). Orders: ~85 % resting limit orders far from each other
+(bids 50,000-59,000, asks 61,000-70,000 USD, random cents) and ~15 % crossing ones (buy at 61,500,
+sell at 58,500), each with a client_order_id. Budgets are raised (retail tier, public weight) so
+rate limits never bite.
+
+Per configuration: a trivial unsigned GET /v1/time under the same gunicorn at the same concurrency
+(the baseline), then POST /v1/orders for ``--warmup`` + ``--duration`` seconds; requests that ended in
+the measured window are counted. CPU per process group is sampled from /proc over the window.
+Prints figures; asserts nothing about speed. Databases are dropped and processes stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from contextlib import ExitStack, contextmanager
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from _common import POSTGRES, REDIS_URL, SECRET_KEY, CpuSampler, machine, percentile, table  # noqa: E402
+
+sys.path.insert(0, str(_common.ROOT / "clients" / "python"))
+from hkt_client.signing import signed_headers  # noqa: E402
+
+PAIR = "BTC-USD"
+BIG_BUDGET = 1_000_000_000
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="sync:2,sync:4,gthread:2x8",
+                        help="comma-separated gunicorn configurations: sync:<workers> or gthread:<workers>x<threads>")
+    parser.add_argument("--bots", type=int, default=64, help="concurrent bots (connections), each its own key")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds of POST /v1/orders")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--get-duration", type=float, default=5.0, help="measured seconds of the GET baseline")
+    parser.add_argument("--crossing", type=float, default=0.15, help="share of crossing orders")
+    parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per request (s)")
+    parser.add_argument("--setup", help=argparse.SUPPRESS)  # internal: prepare the template database
+    return parser.parse_args()
+
+
+def base_env(database: str, var_dir: str) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{_common.VENV_BIN}:{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
+           "DJANGO_SETTINGS_MODULE": "exchange.settings", "DATABASE_URL": f"{POSTGRES}/{database}",
+           "REDIS_URL": REDIS_URL, "MATCHER_MODE": "celery", "SECRET_KEY": SECRET_KEY, "EXCHANGE_VAR_DIR": var_dir,
+           "LOG_LEVEL": "WARNING", "PUBLIC_WEIGHT_PER_MINUTE": str(BIG_BUDGET), "DEBUG": "false"}
+    return env
+
+
+# -- setup (in a subprocess with Django loaded on the template database)
+
+
+def setup_template(bots: int, keys_path: str) -> None:
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from accounts.keys import create_api_key
+    from accounts.models import RateTier
+    from accounts.services import open_account
+    from trading.demo import load_demo_markets
+    from trading.ledger import adjust_balance
+    from trading.models import Asset
+
+    call_command("migrate", verbosity=0, interactive=False)
+    load_demo_markets()
+    RateTier.objects.update(weight_per_minute=BIG_BUDGET)
+    assets = dict(Asset.objects.values_list("symbol", "pk"))
+    keys = []
+    for i in range(bots):
+        account = open_account(get_user_model().objects.create(username=f"loadbot{i}"))
+        for symbol, amount in (("USD", "100000000"), ("BTC", "100000")):
+            adjust_balance(account_id=account.pk, asset_id=assets[symbol], amount=Decimal(amount),
+                           reference=f"bench:{i}", memo="order_load funding")
+        key, secret = create_api_key(account, label=f"loadbot{i}", scope="trade", ip_allowlist=[])
+        keys.append({"key": key.public_id, "secret": secret})
+    Path(keys_path).write_text(json.dumps(keys))
+
+
+# -- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running(args: list[str], env: dict[str, str], log: Path):
+    """A process in its own process group, stopped (TERM, then KILL) with its group on exit."""
+    with log.open("w") as out:
+        process = subprocess.Popen(args, cwd=_common.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_until(check, what: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        if check():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def http_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"GET /v1/time HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+# -- the load generator: a minimal asyncio HTTP/1.1 client
+
+
+class Connection:
+    def __init__(self, port: int):
+        self.port = port
+        self.reader = self.writer = None
+
+    async def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+            self.reader = self.writer = None
+
+    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        if body:
+            head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                fields[name.strip().lower()] = value.strip()
+        if "content-length" in fields:
+            payload = await self.reader.readexactly(int(fields["content-length"]))
+        elif fields.get("transfer-encoding", "").lower() == "chunked":
+            payload = b""
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+                chunk = await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                payload += chunk[:-2]
+        else:
+            payload = await self.reader.read()
+            fields["connection"] = "close"
+        if fields.get("connection", "").lower() == "close":
+            await self.close()
+        return status, payload
+
+
+def order_body(rng: random.Random, crossing: float, bot: int, serial: int) -> bytes:
+    if rng.random() < crossing:
+        side = rng.choice(("buy", "sell"))
+        price = "61500.00" if side == "buy" else "58500.00"
+        size = "0.00050000"
+    else:
+        side = rng.choice(("buy", "sell"))
+        cents = rng.randint(100_000, 1_000_000)  # 1,000.00 - 10,000.00 USD away from 60,000
+        price_cents = 6_000_000 - cents if side == "buy" else 6_000_000 + cents
+        price = f"{price_cents // 100}.{price_cents % 100:02d}"
+        size = f"0.{rng.randint(10_000, 200_000):08d}"  # 0.0001 - 0.002 BTC
+    return json.dumps({"pair": PAIR, "side": side, "type": "limit", "price": price, "size": size,
+                       "client_order_id": f"b{bot}-{serial}"}, separators=(",", ":")).encode()
+
+
+async def drive(port: int, kind: str, keys: list[dict], seconds: float, warmup: float, crossing: float,
+                timeout: float, run_tag: str) -> dict:
+    """Closed loop: each bot sends its next request as soon as the previous one was answered."""
+    records = []  # (end time, latency s, http status, detail)
+    start = time.perf_counter()
+    window_start, window_end = start + warmup, start + warmup + seconds
+
+    async def bot(index: int, credentials: dict):
+        rng = random.Random(f"{run_tag}-{index}")
+        connection = Connection(port)
+        serial = 0
+        while time.perf_counter() < window_end:
+            serial += 1
+            if kind == "get":
+                method, path, body, headers = "GET", "/v1/time", b"", {}
+            else:
+                method, path = "POST", "/v1/orders"
+                body = order_body(rng, crossing, index, serial)
+                headers = signed_headers(credentials["key"], credentials["secret"], method, path, body)
+            sent = time.perf_counter()
+            try:
+                status, payload = await asyncio.wait_for(connection.request(method, path, headers, body), timeout)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError,
+                    ValueError) as error:
+                await connection.close()
+                records.append((time.perf_counter(), time.perf_counter() - sent, 0, type(error).__name__))
+                continue
+            ended = time.perf_counter()
+            detail = ""
+            if kind == "post":
+                try:
+                    document = json.loads(payload)
+                    detail = document.get("status", "") if status < 400 else document.get("error", {}).get("code", "")
+                except ValueError:
+                    detail = "unparsable body"
+            records.append((ended, ended - sent, status, detail))
+        await connection.close()
+
+    await asyncio.gather(*(bot(i, keys[i % len(keys)]) for i in range(len(keys))))
+    measured = [r for r in records if window_start <= r[0] <= window_end]
+    ok = sorted(r[1] for r in measured if 200 <= r[2] < 300)
+    return {
+        "seconds": seconds, "requests": len(measured), "ok": len(ok), "ok_per_s": len(ok) / seconds,
+        "p50_ms": percentile(ok, 50) * 1000, "p90_ms": percentile(ok, 90) * 1000,
+        "p99_ms": percentile(ok, 99) * 1000, "max_ms": (ok[-1] * 1000) if ok else float("nan"),
+        "statuses": dict(Counter(str(r[2]) for r in measured)),
+        "errors": dict(Counter(f"{r[2]} {r[3]}".strip() for r in measured if not 200 <= r[2] < 300)),
+        "order_status": dict(Counter(r[3] for r in measured if 200 <= r[2] < 300)) if kind == "post" else {},
+    }
+
+
+def classify(port: int, database: str, matcher_tag: str):
+    own = os.getpid()
+
+    def group(pid: int, comm: str, cmdline: str) -> str:
+        if pid == own:
+            return "load generator (this process)"
+        if "gunicorn" in cmdline and f":{port}" in cmdline:
+            return "gunicorn (all workers + arbiter)"
+        if "celery" in cmdline and matcher_tag in cmdline:
+            return "celery matcher"
+        if comm.startswith("postgres") or cmdline.startswith("postgres"):
+            return "postgres: this database" if f" {database} " in f"{cmdline} " else "postgres: other backends"
+        if "redis-server" in comm or "redis-server" in cmdline:
+            return "redis-server (shared)"
+        return "other processes (not this benchmark)"
+
+    return group
+
+
+def db_summary(database: str) -> dict:
+    import psycopg
+
+    with psycopg.connect(f"{POSTGRES}/{database}") as conn:
+        statuses = dict(conn.execute("SELECT status, count(*) FROM trading_order GROUP BY status").fetchall())
+        queued = conn.execute("SELECT count(*) FROM trading_matchercommand").fetchone()[0]
+        trades = conn.execute("SELECT count(*) FROM trading_trade").fetchone()[0]
+        batches = int(conn.execute("SELECT coalesce(sum(batches), 0) FROM trading_bookstate").fetchone()[0])
+    return {"orders": statuses, "queued_commands": queued, "trades": trades, "matcher_batches": batches}
+
+
+def run_config(spec: str, template: str, keys: list[dict], args, tmp: Path) -> dict:
+    kind, _, shape = spec.partition(":")
+    gunicorn_args = ["gunicorn", "exchange.wsgi:application"]
+    if kind == "sync":
+        gunicorn_args += ["--workers", shape]
+    elif kind == "gthread":
+        workers, _, threads = shape.partition("x")
+        gunicorn_args += ["--workers", workers, "--worker-class", "gthread", "--threads", threads]
+    else:
+        raise ValueError(f"unknown configuration {spec!r}")
+    database = _common.create_database(f"{template.removesuffix('_tpl')}_{kind}{shape.replace('x', '_')}",
+                                       template=template)
+    _common.flush_bench_redis()
+    env = base_env(database, str(tmp))
+    port = free_port()
+    matcher_tag = f"bench-match-{uuid.uuid4().hex[:6]}"
+    result = {"config": spec, "database": database}
+    try:
+        with ExitStack() as processes:
+            matcher_log = tmp / f"matcher-{matcher_tag}.log"
+            matcher = processes.enter_context(running(
+                ["celery", "-A", "exchange", "worker", "--queues", f"match.{PAIR}", "--concurrency", "1",
+                 "--pool", "solo", "--hostname", f"{matcher_tag}@bench", "--without-gossip", "--without-mingle",
+                 "--loglevel", "INFO"], env, matcher_log))
+            wait_until(lambda: "ready" in matcher_log.read_text(), "celery matcher", matcher, matcher_log)
+            web_log = tmp / f"gunicorn-{port}.log"
+            web = processes.enter_context(running(gunicorn_args + ["--bind", f"127.0.0.1:{port}"], env, web_log))
+            wait_until(lambda: http_ok(port), "gunicorn", web, web_log)
+
+            result["get"] = asyncio.run(drive(port, "get", keys[: args.bots], args.get_duration, 1.0, 0.0,
+                                              args.timeout, f"{spec}-get"))
+            sampler = CpuSampler(classify(port, database, matcher_tag))
+
+            async def post_with_cpu():
+                task = asyncio.ensure_future(drive(port, "post", keys[: args.bots], args.duration, args.warmup,
+                                                   args.crossing, args.timeout, f"{spec}-post"))
+                await asyncio.sleep(args.warmup)
+                sampler.start()
+                await asyncio.sleep(args.duration)
+                cpu = sampler.stop()
+                cpu["_others"] = sampler.others[:3]
+                return await task, cpu
+
+            result["post"], result["cpu"] = asyncio.run(post_with_cpu())
+            result["db_at_end"] = db_summary(database)
+            time.sleep(1.0)
+            result["db_after_1s"] = db_summary(database)
+            result["matcher_log_tail"] = "\n".join(
+                line for line in matcher_log.read_text().splitlines()[-200:] if "ERROR" in line or "Traceback" in line
+            )[-2000:]
+            result["web_log_errors"] = "\n".join(
+                line for line in web_log.read_text().splitlines() if "ERROR" in line or "Traceback" in line
+            )[-2000:]
+    finally:
+        _common.drop_database(database)
+        _common.flush_bench_redis()
+    return result
+
+
+def main() -> None:
+    args = parse_args()
+    if args.setup:
+        setup_template(args.bots, args.setup)
+        return
+
+    print(f"order_load {date.today()}  {machine()}")
+    print(f"{args.bots} concurrent bots (closed loop, each its own key), POST /v1/orders {PAIR} for "
+          f"{args.warmup:.0f} s warm-up + {args.duration:.0f} s measured; GET /v1/time baseline {args.get_duration:.0f} s; "
+          f"~{args.crossing:.0%} crossing orders")
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    template = _common.create_database(_common.new_database_name("load") + "_tpl")
+    keys_path = tmp / "keys.json"
+    done = subprocess.run([sys.executable, __file__, "--setup", str(keys_path), "--bots", str(args.bots)],
+                          cwd=_common.ROOT, env=base_env(template, str(tmp)), capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode != 0:
+        print(f"setup failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        _common.drop_database(template)
+        sys.exit(1)
+    keys = json.loads(keys_path.read_text())
+    print(f"setup (migrate, markets, {len(keys)} funded bots with keys): {time.perf_counter() - started:.1f} s")
+
+    results, failed = [], False
+    try:
+        for spec in [s.strip() for s in args.configs.split(",") if s.strip()]:
+            try:
+                results.append(run_config(spec, template, keys, args, tmp))
+            except Exception as error:  # noqa: BLE001 - report and go on with the next configuration
+                failed = True
+                print(f"{spec}: FAILED: {type(error).__name__}: {error}")
+    finally:
+        _common.drop_database(template)
+    if failed:
+        print(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)  # process logs, and the bots' keys of the dropped databases
+
+    rows = []
+    for r in results:
+        get, post = r["get"], r["post"]
+        pending = post["order_status"].get("pending", 0)
+        answered = post["ok"] - pending
+        rows.append([r["config"], f"{get['ok_per_s']:,.0f}", f"{get['p50_ms']:.1f}", f"{get['p99_ms']:.1f}",
+                     f"{post['ok_per_s']:,.0f}", f"{post['p50_ms']:.1f}", f"{post['p90_ms']:.1f}",
+                     f"{post['p99_ms']:.1f}", f"{post['max_ms']:.0f}",
+                     f"{answered:,} / {pending:,}",
+                     ", ".join(f"{k}: {v}" for k, v in sorted(post["errors"].items())) or "none"])
+    print()
+    print(table(["gunicorn", "GET /v1/time req/s", "GET p50 ms", "GET p99 ms", "POST creates/s", "p50 ms", "p90 ms",
+                 "p99 ms", "max ms", "matched / pending", "errors (measured window)"], rows))
+    for r in results:
+        post = r["post"]
+        print()
+        print(f"{r['config']}: order status in the 201 responses: "
+              + ", ".join(f"{k}: {v:,}" for k, v in sorted(post["order_status"].items(), key=lambda kv: -kv[1])))
+        print(f"  GET errors: {r['get']['errors'] or 'none'}")
+        end = r["db_at_end"]
+        processed = sum(end["orders"].values()) - end["orders"].get("pending", 0)
+        print(f"  database at the end: {end}; 1 s later: queued {r['db_after_1s']['queued_commands']}")
+        print(f"  matcher: {end['matcher_batches']:,} batches for {processed:,} processed orders "
+              f"(~{processed / max(end['matcher_batches'], 1):.1f} per batch, whole run incl. warm-up)")
+        cpu = dict(r["cpu"])
+        others = cpu.pop("_others", [])
+        print("  CPU over the measured window (cores busy on average): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+        if others:
+            print("  busiest other processes: " + "; ".join(f"{v:.2f} {c}" for v, c in others))
+        if r["matcher_log_tail"]:
+            print(f"  matcher log errors:\n{r['matcher_log_tail']}")
+        if r["web_log_errors"]:
+            print(f"  gunicorn log errors:\n{r['web_log_errors']}")
+    print(f"\naims: >= 1,000 creates/s and p99 < 50 ms. total run time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
