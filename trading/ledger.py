@@ -18,6 +18,7 @@ from django.db.models import Q
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.money import EXACT
 from trading.models import Asset, Balance, LedgerEntry, Wallet
+from trading.sql import update_rows
 
 Bucket = LedgerEntry.Bucket
 Reason = LedgerEntry.Reason
@@ -120,7 +121,7 @@ def apply_journals(journals: Sequence[Journal]) -> list[LedgerEntry]:
                     shortfalls.append((row, bucket, value))
         if shortfalls:
             refuse_shortfalls(shortfalls)
-        Balance.objects.bulk_update(balances.values(), ["available", "locked"])
+        update_rows(Balance, list(balances.values()), ["available", "locked"])
         return LedgerEntry.objects.bulk_create(
             LedgerEntry(
                 journal=journal.id,

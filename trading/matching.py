@@ -25,6 +25,7 @@ from marketdata.checksum import CHECKSUM_DEPTH
 from trading import engine, ledger, publishing
 from trading.ledger import Bucket, Journal, Posting, Reason
 from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Side, Trade
+from trading.sql import update_rows
 
 logger = logging.getLogger(__name__)
 
@@ -281,8 +282,9 @@ class PairMatcher:
         ledger.apply_journals(journals + batch.journals)
         for order in batch.changed.values():
             order.updated_at = self.now
-        Order.objects.bulk_update(
-            batch.changed.values(),
+        update_rows(
+            Order,
+            list(batch.changed.values()),
             ["status", "filled_size", "executed_value", "fee", "hold_remaining", "book_priority", "done_at",
              "reject_reason", "updated_at"],
         )
