@@ -221,8 +221,9 @@ class OpenOrder(NamedTuple):
 _SIDES = ('buy', 'sell')
 _TIFS = frozenset(('GTC', 'IOC', 'FOK'))
 _STPS = frozenset(('cancel_oldest', 'cancel_newest', 'cancel_both'))
-# Crossing threshold of a market order: below every level key.
-_NO_LIMIT = float('-inf')
+# Crossing threshold of a market order: below every level key (keys are +/- prices in ticks; an
+# integer keeps the engine all-integer, and no price on a sane grid comes near it).
+_NO_LIMIT = -(10 ** 60)
 # tuple.__new__ builds a NamedTuple without going through its Python-level
 # __new__; about twice as fast, which matters for Trade/Filled/Rested.
 _new = tuple.__new__
