@@ -257,3 +257,18 @@ def test_fee_rates_and_budget_come_from_the_tier(trader, make_key):
     assert Decimal(trader.rate_tier.taker_fee_rate) == Decimal("0.002")
     response = make_key(trader).get("/v1/account/balances")
     assert response["X-RateLimit-Limit"] == "1200"
+
+
+def test_withdraw_scope_is_only_for_trade_withdraw_keys(trader):
+    from types import SimpleNamespace
+
+    from accounts.permissions import CanWithdraw
+
+    trading_key, _ = create_api_key(trader, label="t", scope="trade", ip_allowlist=[])
+    withdrawing_key, _ = create_api_key(trader, label="w", scope="trade_withdraw", ip_allowlist=["10.0.0.0/8"])
+
+    with pytest.raises(ExchangeError) as refused:
+        CanWithdraw().has_permission(SimpleNamespace(auth=trading_key), view=None)
+
+    assert refused.value.code == "INSUFFICIENT_SCOPE" and refused.value.details["required"] == "trade_withdraw"
+    assert CanWithdraw().has_permission(SimpleNamespace(auth=withdrawing_key), view=None)
