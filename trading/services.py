@@ -6,6 +6,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from exchange.errors import ErrorCode, ExchangeError
+from marketdata.services import access_market
 from trading import dispatch, ledger, publishing
 from trading.ledger import Bucket, Reason
 from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
@@ -27,13 +28,6 @@ def access_order_by_client_id(account, client_order_id: str) -> Order:
     if order is None:
         raise ExchangeError(ErrorCode.ORDER_NOT_FOUND, f"No order with client_order_id {client_order_id!r}.")
     return access_order(account, order.pk)
-
-
-def access_market_for_trading(pair: str) -> Market:
-    try:
-        return Market.objects.select_related("base", "quote").get(pair=pair.upper())
-    except Market.DoesNotExist:
-        raise ExchangeError(ErrorCode.UNKNOWN_PAIR, f"Unknown pair {pair!r}.", {"pair": pair}) from None
 
 
 def hold_funds(order: Order) -> None:
@@ -78,7 +72,7 @@ def place_order(account, request: OrderRequest) -> tuple[Order, bool]:
 
 @transaction.atomic
 def do_place_order(account, request: OrderRequest) -> Order:
-    market = access_market_for_trading(request.pair)
+    market = access_market(request.pair)
     check_against_market(market, request)
     protection = protection_price(market, request)
     hold_asset_id, hold_amount = hold_for(market, request, protection)
@@ -146,7 +140,7 @@ def request_cancel(account, order_id: int) -> Order:
 def live_orders(account, pair: str | None = None) -> QuerySet[Order]:
     orders = Order.objects.filter(account=account, status__in=Order.LIVE_STATUSES)
     if pair is not None:
-        orders = orders.filter(market=access_market_for_trading(pair))
+        orders = orders.filter(market=access_market(pair))
     return orders
 
 

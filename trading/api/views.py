@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from accounts.permissions import CanRead, CanTrade
 from exchange.errors import ErrorCode
 from exchange.openapi import error_responses
+from marketdata.services import access_market
 from trading import dispatch, services
 from trading.api import serializers
 from trading.models import Fill, Order
@@ -106,7 +107,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         query.is_valid(raise_exception=True)
         orders = self.get_queryset()
         if "pair" in query.validated_data:
-            orders = orders.filter(market=services.access_market_for_trading(query.validated_data["pair"]))
+            orders = orders.filter(market=access_market(query.validated_data["pair"]))
         if "status" in query.validated_data:
             orders = orders.filter(status__in=query.validated_data["status"])
         page = self.paginate_queryset(orders)
@@ -164,7 +165,7 @@ class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
         query.is_valid(raise_exception=True)
         fills = Fill.objects.filter(account=self.account).select_related("market", "fee_asset")
         if "pair" in query.validated_data:
-            fills = fills.filter(market=services.access_market_for_trading(query.validated_data["pair"]))
+            fills = fills.filter(market=access_market(query.validated_data["pair"]))
         if "order_id" in query.validated_data:
             fills = fills.filter(Q(order_id=query.validated_data["order_id"]))
         page = self.paginate_queryset(fills)
