@@ -275,3 +275,12 @@ class CpuSampler:
              if group.startswith("other") and used / wall >= 0.005),
             reverse=True)
         return result
+
+
+def print_cpu_report(cpu: dict[str, float], sampler, started: float, what: str = "") -> None:
+    """The closing lines of a benchmark: cores busy per process group, the busiest others, run time."""
+    print(f"CPU over the run (cores busy on average{what}): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+    if sampler.others:
+        print("  busiest other processes: " + "; ".join(f"{v:.2f} {c[:80]}" for v, c in sampler.others[:3]))
+    print(f"total run time {time.perf_counter() - started:.0f} s")

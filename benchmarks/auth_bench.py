@@ -372,11 +372,8 @@ def main() -> None:
         print(f"{result['config']}: signed auth + rate limit add {added:.3f} ms median over bare "
               f"({v['signed']['median_ms'] - v['unsigned']['median_ms']:.3f} ms over unsigned); aim < 1 ms: "
               f"{'met' if added < 1 else 'NOT met'}")
-    print("CPU over the run (cores busy on average; the workers and their PostgreSQL backends are separate processes): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
-    if sampler.others:
-        print("  busiest other processes: " + "; ".join(f"{v:.2f} {c[:80]}" for v, c in sampler.others[:3]))
-    print(f"total run time {time.perf_counter() - started:.0f} s")
+    _common.print_cpu_report(cpu, sampler, started,
+                             "; the workers and their PostgreSQL backends are separate processes")
 
 
 if __name__ == "__main__":

@@ -683,11 +683,7 @@ def main() -> None:
         _common.drop_database(name)
     _common.flush_bench_redis()
     shutil.rmtree(var_dir, ignore_errors=True)
-    print("CPU over the run (cores busy on average): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
-    if sampler.others:
-        print("  busiest other processes: " + "; ".join(f"{v:.2f} {c[:80]}" for v, c in sampler.others[:3]))
-    print(f"total run time {time.perf_counter() - started:.0f} s")
+    _common.print_cpu_report(cpu, sampler, started)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -48,6 +47,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import POSTGRES, REDIS_URL, SECRET_KEY, CpuSampler, machine, percentile, table  # noqa: E402
+
+sys.path.insert(0, str(_common.ROOT))
+from tests.processes import free_port, running  # noqa: E402  the same process handling as the e2e tests
 
 sys.path.insert(0, str(_common.ROOT / "clients" / "python"))
 from hkt_client.signing import signed_headers  # noqa: E402
@@ -112,29 +114,6 @@ def setup_template(bots: int, keys_path: str) -> None:
 
 # -- processes
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running(args: list[str], env: dict[str, str], log: Path):
-    """A process in its own process group, stopped (TERM, then KILL) with its group on exit."""
-    with log.open("w") as out:
-        process = subprocess.Popen(args, cwd=_common.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def wait_until(check, what: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
