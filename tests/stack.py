@@ -20,7 +20,8 @@ from .processes import ROOT, free_port, process_env, running
 
 POSTGRES = os.environ.get("E2E_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("E2E_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = 2
+# Overlapping runs on one machine (two engineers, or CI beside a session) each need their own db.
+REDIS_DB = int(os.environ.get("E2E_REDIS_DB", "2"))
 
 
 def require_services() -> None:
