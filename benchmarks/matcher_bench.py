@@ -300,13 +300,19 @@ def run_single(limit: int, cap_seconds: float) -> dict:
 
 def run_phases(batches: int, batch_size: int | None = None) -> dict:
     """Phases of run_batch (see PhaseTimer), after a first batch that loads the book."""
-    from trading import engine, matching, publishing
+    from trading import engine, ledger, matching, publishing
 
     saved_batch_size = matching.BATCH_SIZE
     matching.BATCH_SIZE = batch_size or saved_batch_size
     matcher = fresh_matcher()
     matcher.run_batch()  # loads the book: not part of the steady state, and not wrapped
     timer = PhaseTimer([(engine.OrderBook, "apply", "engine OrderBook.apply"),
+                        (matching.Batch, "apply", "events to order states, trades and postings (Batch.apply)"),
+                        (matching, "reserve_ids", "reserve trade and fill ids"),
+                        (matching, "insert_rows", "COPY trades and fills (sql.insert_rows)"),
+                        (matching, "update_rows", "order states (sql.update_rows)"),
+                        (ledger, "apply_journals", "settlement journal (ledger.apply_journals)"),
+                        (matching.PairMatcher, "save_book_levels", "book levels"),
                         (publishing, "publish_batch", "publish_batch (after commit: Redis, channel layer)")])
     processed = done = 0
     try:
@@ -361,7 +367,8 @@ def run_profile(batches: int) -> dict:
             "cumulative": cumulative, "tottime": out.getvalue(), "breakdown": breakdown(stats)}
 
 
-BREAKDOWN_CALLERS = {"run_batch", "settle", "apply_journals", "save_book_levels", "publish_batch", "lock_balances"}
+BREAKDOWN_CALLERS = {"run_batch", "settle", "save_trades", "apply_journals", "save_book_levels", "publish_batch",
+                     "lock_balances"}
 
 
 def breakdown(stats: pstats.Stats) -> list[tuple[str, str, float]]:
@@ -373,85 +380,6 @@ def breakdown(stats: pstats.Stats) -> list[tuple[str, str, float]]:
                 where = file.split("/site-packages/")[-1].split("/work/main/")[-1]
                 rows.append((caller_name, f"{name} ({where}:{line})", caller_stats[3]))
     return sorted(rows, key=lambda row: -row[2])
-
-
-ORDER_FIELDS = ["status", "filled_size", "executed_value", "fee", "hold_remaining", "book_priority", "done_at",
-                "reject_reason", "updated_at"]  # what PairMatcher.settle bulk-updates
-ORDER_FIELD_TYPES = {"id": "bigint", "status": "varchar", "filled_size": "numeric", "executed_value": "numeric",
-                     "fee": "numeric", "hold_remaining": "numeric", "book_priority": "bigint", "done_at": "timestamptz",
-                     "reject_reason": "varchar", "updated_at": "timestamptz"}
-
-
-def run_alternatives(repeat: int = 3) -> list[list[str]]:
-    """The matcher's two costliest writes as shipped beside a candidate replacement, same rows, same run.
-
-    Orders are written back with their current values and the ledger rows are rolled back, so the
-    database is unchanged (it is dropped afterwards anyway)."""
-    import statistics
-    import uuid as uuid_module
-
-    from django.db import connection, transaction
-    from django.utils import timezone
-
-    from trading.models import LedgerEntry, Order
-
-    orders = list(Order.objects.order_by("-pk")[:1000])
-    accounts = sorted({order.account_id for order in orders})
-    now = timezone.now()
-    entries = [LedgerEntry(journal=uuid_module.uuid4(), account_id=accounts[i % len(accounts)], asset_id=1,
-                           wallet="spot", bucket="available", amount=Decimal("0.12345678"), reason="trade",
-                           reference=f"trade:{i}", memo="", created_at=now) for i in range(2300)]
-    ledger_columns = ["journal", "account_id", "asset_id", "wallet", "bucket", "amount", "reason", "reference", "memo",
-                      "created_at"]
-    timings: dict[str, list[float]] = {}
-
-    def timed(name, function, rollback=False):
-        with transaction.atomic():
-            start = time.perf_counter()
-            function()
-            timings.setdefault(name, []).append(time.perf_counter() - start)
-            if rollback:
-                transaction.set_rollback(True)
-
-    def orders_django():
-        Order.objects.bulk_update(orders, ORDER_FIELDS)
-
-    def orders_copy():
-        columns = ["id", *ORDER_FIELDS]
-        with connection.connection.cursor() as cursor:
-            cursor.execute("CREATE TEMP TABLE order_changes (" + ", ".join(f"{c} {ORDER_FIELD_TYPES[c]}" for c in columns)
-                           + ") ON COMMIT DROP")
-            with cursor.copy(f"COPY order_changes ({', '.join(columns)}) FROM STDIN") as copy:
-                for order in orders:
-                    copy.write_row([order.pk, *(getattr(order, f) for f in ORDER_FIELDS)])
-            cursor.execute("UPDATE trading_order o SET " + ", ".join(f"{f} = c.{f}" for f in ORDER_FIELDS)
-                           + " FROM order_changes c WHERE o.id = c.id")
-
-    def ledger_django():
-        LedgerEntry.objects.bulk_create(entries)
-
-    def ledger_copy():
-        with connection.connection.cursor() as cursor:
-            with cursor.copy(f"COPY trading_ledgerentry ({', '.join(ledger_columns)}) FROM STDIN") as copy:
-                for entry in entries:
-                    copy.write_row([getattr(entry, c) for c in ledger_columns])
-
-    for _ in range(repeat):
-        timed("orders django", orders_django)
-        timed("orders copy", orders_copy)
-        timed("ledger django", ledger_django, rollback=True)
-        timed("ledger copy", ledger_copy, rollback=True)
-        for entry in entries:
-            entry.pk = None
-    ms = {name: statistics.median(values) * 1000 for name, values in timings.items()}
-    return [
-        ["update 1,000 orders x 9 fields (as in settle)", "Order.objects.bulk_update (CASE WHEN per field)",
-         f"{ms['orders django']:.0f}", "COPY into a temp table + one UPDATE ... FROM", f"{ms['orders copy']:.0f}",
-         f"{ms['orders django'] / ms['orders copy']:.0f}x"],
-        ["insert 2,300 ledger rows (one 500-command batch)", "LedgerEntry.objects.bulk_create",
-         f"{ms['ledger django']:.0f}", "psycopg COPY", f"{ms['ledger copy']:.0f}",
-         f"{ms['ledger django'] / ms['ledger copy']:.0f}x"],
-    ]
 
 
 def run_copy(database: str, batches: int) -> dict:
@@ -510,19 +438,19 @@ def time_ticker(repeat: int = 5) -> tuple[float, int]:
 def run_engine_only() -> dict:
     """The pure engine on the same commands, in the same order (no database, no Decimal rows)."""
     from trading import engine
-    from trading.models import MatcherCommand
+    from trading.matching import ORDER_FIELDS, WorkingOrder
+    from trading.models import BookState, Market, MatcherCommand
 
     matcher = fresh_matcher()
-    from trading.models import BookState, Market
-
     market = Market.objects.get(pair=PAIR)
     matcher.load(BookState.objects.get_or_create(market=market)[0])
     commands = []
-    for command in MatcherCommand.objects.filter(market=market).select_related("order").order_by("pk"):
-        if command.kind == MatcherCommand.Kind.NEW:
-            commands.append(matcher.engine_command(command.order))
+    queue = MatcherCommand.objects.filter(market=market).order_by("pk")
+    for kind, *order_row in queue.values_list("kind", *(f"order__{name}" for name in ORDER_FIELDS)):
+        if kind == MatcherCommand.Kind.NEW:
+            commands.append(matcher.engine_command(WorkingOrder(*order_row)))
         else:
-            commands.append(engine.CancelOrder(command.order_id))
+            commands.append(engine.CancelOrder(order_row[0]))
     book = engine.OrderBook(PAIR)
     events = 0
     with Stopwatch() as watch:
@@ -594,7 +522,6 @@ def main() -> None:
     use_database(clones["profile"])
     phases = run_phases(args.profile_batches)
     profile = run_profile(args.profile_batches)
-    alternatives = run_alternatives()
     use_database(template)
     from django.db import connections
 
@@ -657,9 +584,6 @@ def main() -> None:
     print()
     print_phases(small_phases)
 
-    print()
-    print("Candidate replacements for the costliest steps, same rows, same run (median of 3, ms):")
-    print(table(["operation", "as shipped", "ms", "candidate", "ms", "ratio"], alternatives))
 
     sql = profile["sql"]
     print()

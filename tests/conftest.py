@@ -100,14 +100,19 @@ def fresh_process_state():
 
     from exchange import ratelimit
     from marketdata import replay
-    from trading import dispatch
+    from trading import dispatch, publishing
 
-    dispatch._matchers.clear()
+    def forget_matchers_and_publishing():
+        dispatch._matchers.clear()
+        for published in (publishing._top_of_book, publishing._ticker_owed, publishing._ticker_sent):
+            published.clear()
+
+    forget_matchers_and_publishing()
     cache.clear()
     replay._local.clear()
     ratelimit._windows = None
     yield
-    dispatch._matchers.clear()
+    forget_matchers_and_publishing()
 
 
 @pytest.fixture

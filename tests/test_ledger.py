@@ -20,7 +20,7 @@ def usd(markets) -> Asset:
 
 def transfer(source, target, asset, amount: Decimal) -> Journal:
     return Journal(
-        reason=Reason.TRADE,
+        reason=Reason.SETTLEMENT,
         reference="test:transfer",
         postings=[
             Posting(source.pk, asset.pk, -amount, Bucket.AVAILABLE),
@@ -46,7 +46,7 @@ def test_journal_that_does_not_sum_to_zero_is_refused_and_writes_nothing(make_ac
     fund(account, "USD", "10")
     before = ledger_snapshot()
     unbalanced = Journal(
-        reason=Reason.TRADE,
+        reason=Reason.SETTLEMENT,
         reference="bad",
         postings=[Posting(account.pk, usd.pk, Decimal("-1"), Bucket.AVAILABLE),
                   Posting(account.pk, usd.pk, Decimal("2"), Bucket.LOCKED)],
@@ -61,7 +61,7 @@ def test_journal_that_does_not_sum_to_zero_is_refused_and_writes_nothing(make_ac
 @pytest.mark.parametrize("amount", [Decimal("0"), Decimal("NaN"), 1.5])
 def test_zero_nan_and_float_postings_are_refused(make_account, usd, amount):
     account = make_account()
-    journal = Journal(reason=Reason.TRADE, reference="bad", postings=[Posting(account.pk, usd.pk, amount, Bucket.AVAILABLE)])
+    journal = Journal(reason=Reason.SETTLEMENT, reference="bad", postings=[Posting(account.pk, usd.pk, amount, Bucket.AVAILABLE)])
 
     with pytest.raises(ledger.UnbalancedJournal):
         ledger.apply_journal(journal)

@@ -37,10 +37,45 @@ def test_audit_passes_after_trading_and_names_each_corruption(alice, bob, trade)
     assert audit() == []
 
     Balance.objects.filter(account=bob, asset__symbol="USD").update(available=D("1"))
-    LedgerEntry.objects.filter(reason="trade").first().delete()
+    LedgerEntry.objects.filter(reason="settlement").first().delete()
     Order.objects.filter(account=alice).update(filled_size=D("0.3"))
 
     problems = "\n".join(audit())
     assert "USD" in problems or "held but" in problems
     assert "does not sum to zero" in problems
     assert f"order {Order.objects.get(account=alice).pk}: filled" in problems
+
+
+def test_a_batch_settles_all_its_trades_in_one_netted_journal(alice, bob, django_capture_on_commit_callbacks):
+    from trading import dispatch, services
+    from trading.audit import audit
+    from trading.models import LedgerEntry
+    from trading.orders import OrderRequest
+
+    with django_capture_on_commit_callbacks(execute=False):  # queued, not matched: one batch takes them all
+        for price in ("63000", "63050", "63100"):
+            services.place_order(alice, OrderRequest(pair="BTC-USD", side="sell", type="limit", price=D(price),
+                                                     size=D("0.1")))
+        services.place_order(bob, OrderRequest(pair="BTC-USD", side="buy", type="limit", price=D("63100"),
+                                               size=D("0.3")))
+    dispatch.run_matcher("BTC-USD")
+
+    batches = set(Trade.objects.values_list("batch", flat=True))
+    assert Trade.objects.count() == 3 and len(batches) == 1
+    lines = LedgerEntry.objects.filter(reason="settlement")
+    assert set(lines.values_list("reference", flat=True)) == {f"settlement:BTC-USD:{batches.pop()}"}
+    assert lines.values("journal").distinct().count() == 1
+    keys = list(lines.values_list("account", "asset", "bucket"))
+    assert len(keys) == len(set(keys))  # one net line per account, asset and bucket
+    bob_btc = lines.get(account=bob, asset__symbol="BTC", bucket="available").amount
+    assert bob_btc == D("0.3") - Fill.objects.filter(account=bob).first().fee * 3
+    assert audit() == []
+
+    # Shift money between two lines of the settlement: the journal still sums to zero, but no
+    # longer says what the fills say.
+    alice_usd = lines.get(account=alice, asset__symbol="USD", bucket="available")
+    LedgerEntry.objects.filter(pk=alice_usd.pk).update(amount=alice_usd.amount - 1)
+    bob_usd = lines.get(account=bob, asset__symbol="USD", bucket="locked")
+    LedgerEntry.objects.filter(pk=bob_usd.pk).update(amount=bob_usd.amount + 1)
+    problems = "\n".join(audit())
+    assert f"account {alice.pk} asset" in problems and "but its fills say" in problems

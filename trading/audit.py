@@ -2,14 +2,17 @@
 
 Every asset is conserved (balances, the fee account included, equal what entered from outside);
 no bucket is negative; every journal sums to zero per asset; each account's locked balance equals
-the holds of its live orders; each trade is settled by exactly one journal; each order's filled
-size equals its fills; the book is not crossed and equals the resting orders.
+the holds of its live orders; each matcher batch's settlement journal moves exactly what its
+fills say, so every trade is settled once; each order's filled size equals its fills; the book is
+not crossed and equals the resting orders.
 """
 
 from collections import defaultdict
 from decimal import Decimal
 
-from trading.models import Balance, BookLevel, Fill, LedgerEntry, Order, Trade
+from accounts.models import Account
+from trading.matching import settlement_reference
+from trading.models import Balance, BookLevel, Fill, LedgerEntry, Order, Side
 
 
 def audit() -> list[str]:
@@ -17,15 +20,15 @@ def audit() -> list[str]:
     problems: list[str] = []
     entered = defaultdict(Decimal)
     journals = defaultdict(Decimal)
-    trade_journals = defaultdict(set)
-    for journal, asset_id, bucket, amount, reference in LedgerEntry.objects.values_list(
-        "journal", "asset", "bucket", "amount", "reference"
+    settled = defaultdict(Decimal)
+    for journal, account_id, asset_id, bucket, amount, reference in LedgerEntry.objects.values_list(
+        "journal", "account", "asset", "bucket", "amount", "reference"
     ).iterator(chunk_size=5000):
         journals[(journal, asset_id)] += amount
         if bucket == LedgerEntry.Bucket.EXTERNAL:
             entered[asset_id] -= amount
-        if reference.startswith("trade:"):
-            trade_journals[reference].add(journal)
+        if reference.startswith("settlement:"):
+            settled[(reference, account_id, asset_id)] += amount
     problems += [f"journal {j} does not sum to zero for asset {a}" for (j, a), total in journals.items() if total]
 
     held = defaultdict(Decimal)
@@ -43,10 +46,7 @@ def audit() -> list[str]:
         if entered[asset_id] != held[asset_id]:
             problems.append(f"asset {asset_id}: {held[asset_id]} held but {entered[asset_id]} entered")
 
-    for trade_id in Trade.objects.values_list("pk", flat=True).iterator(chunk_size=5000):
-        if len(trade_journals.pop(f"trade:{trade_id}", ())) != 1:
-            problems.append(f"trade {trade_id} is not settled by exactly one journal")
-    problems += [f"{reference} settles no trade" for reference in trade_journals]
+    problems += settlement_problems(settled)
 
     filled = defaultdict(Decimal)
     for order_id, size in Fill.objects.values_list("order", "size").iterator(chunk_size=5000):
@@ -67,4 +67,28 @@ def audit() -> list[str]:
         asks = [p for (m, side, p) in levels if m == market_id and side == "ask"]
         if bids and asks and max(bids) >= min(asks):
             problems.append(f"market {market_id}: the book is crossed")
+    return problems
+
+
+def settlement_problems(settled: dict[tuple[str, int, int], Decimal]) -> list[str]:
+    """Compare what each settlement journal moved per account and asset (buckets together) with what
+    its batch's fills say: the buyer gets the size less its fee and pays price x size, the seller
+    the reverse, and the fee account gets both fees."""
+    fee_account_id = Account.objects.filter(kind=Account.Kind.FEE).values_list("pk", flat=True).first()
+    expected = defaultdict(Decimal)
+    for account_id, side, price, size, fee, fee_asset_id, batch, pair, base_id, quote_id in Fill.objects.values_list(
+        "account", "side", "price", "size", "fee", "fee_asset", "trade__batch", "market__pair", "market__base",
+        "market__quote",
+    ).iterator(chunk_size=5000):
+        reference, quote = settlement_reference(pair, batch), price * size
+        base_change, quote_change = (size - fee, -quote) if side == Side.BUY else (-size, quote - fee)
+        expected[(reference, account_id, base_id)] += base_change
+        expected[(reference, account_id, quote_id)] += quote_change
+        expected[(reference, fee_account_id, fee_asset_id)] += fee
+    problems = []
+    for key in sorted(set(settled) | set(expected)):
+        if settled.get(key, 0) != expected.get(key, 0):
+            reference, account_id, asset_id = key
+            problems.append(f"{reference}: account {account_id} asset {asset_id} moved {settled.get(key, 0)} "
+                            f"but its fills say {expected.get(key, 0)}")
     return problems

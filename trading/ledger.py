@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Q
+from django.utils import timezone
 
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.money import EXACT
 from trading.models import Asset, Balance, LedgerEntry, Wallet
-from trading.sql import update_rows
+from trading.sql import insert_rows, lock_rows, update_rows, upsert_rows
 
 Bucket = LedgerEntry.Bucket
 Reason = LedgerEntry.Reason
+LEDGER_FIELDS = ["journal", "account", "asset", "wallet", "bucket", "amount", "reason", "reference", "memo",
+                 "created_at"]
 
 
 class UnbalancedJournal(ValueError):
@@ -79,14 +81,10 @@ def net_changes(journals: Iterable[Journal]) -> dict[BalanceKey, list[Decimal]]:
 
 def lock_balances(keys: Iterable[BalanceKey]) -> dict[BalanceKey, Balance]:
     """Create missing balance rows, then lock all of them in primary-key order."""
-    keys = list(keys)
-    Balance.objects.bulk_create(
-        [Balance(account_id=a, asset_id=s, wallet=w) for a, s, w in keys], ignore_conflicts=True
-    )
-    match = Q()
-    for account_id, asset_id, wallet in keys:
-        match |= Q(account_id=account_id, asset_id=asset_id, wallet=wallet)
-    rows = Balance.objects.select_for_update().filter(match).order_by("pk")
+    keys = sorted(keys)
+    upsert_rows(Balance, ["account", "asset", "wallet", "available", "locked"], [(*key, 0, 0) for key in keys],
+                unique=["account", "asset", "wallet"], update=[])
+    rows = lock_rows(Balance, ["account", "asset", "wallet"], keys)
     return {(row.account_id, row.asset_id, row.wallet): row for row in rows}
 
 
@@ -104,7 +102,7 @@ def refuse_shortfalls(shortfalls: list[tuple[Balance, str, Decimal]]) -> None:
     )
 
 
-def apply_journals(journals: Sequence[Journal]) -> list[LedgerEntry]:
+def apply_journals(journals: Sequence[Journal]) -> None:
     """Apply balanced journals atomically; raise INSUFFICIENT_FUNDS, writing nothing, if any bucket would go negative."""
     for journal in journals:
         check_journal(journal)
@@ -121,26 +119,18 @@ def apply_journals(journals: Sequence[Journal]) -> list[LedgerEntry]:
                     shortfalls.append((row, bucket, value))
         if shortfalls:
             refuse_shortfalls(shortfalls)
-        update_rows(Balance, list(balances.values()), ["available", "locked"])
-        return LedgerEntry.objects.bulk_create(
-            LedgerEntry(
-                journal=journal.id,
-                account_id=posting.account_id,
-                asset_id=posting.asset_id,
-                wallet=posting.wallet,
-                bucket=posting.bucket,
-                amount=posting.amount,
-                reason=journal.reason,
-                reference=journal.reference,
-                memo=journal.memo,
-            )
+        update_rows(Balance, ["available", "locked"], [(row.pk, row.available, row.locked) for row in balances.values()])
+        now = timezone.now()
+        insert_rows(LedgerEntry, LEDGER_FIELDS, [
+            (journal.id, posting.account_id, posting.asset_id, posting.wallet, posting.bucket, posting.amount,
+             journal.reason, journal.reference, journal.memo, now)
             for journal in journals
             for posting in journal.postings
-        )
+        ])
 
 
-def apply_journal(journal: Journal) -> list[LedgerEntry]:
-    return apply_journals([journal])
+def apply_journal(journal: Journal) -> None:
+    apply_journals([journal])
 
 
 def bucket_transfer(
@@ -156,9 +146,9 @@ def bucket_transfer(
 
 def adjust_balance(
     *, account_id: int, asset_id: int, amount: Decimal, reference: str, memo: str, wallet: str = Wallet.SPOT
-) -> list[LedgerEntry]:
+) -> None:
     """Credit (amount > 0) or debit (amount < 0) an account's available balance against the outside world."""
-    return apply_journal(
+    apply_journal(
         Journal(
             reason=Reason.ADJUSTMENT,
             reference=reference,

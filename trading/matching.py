@@ -2,20 +2,30 @@
 
 The matcher takes the pair's queued commands (new orders, cancels) in id order, runs them through
 the in-memory book, and commits everything that follows in ONE transaction per batch: order states,
-trades and fills, ledger journals (fees to the fee account, holds released), the changed book
-levels, the book sequence, and the deletion of the commands it processed. A matcher killed at any
-instant therefore either redoes a whole batch or none of it. Publishing happens after the commit.
+trades and fills, one settlement journal, the changed book levels, the book sequence, and the
+deletion of the commands it processed. A matcher killed at any instant therefore either redoes a
+whole batch or none of it. Publishing happens after the commit.
 
-The book in memory is trusted only while ``BookState.batches`` says no one else has written since:
-otherwise (another process, a failed commit) it is rebuilt from the open orders.
+The settlement journal holds each account's net change per asset and bucket over the batch (trades,
+fees to the fee account, unused holds released): a batch of hundreds of trades posts tens of ledger
+lines, not thousands. The batch's fills are its per-trade detail, and ``trading.audit`` checks every
+settlement against them.
+
+The book, and the working copies of the orders on it, are trusted only while ``BookState.batches``
+says no one else has written since: otherwise (another process, a failed commit) both are rebuilt
+from the open orders. Orders are plain objects and rows go out by COPY and array parameters
+(``trading.sql``) because model instances and the ORM's bulk SQL were most of a batch's time
+(docs/performance.md).
 """
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
+from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Account
@@ -25,7 +35,7 @@ from marketdata.checksum import CHECKSUM_DEPTH
 from trading import engine, ledger, publishing
 from trading.ledger import Bucket, Journal, Posting, Reason
 from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Side, Trade
-from trading.sql import update_rows
+from trading.sql import delete_rows, insert_rows, reserve_ids, update_rows, upsert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +48,17 @@ CLOSING_STATUS = {
     engine.Expired: Order.Status.EXPIRED,
     engine.Rejected: Order.Status.REJECTED,
 }
+# The order columns the matcher reads, and those it writes back.
+ORDER_FIELDS = ("id", "account_id", "side", "type", "price", "size", "funds", "stop_price", "protection_price",
+                "time_in_force", "post_only", "stp", "status", "filled_size", "executed_value", "fee",
+                "hold_asset_id", "hold_remaining", "book_priority")
+WRITTEN_ORDER_FIELDS = ["status", "filled_size", "executed_value", "fee", "hold_remaining", "book_priority",
+                        "done_at", "reject_reason", "updated_at"]
+TRADE_FIELDS = ["id", "market", "price", "size", "quote_amount", "taker_side", "maker_order", "taker_order",
+                "executed_at", "batch"]
+FILL_FIELDS = ["id", "trade", "order", "account", "market", "side", "liquidity", "price", "size", "fee",
+               "fee_asset", "executed_at"]
+RESTING = (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
 
 
 def to_units(value: Decimal, step: Decimal) -> int:
@@ -53,8 +74,38 @@ def charge(amount: Decimal, rate: Decimal) -> Decimal:
     return (amount * rate).quantize(FEE_QUANTUM, rounding=ROUND_DOWN)
 
 
-def engine_price(order: Order) -> Decimal | None:
-    return order.price if order.price is not None else order.protection_price
+def settlement_reference(pair: str, batch: int) -> str:
+    return f"settlement:{pair}:{batch}"
+
+
+class WorkingOrder:
+    """The matcher's copy of an order it is matching or holds on the book."""
+
+    __slots__ = (*ORDER_FIELDS, "done_at", "reject_reason")
+
+    def __init__(self, *values):
+        for name, value in zip(ORDER_FIELDS, values):
+            setattr(self, name, value)
+        self.done_at, self.reject_reason = None, ""
+
+    @property
+    def limit_price(self) -> Decimal | None:
+        """The price the engine sees: the limit, or the protection price of a market buy given by size."""
+        return self.price if self.price is not None else self.protection_price
+
+    def written_row(self, now: datetime) -> tuple:
+        return (self.id, self.status, self.filled_size, self.executed_value, self.fee, self.hold_remaining,
+                self.book_priority, self.done_at, self.reject_reason, now)
+
+
+class TradeRecord(NamedTuple):
+    """A committed trade, as the publisher needs it (the fields streams.trade_message reads)."""
+
+    pk: int
+    price: Decimal
+    size: Decimal
+    taker_side: str
+    executed_at: datetime
 
 
 @dataclass
@@ -72,23 +123,21 @@ class BatchResult:
 
     market: Market
     processed_order_ids: list[int]
-    orders: list[Order]
-    trades: list[Trade]
-    fills: list[Fill]
+    orders: list[tuple[int, int]]  # (account_id, order_id) of every order whose state changed
+    trades: list[TradeRecord]
+    fills: list[tuple[int, int]]  # (account_id, fill_id)
     delta: BookDelta | None
 
 
 @dataclass
 class Batch:
-    """Turns one batch's engine events into rows and journals."""
+    """Turns one batch's engine events into order states, trade and fill rows and net postings."""
 
     matcher: "PairMatcher"
-    orders: dict[int, Order]
-    fee_rates: dict[int, tuple[Decimal, Decimal]] = field(default_factory=dict)
-    trades: list[tuple[Trade, list[Posting]]] = field(default_factory=list)
-    fills: list[Fill] = field(default_factory=list)
-    journals: list[Journal] = field(default_factory=list)
-    changed: dict[int, Order] = field(default_factory=dict)
+    fee_rates: dict[int, tuple[Decimal, Decimal]]
+    trades: list[tuple] = field(default_factory=list)  # (maker, taker, price, size, quote, taker_side)
+    net: dict[tuple[int, int, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    changed: dict[int, WorkingOrder] = field(default_factory=dict)
 
     def apply(self, events: list) -> None:
         for event in events:
@@ -97,7 +146,7 @@ class Batch:
                 self.settle_trade(event)
             elif kind is engine.Rested:
                 order = self.touch(event.order_id)
-                order.status = Order.Status.OPEN if not order.filled_size else Order.Status.PARTIALLY_FILLED
+                order.status = Order.Status.PARTIALLY_FILLED if order.filled_size else Order.Status.OPEN
                 self.matcher.priority += 1
                 order.book_priority = self.matcher.priority
             elif kind in CLOSING_STATUS:
@@ -105,26 +154,27 @@ class Batch:
             elif kind is engine.Untriggered:
                 self.touch(event.order_id).status = Order.Status.UNTRIGGERED
             elif kind is engine.CancelRejected:
-                order = self.orders[event.order_id]
-                if order.is_live:
-                    logger.error("%s: engine does not hold live order %s", self.matcher.pair, order.pk)
+                order = self.matcher.orders.get(event.order_id)
+                if order is not None and order.status in Order.LIVE_STATUSES:
+                    logger.error("%s: engine does not hold live order %s", self.matcher.pair, order.id)
             # engine.Triggered needs no row change: the events of the triggered order follow it.
 
-    def touch(self, order_id: int) -> Order:
-        order = self.orders[order_id]
+    def touch(self, order_id: int) -> WorkingOrder:
+        order = self.matcher.orders[order_id]
         self.changed[order_id] = order
         return order
 
-    def close(self, order: Order, status: str, reason: str) -> None:
+    def post(self, account_id: int, asset_id: int, bucket: str, amount: Decimal) -> None:
+        self.net[(account_id, asset_id, bucket)] += amount
+
+    def close(self, order: WorkingOrder, status: str, reason: str) -> None:
         order.status = status
         order.done_at = self.matcher.now
         if status == Order.Status.REJECTED:
             order.reject_reason = reason
         if order.hold_remaining:
-            self.journals.append(ledger.bucket_transfer(
-                order.account_id, order.hold_asset_id, order.hold_remaining, source=Bucket.LOCKED,
-                target=Bucket.AVAILABLE, reason=Reason.ORDER_RELEASE, reference=f"order:{order.pk}",
-            ))
+            self.post(order.account_id, order.hold_asset_id, Bucket.LOCKED, -order.hold_remaining)
+            self.post(order.account_id, order.hold_asset_id, Bucket.AVAILABLE, order.hold_remaining)
             order.hold_remaining = Decimal(0)
 
     def settle_trade(self, event: engine.Trade) -> None:
@@ -136,38 +186,33 @@ class Batch:
         buyer_fee = charge(size, self.fee_rate(buyer, taker))
         seller_fee = charge(quote, self.fee_rate(seller, taker))
         # A buy holds quote at its limit (or protection) price; funds-market buys hold exactly what they spend.
-        buyer_hold_used = quote if buyer.funds is not None else engine_price(buyer) * size
+        buyer_hold_used = quote if buyer.funds is not None else buyer.limit_price * size
 
         for order, fee, hold_used in ((buyer, buyer_fee, buyer_hold_used), (seller, seller_fee, size)):
             order.filled_size += size
             order.executed_value += quote
             order.fee += fee
             order.hold_remaining -= hold_used
-            if order is maker:
-                order.status = Order.Status.PARTIALLY_FILLED
+        maker.status = Order.Status.PARTIALLY_FILLED
+        self.trades.append((maker, taker, price, size, quote, event.taker_side, buyer_fee, seller_fee))
 
-        trade = Trade(market=market, price=price, size=size, quote_amount=quote, taker_side=event.taker_side,
-                      maker_order=maker, taker_order=taker, executed_at=self.matcher.now)
-        for order, fee, asset_id in ((buyer, buyer_fee, market.base_id), (seller, seller_fee, market.quote_id)):
-            self.fills.append(
-                Fill(trade=trade, order=order, account_id=order.account_id, market=market, side=order.side,
-                     liquidity=Fill.Liquidity.TAKER if order is taker else Fill.Liquidity.MAKER,
-                     price=price, size=size, fee=fee, fee_asset_id=asset_id, executed_at=self.matcher.now)
-            )
-        postings = [
-            Posting(seller.account_id, market.base_id, -size, Bucket.LOCKED),
-            Posting(buyer.account_id, market.base_id, size - buyer_fee, Bucket.AVAILABLE),
-            Posting(fee_account_id, market.base_id, buyer_fee, Bucket.AVAILABLE),
-            Posting(buyer.account_id, market.quote_id, -buyer_hold_used, Bucket.LOCKED),
-            Posting(buyer.account_id, market.quote_id, buyer_hold_used - quote, Bucket.AVAILABLE),
-            Posting(seller.account_id, market.quote_id, quote - seller_fee, Bucket.AVAILABLE),
-            Posting(fee_account_id, market.quote_id, seller_fee, Bucket.AVAILABLE),
-        ]
-        self.trades.append((trade, [p for p in postings if p.amount]))
+        base, quote_asset = market.base_id, market.quote_id
+        self.post(seller.account_id, base, Bucket.LOCKED, -size)
+        self.post(buyer.account_id, base, Bucket.AVAILABLE, size - buyer_fee)
+        self.post(fee_account_id, base, Bucket.AVAILABLE, buyer_fee)
+        self.post(buyer.account_id, quote_asset, Bucket.LOCKED, -buyer_hold_used)
+        self.post(buyer.account_id, quote_asset, Bucket.AVAILABLE, buyer_hold_used - quote)
+        self.post(seller.account_id, quote_asset, Bucket.AVAILABLE, quote - seller_fee)
+        self.post(fee_account_id, quote_asset, Bucket.AVAILABLE, seller_fee)
 
-    def fee_rate(self, order: Order, taker: Order) -> Decimal:
+    def fee_rate(self, order: WorkingOrder, taker: WorkingOrder) -> Decimal:
         maker_rate, taker_rate = self.fee_rates[order.account_id]
         return taker_rate if order is taker else maker_rate
+
+    def settlement(self, reference: str) -> Journal | None:
+        postings = [Posting(account_id, asset_id, amount, bucket)
+                    for (account_id, asset_id, bucket), amount in sorted(self.net.items()) if amount]
+        return Journal(reason=Reason.SETTLEMENT, reference=reference, postings=postings) if postings else None
 
 
 class PairMatcher:
@@ -176,21 +221,22 @@ class PairMatcher:
         self.market: Market | None = None
         self.fee_account_id: int | None = None
         self.book: engine.OrderBook | None = None
+        self.orders: dict[int, WorkingOrder] = {}  # the orders on the book, resting or waiting stops
         self.batches = -1
         self.priority = 0
         self.now = timezone.now()
 
     # -- conversions between the database's decimals and the engine's integers
 
-    def engine_command(self, order: Order) -> engine.NewOrder:
+    def engine_command(self, order: WorkingOrder) -> engine.NewOrder:
         """A market or stop-market buy given by size enters as IOC (or FOK) limit at its protection price."""
         tick, lot = self.market.tick_size, self.market.lot_size
-        price, kind, time_in_force = engine_price(order), order.type, order.time_in_force
+        price, kind, time_in_force = order.limit_price, order.type, order.time_in_force
         if order.protection_price is not None:
             kind = Order.Type.LIMIT if order.type == Order.Type.MARKET else Order.Type.STOP
             time_in_force = Order.TimeInForce.FOK if time_in_force == Order.TimeInForce.FOK else Order.TimeInForce.IOC
         return engine.NewOrder(
-            order_id=order.pk,
+            order_id=order.id,
             account_id=order.account_id,
             side=order.side,
             type=kind,
@@ -211,15 +257,18 @@ class PairMatcher:
         book = engine.OrderBook(self.pair)
         last_price = Trade.objects.filter(market=self.market).order_by("-id").values_list("price", flat=True).first()
         book.last_trade_price = None if last_price is None else to_units(last_price, tick)
-        orders = Order.objects.filter(market=self.market)
-        resting = orders.filter(status__in=(Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)).order_by("book_priority")
-        for order in resting:
-            book.load_resting(order.pk, order.account_id, order.side, to_units(engine_price(order), tick),
-                              to_units(order.remaining_size, lot), order.stp)
-        for order in orders.filter(status=Order.Status.UNTRIGGERED).order_by("pk"):
-            book.load_stop(self.engine_command(order))
+        live = Order.objects.filter(market=self.market, status__in=(*RESTING, Order.Status.UNTRIGGERED))
+        orders = [WorkingOrder(*row) for row in live.order_by("book_priority", "pk").values_list(*ORDER_FIELDS)]
+        for order in orders:
+            if order.status in RESTING:
+                book.load_resting(order.id, order.account_id, order.side, to_units(order.limit_price, tick),
+                                  to_units(order.size - order.filled_size, lot), order.stp)
+        for order in sorted(orders, key=lambda order: order.id):
+            if order.status == Order.Status.UNTRIGGERED:
+                book.load_stop(self.engine_command(order))
         book.drain_touched_levels()
         self.book, self.batches, self.priority = book, state.batches, state.last_priority
+        self.orders = {order.id: order for order in orders}
 
     # -- one batch
 
@@ -234,7 +283,8 @@ class PairMatcher:
                 if self.book is None or state.batches != self.batches or self.market.pk != market_id:
                     self.load(state)
                 commands = list(
-                    MatcherCommand.objects.filter(market=self.market).select_related("order").order_by("pk")[:BATCH_SIZE]
+                    MatcherCommand.objects.filter(market_id=market_id).order_by("pk")
+                    .values_list("pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS))[:BATCH_SIZE]
                 )
                 if not commands:
                     return None
@@ -246,61 +296,68 @@ class PairMatcher:
         self.batches = state.batches
         return result
 
-    def settle(self, commands: list[MatcherCommand], state: BookState) -> BatchResult:
+    def settle(self, commands: list[tuple], state: BookState) -> BatchResult:
         self.now = timezone.now()
-        orders = {command.order_id: command.order for command in commands}
         events = []
-        for command in commands:
-            if command.kind == MatcherCommand.Kind.NEW:
-                events.extend(self.book.apply(self.engine_command(command.order)))
+        for command_id, kind, *order_row in commands:
+            if kind == MatcherCommand.Kind.NEW:
+                order = self.orders[order_row[0]] = WorkingOrder(*order_row)
+                events.extend(self.book.apply(self.engine_command(order)))
             else:
-                events.extend(self.book.apply(engine.CancelOrder(command.order_id)))
-        # Resting makers, stops a trade triggered and resting orders self-trade prevention cancelled.
-        referenced = set()
+                events.extend(self.book.apply(engine.CancelOrder(order_row[0])))
+        account_ids = set()
         for event in events:
             if type(event) is engine.Trade:
-                referenced.update((event.maker_order_id, event.taker_order_id))
-            else:
-                referenced.add(event.order_id)
-        orders.update(Order.objects.in_bulk(referenced - orders.keys()))
-        batch = Batch(self, orders)
-        account_ids = {order.account_id for order in orders.values()}
-        batch.fee_rates = {
+                account_ids.update((event.maker_account_id, event.taker_account_id))
+        batch = Batch(self, fee_rates={
             account.pk: (account.rate_tier.maker_fee_rate, account.rate_tier.taker_fee_rate)
             for account in Account.objects.filter(pk__in=account_ids).select_related("rate_tier")
-        }
+        })
         batch.apply(events)
 
-        trades = Trade.objects.bulk_create([trade for trade, _ in batch.trades])
-        for fill in batch.fills:
-            fill.trade_id = fill.trade.pk
-        Fill.objects.bulk_create(batch.fills)
-        journals = [
-            Journal(reason=Reason.TRADE, reference=f"trade:{trade.pk}", postings=postings)
-            for trade, postings in batch.trades
-        ]
-        ledger.apply_journals(journals + batch.journals)
-        for order in batch.changed.values():
-            order.updated_at = self.now
-        update_rows(
-            Order,
-            list(batch.changed.values()),
-            ["status", "filled_size", "executed_value", "fee", "hold_remaining", "book_priority", "done_at",
-             "reject_reason", "updated_at"],
-        )
-        delta = self.save_book_levels(state)
         state.batches += 1
+        trades, fills = self.save_trades(batch.trades, state.batches)
+        journal = batch.settlement(settlement_reference(self.pair, state.batches))
+        if journal is not None:
+            ledger.apply_journals([journal])
+        update_rows(Order, WRITTEN_ORDER_FIELDS, [order.written_row(self.now) for order in batch.changed.values()])
+        for order in batch.changed.values():
+            if order.status not in Order.LIVE_STATUSES:
+                del self.orders[order.id]
+        delta = self.save_book_levels(state)
         state.last_priority = self.priority
         state.save()
-        MatcherCommand.objects.filter(pk__in=[command.pk for command in commands]).delete()
+        MatcherCommand.objects.filter(pk__in=[command[0] for command in commands]).delete()
         return BatchResult(
             market=self.market,
-            processed_order_ids=[command.order_id for command in commands],
-            orders=list(batch.changed.values()),
+            processed_order_ids=[command[2] for command in commands],
+            orders=[(order.account_id, order.id) for order in batch.changed.values()],
             trades=trades,
-            fills=batch.fills,
+            fills=fills,
             delta=delta,
         )
+
+    def save_trades(self, trades: list[tuple], batch_number: int) -> tuple[list[TradeRecord], list[tuple[int, int]]]:
+        """Insert the batch's trades and both fills of each (a fill's fee is in the asset it receives).
+
+        Returns the trades for publishing, and (account_id, fill_id) of the fills."""
+        market, now = self.market, self.now
+        trade_ids, fill_ids = reserve_ids(Trade, len(trades)), iter(reserve_ids(Fill, 2 * len(trades)))
+        trade_rows, fill_rows, records = [], [], []
+        for trade_id, (maker, taker, price, size, quote, taker_side, buyer_fee, seller_fee) in zip(trade_ids, trades):
+            trade_rows.append((trade_id, market.pk, price, size, quote, taker_side, maker.id, taker.id, now,
+                               batch_number))
+            records.append(TradeRecord(trade_id, price, size, taker_side, now))
+            for order in (maker, taker):
+                buys = order.side == Side.BUY
+                fill_rows.append((
+                    next(fill_ids), trade_id, order.id, order.account_id, market.pk, order.side,
+                    Fill.Liquidity.TAKER if order is taker else Fill.Liquidity.MAKER, price, size,
+                    buyer_fee if buys else seller_fee, market.base_id if buys else market.quote_id, now,
+                ))
+        insert_rows(Trade, TRADE_FIELDS, trade_rows)
+        insert_rows(Fill, FILL_FIELDS, fill_rows)
+        return records, [(row[3], row[0]) for row in fill_rows]
 
     def save_book_levels(self, state: BookState) -> BookDelta | None:
         """Write the levels this batch changed; one delta (sequence + 1) if any changed."""
@@ -314,19 +371,17 @@ class PairMatcher:
             top_bids=[(price * tick, size * lot) for price, size in top_bids],
             top_asks=[(price * tick, size * lot) for price, size in top_asks],
         )
-        removed, kept = Q(), []
+        removed, kept = [], []
         for side, price_ticks in touched:
             price, size = price_ticks * tick, self.book.level_size(side, price_ticks) * lot
             (delta.bids if side == Side.BUY else delta.asks).append((price, size))
             if size:
-                kept.append(BookLevel(market=self.market, side=BOOK_SIDE[side], price=price, size=size))
+                kept.append((self.market.pk, BOOK_SIDE[side], price, size))
             else:
-                removed |= Q(side=BOOK_SIDE[side], price=price)
-        if removed:
-            BookLevel.objects.filter(removed, market=self.market).delete()
-        BookLevel.objects.bulk_create(
-            kept, update_conflicts=True, unique_fields=["market", "side", "price"], update_fields=["size"]
-        )
+                removed.append((self.market.pk, BOOK_SIDE[side], price))
+        delete_rows(BookLevel, ["market", "side", "price"], removed)
+        upsert_rows(BookLevel, ["market", "side", "price", "size"], kept, unique=["market", "side", "price"],
+                    update=["size"])
         delta.bids.sort(reverse=True)
         delta.asks.sort()
         state.sequence = delta.sequence
@@ -337,4 +392,6 @@ class PairMatcher:
         results = []
         while (result := self.run_batch()) is not None:
             results.append(result)
+        if self.market is not None:
+            publishing.publish_owed_ticker(self.market)
         return results

@@ -141,8 +141,7 @@ class LedgerEntry(models.Model):
         ADJUSTMENT = "adjustment"
         ORDER_HOLD = "order_hold"
         ORDER_RELEASE = "order_release"
-        TRADE = "trade"
-        FEE = "fee"
+        SETTLEMENT = "settlement"  # a matcher batch's net trades, fees and released holds
 
     journal = models.UUIDField(db_index=True)
     account = models.ForeignKey(
@@ -153,7 +152,7 @@ class LedgerEntry(models.Model):
     bucket = models.CharField(max_length=10, choices=Bucket.choices)
     amount = AmountField(help_text="Signed: positive credits the bucket, negative debits it.")
     reason = models.CharField(max_length=16, choices=Reason.choices)
-    reference = models.CharField(max_length=120, help_text="What caused it: order:12, trade:7, admin:alice.")
+    reference = models.CharField(max_length=120, help_text="What caused it: order:12, settlement:BTC-USD:7, admin:alice.")
     memo = models.CharField(max_length=200, blank=True, help_text="Why, in words (operator adjustments).")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -326,6 +325,7 @@ class Trade(models.Model):
     maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
     taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
     executed_at = models.DateTimeField(db_index=True)
+    batch = models.BigIntegerField(help_text="The matcher batch whose settlement journal moved its funds.")
 
     class Meta:
         indexes = [models.Index(fields=["market", "-id"]), models.Index(fields=["market", "executed_at"])]

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 
 from asgiref.sync import async_to_sync
@@ -21,8 +22,13 @@ from trading import dispatch
 
 logger = logging.getLogger(__name__)
 
-# The best bid and ask last published per pair: the ticker goes out when a batch trades or moves them.
+# The best bid and ask last published per pair: the ticker changes when a batch trades or moves them.
 _top_of_book: dict[str, tuple] = {}
+# A changed ticker is owed to the pair's subscribers; it goes out at most every TICKER_INTERVAL_SECONDS,
+# and when the queue empties.
+TICKER_INTERVAL_SECONDS = 0.25
+_ticker_owed: set[str] = set()
+_ticker_sent: dict[str, float] = {}
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
@@ -74,18 +80,37 @@ def publish_batch(result) -> None:
         top = None if result.delta is None else (result.delta.top_bids[:1], result.delta.top_asks[:1])
         if result.trades or (top is not None and top != _top_of_book.get(market.pair)):
             _top_of_book[market.pair] = top or _top_of_book.get(market.pair)
-            group = streams.ticker_group(market.pair)
-            messages.append((group, {"type": "market.ticker", "group": group,
-                                     "text": json.dumps(streams.ticker_message(market))}))
+            _ticker_owed.add(market.pair)
+        if time.monotonic() - _ticker_sent.get(market.pair, -TICKER_INTERVAL_SECONDS) >= TICKER_INTERVAL_SECONDS:
+            messages += ticker_messages(market)
         per_account = defaultdict(lambda: {"orders": [], "fills": []})
-        for order in result.orders:
-            per_account[order.account_id]["orders"].append(order.pk)
-        for fill in result.fills:
-            per_account[fill.account_id]["fills"].append(fill.pk)
+        for account_id, order_id in result.orders:
+            per_account[account_id]["orders"].append(order_id)
+        for account_id, fill_id in result.fills:
+            per_account[account_id]["fills"].append(fill_id)
         messages += [account_changes(account_id, **changes) for account_id, changes in per_account.items()]
         group_send_all(messages)
     except Exception:
         logger.exception("publishing a %s batch failed", market.pair)
+
+
+def ticker_messages(market) -> list[tuple[str, dict]]:
+    """The pair's ticker if a batch changed it since the last one sent (at most one per interval:
+    it aggregates the day's trades, which took milliseconds per batch when sent after each)."""
+    if market.pair not in _ticker_owed:
+        return []
+    _ticker_owed.discard(market.pair)
+    _ticker_sent[market.pair] = time.monotonic()
+    group = streams.ticker_group(market.pair)
+    return [(group, {"type": "market.ticker", "group": group, "text": json.dumps(streams.ticker_message(market))})]
+
+
+def publish_owed_ticker(market) -> None:
+    """Called when the matcher's queue is empty, so the last batch's ticker never waits for another batch."""
+    try:
+        group_send_all(ticker_messages(market))
+    except Exception:
+        logger.exception("publishing the %s ticker failed", market.pair)
 
 
 def account_changes(account_id: int, orders=(), fills=()) -> tuple[str, dict]:

@@ -1,4 +1,4 @@
-"""Exact aggregates over AmountField on every database.
+"""SQL that the ORM does not do well enough: exact sums on SQLite, and the matcher's bulk writes.
 
 On SQLite amounts are text (see AmountField) and its SUM() would add them as floats, so an
 EXACT_SUM aggregate doing Decimal arithmetic is registered on each new SQLite connection.
@@ -32,39 +32,133 @@ def register_sqlite_functions(sender, connection, **kwargs) -> None:
         connection.connection.create_aggregate("EXACT_SUM", 1, _DecimalSum)
 
 
-UPDATE_CHUNK = 1000
+# The matcher's bulk writes. Django's bulk_create/bulk_update build one large SQL text per call in
+# Python (bulk_update a CASE per field per row) and were most of a batch's time
+# (benchmarks/matcher_bench.py, docs/performance.md). PostgreSQL gets COPY and array parameters
+# instead; SQLite, the single-process embedded default, gets executemany with the fields' own
+# conversions (amounts are fixed-width text there).
 
 
-def update_rows(model, rows, fields: list[str]) -> None:
-    """Write ``fields`` of many rows in one UPDATE ... FROM (VALUES ...) per chunk.
+def _columns(model, fields: list[str]):
+    return [model._meta.get_field(name) for name in fields]
 
-    Django's bulk_update builds a CASE expression per field per row, which made it half of a
-    matcher batch's time (benchmarks/matcher_bench.py). PostgreSQL gets explicit casts because
-    VALUES parameters arrive untyped; SQLite (3.33+ has UPDATE FROM) is dynamically typed and must
-    not be cast (CAST(... AS datetime) would turn a timestamp into a number).
-    """
-    meta = model._meta
-    columns = [meta.get_field(name) for name in fields]
-    postgres = connection.vendor == "postgresql"
-    # SQLite names the VALUES columns column1, column2, ... and takes no column list after the alias.
-    names = ['"id"', *(f'"{column.column}"' for column in columns)] if postgres else [
-        f"column{i}" for i in range(1, len(columns) + 2)
-    ]
 
-    def value(column, name: str) -> str:
-        return f"CAST(v.{name} AS {column.db_type(connection)})" if postgres else f"v.{name}"
+def _prepared(fields, rows):
+    return [[field.get_db_prep_save(value, connection) for field, value in zip(fields, row)] for row in rows]
 
-    assignments = ", ".join(f'"{column.column}" = {value(column, name)}' for column, name in zip(columns, names[1:]))
-    alias = f"v({', '.join(names)})" if postgres else "v"
-    key = f"CAST(v.{names[0]} AS bigint)" if postgres else f"v.{names[0]}"
-    for start in range(0, len(rows), UPDATE_CHUNK):
-        chunk = rows[start:start + UPDATE_CHUNK]
-        row_sql = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
-        params = []
-        for row in chunk:
-            params.append(row.pk)
-            params.extend(column.get_db_prep_save(getattr(row, column.attname), connection) for column in columns)
-        sql = (f'UPDATE "{meta.db_table}" AS t SET {assignments} FROM (VALUES {", ".join([row_sql] * len(chunk))}) '
-               f'AS {alias} WHERE t."id" = {key}')
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+
+def reserve_ids(model, count: int) -> list[int]:
+    """``count`` new primary keys for rows this transaction is about to insert with explicit ids."""
+    if not count:
+        return []
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SELECT nextval(pg_get_serial_sequence('\"{table}\"', 'id')) FROM generate_series(1, %s)",
+                           [count])
+            return [row[0] for row in cursor.fetchall()]
+        # SQLite transactions here are IMMEDIATE (settings): this one holds the write lock, so no
+        # other writer can take these ids before it commits.
+        cursor.execute(f'SELECT COALESCE(MAX(id), 0) FROM "{table}"')
+        last = cursor.fetchone()[0]
+        cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = %s", [table])
+        last = max(last, cursor.fetchone()[0])
+    return list(range(last + 1, last + count + 1))
+
+
+def insert_rows(model, fields: list[str], rows: list[tuple]) -> None:
+    """Insert rows (tuples of ``fields`` values, Python types) in one COPY on PostgreSQL."""
+    if not rows:
+        return
+    columns = _columns(model, fields)
+    names = ", ".join(f'"{column.column}"' for column in columns)
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join(["%s"] * len(columns))
+            cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', _prepared(columns, rows))
+
+
+def _unnest(columns) -> str:
+    """PostgreSQL: rows as one unnest() of typed arrays, one array parameter per column."""
+    return "unnest(" + ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns) + ")"
+
+
+def _arrays(rows) -> list[list]:
+    return [list(values) for values in zip(*rows)]
+
+
+def _names(columns) -> str:
+    return ", ".join(f'"{column.column}"' for column in columns)
+
+
+def update_rows(model, fields: list[str], rows: list[tuple]) -> None:
+    """Set ``fields`` of many rows, each given as (pk, *values), in one statement on PostgreSQL."""
+    if not rows:
+        return
+    columns = _columns(model, ["id", *fields])
+    table = model._meta.db_table
+    assignments = ", ".join(f'"{column.column}" = %s' for column in columns[1:])
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            assignments = ", ".join(f'"{column.column}" = v."{column.column}"' for column in columns[1:])
+            cursor.execute(f'UPDATE "{table}" AS t SET {assignments} FROM {_unnest(columns)} AS v({_names(columns)}) '
+                           f'WHERE t."id" = v."id"', _arrays(rows))
+        else:
+            cursor.executemany(f'UPDATE "{table}" SET {assignments} WHERE "id" = %s',
+                               [[*values[1:], values[0]] for values in _prepared(columns, rows)])
+
+
+def upsert_rows(model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str]) -> None:
+    """Insert rows, or where a row with the same ``unique`` fields exists, set its ``update`` fields
+    (or leave it as it is when ``update`` is empty)."""
+    if not rows:
+        return
+    columns = _columns(model, fields)
+    table = model._meta.db_table
+    conflict = f"ON CONFLICT ({_names(_columns(model, unique))}) " + (
+        "DO UPDATE SET " + ", ".join(f'"{column.column}" = EXCLUDED."{column.column}"' for column in _columns(model, update))
+        if update else "DO NOTHING"
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f'INSERT INTO "{table}" ({_names(columns)}) SELECT * FROM {_unnest(columns)} {conflict}',
+                           _arrays(rows))
+        else:
+            marks = ", ".join(["%s"] * len(columns))
+            cursor.executemany(f'INSERT INTO "{table}" ({_names(columns)}) VALUES ({marks}) {conflict}',
+                               _prepared(columns, rows))
+
+
+def delete_rows(model, fields: list[str], rows: list[tuple]) -> None:
+    """Delete the rows whose ``fields`` equal one of the given tuples."""
+    if not rows:
+        return
+    columns = _columns(model, fields)
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in columns)
+            cursor.execute(f'DELETE FROM "{table}" AS t USING {_unnest(columns)} AS v({_names(columns)}) '
+                           f"WHERE {matching}", _arrays(rows))
+        else:
+            matching = " AND ".join(f'"{column.column}" = %s' for column in columns)
+            cursor.executemany(f'DELETE FROM "{table}" WHERE {matching}', _prepared(columns, rows))
+
+
+def lock_rows(model, fields: list[str], keys: list[tuple]) -> list:
+    """The model instances whose ``fields`` equal one of ``keys``, locked FOR UPDATE in primary-key
+    order, so that two transactions locking overlapping rows never deadlock."""
+    columns = _columns(model, fields)
+    if connection.vendor == "postgresql":
+        source, params, lock = f"SELECT * FROM {_unnest(columns)}", _arrays(keys), " FOR UPDATE"
+    else:  # SQLite has no row locks: its IMMEDIATE transactions already hold the database's write lock
+        source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(keys))
+        params, lock = [value for row in _prepared(columns, keys) for value in row], ""
+    return list(model.objects.raw(
+        f'SELECT * FROM "{model._meta.db_table}" WHERE ({_names(columns)}) IN ({source}) ORDER BY "id"{lock}', params
+    ))
