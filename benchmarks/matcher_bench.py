@@ -80,8 +80,19 @@ def parse_args():
     parser.add_argument("--profile-accept", type=int, default=300,
                         help="the first commands accepted run under cProfile (excluded from the acceptance rate)")
     parser.add_argument("--copy-batches", type=int, default=200, help="1,000-row COPY batches for baseline (b)")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="commands per matcher batch for the drains (default: trading.matching.BATCH_SIZE)")
     parser.add_argument("--seed", type=int, default=7)
     return parser.parse_args()
+
+
+def set_batch_size(size: int) -> int:
+    """Commands per batch for this run (0: as shipped)."""
+    from trading import matching
+
+    if size:
+        matching.BATCH_SIZE = size
+    return matching.BATCH_SIZE
 
 
 def configure(database: str, var_dir: str) -> None:
@@ -469,6 +480,7 @@ def main() -> None:
     template = _common.create_database(f"{tag}_tpl")
     var_dir = tempfile.mkdtemp(prefix="bench-matcher-")
     configure(template, var_dir)
+    batch_size = set_batch_size(args.batch_size)
     _common.flush_bench_redis()
 
     own_pid = os.getpid()
@@ -485,6 +497,10 @@ def main() -> None:
     profile_first = min(args.profile_accept, through // 4)
     acceptance = accept(stream[:through], accounts, profile_first, min(args.phase_accept, through // 4))
     bulk_seconds = bulk_queue(stream, through, accounts, acceptance["order_ids"]) if through < len(stream) else 0.0
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # planner statistics, as autovacuum keeps them on a live database
     queued = counts()["queued"]
     print(f"setup (migrate, markets, accounts) {info['setup_s']:.1f} s; accepted {acceptance['news']:,} orders + "
           f"{acceptance['cancels']:,} cancels ({acceptance['profiled_commands']:,} under cProfile in "
@@ -547,16 +563,16 @@ def main() -> None:
           f"audit: {'OK' if not problems else problems[:3]} ({audit_watch.seconds:.1f} s, not timed)")
     per_batch = sorted(s for s, _ in batched["batch_times"])
     if per_batch:
-        print(f"  per 500-command batch: median {per_batch[len(per_batch) // 2] * 1000:.0f} ms, "
+        print(f"  per {batch_size}-command batch: median {per_batch[len(per_batch) // 2] * 1000:.0f} ms, "
               f"max {per_batch[-1] * 1000:.0f} ms; order rows updated per batch: "
               f"{batched['orders_changed'] / batched['batches']:,.0f} on average")
     rows = [
         ["acceptance: place_order / request_cancel, one transaction each",
          f"{acceptance['timed_commands']:,} commands",
          f"{acceptance['seconds']:.2f}", rate(acceptance["timed_commands"], acceptance["seconds"]), "commands/s"],
-        ["drain, batches of 500 (as shipped), whole queue", f"{batched['commands']:,} commands",
+        [f"drain, batches of {batch_size}, whole queue", f"{batched['commands']:,} commands",
          f"{batched['seconds']:.2f}", rate(batched["commands"], batched["seconds"]), "commands/s"],
-        [f"drain, batches of 500, first {prefix_done:,} commands", f"{prefix_done:,} commands",
+        [f"drain, batches of {batch_size}, first {prefix_done:,} commands", f"{prefix_done:,} commands",
          f"{prefix_time:.2f}", rate(prefix_done, prefix_time), "commands/s"],
         [f"baseline (a): BATCH_SIZE = 1, first {single['commands']:,} commands"
          + (" (time cap)" if single["capped"] else ""), f"{single['commands']:,} commands",

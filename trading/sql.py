@@ -6,6 +6,7 @@ EXACT_SUM aggregate doing Decimal arithmetic is registered on each new SQLite co
 
 from decimal import Decimal
 
+import psycopg
 from django.db import connection
 from django.db.models import Sum
 
@@ -39,6 +40,16 @@ def register_sqlite_functions(sender, connection, **kwargs) -> None:
 # conversions (amounts are fixed-width text there).
 
 
+def _cursor():
+    """Django's PostgreSQL cursors bind parameters client-side, quoting every array element in Python
+    (2.5x slower for a batch's order states); these statements bind them server-side instead, on
+    the same connection and in the same transaction."""
+    if connection.vendor == "postgresql":
+        connection.ensure_connection()
+        return psycopg.Cursor(connection.connection)
+    return connection.cursor()
+
+
 def _columns(model, fields: list[str]):
     return [model._meta.get_field(name) for name in fields]
 
@@ -52,7 +63,7 @@ def reserve_ids(model, count: int) -> list[int]:
     if not count:
         return []
     table = model._meta.db_table
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"SELECT nextval(pg_get_serial_sequence('\"{table}\"', 'id')) FROM generate_series(1, %s)",
                            [count])
@@ -73,9 +84,9 @@ def insert_rows(model, fields: list[str], rows: list[tuple]) -> None:
     columns = _columns(model, fields)
     names = ", ".join(f'"{column.column}"' for column in columns)
     table = model._meta.db_table
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         if connection.vendor == "postgresql":
-            with cursor.cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
+            with cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
@@ -103,7 +114,7 @@ def update_rows(model, fields: list[str], rows: list[tuple]) -> None:
     columns = _columns(model, ["id", *fields])
     table = model._meta.db_table
     assignments = ", ".join(f'"{column.column}" = %s' for column in columns[1:])
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         if connection.vendor == "postgresql":
             assignments = ", ".join(f'"{column.column}" = v."{column.column}"' for column in columns[1:])
             cursor.execute(f'UPDATE "{table}" AS t SET {assignments} FROM {_unnest(columns)} AS v({_names(columns)}) '
@@ -124,7 +135,7 @@ def upsert_rows(model, fields: list[str], rows: list[tuple], *, unique: list[str
         "DO UPDATE SET " + ", ".join(f'"{column.column}" = EXCLUDED."{column.column}"' for column in _columns(model, update))
         if update else "DO NOTHING"
     )
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f'INSERT INTO "{table}" ({_names(columns)}) SELECT * FROM {_unnest(columns)} {conflict}',
                            _arrays(rows))
@@ -140,7 +151,7 @@ def delete_rows(model, fields: list[str], rows: list[tuple]) -> None:
         return
     columns = _columns(model, fields)
     table = model._meta.db_table
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         if connection.vendor == "postgresql":
             matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in columns)
             cursor.execute(f'DELETE FROM "{table}" AS t USING {_unnest(columns)} AS v({_names(columns)}) '
