@@ -5,6 +5,10 @@ from django.db.models import F, Q
 
 from exchange.money import DECIMAL_PLACES, MAX_DIGITS
 
+# A foreign key that a composite index already leads with, or that is never looked up from the
+# other side, has db_index=False: the matcher writes orders, trades, fills and ledger lines in bulk,
+# and every index costs every row written.
+
 
 class AmountField(models.DecimalField):
     """Every amount, price and size: exact decimal, 36 digits with 18 after the point.
@@ -145,9 +149,10 @@ class LedgerEntry(models.Model):
 
     journal = models.UUIDField(db_index=True)
     account = models.ForeignKey(
-        "accounts.Account", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
+        "accounts.Account", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries",
+        db_index=False,
     )
-    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="ledger_entries")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False)
     wallet = models.CharField(max_length=8, choices=Wallet.choices, default=Wallet.SPOT)
     bucket = models.CharField(max_length=10, choices=Bucket.choices)
     amount = AmountField(help_text="Signed: positive credits the bucket, negative debits it.")
@@ -232,8 +237,8 @@ class Order(models.Model):
 
     LIVE_STATUSES = (Status.PENDING, Status.UNTRIGGERED, Status.OPEN, Status.PARTIALLY_FILLED)
 
-    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="orders")
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
+    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="orders", db_index=False)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders", db_index=False)
     client_order_id = models.CharField(max_length=64, null=True, blank=True)
     request_digest = models.CharField(max_length=64, help_text="SHA-256 of the request, to tell a retry from a reuse.")
     side = models.CharField(max_length=4, choices=Side.choices)
@@ -253,7 +258,7 @@ class Order(models.Model):
     filled_size = AmountField(default=0)
     executed_value = AmountField(default=0, help_text="Quote exchanged by the fills, before fees.")
     fee = AmountField(default=0, help_text="Fees charged, in the asset the order receives.")
-    hold_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    hold_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+", db_index=False)
     hold_remaining = AmountField(help_text="What is still locked for this order.")
     book_priority = models.BigIntegerField(null=True, blank=True, help_text="Time priority on the book (matcher's).")
     cancel_requested = models.BooleanField(default=False)
@@ -306,9 +311,9 @@ class MatcherCommand(models.Model):
         NEW = "new"
         CANCEL = "cancel"
 
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+", db_index=False)
     kind = models.CharField(max_length=6, choices=Kind.choices)
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+", db_index=False)
 
     class Meta:
         indexes = [models.Index(fields=["market", "id"])]
@@ -317,14 +322,14 @@ class MatcherCommand(models.Model):
 class Trade(models.Model):
     """A match between a resting (maker) order and an incoming (taker) order, at the maker's price."""
 
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades")
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades", db_index=False)
     price = AmountField()
     size = AmountField()
     quote_amount = AmountField(help_text="price × size, in quote.")
     taker_side = models.CharField(max_length=4, choices=Side.choices)
-    maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
-    taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+")
-    executed_at = models.DateTimeField(db_index=True)
+    maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+", db_index=False)
+    taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+", db_index=False)
+    executed_at = models.DateTimeField()
     batch = models.BigIntegerField(help_text="The matcher batch whose settlement journal moved its funds.")
 
     class Meta:
@@ -339,16 +344,16 @@ class Fill(models.Model):
         MAKER = "maker"
         TAKER = "taker"
 
-    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="fills")
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="fills", db_index=False)
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
-    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="fills")
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+")
+    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="fills", db_index=False)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+", db_index=False)
     side = models.CharField(max_length=4, choices=Side.choices)
     liquidity = models.CharField(max_length=5, choices=Liquidity.choices)
     price = AmountField()
     size = AmountField()
     fee = AmountField()
-    fee_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    fee_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+", db_index=False)
     executed_at = models.DateTimeField()
 
     class Meta:
