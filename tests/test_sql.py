@@ -1,0 +1,68 @@
+"""The matcher's bulk writes (trading.sql): COPY and unnest() arrays on PostgreSQL, executemany on
+SQLite. Both must keep every digit of an amount and write NULLs as NULLs."""
+
+from decimal import Decimal
+
+from django.db import transaction
+
+from trading.models import Balance, BookLevel, Order
+from trading.sql import delete_rows, insert_rows, lock_rows, reserve_ids, update_rows, upsert_rows
+
+D = Decimal
+# 36 digits, 18 after the point: the widest amount an AmountField holds.
+WIDEST = D("987654321098765432.123456789012345678")
+
+
+def levels(market) -> dict:
+    return {(side, price): size for side, price, size in
+            BookLevel.objects.filter(market=market).values_list("side", "price", "size")}
+
+
+def test_upsert_and_delete_rows_keep_every_digit(btc_usd):
+    upsert_rows(BookLevel, ["market", "side", "price", "size"],
+                [(btc_usd.pk, "bid", D("0.000000000000000001"), WIDEST), (btc_usd.pk, "ask", WIDEST, D("1"))],
+                unique=["market", "side", "price"], update=["size"])
+    assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST, ("ask", WIDEST): D("1")}
+
+    upsert_rows(BookLevel, ["market", "side", "price", "size"], [(btc_usd.pk, "ask", WIDEST, D("2.5"))],
+                unique=["market", "side", "price"], update=["size"])
+    upsert_rows(BookLevel, ["market", "side", "price", "size"], [(btc_usd.pk, "bid", D("0.000000000000000001"), D("7"))],
+                unique=["market", "side", "price"], update=[])  # DO NOTHING: the existing row stays
+    assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST, ("ask", WIDEST): D("2.5")}
+
+    delete_rows(BookLevel, ["market", "side", "price"], [(btc_usd.pk, "ask", WIDEST), (btc_usd.pk, "ask", D("5"))])
+    assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST}
+
+
+def test_insert_rows_with_reserved_ids_never_collide_with_later_inserts(btc_usd):
+    with transaction.atomic():
+        ids = reserve_ids(BookLevel, 3)
+        insert_rows(BookLevel, ["id", "market", "side", "price", "size"],
+                    [(pk, btc_usd.pk, "ask", D(100 + n), WIDEST) for n, pk in enumerate(ids)])
+    assert len(set(ids)) == 3 and ids == sorted(ids)
+    assert dict(BookLevel.objects.filter(pk__in=ids).values_list("pk", "size")) == {pk: WIDEST for pk in ids}
+    later = BookLevel.objects.create(market=btc_usd, side="bid", price=D("1"), size=D("1"))
+    assert later.pk > max(ids)
+
+
+def test_update_rows_writes_nulls_and_exact_amounts(alice, trade):
+    first = trade(alice, side="sell", type="limit", price=D("63000"), size=D("0.5"))
+    second = trade(alice, side="sell", type="limit", price=D("64000"), size=D("0.5"))
+    assert first.book_priority is not None and second.book_priority is not None
+
+    # Every value of a column NULL (no array element to tell its type), and an exact amount.
+    update_rows(Order, ["book_priority", "done_at", "fee"], [(first.pk, None, None, WIDEST), (second.pk, None, None, D(0))])
+    rows = dict((pk, rest) for pk, *rest in Order.objects.filter(account=alice).values_list(
+        "pk", "book_priority", "done_at", "fee"))
+    assert rows == {first.pk: [None, None, WIDEST], second.pk: [None, None, D(0)]}
+
+
+def test_lock_rows_returns_exactly_the_keyed_rows_in_primary_key_order(alice, bob):
+    usd = Balance.objects.get(account=alice, asset__symbol="USD").asset_id
+    wanted = [(bob.pk, usd, "spot"), (alice.pk, usd, "spot"), (alice.pk, usd, "margin")]  # no margin row exists
+    with transaction.atomic():
+        rows = lock_rows(Balance, ["account", "asset", "wallet"], wanted)
+    expected = Balance.objects.filter(account__in=[alice, bob], asset_id=usd, wallet="spot").order_by("pk")
+    assert [(row.pk, row.account_id, row.available) for row in rows] == [
+        (row.pk, row.account_id, row.available) for row in expected
+    ]
