@@ -36,10 +36,10 @@ def test_upsert_and_delete_rows_keep_every_digit(btc_usd):
 
 def test_insert_rows_with_reserved_ids_never_collide_with_later_inserts(btc_usd):
     with transaction.atomic():
-        ids = reserve_ids(BookLevel, 3)
+        ids, none = reserve_ids({BookLevel: 3, Order: 0}).values()
         insert_rows(BookLevel, ["id", "market", "side", "price", "size"],
                     [(pk, btc_usd.pk, "ask", D(100 + n), WIDEST) for n, pk in enumerate(ids)])
-    assert len(set(ids)) == 3 and ids == sorted(ids)
+    assert len(set(ids)) == 3 and ids == sorted(ids) and none == []
     assert dict(BookLevel.objects.filter(pk__in=ids).values_list("pk", "size")) == {pk: WIDEST for pk in ids}
     later = BookLevel.objects.create(market=btc_usd, side="bid", price=D("1"), size=D("1"))
     assert later.pk > max(ids)

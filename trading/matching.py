@@ -272,18 +272,26 @@ class PairMatcher:
 
     # -- one batch
 
+    def lock_state(self) -> BookState:
+        """The pair's BookState, with its market's status, locked for this batch (made on the first)."""
+        states = BookState.objects.select_for_update(of=("self",)).select_related("market")
+        state = states.filter(market__pair=self.pair).first()
+        if state is None:
+            BookState.objects.get_or_create(market=Market.objects.get(pair=self.pair))
+            state = states.get(market__pair=self.pair)
+        return state
+
     def run_batch(self) -> BatchResult | None:
         """Process up to BATCH_SIZE queued commands in one transaction; None when the queue is empty."""
         try:
             with transaction.atomic():
-                market_id, status = Market.objects.values_list("pk", "status").get(pair=self.pair)
-                if status == Market.Status.HALTED:
+                state = self.lock_state()
+                if state.market.status == Market.Status.HALTED:
                     return None  # a halted market is frozen: its queue waits for the resume
-                state, _ = BookState.objects.select_for_update().get_or_create(market_id=market_id)
-                if self.book is None or state.batches != self.batches or self.market.pk != market_id:
+                if self.book is None or state.batches != self.batches or self.market.pk != state.market_id:
                     self.load(state)
                 commands = list(
-                    MatcherCommand.objects.filter(market_id=market_id).order_by("pk")
+                    MatcherCommand.objects.filter(market_id=state.market_id).order_by("pk")
                     .values_list("pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS))[:BATCH_SIZE]
                 )
                 if not commands:
@@ -342,7 +350,8 @@ class PairMatcher:
 
         Returns the trades for publishing, and (account_id, fill_id) of the fills."""
         market, now = self.market, self.now
-        trade_ids, fill_ids = reserve_ids(Trade, len(trades)), iter(reserve_ids(Fill, 2 * len(trades)))
+        ids = reserve_ids({Trade: len(trades), Fill: 2 * len(trades)})
+        trade_ids, fill_ids = ids[Trade], iter(ids[Fill])
         trade_rows, fill_rows, records = [], [], []
         for trade_id, (maker, taker, price, size, quote, taker_side, buyer_fee, seller_fee) in zip(trade_ids, trades):
             trade_rows.append((trade_id, market.pk, price, size, quote, taker_side, maker.id, taker.id, now,

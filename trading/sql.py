@@ -58,23 +58,31 @@ def _prepared(fields, rows):
     return [[field.get_db_prep_save(value, connection) for field, value in zip(fields, row)] for row in rows]
 
 
-def reserve_ids(model, count: int) -> list[int]:
-    """``count`` new primary keys for rows this transaction is about to insert with explicit ids."""
-    if not count:
-        return []
-    table = model._meta.db_table
+def reserve_ids(counts: dict) -> dict:
+    """New primary keys, {model: count} -> {model: [ids]}, for rows this transaction is about to
+    insert with explicit ids (one round trip on PostgreSQL)."""
+    wanted = {model: count for model, count in counts.items() if count}
+    ids = {model: [] for model in counts}
+    if not wanted:
+        return ids
     with _cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"SELECT nextval(pg_get_serial_sequence('\"{table}\"', 'id')) FROM generate_series(1, %s)",
-                           [count])
-            return [row[0] for row in cursor.fetchall()]
+            arrays = ", ".join(
+                f"ARRAY(SELECT nextval(pg_get_serial_sequence('\"{model._meta.db_table}\"', 'id')) "
+                f"FROM generate_series(1, %s))" for model in wanted
+            )
+            cursor.execute(f"SELECT {arrays}", list(wanted.values()))
+            return {**ids, **dict(zip(wanted, cursor.fetchone()))}
         # SQLite transactions here are IMMEDIATE (settings): this one holds the write lock, so no
         # other writer can take these ids before it commits.
-        cursor.execute(f'SELECT COALESCE(MAX(id), 0) FROM "{table}"')
-        last = cursor.fetchone()[0]
-        cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = %s", [table])
-        last = max(last, cursor.fetchone()[0])
-    return list(range(last + 1, last + count + 1))
+        for model, count in wanted.items():
+            table = model._meta.db_table
+            cursor.execute(f'SELECT COALESCE(MAX(id), 0) FROM "{table}"')
+            last = cursor.fetchone()[0]
+            cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = %s", [table])
+            last = max(last, cursor.fetchone()[0])
+            ids[model] = list(range(last + 1, last + count + 1))
+    return ids
 
 
 def insert_rows(model, fields: list[str], rows: list[tuple]) -> None:
