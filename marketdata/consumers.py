@@ -6,7 +6,8 @@ joins the pair's group *first*, then reads the snapshot (sequence S) from the da
 publishes a delta only after committing it, so every delta is either already in that snapshot
 (sequence <= S, dropped here) or still ahead of it, and then it reaches this connection's channel
 after the group join and is forwarded. Channels hands a consumer its messages one at a time, so
-deltas that arrive while the snapshot is being read wait in the channel until it has been sent.
+deltas that arrive while the snapshot is being read wait in the channel until it has been sent (and
+the direct writes of ``relay`` wait too: they happen only while the consumer handles nothing).
 A delta whose sequence is not the next one (the channel layer dropped messages for a slow
 connection, or a matcher died between commit and publish) triggers a resynchronisation from the
 replay buffer, or a fresh snapshot when the buffer does not reach back that far. ``since_sequence``
@@ -33,7 +34,7 @@ from exchange.errors import ErrorCode, ExchangeError
 from exchange.net import client_address
 from marketdata import replay, services, streams
 from marketdata.hub import hub_for
-from marketdata.transport import pending_output_bytes, unread_bytes
+from marketdata.transport import pending_output_bytes, protocol_of, takes_frames, unread_bytes, write_frame
 from trading.api.serializers import AssetBalanceSerializer, FillSerializer, OrderSerializer
 from trading.models import Fill, Order
 from trading.services import account_balances
@@ -70,10 +71,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
     STREAM_HANDLERS = {"book.delta": "book_delta", "market.trades": "market_trades", "market.ticker": "market_ticker"}
 
     async def dispatch(self, message):
-        handler = self.STREAM_HANDLERS.get(message["type"])
-        if handler is None:
-            return await super().dispatch(message)
-        return await getattr(self, handler)(message)
+        self.busy = True
+        try:
+            handler = self.STREAM_HANDLERS.get(message["type"])
+            if handler is None:
+                return await super().dispatch(message)
+            self.queued_streams -= 1
+            return await getattr(self, handler)(message)
+        finally:
+            self.busy = False
 
     async def __call__(self, scope, receive, send):
         """Channels' AsyncConsumer.__call__, with a third source of messages: the public streams
@@ -83,6 +89,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.channel_name = await self.channel_layer.new_channel()
         self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.stream_queue: asyncio.Queue = asyncio.Queue()
+        self.queued_streams = 0  # relayed messages put in stream_queue and not handled yet
+        self.busy = False  # a message is being handled
+        self.socket = protocol_of(send)  # Daphne's: public messages can be written straight to it
         self.base_send = send
         try:
             await await_many_dispatch([receive, self.channel_receive, self.stream_queue.get], self.dispatch)
@@ -113,7 +122,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if group.startswith("account."):
             await self.channel_layer.group_add(group, self.channel_name)
         else:
-            await hub_for(self.channel_layer).join(group, self.stream_queue)
+            await hub_for(self.channel_layer).join(group, self)
 
     async def leave_group(self, group: str) -> None:
         """Retried: when many clients leave at once the layer's connection pool can refuse, and a
@@ -122,7 +131,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             try:
                 if group.startswith("account."):
                     return await self.channel_layer.group_discard(group, self.channel_name)
-                return await hub_for(self.channel_layer).leave(group, self.stream_queue)
+                return await hub_for(self.channel_layer).leave(group, self)
             except Exception:
                 if attempt == 4:
                     logger.warning("could not leave %s", group, exc_info=True)
@@ -253,23 +262,57 @@ class StreamConsumer(AsyncWebsocketConsumer):
         for delta in missed:
             await self.forward_delta(delta)
 
+    def deltas_missing_before(self, event) -> int:
+        """0 for the next delta to send; negative when it is not wanted (not subscribed, or already in
+        the snapshot or replay sent); else how many deltas were lost before it."""
+        sent = self.state.book_sequences.get(event["pair"])
+        return -1 if sent is None else event["sequence"] - sent - 1
+
     async def book_delta(self, event):
         pair = event["pair"]
-        sent = self.state.book_sequences.get(pair)
-        if sent is None or event["sequence"] <= sent:
-            return  # not subscribed (any more), or already in the snapshot or replay sent
-        if event["sequence"] != sent + 1:
+        missing = self.deltas_missing_before(event)
+        if missing < 0:
+            return
+        if missing:
             market = await database_sync_to_async(services.access_market)(pair)
-            await self.resynchronise(market, sent)
-            if event["sequence"] > self.state.book_sequences[pair] + 1:
+            await self.resynchronise(market, self.state.book_sequences[pair])
+            if self.deltas_missing_before(event) > 0:
                 await self.resynchronise(market, None)  # the buffer could not fill the gap either
-            if event["sequence"] != self.state.book_sequences[pair] + 1:
+            if self.deltas_missing_before(event) != 0:
                 return  # in the snapshot already (or, impossibly, still ahead: the next delta will tell)
         await self.forward_delta(event)
 
     async def forward_delta(self, event) -> None:
         self.state.book_sequences[event["pair"]] = event["sequence"]
         await self.send_text(event["text"])
+
+    # -- relayed public messages written straight to the socket
+
+    def relay(self, message) -> None:
+        """Called by this process's hub (marketdata.hub) for each message of a public group joined.
+
+        When nothing of this connection's is being handled or waiting, the message is in order and
+        the client keeps up, the frame the hub built goes straight to Daphne's socket: no task switch,
+        no encoding per connection. Anything else (a delta after a gap, a snapshot being read, a
+        backed-up outbox, another server than Daphne) is queued and handled in order by the handlers
+        below, one message at a time with the connection's others.
+        """
+        if self.busy or self.queued_streams or not self.write_now(message):
+            self.queued_streams += 1
+            self.stream_queue.put_nowait(message)
+
+    def write_now(self, message) -> bool:
+        if self.socket is None or not takes_frames(self.socket) or not self.can_send_now():
+            return False
+        if message["type"] == "book.delta":
+            missing = self.deltas_missing_before(message)
+            if missing:
+                return missing < 0  # not wanted: done with it; a gap: the handler resynchronises
+            self.state.book_sequences[message["pair"]] = message["sequence"]
+        self.state.last_sent = time.monotonic()
+        for frame in message["frames"]:
+            write_frame(self.socket, frame)
+        return True
 
     # -- other public channels
 
@@ -324,10 +367,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.state.last_sent = time.monotonic()
-        if not self.outbox and not self.writing:
-            pending = pending_output_bytes(self.base_send)
-            if pending is None or pending <= settings.WS_WRITE_LOW_WATER_BYTES:
-                return await self.send(text_data=text)  # nothing waiting: no need to queue
+        if self.can_send_now():
+            return await self.send(text_data=text)  # nothing waiting: no need to queue
         self.outbox.append(text)
         self.outbox_bytes += len(text)
         if self.outbox_bytes > settings.WS_MAX_PENDING_BYTES:
@@ -335,12 +376,19 @@ class StreamConsumer(AsyncWebsocketConsumer):
         else:
             self.outbox_ready.set()
 
+    def can_send_now(self) -> bool:
+        """Open, nothing in the outbox ahead, and Daphne's buffer for the socket below the low-water mark."""
+        if self.closing or self.outbox or self.writing:
+            return False
+        pending = pending_output_bytes(self.socket)
+        return pending is None or pending <= settings.WS_WRITE_LOW_WATER_BYTES
+
     async def write_outbox(self) -> None:
         while True:
             await self.outbox_ready.wait()
             self.outbox_ready.clear()
             while self.outbox and not self.closing:
-                pending = pending_output_bytes(self.base_send)
+                pending = pending_output_bytes(self.socket)
                 if pending is not None and pending > settings.WS_WRITE_LOW_WATER_BYTES:
                     await asyncio.sleep(0.005)
                     continue
@@ -366,7 +414,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps({"type": "error", "code": ErrorCode.SLOW_CONSUMER.value,
                                               "message": reason, "details": {"limit": settings.WS_MAX_PENDING_BYTES}}))
         deadline = time.monotonic() + SLOW_CONSUMER_GRACE_SECONDS
-        while time.monotonic() < deadline and (unread_bytes(self.base_send) or 0) > SLOW_CONSUMER_CLOSE_BACKLOG:
+        while time.monotonic() < deadline and (unread_bytes(self.socket) or 0) > SLOW_CONSUMER_CLOSE_BACKLOG:
             await asyncio.sleep(0.05)
         await self.close(code=SLOW_CONSUMER_CLOSE_CODE, reason=reason)
 

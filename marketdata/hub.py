@@ -2,14 +2,18 @@
 
 With a channel per connection, the channel layer stores, sends and decodes every delta once per
 subscriber. Instead, each process (each event loop) joins a public group once, on its own channel,
-and hands each message to the queues of its local connections subscribed to that group. A
-connection still handles its messages one at a time, in order (see consumers.StreamConsumer).
+and hands each message to its local connections subscribed to that group. The message's WebSocket
+frames are built here, once per process, so a connection that can take the message at once has it
+written straight to its socket; the others handle it in order with the rest of their messages (see
+consumers.StreamConsumer.relay).
 """
 
 import asyncio
 import logging
 import weakref
 from collections import defaultdict
+
+from marketdata.transport import prepare
 
 logger = logging.getLogger(__name__)
 
@@ -20,22 +24,22 @@ class StreamHub:
     def __init__(self, layer):
         self.layer = layer
         self.channel: str | None = None
-        self.members: dict[str, set[asyncio.Queue]] = defaultdict(set)
+        self.members: dict[str, set] = defaultdict(set)  # group -> consumers (anything with relay(message))
         self.relay_task: asyncio.Task | None = None
         self.lock = asyncio.Lock()
 
-    async def join(self, group: str, queue: asyncio.Queue) -> None:
+    async def join(self, group: str, member) -> None:
         async with self.lock:
             if self.channel is None:
                 self.channel = await self.layer.new_channel()
                 self.relay_task = asyncio.create_task(self.relay())
             if not self.members[group]:
                 await self.layer.group_add(group, self.channel)
-            self.members[group].add(queue)
+            self.members[group].add(member)
 
-    async def leave(self, group: str, queue: asyncio.Queue) -> None:
+    async def leave(self, group: str, member) -> None:
         async with self.lock:
-            self.members[group].discard(queue)
+            self.members[group].discard(member)
             if not self.members[group] and self.channel is not None:
                 del self.members[group]
                 await self.layer.group_discard(group, self.channel)
@@ -50,8 +54,13 @@ class StreamHub:
                 logger.exception("stream relay could not receive; retrying")
                 await asyncio.sleep(0.1)
                 continue
-            for queue in tuple(self.members.get(message.get("group"), ())):
-                queue.put_nowait(message)
+            texts = message["texts"] if "texts" in message else [message["text"]]
+            message["frames"] = [prepare(text) for text in texts]
+            for member in tuple(self.members.get(message.get("group"), ())):
+                try:
+                    member.relay(message)
+                except Exception:  # one connection's failure must not stop the stream for the others
+                    logger.exception("relaying %s to a connection failed", message["type"])
 
 
 def hub_for(layer) -> StreamHub:
