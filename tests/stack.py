@@ -84,12 +84,12 @@ class Stack:
         ))
         return url
 
-    def start_daphne(self, **env: str) -> str:
+    def start_daphne(self, processes: int = 1, **env: str) -> str:
+        """Daphne as in production (bin/start-websocket): ``processes`` of them sharing one port."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         self.processes.enter_context(running(
-            ["daphne", "-b", "127.0.0.1", "-p", str(port), "--ping-interval", "20", "--ping-timeout", "30",
-             "exchange.asgi:application"],
+            ["bin/start-websocket", f"127.0.0.1:{port}", str(processes)],
             {**self.env, **env}, self.tmp / f"daphne-{port}.log", ready_url=f"{url}/v1/time",
         ))
         return url

@@ -1,14 +1,24 @@
 """Real Daphne, a real Celery matcher, PostgreSQL and Redis: bots in other processes stream orders and
 cancels over signed REST while WebSocket clients rebuild the book from snapshot and deltas."""
 
+import asyncio
+import base64
+import json
+import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 
 import httpx
 import pytest
+import redis
+from channels_redis.core import RedisChannelLayer
 from hkt_client import BookFollower
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from .processes import ROOT
 from .stack import Stack
@@ -72,12 +82,6 @@ def test_followers_rebuild_the_book_exactly_also_after_a_disconnect(stack):
 
 
 def test_a_client_too_slow_to_keep_up_is_disconnected_with_a_reason(stack):
-    import json
-    import socket
-
-    from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
-
     stack.manage("shell", "-c", DEEP_BOOK)  # 800 levels a side: every snapshot is about 45 kB
     ws_url = stack.start_daphne(WS_MAX_PENDING_BYTES="1000000", WS_WRITE_LOW_WATER_BYTES="65536")
     ws_url = ws_url.replace("http://", "ws://") + "/v1/ws"
@@ -112,6 +116,133 @@ def test_a_client_too_slow_to_keep_up_is_disconnected_with_a_reason(stack):
     assert received[-1]["message"].startswith("slow consumer")
     assert closed == {"code": 4008}  # Daphne sends no close reason: the error message before it carries it
     assert sum(m["type"] == "snapshot" for m in received) < 160
+
+
+def subscribe_message(pair: str) -> str:
+    return json.dumps({"op": "subscribe", "channels": [{"name": "orderbook", "pair": pair}]})
+
+
+def delta_text(pair: str, sequence: int, pad: int = 0) -> str:
+    return json.dumps({"type": "delta", "channel": "orderbook", "pair": pair, "sequence": sequence, "bids": [],
+                       "asks": [], "checksum": 0, "pad": "x" * pad})
+
+
+def publish_deltas(stack, pair: str, texts: dict[int, str]) -> None:
+    """Book deltas into the stack's channel layer, as the matcher's publish_batch sends them."""
+    async def send_all():
+        layer = RedisChannelLayer(hosts=[{"address": stack.env["REDIS_URL"]}], capacity=500)
+        for sequence, text in texts.items():
+            await layer.group_send(f"book.{pair}", {"type": "book.delta", "group": f"book.{pair}", "pair": pair,
+                                                    "sequence": sequence, "text": text})
+        await layer.close_pools()
+
+    asyncio.run(send_all())
+
+
+def next_of_type(client, type_: str) -> str:
+    """The text of the client's next message of that type (skipping heartbeats and the like)."""
+    while True:
+        text = client.recv(timeout=30)
+        if json.loads(text)["type"] == type_:
+            return text
+
+
+def server_frame(text: str) -> bytes:
+    """RFC 6455 section 5.2: an unmasked, unfragmented text frame."""
+    payload = text.encode()
+    length = len(payload)
+    if length < 126:
+        return bytes([0x81, length]) + payload
+    if length < 1 << 16:
+        return bytes([0x81, 126]) + length.to_bytes(2, "big") + payload
+    return bytes([0x81, 127]) + length.to_bytes(8, "big") + payload
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            raise ConnectionError("closed")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def raw_subscriber(port: int, pair: str) -> socket.socket:
+    """A WebSocket client that sees the server's bytes as they are: handshake, then a masked subscribe frame."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    response = b""
+    while not response.endswith(b"\r\n\r\n"):
+        response += recv_exactly(sock, 1)
+    assert response.startswith(b"HTTP/1.1 101")
+    payload, mask = subscribe_message(pair).encode(), os.urandom(4)
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    return sock
+
+
+def read_frame(sock: socket.socket) -> str:
+    _, second = recv_exactly(sock, 2)
+    length = second & 0x7F
+    if length >= 126:
+        length = int.from_bytes(recv_exactly(sock, 2 if length == 126 else 8), "big")
+    return recv_exactly(sock, length).decode()
+
+
+def test_relayed_deltas_reach_a_reader_byte_for_byte_while_a_stalled_subscriber_is_cut_off(stack):
+    ws_url = stack.start_daphne(WS_MAX_PENDING_BYTES="1000000", WS_WRITE_LOW_WATER_BYTES="65536",
+                                WS_HEARTBEAT_SECONDS="600")
+    port = int(ws_url.rsplit(":", 1)[1])
+    reader = raw_subscriber(port, "ETH-USD")
+    assert json.loads(read_frame(reader))["type"] == "subscribed"
+    sequence = json.loads(read_frame(reader))["sequence"]  # the snapshot's
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    raw.connect(("127.0.0.1", port))
+    texts = {sequence + i: delta_text("ETH-USD", sequence + i, pad=20_000) for i in range(1, 401)}  # 8 MB
+    expected = b"".join(server_frame(text) for text in texts.values())
+    read, closed = {}, {}
+    with connect(ws_url.replace("http://", "ws://") + "/v1/ws", sock=raw, max_size=None, max_queue=1) as stalled:
+        stalled.send(subscribe_message("ETH-USD"))
+        received = [json.loads(stalled.recv(timeout=30)) for _ in range(2)]  # subscribed, snapshot; then a stall
+        reading = threading.Thread(target=lambda: read.update(data=recv_exactly(reader, len(expected))))
+        reading.start()
+
+        publish_deltas(stack, "ETH-USD", texts)
+
+        reading.join(timeout=120)
+        try:
+            while True:
+                received.append(json.loads(stalled.recv(timeout=30)))
+        except ConnectionClosed as error:
+            closed["code"] = error.rcvd and error.rcvd.code
+    deltas = [m["sequence"] for m in received if m["type"] == "delta"]
+    assert read.get("data") == expected  # every delta, in order, the publisher's text in a plain frame
+    assert deltas == list(range(sequence + 1, sequence + 1 + len(deltas))) and len(deltas) < 400
+    assert received[-1]["type"] == "error" and received[-1]["code"] == "SLOW_CONSUMER"
+    assert closed == {"code": 4008}
+
+
+def test_daphne_processes_sharing_the_port_each_relay_the_stream_to_their_own_subscribers(stack):
+    ws_url = stack.start_daphne(processes=2).replace("http://", "ws://") + "/v1/ws"
+    with ExitStack() as opened:
+        clients = [opened.enter_context(connect(ws_url, open_timeout=60)) for _ in range(24)]  # one process: 1 in 8M
+        for client in clients:
+            client.send(subscribe_message("ETH-BTC"))
+        sequences = {json.loads(next_of_type(client, "snapshot"))["sequence"] for client in clients}
+        # A process's hub joins the group once, on its own channel, when its first local client subscribes.
+        relays = redis.Redis.from_url(stack.env["REDIS_URL"]).zcard("asgi:group:book.ETH-BTC")
+        (sequence,) = sequences
+        text = delta_text("ETH-BTC", sequence + 1)
+
+        publish_deltas(stack, "ETH-BTC", {sequence + 1: text})
+
+        got = [next_of_type(client, "delta") for client in clients]
+    assert relays == 2
+    assert got == [text] * len(clients)
 
 
 DEEP_BOOK = """
