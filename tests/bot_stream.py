@@ -1,24 +1,23 @@
-"""A bot in its own process: random limit orders and cancels through signed REST for a while.
+"""A bot in its own process: random limit orders and cancels through signed REST.
 
-    python -m tests.bot_stream BASE_URL KEY SECRET SECONDS SEED
-Prints the number of orders it placed.
+    python -m tests.bot_stream BASE_URL KEY SECRET ORDERS SEED
+Places ORDERS orders (a count, not a duration: how many get through in a given time depends on the
+machine's load), cancelling some on the way, and prints how many it placed.
 """
 
 import random
 import sys
-import time
 from decimal import Decimal
 
 from hkt_client import Client
 from hkt_client.errors import OrderAlreadyClosed
 
 
-def stream(base_url: str, key: str, secret: str, seconds: float, seed: int) -> int:
+def stream(base_url: str, key: str, secret: str, orders: int, seed: int) -> int:
     rng = random.Random(seed)
     client = Client(base_url, key, secret)
     placed, live = 0, []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while placed < orders:
         if live and rng.random() < 0.3:
             try:
                 client.cancel_order(live.pop(rng.randrange(len(live))))
@@ -36,5 +35,5 @@ def stream(base_url: str, key: str, secret: str, seconds: float, seed: int) -> i
 
 
 if __name__ == "__main__":
-    base_url, key, secret, seconds, seed = sys.argv[1:6]
-    print(stream(base_url, key, secret, float(seconds), int(seed)))
+    base_url, key, secret, orders, seed = sys.argv[1:6]
+    print(stream(base_url, key, secret, int(orders), int(seed)))

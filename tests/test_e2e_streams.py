@@ -48,13 +48,14 @@ def test_followers_rebuild_the_book_exactly_also_after_a_disconnect(stack):
     for thread in threads:
         thread.start()
 
-    streams = [subprocess.Popen([sys.executable, "-m", "tests.bot_stream", rest, bot["key"], bot["secret"], "8", str(i)],
-                                cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True)
+    streams = [subprocess.Popen([sys.executable, "-m", "tests.bot_stream", rest, bot["key"], bot["secret"], "100",
+                                 str(i)], cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, text=True)
                for i, bot in enumerate(bots)]
-    time.sleep(3)
-    resuming.disconnect()  # it misses what happens while it is away, then resumes with since_sequence
-    time.sleep(2)
-    placed = [int(s.communicate(timeout=60)[0]) for s in streams]
+    deadline = time.monotonic() + 60
+    while (steady.book.sequence or 0) < 40 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    resuming.disconnect()  # mid-flow: it misses what happens while it is away, then resumes with since_sequence
+    placed = [int(s.communicate(timeout=300)[0]) for s in streams]
 
     def settled():
         audit = stack.audit()
