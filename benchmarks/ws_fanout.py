@@ -1008,7 +1008,7 @@ class Bench:
         rows += [
             ["commit -> first subscriber p50 / p99 (ms, deltas delivered)", dist(fan["first"]), dist(base["first"])],
             ["fan-out spread, last - first arrival p50 / p99 (ms)", dist(fan["spread"]), dist(base["spread"])],
-            ["Redis backlog for Daphne, max / at end (layer capacity 500)", f"{fan['backlog_max']} / {fan['backlog_end']}",
+            ["Redis backlog for Daphne, max / at end (capacity 500)", f"{fan['backlog_max']} / {fan['backlog_end']}",
              f"{base['backlog_max']} / {base['backlog_end']}"],
             ["book deltas dropped by the channel layer (over capacity)", *both("dropped_by_layer", str)],
             ["sequence jumps seen by subscribers (deltas skipped)", f"{fan['jumps']} ({fan['missing']})",
