@@ -5,4 +5,4 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self) -> None:
-        from accounts import schema  # noqa: F401  registers the OpenAPI description of signed requests
+        from accounts import schema, signals  # noqa: F401  the OpenAPI description of signed requests, cache upkeep

@@ -2,18 +2,20 @@
 
 Unknown or revoked key, then the key's IP allowlist, then the clock window, then the signature in
 constant time, and only then the nonce is remembered (so a forger cannot burn a bot's nonces).
+The key comes from this process's cache (accounts/key_cache.py): the round trip that remembers the
+nonce also confirms the cached key is current, and a refusal is confirmed the same way before it
+is given, so a key changed elsewhere is reloaded and the request checked again on fresh rows.
 """
 
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import timedelta
 
-from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 
-from accounts import keys
+from accounts import key_cache, keys
+from accounts.key_cache import Admission
 from accounts.models import ApiKey
 from accounts.secrets import decrypt_secret
 from exchange.errors import ErrorCode, ExchangeError
@@ -23,7 +25,7 @@ from exchange.net import client_address
 HEADERS = ("X-Api-Key", "X-Api-Timestamp", "X-Api-Nonce", "X-Api-Signature")
 NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 SIGNATURE = re.compile(r"^[0-9a-fA-F]{64}$")
-LAST_USED_RESOLUTION = timedelta(minutes=1)
+LOADS = 3  # a key whose tokens change again between each reload and its check is refused
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,50 @@ def check_shape(signed: SignedRequest) -> int:
 def verify_signed_request(signed: SignedRequest) -> ApiKey:
     """The key that signed this request, or the ExchangeError that refuses it."""
     timestamp = check_shape(signed)
-    key = ApiKey.objects.select_related("account__user", "account__rate_tier").filter(public_id=signed.key_id).first()
-    if key is None:
+    cached = key_cache.find(signed.key_id)
+    for _ in range(LOADS):
+        try:
+            return admit(cached, signed, timestamp)
+        except StaleKey:
+            cached = key_cache.load(signed.key_id)
+    raise refuse(ErrorCode.SERVICE_UNAVAILABLE, "This key's settings are being changed; retry.")
+
+
+class StaleKey(Exception):
+    """The cached key changed since it was loaded: reload it and check the request again."""
+
+
+def admit(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: int) -> ApiKey:
+    try:
+        key = check_key(cached, signed, timestamp)
+    except ExchangeError:
+        if cached is not None and not key_cache.unchanged(cached):
+            raise StaleKey from None
+        raise
+    # Remembered for the whole span a timestamp can be accepted in: tolerance on both sides.
+    nonce_seconds = 2 * key.drift_tolerance_ms // 1000 + 1
+    admission = key_cache.admit(cached, f"nonce:{key.pk}:{signed.nonce}", nonce_seconds)
+    if admission is Admission.STALE:
+        raise StaleKey
+    if admission is Admission.REPLAYED:
+        raise refuse(ErrorCode.NONCE_REUSED, "This nonce was already used with this key.")
+    now = timezone.now()
+    if cached.last_use_due(now):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        cached.last_used_at = now
+    return key
+
+
+def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: int) -> ApiKey:
+    if cached is None:
         raise refuse(ErrorCode.INVALID_API_KEY, "Unknown API key.")
+    key = cached.instance()
     if key.is_revoked:
         raise refuse(ErrorCode.API_KEY_REVOKED, "This API key has been revoked.")
     if not keys.ip_allowed(key, signed.address):
         raise refuse(ErrorCode.IP_NOT_ALLOWED, f"{signed.address} is not on this key's IP allowlist",
                      address=signed.address)
-    now = timezone.now()
-    server_time = to_milliseconds(now)
+    server_time = to_milliseconds(timezone.now())
     if abs(server_time - timestamp) > key.drift_tolerance_ms:
         raise refuse(ErrorCode.TIMESTAMP_OUT_OF_WINDOW,
                      f"X-Api-Timestamp is {timestamp - server_time:+d} ms from server time; this key allows "
@@ -73,12 +109,6 @@ def verify_signed_request(signed: SignedRequest) -> ApiKey:
     expected = keys.sign(decrypt_secret(key.secret_ciphertext), message)
     if not hmac.compare_digest(expected, signed.signature.lower()):
         raise refuse(ErrorCode.INVALID_SIGNATURE, "The signature does not match this request.")
-    # Remembered for the whole span a timestamp can be accepted in: tolerance on both sides.
-    nonce_seconds = 2 * key.drift_tolerance_ms // 1000 + 1
-    if not cache.add(f"nonce:{key.pk}:{signed.nonce}", 1, timeout=nonce_seconds):
-        raise refuse(ErrorCode.NONCE_REUSED, "This nonce was already used with this key.")
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return key
 
 

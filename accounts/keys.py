@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import key_cache
 from accounts.models import Account, ApiKey
 from accounts.secrets import encrypt_secret
 from exchange.errors import ErrorCode, ExchangeError
@@ -79,8 +80,12 @@ def update_api_key(key: ApiKey, *, label: str, scope: str, ip_allowlist: list[st
     return key
 
 
+@transaction.atomic
 def revoke_api_keys(keys) -> int:
-    return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+    live = list(keys.filter(revoked_at__isnull=True).values_list("public_id", flat=True))
+    revoked = ApiKey.objects.filter(public_id__in=live, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    key_cache.forget_keys(live)  # a queryset update sends no post_save
+    return revoked
 
 
 def ip_allowed(key: ApiKey, address: str) -> bool:

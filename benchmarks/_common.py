@@ -1,7 +1,8 @@
 """Helpers shared by the benchmark scripts (not a benchmark itself).
 
 PostgreSQL databases made here are named ``bench_...`` and dropped (WITH (FORCE)) on exit; Redis
-database 3 is the benchmarks' own (the test suite's end-to-end stacks use database 2).
+database 3 (or ``BENCH_REDIS_DB``) is the benchmarks' own, flushed before and after a run (the test
+suite's end-to-end stacks use database 2).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 REDIS_BASE = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = 3
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "3"))  # another db keeps concurrent runs apart
 REDIS_URL = f"{REDIS_BASE}/{REDIS_DB}"
 SECRET_KEY = "bench-" + "s" * 60
 

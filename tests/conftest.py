@@ -94,10 +94,11 @@ def matcher_in_process(settings):
 
 @pytest.fixture(autouse=True)
 def fresh_process_state():
-    """Matchers keep books in memory, and budgets and nonces live in the cache (Redis in CI):
-    each test starts afresh, as its database does."""
+    """Matchers keep books in memory, signed-request keys are cached in process, and budgets and
+    nonces live in the cache (Redis in CI): each test starts afresh, as its database does."""
     from django.core.cache import cache
 
+    from accounts import key_cache
     from exchange import ratelimit
     from marketdata import replay
     from trading import dispatch, publishing
@@ -111,6 +112,7 @@ def fresh_process_state():
     cache.clear()
     replay._local.clear()
     ratelimit._windows = None
+    key_cache.reset()
     yield
     forget_matchers_and_publishing()
 

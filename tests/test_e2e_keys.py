@@ -66,6 +66,22 @@ def test_two_server_processes_share_one_budget(stack):
     assert 1 <= int(responses[6].headers["Retry-After"]) <= 60
 
 
+def test_a_key_revoked_in_another_process_is_refused_by_a_server_that_cached_it(stack):
+    server = stack.start_rest(workers=1)
+    key = stack.create_trader("revoked", "USD=1000")
+
+    def balances():
+        return httpx.get(f"{server}/v1/account/balances",
+                         headers=signed_headers(key, "GET", "/v1/account/balances", b""))
+
+    assert [balances().status_code for _ in range(2)] == [200, 200]
+    stack.manage("shell", "-c", "from accounts.keys import revoke_api_keys; from accounts.models import ApiKey; "
+                 f"revoke_api_keys(ApiKey.objects.filter(public_id='{key['key']}'))")
+    refused = balances()
+
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "API_KEY_REVOKED"
+
+
 def quick_start_command(base_url: str) -> str:
     """The page's curl, as printed there: its line breaks were flattened to ' \\ ' in the text copy."""
     text = PRODUCT_PAGE.read_text()

@@ -7,6 +7,7 @@ the old key.
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from accounts import key_cache
 from accounts.models import ApiKey
 from accounts.secrets import reencrypt_secret
 
@@ -20,4 +21,5 @@ class Command(BaseCommand):
         for key in keys:
             key.secret_ciphertext = reencrypt_secret(key.secret_ciphertext)
         ApiKey.objects.bulk_update(keys, ["secret_ciphertext"], batch_size=500)
+        key_cache.forget_all_keys()  # bulk_update sends no post_save
         self.stdout.write(f"Re-encrypted {len(keys)} API key secret(s).")

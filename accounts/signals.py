@@ -1,0 +1,30 @@
+"""Saved keys, accounts and tiers are forgotten by the signed-request key cache (accounts/key_cache.py).
+
+A safety net under every ORM save (admin forms and actions, services, shells): a cached key must
+never outlive a change to what its checks read. Creations change no cached key.
+"""
+
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from accounts import key_cache
+from accounts.models import Account, ApiKey, RateTier
+
+
+@receiver(post_save, sender=ApiKey)
+@receiver(post_delete, sender=ApiKey)
+def forget_key(sender, instance: ApiKey, created: bool = False, **kwargs) -> None:
+    if not created:
+        key_cache.forget_keys([instance.public_id])
+
+
+@receiver(post_save, sender=Account)
+def forget_account_keys(sender, instance: Account, created: bool, **kwargs) -> None:
+    if not created:
+        key_cache.forget_accounts([instance.pk])
+
+
+@receiver(post_save, sender=RateTier)
+def forget_all_keys(sender, instance: RateTier, created: bool, **kwargs) -> None:
+    if not created:
+        key_cache.forget_all_keys()
