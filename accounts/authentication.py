@@ -21,6 +21,7 @@ from accounts.secrets import decrypt_secret
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.fields import to_milliseconds
 from exchange.net import client_address
+from exchange.ratelimit import Charge, Prepaid, key_budget, view_weight
 
 HEADERS = ("X-Api-Key", "X-Api-Timestamp", "X-Api-Nonce", "X-Api-Signature")
 NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -54,23 +55,33 @@ def check_shape(signed: SignedRequest) -> int:
     return int(signed.timestamp)
 
 
-def verify_signed_request(signed: SignedRequest) -> ApiKey:
-    """The key that signed this request, or the ExchangeError that refuses it."""
+class StaleKey(Exception):
+    """The cached key changed since it was loaded: reload it and check the request again."""
+
+
+@dataclass(frozen=True)
+class Verified:
+    key: ApiKey
+    rate_limit: Prepaid | None  # the key's budget, charged with the request's weight when one was given
+
+
+def verify_signed_request(signed: SignedRequest, weight: int | None = None) -> Verified:
+    """The key that signed this request, or the ExchangeError that refuses it. With a weight, the
+    key's budget is charged in the same round trip as the nonce; the throttle applies the decision."""
     timestamp = check_shape(signed)
     cached = key_cache.find(signed.key_id)
     for _ in range(LOADS):
         try:
-            return admit(cached, signed, timestamp)
+            return admit_request(cached, signed, timestamp, weight)
         except StaleKey:
             cached = key_cache.load(signed.key_id)
     raise refuse(ErrorCode.SERVICE_UNAVAILABLE, "This key's settings are being changed; retry.")
 
 
-class StaleKey(Exception):
-    """The cached key changed since it was loaded: reload it and check the request again."""
-
-
-def admit(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: int) -> ApiKey:
+def admit_request(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: int,
+                  weight: int | None) -> Verified:
+    """Checks on the cached rows, confirmed current before a refusal; then one round trip confirms
+    them again, remembers the nonce and charges the weight (if given)."""
     try:
         key = check_key(cached, signed, timestamp)
     except ExchangeError:
@@ -79,7 +90,8 @@ def admit(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: 
         raise
     # Remembered for the whole span a timestamp can be accepted in: tolerance on both sides.
     nonce_seconds = 2 * key.drift_tolerance_ms // 1000 + 1
-    admission = key_cache.admit(cached, f"nonce:{key.pk}:{signed.nonce}", nonce_seconds)
+    charge = None if weight is None else Charge(*key_budget(key), weight)
+    admission, decision = key_cache.admit(cached, f"nonce:{key.pk}:{signed.nonce}", nonce_seconds, charge)
     if admission is Admission.STALE:
         raise StaleKey
     if admission is Admission.REPLAYED:
@@ -88,7 +100,7 @@ def admit(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: 
     if cached.last_use_due(now):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         cached.last_used_at = now
-    return key
+    return Verified(key, None if charge is None else Prepaid(charge, decision))
 
 
 def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: int) -> ApiKey:
@@ -118,7 +130,11 @@ def request_path(django_request) -> str:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    """DRF authentication for signed requests; returns (user, key) so that ``request.auth`` is the key."""
+    """DRF authentication for signed requests; returns (user, key) so that ``request.auth`` is the key.
+
+    The view's weight is charged to the key's budget with the nonce, before the permission checks:
+    WeightedRateThrottle applies that decision, and RateLimitHeadersMiddleware refunds it if the
+    request is refused before the throttle (wrong scope), so refusals spend what they did before."""
 
     def authenticate(self, request):
         meta = request.META
@@ -128,14 +144,16 @@ class ApiKeyAuthentication(BaseAuthentication):
         missing = [name for name, value in values.items() if not value]
         if missing:
             raise refuse(ErrorCode.MISSING_AUTH_HEADERS, f"Missing {', '.join(missing)}.", missing=missing)
-        key = verify_signed_request(
+        verified = verify_signed_request(
             SignedRequest(
                 key_id=values["X-Api-Key"], timestamp=values["X-Api-Timestamp"], nonce=values["X-Api-Nonce"],
                 signature=values["X-Api-Signature"], method=request.method, path=request_path(request._request),
                 body=request._request.body, address=client_address(meta),
-            )
+            ),
+            weight=view_weight(request.parser_context["view"], request),
         )
-        return key.account.user, key
+        request._request.prepaid_rate_limit = verified.rate_limit
+        return verified.key.account.user, verified.key
 
     def authenticate_header(self, request) -> str:
         return 'HMAC-SHA256 headers="X-Api-Key X-Api-Timestamp X-Api-Nonce X-Api-Signature"'

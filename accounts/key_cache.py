@@ -5,7 +5,7 @@ compiling the query), and bots sign every request. So each process keeps those r
 and trusts them only while two tokens are still the ones they were loaded under: the key's own and
 one shared by all keys. The tokens live where every server process sees them (Redis; a dict on the
 embedded default, which is one process), and they are compared in the same round trip that
-remembers the request's nonce (``admit``).
+remembers the request's nonce and charges its key's budget (``admit``).
 
 A change deletes tokens (``forget_*``), so the next request in every process reloads the key:
 saves of keys, accounts and tiers through the ORM by the receivers in ``accounts/signals.py``,
@@ -26,6 +26,8 @@ from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, models, transaction
 
 from accounts.models import Account, ApiKey, RateTier
+from exchange.ratelimit import (CHARGE_FUNCTION, Charge, Decision, decision_from_script, redis_key, window_seconds,
+                                windows)
 from exchange.redis import get_redis
 
 MAX_AGE_SECONDS = 60
@@ -95,16 +97,16 @@ def load(public_id: str) -> CachedKey | None:
     # The tokens are taken before the rows are read: a change committed after this read deletes them.
     tokens = token_store().current(public_id)
     key = ApiKey.objects.select_related("account__rate_tier").filter(public_id=public_id).first()
-    if key is None:
-        _cached.pop(public_id, None)
-        return None
-    cached = CachedKey(public_id, row_of(key), row_of(key.account), row_of(key.account.rate_tier), tokens,
-                       time.monotonic(), key.last_used_at)
+    cached = None if key is None else CachedKey(
+        public_id, row_of(key), row_of(key.account), row_of(key.account.rate_tier), tokens, time.monotonic(),
+        key.last_used_at,
+    )
     with _cached_lock:
         _cached.pop(public_id, None)
-        if len(_cached) >= MAX_KEYS:
-            _cached.pop(next(iter(_cached)))
-        _cached[public_id] = cached
+        if cached is not None:
+            if len(_cached) >= MAX_KEYS:
+                _cached.pop(next(iter(_cached)))
+            _cached[public_id] = cached
     return cached
 
 
@@ -113,9 +115,11 @@ def unchanged(cached: CachedKey) -> bool:
     return token_store().tokens(cached.public_id) == cached.tokens
 
 
-def admit(cached: CachedKey, nonce_name: str, nonce_seconds: int) -> Admission:
-    """One round trip: the tokens are still the cached ones, then the nonce is remembered if new."""
-    return token_store().admit(cached.public_id, cached.tokens, nonce_name, nonce_seconds)
+def admit(cached: CachedKey, nonce_name: str, nonce_seconds: int,
+          charge: Charge | None) -> tuple[Admission, Decision | None]:
+    """One round trip: the tokens are still the cached ones, then the nonce is remembered if new, then
+    the charge (if any) is made; its decision comes back when the request was admitted."""
+    return token_store().admit(cached.public_id, cached.tokens, nonce_name, nonce_seconds, charge)
 
 
 def forget_keys(public_ids) -> None:
@@ -157,10 +161,13 @@ class LocalTokens:
     def tokens(self, public_id: str) -> tuple[str | None, str | None]:
         return self.values.get(token_name(public_id)), self.values.get(ALL_KEYS_TOKEN)
 
-    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int) -> Admission:
+    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int,
+              charge: Charge | None) -> tuple[Admission, Decision | None]:
         if self.tokens(public_id) != expected:
-            return Admission.STALE
-        return Admission.ADMITTED if cache.add(nonce_name, 1, timeout=nonce_seconds) else Admission.REPLAYED
+            return Admission.STALE, None
+        if not cache.add(nonce_name, 1, timeout=nonce_seconds):
+            return Admission.REPLAYED, None
+        return Admission.ADMITTED, None if charge is None else windows().charge(*charge)
 
     def delete(self, names: list[str]) -> None:
         with self.lock:
@@ -173,11 +180,13 @@ for i, name in ipairs(KEYS) do redis.call('SET', name, ARGV[i], 'NX') end
 return redis.call('MGET', unpack(KEYS))
 """
 
-# KEYS: the key's token, the all-keys token, the nonce; ARGV: the two tokens expected, the nonce's lifetime (s).
-ADMIT_SCRIPT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-if redis.call('SET', KEYS[3], 1, 'NX', 'EX', ARGV[3]) then return 1 end
-return 2
+# KEYS: the key's token, the all-keys token, the nonce, and the budget if charged; ARGV: the two tokens
+# expected, the nonce's lifetime (s), and the charge's limit, cost and window.
+ADMIT_SCRIPT = CHARGE_FUNCTION + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0} end
+if not redis.call('SET', KEYS[3], 1, 'NX', 'EX', ARGV[3]) then return {2} end
+if #KEYS == 3 then return {1} end
+return {1, charge(KEYS[4], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))}
 """
 
 
@@ -198,11 +207,19 @@ class RedisTokens:
         values = self.redis.mget([token_name(public_id), ALL_KEYS_TOKEN])
         return tuple(None if value is None else value.decode() for value in values)
 
-    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int) -> Admission:
+    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int,
+              charge: Charge | None) -> tuple[Admission, Decision | None]:
         # The nonce under the name Django's cache.add gives it, so processes of the previous release
         # (which used cache.add) share nonce memory with this one during a deploy.
         keys = [token_name(public_id), ALL_KEYS_TOKEN, cache.make_key(nonce_name)]
-        return Admission(self.admit_script(keys=keys, args=[*expected, nonce_seconds]))
+        args = [*expected, nonce_seconds]
+        if charge is not None:
+            keys.append(redis_key(charge.bucket))
+            args += [charge.limit, charge.cost, window_seconds()]
+        reply = self.admit_script(keys=keys, args=args)
+        admission = Admission(reply[0])
+        charged = admission is Admission.ADMITTED and charge is not None
+        return admission, decision_from_script(reply[1], charge.limit, charge.cost) if charged else None
 
     def delete(self, names: list[str]) -> None:
         self.redis.delete(*names)

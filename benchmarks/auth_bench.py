@@ -13,13 +13,14 @@ three alike:
   RateLimitHeadersMiddleware: everything else of the stack (the baseline);
 - ``unsigned``: the stack as shipped, no auth headers: the address's budget is charged
   (WeightedRateThrottle) and the rate-limit headers are added;
-- ``signed``: the four X-Api-* headers, checked by ApiKeyAuthentication (key lookup, secret
-  decryption, HMAC, nonce), then the key's tier budget is charged.
+- ``signed``: the four X-Api-* headers, checked by ApiKeyAuthentication (the key from the process's
+  cache, secret decryption, HMAC, then the cache's tokens, the nonce and the key's tier budget in
+  one round trip), and the throttle applies that charge.
 
 Each configuration runs in its own subprocess, since settings are read at import:
 
 - ``postgres+redis``: DATABASE_URL on a fresh ``bench_auth_...`` PostgreSQL database and REDIS_URL on
-  Redis db 3 (nonces in the Redis cache, rate limits by the Lua script);
+  Redis db 3 or BENCH_REDIS_DB (nonces, key-cache tokens and rate limits by Lua scripts);
 - ``embedded``: the embedded default (SQLite file in a temporary directory, local-memory cache,
   in-process limiter).
 
@@ -251,22 +252,21 @@ def post_orders(account, n_post: int, warmup: int) -> dict:
 
 def components(key, secret) -> dict[str, float]:
     """Median microseconds of the pieces a signed request pays for, each called alone."""
-    from django.core.cache import cache
-
-    from accounts import keys
-    from accounts.models import ApiKey
+    from accounts import key_cache, keys
     from accounts.secrets import decrypt_secret
-    from exchange.ratelimit import windows
+    from exchange.ratelimit import Charge, windows
 
     message = keys.prehash("1700000000000", "abcdefgh12345678", "GET", "/v1/time", b"")
     counter = iter(range(10**9))
+    cached = key_cache.find(key.public_id)
     pieces = {
-        "ApiKey lookup (select_related account, user, tier)": lambda: ApiKey.objects.select_related(
-            "account__user", "account__rate_tier").filter(public_id=key.public_id).first(),
+        "key cache miss: key_cache.load (tokens, then key + account + tier)": lambda: key_cache.load(key.public_id),
+        "key cache hit: key_cache.find + instance()": lambda: key_cache.find(key.public_id).instance(),
         "decrypt_secret (Fernet)": lambda: decrypt_secret(key.secret_ciphertext),
         "HMAC-SHA256 of the prehash": lambda: keys.sign(secret, message),
-        "nonce: cache.add": lambda: cache.add(f"nonce-bench:{next(counter)}", 1, timeout=11),
-        "rate limit: windows().charge": lambda: windows().charge("bench", BIG_BUDGET, 1),
+        "tokens + nonce + key budget: key_cache.admit": lambda: key_cache.admit(
+            cached, f"nonce-bench:{next(counter)}", 11, Charge("bench-key", BIG_BUDGET, 1)),
+        "rate limit alone (unsigned): windows().charge": lambda: windows().charge("bench", BIG_BUDGET, 1),
     }
     out = {}
     for name, function in pieces.items():

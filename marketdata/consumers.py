@@ -168,10 +168,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         fields = {name: message.get(name) for name in ("key", "timestamp", "nonce", "signature")}
         if not all(isinstance(value, str | int) and value != "" for value in fields.values()):
             raise ExchangeError(ErrorCode.MISSING_AUTH_HEADERS, "auth needs key, timestamp, nonce and signature.")
-        key = await database_sync_to_async(verify_signed_request)(SignedRequest(
+        verified = await database_sync_to_async(verify_signed_request)(SignedRequest(
             key_id=str(fields["key"]), timestamp=str(fields["timestamp"]), nonce=str(fields["nonce"]),
             signature=str(fields["signature"]), method="GET", path="/v1/ws", body=b"", address=self.address(),
         ))
+        key = verified.key
         if self.state.account_id not in (None, key.account_id):
             raise invalid("This connection is already authenticated for another account.")
         self.state.account_id = key.account_id

@@ -43,6 +43,34 @@ def test_heavier_calls_spend_more_of_the_budget(make_account, make_key, markets)
     assert book["X-RateLimit-Remaining"] == str(1200 - 5 - 1)
 
 
+def test_signed_refusals_before_the_limiter_spend_nothing_of_the_key_budget(make_account, make_key, markets,
+                                                                           settings):
+    settings.PUBLIC_WEIGHT_PER_MINUTE = 7
+    bot = make_key(make_account(), scope="read_only")
+    assert bot.get("/v1/time", nonce="first-nonce")["X-RateLimit-Remaining"] == "1199"
+
+    wrong_scope = bot.post("/v1/orders/cancel-all", {})  # weighs 10, charged with the nonce, then refunded
+    replayed = bot.get("/v1/time", nonce="first-nonce")
+
+    for refused, code in [(wrong_scope, "INSUFFICIENT_SCOPE"), (replayed, "NONCE_REUSED")]:
+        assert_error(refused, 403 if code == "INSUFFICIENT_SCOPE" else 401, code)
+        assert refused["X-RateLimit-Limit"] == "7"  # charged to the address, as every early refusal is
+    assert bot.get("/v1/time")["X-RateLimit-Remaining"] == "1198"
+
+
+def test_a_wrong_scope_is_refused_before_an_empty_budget(make_account, make_key, markets):
+    account = make_account()
+    account.rate_tier.weight_per_minute = 1
+    account.rate_tier.save()
+    bot = make_key(account, scope="read_only")
+    assert bot.get("/v1/time").status_code == 200
+
+    assert_error(bot.post("/v1/orders/cancel-all", {}), 403, "INSUFFICIENT_SCOPE")
+    limited = bot.get("/v1/time", nonce="limited-nonce")
+    assert_error(limited, 429, "RATE_LIMITED")
+    assert_error(bot.get("/v1/time", nonce="limited-nonce"), 401, "NONCE_REUSED")  # a 429 still uses the nonce
+
+
 def test_unsigned_requests_share_their_address_budget(api, markets, settings, short_window):
     settings.PUBLIC_WEIGHT_PER_MINUTE = 3
 
