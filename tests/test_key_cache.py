@@ -5,6 +5,8 @@ A change made here deletes the shared tokens only (Redis in CI); the rows this p
 they were, exactly what another server process holding the key would see.
 """
 
+from django.utils import timezone
+
 from accounts import key_cache
 from accounts.keys import revoke_api_keys, update_api_key
 from accounts.models import ApiKey, RateTier
@@ -111,3 +113,14 @@ def test_a_replayed_nonce_is_refused_from_the_cache(trader, make_key):
     assert bot.get("/v1/time", nonce="cached-nonce-1").status_code == 200
 
     assert_error(bot.get("/v1/time", nonce="cached-nonce-1"), 401, "NONCE_REUSED")
+
+
+def test_a_write_around_the_orm_is_seen_once_the_cached_rows_are_old(trader, make_key, monkeypatch):
+    bot = make_key(trader)
+    assert bot.get("/v1/time").status_code == 200
+
+    ApiKey.objects.update(revoked_at=timezone.now())  # no save(), so no token is deleted
+    assert bot.get("/v1/time").status_code == 200  # the documented limit: until the rows are MAX_AGE old
+    monkeypatch.setattr(key_cache, "MAX_AGE_SECONDS", 0)
+
+    assert_error(bot.get("/v1/time"), 401, "API_KEY_REVOKED")
