@@ -147,7 +147,10 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # The local cache holds nonces for their key's drift window: at its default 300 entries it forgot
+    # the oldest under a few dozen signed requests a second, and a replay would pass.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                          "OPTIONS": {"MAX_ENTRIES": 1_000_000}}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # WebSocket health: a heartbeat after this many quiet seconds, and a connection with more than this many

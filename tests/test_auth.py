@@ -117,6 +117,17 @@ def test_clock_skew_just_outside_the_tolerance_is_refused_with_server_time(trade
     assert nothing_written() == before
 
 
+def test_a_nonce_is_remembered_past_hundreds_of_others(trader, make_key):
+    """The embedded default keeps nonces in Django's local-memory cache, which by default holds 300
+    entries and then forgets the oldest: a replay would then pass."""
+    bot = make_key(trader)
+    assert bot.get("/v1/account/balances", nonce="first-nonce").status_code == 200
+    for _ in range(400):
+        assert bot.get("/v1/account/balances").status_code == 200
+
+    assert_error(bot.get("/v1/account/balances", nonce="first-nonce"), 401, "NONCE_REUSED")
+
+
 def test_per_key_tolerance_widens_the_window(trader, make_key):
     response = make_key(trader, drift_tolerance_ms=30_000).post("/v1/orders", ORDER, timestamp=now_ms() - 25_000)
 
