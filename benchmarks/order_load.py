@@ -8,7 +8,7 @@ Run from the repository root (needs PostgreSQL on 127.0.0.1:5432 and Redis on 12
 Topology per configuration, all on loopback: gunicorn (exchange.wsgi) with the given workers, one
 Celery matcher for BTC-USD (queue match.BTC-USD, --pool solo, concurrency 1, as bin/start-matchers),
 PostgreSQL (a clone of a prepared ``bench_load_..._tpl`` database, so every configuration starts
-from the same state) and Redis db 3 (flushed before each configuration).
+from the same state) and Redis db 3, or ``BENCH_REDIS_DB`` (flushed before each configuration).
 
 Load generator: this process, asyncio with a minimal HTTP/1.1 client (keep-alive when the server
 allows it; gunicorn's sync workers close every connection), ``--bots`` concurrent bots in a closed
