@@ -142,3 +142,39 @@ def test_amounts_are_stored_exactly_and_sorted_numerically(make_account, fund, b
     prices = list(BookLevel.objects.filter(market=btc_usd, price__gte=Decimal("9.5")).order_by("price")
                   .values_list("price", flat=True))
     assert prices == [Decimal("9.5"), Decimal("10"), Decimal("100")]
+
+
+def test_hold_funds_moves_available_to_locked_with_one_journal(make_account, fund, usd):
+    account = make_account()
+    fund(account, "USD", "100")
+
+    ledger.hold_funds(account.pk, usd.pk, Decimal("30.25"), reference="order:7")
+
+    balance = balance_of(account, "USD")
+    assert (balance.available, balance.locked) == (Decimal("69.75"), Decimal("30.25"))
+    entries = list(LedgerEntry.objects.filter(reference="order:7").order_by("pk"))
+    assert [(e.bucket, e.amount, e.reason) for e in entries] == [
+        (Bucket.AVAILABLE, Decimal("-30.25"), Reason.ORDER_HOLD),
+        (Bucket.LOCKED, Decimal("30.25"), Reason.ORDER_HOLD),
+    ]
+    assert len({e.journal for e in entries}) == 1 and {e.account_id for e in entries} == {account.pk}
+
+
+@pytest.mark.parametrize("deposit", ["100", None])
+def test_hold_funds_refuses_a_shortfall_like_the_general_path_and_writes_nothing(make_account, fund, usd, deposit):
+    account = make_account()
+    if deposit:
+        fund(account, "USD", deposit)
+    before = ledger_snapshot()
+    general = ledger.bucket_transfer(account.pk, usd.pk, Decimal("100.01"), source=Bucket.AVAILABLE,
+                                     target=Bucket.LOCKED, reason=Reason.ORDER_HOLD, reference="order:8")
+    with pytest.raises(ExchangeError) as expected:
+        ledger.apply_journal(general)
+
+    with pytest.raises(ExchangeError) as refused:
+        ledger.hold_funds(account.pk, usd.pk, Decimal("100.01"), reference="order:8")
+
+    assert refused.value.code == ErrorCode.INSUFFICIENT_FUNDS
+    assert (refused.value.message, refused.value.details) == (expected.value.message, expected.value.details)
+    assert refused.value.details["shortfalls"][0]["missing"] == ("0.01" if deposit else "100.01")
+    assert ledger_snapshot() == before

@@ -1,9 +1,10 @@
-"""The double-entry ledger: ``apply_journals`` is the only code that changes a Balance.
+"""The double-entry ledger: the only code that changes a Balance.
 
 A journal is a set of postings that sums to zero per asset. Applying journals locks the touched
 balance rows in primary-key order (no deadlocks between two writers), refuses the whole call if any
 bucket would go below zero, then updates each balance once and writes one LedgerEntry per posting,
-all in one transaction: either everything is applied or nothing is.
+all in one transaction: either everything is applied or nothing is. ``hold_funds``, an order's hold
+on one balance, does the same in a single conditional statement on PostgreSQL.
 """
 
 import uuid
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from exchange.errors import ErrorCode, ExchangeError
@@ -142,6 +143,46 @@ def bucket_transfer(
         reference=reference,
         postings=[Posting(account_id, asset_id, -amount, source), Posting(account_id, asset_id, amount, target)],
     )
+
+
+def hold_funds(account_id: int, asset_id: int, amount: Decimal, *, reference: str) -> None:
+    """Move ``amount`` of an account's spot balance from available to locked: an order's hold.
+
+    Raises INSUFFICIENT_FUNDS, writing nothing, when the available balance is short. On PostgreSQL
+    one statement updates the row only if it can pay (the row lock makes concurrent holds queue and
+    re-check) and writes the journal's two entries from the updated row: about a third of the cost
+    of ``apply_journal``'s general path (create missing rows, lock, update, insert) on the order
+    entry hot path.
+    """
+    journal = bucket_transfer(account_id, asset_id, amount, source=Bucket.AVAILABLE, target=Bucket.LOCKED,
+                              reason=Reason.ORDER_HOLD, reference=reference)
+    if connection.vendor != "postgresql":
+        # SQLite keeps amounts as text and cannot add them: the general path computes in Python,
+        # under the write lock that the embedded default's transactions take when they begin.
+        apply_journal(journal)
+        return
+    check_journal(journal)
+    postings = ", ".join(["(%s, %s, %s::numeric)"] * len(journal.postings))
+    sql = (
+        "WITH held AS (UPDATE trading_balance SET available = available - %s, locked = locked + %s "
+        "WHERE account_id = %s AND asset_id = %s AND wallet = %s AND available >= %s RETURNING id) "
+        "INSERT INTO trading_ledgerentry (journal, account_id, asset_id, wallet, bucket, amount, reason, reference, "
+        "memo, created_at) SELECT %s::uuid, %s, %s, %s, posting.bucket, posting.amount, %s, %s, %s, %s::timestamptz "
+        f"FROM held CROSS JOIN (VALUES {postings}) AS posting(position, bucket, amount) ORDER BY posting.position"
+    )
+    params = [amount, amount, account_id, asset_id, Wallet.SPOT, amount,
+              journal.id, account_id, asset_id, Wallet.SPOT, journal.reason, journal.reference, journal.memo,
+              timezone.now()]
+    for position, posting in enumerate(journal.postings):
+        params += [position, posting.bucket, posting.amount]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if cursor.rowcount:
+            return
+    row = Balance.objects.filter(account_id=account_id, asset_id=asset_id, wallet=Wallet.SPOT).first()
+    available = row.available if row else Decimal(0)
+    refuse_shortfalls([(row or Balance(account_id=account_id, asset_id=asset_id), Bucket.AVAILABLE,
+                        EXACT.subtract(available, amount))])
 
 
 def adjust_balance(

@@ -103,7 +103,7 @@ class Wallet(models.TextChoices):
 
 
 class Balance(models.Model):
-    """What an account holds of an asset in one wallet. Written only by trading.ledger.apply_journals."""
+    """What an account holds of an asset in one wallet. Written only by trading.ledger."""
 
     account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="balances")
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="balances")
