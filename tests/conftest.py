@@ -100,7 +100,7 @@ def fresh_process_state():
 
     from accounts import key_cache
     from exchange import ratelimit
-    from marketdata import replay
+    from marketdata import replay, services
     from trading import dispatch, publishing
 
     def forget_matchers_and_publishing():
@@ -109,6 +109,7 @@ def fresh_process_state():
             published.clear()
 
     forget_matchers_and_publishing()
+    services._recent_markets.clear()
     cache.clear()
     replay._local.clear()
     ratelimit._windows = None

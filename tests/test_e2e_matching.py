@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from hkt_client import Client
-from hkt_client.errors import OrderAlreadyClosed
+from hkt_client.errors import MarketHalted, OrderAlreadyClosed
 
 from .stack import Stack
 
@@ -123,6 +123,28 @@ def iterate_orders(bot: Client, pair: str):
             return
         cursor = parse_qs(urlparse(page["next"]).query)["cursor"][0]
         page = bot.list_orders(pair=pair, limit=1000, cursor=cursor)
+
+
+SET_STATUS = ("from trading import services; from trading.models import Market; "
+              "services.set_market_status(Market.objects.get(pair='ETH-BTC').pk, '%s')")
+
+
+def test_a_halt_from_another_process_refuses_the_next_order_where_the_market_was_read_before(stack):
+    rest = stack.start_rest(workers=1)  # one web process: the order before the halt surely read the market there
+    key = stack.create_trader("halted", "ETH=10")
+    bot = Client(rest, key["key"], key["secret"])
+    sell = {"price": "0.09", "size": "0.1"}  # far above the book: nothing else in this module trades with it
+    bot.place_order("ETH-BTC", "sell", "limit", **sell)
+
+    stack.manage("shell", "--no-imports", "-c", SET_STATUS % "halted")
+    try:
+        with pytest.raises(MarketHalted):
+            bot.place_order("ETH-BTC", "sell", "limit", **sell)
+    finally:
+        stack.manage("shell", "--no-imports", "-c", SET_STATUS % "online")
+    bot.place_order("ETH-BTC", "sell", "limit", **sell)  # resumed: accepted at once too
+
+    assert spot(bot.balances(), "ETH") == {"available": "9.80000000", "locked": "0.20000000", "total": "10.00000000"}
 
 
 def test_the_production_script_starts_rest_websocket_and_a_matcher_per_market(stack, tmp_path):

@@ -2,13 +2,12 @@
 
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
 from exchange.errors import ErrorCode, ExchangeError
 from marketdata.services import access_market
 from trading import dispatch, ledger, publishing
-from trading.ledger import Bucket, Reason
 from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
 from trading.orders import OrderRequest, check_against_market, hold_for, protection_price
 
@@ -30,13 +29,6 @@ def access_order_by_client_id(account, client_order_id: str) -> Order:
     return access_order(account, order.pk)
 
 
-def hold_funds(order: Order) -> None:
-    ledger.apply_journal(
-        ledger.bucket_transfer(order.account_id, order.hold_asset_id, order.hold_remaining, source=Bucket.AVAILABLE,
-                               target=Bucket.LOCKED, reason=Reason.ORDER_HOLD, reference=f"order:{order.pk}")
-    )
-
-
 def existing_for_retry(account, request: OrderRequest) -> Order | None:
     """The order an earlier identical request made; DUPLICATE_CLIENT_ORDER_ID if the id was used otherwise."""
     if request.client_order_id is None:
@@ -55,28 +47,42 @@ def place_order(account, request: OrderRequest) -> tuple[Order, bool]:
     """Accept an order: check it, hold its funds, queue it for the pair's matcher, in one transaction.
 
     Returns (order, created). Repeating a request with the same client_order_id returns the first
-    order with created=False, also when the two requests race (the unique index decides).
+    order with created=False, also when the two requests race (the unique index decides), and also
+    when the repeat itself would now be refused (funds, market status): the lookup happens only then.
     """
-    existing = existing_for_retry(account, request)
-    if existing is not None:
-        return existing, False
     try:
-        order = do_place_order(account, request)
-    except IntegrityError:
+        return do_place_order(account, request), True
+    except (ExchangeError, IntegrityError):
         existing = existing_for_retry(account, request)
         if existing is None:
             raise
         return existing, False
-    return order, True
+
+
+class MarketChanged(Exception):
+    """The market row is no longer as the copy an order was checked against (status or grids)."""
 
 
 @transaction.atomic
 def do_place_order(account, request: OrderRequest) -> Order:
-    market = access_market(request.pair)
+    try:
+        order = accept(account, access_market(request.pair, recent=True), request)
+    except (ExchangeError, MarketChanged):
+        # This process's copy of the market may be out of date (halted, resumed, new grids since it
+        # was read): judge the order again against the row, which stays as read until commit.
+        order = accept(account, access_market(request.pair, lock=True), request)
+    ledger.hold_funds(order.account_id, order.hold_asset_id, order.hold_remaining, reference=f"order:{order.pk}")
+    transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]))
+    transaction.on_commit(lambda: dispatch.wake_matcher(order.market.pair))
+    return order
+
+
+def accept(account, market: Market, request: OrderRequest) -> Order:
+    """Check the order against ``market`` and write it with its matcher command (no hold yet)."""
     check_against_market(market, request)
     protection = protection_price(market, request)
     hold_asset_id, hold_amount = hold_for(market, request, protection)
-    order = Order.objects.create(
+    order = Order(
         account=account,
         market=market,
         client_order_id=request.client_order_id,
@@ -94,11 +100,55 @@ def do_place_order(account, request: OrderRequest) -> Order:
         hold_asset_id=hold_asset_id,
         hold_remaining=hold_amount,
     )
-    hold_funds(order)
-    MatcherCommand.objects.create(market=market, kind=MatcherCommand.Kind.NEW, order=order)
-    transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]))
-    transaction.on_commit(lambda: dispatch.wake_matcher(market.pair))
+    insert_order(order)
     return order
+
+
+MARKET_GRIDS = ("tick_size", "lot_size", "min_size", "min_notional")
+
+
+def insert_order(order: Order) -> None:
+    """INSERT the order and its NEW matcher command if its market row is still online with the grids
+    of ``order.market``; raise MarketChanged, writing nothing, if not.
+
+    The market may be a copy this process read a while ago: a halt or a grid change made by any
+    process is seen here, in the statement that writes the order, rather than by reading the market
+    again for every order. On PostgreSQL the matcher command goes in the same statement.
+    """
+    market = order.market
+    postgres = connection.vendor == "postgresql"
+    fields = [field for field in Order._meta.concrete_fields if not field.primary_key]
+    # PostgreSQL types the SELECT's parameters only by their casts (they would be text otherwise).
+    placeholders = [f"CAST(%s AS {field.cast_db_type(connection)})" if postgres else "%s" for field in fields]
+    params = [field.get_db_prep_save(field.pre_save(order, add=True), connection) for field in fields]
+    params += [market.pk, Market.Status.ONLINE]
+    params += [Market._meta.get_field(name).get_db_prep_save(getattr(market, name), connection) for name in MARKET_GRIDS]
+    columns = ", ".join(f'"{field.column}"' for field in fields)
+    sql = (
+        f"INSERT INTO trading_order ({columns}) "
+        f"SELECT {', '.join(placeholders)} FROM trading_market WHERE id = %s AND status = %s "
+        f"AND {' AND '.join(f'{name} = %s' for name in MARKET_GRIDS)} RETURNING id"
+    )
+    if postgres:
+        sql = (f"WITH placed AS ({sql}), queued AS (INSERT INTO trading_matchercommand (market_id, kind, order_id) "
+               "SELECT %s, %s, id FROM placed) SELECT id FROM placed")
+        params += [market.pk, MatcherCommand.Kind.NEW]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise MarketChanged(market.pair)
+    order.pk = row[0]
+    order._state.adding, order._state.db = False, connection.alias
+    if not postgres:
+        MatcherCommand.objects.create(market=market, kind=MatcherCommand.Kind.NEW, order=order)
+
+
+def refresh_processed(order: Order) -> None:
+    """Read back an order the matcher has processed, keeping the market it already has in memory."""
+    market = order.market
+    order.refresh_from_db()
+    order.market = market
 
 
 def refuse_rejected(order: Order) -> None:

@@ -83,9 +83,9 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         form = serializers.OrderCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         order, created = services.place_order(self.account, form.validated_data)
-        if created and order.status == Order.Status.PENDING:
+        if created:
             dispatch.wait_processed(order.pk)
-        order = services.access_order(self.account, order.pk)
+            services.refresh_processed(order)
         services.refuse_rejected(order)
         return self.render(order, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
