@@ -85,7 +85,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         order, created = services.place_order(self.account, form.validated_data)
         if created:
             dispatch.wait_processed(order.pk)
-            services.refresh_processed(order)
+            order = services.read_back(order)
         services.refuse_rejected(order)
         return self.render(order, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
