@@ -150,9 +150,8 @@ def hold_funds(account_id: int, asset_id: int, amount: Decimal, *, reference: st
 
     Raises INSUFFICIENT_FUNDS, writing nothing, when the available balance is short. On PostgreSQL
     one statement updates the row only if it can pay (the row lock makes concurrent holds queue and
-    re-check) and writes the journal's two entries from the updated row: about a third of the cost
-    of ``apply_journal``'s general path (create missing rows, lock, update, insert) on the order
-    entry hot path.
+    re-check) and writes the journal's two entries from the updated row, where ``apply_journal``'s
+    general path takes four (create missing rows, lock, update, insert): every order pays for it.
     """
     journal = bucket_transfer(account_id, asset_id, amount, source=Bucket.AVAILABLE, target=Bucket.LOCKED,
                               reason=Reason.ORDER_HOLD, reference=reference)
