@@ -142,7 +142,8 @@ def insert_order(order: Order) -> None:
     postgres = connection.vendor == "postgresql"
     params = [field.get_db_prep_save(field.pre_save(order, add=True), connection) for field in order_fields()]
     params += [market.pk, Market.Status.ONLINE]
-    params += [Market._meta.get_field(name).get_db_prep_save(getattr(market, name), connection) for name in MARKET_GRIDS]
+    for name in MARKET_GRIDS:
+        params.append(Market._meta.get_field(name).get_db_prep_save(getattr(market, name), connection))
     if postgres:
         params += [market.pk, MatcherCommand.Kind.NEW]
     with connection.cursor() as cursor:
