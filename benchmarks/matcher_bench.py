@@ -566,6 +566,8 @@ def main() -> None:
         print(f"  per {batch_size}-command batch: median {per_batch[len(per_batch) // 2] * 1000:.0f} ms, "
               f"max {per_batch[-1] * 1000:.0f} ms; order rows updated per batch: "
               f"{batched['orders_changed'] / batched['batches']:,.0f} on average")
+        in_order = [f"{seconds * 1000:.0f}" for seconds, _ in batched["batch_times"]]
+        print(f"  batch times in order (ms): {' '.join(in_order)}")
     rows = [
         ["acceptance: place_order / request_cancel, one transaction each",
          f"{acceptance['timed_commands']:,} commands",

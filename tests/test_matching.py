@@ -39,11 +39,14 @@ def test_audit_passes_after_trading_and_names_each_corruption(alice, bob, trade)
     Balance.objects.filter(account=bob, asset__symbol="USD").update(available=D("1"))
     LedgerEntry.objects.filter(reason="settlement").first().delete()
     Order.objects.filter(account=alice).update(filled_size=D("0.3"))
+    orphan = Fill.objects.filter(account=bob).first()
+    Fill.objects.filter(pk=orphan.pk).update(order_id=10**9)
 
     problems = "\n".join(audit())
     assert "USD" in problems or "held but" in problems
     assert "does not sum to zero" in problems
     assert f"order {Order.objects.get(account=alice).pk}: filled" in problems
+    assert f"fill {orphan.pk} names no existing order or trade" in problems
 
 
 def test_a_batch_settles_all_its_trades_in_one_netted_journal(alice, bob, django_capture_on_commit_callbacks):

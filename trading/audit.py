@@ -3,7 +3,8 @@
 Every asset is conserved (balances, the fee account included, equal what entered from outside);
 no bucket is negative; every journal sums to zero per asset; each account's locked balance equals
 the holds of its live orders; each matcher batch's settlement journal moves exactly what its
-fills say, so every trade is settled once; each order's filled size equals its fills; the book is
+fills say, so every trade is settled once; every fill names an existing order and trade, and each
+order's filled size equals its fills; the book is
 not crossed and equals the resting orders.
 """
 
@@ -12,7 +13,7 @@ from decimal import Decimal
 
 from accounts.models import Account
 from trading.matching import settlement_reference
-from trading.models import Balance, BookLevel, Fill, LedgerEntry, Order, Side
+from trading.models import Balance, BookLevel, Fill, LedgerEntry, Order, Side, Trade
 
 
 def audit() -> list[str]:
@@ -48,6 +49,9 @@ def audit() -> list[str]:
 
     problems += settlement_problems(settled)
 
+    # Trades and fills name their orders without a database constraint (see trading.models).
+    problems += [f"fill {pk} names no existing order or trade" for pk in Fill.objects.exclude(
+        order_id__in=Order.objects.values("pk"), trade_id__in=Trade.objects.values("pk")).values_list("pk", flat=True)]
     filled = defaultdict(Decimal)
     for order_id, size in Fill.objects.values_list("order", "size").iterator(chunk_size=5000):
         filled[order_id] += size

@@ -7,7 +7,10 @@ from exchange.money import DECIMAL_PLACES, MAX_DIGITS
 
 # A foreign key that a composite index already leads with, or that is never looked up from the
 # other side, has db_index=False: the matcher writes orders, trades, fills and ledger lines in bulk,
-# and every index costs every row written.
+# and every index costs every row written. Trades and fills name their orders without a database
+# constraint: checking it locked each order row once per fill at commit, which took 60 % of a batch
+# and grew as orders were updated (benchmarks/matcher_bench.py). The matcher writes both sides in one
+# transaction, and trading.audit checks that every order's fills add up to its filled size.
 
 
 class AmountField(models.DecimalField):
@@ -327,8 +330,10 @@ class Trade(models.Model):
     size = AmountField()
     quote_amount = AmountField(help_text="price × size, in quote.")
     taker_side = models.CharField(max_length=4, choices=Side.choices)
-    maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+", db_index=False)
-    taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+", db_index=False)
+    maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+", db_index=False,
+                                    db_constraint=False)
+    taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+", db_index=False,
+                                    db_constraint=False)
     executed_at = models.DateTimeField()
     batch = models.BigIntegerField(help_text="The matcher batch whose settlement journal moved its funds.")
 
@@ -344,8 +349,9 @@ class Fill(models.Model):
         MAKER = "maker"
         TAKER = "taker"
 
-    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="fills", db_index=False)
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="fills", db_index=False,
+                              db_constraint=False)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills", db_constraint=False)
     account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="fills", db_index=False)
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+", db_index=False)
     side = models.CharField(max_length=4, choices=Side.choices)

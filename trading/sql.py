@@ -125,8 +125,11 @@ def update_rows(model, fields: list[str], rows: list[tuple]) -> None:
     with _cursor() as cursor:
         if connection.vendor == "postgresql":
             assignments = ", ".join(f'"{column.column}" = v."{column.column}"' for column in columns[1:])
+            # The redundant ANY() makes the planner fetch the rows by primary key: joined with the
+            # unnest() alone it hashed a sequential scan of the whole table, every batch.
+            arrays = _arrays(rows)
             cursor.execute(f'UPDATE "{table}" AS t SET {assignments} FROM {_unnest(columns)} AS v({_names(columns)}) '
-                           f'WHERE t."id" = v."id"', _arrays(rows))
+                           f'WHERE t."id" = v."id" AND t."id" = ANY(%s::bigint[])', [*arrays, arrays[0]])
         else:
             cursor.executemany(f'UPDATE "{table}" SET {assignments} WHERE "id" = %s',
                                [[*values[1:], values[0]] for values in _prepared(columns, rows)])
