@@ -4,8 +4,7 @@ Every asset is conserved (balances, the fee account included, equal what entered
 no bucket is negative; every journal sums to zero per asset; each account's locked balance equals
 the holds of its live orders; each matcher batch's settlement journal moves exactly what its
 fills say, so every trade is settled once; every fill names an existing order and trade, and each
-order's filled size equals its fills; the book is
-not crossed and equals the resting orders.
+order's filled size equals its fills; the book is not crossed and equals the resting orders.
 """
 
 from collections import defaultdict
