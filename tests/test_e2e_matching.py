@@ -161,10 +161,9 @@ def test_the_production_script_starts_rest_websocket_and_a_matcher_per_market(st
         bot = Client(f"http://127.0.0.1:{rest_port}", key["key"], key["secret"])
         order = bot.place_order("ETH-BTC", "buy", "limit", price="0.05", size="0.01")
         order = wait_until(lambda: (o := bot.get_order(order["order_id"]))["status"] != "pending" and o)
-        ws = wait_until(lambda: try_connect(connect, f"ws://127.0.0.1:{ws_port}/v1/ws"), timeout=30)
-        ws.send('{"op": "ping"}')
-        pong = ws.recv(timeout=5)
-        ws.close()
+        with wait_until(lambda: try_connect(connect, f"ws://127.0.0.1:{ws_port}/v1/ws"), timeout=30) as ws:
+            ws.send('{"op": "ping"}')
+            pong = ws.recv(timeout=5)
 
     assert order["status"] == "open"  # matched by the ETH-BTC worker the script started
     assert pong == '{"type": "pong"}'

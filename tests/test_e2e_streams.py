@@ -89,7 +89,7 @@ def test_a_client_too_slow_to_keep_up_is_disconnected_with_a_reason(stack):
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     raw.connect(("127.0.0.1", int(ws_url.split(":")[2].split("/")[0])))
-    slow = connect(ws_url, sock=raw, max_size=None, max_queue=1)
+    slow = connect(ws_url, sock=raw, max_size=None, max_queue=1).__enter__()  # closed by the server
     received, closed = [], {}
 
     def stall_then_read():  # a client that stops reading for 5 s (a long pause, a blocked thread)

@@ -131,7 +131,9 @@ class LocalBook:
 def _websockets_connect(url: str):
     from websockets.sync.client import connect
 
-    return connect(url, open_timeout=10)
+    # The follower keeps its connection across calls and closes it itself, so it enters the
+    # connection's context by hand (websockets 17 warns about a connect() used any other way).
+    return connect(url, open_timeout=10).__enter__()
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
