@@ -135,7 +135,8 @@ class Batch:
 
     matcher: "PairMatcher"
     fee_rates: dict[int, tuple[Decimal, Decimal]]
-    trades: list[tuple] = field(default_factory=list)  # (maker, taker, price, size, quote, taker_side)
+    # (maker, taker, price, size, quote, taker_side, buyer_fee, seller_fee) per trade
+    trades: list[tuple] = field(default_factory=list)
     net: dict[tuple[int, int, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     changed: dict[int, WorkingOrder] = field(default_factory=dict)
 
@@ -307,7 +308,7 @@ class PairMatcher:
     def settle(self, commands: list[tuple], state: BookState) -> BatchResult:
         self.now = timezone.now()
         events = []
-        for command_id, kind, *order_row in commands:
+        for _, kind, *order_row in commands:
             if kind == MatcherCommand.Kind.NEW:
                 order = self.orders[order_row[0]] = WorkingOrder(*order_row)
                 events.extend(self.book.apply(self.engine_command(order)))
