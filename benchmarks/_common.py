@@ -14,6 +14,7 @@ import platform
 import sys
 import time
 import uuid
+from typing import NamedTuple
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,8 +193,16 @@ def print_phases(phases: dict) -> None:
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu() -> dict[int, tuple[str, str, float, int]]:
-    """pid -> (comm, cmdline, cpu seconds, start time in clock ticks) for every readable process."""
+class ProcessCpu(NamedTuple):
+    comm: str
+    cmdline: str
+    cpu: float  # seconds, user + system
+    start: int  # clock ticks after boot: tells a reused pid apart
+    group: int  # process group id
+
+
+def proc_cpu() -> dict[int, ProcessCpu]:
+    """pid -> ProcessCpu for every readable process."""
     out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -207,11 +216,13 @@ def _proc_cpu() -> dict[int, tuple[str, str, float, int]]:
             continue
         comm = stat[stat.index("(") + 1: stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
-        out[int(entry)] = (comm, cmdline, (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[19]))
+        out[int(entry)] = ProcessCpu(comm, cmdline, (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[19]),
+                                     int(fields[2]))
     return out
 
 
-def _total_cpu() -> tuple[float, float]:
+def machine_cpu() -> tuple[float, float]:
+    """(all CPU seconds, idle CPU seconds) of the machine since boot."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
     idle = values[3] + values[4]
@@ -230,8 +241,8 @@ class CpuSampler:
         self.per_pid: dict[int, tuple[str, str, float]] = {}  # pid -> (label, group, cpu seconds in the window)
 
     def _tick(self) -> None:
-        now = _proc_cpu()
-        for pid, (comm, cmdline, cpu, started) in now.items():
+        now = proc_cpu()
+        for pid, (comm, cmdline, cpu, started, _) in now.items():
             previous = self.last.get(pid)
             # a pid not seen at the previous sample (or reused: another start time) started since
             used = cpu if previous is None or previous[3] != started else cpu - previous[2]
@@ -253,8 +264,8 @@ class CpuSampler:
     def start(self):
         import threading
 
-        self.last = _proc_cpu()
-        self.total_before = _total_cpu()
+        self.last = proc_cpu()
+        self.total_before = machine_cpu()
         self.t0 = time.monotonic()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -264,7 +275,7 @@ class CpuSampler:
         self.stopping.set()
         self.thread.join()
         self._tick()
-        total_after = _total_cpu()
+        total_after = machine_cpu()
         wall = time.monotonic() - self.t0
         busy = (total_after[0] - self.total_before[0]) - (total_after[1] - self.total_before[1])
         result = {group: used / wall for group, used in self.groups.items()}

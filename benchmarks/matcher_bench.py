@@ -309,6 +309,18 @@ def run_single(limit: int, cap_seconds: float) -> dict:
     return {"seconds": watch.seconds, "commands": done, "capped": done < limit}
 
 
+def run_batches(matcher, batches: int) -> tuple[int, int]:
+    """Up to ``batches`` batches, fewer if the queue empties: (commands processed, batches run)."""
+    processed = done = 0
+    while done < batches:
+        result = matcher.run_batch()
+        if result is None:
+            break
+        processed += len(result.processed_order_ids)
+        done += 1
+    return processed, done
+
+
 def run_phases(batches: int, batch_size: int | None = None) -> dict:
     """Phases of run_batch (see PhaseTimer), after a first batch that loads the book."""
     from trading import engine, ledger, matching, publishing
@@ -325,15 +337,9 @@ def run_phases(batches: int, batch_size: int | None = None) -> dict:
                         (ledger, "apply_journals", "settlement journal (ledger.apply_journals)"),
                         (matching.PairMatcher, "save_book_levels", "book levels"),
                         (publishing, "publish_batch", "publish_batch (after commit: Redis, channel layer)")])
-    processed = done = 0
     try:
         with timer, Stopwatch() as watch:
-            while done < batches:
-                result = matcher.run_batch()
-                if result is None:
-                    break
-                processed += len(result.processed_order_ids)
-                done += 1
+            processed, done = run_batches(matcher, batches)
     finally:
         matching.BATCH_SIZE = saved_batch_size
     return {"seconds": watch.seconds, "batches": done, "commands": processed, "phases": timer.phases,
@@ -357,16 +363,10 @@ def run_profile(batches: int) -> dict:
             sql["queries"] += 1
 
     profiler = cProfile.Profile()
-    processed = done = 0
     with connection.execute_wrapper(timing_wrapper):
         with Stopwatch() as watch:
             profiler.enable()
-            while done < batches:
-                result = matcher.run_batch()
-                if result is None:
-                    break
-                processed += len(result.processed_order_ids)
-                done += 1
+            processed, done = run_batches(matcher, batches)
             profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)

@@ -62,7 +62,7 @@ from array import array
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, table  # noqa: E402
+from _common import machine_cpu, percentile, proc_cpu, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve()
@@ -414,7 +414,7 @@ def injector_main(args) -> None:
     group = streams.book_group(PAIR)
 
     def daphne_cpu() -> float:  # every Daphne process: the launcher's process group
-        return sum(cpu for _, group, cpu in proc_cpu().values() if group == args.daphne_group)
+        return sum(process.cpu for process in proc_cpu().values() if process.group == args.daphne_group)
 
     async def run() -> dict:
         layer = get_channel_layer()
@@ -478,32 +478,6 @@ def free_port() -> int:
 
 
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu() -> dict[int, tuple[str, int, float]]:
-    """pid -> (comm, process group, cpu seconds) for every readable process."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1: stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(entry)] = (comm, int(fields[2]), (int(fields[11]) + int(fields[12])) / CLK_TCK)
-    return out
-
-
-def machine_busy() -> tuple[float, float]:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return sum(values) / CLK_TCK, (values[3] + values[4]) / CLK_TCK
-
-
 class CpuWindow:
     """Average cores busy per process group between start() and stop()."""
 
@@ -511,14 +485,15 @@ class CpuWindow:
         self.groups = groups  # process group id -> label
 
     def start(self):
-        self.before, self.machine_before, self.t0 = proc_cpu(), machine_busy(), time.monotonic()
+        self.before, self.machine_before, self.t0 = proc_cpu(), machine_cpu(), time.monotonic()
 
     def stop(self) -> dict[str, float]:
-        after, machine_after = proc_cpu(), machine_busy()
+        after, machine_after = proc_cpu(), machine_cpu()
         wall = time.monotonic() - self.t0
         used: dict[str, float] = {}
-        for pid, (comm, pgrp, cpu) in after.items():
-            delta = cpu - self.before.get(pid, (comm, pgrp, 0.0))[2]
+        for pid, (comm, _, cpu, _, pgrp) in after.items():
+            before = self.before.get(pid)
+            delta = cpu - (before.cpu if before is not None else 0.0)
             if delta <= 0:
                 continue
             if pgrp in self.groups:
