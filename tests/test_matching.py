@@ -40,13 +40,17 @@ def test_audit_passes_after_trading_and_names_each_corruption(alice, bob, trade)
     LedgerEntry.objects.filter(reason="settlement").first().delete()
     Order.objects.filter(account=alice).update(filled_size=D("0.3"))
     orphan = Fill.objects.filter(account=bob).first()
-    Fill.objects.filter(pk=orphan.pk).update(order_id=10**9)
+    Fill.objects.filter(pk=orphan.pk).update(order_id=10**9, account_id=10**9)
+    stray = Trade.objects.get()
+    Trade.objects.filter(pk=stray.pk).update(market_id=10**9)
 
     problems = "\n".join(audit())
     assert "USD" in problems or "held but" in problems
     assert "does not sum to zero" in problems
     assert f"order {Order.objects.get(account=alice).pk}: filled" in problems
-    assert f"fill {orphan.pk} names no existing order or trade" in problems
+    assert f"fill {orphan.pk} names no existing order" in problems
+    assert f"fill {orphan.pk} names no existing account" in problems
+    assert f"trade {stray.pk} names no existing market" in problems
 
 
 def test_a_batch_settles_all_its_trades_in_one_netted_journal(alice, bob, django_capture_on_commit_callbacks):

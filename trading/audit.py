@@ -3,7 +3,7 @@
 Every asset is conserved (balances, the fee account included, equal what entered from outside);
 no bucket is negative; every journal sums to zero per asset; each account's locked balance equals
 the holds of its live orders; each matcher batch's settlement journal moves exactly what its
-fills say, so every trade is settled once; every fill names an existing order and trade, and each
+fills say, so every trade is settled once; every trade and fill names existing rows, and each
 order's filled size equals its fills; the book is not crossed and equals the resting orders.
 """
 
@@ -48,9 +48,7 @@ def audit() -> list[str]:
 
     problems += settlement_problems(settled)
 
-    # Trades and fills name their orders without a database constraint (see trading.models).
-    problems += [f"fill {pk} names no existing order or trade" for pk in Fill.objects.exclude(
-        order_id__in=Order.objects.values("pk"), trade_id__in=Trade.objects.values("pk")).values_list("pk", flat=True)]
+    problems += dangling_keys()
     filled = defaultdict(Decimal)
     for order_id, size in Fill.objects.values_list("order", "size").iterator(chunk_size=5000):
         filled[order_id] += size
@@ -70,6 +68,18 @@ def audit() -> list[str]:
         asks = [p for (m, side, p) in levels if m == market_id and side == "ask"]
         if bids and asks and max(bids) >= min(asks):
             problems.append(f"market {market_id}: the book is crossed")
+    return problems
+
+
+def dangling_keys() -> list[str]:
+    """Trades and fills name their rows without a database constraint (see trading.models)."""
+    problems = []
+    for model, keys in ((Trade, ("market", "maker_order", "taker_order")),
+                        (Fill, ("trade", "order", "account", "market", "fee_asset"))):
+        for name in keys:
+            target = model._meta.get_field(name).related_model
+            dangling = model.objects.exclude(**{f"{name}_id__in": target.objects.values("pk")})
+            problems += [f"{model._meta.model_name} {pk} names no existing {name}" for pk in dangling.values_list("pk", flat=True)]
     return problems
 
 

@@ -7,10 +7,12 @@ from exchange.money import DECIMAL_PLACES, MAX_DIGITS
 
 # A foreign key that a composite index already leads with, or that is never looked up from the
 # other side, has db_index=False: the matcher writes orders, trades, fills and ledger lines in bulk,
-# and every index costs every row written. Trades and fills name their orders without a database
-# constraint: checking it locked each order row once per fill at commit, which took 60 % of a batch
-# and grew as orders were updated (benchmarks/matcher_bench.py). The matcher writes both sides in one
-# transaction, and trading.audit checks that every order's fills add up to its filled size.
+# and every index costs every row written. Trades and fills, which only the matcher writes, name
+# their orders, accounts, markets and assets without a database constraint: the checks ran at commit,
+# one locking lookup per key per row, and took 60 % of a batch for the orders and then 15 % for the
+# rest (benchmarks/matcher_bench.py). The matcher takes every key from rows it read in the same
+# transaction, nothing deletes those rows (PROTECT), and trading.audit checks that every key of a
+# trade or fill names an existing row and that every order's fills add up to its filled size.
 
 
 class AmountField(models.DecimalField):
@@ -43,6 +45,11 @@ class AmountField(models.DecimalField):
         value = self.to_python(value)
         width = self.max_digits + 1  # digits and the point
         return format(value.quantize(Decimal(1).scaleb(-self.decimal_places)), f"0{width}.{self.decimal_places}f")
+
+    def get_db_converters(self, connection) -> list:
+        # PostgreSQL returns Decimal already; a converter call per value was a visible cost of reading
+        # a matcher batch (benchmarks/matcher_bench.py).
+        return super().get_db_converters(connection) if connection.vendor == "sqlite" else []
 
     def from_db_value(self, value, expression, connection):
         if value is None or isinstance(value, Decimal):
@@ -325,7 +332,8 @@ class MatcherCommand(models.Model):
 class Trade(models.Model):
     """A match between a resting (maker) order and an incoming (taker) order, at the maker's price."""
 
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades", db_index=False)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades", db_index=False,
+                               db_constraint=False)
     price = AmountField()
     size = AmountField()
     quote_amount = AmountField(help_text="price × size, in quote.")
@@ -352,14 +360,16 @@ class Fill(models.Model):
     trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="fills", db_index=False,
                               db_constraint=False)
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills", db_constraint=False)
-    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="fills", db_index=False)
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+", db_index=False)
+    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="fills", db_index=False,
+                                db_constraint=False)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False)
     side = models.CharField(max_length=4, choices=Side.choices)
     liquidity = models.CharField(max_length=5, choices=Liquidity.choices)
     price = AmountField()
     size = AmountField()
     fee = AmountField()
-    fee_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+", db_index=False)
+    fee_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+", db_index=False,
+                                  db_constraint=False)
     executed_at = models.DateTimeField()
 
     class Meta:

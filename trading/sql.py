@@ -103,8 +103,9 @@ def insert_rows(model, fields: list[str], rows: list[tuple]) -> None:
 
 
 def _unnest(columns) -> str:
-    """PostgreSQL: rows as one unnest() of typed arrays, one array parameter per column."""
-    return "unnest(" + ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns) + ")"
+    """PostgreSQL: rows as one unnest() of typed arrays, one array parameter per column. The arrays
+    go in binary (%b): dumped as text, every element was checked against quoting patterns in Python."""
+    return "unnest(" + ", ".join(f"%b::{column.db_type(connection)}[]" for column in columns) + ")"
 
 
 def _arrays(rows) -> list[list]:
@@ -129,7 +130,7 @@ def update_rows(model, fields: list[str], rows: list[tuple]) -> None:
             # unnest() alone it hashed a sequential scan of the whole table, every batch.
             arrays = _arrays(rows)
             cursor.execute(f'UPDATE "{table}" AS t SET {assignments} FROM {_unnest(columns)} AS v({_names(columns)}) '
-                           f'WHERE t."id" = v."id" AND t."id" = ANY(%s::bigint[])', [*arrays, arrays[0]])
+                           f'WHERE t."id" = v."id" AND t."id" = ANY(%b::bigint[])', [*arrays, arrays[0]])
         else:
             cursor.executemany(f'UPDATE "{table}" SET {assignments} WHERE "id" = %s',
                                [[*values[1:], values[0]] for values in _prepared(columns, rows)])
