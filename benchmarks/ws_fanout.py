@@ -242,6 +242,12 @@ class Conn(asyncio.Protocol):
             self.ready.set_exception(ConnectionError(f"closed before the snapshot: {self.closed}"))
 
 
+def write_whole(path: str, data: str | bytes) -> None:
+    """Write then rename, so the parent, which waits for the file to exist, never reads half of it."""
+    Path(path + ".part").write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(path + ".part", path)
+
+
 async def subscriber_main(args) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -271,7 +277,7 @@ async def subscriber_main(args) -> None:
     conns = [c for c in (opening.result() if opening.done() else []) if c is not None]
     subscribed = len(conns)
     t_ready = time.time_ns()
-    Path(args.out + ".ready").write_text(json.dumps({"subscribed": subscribed, "seconds": (t_ready - t_start) / 1e9,
+    write_whole(args.out + ".ready", json.dumps({"subscribed": subscribed, "seconds": (t_ready - t_start) / 1e9,
                                                      "errors": connect_errors[:5]}))
     await stop.wait()
     seqs, arrivals = array("q"), array("q")
@@ -279,7 +285,7 @@ async def subscriber_main(args) -> None:
         conn.transport.abort()
         seqs.extend(conn.seqs)
         arrivals.extend(conn.arrivals)
-    Path(args.out + ".bin").write_bytes(seqs.tobytes() + arrivals.tobytes())
+    write_whole(args.out + ".bin", seqs.tobytes() + arrivals.tobytes())
     summary = {
         "connections": args.connections, "subscribed": subscribed, "samples": len(seqs),
         "connect_seconds": (t_ready - t_start) / 1e9, "connect_errors": connect_errors[:10],
@@ -288,7 +294,7 @@ async def subscriber_main(args) -> None:
         "others": [o for c in conns for o in c.others],
         "closed": [c.closed for c in conns if c.closed is not None],  # before the stop: abort() reports later
     }
-    Path(args.out + ".json").write_text(json.dumps(summary))
+    write_whole(args.out + ".json", json.dumps(summary))
 
 
 # ----------------------------------------------------------------------------------------------------
