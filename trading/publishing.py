@@ -36,7 +36,8 @@ _ticker_owed: set[str] = set()
 _ticker_sent: dict[str, float] = {}
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
-# At most this many committed batches wait for the publisher thread; then the matcher waits for it.
+# At most this many committed batches wait for the publisher thread (made under _loop_lock too);
+# then the matcher waits for it.
 PUBLISH_BACKLOG = 8
 _publisher: ThreadPoolExecutor | None = None
 _backlog = threading.BoundedSemaphore(PUBLISH_BACKLOG)
@@ -107,7 +108,8 @@ def publish_batch(result) -> None:
     the sequence gap and resynchronise."""
     market = result.market
     try:
-        if result.trades or (result.delta is not None and top_of_book_moved(market, result.delta)):
+        moved = result.delta is not None and top_of_book_moved(market, result.delta)
+        if result.trades or moved:
             _ticker_owed.add(market.pair)
         ticker = []
         if time.monotonic() - _ticker_sent.get(market.pair, -TICKER_INTERVAL_SECONDS) >= TICKER_INTERVAL_SECONDS:
