@@ -35,9 +35,8 @@ TICKER_INTERVAL_SECONDS = 0.25
 _ticker_owed: set[str] = set()
 _ticker_sent: dict[str, float] = {}
 _loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-# At most this many committed batches wait for the publisher thread (made under _loop_lock too);
-# then the matcher waits for it.
+_start_lock = threading.Lock()  # the event loop's and the publisher's threads are started once
+# At most this many committed batches wait for the publisher thread; then the matcher waits for it.
 PUBLISH_BACKLOG = 8
 _publisher: ThreadPoolExecutor | None = None
 _backlog = threading.BoundedSemaphore(PUBLISH_BACKLOG)
@@ -47,7 +46,7 @@ def publishing_loop() -> asyncio.AbstractEventLoop:
     """One event loop for the process's sends to the Redis channel layer, kept running on its own
     thread: async_to_sync would make a new loop, and new Redis connections, for every call."""
     global _loop
-    with _loop_lock:
+    with _start_lock:
         if _loop is None:
             _loop = asyncio.new_event_loop()
             threading.Thread(target=_loop.run_forever, name="channel-layer-publisher", daemon=True).start()
@@ -75,7 +74,7 @@ def group_send_all(messages: list[tuple[str, dict]]) -> None:
 def publisher() -> ThreadPoolExecutor:
     """One thread, so that what is handed over goes out in the order it was handed over."""
     global _publisher
-    with _loop_lock:
+    with _start_lock:
         if _publisher is None:
             _publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-publisher")
     return _publisher
