@@ -17,14 +17,15 @@ What it does, all in one run so that the ratios mean something on a noisy machin
    ``trading.ledger.apply_journals``, cancel flags, matcher commands), only to stay within the time
    budget: at ~100 commands/s, 20,000 through the services would take over 3 minutes by itself.
 3. That database is the template of one clone per measurement, so each starts from the same queue:
-   - batched: ``trading.dispatch.matcher_for("BTC-USD").drain()`` (BATCH_SIZE = 500, as shipped),
-     then ``trading.audit.audit()`` on the result (not timed);
+   - batched: ``trading.dispatch.matcher_for("BTC-USD").drain()`` (BATCH_SIZE as shipped; each batch
+     written on the matcher's writer thread while the next is matched), then ``trading.audit.audit()``
+     on the result (not timed);
    - baseline (a): one transaction per command (``trading.matching.BATCH_SIZE = 1``) over a prefix
      of the same queue, compared with the batched rate over the same prefix; then the phases of
      one-command batches;
-   - the phases of 500-command batches (each ORM call by model, the engine, publishing, commit;
-     real time, no profiler), then cProfile over the next batches, then candidate replacements for
-     the costliest steps timed beside the shipped code on the same rows.
+   - the phases of full batches run one at a time (``run_batch``: matching and writing in turn; each
+     ORM call by model, the engine, publishing, commit; real time, no profiler), then cProfile over
+     the next batches.
 4. Baseline (b): raw psycopg COPY of 1,000-row batches (one commit each) into a scratch table
    created LIKE trading_ledgerentry (same columns, defaults, indexes and checks; no foreign keys).
 5. Baseline (c): the pure engine (trading.engine, no database) on the same commands.
@@ -252,6 +253,15 @@ def bulk_queue(stream: list[tuple], start: int, accounts: list, order_ids: dict[
     return watch.seconds
 
 
+def flush_redis() -> None:
+    """Empty Redis db 3 for the next clone, after the publisher thread has sent what it holds: a delta
+    of the last clone sent after the flush would sit above the next clone's sequences."""
+    from trading import publishing
+
+    publishing.wait_published()
+    _common.flush_bench_redis()
+
+
 def fresh_matcher():
     from trading import dispatch
 
@@ -268,22 +278,30 @@ def counts() -> dict:
 
 
 def run_batched() -> dict:
+    """Drain the queue as the worker does. Each batch's time is from the previous batch's commit (or
+    the start) to its own: on PostgreSQL the batches are written on the matcher's writer thread
+    while the next one is matched, so a batch's own duration is not what limits the drain."""
+    from trading import publishing
+
     matcher = fresh_matcher()
-    original = matcher.run_batch
-    batch_times: list[tuple[float, int]] = []
+    original = publishing.publish_batch
+    commits: list[tuple[float, int]] = []
 
-    def timed_batch():
-        start = time.perf_counter()
-        result = original()
-        if result is not None:
-            batch_times.append((time.perf_counter() - start, len(result.processed_order_ids)))
-        return result
+    def committed(result):  # runs on commit, in commit order
+        commits.append((time.perf_counter(), len(result.processed_order_ids)))
+        return original(result)
 
-    matcher.run_batch = timed_batch
+    publishing.publish_batch = committed
     before = counts()
-    with Stopwatch() as watch:
-        results = matcher.drain()
+    try:
+        with Stopwatch() as watch:
+            started = time.perf_counter()
+            results = matcher.drain()
+    finally:
+        publishing.publish_batch = original
     after = counts()
+    stamps = [started] + [stamp for stamp, _ in commits]
+    batch_times = [(stamps[i + 1] - stamps[i], processed) for i, (_, processed) in enumerate(commits)]
     return {"seconds": watch.seconds, "batches": len(results), "batch_times": batch_times,
             "orders_changed": sum(len(r.orders) for r in results),
             "commands": sum(len(r.processed_order_ids) for r in results),
@@ -329,13 +347,15 @@ def run_phases(batches: int, batch_size: int | None = None) -> dict:
     matching.BATCH_SIZE = batch_size or saved_batch_size
     matcher = fresh_matcher()
     matcher.run_batch()  # loads the book: not part of the steady state, and not wrapped
-    timer = PhaseTimer([(engine.OrderBook, "apply", "engine OrderBook.apply"),
+    timer = PhaseTimer([(matching.PairMatcher, "queued_commands", "read the queued commands and their orders"),
+                        (engine.OrderBook, "apply", "engine OrderBook.apply"),
                         (matching.Batch, "apply", "events to order states, trades and postings (Batch.apply)"),
                         (matching, "reserve_ids", "reserve trade and fill ids"),
-                        (matching, "insert_rows", "COPY trades and fills (sql.insert_rows)"),
-                        (matching, "update_rows", "order states (sql.update_rows)"),
-                        (ledger, "apply_journals", "settlement journal (ledger.apply_journals)"),
-                        (matching.PairMatcher, "save_book_levels", "book levels"),
+                        (matching.PairMatcher, "trade_rows", "trade and fill rows (with the ids)"),
+                        (matching.PairMatcher, "book_changes", "book levels and delta"),
+                        (ledger, "journal_statements", "settlement journal statements"),
+                        (matching, "update_statement", "order state and book state statements"),
+                        (matching, "execute", "write: the batch's statements in one pipeline (sql.execute)"),
                         (publishing, "publish_batch", "publish_batch (after commit: Redis, channel layer)")])
     try:
         with timer, Stopwatch() as watch:
@@ -378,8 +398,8 @@ def run_profile(batches: int) -> dict:
             "cumulative": cumulative, "tottime": out.getvalue(), "breakdown": breakdown(stats)}
 
 
-BREAKDOWN_CALLERS = {"run_batch", "settle", "save_trades", "apply_journals", "save_book_levels", "publish_batch",
-                     "lock_balances"}
+BREAKDOWN_CALLERS = {"run_batch", "match", "write", "trade_rows", "book_changes", "queued_commands", "execute",
+                     "publish_batch"}
 
 
 def breakdown(stats: pstats.Stats) -> list[tuple[str, str, float]]:
@@ -518,7 +538,7 @@ def main() -> None:
         clones[name] = _common.create_database(f"{tag}_{name}", template=template)
 
     # Each clone restarts the book sequence: clear db 3's replay stream and wake flags first.
-    _common.flush_bench_redis()
+    flush_redis()
     use_database(clones["batched"])
     engine_only = run_engine_only()
     batched = run_batched()
@@ -529,12 +549,12 @@ def main() -> None:
     ticker_ms = time_ticker()
     copy = run_copy(clones["batched"], args.copy_batches)
 
-    _common.flush_bench_redis()
+    flush_redis()
     use_database(clones["single"])
     single = run_single(args.single_prefix, args.single_seconds)
     small_phases = run_phases(args.small_batches, batch_size=1)
 
-    _common.flush_bench_redis()
+    flush_redis()
     use_database(clones["profile"])
     phases = run_phases(args.profile_batches)
     profile = run_profile(args.profile_batches)
@@ -623,7 +643,7 @@ def main() -> None:
 
     for name in list(clones.values()) + [template]:
         _common.drop_database(name)
-    _common.flush_bench_redis()
+    flush_redis()
     shutil.rmtree(var_dir, ignore_errors=True)
     _common.print_cpu_report(cpu, sampler, started)
 

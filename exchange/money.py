@@ -6,6 +6,7 @@ precision, and the ledger does its sums in a context that traps any rounding at 
 """
 
 import decimal
+import functools
 
 MAX_DIGITS = 36
 DECIMAL_PLACES = 18
@@ -21,14 +22,19 @@ def configure_decimal_context() -> None:
     decimal.setcontext(decimal.Context(prec=80, rounding=decimal.ROUND_HALF_EVEN))
 
 
+@functools.lru_cache(maxsize=1024)
+def _quantum(step: decimal.Decimal) -> decimal.Decimal:
+    """1 in the last place of ``step`` (0.01 for 0.010): a market's steps are few, its amounts many."""
+    return decimal.Decimal(1).scaleb(min(0, step.normalize().as_tuple().exponent))
+
+
 def format_amount(value: decimal.Decimal, step: decimal.Decimal) -> str:
     """A decimal string with as many places as ``step`` has (63000 with step 0.01 -> "63000.00").
 
     Values finer than the step (a fee, a quote amount) keep all their significant places: output
     is never rounded.
     """
-    places = max(0, -step.normalize().as_tuple().exponent)
-    quantized = value.quantize(decimal.Decimal(1).scaleb(-places))
+    quantized = value.quantize(_quantum(step))
     if quantized != value:
         quantized = value.normalize()
     return format(quantized, "f")

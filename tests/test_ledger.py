@@ -1,7 +1,7 @@
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -177,4 +177,39 @@ def test_hold_funds_refuses_a_shortfall_like_the_general_path_and_writes_nothing
     assert refused.value.code == ErrorCode.INSUFFICIENT_FUNDS
     assert (refused.value.message, refused.value.details) == (expected.value.message, expected.value.details)
     assert refused.value.details["shortfalls"][0]["missing"] == ("0.01" if deposit else "100.01")
+    assert ledger_snapshot() == before
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the statements add amounts in SQL: PostgreSQL")
+def test_journal_statements_apply_a_settlement_as_apply_journals_does(make_account, fund, usd):
+    """The matcher's settlement as pipelined statements (PostgreSQL): same balances and entries as
+    apply_journals, a balance row made where none was, and a shortfall refused by the database."""
+    from trading.sql import execute
+
+    buyer, seller, newcomer = make_account(), make_account(), make_account()
+    fund(buyer, "USD", "100")
+    ledger.hold_funds(buyer.pk, usd.pk, Decimal("60"), reference="test:hold")
+    settlement = Journal(reason=Reason.SETTLEMENT, reference="settlement:test:1", postings=[
+        Posting(buyer.pk, usd.pk, Decimal("-60"), Bucket.LOCKED),
+        Posting(buyer.pk, usd.pk, Decimal("0.000000000000000001"), Bucket.AVAILABLE),
+        Posting(seller.pk, usd.pk, Decimal("40"), Bucket.AVAILABLE),
+        Posting(newcomer.pk, usd.pk, Decimal("19.999999999999999999"), Bucket.AVAILABLE),
+    ])
+    with transaction.atomic():
+        execute(ledger.journal_statements(settlement))
+
+    assert (balance_of(buyer, "USD").available, balance_of(buyer, "USD").locked) == (
+        Decimal("40.000000000000000001"), 0)
+    assert balance_of(seller, "USD").available == Decimal("40")
+    assert balance_of(newcomer, "USD").available == Decimal("19.999999999999999999")
+    assert sorted(LedgerEntry.objects.filter(reference="settlement:test:1").values_list("account_id", "bucket", "amount")) \
+        == sorted((p.account_id, p.bucket, p.amount) for p in settlement.postings)
+
+    before = ledger_snapshot()
+    overdraft = Journal(reason=Reason.SETTLEMENT, reference="settlement:test:2", postings=[
+        Posting(seller.pk, usd.pk, Decimal("-40.01"), Bucket.AVAILABLE),
+        Posting(newcomer.pk, usd.pk, Decimal("40.01"), Bucket.AVAILABLE),
+    ])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        execute(ledger.journal_statements(overdraft))
     assert ledger_snapshot() == before

@@ -1,4 +1,4 @@
-"""The matcher's bulk writes (trading.sql): COPY and unnest() arrays on PostgreSQL, executemany on
+"""The matcher's bulk writes (trading.sql): unnest() of array literals on PostgreSQL, executemany on
 SQLite. Both must keep every digit of an amount and write NULLs as NULLs."""
 
 from decimal import Decimal
@@ -66,3 +66,17 @@ def test_lock_rows_returns_exactly_the_keyed_rows_in_primary_key_order(alice, bo
     assert [(row.pk, row.account_id, row.available) for row in rows] == [
         (row.pk, row.account_id, row.available) for row in expected
     ]
+
+
+def test_texts_and_timestamps_come_back_exactly_as_written(alice, trade):
+    """Array literals quote every text: quotes, backslashes, commas, braces, the word NULL, empty."""
+    from datetime import datetime, timezone
+
+    texts = ['say "no"', "back\\slash", "a,b", "{x}", "NULL", "", "naïve ✓"]
+    orders = [trade(alice, side="sell", type="limit", price=D(63000 + n), size=D("0.1")) for n in range(len(texts))]
+    when = datetime(2026, 12, 1, 13, 2, 3, 456789, tzinfo=timezone.utc)
+    update_rows(Order, ["reject_reason", "done_at", "post_only"],
+                [(order.pk, text, when if n % 2 else None, bool(n % 2)) for n, (order, text) in enumerate(zip(orders, texts))])
+    rows = Order.objects.filter(pk__in=[order.pk for order in orders]).order_by("pk").values_list(
+        "reject_reason", "done_at", "post_only")
+    assert list(rows) == [(text, when if n % 2 else None, bool(n % 2)) for n, text in enumerate(texts)]

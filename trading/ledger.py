@@ -19,7 +19,8 @@ from django.utils import timezone
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.money import EXACT
 from trading.models import Asset, Balance, LedgerEntry, Wallet
-from trading.sql import insert_rows, lock_rows, update_rows, upsert_rows
+from trading.sql import (Statement, insert_rows, insert_statement, lock_rows, lock_statement, update_rows,
+                         update_statement, upsert_rows, upsert_statement)
 
 Bucket = LedgerEntry.Bucket
 Reason = LedgerEntry.Reason
@@ -128,6 +129,30 @@ def apply_journals(journals: Sequence[Journal]) -> None:
             for journal in journals
             for posting in journal.postings
         ])
+
+
+def journal_statements(journal: Journal) -> list[Statement]:
+    """PostgreSQL: ``apply_journals([journal])`` as statements that need no answer, for a pipeline
+    (trading.sql.execute): create missing rows, lock the rows in primary-key order, add each net
+    change, insert the entries. A bucket that would go negative fails the balance table's CHECK
+    constraint instead of raising INSUFFICIENT_FUNDS: for writers whose holds already cover every
+    debit (the matcher's settlements), where a shortfall is a bug."""
+    check_journal(journal)
+    changes = sorted(net_changes([journal]).items())
+    keys = [key for key, _ in changes]
+    now = timezone.now()
+    return [
+        upsert_statement(Balance, ["account", "asset", "wallet", "available", "locked"],
+                         [(*key, 0, 0) for key in keys], unique=["account", "asset", "wallet"], update=[]),
+        lock_statement(Balance, ["account", "asset", "wallet"], keys),
+        update_statement(Balance, ["available", "locked"], [(*key, *change) for key, change in changes],
+                         key=["account", "asset", "wallet"], add=True),
+        insert_statement(LedgerEntry, LEDGER_FIELDS, [
+            (journal.id, posting.account_id, posting.asset_id, posting.wallet, posting.bucket, posting.amount,
+             journal.reason, journal.reference, journal.memo, now)
+            for posting in journal.postings
+        ]),
+    ]
 
 
 def apply_journal(journal: Journal) -> None:

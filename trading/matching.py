@@ -13,20 +13,24 @@ settlement against them.
 
 The book, and the working copies of the orders on it, are trusted only while ``BookState.batches``
 says no one else has written since: otherwise (another process, a failed commit) both are rebuilt
-from the open orders. Orders are plain objects and rows go out by COPY and array parameters
-(``trading.sql``) because model instances and the ORM's bulk SQL were most of a batch's time
-(docs/performance.md).
+from the open orders. Orders are plain objects and rows go out as array parameters in one pipeline
+of statements (``trading.sql``) because model instances and the ORM's bulk SQL were most of a
+batch's time (docs/performance.md). Under a backlog on PostgreSQL, batch N is written on a second
+thread while batch N+1 is matched (``drain_pipelined``).
 """
 
 import gc
 import logging
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import NamedTuple
 
-from django.db import transaction
+from django.db import connection, connections, transaction
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from accounts.models import Account
@@ -36,13 +40,16 @@ from marketdata.checksum import CHECKSUM_DEPTH
 from trading import engine, ledger, publishing
 from trading.ledger import Bucket, Journal, Posting, Reason
 from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Side, Trade
-from trading.sql import delete_rows, insert_rows, reserve_ids, update_rows, upsert_rows
+from trading.sql import (Statement, delete_statement, execute, id_array, insert_statement, reserve_ids, select_rows,
+                         update_statement, upsert_statement)
 
 logger = logging.getLogger(__name__)
 
 # Under a backlog a batch of 2,000 takes about 0.1 s here: larger batches match faster, and a
 # create waiting for its batch still gets its result within its wait (docs/performance.md).
 BATCH_SIZE = 2000
+# Batches matched ahead of the committed ones while draining (each one's write waits for the one before).
+PIPELINE_DEPTH = 2
 FEE_QUANTUM = Decimal(1).scaleb(-DECIMAL_PLACES)
 BOOK_SIDE = {"buy": BookLevel.Side.BID, "sell": BookLevel.Side.ASK}
 CLOSING_STATUS = {
@@ -51,12 +58,6 @@ CLOSING_STATUS = {
     engine.Expired: Order.Status.EXPIRED,
     engine.Rejected: Order.Status.REJECTED,
 }
-# The order columns the matcher reads, and those it writes back.
-ORDER_FIELDS = ("id", "account_id", "side", "type", "price", "size", "funds", "stop_price", "protection_price",
-                "time_in_force", "post_only", "stp", "status", "filled_size", "executed_value", "fee",
-                "hold_asset_id", "hold_remaining", "book_priority")
-WRITTEN_ORDER_FIELDS = ["status", "filled_size", "executed_value", "fee", "hold_remaining", "book_priority",
-                        "done_at", "reject_reason", "updated_at"]
 TRADE_FIELDS = ["id", "market", "price", "size", "quote_amount", "taker_side", "maker_order", "taker_order",
                 "executed_at", "batch"]
 FILL_FIELDS = ["id", "trade", "order", "account", "market", "side", "liquidity", "price", "size", "fee",
@@ -81,15 +82,32 @@ def settlement_reference(pair: str, batch: int) -> str:
     return f"settlement:{pair}:{batch}"
 
 
+@dataclass(slots=True, eq=False)
 class WorkingOrder:
-    """The matcher's copy of an order it is matching or holds on the book."""
+    """The matcher's copy of an order it is matching or holds on the book (a generated __init__:
+    assigning the fields one by one in a loop was a visible cost of reading a batch)."""
 
-    __slots__ = (*ORDER_FIELDS, "done_at", "reject_reason")
-
-    def __init__(self, *values):
-        for name, value in zip(ORDER_FIELDS, values):
-            setattr(self, name, value)
-        self.done_at, self.reject_reason = None, ""
+    id: int
+    account_id: int
+    side: str
+    type: str
+    price: Decimal | None
+    size: Decimal | None
+    funds: Decimal | None
+    stop_price: Decimal | None
+    protection_price: Decimal | None
+    time_in_force: str
+    post_only: bool
+    stp: str
+    status: str
+    filled_size: Decimal
+    executed_value: Decimal
+    fee: Decimal
+    hold_asset_id: int
+    hold_remaining: Decimal
+    book_priority: int | None
+    done_at: datetime | None = None
+    reject_reason: str = ""
 
     @property
     def limit_price(self) -> Decimal | None:
@@ -99,6 +117,12 @@ class WorkingOrder:
     def written_row(self, now: datetime) -> tuple:
         return (self.id, self.status, self.filled_size, self.executed_value, self.fee, self.hold_remaining,
                 self.book_priority, self.done_at, self.reject_reason, now)
+
+
+# The order columns the matcher reads (WorkingOrder's fields the database fills), and those it writes back.
+ORDER_FIELDS = tuple(item.name for item in fields(WorkingOrder) if item.default is MISSING)
+WRITTEN_ORDER_FIELDS = ["status", "filled_size", "executed_value", "fee", "hold_remaining", "book_priority",
+                        "done_at", "reject_reason", "updated_at"]
 
 
 class TradeRecord(NamedTuple):
@@ -226,9 +250,11 @@ class PairMatcher:
         self.fee_account_id: int | None = None
         self.book: engine.OrderBook | None = None
         self.orders: dict[int, WorkingOrder] = {}  # the orders on the book, resting or waiting stops
-        self.batches = -1
+        self.batches = -1  # the batches the book holds: committed, or matched and being written
+        self.sequence = 0
         self.priority = 0
         self.now = timezone.now()
+        self._writer: ThreadPoolExecutor | None = None
 
     # -- conversions between the database's decimals and the engine's integers
 
@@ -271,7 +297,7 @@ class PairMatcher:
             if order.status == Order.Status.UNTRIGGERED:
                 book.load_stop(self.engine_command(order))
         book.drain_touched_levels()
-        self.book, self.batches, self.priority = book, state.batches, state.last_priority
+        self.book, self.batches, self.sequence, self.priority = book, state.batches, state.sequence, state.last_priority
         self.orders = {order.id: order for order in orders}
         # What exists now (the book, the process's modules) lives on: keep it out of the cyclic
         # collector's full passes, which walked it all every few batches (15 % of a drain).
@@ -288,30 +314,49 @@ class PairMatcher:
             state = states.get(market__pair=self.pair)
         return state
 
+    def lock_book(self) -> BookState | None:
+        """Lock the pair's state and make sure the book in memory is the committed one; None when the
+        market is halted (frozen: its queue waits for the resume)."""
+        state = self.lock_state()
+        if state.market.status == Market.Status.HALTED:
+            return None
+        if self.book is None or state.batches != self.batches or self.market.pk != state.market_id:
+            self.load(state)
+        return state
+
+    def queued_commands(self, market_id: int, taken: list[int] = ()) -> list[tuple]:
+        """Up to BATCH_SIZE queued commands, oldest first, with their orders' fields; not those in ``taken``
+        (taken by batches whose writes have not committed yet, which delete them)."""
+        commands = MatcherCommand.objects.filter(market_id=market_id)
+        if taken:
+            commands = commands.alias(taken=RawSQL(
+                f'"{MatcherCommand._meta.db_table}"."id" = ANY(%s::bigint[])', [id_array(taken)],
+                output_field=BooleanField(),
+            )).filter(taken=False)
+        return select_rows(commands.order_by("pk").values_list(
+            "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS))[:BATCH_SIZE])
+
     def run_batch(self) -> BatchResult | None:
         """Process up to BATCH_SIZE queued commands in one transaction; None when the queue is empty."""
         try:
             with transaction.atomic():
-                state = self.lock_state()
-                if state.market.status == Market.Status.HALTED:
-                    return None  # a halted market is frozen: its queue waits for the resume
-                if self.book is None or state.batches != self.batches or self.market.pk != state.market_id:
-                    self.load(state)
-                commands = list(
-                    MatcherCommand.objects.filter(market_id=state.market_id).order_by("pk")
-                    .values_list("pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS))[:BATCH_SIZE]
-                )
+                state = self.lock_book()
+                if state is None:
+                    return None
+                commands = self.queued_commands(state.market_id)
                 if not commands:
                     return None
-                result = self.settle(commands, state)
-                transaction.on_commit(lambda: publishing.publish_batch(result))
+                result = self.write(self.match(commands), state)
         except BaseException:
             self.book = None  # memory may be ahead of the database: rebuild before the next batch
             raise
-        self.batches = state.batches
         return result
 
-    def settle(self, commands: list[tuple], state: BookState) -> BatchResult:
+    def match(self, commands: list[tuple]) -> "MatchedBatch":
+        """Run the commands through the book and turn the events into the statements that write the batch.
+
+        Only memory changes here (and trade and fill ids are taken from their sequences): the rows
+        are taken now, so that the write may run while the next batch is matched (drain)."""
         self.now = timezone.now()
         events = []
         for _, kind, *order_row in commands:
@@ -329,61 +374,86 @@ class PairMatcher:
             for account in Account.objects.filter(pk__in=account_ids).select_related("rate_tier")
         })
         batch.apply(events)
-
-        state.batches += 1
-        trades, fills = self.save_trades(batch.trades, state.batches)
-        journal = batch.settlement(settlement_reference(self.pair, state.batches))
-        if journal is not None:
-            ledger.apply_journals([journal])
-        update_rows(Order, WRITTEN_ORDER_FIELDS, [order.written_row(self.now) for order in batch.changed.values()])
+        self.batches += 1
         for order in batch.changed.values():
             if order.status not in Order.LIVE_STATUSES:
                 del self.orders[order.id]
-        delta = self.save_book_levels(state)
-        state.last_priority = self.priority
-        state.save()
-        MatcherCommand.objects.filter(pk__in=[command[0] for command in commands]).delete()
-        return BatchResult(
+        delta, kept_levels, removed_levels = self.book_changes()
+        trade_rows, fill_rows, trades = self.trade_rows(batch.trades)
+
+        statements = [insert_statement(Trade, TRADE_FIELDS, trade_rows),
+                      insert_statement(Fill, FILL_FIELDS, fill_rows)] if trade_rows else []
+        journal = batch.settlement(settlement_reference(self.pair, self.batches))
+        if journal is not None and connection.vendor == "postgresql":
+            statements += ledger.journal_statements(journal)
+            journal = None  # elsewhere apply_journals computes the balances in Python
+        if batch.changed:
+            statements.append(update_statement(Order, WRITTEN_ORDER_FIELDS,
+                                               [order.written_row(self.now) for order in batch.changed.values()]))
+        if removed_levels:
+            statements.append(delete_statement(BookLevel, ["market", "side", "price"], removed_levels))
+        if kept_levels:
+            statements.append(upsert_statement(BookLevel, ["market", "side", "price", "size"], kept_levels,
+                                               unique=["market", "side", "price"], update=["size"]))
+        statements += [
+            update_statement(BookState, ["sequence", "batches", "last_priority"],
+                             [(self.market.pk, self.sequence, self.batches, self.priority)], key=["market"]),
+            delete_statement(MatcherCommand, ["id"], [command[:1] for command in commands]),
+        ]
+        result = BatchResult(
             market=self.market,
             processed_order_ids=[command[2] for command in commands],
             orders=[(order.account_id, order.id) for order in batch.changed.values()],
             trades=trades,
-            fills=fills,
+            fills=[(row[3], row[0]) for row in fill_rows],
             delta=delta,
         )
+        return MatchedBatch(number=self.batches, command_ids=[command[0] for command in commands],
+                            statements=statements, journal=journal, result=result)
 
-    def save_trades(self, trades: list[tuple], batch_number: int) -> tuple[list[TradeRecord], list[tuple[int, int]]]:
-        """Insert the batch's trades and both fills of each (a fill's fee is in the asset it receives).
+    def write(self, matched: "MatchedBatch", state: BookState) -> BatchResult:
+        """Write a matched batch in the caller's transaction, on top of the batch before it; publish
+        it on commit."""
+        if state.batches != matched.number - 1:
+            raise StaleBook(f"{self.pair}: batch {matched.number} would follow batch {state.batches}")
+        if matched.journal is not None:
+            ledger.apply_journals([matched.journal])
+        execute(matched.statements)
+        transaction.on_commit(lambda: publishing.publish_batch(matched.result))
+        return matched.result
 
-        Returns the trades for publishing, and (account_id, fill_id) of the fills."""
-        market, now = self.market, self.now
+    def trade_rows(self, trades: list[tuple]) -> tuple[list[tuple], list[tuple], list[TradeRecord]]:
+        """The batch's trade rows and both fill rows of each (a fill's fee is in the asset it receives),
+        and the trades for publishing."""
+        market, now, batch_number = self.market, self.now, self.batches
+        market_id, base_id, quote_id = market.pk, market.base_id, market.quote_id
         ids = reserve_ids({Trade: len(trades), Fill: 2 * len(trades)})
         trade_ids, fill_ids = ids[Trade], iter(ids[Fill])
         trade_rows, fill_rows, records = [], [], []
         for trade_id, (maker, taker, price, size, quote, taker_side, buyer_fee, seller_fee) in zip(trade_ids, trades):
-            trade_rows.append((trade_id, market.pk, price, size, quote, taker_side, maker.id, taker.id, now,
+            trade_rows.append((trade_id, market_id, price, size, quote, taker_side, maker.id, taker.id, now,
                                batch_number))
             records.append(TradeRecord(trade_id, price, size, taker_side, now))
             for order in (maker, taker):
                 buys = order.side == Side.BUY
                 fill_rows.append((
-                    next(fill_ids), trade_id, order.id, order.account_id, market.pk, order.side,
+                    next(fill_ids), trade_id, order.id, order.account_id, market_id, order.side,
                     Fill.Liquidity.TAKER if order is taker else Fill.Liquidity.MAKER, price, size,
-                    buyer_fee if buys else seller_fee, market.base_id if buys else market.quote_id, now,
+                    buyer_fee if buys else seller_fee, base_id if buys else quote_id, now,
                 ))
-        insert_rows(Trade, TRADE_FIELDS, trade_rows)
-        insert_rows(Fill, FILL_FIELDS, fill_rows)
-        return records, [(row[3], row[0]) for row in fill_rows]
+        return trade_rows, fill_rows, records
 
-    def save_book_levels(self, state: BookState) -> BookDelta | None:
-        """Write the levels this batch changed; one delta (sequence + 1) if any changed."""
+    def book_changes(self) -> tuple[BookDelta | None, list[tuple], list[tuple]]:
+        """The levels the batch changed: one delta (sequence + 1) if any, and the level rows to keep and
+        to remove."""
         touched = sorted(self.book.drain_touched_levels())
         if not touched:
-            return None
-        tick, lot = self.market.tick_size, self.market.lot_size
+            return None, [], []
+        tick, lot, market_id = self.market.tick_size, self.market.lot_size, self.market.pk
         top_bids, top_asks = self.book.depth(CHECKSUM_DEPTH)
+        self.sequence += 1
         delta = BookDelta(
-            sequence=state.sequence + 1, bids=[], asks=[],
+            sequence=self.sequence, bids=[], asks=[],
             top_bids=[(price * tick, size * lot) for price, size in top_bids],
             top_asks=[(price * tick, size * lot) for price, size in top_asks],
         )
@@ -392,23 +462,100 @@ class PairMatcher:
             price, size = price_ticks * tick, self.book.level_size(side, price_ticks) * lot
             (delta.bids if side == Side.BUY else delta.asks).append((price, size))
             if size:
-                kept.append((self.market.pk, BOOK_SIDE[side], price, size))
+                kept.append((market_id, BOOK_SIDE[side], price, size))
             else:
-                removed.append((self.market.pk, BOOK_SIDE[side], price))
-        delete_rows(BookLevel, ["market", "side", "price"], removed)
-        upsert_rows(BookLevel, ["market", "side", "price", "size"], kept, unique=["market", "side", "price"],
-                    update=["size"])
+                removed.append((market_id, BOOK_SIDE[side], price))
         delta.bids.sort(reverse=True)
         delta.asks.sort()
-        state.sequence = delta.sequence
-        return delta
+        return delta, kept, removed
 
     def drain(self) -> list[BatchResult]:
         """Run batches until the queue is empty."""
-        results = []
-        while (result := self.run_batch()) is not None:
-            results.append(result)
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            results = self.drain_pipelined()
+        else:
+            results = []
+            while (result := self.run_batch()) is not None:
+                results.append(result)
         if self.market is not None:
             publishing.publish_owed_ticker(self.market)
         publishing.wait_published()
         return results
+
+    def drain_pipelined(self) -> list[BatchResult]:
+        """Drain with each batch in its own transaction, and under a backlog, batch N written and
+        committed on a second thread and connection while batch N+1 is matched.
+
+        A write is one pipeline of statements (trading.sql.execute): its thread waits on the database
+        while this one matches, and the two cores work at once. Each write checks, under the pair's
+        lock, that it follows the batch before it, so nothing commits after a write that failed."""
+        with transaction.atomic():
+            if self.lock_book() is None:
+                return []
+        results, writes, writer = [], deque(), None
+        try:
+            while True:
+                if writes and (len(writes) >= PIPELINE_DEPTH or writes[0][0].done()):
+                    results.append(writes.popleft()[0].result())
+                    continue
+                commands = self.queued_commands(self.market.pk, [i for _, ids in writes for i in ids])
+                if not commands:
+                    if not writes:
+                        break
+                    # A command that committed after later ones were taken is found once the writes end.
+                    results.append(writes.popleft()[0].result())
+                    continue
+                matched = self.match(commands)
+                if writes or len(commands) == BATCH_SIZE:
+                    writer = writer or self.writer()
+                    writes.append((writer.submit(self.write_on_own_transaction, matched), matched.command_ids))
+                else:
+                    results.append(self.write_on_own_transaction(matched))  # no backlog: nothing to overlap
+        except MarketHalted:
+            self.abandon(writes)
+        except BaseException:
+            self.abandon(writes)
+            raise
+        finally:
+            if writer is not None:
+                # The writer's connection is opened per backlog, not kept idle between them.
+                writer.submit(connections.close_all).result()
+        return results
+
+    def write_on_own_transaction(self, matched: "MatchedBatch") -> BatchResult:
+        with transaction.atomic():
+            state = self.lock_state()
+            if state.market.status == Market.Status.HALTED:
+                raise MarketHalted(self.pair)
+            return self.write(matched, state)
+
+    def abandon(self, writes: deque) -> None:
+        """After a failed or refused write: the writes queued behind it refuse too (they do not follow
+        a committed batch); the book in memory is ahead of the database and is rebuilt."""
+        for future, _ in writes:
+            future.exception()
+        self.book = None
+
+    def writer(self) -> ThreadPoolExecutor:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"matcher-writer-{self.pair}")
+        return self._writer
+
+
+class StaleBook(Exception):
+    """The database holds batches this matcher's book does not (or lacks one it does)."""
+
+
+class MarketHalted(Exception):
+    """The market was halted while its backlog was being written: the rest waits for the resume."""
+
+
+@dataclass
+class MatchedBatch:
+    """A matched batch, ready to be written: ``PairMatcher.write``."""
+
+    number: int  # BookState.batches once it is committed
+    command_ids: list[int]
+    statements: list[Statement]
+    journal: Journal | None  # the settlement, where it is not among the statements (SQLite)
+    result: BatchResult

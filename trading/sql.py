@@ -4,7 +4,10 @@ On SQLite amounts are text (see AmountField) and its SUM() would add them as flo
 EXACT_SUM aggregate doing Decimal arithmetic is registered on each new SQLite connection.
 """
 
+from contextlib import contextmanager
+from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import psycopg
 from django.db import connection
@@ -35,19 +38,45 @@ def register_sqlite_functions(sender, connection, **kwargs) -> None:
 
 # The matcher's bulk writes. Django's bulk_create/bulk_update build one large SQL text per call in
 # Python (bulk_update a CASE per field per row) and were most of a batch's time
-# (benchmarks/matcher_bench.py, docs/performance.md). PostgreSQL gets COPY and array parameters
-# instead; SQLite, the single-process embedded default, gets executemany with the fields' own
-# conversions (amounts are fixed-width text there).
+# (benchmarks/matcher_bench.py, docs/performance.md). Each write here is a Statement: on PostgreSQL
+# one statement over unnest() of one array literal per column, and several of them go to the server
+# in one pipeline (execute); on SQLite, the single-process embedded default, executemany with the
+# fields' own conversions (amounts are fixed-width text there).
 
 
+class Statement(NamedTuple):
+    sql: str
+    params: list
+    many: bool = False  # SQLite: executemany over params, one list per row
+
+
+def execute(statements: list[Statement]) -> None:
+    """Run statements in order, in the current transaction.
+
+    On PostgreSQL they are sent as one pipeline: the server works through them while the client
+    waits once, instead of a round trip and an idle server between every two of them."""
+    with _cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with connection.connection.pipeline():
+                for statement in statements:
+                    cursor.execute(statement.sql, statement.params)
+            return
+        for statement in statements:
+            (cursor.executemany if statement.many else cursor.execute)(statement.sql, statement.params)
+
+
+@contextmanager
 def _cursor():
     """Django's PostgreSQL cursors bind parameters client-side, quoting every array element in Python
     (2.5x slower for a batch's order states); these statements bind them server-side instead, on
-    the same connection and in the same transaction."""
-    if connection.vendor == "postgresql":
-        connection.ensure_connection()
-        return psycopg.Cursor(connection.connection)
-    return connection.cursor()
+    the same connection and in the same transaction, with errors raised as Django's."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 def _columns(model, fields: list[str]):
@@ -67,8 +96,9 @@ def reserve_ids(counts: dict) -> dict:
         return ids
     with _cursor() as cursor:
         if connection.vendor == "postgresql":
+            # The sequence's name in a subquery: evaluated once, not once per id (4x slower).
             arrays = ", ".join(
-                f"ARRAY(SELECT nextval(pg_get_serial_sequence('\"{model._meta.db_table}\"', 'id')) "
+                f"ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('\"{model._meta.db_table}\"', 'id'))) "
                 f"FROM generate_series(1, %s))" for model in wanted
             )
             cursor.execute(f"SELECT {arrays}", list(wanted.values()))
@@ -85,92 +115,156 @@ def reserve_ids(counts: dict) -> dict:
     return ids
 
 
-def insert_rows(model, fields: list[str], rows: list[tuple]) -> None:
-    """Insert rows (tuples of ``fields`` values, Python types) in one COPY on PostgreSQL."""
-    if not rows:
-        return
-    columns = _columns(model, fields)
-    names = ", ".join(f'"{column.column}"' for column in columns)
-    table = model._meta.db_table
+def select_rows(queryset) -> list[tuple]:
+    """The rows of a ``values_list()`` queryset, read on PostgreSQL by a plain cursor: Django's
+    iteration took as long again as the query (a matcher batch's commands). Only for fields whose
+    Python value is what psycopg returns (no converters: on PostgreSQL amounts have none)."""
+    if connection.vendor != "postgresql":
+        return list(queryset)
+    sql, params = queryset.query.sql_with_params()
     with _cursor() as cursor:
-        if connection.vendor == "postgresql":
-            with cursor.copy(f'COPY "{table}" ({names}) FROM STDIN') as copy:
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join(["%s"] * len(columns))
-            cursor.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', _prepared(columns, rows))
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def _unnest(columns) -> str:
-    """PostgreSQL: rows as one unnest() of typed arrays, one array parameter per column. The arrays
-    go in binary (%b): dumped as text, every element was checked against quoting patterns in Python."""
-    return "unnest(" + ", ".join(f"%b::{column.db_type(connection)}[]" for column in columns) + ")"
+    """PostgreSQL: rows as one unnest() of typed arrays, one array literal (_array_literal) per column."""
+    return "unnest(" + ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns) + ")"
 
 
-def _arrays(rows) -> list[list]:
-    return [list(values) for values in zip(*rows)]
+# Numbers go into an array literal as str() gives them; anything else is quoted.
+_UNQUOTED = (int, Decimal, bool)
+_UNQUOTED_TYPES = frozenset(_UNQUOTED)
+
+
+def _quoted(value) -> str:
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array_literal(values) -> str:
+    """One column as a PostgreSQL array literal, ``{1,NULL,"text"}``, sent as a single text parameter.
+
+    psycopg dumps an array parameter element by element in Python (binary or text, and as text it
+    also tests each element for quoting): that was an eighth of a matcher batch. ``str.join`` does
+    the same in a fraction of the time; a column's few distinct texts (a status, the batch's
+    timestamp) are quoted once each."""
+    if set(map(type, values)) <= _UNQUOTED_TYPES:
+        return "{" + ",".join(map(str, values)) + "}"
+    literal = {value: _quoted(value) for value in set(values)
+               if value is not None and not isinstance(value, _UNQUOTED)}
+    literal[None] = "NULL"
+    return "{" + ",".join([literal.get(value) or str(value) for value in values]) + "}"
+
+
+def id_array(ids) -> str:
+    """Integer ids as one array literal, for ``= ANY(%s::bigint[])``."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
+def _arrays(rows) -> list[str]:
+    return [_array_literal(values) for values in zip(*rows)]
 
 
 def _names(columns) -> str:
     return ", ".join(f'"{column.column}"' for column in columns)
 
 
-def update_rows(model, fields: list[str], rows: list[tuple]) -> None:
-    """Set ``fields`` of many rows, each given as (pk, *values), in one statement on PostgreSQL."""
-    if not rows:
-        return
-    columns = _columns(model, ["id", *fields])
-    table = model._meta.db_table
-    assignments = ", ".join(f'"{column.column}" = %s' for column in columns[1:])
-    with _cursor() as cursor:
-        if connection.vendor == "postgresql":
-            assignments = ", ".join(f'"{column.column}" = v."{column.column}"' for column in columns[1:])
+# The statement builders need at least one row.
+
+
+def insert_statement(model, fields: list[str], rows: list[tuple]) -> Statement:
+    """Insert rows (tuples of ``fields`` values, Python types)."""
+    columns = _columns(model, fields)
+    insert = f'INSERT INTO "{model._meta.db_table}" ({_names(columns)})'
+    if connection.vendor == "postgresql":
+        return Statement(f"{insert} SELECT * FROM {_unnest(columns)}", _arrays(rows))
+    return Statement(f"{insert} VALUES ({', '.join(['%s'] * len(columns))})", _prepared(columns, rows), many=True)
+
+
+def update_statement(model, fields: list[str], rows: list[tuple], *, key: list[str] = ("id",),
+                     add: bool = False) -> Statement:
+    """Set ``fields`` of many rows, each given as (*key values, *field values); with ``add``, add the
+    values to the fields instead (PostgreSQL only: SQLite's amounts are text)."""
+    key, table = list(key), model._meta.db_table
+    keys, columns = _columns(model, key), _columns(model, fields)
+    if connection.vendor == "postgresql":
+        assignments = ", ".join(f'"{column.column}" = ' + (f't."{column.column}" + ' if add else "")
+                                + f'v."{column.column}"' for column in columns)
+        matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in keys)
+        arrays = _arrays(rows)
+        if key == ["id"]:
             # The redundant ANY() makes the planner fetch the rows by primary key: joined with the
             # unnest() alone it hashed a sequential scan of the whole table, every batch.
-            arrays = _arrays(rows)
-            cursor.execute(f'UPDATE "{table}" AS t SET {assignments} FROM {_unnest(columns)} AS v({_names(columns)}) '
-                           f'WHERE t."id" = v."id" AND t."id" = ANY(%b::bigint[])', [*arrays, arrays[0]])
-        else:
-            cursor.executemany(f'UPDATE "{table}" SET {assignments} WHERE "id" = %s',
-                               [[*values[1:], values[0]] for values in _prepared(columns, rows)])
+            matching, arrays = matching + ' AND t."id" = ANY(%s::bigint[])', [*arrays, arrays[0]]
+        return Statement(f'UPDATE "{table}" AS t SET {assignments} FROM {_unnest(keys + columns)} '
+                         f"AS v({_names(keys + columns)}) WHERE {matching}", arrays)
+    if add:
+        raise NotImplementedError("adding to amounts needs PostgreSQL")
+    assignments = ", ".join(f'"{column.column}" = %s' for column in columns)
+    matching = " AND ".join(f'"{column.column}" = %s' for column in keys)
+    return Statement(f'UPDATE "{table}" SET {assignments} WHERE {matching}',
+                     [[*values[len(keys):], *values[:len(keys)]] for values in _prepared(keys + columns, rows)],
+                     many=True)
 
 
-def upsert_rows(model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str]) -> None:
+def upsert_statement(model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str]) -> Statement:
     """Insert rows, or where a row with the same ``unique`` fields exists, set its ``update`` fields
     (or leave it as it is when ``update`` is empty)."""
-    if not rows:
-        return
     columns = _columns(model, fields)
-    table = model._meta.db_table
     conflict = f"ON CONFLICT ({_names(_columns(model, unique))}) " + (
         "DO UPDATE SET " + ", ".join(f'"{column.column}" = EXCLUDED."{column.column}"' for column in _columns(model, update))
         if update else "DO NOTHING"
     )
-    with _cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f'INSERT INTO "{table}" ({_names(columns)}) SELECT * FROM {_unnest(columns)} {conflict}',
-                           _arrays(rows))
-        else:
-            marks = ", ".join(["%s"] * len(columns))
-            cursor.executemany(f'INSERT INTO "{table}" ({_names(columns)}) VALUES ({marks}) {conflict}',
-                               _prepared(columns, rows))
+    insert = f'INSERT INTO "{model._meta.db_table}" ({_names(columns)})'
+    if connection.vendor == "postgresql":
+        return Statement(f"{insert} SELECT * FROM {_unnest(columns)} {conflict}", _arrays(rows))
+    return Statement(f"{insert} VALUES ({', '.join(['%s'] * len(columns))}) {conflict}", _prepared(columns, rows),
+                     many=True)
+
+
+def delete_statement(model, fields: list[str], rows: list[tuple]) -> Statement:
+    """Delete the rows whose ``fields`` equal one of the given tuples."""
+    columns = _columns(model, fields)
+    table = model._meta.db_table
+    if connection.vendor == "postgresql":
+        matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in columns)
+        return Statement(f'DELETE FROM "{table}" AS t USING {_unnest(columns)} AS v({_names(columns)}) '
+                         f"WHERE {matching}", _arrays(rows))
+    matching = " AND ".join(f'"{column.column}" = %s' for column in columns)
+    return Statement(f'DELETE FROM "{table}" WHERE {matching}', _prepared(columns, rows), many=True)
+
+
+def lock_statement(model, fields: list[str], keys: list[tuple]) -> Statement:
+    """Lock the rows whose ``fields`` equal one of ``keys`` FOR UPDATE, in primary-key order, so that
+    two transactions locking overlapping rows never deadlock (no-op on SQLite, whose IMMEDIATE
+    transactions already hold the database's write lock)."""
+    columns = _columns(model, fields)
+    if connection.vendor != "postgresql":
+        return Statement("SELECT 1", [])
+    return Statement(f'SELECT 1 FROM "{model._meta.db_table}" WHERE ({_names(columns)}) IN '
+                     f'(SELECT * FROM {_unnest(columns)}) ORDER BY "id" FOR UPDATE', _arrays(keys))
+
+
+def insert_rows(model, fields: list[str], rows: list[tuple]) -> None:
+    if rows:
+        execute([insert_statement(model, fields, rows)])
+
+
+def update_rows(model, fields: list[str], rows: list[tuple]) -> None:
+    """Set ``fields`` of many rows, each given as (pk, *values)."""
+    if rows:
+        execute([update_statement(model, fields, rows)])
+
+
+def upsert_rows(model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str]) -> None:
+    if rows:
+        execute([upsert_statement(model, fields, rows, unique=unique, update=update)])
 
 
 def delete_rows(model, fields: list[str], rows: list[tuple]) -> None:
-    """Delete the rows whose ``fields`` equal one of the given tuples."""
-    if not rows:
-        return
-    columns = _columns(model, fields)
-    table = model._meta.db_table
-    with _cursor() as cursor:
-        if connection.vendor == "postgresql":
-            matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in columns)
-            cursor.execute(f'DELETE FROM "{table}" AS t USING {_unnest(columns)} AS v({_names(columns)}) '
-                           f"WHERE {matching}", _arrays(rows))
-        else:
-            matching = " AND ".join(f'"{column.column}" = %s' for column in columns)
-            cursor.executemany(f'DELETE FROM "{table}" WHERE {matching}', _prepared(columns, rows))
+    if rows:
+        execute([delete_statement(model, fields, rows)])
 
 
 def lock_rows(model, fields: list[str], keys: list[tuple]) -> list:

@@ -1,0 +1,144 @@
+"""A backlog drained on PostgreSQL: batch N written on the matcher's writer thread while batch N+1 is
+matched (PairMatcher.drain_pipelined). Every command must be applied once, in queue order, as the
+engine alone applies them, also when a write is refused halfway through the backlog."""
+
+import random
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from exchange.errors import ExchangeError
+from trading import dispatch, engine, matching, services
+from trading.audit import audit
+from trading.models import BookState, Market, MatcherCommand, Order, Trade
+from trading.orders import OrderRequest
+
+D = Decimal
+BATCH = 7
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the writer thread runs on PostgreSQL only"),
+]
+
+
+@pytest.fixture
+def backlog(monkeypatch, make_account, fund, btc_usd):
+    """About 60 orders and cancels accepted while the matcher is down, in batches of 7."""
+    monkeypatch.setattr(matching, "BATCH_SIZE", BATCH)
+    monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: None)  # the matcher is down
+    accounts = [make_account() for _ in range(3)]
+    for account in accounts:
+        fund(account, "USD", "1000000")
+        fund(account, "BTC", "10")
+    rng, placed = random.Random(7), []
+    for _ in range(60):
+        account = rng.choice(accounts)
+        if placed and rng.random() < 0.15:
+            try:
+                services.request_cancel(account, rng.choice(placed).pk)
+            except ExchangeError as error:  # not the account's order, or already cancelling
+                assert error.code in ("ORDER_NOT_FOUND", "ORDER_ALREADY_CLOSED")
+            continue
+        side = rng.choice(["buy", "sell"])
+        price = D(63000 + rng.randint(-20, 20) * 10)
+        order, _ = services.place_order(account, OrderRequest(
+            "BTC-USD", side, "limit", price=price, size=D(rng.randint(1, 40)) / 100))
+        placed.append(order)
+    return reference_trades(btc_usd)
+
+
+def reference_trades(market) -> list[tuple]:
+    """The queue through the pure engine alone: (maker, taker, price ticks, size lots) per trade."""
+    matcher = matching.PairMatcher(market.pair)
+    matcher.load(BookState.objects.get_or_create(market=market)[0])
+    book = engine.OrderBook(market.pair)
+    trades = []
+    for kind, *row in MatcherCommand.objects.filter(market=market).order_by("pk").values_list(
+            "kind", *(f"order__{name}" for name in matching.ORDER_FIELDS)):
+        command = (matcher.engine_command(matching.WorkingOrder(*row)) if kind == MatcherCommand.Kind.NEW
+                   else engine.CancelOrder(row[0]))
+        trades += [(event.maker_order_id, event.taker_order_id, event.price, event.size)
+                   for event in book.apply(command) if type(event) is engine.Trade]
+    assert len(trades) > BATCH  # the stream crosses enough to trade in several batches
+    return trades
+
+
+def committed_trades(market) -> list[tuple]:
+    return [(maker, taker, int(price / market.tick_size), int(size / market.lot_size))
+            for maker, taker, price, size in Trade.objects.order_by("pk").values_list(
+                "maker_order", "taker_order", "price", "size")]
+
+
+def after_the_third_batch_is_matched(monkeypatch, happen):
+    """Run ``happen()`` once the matcher has matched its third batch: batch 1 is committed by then
+    (the writer is at most two batches behind), batch 2 may be."""
+    match, matched = matching.PairMatcher.match, []
+
+    def match_then(self, commands):
+        batch = match(self, commands)
+        matched.append(batch.number)
+        if len(matched) == 3:
+            happen()
+        return batch
+
+    monkeypatch.setattr(matching.PairMatcher, "match", match_then)
+
+
+def assert_drained(market, reference):
+    assert committed_trades(market) == reference
+    assert not MatcherCommand.objects.exists()
+    assert not Order.objects.filter(status="pending").exists()
+    assert audit() == []
+
+
+def test_a_backlog_goes_through_the_writer_thread_exactly_as_through_the_engine(backlog, btc_usd):
+    queued = MatcherCommand.objects.count()
+    matcher = dispatch.matcher_for("BTC-USD")
+
+    results = matcher.drain()
+
+    assert matcher._writer is not None  # the backlog was written on the writer thread
+    assert sum(len(result.processed_order_ids) for result in results) == queued
+    assert BookState.objects.get(market=btc_usd).batches == len(results) == -(-queued // BATCH)
+    assert_drained(btc_usd, backlog)
+
+
+def test_a_halt_during_a_backlog_stops_the_writes_and_the_rest_follows_after_the_resume(
+        backlog, btc_usd, monkeypatch):
+    after_the_third_batch_is_matched(
+        monkeypatch, lambda: Market.objects.filter(pk=btc_usd.pk).update(status=Market.Status.HALTED))
+    queued = MatcherCommand.objects.count()
+    matcher = dispatch.matcher_for("BTC-USD")
+    results = matcher.drain()
+
+    # Batch 3 and those matched after it found the market halted.
+    committed = BookState.objects.get(market=btc_usd).batches
+    assert committed == len(results) in (1, 2)
+    assert MatcherCommand.objects.count() == queued - BATCH * committed
+    assert committed_trades(btc_usd) == backlog[:len(committed_trades(btc_usd))]
+    assert matcher.book is None  # the book had run ahead of the database: it is rebuilt
+    assert audit() == []
+
+    Market.objects.filter(pk=btc_usd.pk).update(status=Market.Status.ONLINE)
+    matcher.drain()
+    assert_drained(btc_usd, backlog)
+
+
+def test_a_write_that_does_not_follow_the_committed_batch_is_refused_and_nothing_after_it_commits(
+        backlog, btc_usd, monkeypatch):
+    match = matching.PairMatcher.match
+    # As if a second matcher had committed batches meanwhile.
+    after_the_third_batch_is_matched(monkeypatch, lambda: BookState.objects.filter(market=btc_usd).update(batches=103))
+    matcher = dispatch.matcher_for("BTC-USD")
+    with pytest.raises(matching.StaleBook):
+        matcher.drain()
+    # Nothing of the matcher's committed after the other writer's batches.
+    assert BookState.objects.get(market=btc_usd).batches == 103
+    assert committed_trades(btc_usd) == backlog[:len(committed_trades(btc_usd))] != backlog
+    assert matcher.book is None
+
+    monkeypatch.setattr(matching.PairMatcher, "match", match)
+    matcher.drain()  # rebuilt from the database, it takes up where the committed batches end
+    assert_drained(btc_usd, backlog)
