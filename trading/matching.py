@@ -67,8 +67,8 @@ RESTING = (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
 
 def to_units(value: Decimal, step: Decimal) -> int:
     """An exact multiple of ``step`` as an integer count (validation put every value on its grid)."""
-    units = EXACT.divide(value, step)
-    if units != units.to_integral_value():
+    units, rest = EXACT.divmod(value, step)
+    if rest:
         raise ValueError(f"{value} is not a multiple of {step}")
     return int(units)
 
@@ -126,7 +126,7 @@ WRITTEN_ORDER_FIELDS = ["status", "filled_size", "executed_value", "fee", "hold_
 
 
 class TradeRecord(NamedTuple):
-    """A committed trade, as the publisher needs it (the fields streams.trade_message reads)."""
+    """A committed trade, as the publisher needs it (the fields streams.trade_texts reads)."""
 
     pk: int
     price: Decimal

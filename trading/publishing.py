@@ -136,9 +136,9 @@ def send_batch(result, ticker: list[tuple[str, dict]]) -> None:
             replay.record_delta(market.pair, message)
             messages.append((streams.book_group(market.pair), message))
         if result.trades:
-            trades = [json.dumps(streams.trade_message(market, trade)) for trade in result.trades]
             group = streams.trades_group(market.pair)
-            messages.append((group, {"type": "market.trades", "group": group, "texts": trades}))
+            messages.append((group, {"type": "market.trades", "group": group,
+                                     "texts": streams.trade_texts(market, result.trades)}))
         messages += ticker
         per_account = defaultdict(lambda: {"orders": [], "fills": []})
         for account_id, order_id in result.orders:

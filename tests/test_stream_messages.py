@@ -1,0 +1,26 @@
+"""Stream messages built without a dict per message must still be the JSON that SPEC section 7 defines."""
+
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from marketdata.streams import trade_texts
+from trading.matching import TradeRecord
+from trading.models import Market
+
+D = Decimal
+
+
+def test_trade_texts_are_the_trade_messages_as_json():
+    market = Market(pair="BTC-USD", tick_size=D("0.01"), lot_size=D("0.00000001"))
+    first = datetime(2026, 12, 1, 14, 0, 0, 123456, tzinfo=timezone.utc)
+    later = first + timedelta(milliseconds=7)
+    trades = [TradeRecord(41, D("63000.000000000000000000"), D("0.2"), "buy", first),
+              TradeRecord(42, D("62999.99"), D("0.000000015"), "sell", later)]  # a size finer than the lot
+
+    assert [json.loads(text) for text in trade_texts(market, trades)] == [
+        {"type": "trade", "channel": "trades", "pair": "BTC-USD", "trade_id": 41, "price": "63000.00",
+         "size": "0.20000000", "taker_side": "buy", "time": 1796133600123},
+        {"type": "trade", "channel": "trades", "pair": "BTC-USD", "trade_id": 42, "price": "62999.99",
+         "size": "0.000000015", "taker_side": "sell", "time": 1796133600130},
+    ]
