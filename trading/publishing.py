@@ -7,7 +7,8 @@ Nothing here runs before the commit (``transaction.on_commit``).
 
 In production a committed batch goes out on one publisher thread, in commit order, while the matcher
 settles the next batch: formatting and sending were 12-16 % of a batch (docs/performance.md). What
-reads the database (the ticker) is done before the hand-over, on the matcher's own connection.
+reads the database (the ticker) is done on the committing thread's own connection, after the batch
+is handed over.
 """
 
 import asyncio
@@ -104,19 +105,14 @@ def wait_published() -> None:
 
 def publish_batch(result) -> None:
     """Called on commit of a matcher batch. A failure to publish never undoes the batch: clients see
-    the sequence gap and resynchronise."""
+    the sequence gap and resynchronise. The ticker, a read of the day's trades, is made after the
+    batch is handed over, so that it never holds up the batch's delta."""
     market = result.market
-    try:
-        moved = result.delta is not None and top_of_book_moved(market, result.delta)
-        if result.trades or moved:
-            _ticker_owed.add(market.pair)
-        ticker = []
-        if time.monotonic() - _ticker_sent.get(market.pair, -TICKER_INTERVAL_SECONDS) >= TICKER_INTERVAL_SECONDS:
-            ticker = ticker_messages(market)
-    except Exception:
-        logger.exception("the %s ticker failed", market.pair)
-        ticker = []
-    publish_in_order(send_batch, result, ticker)
+    if result.trades or (result.delta is not None and top_of_book_moved(market, result.delta)):
+        _ticker_owed.add(market.pair)
+    publish_in_order(send_batch, result)
+    if time.monotonic() - _ticker_sent.get(market.pair, -TICKER_INTERVAL_SECONDS) >= TICKER_INTERVAL_SECONDS:
+        publish_owed_ticker(market)
 
 
 def top_of_book_moved(market, delta) -> bool:
@@ -126,20 +122,21 @@ def top_of_book_moved(market, delta) -> bool:
     return moved
 
 
-def send_batch(result, ticker: list[tuple[str, dict]]) -> None:
+def send_batch(result) -> None:
+    """The delta first and on its own (subscribers' books wait for nothing else), then the orders
+    processed to their waiting requests, then the trades and each account's changes."""
     market = result.market
     try:
-        dispatch.announce_processed(result.processed_order_ids)
-        messages = []
         if result.delta is not None:
             message = streams.book_delta(market, result.delta)
             replay.record_delta(market.pair, message)
-            messages.append((streams.book_group(market.pair), message))
+            group_send_all([(streams.book_group(market.pair), message)])
+        dispatch.announce_processed(result.processed_order_ids)
+        messages = []
         if result.trades:
             group = streams.trades_group(market.pair)
             messages.append((group, {"type": "market.trades", "group": group,
                                      "texts": streams.trade_texts(market, result.trades)}))
-        messages += ticker
         per_account = defaultdict(lambda: {"orders": [], "fills": []})
         for account_id, order_id in result.orders:
             per_account[account_id]["orders"].append(order_id)
@@ -163,9 +160,12 @@ def ticker_messages(market) -> list[tuple[str, dict]]:
 
 
 def publish_owed_ticker(market) -> None:
-    """Called when the matcher's queue is empty, so the last batch's ticker never waits for another batch."""
+    """After a batch when the interval has passed, and when the matcher's queue is empty, so the last
+    batch's ticker never waits for another batch."""
     try:
-        publish_in_order(group_send_all, ticker_messages(market))
+        ticker = ticker_messages(market)
+        if ticker:
+            publish_in_order(group_send_all, ticker)
     except Exception:
         logger.exception("publishing the %s ticker failed", market.pair)
 
