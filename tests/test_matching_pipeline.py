@@ -15,7 +15,7 @@ from trading.models import BookState, Market, MatcherCommand, Order, Trade
 from trading.orders import OrderRequest
 
 D = Decimal
-BATCH = 7
+FIRST, BATCH = 3, 7
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
@@ -25,7 +25,8 @@ pytestmark = [
 
 @pytest.fixture
 def backlog(monkeypatch, make_account, fund, btc_usd):
-    """About 60 orders and cancels accepted while the matcher is down, in batches of 7."""
+    """About 60 orders and cancels accepted while the matcher is down, drained in batches of 3, then 7."""
+    monkeypatch.setattr(matching, "FIRST_BATCH_SIZE", FIRST)
     monkeypatch.setattr(matching, "BATCH_SIZE", BATCH)
     monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: None)  # the matcher is down
     accounts = [make_account() for _ in range(3)]
@@ -101,7 +102,7 @@ def test_a_backlog_goes_through_the_writer_thread_exactly_as_through_the_engine(
 
     assert matcher._writer is not None  # the backlog was written on the writer thread
     assert sum(len(result.processed_order_ids) for result in results) == queued
-    assert BookState.objects.get(market=btc_usd).batches == len(results) == -(-queued // BATCH)
+    assert BookState.objects.get(market=btc_usd).batches == len(results) == 1 + -(-(queued - FIRST) // BATCH)
     assert_drained(btc_usd, backlog)
 
 
@@ -116,7 +117,7 @@ def test_a_halt_during_a_backlog_stops_the_writes_and_the_rest_follows_after_the
     # Batch 3 and those matched after it found the market halted.
     committed = BookState.objects.get(market=btc_usd).batches
     assert committed == len(results) in (1, 2)
-    assert MatcherCommand.objects.count() == queued - BATCH * committed
+    assert MatcherCommand.objects.count() == queued - FIRST - BATCH * (committed - 1)
     assert committed_trades(btc_usd) == backlog[:len(committed_trades(btc_usd))]
     assert matcher.book is None  # the book had run ahead of the database: it is rebuilt
     assert audit() == []
