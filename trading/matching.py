@@ -535,8 +535,9 @@ class PairMatcher:
             return self.write(matched, state)
 
     def abandon(self, writes: deque) -> None:
-        """After a failed or refused write: the writes queued behind it refuse too (they do not follow
-        a committed batch); the book in memory is ahead of the database and is rebuilt."""
+        """After a failure here or a failed or refused write: wait for the writes still queued (those
+        behind a failed write refuse: they do not follow a committed batch); the book in memory may
+        be ahead of the database and is rebuilt."""
         for future, _ in writes:
             future.exception()
         self.book = None
