@@ -127,19 +127,23 @@ def test_a_halt_during_a_backlog_stops_the_writes_and_the_rest_follows_after_the
     assert_drained(btc_usd, backlog)
 
 
-def test_a_write_that_does_not_follow_the_committed_batch_is_refused_and_nothing_after_it_commits(
-        backlog, btc_usd, monkeypatch):
-    match = matching.PairMatcher.match
-    # As if a second matcher had committed batches meanwhile.
-    after_the_third_batch_is_matched(monkeypatch, lambda: BookState.objects.filter(market=btc_usd).update(batches=103))
-    matcher = dispatch.matcher_for("BTC-USD")
-    with pytest.raises(matching.StaleBook):
-        matcher.drain()
-    # Nothing of the matcher's committed after the other writer's batches.
-    assert BookState.objects.get(market=btc_usd).batches == 103
-    assert committed_trades(btc_usd) == backlog[:len(committed_trades(btc_usd))] != backlog
-    assert matcher.book is None
+def test_after_another_writers_batch_nothing_matched_on_top_of_the_refused_one_commits(backlog, btc_usd, monkeypatch):
+    """Another matcher commits batch 2 just before this one's batch 2 is written: that write is
+    refused, and so is batch 3, although its number follows the database's. The drain then rebuilds
+    the book from the database and applies every command once."""
+    write_in_chain, refused = matching.PairMatcher.write_in_chain, []
 
-    monkeypatch.setattr(matching.PairMatcher, "match", match)
-    matcher.drain()  # rebuilt from the database, it takes up where the committed batches end
-    assert_drained(btc_usd, backlog)
+    def another_writer_commits_batch_2_first(self, chain, matched):
+        if matched.number == 2 and not refused:
+            BookState.objects.filter(market=btc_usd).update(batches=2)  # its own transaction
+        try:
+            return write_in_chain(self, chain, matched)
+        except matching.StaleBook:
+            refused.append(matched.number)
+            raise
+
+    monkeypatch.setattr(matching.PairMatcher, "write_in_chain", another_writer_commits_batch_2_first)
+    dispatch.matcher_for("BTC-USD").drain()
+
+    assert refused[:2] == [2, 3]  # batch 3 was matched on top of the refused batch 2
+    assert_drained(btc_usd, backlog)  # as if the other writer's batch 2 had written nothing

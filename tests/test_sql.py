@@ -3,10 +3,11 @@ SQLite. Both must keep every digit of an amount and write NULLs as NULLs."""
 
 from decimal import Decimal
 
-from django.db import transaction
+import pytest
+from django.db import connection, transaction
 
 from trading.models import Balance, BookLevel, Order
-from trading.sql import delete_rows, insert_rows, lock_rows, reserve_ids, update_rows, upsert_rows
+from trading.sql import delete_statement, execute, insert_rows, lock_rows, reserve_ids, update_rows, upsert_rows
 
 D = Decimal
 # 36 digits, 18 after the point: the widest amount an AmountField holds.
@@ -30,7 +31,7 @@ def test_upsert_and_delete_rows_keep_every_digit(btc_usd):
                 unique=["market", "side", "price"], update=[])  # DO NOTHING: the existing row stays
     assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST, ("ask", WIDEST): D("2.5")}
 
-    delete_rows(BookLevel, ["market", "side", "price"], [(btc_usd.pk, "ask", WIDEST), (btc_usd.pk, "ask", D("5"))])
+    execute([delete_statement(BookLevel, ["market", "side", "price"], [(btc_usd.pk, "ask", WIDEST), (btc_usd.pk, "ask", D("5"))])])
     assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST}
 
 
@@ -80,3 +81,16 @@ def test_texts_and_timestamps_come_back_exactly_as_written(alice, trade):
     rows = Order.objects.filter(pk__in=[order.pk for order in orders]).order_by("pk").values_list(
         "reject_reason", "done_at", "post_only")
     assert list(rows) == [(text, when if n % 2 else None, bool(n % 2)) for n, text in enumerate(texts)]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite does not hold texts to a length")
+def test_a_text_too_long_for_its_column_is_refused_not_cut(alice):
+    from django.db import DataError
+
+    from trading.models import Asset
+
+    usd = Asset.objects.get(symbol="USD")
+    with pytest.raises(DataError), transaction.atomic():  # wallet is at most 8 characters
+        upsert_rows(Balance, ["account", "asset", "wallet", "available", "locked"],
+                    [(alice.pk, usd.pk, "spot-and-more", D(0), D(0))], unique=["account", "asset", "wallet"], update=[])
+    assert not Balance.objects.filter(wallet__startswith="spot-").exists()

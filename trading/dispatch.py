@@ -75,7 +75,8 @@ def wake_matcher(pair: str) -> None:
 
 # One round trip for a whole batch: a pipeline of RPUSH and EXPIRE per order cost the matcher more
 # Python time than committing the batch's trades, and so did passing thousands of keys: the script
-# gets the ids as one string and makes each key itself (processed_key).
+# gets the ids as one string and makes each key itself (processed_key). Keys a script makes itself are
+# fine on one Redis server; Redis Cluster would want each declared.
 ANNOUNCE_SCRIPT = """
 for id in string.gmatch(ARGV[2], '%d+') do
     local key = ARGV[1] .. id

@@ -126,11 +126,14 @@ def send_batch(result) -> None:
     """The delta first and on its own (subscribers' books wait for nothing else), then the orders
     processed to their waiting requests, then the trades and each account's changes."""
     market = result.market
-    try:
-        if result.delta is not None:
+    if result.delta is not None:
+        try:
             message = streams.book_delta(market, result.delta)
             replay.record_delta(market.pair, message)
             group_send_all([(streams.book_group(market.pair), message)])
+        except Exception:
+            logger.exception("publishing a %s delta failed", market.pair)
+    try:
         dispatch.announce_processed(result.processed_order_ids)
         messages = []
         if result.trades:

@@ -4,6 +4,7 @@ On SQLite amounts are text (see AmountField) and its SUM() would add them as flo
 EXACT_SUM aggregate doing Decimal arithmetic is registered on each new SQLite connection.
 """
 
+import re
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -127,9 +128,15 @@ def select_rows(queryset) -> list[tuple]:
         return cursor.fetchall()
 
 
+_BASE_TYPE = re.compile(r"\(\d+(, *\d+)?\)")  # the length or precision of a type: varchar(8), numeric(36, 18)
+
+
 def _unnest(columns) -> str:
-    """PostgreSQL: rows as one unnest() of typed arrays, one array literal (_array_literal) per column."""
-    return "unnest(" + ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns) + ")"
+    """PostgreSQL: rows as one unnest() of typed arrays, one array literal (_array_literal) per column.
+
+    The arrays are of the columns' base types (varchar, not varchar(8)): an explicit cast to the
+    length would cut a string that is too long, where writing it to the column refuses it."""
+    return "unnest(" + ", ".join(f"%s::{_BASE_TYPE.sub('', column.db_type(connection))}[]" for column in columns) + ")"
 
 
 # Numbers go into an array literal as str() gives them; anything else is quoted.
@@ -260,11 +267,6 @@ def update_rows(model, fields: list[str], rows: list[tuple]) -> None:
 def upsert_rows(model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str]) -> None:
     if rows:
         execute([upsert_statement(model, fields, rows, unique=unique, update=update)])
-
-
-def delete_rows(model, fields: list[str], rows: list[tuple]) -> None:
-    if rows:
-        execute([delete_statement(model, fields, rows)])
 
 
 def lock_rows(model, fields: list[str], keys: list[tuple]) -> list:
