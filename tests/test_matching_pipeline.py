@@ -147,3 +147,26 @@ def test_after_another_writers_batch_nothing_matched_on_top_of_the_refused_one_c
 
     assert refused[:2] == [2, 3]  # batch 3 was matched on top of the refused batch 2
     assert_drained(btc_usd, backlog)  # as if the other writer's batch 2 had written nothing
+
+
+def test_a_write_that_fails_before_its_commit_loses_nothing_when_the_matcher_restarts(backlog, btc_usd, monkeypatch):
+    """Batch 2's statements all run, then its transaction fails before the commit (as a crash
+    would leave it), while batch 3 is already matched: a restarted matcher applies every command once."""
+    execute, calls = matching.execute, []
+
+    def execute_then_fail_the_second_batch(statements):
+        execute(statements)
+        calls.append(len(statements))
+        if len(calls) == 2:
+            raise ConnectionError("the database went away before the commit")
+
+    monkeypatch.setattr(matching, "execute", execute_then_fail_the_second_batch)
+    with pytest.raises(ConnectionError):
+        dispatch.matcher_for("BTC-USD").drain()
+    assert BookState.objects.get(market=btc_usd).batches == 1
+    assert committed_trades(btc_usd) == backlog[:len(committed_trades(btc_usd))] != backlog
+
+    monkeypatch.setattr(matching, "execute", execute)
+    dispatch._matchers.clear()  # a new process: its book comes from the database
+    dispatch.matcher_for("BTC-USD").drain()
+    assert_drained(btc_usd, backlog)
