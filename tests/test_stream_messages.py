@@ -1,11 +1,15 @@
-"""Stream messages built without a dict per message must still be the JSON that SPEC section 7 defines."""
+"""Stream messages built without a dict per message must still be the JSON that SPEC section 7 defines,
+and what the publisher remembers between batches."""
 
 import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
+
 from marketdata.streams import trade_texts
-from trading.matching import TradeRecord
+from trading import publishing
+from trading.matching import BatchResult, BookDelta, TradeRecord
 from trading.models import Market
 
 D = Decimal
@@ -24,3 +28,15 @@ def test_trade_texts_are_the_trade_messages_as_json():
         {"type": "trade", "channel": "trades", "pair": "BTC-USD", "trade_id": 42, "price": "62999.99",
          "size": "0.000000015", "taker_side": "sell", "time": 1796133600130},
     ]
+
+
+@pytest.mark.django_db
+def test_the_top_of_book_is_remembered_after_a_batch_that_traded(btc_usd):
+    """Else the next batch, which leaves the top where it is, would owe a ticker that did not change."""
+    top = [(D("63000"), D("0.3"))]
+    traded = BatchResult(market=btc_usd, processed_order_ids=[], orders=[], fills=[],
+                         trades=[TradeRecord(1, D("63000"), D("0.2"), "buy", datetime.now(timezone.utc))],
+                         delta=BookDelta(sequence=1, bids=[], asks=top, top_bids=[], top_asks=top))
+    publishing.publish_batch(traded)
+
+    assert publishing._top_of_book["BTC-USD"] == ([], top)

@@ -108,7 +108,8 @@ def publish_batch(result) -> None:
     the sequence gap and resynchronise. The ticker, a read of the day's trades, is made after the
     batch is handed over, so that it never holds up the batch's delta."""
     market = result.market
-    if result.trades or (result.delta is not None and top_of_book_moved(market, result.delta)):
+    moved = result.delta is not None and top_of_book_moved(market, result.delta)  # remembered also when it traded
+    if result.trades or moved:
         _ticker_owed.add(market.pair)
     publish_in_order(send_batch, result)
     if time.monotonic() - _ticker_sent.get(market.pair, -TICKER_INTERVAL_SECONDS) >= TICKER_INTERVAL_SECONDS:
