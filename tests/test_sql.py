@@ -7,11 +7,20 @@ import pytest
 from django.db import connection, transaction
 
 from trading.models import Balance, BookLevel, Order
-from trading.sql import delete_statement, execute, insert_rows, lock_rows, reserve_ids, update_rows, upsert_rows
+from trading.sql import (delete_statement, execute, insert_statement, lock_rows, reserve_ids, update_rows,
+                         upsert_statement)
 
 D = Decimal
 # 36 digits, 18 after the point: the widest amount an AmountField holds.
 WIDEST = D("987654321098765432.123456789012345678")
+
+
+def upsert_rows(*args, **kwargs) -> None:
+    execute([upsert_statement(*args, **kwargs)])
+
+
+def insert_rows(*args) -> None:
+    execute([insert_statement(*args)])
 
 
 def levels(market) -> dict:

@@ -19,11 +19,12 @@ from django.utils import timezone
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.money import EXACT
 from trading.models import Asset, Balance, LedgerEntry, Wallet
-from trading.sql import (Statement, insert_rows, insert_statement, lock_rows, lock_statement, update_rows,
-                         update_statement, upsert_rows, upsert_statement)
+from trading.sql import (Statement, execute, insert_statement, lock_rows, lock_statement, update_rows,
+                         update_statement, upsert_statement)
 
 Bucket = LedgerEntry.Bucket
 Reason = LedgerEntry.Reason
+BALANCE_KEY_FIELDS = ["account", "asset", "wallet"]  # a BalanceKey's fields
 LEDGER_FIELDS = ["journal", "account", "asset", "wallet", "bucket", "amount", "reason", "reference", "memo",
                  "created_at"]
 
@@ -81,12 +82,30 @@ def net_changes(journals: Iterable[Journal]) -> dict[BalanceKey, list[Decimal]]:
     return changes
 
 
+def missing_balances_statement(keys: list[BalanceKey]) -> Statement:
+    """Create the balance rows of ``keys`` that do not exist yet, at zero."""
+    return upsert_statement(Balance, [*BALANCE_KEY_FIELDS, "available", "locked"], [(*key, 0, 0) for key in keys],
+                            unique=BALANCE_KEY_FIELDS, update=[])
+
+
+def entries_statement(journals: Sequence[Journal]) -> Statement:
+    """Insert one ledger entry per posting of the journals."""
+    now = timezone.now()
+    return insert_statement(LedgerEntry, LEDGER_FIELDS, [
+        (journal.id, posting.account_id, posting.asset_id, posting.wallet, posting.bucket, posting.amount,
+         journal.reason, journal.reference, journal.memo, now)
+        for journal in journals
+        for posting in journal.postings
+    ])
+
+
 def lock_balances(keys: Iterable[BalanceKey]) -> dict[BalanceKey, Balance]:
     """Create missing balance rows, then lock all of them in primary-key order."""
     keys = sorted(keys)
-    upsert_rows(Balance, ["account", "asset", "wallet", "available", "locked"], [(*key, 0, 0) for key in keys],
-                unique=["account", "asset", "wallet"], update=[])
-    rows = lock_rows(Balance, ["account", "asset", "wallet"], keys)
+    if not keys:
+        return {}
+    execute([missing_balances_statement(keys)])
+    rows = lock_rows(Balance, BALANCE_KEY_FIELDS, keys)
     return {(row.account_id, row.asset_id, row.wallet): row for row in rows}
 
 
@@ -106,6 +125,8 @@ def refuse_shortfalls(shortfalls: list[tuple[Balance, str, Decimal]]) -> None:
 
 def apply_journals(journals: Sequence[Journal]) -> None:
     """Apply balanced journals atomically; raise INSUFFICIENT_FUNDS, writing nothing, if any bucket would go negative."""
+    if not journals:
+        return
     for journal in journals:
         check_journal(journal)
     changes = net_changes(journals)
@@ -122,13 +143,7 @@ def apply_journals(journals: Sequence[Journal]) -> None:
         if shortfalls:
             refuse_shortfalls(shortfalls)
         update_rows(Balance, ["available", "locked"], [(row.pk, row.available, row.locked) for row in balances.values()])
-        now = timezone.now()
-        insert_rows(LedgerEntry, LEDGER_FIELDS, [
-            (journal.id, posting.account_id, posting.asset_id, posting.wallet, posting.bucket, posting.amount,
-             journal.reason, journal.reference, journal.memo, now)
-            for journal in journals
-            for posting in journal.postings
-        ])
+        execute([entries_statement(journals)])
 
 
 def journal_statements(journal: Journal) -> list[Statement]:
@@ -140,18 +155,12 @@ def journal_statements(journal: Journal) -> list[Statement]:
     check_journal(journal)
     changes = sorted(net_changes([journal]).items())
     keys = [key for key, _ in changes]
-    now = timezone.now()
     return [
-        upsert_statement(Balance, ["account", "asset", "wallet", "available", "locked"],
-                         [(*key, 0, 0) for key in keys], unique=["account", "asset", "wallet"], update=[]),
-        lock_statement(Balance, ["account", "asset", "wallet"], keys),
+        missing_balances_statement(keys),
+        lock_statement(Balance, BALANCE_KEY_FIELDS, keys),
         update_statement(Balance, ["available", "locked"], [(*key, *change) for key, change in changes],
-                         key=["account", "asset", "wallet"], add=True),
-        insert_statement(LedgerEntry, LEDGER_FIELDS, [
-            (journal.id, posting.account_id, posting.asset_id, posting.wallet, posting.bucket, posting.amount,
-             journal.reason, journal.reference, journal.memo, now)
-            for posting in journal.postings
-        ]),
+                         key=BALANCE_KEY_FIELDS, add=True),
+        entries_statement([journal]),
     ]
 
 

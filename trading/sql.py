@@ -242,20 +242,19 @@ def delete_statement(model, fields: list[str], rows: list[tuple]) -> Statement:
     return Statement(f'DELETE FROM "{table}" WHERE {matching}', _prepared(columns, rows), many=True)
 
 
+def _locking_query(model, columns, select: str) -> str:
+    """PostgreSQL: SELECT ``select`` of the rows keyed by ``columns`` (one array each), locked FOR
+    UPDATE in primary-key order, so that two transactions locking overlapping rows never deadlock."""
+    return (f'SELECT {select} FROM "{model._meta.db_table}" WHERE ({_names(columns)}) IN '
+            f'(SELECT * FROM {_unnest(columns)}) ORDER BY "id" FOR UPDATE')
+
+
 def lock_statement(model, fields: list[str], keys: list[tuple]) -> Statement:
-    """Lock the rows whose ``fields`` equal one of ``keys`` FOR UPDATE, in primary-key order, so that
-    two transactions locking overlapping rows never deadlock (no-op on SQLite, whose IMMEDIATE
-    transactions already hold the database's write lock)."""
-    columns = _columns(model, fields)
+    """Lock the rows whose ``fields`` equal one of ``keys`` (_locking_query); a no-op on SQLite, whose
+    IMMEDIATE transactions already hold the database's write lock."""
     if connection.vendor != "postgresql":
         return Statement("SELECT 1", [])
-    return Statement(f'SELECT 1 FROM "{model._meta.db_table}" WHERE ({_names(columns)}) IN '
-                     f'(SELECT * FROM {_unnest(columns)}) ORDER BY "id" FOR UPDATE', _arrays(keys))
-
-
-def insert_rows(model, fields: list[str], rows: list[tuple]) -> None:
-    if rows:
-        execute([insert_statement(model, fields, rows)])
+    return Statement(_locking_query(model, _columns(model, fields), "1"), _arrays(keys))
 
 
 def update_rows(model, fields: list[str], rows: list[tuple]) -> None:
@@ -264,20 +263,14 @@ def update_rows(model, fields: list[str], rows: list[tuple]) -> None:
         execute([update_statement(model, fields, rows)])
 
 
-def upsert_rows(model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str]) -> None:
-    if rows:
-        execute([upsert_statement(model, fields, rows, unique=unique, update=update)])
-
-
 def lock_rows(model, fields: list[str], keys: list[tuple]) -> list:
-    """The model instances whose ``fields`` equal one of ``keys``, locked FOR UPDATE in primary-key
-    order, so that two transactions locking overlapping rows never deadlock."""
+    """The model instances whose ``fields`` equal one of ``keys``, locked as lock_statement locks them,
+    in primary-key order."""
     columns = _columns(model, fields)
     if connection.vendor == "postgresql":
-        source, params, lock = f"SELECT * FROM {_unnest(columns)}", _arrays(keys), " FOR UPDATE"
-    else:  # SQLite has no row locks: its IMMEDIATE transactions already hold the database's write lock
-        source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(keys))
-        params, lock = [value for row in _prepared(columns, keys) for value in row], ""
+        return list(model.objects.raw(_locking_query(model, columns, "*"), _arrays(keys)))
+    marks = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(keys))
     return list(model.objects.raw(
-        f'SELECT * FROM "{model._meta.db_table}" WHERE ({_names(columns)}) IN ({source}) ORDER BY "id"{lock}', params
+        f'SELECT * FROM "{model._meta.db_table}" WHERE ({_names(columns)}) IN (VALUES {marks}) ORDER BY "id"',
+        [value for row in _prepared(columns, keys) for value in row],
     ))
