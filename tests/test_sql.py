@@ -43,6 +43,13 @@ def test_upsert_and_delete_rows_keep_every_digit(btc_usd):
     execute([delete_statement(BookLevel, ["market", "side", "price"], [(btc_usd.pk, "ask", WIDEST), (btc_usd.pk, "ask", D("5"))])])
     assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST}
 
+    # By one column (= ANY() on PostgreSQL): exactly the listed rows, an unknown key is no error.
+    upsert_rows(BookLevel, ["market", "side", "price", "size"],
+                [(btc_usd.pk, "ask", D(price), D("1")) for price in (3, 4)], unique=["market", "side", "price"], update=[])
+    doomed = BookLevel.objects.get(market=btc_usd, price=D("3")).pk
+    execute([delete_statement(BookLevel, ["id"], [(doomed,), (doomed + 1000,)])])
+    assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST, ("ask", D("4")): D("1")}
+
 
 def test_insert_rows_with_reserved_ids_never_collide_with_later_inserts(btc_usd):
     with transaction.atomic():

@@ -136,7 +136,11 @@ def _unnest(columns) -> str:
 
     The arrays are of the columns' base types (varchar, not varchar(8)): an explicit cast to the
     length would cut a string that is too long, where writing it to the column refuses it."""
-    return "unnest(" + ", ".join(f"%s::{_BASE_TYPE.sub('', column.db_type(connection))}[]" for column in columns) + ")"
+    return "unnest(" + ", ".join(f"%s::{_array_type(column)}" for column in columns) + ")"
+
+
+def _array_type(column) -> str:
+    return _BASE_TYPE.sub("", column.db_type(connection)) + "[]"
 
 
 # Numbers go into an array literal as str() gives them; anything else is quoted.
@@ -235,6 +239,12 @@ def delete_statement(model, fields: list[str], rows: list[tuple]) -> Statement:
     columns = _columns(model, fields)
     table = model._meta.db_table
     if connection.vendor == "postgresql":
+        if len(columns) == 1:
+            # = ANY() fetches the rows through the column's index; a join with unnest() made the
+            # planner hash a sequential scan of the whole table (2,000 of 20,000 queued commands:
+            # 12 ms against 2).
+            return Statement(f'DELETE FROM "{table}" WHERE "{columns[0].column}" = ANY(%s::{_array_type(columns[0])})',
+                             _arrays(rows))
         matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in columns)
         return Statement(f'DELETE FROM "{table}" AS t USING {_unnest(columns)} AS v({_names(columns)}) '
                          f"WHERE {matching}", _arrays(rows))
