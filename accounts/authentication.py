@@ -8,9 +8,11 @@ is given, so a key changed elsewhere is reloaded and the request checked again o
 """
 
 import hmac
+import logging
 import re
 from dataclasses import dataclass
 
+from cryptography.fernet import InvalidToken
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 
@@ -24,9 +26,12 @@ from exchange.net import client_address
 from exchange.ratelimit import Charge, Prepaid, key_budget, view_weight
 
 HEADERS = ("X-Api-Key", "X-Api-Timestamp", "X-Api-Nonce", "X-Api-Signature")
-NONCE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-SIGNATURE = re.compile(r"^[0-9a-fA-F]{64}$")
+TIMESTAMP = re.compile(r"[0-9]{1,15}")  # ASCII digits only (str.isdigit() takes "²"); 15 reach the year 33658
+NONCE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 LOADS = 3  # a key whose tokens change again between each reload and its check is refused
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,11 @@ def refuse(code: ErrorCode, message: str, **details) -> ExchangeError:
 
 
 def check_shape(signed: SignedRequest) -> int:
-    if not signed.timestamp.isdigit():
+    if not TIMESTAMP.fullmatch(signed.timestamp):
         raise refuse(ErrorCode.MISSING_AUTH_HEADERS, "X-Api-Timestamp must be integer milliseconds since the epoch.")
-    if not NONCE.match(signed.nonce):
+    if not NONCE.fullmatch(signed.nonce):
         raise refuse(ErrorCode.MISSING_AUTH_HEADERS, "X-Api-Nonce must be 8 to 64 characters of A-Z a-z 0-9 _ -.")
-    if not SIGNATURE.match(signed.signature):
+    if not SIGNATURE.fullmatch(signed.signature):
         raise refuse(ErrorCode.INVALID_SIGNATURE, "X-Api-Signature must be 64 hex digits (HMAC-SHA256).")
     return int(signed.timestamp)
 
@@ -62,6 +67,7 @@ class StaleKey(Exception):
 @dataclass(frozen=True)
 class Verified:
     key: ApiKey
+    cached: key_cache.CachedKey
     rate_limit: Prepaid | None  # the key's budget, charged with the request's weight when one was given
 
 
@@ -88,19 +94,24 @@ def admit_request(cached: key_cache.CachedKey | None, signed: SignedRequest, tim
         if cached is not None and not key_cache.unchanged(cached):
             raise StaleKey from None
         raise
-    # Remembered for the whole span a timestamp can be accepted in: tolerance on both sides.
-    nonce_seconds = 2 * key.drift_tolerance_ms // 1000 + 1
+    # Remembered for the whole span a timestamp can be accepted in, tolerance on both sides, at the
+    # widest tolerance a key can be given: raising the key's tolerance later must not reopen a replay.
+    nonce_seconds = 2 * ApiKey.MAX_DRIFT_MS // 1000 + 1
     charge = None if weight is None else Charge(*key_budget(key), weight)
     admission, decision = key_cache.admit(cached, f"nonce:{key.pk}:{signed.nonce}", nonce_seconds, charge)
     if admission is Admission.STALE:
         raise StaleKey
     if admission is Admission.REPLAYED:
         raise refuse(ErrorCode.NONCE_REUSED, "This nonce was already used with this key.")
+    return Verified(key, cached, None if charge is None else Prepaid(charge, decision))
+
+
+def record_key_use(cached: key_cache.CachedKey) -> None:
+    """Once a request has passed every check (scope and budget too): a refused request writes nothing."""
     now = timezone.now()
     if cached.last_use_due(now):
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        ApiKey.objects.filter(public_id=cached.public_id).update(last_used_at=now)
         cached.last_used_at = now
-    return Verified(key, None if charge is None else Prepaid(charge, decision))
 
 
 def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: int) -> ApiKey:
@@ -109,6 +120,8 @@ def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timesta
     key = cached.instance()
     if key.is_revoked:
         raise refuse(ErrorCode.API_KEY_REVOKED, "This API key has been revoked.")
+    if not cached.user_active:
+        raise refuse(ErrorCode.API_KEY_REVOKED, "This API key's user has been deactivated.")
     if not keys.ip_allowed(key, signed.address):
         raise refuse(ErrorCode.IP_NOT_ALLOWED, f"{signed.address} is not on this key's IP allowlist",
                      address=signed.address)
@@ -118,15 +131,31 @@ def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timesta
                      f"X-Api-Timestamp is {timestamp - server_time:+d} ms from server time; this key allows "
                      f"±{key.drift_tolerance_ms} ms.", server_time=server_time, tolerance_ms=key.drift_tolerance_ms)
     message = keys.prehash(signed.timestamp, signed.nonce, signed.method, signed.path, signed.body)
-    expected = keys.sign(decrypt_secret(key.secret_ciphertext), message)
+    try:
+        secret = decrypt_secret(key.secret_ciphertext)
+    except InvalidToken:
+        # None of the configured encryption keys opens it: the server's settings are wrong, not the request.
+        logger.error("API key %s: no key in API_KEY_ENCRYPTION_KEYS (or derived from SECRET_KEY) decrypts its "
+                     "secret", key.public_id)
+        raise refuse(ErrorCode.SERVICE_UNAVAILABLE, "Signed requests cannot be checked right now; retry later.") from None
+    expected = keys.sign(secret, message)
     if not hmac.compare_digest(expected, signed.signature.lower()):
         raise refuse(ErrorCode.INVALID_SIGNATURE, "The signature does not match this request.")
     return key
 
 
 def request_path(django_request) -> str:
-    """The path and query exactly as sent: gunicorn keeps the raw request line; otherwise rebuild it."""
-    return django_request.META.get("RAW_URI") or django_request.get_full_path()
+    """The path and query exactly as sent, which is what the client signed: gunicorn keeps the raw
+    request line, an ASGI server (Daphne) the raw path and query string. Rebuilding them from the
+    decoded path would re-encode some characters differently (``|``, ``{``, ``%7C``)."""
+    raw_uri = django_request.META.get("RAW_URI")
+    if raw_uri:
+        return raw_uri
+    scope = getattr(django_request, "scope", None) or {}
+    if scope.get("raw_path"):
+        query = scope.get("query_string", b"")
+        return scope["raw_path"].decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    return django_request.get_full_path()
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -153,6 +182,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             weight=view_weight(request.parser_context["view"], request),
         )
         request._request.prepaid_rate_limit = verified.rate_limit
+        request._request.on_admitted = lambda: record_key_use(verified.cached)
         return verified.key.account.user, verified.key
 
     def authenticate_header(self, request) -> str:

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, models, transaction
+from django.db.models.functions import Coalesce
 
 from accounts.models import Account, ApiKey, RateTier
 from exchange.ratelimit import (CHARGE_FUNCTION, Charge, Decision, decision_from_script, redis_key, window_seconds,
@@ -63,6 +64,7 @@ class CachedKey:
     tokens: tuple[str, str]
     loaded_at: float  # time.monotonic()
     last_used_at: datetime | None  # as this process last wrote it
+    user_active: bool  # an operator can deactivate a user: every key of theirs stops
 
     def instance(self) -> ApiKey:
         """Fresh model instances per request, as the old select_related gave; the user's own columns
@@ -96,10 +98,11 @@ def find(public_id: str) -> CachedKey | None:
 def load(public_id: str) -> CachedKey | None:
     # The tokens are taken before the rows are read: a change committed after this read deletes them.
     tokens = token_store().current(public_id)
-    key = ApiKey.objects.select_related("account__rate_tier").filter(public_id=public_id).first()
+    key = (ApiKey.objects.select_related("account__rate_tier").filter(public_id=public_id)
+           .annotate(user_active=Coalesce("account__user__is_active", True)).first())
     cached = None if key is None else CachedKey(
         public_id, row_of(key), row_of(key.account), row_of(key.account.rate_tier), tokens, time.monotonic(),
-        key.last_used_at,
+        key.last_used_at, key.user_active,
     )
     with _cached_lock:
         _cached.pop(public_id, None)
@@ -134,6 +137,10 @@ def forget_keys(public_ids) -> None:
 
 def forget_accounts(account_ids) -> None:
     forget_keys(list(ApiKey.objects.filter(account_id__in=account_ids).values_list("public_id", flat=True)))
+
+
+def forget_users(user_ids) -> None:
+    forget_keys(list(ApiKey.objects.filter(account__user_id__in=user_ids).values_list("public_id", flat=True)))
 
 
 def forget_all_keys() -> None:

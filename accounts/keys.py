@@ -13,6 +13,7 @@ from accounts import key_cache
 from accounts.models import Account, ApiKey
 from accounts.secrets import encrypt_secret
 from exchange.errors import ErrorCode, ExchangeError
+from exchange.net import parse_address
 
 SECRET_BYTES = 32  # 256 bits
 
@@ -92,11 +93,8 @@ def ip_allowed(key: ApiKey, address: str) -> bool:
     """An empty allowlist allows every address (not permitted for keys that can withdraw)."""
     if not key.ip_allowlist:
         return True
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(entry) for entry in key.ip_allowlist)
+    ip = parse_address(address)
+    return ip is not None and any(ip in ipaddress.ip_network(entry) for entry in key.ip_allowlist)
 
 
 def prehash(timestamp: str, nonce: str, method: str, path: str, body: bytes) -> bytes:

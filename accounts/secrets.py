@@ -3,7 +3,8 @@
 ``API_KEY_ENCRYPTION_KEYS`` lists Fernet keys, newest first: the first encrypts, every one of them
 decrypts, so a new key can be put in front and ``manage.py rotate_api_key_secrets`` re-encrypts
 every stored secret with it before the old key is dropped. Unset (a laptop), one key is derived
-from SECRET_KEY.
+from SECRET_KEY; that derived key always stays last in the list, so secrets stored before
+``API_KEY_ENCRYPTION_KEYS`` was first set still decrypt, and rotate to the new key.
 """
 
 import base64
@@ -22,8 +23,8 @@ def derived_key() -> bytes:
 
 @cache
 def cipher() -> MultiFernet:
-    keys = settings.API_KEY_ENCRYPTION_KEYS or [derived_key().decode()]
-    return MultiFernet([Fernet(key) for key in keys])
+    keys = [*settings.API_KEY_ENCRYPTION_KEYS, derived_key().decode()]
+    return MultiFernet([Fernet(key) for key in dict.fromkeys(keys)])
 
 
 def encrypt_secret(secret: str) -> str:

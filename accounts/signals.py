@@ -1,9 +1,10 @@
-"""Saved keys, accounts and tiers are forgotten by the signed-request key cache (accounts/key_cache.py).
+"""Saved keys, accounts, users and tiers are forgotten by the signed-request key cache (accounts/key_cache.py).
 
 A safety net under every ORM save (admin forms and actions, services, shells): a cached key must
 never outlive a change to what its checks read. Creations change no cached key.
 """
 
+from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -22,6 +23,12 @@ def forget_key(sender, instance: ApiKey, created: bool = False, **kwargs) -> Non
 def forget_account_keys(sender, instance: Account, created: bool, **kwargs) -> None:
     if not created:
         key_cache.forget_accounts([instance.pk])
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL)
+def forget_user_keys(sender, instance, created: bool, update_fields=None, **kwargs) -> None:
+    if not created and update_fields != frozenset({"last_login"}):  # not on every log-in
+        key_cache.forget_users([instance.pk])
 
 
 @receiver(post_save, sender=RateTier)

@@ -10,7 +10,8 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -110,6 +111,8 @@ def as_exchange_error(exc: Exception) -> ExchangeError | None:
         return ExchangeError(ErrorCode.NOT_FOUND, "Not found.")
     if isinstance(exc, PermissionDenied):
         return ExchangeError(ErrorCode.PERMISSION_DENIED, "Permission denied.")
+    if isinstance(exc, RequestDataTooBig):
+        return ExchangeError(ErrorCode.MESSAGE_TOO_LARGE, f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes.")
     if isinstance(exc, drf_exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         return ExchangeError(ErrorCode.INVALID_REQUEST, "The request has invalid fields.", {"fields": detail})

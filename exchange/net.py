@@ -13,12 +13,28 @@ def trusted_proxies() -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in settings.TRUSTED_PROXIES)
 
 
-def is_trusted_proxy(address: str) -> bool:
+def parse_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, or None if it is not one; an IPv4-mapped IPv6 address (::ffff:203.0.113.9, what a
+    dual-stack socket reports for an IPv4 peer) as the IPv4 address it is."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
-    return any(ip in network for network in trusted_proxies())
+        return None
+    return getattr(ip, "ipv4_mapped", None) or ip
+
+
+def is_trusted_proxy(address: str) -> bool:
+    ip = parse_address(address)
+    return ip is not None and any(ip in network for network in trusted_proxies())
+
+
+def budget_address(address: str) -> str:
+    """What a per-address rate limit counts: an IPv6 client's /64, which one subscriber usually gets
+    whole (counting single addresses would let it rotate through 2^64 of them)."""
+    ip = parse_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip) if ip is not None else address
 
 
 def client_address(meta: dict) -> str:

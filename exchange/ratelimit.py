@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from django.conf import settings
+from django.http import JsonResponse
 from rest_framework.throttling import BaseThrottle
 
-from exchange.net import client_address
+from exchange.errors import ErrorCode, error_body
+from exchange.net import budget_address, client_address
 from exchange.redis import get_redis
 
 
@@ -178,7 +180,7 @@ def key_budget(key) -> tuple[str, int]:
 
 
 def address_budget(request) -> tuple[str, int]:
-    return f"ip:{client_address(request.META)}", settings.PUBLIC_WEIGHT_PER_MINUTE
+    return f"ip:{budget_address(client_address(request.META))}", settings.PUBLIC_WEIGHT_PER_MINUTE
 
 
 def view_weight(view, request) -> int:
@@ -190,7 +192,8 @@ def view_weight(view, request) -> int:
 
 class WeightedRateThrottle(BaseThrottle):
     """DRF throttle: charges the view's weight (a signed request's was charged with its nonce); the
-    decision is kept for the response headers."""
+    decision is kept for the response headers. The last check a request passes: an allowed one runs
+    the authentication's ``on_admitted`` (a signed key's last use)."""
 
     def allow_request(self, request, view) -> bool:
         prepaid = getattr(request._request, "prepaid_rate_limit", None)
@@ -199,6 +202,9 @@ class WeightedRateThrottle(BaseThrottle):
         else:
             self.decision = prepaid.decision
         request._request.rate_limit = self.decision
+        on_admitted = getattr(request._request, "on_admitted", None)
+        if self.decision.allowed and on_admitted is not None:
+            on_admitted()
         return self.decision.allowed
 
     def wait(self) -> int:
@@ -207,8 +213,8 @@ class WeightedRateThrottle(BaseThrottle):
 
 class RateLimitHeadersMiddleware:
     """Every /v1/ response says where its budget stands; requests refused before the throttle ran
-    (bad signature, wrong scope, unknown path) are charged weight 1 to their address, and get back
-    what their key was charged with the nonce."""
+    (bad signature, wrong scope, unknown path) are charged weight 1 to their address, get back what
+    their key was charged with the nonce, and become 429 when their address is over its budget."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -223,6 +229,12 @@ class RateLimitHeadersMiddleware:
             return response
         if decision is None:
             decision = windows().charge(*address_budget(request), 1)
+            if not decision.allowed:
+                # An address over its budget is told so, also when its request failed for another
+                # reason: a client retrying bad signatures must learn to back off.
+                response = JsonResponse(error_body(ErrorCode.RATE_LIMITED, "Too many refused requests from "
+                                                   f"{client_address(request.META)}; retry later.",
+                                                   {"retry_after": decision.retry_after}), status=429)
         response["X-RateLimit-Limit"] = str(decision.limit)
         response["X-RateLimit-Remaining"] = str(decision.remaining)
         response["X-RateLimit-Reset"] = str(decision.reset_seconds)

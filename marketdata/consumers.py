@@ -29,7 +29,7 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
-from accounts.authentication import SignedRequest, verify_signed_request
+from accounts.authentication import SignedRequest, record_key_use, verify_signed_request
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.net import client_address
 from marketdata import replay, services, streams
@@ -176,6 +176,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.state.account_id not in (None, key.account_id):
             raise invalid("This connection is already authenticated for another account.")
         self.state.account_id = key.account_id
+        await database_sync_to_async(record_key_use)(verified.cached)
         await self.send_json({"type": "authenticated", "scope": key.scope})
 
     async def subscribe(self, message):

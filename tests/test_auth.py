@@ -1,15 +1,20 @@
 import json
+import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.core.cache import cache
 from django.core.management import call_command
 
+from accounts import key_cache
 from accounts import secrets as key_secrets
 from accounts.keys import create_api_key
 from accounts.models import ApiKey
 from exchange.errors import ExchangeError
 from exchange.net import trusted_proxies
-from trading.models import Order
+from exchange.redis import get_redis
+from trading.models import MatcherCommand, Order
 
 from .conftest import ledger_snapshot
 from .signing import now_ms
@@ -26,7 +31,8 @@ def trader(make_account, fund):
 
 
 def nothing_written():
-    return ledger_snapshot(), Order.objects.count()
+    return (ledger_snapshot(), Order.objects.count(), MatcherCommand.objects.count(),
+            sorted(ApiKey.objects.values_list("id", "last_used_at")))
 
 
 def test_signed_request_places_an_order(trader, make_key):
@@ -50,9 +56,10 @@ def test_signed_get_with_a_query_string(trader, make_key):
 
 @pytest.mark.parametrize("missing", ["X-Api-Key", "X-Api-Timestamp", "X-Api-Nonce", "X-Api-Signature"])
 def test_each_missing_header_is_missing_auth_headers(trader, make_key, missing):
+    bot = make_key(trader)
     before = nothing_written()
 
-    response = make_key(trader).post("/v1/orders", ORDER, headers={missing: None})
+    response = bot.post("/v1/orders", ORDER, headers={missing: None})
 
     assert_error(response, 401, "MISSING_AUTH_HEADERS")
     assert response.json()["error"]["details"]["missing"] == [missing]
@@ -106,10 +113,11 @@ def test_clock_skew_just_inside_the_tolerance_is_accepted(trader, make_key, offs
 
 @pytest.mark.parametrize("offset", [-5600, 5600])
 def test_clock_skew_just_outside_the_tolerance_is_refused_with_server_time(trader, make_key, offset):
+    bot = make_key(trader)
     before = nothing_written()
     sent = now_ms() + offset
 
-    response = make_key(trader).post("/v1/orders", ORDER, timestamp=sent)
+    response = bot.post("/v1/orders", ORDER, timestamp=sent)
 
     assert_error(response, 401, "TIMESTAMP_OUT_OF_WINDOW")
     details = response.json()["error"]["details"]
@@ -166,6 +174,7 @@ def test_address_outside_the_allowlist_is_named(trader, make_key):
     (["198.51.100.7"], "198.51.100.7"),
     (["2001:db8::/32"], "2001:db8:1::5"),
     (["2001:db8::1", "10.0.0.0/8"], "2001:db8::1"),
+    (["203.0.113.9"], "::ffff:203.0.113.9"),  # an IPv4 peer as a dual-stack socket reports it
 ])
 def test_ipv4_ipv6_and_cidr_allowlists(trader, make_key, allowlist, address):
     assert make_key(trader, ip_allowlist=allowlist, remote_addr=address).post("/v1/orders", ORDER).status_code == 201
@@ -192,6 +201,18 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy(trader, make_key, settin
     try:
         bot = make_key(trader, ip_allowlist=["203.0.113.9"])
         response = bot.post("/v1/orders", ORDER, headers={"X-Forwarded-For": "192.0.2.1, 203.0.113.9, 127.0.0.2"})
+    finally:
+        trusted_proxies.cache_clear()
+
+    assert response.status_code == 201
+
+
+def test_a_trusted_proxy_is_recognised_behind_a_dual_stack_socket(trader, make_key, settings):
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
+    trusted_proxies.cache_clear()
+    try:
+        bot = make_key(trader, ip_allowlist=["203.0.113.9"], remote_addr="::ffff:127.0.0.1")
+        response = bot.post("/v1/orders", ORDER, headers={"X-Forwarded-For": "203.0.113.9"})
     finally:
         trusted_proxies.cache_clear()
 
@@ -239,15 +260,16 @@ def test_secret_is_stored_encrypted_and_survives_rotation(trader, settings):
     old_ciphertext = row["secret_ciphertext"]
     from cryptography.fernet import Fernet
 
-    settings.API_KEY_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), key_secrets.derived_key().decode()]
+    # From the default (a key derived from SECRET_KEY), as the README says: set the new key alone.
+    new_key = Fernet.generate_key()
+    settings.API_KEY_ENCRYPTION_KEYS = [new_key.decode()]
     key_secrets.cipher.cache_clear()
     try:
+        assert key_secrets.decrypt_secret(old_ciphertext) == secret  # still readable before the rotation
         call_command("rotate_api_key_secrets")
         rotated = ApiKey.objects.get(pk=key.pk).secret_ciphertext
         assert rotated != old_ciphertext
-        settings.API_KEY_ENCRYPTION_KEYS = settings.API_KEY_ENCRYPTION_KEYS[:1]  # the old key is dropped
-        key_secrets.cipher.cache_clear()
-        assert key_secrets.decrypt_secret(rotated) == secret
+        assert Fernet(new_key).decrypt(rotated.encode()).decode() == secret  # the new key alone reads it
     finally:
         key_secrets.cipher.cache_clear()
 
@@ -283,3 +305,123 @@ def test_withdraw_scope_is_only_for_trade_withdraw_keys(trader):
 
     assert refused.value.code == "INSUFFICIENT_SCOPE" and refused.value.details["required"] == "trade_withdraw"
     assert CanWithdraw().has_permission(SimpleNamespace(auth=withdrawing_key), view=None)
+
+
+@pytest.mark.parametrize("offset", [-5000, 5000, -5001, 5001])
+def test_the_tolerance_is_exact_to_the_millisecond(trader, make_key, monkeypatch, offset):
+    server_time = now_ms()
+    monkeypatch.setattr("accounts.authentication.timezone.now",
+                        lambda: datetime.fromtimestamp(server_time / 1000, tz=UTC))
+    bot = make_key(trader)
+    before = nothing_written()
+
+    response = bot.post("/v1/orders", ORDER, timestamp=server_time + offset)
+
+    if abs(offset) <= 5000:
+        assert response.status_code == 201, response.content
+    else:
+        assert_error(response, 401, "TIMESTAMP_OUT_OF_WINDOW")
+        assert nothing_written() == before
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 5000, "²³", "1714521600000\n"])
+def test_a_malformed_timestamp_is_refused_not_an_error(trader, make_key, timestamp):
+    bot = make_key(trader)
+    before = nothing_written()
+
+    response = bot.post("/v1/orders", ORDER, headers={"X-Api-Timestamp": timestamp})
+
+    assert_error(response, 401, "MISSING_AUTH_HEADERS")
+    assert nothing_written() == before
+
+
+def test_a_body_over_the_upload_limit_is_413(trader, make_key, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    bot = make_key(trader)
+    before = nothing_written()
+
+    response = bot.post("/v1/orders", {**ORDER, "client_order_id": "x" * 2000})
+
+    assert_error(response, 413, "MESSAGE_TOO_LARGE")
+    assert nothing_written() == before
+
+
+def test_refusals_after_the_signature_write_nothing_not_even_the_last_use(make_account, make_key):
+    account = make_account()
+    account.rate_tier.weight_per_minute = 1
+    account.rate_tier.save()
+    reader = make_key(account, scope="read_only")
+    before = nothing_written()
+
+    assert_error(reader.post("/v1/orders", ORDER), 403, "INSUFFICIENT_SCOPE")
+    assert nothing_written() == before
+    assert_error(reader.post("/v1/orders/cancel-all", {}), 403, "INSUFFICIENT_SCOPE")
+    assert reader.get("/v1/time").status_code == 200  # the one unit of budget: admitted, so its use is recorded
+    used = ApiKey.objects.get().last_used_at
+    assert used is not None
+
+    ApiKey.objects.update(last_used_at=None)
+    key_cache.reset()
+    before = nothing_written()
+    assert_error(reader.get("/v1/time"), 429, "RATE_LIMITED")
+    assert nothing_written() == before
+
+
+def test_a_nonce_is_remembered_for_the_widest_tolerance_a_key_can_be_given(trader, make_key, settings):
+    """Raising a key's tolerance later (to 60 s) must not let a request captured under 5 s be replayed
+    once a 5 s memory of its nonce has expired."""
+    bot = make_key(trader)
+    assert bot.get("/v1/account/balances", nonce="remembered-nonce").status_code == 200
+    name = f"nonce:{ApiKey.objects.get().pk}:remembered-nonce"
+
+    if settings.REDIS_URL:
+        seconds_left = get_redis().ttl(cache.make_key(name))
+    else:
+        seconds_left = cache._expire_info[cache.make_and_validate_key(name)] - time.time()
+
+    assert 2 * ApiKey.MAX_DRIFT_MS / 1000 - 5 < seconds_left <= 2 * ApiKey.MAX_DRIFT_MS / 1000 + 1
+
+
+def test_a_deactivated_users_keys_stop_at_once(trader, make_key):
+    bot = make_key(trader)
+    assert bot.get("/v1/account/balances").status_code == 200  # cached in this process now
+    before = nothing_written()
+
+    trader.user.is_active = False
+    trader.user.save()
+
+    assert_error(bot.post("/v1/orders", ORDER), 401, "API_KEY_REVOKED")
+    assert nothing_written() == before
+    trader.user.is_active = True
+    trader.user.save()
+    assert bot.get("/v1/account/balances").status_code == 200
+
+
+def test_a_secret_no_configured_key_opens_is_a_server_problem_not_the_callers(trader, make_key, settings):
+    bot = make_key(trader)
+    settings.SECRET_KEY = "another-" + "k" * 60  # the key its secret was encrypted with is gone
+    key_secrets.cipher.cache_clear()
+    before = nothing_written()
+    try:
+        response = bot.post("/v1/orders", ORDER)
+    finally:
+        key_secrets.cipher.cache_clear()
+
+    assert_error(response, 503, "SERVICE_UNAVAILABLE")
+    assert nothing_written() == before
+
+
+def test_under_an_asgi_server_the_signed_path_is_the_raw_one_sent():
+    """Under Daphne (the embedded default) the path and query must be the bytes the client signed,
+    not a re-encoding of the decoded path."""
+    from io import BytesIO
+
+    from django.core.handlers.asgi import ASGIRequest
+
+    from accounts.authentication import request_path
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/orders", "raw_path": b"/v1/orders",
+             "query_string": b"pair=BTC-USD&tag=a|b%7Cc{x}", "headers": []}
+
+    assert request_path(ASGIRequest(scope, BytesIO(b""))) == "/v1/orders?pair=BTC-USD&tag=a|b%7Cc{x}"
+    assert request_path(ASGIRequest({**scope, "query_string": b""}, BytesIO(b""))) == "/v1/orders"

@@ -87,3 +87,27 @@ def test_refusals_before_the_limiter_still_carry_headers(api, db):
     assert_error(response, 401, "MISSING_AUTH_HEADERS")
     assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(response.headers)
     assert api.get("/v1/nowhere")["X-RateLimit-Limit"] == "1200"
+
+
+def test_an_address_over_its_budget_gets_429_also_for_requests_refused_before_the_limiter(
+        make_account, make_key, settings):
+    """A client retrying bad signatures must be told to back off, not get 401 forever."""
+    settings.PUBLIC_WEIGHT_PER_MINUTE = 3
+    bot = make_key(make_account(), scope="read_only")
+    bot.secret = "0" * 64  # every signature is wrong
+
+    responses = [bot.get("/v1/account/balances") for _ in range(5)]
+
+    assert [r.status_code for r in responses] == [401, 401, 401, 429, 429]
+    assert_error(responses[3], 429, "RATE_LIMITED")
+    assert 1 <= int(responses[3]["Retry-After"]) <= 60
+
+
+def test_ipv6_addresses_share_their_64s_budget(api, markets, settings):
+    settings.PUBLIC_WEIGHT_PER_MINUTE = 2
+
+    codes = [api.get("/v1/markets", REMOTE_ADDR=f"2001:db8:0:7::{n}").status_code for n in range(1, 4)]
+    other_network = api.get("/v1/markets", REMOTE_ADDR="2001:db8:0:8::1")
+
+    assert codes == [200, 200, 429]
+    assert other_network.status_code == 200
