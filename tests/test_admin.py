@@ -161,3 +161,26 @@ def test_operator_sets_an_account_tier(admin_client, make_account):
     account.refresh_from_db()
     assert account.rate_tier == maker_tier and account.verified
     assert LogEntry.objects.filter(content_type__model="account", object_id=str(account.pk)).exists()
+
+
+def market_form(market: Market, **grid) -> dict:
+    return {"tick_size": str(grid.get("tick_size", market.tick_size)), "lot_size": str(market.lot_size),
+            "min_size": str(market.min_size), "min_notional": str(market.min_notional)}
+
+
+def test_a_grid_that_live_orders_are_off_is_refused(admin_client, markets, alice, trade):
+    btc_usd = markets["BTC-USD"]
+    resting = trade(alice, side="buy", type="limit", price=Decimal("63000.05"), size=Decimal("0.01"))
+
+    refused = admin_client.post(f"/admin/trading/market/{btc_usd.pk}/change/", market_form(btc_usd, tick_size="0.1"))
+
+    assert refused.status_code == 200 and "off the new grid" in refused.content.decode()
+    assert str(resting.pk) in refused.content.decode()
+    btc_usd.refresh_from_db()
+    assert btc_usd.tick_size == Decimal("0.01")
+
+    finer = admin_client.post(f"/admin/trading/market/{btc_usd.pk}/change/", market_form(btc_usd, tick_size="0.005"))
+
+    assert finer.status_code == 302
+    btc_usd.refresh_from_db()
+    assert btc_usd.tick_size == Decimal("0.005")

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from trading.models import BookLevel, BookState, Fill, Order, Trade
+from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Trade
 
 from .conftest import balance_of
 
@@ -86,3 +86,21 @@ def test_a_batch_settles_all_its_trades_in_one_netted_journal(alice, bob, django
     LedgerEntry.objects.filter(pk=bob_usd.pk).update(amount=bob_usd.amount + 1)
     problems = "\n".join(audit())
     assert f"account {alice.pk} asset" in problems and "but its fills say" in problems
+
+
+def test_the_matcher_follows_a_grid_change_at_its_next_batch(alice, bob, btc_usd, trade):
+    """The book counts integer ticks of the grid it was built on: an order on a finer grid, accepted
+    after an operator's change, must neither fail its batch nor be priced on the old one."""
+    trade(alice, side="buy", type="limit", price=D("63000.05"), size=D("0.01"))
+    Market.objects.filter(pk=btc_usd.pk).update(tick_size=D("0.005"))
+
+    finer = trade(alice, side="buy", type="limit", price=D("63000.055"), size=D("0.01"))
+    assert finer.status == Order.Status.OPEN  # matched in its own batch, not left pending
+    taker = trade(bob, side="sell", type="limit", price=D("63000.05"), size=D("0.015"))
+
+    finer.refresh_from_db()
+    assert finer.status == Order.Status.FILLED and finer.price == D("63000.055")
+    assert taker.status == Order.Status.FILLED
+    assert list(Trade.objects.order_by("id").values_list("price", "size")) == [
+        (D("63000.055"), D("0.01")), (D("63000.05"), D("0.005"))]
+    assert MatcherCommand.objects.count() == 0

@@ -184,9 +184,25 @@ def test_cancel_releases_the_hold_and_repeating_it_gives_the_same_outcome(as_tra
 
     assert first.status_code == 200 and second.status_code == 200
     assert first.json()["status"] == second.json()["status"] == "cancelled"
+    assert first.json()["cancel_reason"] == second.json()["cancel_reason"] == "user"
     assert LedgerEntry.objects.count() == entries
     assert balance_of(alice, "USD").locked == 0 and balance_of(alice, "USD").available == D("100000")
     assert not BookLevel.objects.exists()
+
+
+def test_self_trade_prevention_says_why_the_resting_order_was_cancelled(as_trader, alice, bob):
+    client = as_trader(alice)
+    resting = client.post("/v1/orders", LIMIT_BUY, format="json").json()
+    bob_ask = as_trader(bob).post("/v1/orders", {**LIMIT_BUY, "side": "sell", "price": "63001"}, format="json").json()
+
+    taker = client.post("/v1/orders", {**LIMIT_BUY, "side": "sell", "price": "62000", "size": "0.02"},
+                        format="json").json()
+
+    cancelled = client.get(f"/v1/orders/{resting['order_id']}").json()
+    assert (cancelled["status"], cancelled["cancel_reason"]) == ("cancelled", "self_trade")
+    assert (taker["status"], taker["cancel_reason"]) == ("open", "")  # rests at 62,000: no other bid
+    assert client.post(f"/v1/orders/{resting['order_id']}/cancel").json()["cancel_reason"] == "self_trade"
+    assert bob_ask["status"] == "open"
 
 
 def test_cancel_of_a_filled_order_is_409_with_its_state(as_trader, alice, bob):

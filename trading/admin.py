@@ -10,7 +10,7 @@ from django.urls import path, reverse
 from accounts.models import Account
 from exchange.errors import ExchangeError
 from trading import ledger, services
-from trading.models import Asset, Balance, LedgerEntry, Market, Wallet
+from trading.models import Asset, Balance, LedgerEntry, Market, Order, Wallet
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -32,8 +32,35 @@ class AssetAdmin(admin.ModelAdmin):
     search_fields = ("symbol", "name")
 
 
+class MarketForm(forms.ModelForm):
+    class Meta:
+        model = Market
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        market = self.instance
+        tick, lot = cleaned.get("tick_size"), cleaned.get("lot_size")
+        if market.pk and tick and lot and (tick, lot) != (market.tick_size, market.lot_size):
+            off_grid = off_grid_orders(market, tick, lot)
+            if off_grid:
+                raise forms.ValidationError(
+                    f"{len(off_grid)} live order(s) are off the new grid (first: {off_grid[:5]}); the matcher could "
+                    "not rebuild the book. Set the market to cancel only and have them cancelled first.")
+        return cleaned
+
+
+def off_grid_orders(market: Market, tick: Decimal, lot: Decimal) -> list[int]:
+    """Ids of the market's live orders whose price, stop price or remaining size is not on the grid."""
+    live = Order.objects.filter(market=market, status__in=Order.LIVE_STATUSES)
+    return [pk for pk, price, stop, size, filled in live.values_list("pk", "price", "stop_price", "size", "filled_size")
+            if (price is not None and price % tick) or (stop is not None and stop % tick)
+            or (size is not None and (size - filled) % lot)]
+
+
 @admin.register(Market)
 class MarketAdmin(admin.ModelAdmin):
+    form = MarketForm
     list_display = ("pair", "status", "tick_size", "lot_size", "min_size", "min_notional")
     list_filter = ("status",)
     search_fields = ("pair",)

@@ -16,6 +16,7 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connections
 
 from exchange.redis import get_redis
 
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 # How long a create or cancel request waits for the matcher before answering with the state it has.
 REPLY_WAIT_SECONDS = 1.0
+RETRY_SECONDS = 5.0  # after a wake-up or an in-process drain failed
 WAKE_FLAG_SECONDS = 30
 PROCESSED_KEY_SECONDS = 30
 PROCESSED_KEY_PREFIX = "order-processed:"
@@ -60,17 +62,45 @@ def run_matcher(pair: str) -> int:
 
 
 def wake_matcher(pair: str) -> None:
+    """Have the pair's matcher drain its queue. Runs after the commit of accepted work, so it never
+    raises: the work is committed and queued, and a failed wake-up is retried (RETRY_SECONDS)."""
     if settings.MATCHER_MODE == "celery":
-        if cache.add(wake_flag(pair), 1, timeout=WAKE_FLAG_SECONDS):
-            from trading.tasks import match_pair
-
-            match_pair.apply_async(args=[pair], queue=queue_name(pair))
+        try:
+            if cache.add(wake_flag(pair), 1, timeout=WAKE_FLAG_SECONDS):
+                queue_wake_up(pair)
+        except Exception:
+            logger.exception("could not wake the matcher of %s; retrying in %s s", pair, RETRY_SECONDS)
+            retry_later(pair)
         return
     try:
         run_matcher(pair)
     except Exception:
-        # The orders stay queued and are matched at the next wake-up; the request itself succeeded.
-        logger.exception("in-process matcher for %s failed", pair)
+        # The commands stay queued; a failed batch changed nothing.
+        logger.exception("in-process matcher for %s failed; retrying in %s s", pair, RETRY_SECONDS)
+        retry_later(pair)
+
+
+def queue_wake_up(pair: str) -> None:
+    from trading.tasks import match_pair
+
+    try:
+        match_pair.apply_async(args=[pair], queue=queue_name(pair))
+    except Exception:
+        cache.delete(wake_flag(pair))  # else the flag would stop every wake-up until it expires
+        raise
+
+
+def retry_later(pair: str) -> None:
+    timer = threading.Timer(RETRY_SECONDS, wake_in_thread, args=[pair])
+    timer.daemon = True
+    timer.start()
+
+
+def wake_in_thread(pair: str) -> None:
+    try:
+        wake_matcher(pair)
+    finally:
+        connections.close_all()  # this thread's own connections; it ends here
 
 
 # One round trip for a whole batch: a pipeline of RPUSH and EXPIRE per order cost the matcher more

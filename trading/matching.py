@@ -70,6 +70,11 @@ FILL_FIELDS = ["id", "trade", "order", "account", "market", "side", "liquidity",
 RESTING = (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
 
 
+def grid(market: Market) -> tuple[Decimal, Decimal]:
+    """What the book's integer ticks and lots are counted in."""
+    return market.tick_size, market.lot_size
+
+
 def to_units(value: Decimal, step: Decimal) -> int:
     """An exact multiple of ``step`` as an integer count (validation put every value on its grid)."""
     units, rest = EXACT.divmod(value, step)
@@ -113,6 +118,7 @@ class WorkingOrder:
     book_priority: int | None
     done_at: datetime | None = None
     reject_reason: str = ""
+    cancel_reason: str = ""
 
     @property
     def limit_price(self) -> Decimal | None:
@@ -121,13 +127,13 @@ class WorkingOrder:
 
     def written_row(self, now: datetime) -> tuple:
         return (self.id, self.status, self.filled_size, self.executed_value, self.fee, self.hold_remaining,
-                self.book_priority, self.done_at, self.reject_reason, now)
+                self.book_priority, self.done_at, self.reject_reason, self.cancel_reason, now)
 
 
 # The order columns the matcher reads (WorkingOrder's fields the database fills), and those it writes back.
 ORDER_FIELDS = tuple(item.name for item in fields(WorkingOrder) if item.default is MISSING)
 WRITTEN_ORDER_FIELDS = ["status", "filled_size", "executed_value", "fee", "hold_remaining", "book_priority",
-                        "done_at", "reject_reason", "updated_at"]
+                        "done_at", "reject_reason", "cancel_reason", "updated_at"]
 
 
 class TradeRecord(NamedTuple):
@@ -205,6 +211,8 @@ class Batch:
         order.done_at = self.matcher.now
         if status == Order.Status.REJECTED:
             order.reject_reason = reason
+        elif status == Order.Status.CANCELLED:
+            order.cancel_reason = reason  # 'user' or 'self_trade'
         if order.hold_remaining:
             self.post(order.account_id, order.hold_asset_id, Bucket.LOCKED, -order.hold_remaining)
             self.post(order.account_id, order.hold_asset_id, Bucket.AVAILABLE, order.hold_remaining)
@@ -325,7 +333,8 @@ class PairMatcher:
         state = self.lock_state()
         if state.market.status == Market.Status.HALTED:
             return None
-        if self.book is None or state.batches != self.batches or self.market.pk != state.market_id:
+        if (self.book is None or state.batches != self.batches or self.market.pk != state.market_id
+                or grid(self.market) != grid(state.market)):  # an operator changed the grid (trading/admin.py)
             self.load(state)
         return state
 

@@ -265,6 +265,7 @@ class Order(models.Model):
     stp = models.CharField(max_length=13, choices=SelfTradePrevention.choices, default=SelfTradePrevention.CANCEL_OLDEST)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     reject_reason = models.CharField(max_length=40, blank=True)
+    cancel_reason = models.CharField(max_length=12, blank=True, help_text="user or self_trade, once cancelled.")
     filled_size = AmountField(default=0)
     executed_value = AmountField(default=0, help_text="Quote exchanged by the fills, before fees.")
     fee = AmountField(default=0, help_text="Fees charged, in the asset the order receives.")

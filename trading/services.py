@@ -73,8 +73,10 @@ def do_place_order(account, request: OrderRequest) -> Order:
         # was read): judge the order again against the row, which stays as read until commit.
         order = accept(account, access_market(request.pair, lock=True), request)
     ledger.hold_funds(order.account_id, order.hold_asset_id, order.hold_remaining, reference=f"order:{order.pk}")
-    transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]))
+    # The matcher is woken first, and a failed publish only logged: the order is committed, so the
+    # request must answer with it and the matcher must get it whatever the channel layer does.
     transaction.on_commit(lambda: dispatch.wake_matcher(order.market.pair))
+    transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]), robust=True)
     return order
 
 

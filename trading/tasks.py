@@ -4,7 +4,11 @@ from celery.signals import worker_ready
 from trading import dispatch
 
 
-@shared_task(name="trading.match_pair", ignore_result=True, acks_late=True)
+# A failed drain (the database restarting, a batch refused) is retried with backoff up to 30 s, for
+# as long as it fails: its commands are committed and wait in the queue, and no new order may be
+# needed to move them.
+@shared_task(name="trading.match_pair", ignore_result=True, acks_late=True, autoretry_for=(Exception,),
+             retry_backoff=1, retry_backoff_max=30, max_retries=None)
 def match_pair(pair: str) -> int:
     """Drain one pair's command queue. Only the pair's own worker (queue match.<PAIR>) runs this."""
     return dispatch.run_matcher(pair)

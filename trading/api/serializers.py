@@ -121,8 +121,8 @@ class OrderSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     class Meta:
         model = Order
         fields = [
-            "order_id", "client_order_id", "pair", "side", "type", "status", "reject_reason", "price", "size",
-            "funds", "stop_price", "time_in_force", "post_only", "stp", "filled_size", "remaining_size",
+            "order_id", "client_order_id", "pair", "side", "type", "status", "reject_reason", "cancel_reason", "price",
+            "size", "funds", "stop_price", "time_in_force", "post_only", "stp", "filled_size", "remaining_size",
             "executed_value", "average_fill_price", "fee", "fee_asset", "cancel_requested", "created_at",
             "updated_at", "done_at",
         ]

@@ -1,0 +1,89 @@
+"""How committed work reaches the matcher when something on the way fails: a committed order is
+never left unanswered or unmatched."""
+
+import time
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+
+from trading import dispatch, publishing
+from trading.matching import PairMatcher
+from trading.models import MatcherCommand, Order
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+LIMIT_BUY = {"pair": "BTC-USD", "side": "buy", "type": "limit", "price": "63000", "size": "0.01"}
+
+
+def failing_once(original):
+    calls = []
+
+    def drain(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return original(self)
+
+    return drain
+
+
+def test_a_failed_publish_neither_fails_the_request_nor_keeps_the_order_from_the_matcher(as_trader, alice,
+                                                                                          monkeypatch):
+    def broken_channel_layer(*args, **kwargs):
+        raise ConnectionError("channel layer down")
+
+    monkeypatch.setattr(publishing, "publish_account_changes", broken_channel_layer)
+
+    response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "open"
+    assert MatcherCommand.objects.count() == 0
+
+
+def test_a_failed_in_process_drain_is_retried_without_a_new_order(as_trader, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(PairMatcher, "drain", failing_once(PairMatcher.drain))
+
+    response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
+
+    assert response.status_code == 201 and response.json()["status"] == "pending"
+    deadline = time.monotonic() + 10
+    while Order.objects.get().status == Order.Status.PENDING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Order.objects.get().status == Order.Status.OPEN
+    assert MatcherCommand.objects.count() == 0
+
+
+def test_wake_matchers_drains_what_a_crash_left_queued(as_trader, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "retry_later", lambda pair: None)  # as if the process died after its commit
+    monkeypatch.setattr(PairMatcher, "drain", failing_once(PairMatcher.drain))
+    as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
+    assert Order.objects.get().status == Order.Status.PENDING
+
+    call_command("wake_matchers", verbosity=0)
+
+    assert Order.objects.get().status == Order.Status.OPEN
+    assert MatcherCommand.objects.count() == 0
+
+
+def test_a_wake_up_that_cannot_be_queued_drops_its_flag_and_is_retried(as_trader, alice, settings, monkeypatch):
+    """Celery mode: with the flag left behind, no later order would queue a wake-up until it expired."""
+    from trading.tasks import match_pair
+
+    settings.MATCHER_MODE = "celery"
+    retried = []
+    monkeypatch.setattr(dispatch, "retry_later", retried.append)
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(match_pair, "apply_async", broker_down)
+    monkeypatch.setattr(dispatch, "wait_processed", lambda order_id, timeout=0: False)
+
+    response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
+
+    assert response.status_code == 201 and response.json()["status"] == "pending"
+    assert retried == ["BTC-USD"]
+    assert cache.get(dispatch.wake_flag("BTC-USD")) is None
