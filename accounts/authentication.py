@@ -114,7 +114,8 @@ def record_key_use(cached: key_cache.CachedKey) -> None:
         cached.last_used_at = now
 
 
-def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: int) -> ApiKey:
+def check_standing(cached: key_cache.CachedKey | None, address: str) -> ApiKey:
+    """The key exists, is not revoked, its user is active and ``address`` is on its allowlist."""
     if cached is None:
         raise refuse(ErrorCode.INVALID_API_KEY, "Unknown API key.")
     key = cached.instance()
@@ -122,9 +123,22 @@ def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timesta
         raise refuse(ErrorCode.API_KEY_REVOKED, "This API key has been revoked.")
     if not cached.user_active:
         raise refuse(ErrorCode.API_KEY_REVOKED, "This API key's user has been deactivated.")
-    if not keys.ip_allowed(key, signed.address):
-        raise refuse(ErrorCode.IP_NOT_ALLOWED, f"{signed.address} is not on this key's IP allowlist",
-                     address=signed.address)
+    if not keys.ip_allowed(key, address):
+        raise refuse(ErrorCode.IP_NOT_ALLOWED, f"{address} is not on this key's IP allowlist", address=address)
+    return key
+
+
+def check_session_key(public_id: str, address: str) -> None:
+    """For a session signed in once with this key (a WebSocket): raise the ExchangeError that would
+    refuse it now (revoked, user deactivated, address no longer allowed), on current rows."""
+    cached = key_cache.find(public_id)
+    if cached is not None and not key_cache.unchanged(cached):
+        cached = key_cache.load(public_id)
+    check_standing(cached, address)
+
+
+def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: int) -> ApiKey:
+    key = check_standing(cached, signed.address)
     server_time = to_milliseconds(timezone.now())
     if abs(server_time - timestamp) > key.drift_tolerance_ms:
         raise refuse(ErrorCode.TIMESTAMP_OUT_OF_WINDOW,

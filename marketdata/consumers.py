@@ -29,11 +29,11 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
-from accounts.authentication import SignedRequest, record_key_use, verify_signed_request
+from accounts.authentication import SignedRequest, check_session_key, record_key_use, verify_signed_request
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.net import client_address
 from marketdata import replay, services, streams
-from marketdata.hub import hub_for
+from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for
 from marketdata.transport import pending_output_bytes, protocol_of, takes_frames, unread_bytes, write_frame
 from trading.api.serializers import AssetBalanceSerializer, FillSerializer, OrderSerializer
 from trading.models import Fill, Order
@@ -48,10 +48,20 @@ MAX_MESSAGE_BYTES = 16 * 1024
 SLOW_CONSUMER_CLOSE_CODE = 4008
 SLOW_CONSUMER_GRACE_SECONDS = 10
 SLOW_CONSUMER_CLOSE_BACKLOG = 16 * 1024
+MAX_QUEUED_STREAM_MESSAGES = 10_000  # relayed public messages waiting for this connection's handlers
+KEY_RECHECK_SECONDS = 10  # how soon a revoked key's socket is closed
+KEY_REFUSED_CLOSE_CODE = 4003
 
 
 def invalid(message: str, **details) -> ExchangeError:
     return ExchangeError(ErrorCode.INVALID_REQUEST, message, details)
+
+
+def check_sequence(value) -> int | None:
+    """A subscription's since_sequence, checked before anything is joined or sent."""
+    if value is not None and (type(value) is not int or value < 0):  # not bool, not "5"
+        raise invalid("since_sequence must be a sequence number (an integer, 0 or more).")
+    return value
 
 
 @dataclass
@@ -68,7 +78,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # Messages the matcher fans out to every subscriber. Channels' dispatch first closes stale
     # database connections through Daphne's one sync thread, a hop per message per connection;
     # these handlers reach the database only through database_sync_to_async, which does that itself.
-    STREAM_HANDLERS = {"book.delta": "book_delta", "market.trades": "market_trades", "market.ticker": "market_ticker"}
+    STREAM_HANDLERS = {"book.delta": "book_delta", "market.trades": "market_trades", "market.ticker": "market_ticker",
+                       "stream.heartbeat": "heartbeat"}
 
     async def dispatch(self, message):
         self.busy = True
@@ -101,6 +112,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.state = Connection()
         self.closing = False
+        self.key_id: str | None = None  # the key the connection authenticated with
+        self.heartbeat_queued = False
         self.outbox: deque[str] = deque()
         self.outbox_bytes = 0
         self.outbox_ready = asyncio.Event()
@@ -154,12 +167,18 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if not isinstance(message, dict):
                 raise invalid('Send an object such as {"op": "ping"}.')
             op = message.get("op")
-            if op not in self.operations:
-                raise invalid(f"Unknown op {op!r}; use one of {', '.join(self.operations)}.", op=op)
+            if not isinstance(op, str) or op not in self.operations:
+                op = op if isinstance(op, str | None) else None
+                raise invalid(f"Unknown op {message.get('op')!r}; use one of {', '.join(self.operations)}.", op=op)
             await self.operations[op](message)
         except ExchangeError as error:
             await self.send_json({"type": "error", "op": op, "code": error.code.value, "message": error.message,
                                   "details": error.details})
+        except Exception:
+            # Never a dropped connection without a reason (SPEC section 7).
+            logger.exception("WebSocket op %r failed", op)
+            await self.send_json({"type": "error", "op": op, "code": ErrorCode.INTERNAL_ERROR.value,
+                                  "message": "Internal error; it has been logged.", "details": {}})
 
     async def ping(self, message):
         await self.send_json({"type": "pong"})
@@ -175,17 +194,18 @@ class StreamConsumer(AsyncWebsocketConsumer):
         key = verified.key
         if self.state.account_id not in (None, key.account_id):
             raise invalid("This connection is already authenticated for another account.")
-        self.state.account_id = key.account_id
+        self.state.account_id, self.key_id = key.account_id, key.public_id
         await database_sync_to_async(record_key_use)(verified.cached)
         await self.send_json({"type": "authenticated", "scope": key.scope})
 
     async def subscribe(self, message):
         requested = self.parse_channels(message)
         since_sequences = {
-            channel["pair"].upper(): channel["since_sequence"]
+            channel["pair"].upper(): check_sequence(channel["since_sequence"])
             for channel in message["channels"]
             if channel.get("name") == "orderbook" and "since_sequence" in channel
         }
+        default_since = check_sequence(message.get("since_sequence"))
         if len(self.state.subscriptions | set(requested)) > MAX_SUBSCRIPTIONS:
             raise ExchangeError(ErrorCode.SUBSCRIPTION_LIMIT, f"At most {MAX_SUBSCRIPTIONS} subscriptions a connection.")
         for name, pair in requested:
@@ -199,7 +219,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.join_group(self.group_for(name, pair))
             self.state.subscriptions.add((name, pair))
             await self.send_json({"type": "subscribed", "channel": name, "pair": pair})
-            await self.send_initial(name, markets.get(pair), since_sequences.get(pair, message.get("since_sequence")))
+            await self.send_initial(name, markets.get(pair), since_sequences.get(pair, default_since))
 
     async def unsubscribe(self, message):
         for name, pair in self.parse_channels(message):
@@ -219,7 +239,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         parsed = []
         for channel in channels:
             name = channel.get("name") if isinstance(channel, dict) else None
-            if name not in PUBLIC_CHANNELS | PRIVATE_CHANNELS:
+            if not isinstance(name, str) or name not in PUBLIC_CHANNELS | PRIVATE_CHANNELS:
                 raise invalid(f"Unknown channel {name!r}.", channels=sorted(PUBLIC_CHANNELS | PRIVATE_CHANNELS))
             pair = channel.get("pair")
             if name in PUBLIC_CHANNELS and not isinstance(pair, str):
@@ -238,10 +258,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin-1")}
         return client_address(meta)
 
-    async def send_initial(self, name: str, market, since_sequence) -> None:
+    async def send_initial(self, name: str, market, since_sequence: int | None) -> None:
         if name == "orderbook":
-            if since_sequence is not None and (not isinstance(since_sequence, int) or since_sequence < 0):
-                raise invalid("since_sequence must be a sequence number (an integer, 0 or more).")
             await self.resynchronise(market, since_sequence)
         elif name == "ticker":
             await self.send_json(await database_sync_to_async(streams.ticker_message)(market))
@@ -251,10 +269,14 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # -- the order book
 
     async def resynchronise(self, market, since_sequence: int | None) -> None:
-        """Catch up from ``since_sequence`` through the replay buffer, or send a fresh snapshot."""
+        """Catch up from ``since_sequence`` to the committed sequence through the replay buffer, or
+        send a fresh snapshot (see replay.deltas_since)."""
+        def replay_since() -> list[dict] | None:
+            return replay.deltas_since(market.pair, since_sequence, services.book_sequence(market))
+
         missed = None
         if since_sequence is not None:
-            missed = await database_sync_to_async(replay.deltas_since)(market.pair, since_sequence)
+            missed = await database_sync_to_async(replay_since)()
         if missed is None:
             snapshot = await database_sync_to_async(streams.book_snapshot)(market)
             self.state.book_sequences[market.pair] = snapshot["sequence"]
@@ -300,6 +322,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
         below, one message at a time with the connection's others.
         """
         if self.busy or self.queued_streams or not self.write_now(message):
+            if self.queued_streams >= MAX_QUEUED_STREAM_MESSAGES:
+                # Its handlers cannot keep up (each waits its turn for the database thread): a slow
+                # consumer like one that does not read, cut off rather than queued for without bound.
+                if not self.closing:
+                    self.closing = True
+                    asyncio.create_task(self.close_slow_consumer(
+                        f"slow consumer: more than {MAX_QUEUED_STREAM_MESSAGES} messages waiting to be handled",
+                        {"limit_messages": MAX_QUEUED_STREAM_MESSAGES}))
+                return
             self.queued_streams += 1
             self.stream_queue.put_nowait(message)
 
@@ -402,7 +433,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 finally:
                     self.writing = False
 
-    async def close_slow_consumer(self) -> None:
+    async def close_slow_consumer(self, reason: str | None = None, details: dict | None = None) -> None:
         """Disconnect, with the reason, rather than buffer without bound or hold up the group.
 
         The close frame is sent once the client has read what is already on its way (or after a
@@ -412,17 +443,55 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.closing = True
         self.outbox.clear()
         await self.disconnect(SLOW_CONSUMER_CLOSE_CODE)  # leave every group: nothing more is queued
-        reason = f"slow consumer: more than {settings.WS_MAX_PENDING_BYTES} bytes waiting to be read"
+        if reason is None:
+            reason = f"slow consumer: more than {settings.WS_MAX_PENDING_BYTES} bytes waiting to be read"
+            details = {"limit": settings.WS_MAX_PENDING_BYTES}
         await self.send(text_data=json.dumps({"type": "error", "code": ErrorCode.SLOW_CONSUMER.value,
-                                              "message": reason, "details": {"limit": settings.WS_MAX_PENDING_BYTES}}))
+                                              "message": reason, "details": details}))
         deadline = time.monotonic() + SLOW_CONSUMER_GRACE_SECONDS
         while time.monotonic() < deadline and (unread_bytes(self.socket) or 0) > SLOW_CONSUMER_CLOSE_BACKLOG:
             await asyncio.sleep(0.05)
         await self.close(code=SLOW_CONSUMER_CLOSE_CODE, reason=reason)
 
     async def send_heartbeats(self) -> None:
+        """On a quiet connection, a heartbeat handled in order with the stream (heartbeat); and now and
+        then, the signed-in key checked again and the account group renewed."""
         interval = settings.WS_HEARTBEAT_SECONDS
+        key_checked = renewed = time.monotonic()
         while True:
             await asyncio.sleep(interval / 4)
-            if time.monotonic() - self.state.last_sent >= interval:
-                await self.send_json({"type": "heartbeat", "sequences": dict(self.state.book_sequences)})
+            now = time.monotonic()
+            if now - self.state.last_sent >= interval and not self.heartbeat_queued:
+                self.heartbeat_queued = True
+                self.queued_streams += 1
+                self.stream_queue.put_nowait({"type": "stream.heartbeat"})
+            if self.key_id is not None and now - key_checked >= KEY_RECHECK_SECONDS:
+                key_checked = now
+                await self.recheck_key()
+            if self.state.account_id is not None and now - renewed >= GROUP_REFRESH_SECONDS:
+                renewed = now
+                if any(name in PRIVATE_CHANNELS for name, _ in self.state.subscriptions):
+                    await self.channel_layer.group_add(streams.account_group(self.state.account_id), self.channel_name)
+
+    async def heartbeat(self, message) -> None:
+        """The last sequence of each subscribed book. One this connection has not reached (a delta
+        lost on the way, the last before a quiet spell) is repaired first, so a heartbeat never
+        claims a sequence the client was not sent."""
+        self.heartbeat_queued = False
+        hub = hub_for(self.channel_layer)
+        for pair, sent in list(self.state.book_sequences.items()):
+            market = await database_sync_to_async(services.access_market)(pair, recent=True)
+            if await hub.latest_sequence(market) > sent:
+                await self.resynchronise(market, sent)
+        await self.send_json({"type": "heartbeat", "sequences": dict(self.state.book_sequences)})
+
+    async def recheck_key(self) -> None:
+        """A key revoked, or its user deactivated, or the address taken off its allowlist after the
+        ``auth`` ends the connection's private streams: the client is told why, then disconnected."""
+        try:
+            await database_sync_to_async(check_session_key)(self.key_id, self.address())
+        except ExchangeError as error:
+            await self.send_json({"type": "error", "op": "auth", "code": error.code.value, "message": error.message,
+                                  "details": error.details})
+            self.key_id = None
+            await self.close(code=KEY_REFUSED_CLOSE_CODE, reason=error.message[:100])

@@ -29,19 +29,22 @@ def record_delta(pair: str, message: dict) -> None:
         _local[pair].append(message)
 
 
-def deltas_since(pair: str, sequence: int) -> list[dict] | None:
-    """The deltas after ``sequence``, contiguous; None when the buffer no longer reaches back that far."""
-    if sequence < 0:
+def deltas_since(pair: str, sequence: int, committed: int) -> list[dict] | None:
+    """The deltas after ``sequence``, contiguous and reaching at least ``committed`` (the pair's
+    committed sequence, read just before); [] when there is nothing to catch up. None when the
+    buffer cannot give them: it no longer reaches back that far, it is behind the database (emptied
+    by a restart, a delta lost between a commit and its publication), or ``sequence`` is ahead of the
+    database. A client then gets a snapshot: a resume must never leave a book silently behind."""
+    if sequence < 0 or sequence > committed:
         return None
+    if sequence == committed:
+        return []
     if settings.REDIS_URL:
         entries = get_redis().xrange(stream_key(pair), min=f"{sequence + 1}-0", max="+")
         messages = [json.loads(fields[b"m"]) for _, fields in entries]
-        last = get_redis().xrevrange(stream_key(pair), count=1)
-        newest = int(last[0][0].split(b"-")[0]) if last else sequence
     else:
         messages = [m for m in _local[pair] if m["sequence"] > sequence]
-        newest = _local[pair][-1]["sequence"] if _local[pair] else sequence
-    if newest <= sequence:
-        return []
-    expected = list(range(sequence + 1, newest + 1))
-    return messages if [m["sequence"] for m in messages] == expected else None
+    sequences = [m["sequence"] for m in messages]
+    if sequences != list(range(sequence + 1, sequence + 1 + len(sequences))) or not sequences or sequences[-1] < committed:
+        return None
+    return messages

@@ -77,10 +77,15 @@ def read_in_one_snapshot():
         yield
 
 
+def book_sequence(market: Market) -> int:
+    """The pair's committed book sequence (0 before its first delta)."""
+    return BookState.objects.filter(market=market).values_list("sequence", flat=True).first() or 0
+
+
 def order_book(market: Market, depth: int | None) -> BookSnapshot:
     """The committed book, ``depth`` levels a side (all of them for None), and its sequence."""
     with read_in_one_snapshot():
-        sequence = BookState.objects.filter(market=market).values_list("sequence", flat=True).first() or 0
+        sequence = book_sequence(market)
         levels = BookLevel.objects.filter(market=market).values_list("price", "size")
         bids = levels.filter(side=BookLevel.Side.BID).order_by("-price")
         asks = levels.filter(side=BookLevel.Side.ASK).order_by("price")

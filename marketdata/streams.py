@@ -32,7 +32,10 @@ def account_group(account_id: int) -> str:
 
 
 def format_levels(market, levels) -> list[list[str]]:
-    return [[format_amount(price, market.tick_size), format_amount(size, market.lot_size)] for price, size in levels]
+    """[price, size] on the market's grids; a removed level's size is "0" exactly, as SPEC section 7
+    writes it, so a client comparing strings sees the removal."""
+    return [[format_amount(price, market.tick_size), format_amount(size, market.lot_size) if size else "0"]
+            for price, size in levels]
 
 
 def book_delta(market, delta) -> dict:

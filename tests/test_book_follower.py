@@ -281,6 +281,23 @@ def test_the_same_delta_failing_twice_asks_for_a_fresh_snapshot():
     assert follower.resyncs == 2 and follower.book.sequence == 11
 
 
+def test_a_damaged_snapshot_is_asked_for_again_and_repeated_damage_is_raised():
+    server = small_server()
+    snapshot = server.snapshot()
+    damaged = {**snapshot, "checksum": snapshot["checksum"] ^ 0xFF}
+    fake = FakeServer([SUBSCRIBED, damaged, SUBSCRIBED, snapshot])
+    follower = BookFollower("ws://x/v1/ws", PAIR, connect=fake)
+    drain(follower)
+    assert fake.sent() == [subscribe(), subscribe()]
+    assert follower.resyncs == 1 and follower.book.sequence == 10
+
+    fake = FakeServer([SUBSCRIBED, damaged, SUBSCRIBED, damaged, SUBSCRIBED, damaged])
+    follower = BookFollower("ws://x/v1/ws", PAIR, connect=fake)
+    with pytest.raises(ChecksumMismatch):
+        follower.run(timeout=2)
+    assert follower.book.sequence is None and follower.resyncs == 2
+
+
 def test_a_heartbeat_ahead_of_the_book_means_missed_deltas():
     server = small_server()
     snapshot = server.snapshot()

@@ -37,15 +37,28 @@ def follow(follower: BookFollower, stop: threading.Event) -> None:
         follower.recv_one(timeout=0.5)
 
 
+def counting_snapshots(follower: BookFollower) -> list[int]:
+    """The sequences of the snapshots the follower's book is given."""
+    seen, apply_snapshot = [], follower.book.apply_snapshot
+
+    def counted(message):
+        seen.append(message["sequence"])
+        return apply_snapshot(message)
+
+    follower.book.apply_snapshot = counted
+    return seen
+
+
 def test_followers_rebuild_the_book_exactly_also_after_a_disconnect(stack):
     stack.start_matcher("BTC-USD")
     rest = stack.start_rest()
     ws_url = stack.start_daphne().replace("http://", "ws://") + "/v1/ws"
     bots = [stack.create_trader(f"bot{i}", "USD=10000000", "BTC=1000") for i in range(2)]
     steady, resuming = BookFollower(ws_url, "BTC-USD"), BookFollower(ws_url, "BTC-USD")
-    stop = threading.Event()
-    threads = [threading.Thread(target=follow, args=(f, stop)) for f in (steady, resuming)]
-    for thread in threads:
+    snapshots = {steady: counting_snapshots(steady), resuming: counting_snapshots(resuming)}
+    stops = {steady: threading.Event(), resuming: threading.Event()}
+    threads = {f: threading.Thread(target=follow, args=(f, stops[f])) for f in (steady, resuming)}
+    for thread in threads.values():
         thread.start()
 
     streams = [subprocess.Popen([sys.executable, "-m", "tests.bot_stream", rest, bot["key"], bot["secret"], "100",
@@ -54,7 +67,16 @@ def test_followers_rebuild_the_book_exactly_also_after_a_disconnect(stack):
     deadline = time.monotonic() + 60
     while (steady.book.sequence or 0) < 40 and time.monotonic() < deadline:
         time.sleep(0.1)
-    resuming.disconnect()  # mid-flow: it misses what happens while it is away, then resumes with since_sequence
+    # Mid-flow the second client goes away while 20 deltas happen, then resumes with since_sequence.
+    stops[resuming].set()
+    threads[resuming].join(timeout=10)
+    resuming.disconnect()
+    away_at = resuming.book.sequence
+    while (steady.book.sequence or 0) < away_at + 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stops[resuming] = threading.Event()
+    threads[resuming] = threading.Thread(target=follow, args=(resuming, stops[resuming]))
+    threads[resuming].start()
     placed = [int(s.communicate(timeout=300)[0]) for s in streams]
 
     def settled():
@@ -68,9 +90,9 @@ def test_followers_rebuild_the_book_exactly_also_after_a_disconnect(stack):
     deadline = time.monotonic() + 30
     while (steady.book.sequence, resuming.book.sequence) != (book["sequence"],) * 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    stop.set()
-    for thread in threads:
-        thread.join(timeout=10)
+    for follower in (steady, resuming):
+        stops[follower].set()
+        threads[follower].join(timeout=10)
 
     assert sum(placed) > 100
     assert book["sequence"] > 100
@@ -78,7 +100,10 @@ def test_followers_rebuild_the_book_exactly_also_after_a_disconnect(stack):
         assert follower.book.sequence == book["sequence"]
         assert follower.book.bids(100) == book["bids"]
         assert follower.book.asks(100) == book["asks"]
-    assert resuming.reconnects >= 1
+        # Every delta applied in order with a matching checksum: no gap or mismatch was ever repaired.
+        assert (follower.resyncs, follower.errors) == (0, [])
+    assert steady.book.sequence >= away_at + 20 and resuming.reconnects == 1
+    assert len(snapshots[steady]) == len(snapshots[resuming]) == 1  # the resume was replayed, not a snapshot
     assert stack.audit()["problems"] == []
 
 

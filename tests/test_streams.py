@@ -11,12 +11,15 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
+from django.conf import settings
+
 from accounts.keys import create_api_key, prehash, sign
 from exchange.asgi import application
 from marketdata import replay
 from marketdata.checksum import book_checksum
+from exchange.redis import get_redis
 from marketdata.consumers import MAX_MESSAGE_BYTES
-from trading import services
+from trading import publishing, services
 from trading.orders import OrderRequest
 
 from .signing import now_ms
@@ -54,6 +57,14 @@ def place(account, **fields):
     return database_sync_to_async(services.place_order)(account, OrderRequest(pair="BTC-USD", **fields))
 
 
+async def subscribed_to_the_book(seller):
+    """A connection subscribed to BTC-USD's book, which holds one ask (63,100): (socket, its snapshot, the ask)."""
+    order, _ = await place(seller, side="sell", type="limit", price=D("63100"), size=D("1"))
+    ws = await connect()
+    await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD"}])
+    return ws, await receive(ws, "snapshot"), order
+
+
 @pytest.fixture
 def traders(funded):
     return [funded(name, USD="1000000", BTC="100") for name in ("alice", "bob")]
@@ -83,6 +94,14 @@ def levels(book: dict, side: str) -> list[list[str]]:
     ('{"op": "subscribe", "channels": [{"name": "orders"}]}', "AUTHENTICATION_REQUIRED"),
     ('{"op": "auth", "key": "hkt_live_x"}', "MISSING_AUTH_HEADERS"),
     ('{"op": "ping", "pad": "' + "x" * MAX_MESSAGE_BYTES + '"}', "MESSAGE_TOO_LARGE"),
+    ('{"op": []}', "INVALID_REQUEST"),
+    ('{"op": {"a": 1}}', "INVALID_REQUEST"),
+    ('{"op": "subscribe", "channels": [{"name": ["orderbook"], "pair": "BTC-USD"}]}', "INVALID_REQUEST"),
+    # Refused before anything is joined: the next message is the pong, not a "subscribed".
+    ('{"op": "subscribe", "channels": [{"name": "orderbook", "pair": "BTC-USD", "since_sequence": "5"}]}',
+     "INVALID_REQUEST"),
+    ('{"op": "subscribe", "channels": [{"name": "orderbook", "pair": "BTC-USD"}], "since_sequence": true}',
+     "INVALID_REQUEST"),
 ])
 def test_bad_messages_get_an_error_with_a_code_and_the_connection_stays(markets, frame, code):
     async def body():
@@ -155,14 +174,131 @@ def test_resume_replays_the_deltas_missed_and_a_too_old_sequence_gets_a_snapshot
     assert fresh["sequence"] == 3 and len(fresh["asks"]) == 3
 
 
+def test_a_resume_the_buffer_cannot_serve_gets_a_snapshot(markets, traders):
+    """The buffer emptied (a restart, Redis flushed) or a sequence from the future: never silence."""
+    alice, _ = traders
+
+    async def body():
+        for price in ("63100", "63200", "63300"):
+            await place(alice, side="sell", type="limit", price=D(price), size=D("1"))
+        await database_sync_to_async(replay_forget)("BTC-USD")
+        ws = await connect()
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD", "since_sequence": 1}])
+        after_restart = await receive(ws, "snapshot")
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD", "since_sequence": 9}])
+        from_the_future = await receive(ws, "snapshot")
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD", "since_sequence": 3}])
+        await op(ws, op="ping")
+        up_to_date = [await receive(ws), await receive(ws)]
+        await ws.disconnect()
+        return after_restart, from_the_future, up_to_date
+
+    after_restart, from_the_future, up_to_date = run(body)
+
+    assert after_restart["sequence"] == from_the_future["sequence"] == 3 and len(after_restart["asks"]) == 3
+    assert [m["type"] for m in up_to_date] == ["subscribed", "pong"]  # at the committed sequence: nothing to send
+
+
+def replay_forget(pair: str) -> None:
+    if settings.REDIS_URL:
+        get_redis().delete(replay.stream_key(pair))
+    else:
+        replay._local[pair].clear()
+
+
+def test_a_delta_lost_before_a_quiet_spell_is_repaired_before_the_heartbeat(markets, traders, settings, monkeypatch):
+    """The matcher died between its commit and the publication: the heartbeat must not claim the
+    committed sequence the client was never sent; the server resynchronises first."""
+    settings.WS_HEARTBEAT_SECONDS = 0.3
+    alice, _ = traders
+
+    async def body():
+        ws, snapshot, _ = await subscribed_to_the_book(alice)
+        monkeypatch.setattr(publishing, "send_batch", lambda result: None)  # committed, never published
+        await place(alice, side="sell", type="limit", price=D("63200"), size=D("1"))
+        monkeypatch.undo()
+        seen = []
+        while not seen or seen[-1]["type"] != "heartbeat":
+            seen.append(await receive(ws, timeout=5))
+        await ws.disconnect()
+        return snapshot, seen
+
+    snapshot, seen = run(body)
+
+    repaired, heartbeat = seen[-2], seen[-1]
+    assert repaired["type"] == "snapshot" and repaired["sequence"] == snapshot["sequence"] + 1
+    assert [level[0] for level in repaired["asks"]] == ["63100.00", "63200.00"]
+    assert heartbeat["sequences"] == {"BTC-USD": repaired["sequence"]}
+
+
+def test_streams_outlive_the_channel_layers_group_expiry(markets, traders, monkeypatch):
+    """Channel layers drop a group member a day after it joined; members renew (here within 0.2 s of
+    a 1 s expiry) so a long-lived subscription keeps receiving."""
+    from marketdata import consumers, hub
+
+    monkeypatch.setattr(hub, "GROUP_REFRESH_SECONDS", 0.2)
+    monkeypatch.setattr(consumers, "GROUP_REFRESH_SECONDS", 0.2)
+    layer = get_channel_layer()
+    monkeypatch.setattr(layer, "group_expiry", 1)
+    alice, _ = traders
+
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD"}, {"name": "orders"}])
+        snapshot = await receive(ws, "snapshot")
+        await asyncio.sleep(2.5)
+        await place(alice, side="sell", type="limit", price=D("63100"), size=D("1"))
+        delta, orders = await receive(ws, "delta"), await receive(ws, "orders")
+        await ws.disconnect()
+        return snapshot, delta, orders
+
+    snapshot, delta, orders = run(body)
+
+    assert delta["sequence"] == snapshot["sequence"] + 1
+    assert orders["orders"][0]["price"] == "63100.00"
+
+
+def test_a_removed_level_is_sent_with_size_0(markets, traders):
+    alice, _ = traders
+
+    async def body():
+        ws, _, order = await subscribed_to_the_book(alice)
+        await database_sync_to_async(services.request_cancel)(alice, order.pk)
+        delta = await receive(ws, "delta")
+        await ws.disconnect()
+        return delta
+
+    assert run(body)["asks"] == [["63100.00", "0"]]
+
+
+def test_a_socket_signed_in_with_a_key_revoked_later_is_closed_with_the_reason(markets, traders, monkeypatch):
+    from accounts.keys import revoke_api_keys
+    from accounts.models import ApiKey
+    from marketdata import consumers
+
+    monkeypatch.setattr(consumers, "KEY_RECHECK_SECONDS", 0.1)
+    alice, _ = traders
+
+    async def body():
+        ws, key = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        await receive(ws, "subscribed")
+        await database_sync_to_async(revoke_api_keys)(ApiKey.objects.filter(pk=key.pk))
+        error = await receive(ws, "error")
+        closed = await ws.receive_output(timeout=3)
+        return error, closed
+
+    error, closed = run(body)
+
+    assert error["code"] == "API_KEY_REVOKED"
+    assert closed == {"type": "websocket.close", "code": 4003, "reason": "This API key has been revoked."}
+
+
 def test_a_gap_in_the_stream_makes_the_server_resynchronise(markets, traders):
     alice, _ = traders
 
     async def body():
-        await place(alice, side="sell", type="limit", price=D("63100"), size=D("1"))
-        ws = await connect()
-        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD"}])
-        snapshot = await receive(ws, "snapshot")
+        ws, snapshot, _ = await subscribed_to_the_book(alice)
         # A delta from the future, as if the ones before it had been lost on the way.
         future = snapshot["sequence"] + 5
         await get_channel_layer().group_send("book.BTC-USD", {
@@ -207,6 +343,15 @@ def auth_message(key_id: str, secret: str, **overrides) -> dict:
     message = {"op": "auth", "key": key_id, "timestamp": timestamp, "nonce": nonce,
                "signature": sign(secret, prehash(timestamp, nonce, "GET", "/v1/ws", b""))}
     return {**message, **overrides}
+
+
+async def signed_in(account):
+    """A connection authenticated with a new read-only key of ``account``: (socket, key)."""
+    key, secret = await database_sync_to_async(create_api_key)(account, label="a", scope="read_only", ip_allowlist=[])
+    ws = await connect()
+    await op(ws, **auth_message(key.public_id, secret))
+    await receive(ws, "authenticated")
+    return ws, key
 
 
 def test_private_channels_carry_only_the_accounts_own_events(markets, traders):
@@ -268,10 +413,7 @@ def test_quiet_streams_get_heartbeats_with_the_book_sequence(markets, traders, s
     alice, _ = traders
 
     async def body():
-        await place(alice, side="sell", type="limit", price=D("63100"), size=D("1"))
-        ws = await connect()
-        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD"}])
-        snapshot = await receive(ws, "snapshot")
+        ws, snapshot, _ = await subscribed_to_the_book(alice)
         heartbeat = await receive(ws, "heartbeat", timeout=2)
         await ws.disconnect()
         return snapshot, heartbeat
@@ -302,3 +444,30 @@ def test_subscription_limit(markets):
     acks, error = run(body)
 
     assert len(acks) == 4 and error["code"] == "SUBSCRIPTION_LIMIT"
+
+
+def test_a_connection_whose_handlers_fall_behind_is_cut_off_as_a_slow_consumer(markets, monkeypatch):
+    from marketdata import consumers
+
+    monkeypatch.setattr(consumers, "MAX_QUEUED_STREAM_MESSAGES", 3)
+
+    async def slow_handler(self, event):
+        await asyncio.sleep(0.5)
+
+    monkeypatch.setattr(consumers.StreamConsumer, "market_ticker", slow_handler)
+
+    async def body():
+        ws = await connect()
+        await op(ws, op="subscribe", channels=[{"name": "trades", "pair": "BTC-USD"}])
+        await receive(ws, "subscribed")
+        for n in range(10):
+            await get_channel_layer().group_send("trades.BTC-USD", {
+                "type": "market.ticker", "group": "trades.BTC-USD", "text": json.dumps({"type": "ticker", "n": n})})
+        error = await receive(ws, "error", timeout=5)
+        closed = await ws.receive_output(timeout=15)
+        return error, closed
+
+    error, closed = run(body)
+
+    assert error["code"] == "SLOW_CONSUMER" and error["details"] == {"limit_messages": 3}
+    assert closed["type"] == "websocket.close" and closed["code"] == 4008

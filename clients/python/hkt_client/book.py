@@ -145,6 +145,9 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
     return (OSError, EOFError, WebSocketException)
 
 
+MAX_BAD_SNAPSHOTS = 3  # snapshots in a row whose checksum fails before BookFollower gives up
+
+
 class BookFollower:
     """Follow one pair's book over `/v1/ws`, resynchronising and reconnecting as needed.
 
@@ -168,6 +171,7 @@ class BookFollower:
         self._connected_before = False
         self._awaiting_ack = False  # book messages before the "subscribed" answer are stale: skip them
         self._mismatch_at: int | None = None
+        self._bad_snapshots = 0  # in a row
         self._closed = False
 
     # -- the connection
@@ -256,7 +260,16 @@ class BookFollower:
 
     def _apply(self, message: dict) -> None:
         if message["type"] == "snapshot":
-            self.book.apply_snapshot(message)
+            try:
+                self.book.apply_snapshot(message)
+            except ChecksumMismatch:
+                # Damaged on the way, or a server fault: ask again, a few times, then let the caller know.
+                self._bad_snapshots += 1
+                if self._bad_snapshots >= MAX_BAD_SNAPSHOTS:
+                    raise
+                self._resync(None)
+                return
+            self._bad_snapshots = 0
         else:
             try:
                 if not self.book.apply_delta(message):
