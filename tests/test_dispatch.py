@@ -1,11 +1,14 @@
 """How committed work reaches the matcher when something on the way fails: a committed order is
 never left unanswered or unmatched."""
 
+import threading
 import time
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db import connections
 
 from trading import dispatch, publishing
 from trading.matching import PairMatcher
@@ -87,3 +90,25 @@ def test_a_wake_up_that_cannot_be_queued_drops_its_flag_and_is_retried(as_trader
     assert response.status_code == 201 and response.json()["status"] == "pending"
     assert retried == ["BTC-USD"]
     assert cache.get(dispatch.wake_flag("BTC-USD")) is None
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the matcher's announcements go through Redis")
+def test_a_cancel_is_not_answered_by_an_announcement_left_from_the_create(as_trader, alice, settings, monkeypatch):
+    """A create that answered pending leaves the matcher's announcement of it behind for 30 s; the
+    cancel that follows must wait for the announcement of the cancel itself."""
+    client = as_trader(alice)
+    order_id = client.post("/v1/orders", LIMIT_BUY, format="json").json()["order_id"]  # open, in process
+    settings.MATCHER_MODE = "celery"
+    monkeypatch.setattr(dispatch, "queue_wake_up", lambda pair: None)  # this test runs the matcher itself
+    dispatch.announce_processed([order_id])  # the leftover
+
+    def matcher_worker():
+        dispatch.run_matcher("BTC-USD")
+        connections.close_all()
+
+    worker = threading.Timer(0.3, matcher_worker)
+    worker.start()
+    response = client.post(f"/v1/orders/{order_id}/cancel")
+    worker.join()
+
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"

@@ -125,6 +125,23 @@ def test_impossible_order_shapes_are_refused(as_trader, alice, body):
     assert_error(as_trader(alice).post("/v1/orders", body, format="json"), 400, "INVALID_REQUEST")
 
 
+@pytest.mark.parametrize("body,field", [
+    ({"side": "buy", "type": "market", "funds": "100.00000000001"}, "funds"),  # off the tick × lot grid
+    ({"side": "buy", "type": "market", "funds": "0.99"}, "funds"),  # below the minimum notional (1.00)
+    ({"side": "sell", "type": "market", "size": "0.00001"}, "size"),  # 0.63 at the best bid, 63,000
+    ({"side": "buy", "type": "stop", "stop_price": "63000", "size": "0.00001"}, "size"),  # 0.63 at the stop
+])
+def test_orders_without_a_limit_are_held_to_the_minimum_notional_too(as_trader, alice, bob, body, field):
+    as_trader(bob).post("/v1/orders", LIMIT_BUY, format="json")  # the best bid: 63,000
+    before = nothing_written()
+
+    response = as_trader(alice).post("/v1/orders", {"pair": "BTC-USD", **body}, format="json")
+
+    assert_error(response, 400, "INVALID_REQUEST")
+    assert field in response.json()["error"]["details"]["fields"]
+    assert nothing_written() == before
+
+
 def test_malformed_json_is_invalid_request(as_trader, alice):
     response = as_trader(alice).generic("POST", "/v1/orders", "{not json", content_type="application/json")
 
@@ -222,6 +239,40 @@ def test_orders_of_other_accounts_are_not_found(as_trader, alice, bob):
     assert_error(as_trader(bob).post(f"/v1/orders/{order_id}/cancel"), 404, "ORDER_NOT_FOUND")
     assert_error(as_trader(bob).get("/v1/orders/client:nope"), 404, "ORDER_NOT_FOUND")
     assert Order.objects.get(pk=order_id).status == "open"
+
+
+def test_cancels_on_halted_and_cancel_only_markets(as_trader, alice, btc_usd):
+    client = as_trader(alice)
+    order_id = client.post("/v1/orders", LIMIT_BUY, format="json").json()["order_id"]
+    btc_usd.status = "halted"
+    btc_usd.save()
+    before = nothing_written()
+
+    assert_error(client.post(f"/v1/orders/{order_id}/cancel"), 409, "MARKET_HALTED")
+    assert nothing_written() == before
+
+    btc_usd.status = "cancel_only"
+    btc_usd.save()
+    cancelled = client.post(f"/v1/orders/{order_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("body,status", [
+    ({"side": "sell", "type": "limit", "price": "70000", "size": "0.01", "time_in_force": "IOC"}, "expired"),
+    ({"side": "buy", "type": "limit", "price": "63000", "size": "0.01", "post_only": True}, "rejected"),
+])
+def test_cancel_of_an_expired_or_rejected_order_is_409_with_its_state(as_trader, alice, bob, body, status):
+    as_trader(bob).post("/v1/orders", {**LIMIT_BUY, "side": "sell", "price": "62000"}, format="json")
+    client = as_trader(alice)
+    created = client.post("/v1/orders", {"pair": "BTC-USD", **body}, format="json").json()
+    order_id = created.get("order_id") or created["error"]["details"]["order_id"]
+    before = nothing_written()
+
+    response = client.post(f"/v1/orders/{order_id}/cancel")
+
+    assert_error(response, 409, "ORDER_ALREADY_CLOSED")
+    assert response.json()["error"]["details"]["status"] == status
+    assert nothing_written() == before
 
 
 def test_cancel_all_optionally_by_pair(as_trader, alice):

@@ -12,7 +12,9 @@ in the same process, under a per-pair lock, so the response already carries the 
 import functools
 import logging
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.cache import cache
@@ -127,8 +129,18 @@ def announce_processed(order_ids: list[int]) -> None:
     announce_script()(args=[PROCESSED_KEY_PREFIX, ",".join(map(str, order_ids)), PROCESSED_KEY_SECONDS])
 
 
-def wait_processed(order_id: int, timeout: float = REPLY_WAIT_SECONDS) -> bool:
-    """Wait until the matcher has committed this order's latest command; False after ``timeout``."""
+def wait_processed(order_id: int, timeout: float = REPLY_WAIT_SECONDS, until: Callable[[], bool] | None = None) -> bool:
+    """Wait until the matcher has committed this order's latest command; False after ``timeout``.
+
+    The matcher announces each command it processed for the order. An announcement can be left over
+    from an earlier command whose wait gave up (a create that answered pending): with ``until``, an
+    announcement counts only once ``until()`` is true, and the wait goes on until the timeout."""
     if settings.MATCHER_MODE != "celery":
         return True  # the in-process matcher ran before the accepting request got here
-    return get_redis().blpop([processed_key(order_id)], timeout=timeout) is not None
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        if get_redis().blpop([processed_key(order_id)], timeout=remaining) is None:
+            return False
+        if until is None or until():
+            return True
+    return False

@@ -68,8 +68,23 @@ def check_against_market(market: Market, request: OrderRequest) -> None:
             raise invalid("funds", f"Must be a multiple of {(market.tick_size * market.lot_size).normalize()}.")
         if request.funds < market.min_notional:
             raise invalid("funds", f"Must be at least the minimum notional {market.min_notional.normalize()}.")
-    if request.price is not None and request.size is not None and request.price * request.size < market.min_notional:
-        raise invalid("size", f"price × size must be at least the minimum notional {market.min_notional.normalize()}.")
+    reference = reference_price(market, request) if request.size is not None else None
+    if reference is not None and reference * request.size < market.min_notional:
+        raise invalid("size", f"price × size must be at least the minimum notional {market.min_notional.normalize()}"
+                              + ("" if request.price is not None else f" (at {reference.normalize()})") + ".")
+
+
+def reference_price(market: Market, request: OrderRequest) -> Decimal | None:
+    """The price an order given by size is judged at for the minimum notional: its limit, else its
+    stop price, else (a market order) the best price on the other side of the committed book; None
+    when that side is empty (the order will find nothing to trade with)."""
+    if request.price is not None:
+        return request.price
+    if request.stop_price is not None:
+        return request.stop_price
+    side = BookLevel.Side.ASK if request.side == Side.BUY else BookLevel.Side.BID
+    best = BookLevel.objects.filter(market=market, side=side).order_by("price" if side == BookLevel.Side.ASK else "-price")
+    return best.values_list("price", flat=True).first()
 
 
 def ceil_to_tick(value: Decimal, tick: Decimal) -> Decimal:

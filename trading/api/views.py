@@ -1,5 +1,7 @@
 """Private trading endpoints: parse, call one service, render."""
 
+import time
+
 from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -129,7 +131,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
     def cancel(self, request, pk: str):
         order = services.request_cancel(self.account, self.access(pk).pk)
         if order.is_live:
-            dispatch.wait_processed(order.pk)
+            dispatch.wait_processed(order.pk, until=lambda: not services.access_order(self.account, order.pk).is_live)
         order = services.access_order(self.account, order.pk)
         services.refuse_closed(order)  # filled (or expired) while the cancel was queued
         return self.render(order, status.HTTP_200_OK if not order.is_live else status.HTTP_202_ACCEPTED)
@@ -144,8 +146,12 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         form = serializers.CancelAllSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         orders = services.request_cancel_all(self.account, form.validated_data.get("pair"))
-        if orders:
-            dispatch.wait_processed(orders[-1].pk)
+        # Each pair's matcher takes its cancels in order: its last one done means all of that pair's are.
+        last_per_pair = {order.market_id: order.pk for order in orders}
+        deadline = time.monotonic() + dispatch.REPLY_WAIT_SECONDS
+        for order_id in last_per_pair.values():
+            dispatch.wait_processed(order_id, max(deadline - time.monotonic(), 0),
+                                    until=lambda order_id=order_id: not services.access_order(self.account, order_id).is_live)
         current = self.get_queryset().filter(pk__in=[order.pk for order in orders]).order_by("pk")
         return Response({"orders": serializers.OrderSerializer(current, many=True).data}, status=status.HTTP_202_ACCEPTED)
 
