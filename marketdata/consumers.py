@@ -268,11 +268,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     # -- the order book
 
-    async def resynchronise(self, market, since_sequence: int | None) -> None:
-        """Catch up from ``since_sequence`` to the committed sequence through the replay buffer, or
-        send a fresh snapshot (see replay.deltas_since)."""
+    async def resynchronise(self, market, since_sequence: int | None, must_reach: int | None = None) -> None:
+        """Catch up from ``since_sequence`` through the replay buffer (up to ``must_reach`` at least,
+        when given), or send a fresh snapshot (see replay.deltas_since)."""
         def replay_since() -> list[dict] | None:
-            return replay.deltas_since(market.pair, since_sequence, services.book_sequence(market))
+            return replay.deltas_since(market.pair, since_sequence, services.book_sequence(market), must_reach)
 
         missed = None
         if since_sequence is not None:
@@ -455,7 +455,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def send_heartbeats(self) -> None:
         """On a quiet connection, a heartbeat handled in order with the stream (heartbeat); and now and
-        then, the signed-in key checked again and the account group renewed."""
+        then, the signed-in key checked again and the account group renewed. A failed step is logged
+        and tried again at its next turn: this task must outlive a database or Redis blip."""
         interval = settings.WS_HEARTBEAT_SECONDS
         key_checked = renewed = time.monotonic()
         while True:
@@ -465,13 +466,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 self.heartbeat_queued = True
                 self.queued_streams += 1
                 self.stream_queue.put_nowait({"type": "stream.heartbeat"})
-            if self.key_id is not None and now - key_checked >= KEY_RECHECK_SECONDS:
-                key_checked = now
-                await self.recheck_key()
-            if self.state.account_id is not None and now - renewed >= GROUP_REFRESH_SECONDS:
-                renewed = now
-                if any(name in PRIVATE_CHANNELS for name, _ in self.state.subscriptions):
-                    await self.channel_layer.group_add(streams.account_group(self.state.account_id), self.channel_name)
+            try:
+                if self.key_id is not None and now - key_checked >= KEY_RECHECK_SECONDS:
+                    key_checked = now
+                    await self.recheck_key()
+                if self.state.account_id is not None and now - renewed >= GROUP_REFRESH_SECONDS:
+                    renewed = now
+                    if any(name in PRIVATE_CHANNELS for name, _ in self.state.subscriptions):
+                        await self.channel_layer.group_add(streams.account_group(self.state.account_id),
+                                                           self.channel_name)
+            except Exception:
+                logger.exception("WebSocket upkeep failed; retrying at its next turn")
 
     async def heartbeat(self, message) -> None:
         """The last sequence of each subscribed book. One this connection has not reached (a delta
@@ -480,18 +485,25 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.heartbeat_queued = False
         hub = hub_for(self.channel_layer)
         for pair, sent in list(self.state.book_sequences.items()):
-            market = await database_sync_to_async(services.access_market)(pair, recent=True)
-            if await hub.latest_sequence(market) > sent:
-                await self.resynchronise(market, sent)
+            try:
+                market = await database_sync_to_async(services.access_market)(pair, recent=True)
+                latest = await hub.latest_sequence(market)
+                if latest > sent:
+                    await self.resynchronise(market, sent, must_reach=latest)
+            except Exception:  # the heartbeat goes out anyway; the check is made again at the next one
+                logger.exception("checking %s before a heartbeat failed", pair)
         await self.send_json({"type": "heartbeat", "sequences": dict(self.state.book_sequences)})
 
     async def recheck_key(self) -> None:
         """A key revoked, or its user deactivated, or the address taken off its allowlist after the
-        ``auth`` ends the connection's private streams: the client is told why, then disconnected."""
+        ``auth`` ends the connection's private streams: the client is told why, then disconnected
+        (as a slow consumer is: nothing more queued, the error sent before the close)."""
         try:
             await database_sync_to_async(check_session_key)(self.key_id, self.address())
         except ExchangeError as error:
-            await self.send_json({"type": "error", "op": "auth", "code": error.code.value, "message": error.message,
-                                  "details": error.details})
-            self.key_id = None
+            self.key_id, self.closing = None, True
+            self.outbox.clear()
+            await self.disconnect(KEY_REFUSED_CLOSE_CODE)  # leave every group
+            await self.send(text_data=json.dumps({"type": "error", "op": "auth", "code": error.code.value,
+                                                  "message": error.message, "details": error.details}))
             await self.close(code=KEY_REFUSED_CLOSE_CODE, reason=error.message[:100])

@@ -29,22 +29,31 @@ def record_delta(pair: str, message: dict) -> None:
         _local[pair].append(message)
 
 
-def deltas_since(pair: str, sequence: int, committed: int) -> list[dict] | None:
-    """The deltas after ``sequence``, contiguous and reaching at least ``committed`` (the pair's
-    committed sequence, read just before); [] when there is nothing to catch up. None when the
-    buffer cannot give them: it no longer reaches back that far, it is behind the database (emptied
-    by a restart, a delta lost between a commit and its publication), or ``sequence`` is ahead of the
-    database. A client then gets a snapshot: a resume must never leave a book silently behind."""
+def deltas_since(pair: str, sequence: int, committed: int, must_reach: int | None = None) -> list[dict] | None:
+    """The buffered deltas after ``sequence``, contiguous; [] when there is nothing to catch up.
+
+    ``committed`` is the pair's committed sequence, read just before. The buffer may end below it:
+    a delta is recorded just after its commit, and reaches the client through its channel anyway
+    (or, if it was lost, through the next delta's gap check or the next heartbeat, which pass
+    ``must_reach``). None when the buffer cannot serve: it no longer reaches back to ``sequence``,
+    it is empty (a restart: it cannot tell what it misses), it ends below ``must_reach``, or
+    ``sequence`` is ahead of the database. The client then gets a snapshot."""
     if sequence < 0 or sequence > committed:
         return None
     if sequence == committed:
         return []
     if settings.REDIS_URL:
-        entries = get_redis().xrange(stream_key(pair), min=f"{sequence + 1}-0", max="+")
-        messages = [json.loads(fields[b"m"]) for _, fields in entries]
+        entries = get_redis().xrange(stream_key(pair), min=f"{sequence}-0", max="+")
+        buffered = [json.loads(fields[b"m"]) for _, fields in entries]
     else:
-        messages = [m for m in _local[pair] if m["sequence"] > sequence]
-    sequences = [m["sequence"] for m in messages]
-    if sequences != list(range(sequence + 1, sequence + 1 + len(sequences))) or not sequences or sequences[-1] < committed:
+        buffered = [m for m in _local[pair] if m["sequence"] >= sequence]
+    if buffered and buffered[0]["sequence"] == sequence:
+        buffered = buffered[1:]  # the buffer holds the client's own last delta: it reaches back
+    elif not buffered or buffered[0]["sequence"] != sequence + 1:
         return None
-    return messages
+    sequences = [m["sequence"] for m in buffered]
+    if sequences != list(range(sequence + 1, sequence + 1 + len(sequences))):
+        return None
+    if must_reach is not None and sequence + len(sequences) < must_reach:
+        return None
+    return buffered

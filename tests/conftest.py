@@ -105,6 +105,8 @@ def fresh_process_state():
 
     def forget_matchers_and_publishing():
         dispatch._matchers.clear()
+        dispatch._failures.clear()
+        dispatch._retry_pending.clear()
         for published in (publishing._top_of_book, publishing._ticker_owed, publishing._ticker_sent):
             published.clear()
 

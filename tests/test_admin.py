@@ -5,7 +5,8 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 
 from accounts.models import Account
-from trading.models import LedgerEntry, Market
+from trading import dispatch, services
+from trading.models import LedgerEntry, Market, Order
 
 from .conftest import balance_of, ledger_snapshot
 
@@ -168,19 +169,40 @@ def market_form(market: Market, **grid) -> dict:
             "min_size": str(market.min_size), "min_notional": str(market.min_notional)}
 
 
-def test_a_grid_that_live_orders_are_off_is_refused(admin_client, markets, alice, trade):
+def test_a_grid_change_needs_a_market_closed_to_new_orders_and_every_live_order_on_the_new_grid(
+        admin_client, markets, alice, bob, trade):
     btc_usd = markets["BTC-USD"]
-    resting = trade(alice, side="buy", type="limit", price=Decimal("63000.05"), size=Decimal("0.01"))
+    trade(bob, side="sell", type="limit", price=Decimal("63000.05"), size=Decimal("0.01"))
+    trade(alice, side="buy", type="limit", price=Decimal("63000.05"), size=Decimal("0.005"))  # last trade: 63000.05
+    resting = trade(alice, side="buy", type="limit", price=Decimal("62000.05"), size=Decimal("0.01"))
+    change_url = f"/admin/trading/market/{btc_usd.pk}/change/"
 
-    refused = admin_client.post(f"/admin/trading/market/{btc_usd.pk}/change/", market_form(btc_usd, tick_size="0.1"))
+    online = admin_client.post(change_url, market_form(btc_usd, tick_size="0.005"))
+    assert online.status_code == 200 and "cancel only" in online.content.decode()
 
-    assert refused.status_code == 200 and "off the new grid" in refused.content.decode()
-    assert str(resting.pk) in refused.content.decode()
+    services.set_market_status(btc_usd.pk, Market.Status.CANCEL_ONLY)
+    btc_usd.refresh_from_db()
+    coarser = admin_client.post(change_url, market_form(btc_usd, tick_size="0.1"))
+    assert coarser.status_code == 200 and "off the new grid" in coarser.content.decode()
+    assert str(resting.pk) in coarser.content.decode()
     btc_usd.refresh_from_db()
     assert btc_usd.tick_size == Decimal("0.01")
 
-    finer = admin_client.post(f"/admin/trading/market/{btc_usd.pk}/change/", market_form(btc_usd, tick_size="0.005"))
+    trade_cancel(alice, resting)
+    trade_cancel(bob, Order.objects.get(account=bob.pk, status=Order.Status.PARTIALLY_FILLED))
+    assert admin_client.post(change_url, market_form(btc_usd, tick_size="0.1")).status_code == 302
+    services.set_market_status(btc_usd.pk, Market.Status.ONLINE)
 
-    assert finer.status_code == 302
-    btc_usd.refresh_from_db()
-    assert btc_usd.tick_size == Decimal("0.005")
+    # The matcher rebuilds its book on the coarser grid (the last trade, 63000.05, is off it) and matches.
+    bid = trade(alice, side="buy", type="limit", price=Decimal("63000.1"), size=Decimal("0.01"))
+    ask = trade(bob, side="sell", type="limit", price=Decimal("63000.1"), size=Decimal("0.01"))
+    bid.refresh_from_db()
+    assert (bid.status, ask.status) == (Order.Status.FILLED, Order.Status.FILLED)
+
+
+def trade_cancel(account, order):
+    from django.db import transaction
+
+    with transaction.atomic():
+        services.request_cancel(account, order.pk)
+    dispatch.wake_matcher(order.market.pair)

@@ -112,3 +112,29 @@ def test_a_cancel_is_not_answered_by_an_announcement_left_from_the_create(as_tra
     worker.join()
 
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
+
+
+def test_failed_wake_ups_keep_one_retry_per_pair_and_back_off(monkeypatch):
+    """A fault a retry cannot mend must not turn into a storm of book rebuilds."""
+    scheduled = []
+
+    class RecordedTimer:
+        def __init__(self, delay, function, args):
+            scheduled.append((delay, args))
+            self.daemon = False
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(dispatch.threading, "Timer", RecordedTimer)
+    monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: dispatch.retry_later(pair))  # fails every time
+
+    for _ in range(3):  # three orders' wake-ups fail while the first retry waits
+        dispatch.retry_later("BTC-USD")
+    dispatch.retry_later("ETH-USD")
+    for _ in range(5):  # the retries run, and fail again
+        dispatch.wake_in_thread("BTC-USD")
+
+    btc = [delay for delay, args in scheduled if args == ["BTC-USD"]]
+    assert btc == [5.0, 40.0, 60.0, 60.0, 60.0, 60.0]  # every failure counts, also the waiting ones
+    assert [delay for delay, args in scheduled if args == ["ETH-USD"]] == [5.0]

@@ -231,13 +231,14 @@ def test_a_delta_lost_before_a_quiet_spell_is_repaired_before_the_heartbeat(mark
     assert heartbeat["sequences"] == {"BTC-USD": repaired["sequence"]}
 
 
-def test_streams_outlive_the_channel_layers_group_expiry(markets, traders, monkeypatch):
+def test_streams_outlive_the_channel_layers_group_expiry(markets, traders, monkeypatch, settings):
     """Channel layers drop a group member a day after it joined; members renew (here within 0.2 s of
     a 1 s expiry) so a long-lived subscription keeps receiving."""
     from marketdata import consumers, hub
 
     monkeypatch.setattr(hub, "GROUP_REFRESH_SECONDS", 0.2)
     monkeypatch.setattr(consumers, "GROUP_REFRESH_SECONDS", 0.2)
+    settings.WS_HEARTBEAT_SECONDS = 0.2  # the connection's upkeep runs every quarter of it
     layer = get_channel_layer()
     monkeypatch.setattr(layer, "group_expiry", 1)
     alice, _ = traders

@@ -42,20 +42,25 @@ class MarketForm(forms.ModelForm):
         market = self.instance
         tick, lot = cleaned.get("tick_size"), cleaned.get("lot_size")
         if market.pk and tick and lot and (tick, lot) != (market.tick_size, market.lot_size):
+            if market.status == Market.Status.ONLINE:
+                # Online, an order could be accepted on the old grid between this check and the save.
+                raise forms.ValidationError("Set the market to cancel only (or halt it) before changing its grid.")
             off_grid = off_grid_orders(market, tick, lot)
             if off_grid:
                 raise forms.ValidationError(
                     f"{len(off_grid)} live order(s) are off the new grid (first: {off_grid[:5]}); the matcher could "
-                    "not rebuild the book. Set the market to cancel only and have them cancelled first.")
+                    "not rebuild the book. Have them cancelled first.")
         return cleaned
 
 
 def off_grid_orders(market: Market, tick: Decimal, lot: Decimal) -> list[int]:
-    """Ids of the market's live orders whose price, stop price or remaining size is not on the grid."""
-    live = Order.objects.filter(market=market, status__in=Order.LIVE_STATUSES)
-    return [pk for pk, price, stop, size, filled in live.values_list("pk", "price", "stop_price", "size", "filled_size")
-            if (price is not None and price % tick) or (stop is not None and stop % tick)
-            or (size is not None and (size - filled) % lot)]
+    """Ids of the market's live orders with a price, stop or protection price, remaining size or
+    funds off the grid (the matcher counts them in whole ticks and lots)."""
+    live = Order.objects.filter(market=market, status__in=Order.LIVE_STATUSES).values_list(
+        "pk", "price", "stop_price", "protection_price", "size", "filled_size", "funds")
+    return [pk for pk, price, stop, protection, size, filled, funds in live
+            if any(value is not None and value % tick for value in (price, stop, protection))
+            or (size is not None and (size - filled) % lot) or (funds is not None and funds % (tick * lot))]
 
 
 @admin.register(Market)

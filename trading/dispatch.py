@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 # How long a create or cancel request waits for the matcher before answering with the state it has.
 REPLY_WAIT_SECONDS = 1.0
-RETRY_SECONDS = 5.0  # after a wake-up or an in-process drain failed
+RETRY_SECONDS = 5.0  # after a wake-up or an in-process drain failed, doubling while it keeps failing
+RETRY_MAX_SECONDS = 60.0
 WAKE_FLAG_SECONDS = 30
 PROCESSED_KEY_SECONDS = 30
 PROCESSED_KEY_PREFIX = "order-processed:"
@@ -65,21 +66,23 @@ def run_matcher(pair: str) -> int:
 
 def wake_matcher(pair: str) -> None:
     """Have the pair's matcher drain its queue. Runs after the commit of accepted work, so it never
-    raises: the work is committed and queued, and a failed wake-up is retried (RETRY_SECONDS)."""
+    raises: the work is committed and queued, and a failed wake-up is retried (retry_later)."""
     if settings.MATCHER_MODE == "celery":
         try:
             if cache.add(wake_flag(pair), 1, timeout=WAKE_FLAG_SECONDS):
                 queue_wake_up(pair)
         except Exception:
-            logger.exception("could not wake the matcher of %s; retrying in %s s", pair, RETRY_SECONDS)
+            logger.exception("could not wake the matcher of %s", pair)
             retry_later(pair)
         return
     try:
         run_matcher(pair)
     except Exception:
         # The commands stay queued; a failed batch changed nothing.
-        logger.exception("in-process matcher for %s failed; retrying in %s s", pair, RETRY_SECONDS)
+        logger.exception("in-process matcher for %s failed", pair)
         retry_later(pair)
+    else:
+        _failures.pop(pair, None)
 
 
 def queue_wake_up(pair: str) -> None:
@@ -92,13 +95,34 @@ def queue_wake_up(pair: str) -> None:
         raise
 
 
+def retry_delay(failures: int) -> float:
+    """RETRY_SECONDS, doubling with each failure in a row up to RETRY_MAX_SECONDS."""
+    return min(RETRY_SECONDS * 2 ** max(failures - 1, 0), RETRY_MAX_SECONDS)
+
+
+_failures: dict[str, int] = {}  # pair -> wake-ups failed in a row in this process
+_retry_pending: set[str] = set()
+_retry_lock = threading.Lock()
+
+
 def retry_later(pair: str) -> None:
-    timer = threading.Timer(RETRY_SECONDS, wake_in_thread, args=[pair])
+    """One pending retry per pair, backing off while it keeps failing (a fault that a retry cannot
+    mend must not turn into a storm of book rebuilds)."""
+    with _retry_lock:
+        _failures[pair] = _failures.get(pair, 0) + 1
+        if pair in _retry_pending:
+            return
+        _retry_pending.add(pair)
+        delay = retry_delay(_failures[pair])
+    logger.warning("waking the matcher of %s again in %.0f s", pair, delay)
+    timer = threading.Timer(delay, wake_in_thread, args=[pair])
     timer.daemon = True
     timer.start()
 
 
 def wake_in_thread(pair: str) -> None:
+    with _retry_lock:
+        _retry_pending.discard(pair)
     try:
         wake_matcher(pair)
     finally:

@@ -299,7 +299,8 @@ class PairMatcher:
         tick, lot = self.market.tick_size, self.market.lot_size
         book = engine.OrderBook(self.pair)
         last_price = Trade.objects.filter(market=self.market).order_by("-id").values_list("price", flat=True).first()
-        book.last_trade_price = None if last_price is None else to_units(last_price, tick)
+        # The last trade may be off a grid made coarser since (stops trigger on it): the nearest tick.
+        book.last_trade_price = None if last_price is None else int(EXACT.divide(last_price, tick).to_integral_value())
         live = Order.objects.filter(market=self.market, status__in=(*RESTING, Order.Status.UNTRIGGERED))
         orders = [WorkingOrder(*row) for row in live.order_by("book_priority", "pk").values_list(*ORDER_FIELDS)]
         for order in orders:

@@ -24,6 +24,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from marketdata import replay, streams
+from marketdata.hub import serving_loop
 from trading import dispatch
 
 logger = logging.getLogger(__name__)
@@ -66,10 +67,12 @@ def group_send_all(messages: list[tuple[str, dict]]) -> None:
         return
     if settings.REDIS_URL:
         asyncio.run_coroutine_threadsafe(send_in_order(layer, messages), publishing_loop()).result(timeout=30)
+    elif (loop := serving_loop()) is not None:
+        # The in-memory layer is not thread-safe: its queues belong to the server's loop, where the
+        # connections wait on them. Sent there, from whichever thread (a request's, a retry timer's).
+        asyncio.run_coroutine_threadsafe(send_in_order(layer, messages), loop).result(timeout=30)
     else:
-        # The in-memory layer lives on the server's own loop (the embedded default runs the matcher
-        # inside it), which async_to_sync reaches.
-        async_to_sync(send_in_order)(layer, messages)
+        async_to_sync(send_in_order)(layer, messages)  # no connection here to receive it
 
 
 def publisher() -> ThreadPoolExecutor:
