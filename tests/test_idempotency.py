@@ -37,3 +37,27 @@ def test_identical_creates_racing_each_other_make_one_order(make_account, fund):
 
     assert Order.objects.count() == rounds
     assert balance_of(account, "USD").locked == Decimal("630") * rounds
+
+
+def test_identical_http_creates_racing_each_other_make_one_order(make_account, fund, as_trader):
+    """The same through the API, as a bot retrying on a timeout would send it: 201 once, 200 for the repeat."""
+    account = make_account()
+    fund(account, "USD", "100000")
+    body = {"pair": "BTC-USD", "side": "buy", "type": "limit", "price": "63000", "size": "0.01",
+            "client_order_id": "http-race"}
+    barrier = threading.Barrier(2)
+
+    def create(_):
+        client = as_trader(account)
+        barrier.wait()
+        try:
+            return client.post("/v1/orders", body, format="json")
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(create, range(2)))
+
+    assert sorted(response.status_code for response in responses) == [200, 201]
+    assert len({response.json()["order_id"] for response in responses}) == 1
+    assert Order.objects.count() == 1 and balance_of(account, "USD").locked == Decimal("630")
