@@ -17,7 +17,7 @@ PASSWORD = "a-long-passw0rd!"
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.django_db(transaction=True),
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
     pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium; .ci/run does)"),
 ]
 
