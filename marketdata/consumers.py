@@ -70,6 +70,7 @@ class Connection:
 
     subscriptions: set[tuple[str, str | None]] = field(default_factory=set)
     book_sequences: dict[str, int] = field(default_factory=dict)
+    book_markets: dict[str, object] = field(default_factory=dict)  # pair -> Market, for repairs
     account_id: int | None = None
     last_sent: float = field(default_factory=time.monotonic)
 
@@ -227,6 +228,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.state.subscriptions.discard((name, pair))
             if name == "orderbook":
                 self.state.book_sequences.pop(pair, None)
+                self.state.book_markets.pop(pair, None)
             group = self.group_for(name, pair)
             if not any(self.group_for(n, p) == group for n, p in self.state.subscriptions):
                 await self.leave_group(group)
@@ -274,6 +276,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         def replay_since() -> list[dict] | None:
             return replay.deltas_since(market.pair, since_sequence, services.book_sequence(market), must_reach)
 
+        self.state.book_markets[market.pair] = market
         missed = None
         if since_sequence is not None:
             missed = await database_sync_to_async(replay_since)()
@@ -298,7 +301,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if missing < 0:
             return
         if missing:
-            market = await database_sync_to_async(services.access_market)(pair)
+            market = self.state.book_markets[pair]
             await self.resynchronise(market, self.state.book_sequences[pair])
             if self.deltas_missing_before(event) > 0:
                 await self.resynchronise(market, None)  # the buffer could not fill the gap either
@@ -486,7 +489,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         hub = hub_for(self.channel_layer)
         for pair, sent in list(self.state.book_sequences.items()):
             try:
-                market = await database_sync_to_async(services.access_market)(pair, recent=True)
+                market = self.state.book_markets[pair]
                 latest = await hub.latest_sequence(market)
                 if latest > sent:
                     await self.resynchronise(market, sent, must_reach=latest)
