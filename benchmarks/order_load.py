@@ -68,6 +68,9 @@ def parse_args():
     parser.add_argument("--get-duration", type=float, default=5.0, help="measured seconds of the GET baseline")
     parser.add_argument("--crossing", type=float, default=0.15, help="share of crossing orders")
     parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per request (s)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="open loop: POSTs per second from all bots together, each bot on a fixed schedule, "
+                             "latency counted from the scheduled send (0: closed loop, the default)")
     parser.add_argument("--setup", help=argparse.SUPPRESS)  # internal: prepare the template database
     return parser.parse_args()
 
@@ -203,25 +206,33 @@ def order_body(rng: random.Random, crossing: float, bot: int, serial: int) -> by
 
 
 async def drive(port: int, kind: str, keys: list[dict], seconds: float, warmup: float, crossing: float,
-                timeout: float, run_tag: str) -> dict:
-    """Closed loop: each bot sends its next request as soon as the previous one was answered."""
+                timeout: float, run_tag: str, rate: float = 0.0) -> dict:
+    """Closed loop: each bot sends its next request as soon as the previous one was answered. Open
+    loop (``rate``): each bot sends on a fixed schedule, ``len(keys) / rate`` seconds apart, and a
+    request's latency runs from its scheduled time, so a late answer delays the next send without
+    hiding its own wait (no coordinated omission)."""
     records = []  # (end time, latency s, http status, detail)
     start = time.perf_counter()
     window_start, window_end = start + warmup, start + warmup + seconds
+    interval = len(keys) / rate if rate else 0.0
 
     async def bot(index: int, credentials: dict):
         rng = random.Random(f"{run_tag}-{index}")
         connection = Connection(port)
         serial = 0
+        scheduled = start + interval * index / len(keys)  # the bots' schedules spread evenly
         while time.perf_counter() < window_end:
             serial += 1
+            if interval:
+                await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
             if kind == "get":
                 method, path, body, headers = "GET", "/v1/time", b"", {}
             else:
                 method, path = "POST", "/v1/orders"
                 body = order_body(rng, crossing, index, serial)
                 headers = signed_headers(credentials["key"], credentials["secret"], method, path, body)
-            sent = time.perf_counter()
+            sent = scheduled if interval else time.perf_counter()
+            scheduled += interval
             try:
                 status, payload = await asyncio.wait_for(connection.request(method, path, headers, body), timeout)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError,
@@ -318,7 +329,7 @@ def run_config(spec: str, template: str, keys: list[dict], args, tmp: Path) -> d
 
             async def post_with_cpu():
                 task = asyncio.ensure_future(drive(port, "post", keys[: args.bots], args.duration, args.warmup,
-                                                   args.crossing, args.timeout, f"{spec}-post"))
+                                                   args.crossing, args.timeout, f"{spec}-post", args.rate))
                 await asyncio.sleep(args.warmup)
                 sampler.start()
                 await asyncio.sleep(args.duration)
@@ -349,7 +360,8 @@ def main() -> None:
         return
 
     print(f"order_load {date.today()}  {machine()}")
-    print(f"{args.bots} concurrent bots (closed loop, each its own key), POST /v1/orders {PAIR} for "
+    loop = f"open loop, {args.rate:g} POSTs/s in all" if args.rate else "closed loop"
+    print(f"{args.bots} concurrent bots ({loop}, each its own key), POST /v1/orders {PAIR} for "
           f"{args.warmup:.0f} s warm-up + {args.duration:.0f} s measured; GET /v1/time baseline {args.get_duration:.0f} s; "
           f"~{args.crossing:.0%} crossing orders")
     started = time.perf_counter()
