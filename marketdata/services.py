@@ -15,7 +15,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from exchange.errors import ErrorCode, ExchangeError
-from trading.models import BookLevel, BookState, Market, Trade
+from trading.models import BookLevel, BookState, Candle, Market, Trade
 from trading.sql import ExactSum
 
 PUBLIC_MAX_DEPTH = 100
@@ -144,16 +144,19 @@ class Ticker:
 
 
 def ticker(market: Market) -> Ticker:
+    """Last trade, best bid and ask, and the last 24 h of trades at minute resolution: the window
+    holds the minute 24 h ago whole (as Binance's rolling ticker, whose window is exact to the
+    minute), from the matcher's per-minute candles."""
     with read_in_one_snapshot():
-        trades = Trade.objects.filter(market=market)
-        last = trades.order_by("-id").values("price", "size").first()
-        window = trades.filter(executed_at__gte=timezone.now() - timedelta(hours=24))
-        first_in_window = window.order_by("id").values_list("price", flat=True).first()
+        last = Trade.objects.filter(market=market).order_by("-id").values("price", "size").first()
+        window = Candle.objects.filter(market=market,
+                                       minute__gte=(timezone.now() - timedelta(hours=24)).replace(second=0, microsecond=0))
+        first_in_window = window.order_by("minute").values_list("open", flat=True).first()
         stats = window.aggregate(
-            high=Max("price"),
-            low=Min("price"),
-            volume=ExactSum("size"),
-            quote_volume=ExactSum("quote_amount"),
+            high=Max("high"),
+            low=Min("low"),
+            volume=ExactSum("volume"),
+            quote_volume=ExactSum("quote_volume"),
         )
         best = BookLevel.objects.filter(market=market)
         best_bid = best.filter(side=BookLevel.Side.BID).aggregate(p=Max("price"))["p"]

@@ -1,8 +1,12 @@
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from importlib import import_module
 
 import pytest
+from django.apps import apps as django_apps
 
-from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Trade
+from trading.audit import audit
+from trading.models import BookLevel, BookState, Candle, Fill, Market, MatcherCommand, Order, Trade
 
 from .conftest import balance_of
 
@@ -104,3 +108,45 @@ def test_the_matcher_follows_a_grid_change_at_its_next_batch(alice, bob, btc_usd
     assert list(Trade.objects.order_by("id").values_list("price", "size")) == [
         (D("63000.055"), D("0.01")), (D("63000.05"), D("0.005"))]
     assert MatcherCommand.objects.count() == 0
+
+
+def candles(market) -> list[tuple]:
+    return list(Candle.objects.filter(market=market).order_by("minute").values_list(
+        "minute", "open", "high", "low", "close", "volume", "quote_volume", "trades"))
+
+
+def test_candles_follow_the_trades_minute_by_minute_also_across_a_restart(alice, bob, btc_usd, trade, monkeypatch):
+    from django.utils import timezone
+
+    from trading import dispatch
+
+    minute = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    clock = {"now": minute + timedelta(seconds=10)}
+    monkeypatch.setattr(timezone, "now", lambda: clock["now"])
+
+    def print_trade(price, size):
+        trade(alice, side="sell", type="limit", price=D(price), size=D(size))
+        trade(bob, side="buy", type="limit", price=D(price), size=D(size))
+
+    print_trade("63000", "0.1")
+    print_trade("63100", "0.2")
+    dispatch._matchers.clear()  # a restarted matcher finds the minute's candle where it left it
+    clock["now"] = minute + timedelta(seconds=50)
+    print_trade("62900", "0.3")
+    clock["now"] = minute + timedelta(minutes=1, seconds=5)
+    print_trade("63050", "0.4")
+
+    assert candles(btc_usd) == [
+        (minute, D("63000"), D("63100"), D("62900"), D("62900"), D("0.6"), D("37790"), 3),
+        (minute + timedelta(minutes=1), D("63050"), D("63050"), D("63050"), D("63050"), D("0.4"), D("25220"), 1),
+    ]
+    assert audit() == []
+
+    # The migration that made candles for the trades before them gives the same candles.
+    made_by_the_matcher = candles(btc_usd)
+    Candle.objects.all().delete()
+    import_module("trading.migrations.0007_candles").candles_from_trades(django_apps, None)
+    assert candles(btc_usd) == made_by_the_matcher
+
+    Candle.objects.filter(minute=minute).update(volume=D("0.5"))
+    assert any("candles count" in problem for problem in audit())

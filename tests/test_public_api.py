@@ -33,14 +33,13 @@ def print_trade(trade, maker, taker):
 
     def print_trade(price, size, taker_side="buy", ago=timedelta(0)):
         maker_side = "sell" if taker_side == "buy" else "buy"
-        trade(maker, side=maker_side, type="limit", price=Decimal(price), size=Decimal(size))
-        trade(taker, side=taker_side, type="market", size=Decimal(size), time_in_force="IOC")
-        last = Trade.objects.latest("id")
-        if ago:
-            # The clock is the only thing the matcher does not let a test choose.
-            Trade.objects.filter(pk=last.pk).update(executed_at=timezone.now() - ago)
-            last.refresh_from_db()
-        return last
+        with pytest.MonkeyPatch.context() as clock:
+            if ago:  # the exchange's clock set back: the trade and its minute's candle are stamped then
+                at = timezone.now() - ago
+                clock.setattr(timezone, "now", lambda: at)
+            trade(maker, side=maker_side, type="limit", price=Decimal(price), size=Decimal(size))
+            trade(taker, side=taker_side, type="market", size=Decimal(size), time_in_force="IOC")
+        return Trade.objects.latest("id")
 
     return print_trade
 

@@ -4,15 +4,19 @@ Every asset is conserved (balances, the fee account included, equal what entered
 no bucket is negative; every journal sums to zero per asset; each account's locked balance equals
 the holds of its live orders; each matcher batch's settlement journal moves exactly what its
 fills say, so every trade is settled once; every trade and fill names existing rows, and each
-order's filled size equals its fills; the book is not crossed and equals the resting orders.
+order's filled size equals its fills; the book is not crossed and equals the resting orders; the
+per-minute candles add up to the trades.
 """
 
 from collections import defaultdict
 from decimal import Decimal
 
+from django.db.models import Count, F, Q, Sum
+
 from accounts.models import Account
 from trading.matching import settlement_reference
-from trading.models import Balance, BookLevel, Fill, LedgerEntry, Order, Side, Trade
+from trading.models import Balance, BookLevel, Candle, Fill, LedgerEntry, Order, Side, Trade
+from trading.sql import ExactSum
 
 
 def audit() -> list[str]:
@@ -68,7 +72,22 @@ def audit() -> list[str]:
         asks = [p for (m, side, p) in levels if m == market_id and side == "ask"]
         if bids and asks and max(bids) >= min(asks):
             problems.append(f"market {market_id}: the book is crossed")
-    return problems
+    return problems + candle_problems()
+
+
+def candle_problems() -> list[str]:
+    """Each market's candles add up to its trades, and each candle's prices are within its range."""
+    traded = {market_id: (count, volume, quote) for market_id, count, volume, quote in
+              Trade.objects.values("market").annotate(n=Count("id"), v=ExactSum("size"), q=ExactSum("quote_amount"))
+              .values_list("market", "n", "v", "q")}
+    candled = {market_id: (count, volume, quote) for market_id, count, volume, quote in
+               Candle.objects.values("market").annotate(n=Sum("trades"), v=ExactSum("volume"), q=ExactSum("quote_volume"))
+               .values_list("market", "n", "v", "q")}
+    problems = [f"market {market_id}: candles count {candled.get(market_id)} but the trades {traded.get(market_id)}"
+                for market_id in set(traded) | set(candled) if traded.get(market_id) != candled.get(market_id)]
+    outside = Candle.objects.filter(Q(open__gt=F("high")) | Q(open__lt=F("low")) | Q(close__gt=F("high"))
+                                    | Q(close__lt=F("low")))
+    return problems + [f"candle {pk}: open or close outside its high and low" for pk in outside.values_list("pk", flat=True)]
 
 
 def dangling_keys() -> list[str]:

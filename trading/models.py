@@ -347,8 +347,27 @@ class Trade(models.Model):
     batch = models.BigIntegerField(help_text="The matcher batch whose settlement journal moved its funds.")
 
     class Meta:
-        indexes = [models.Index(fields=["market", "-id"]), models.Index(fields=["market", "executed_at"])]
+        # The 24 h ticker reads candles, not trades: no index by time (each one is written per trade).
+        indexes = [models.Index(fields=["market", "-id"])]
         constraints = [models.CheckConstraint(condition=Q(price__gt=0, size__gt=0), name="trade_price_size_positive")]
+
+
+class Candle(models.Model):
+    """A pair's trades of one minute (UTC), kept by the matcher in the transaction of each batch that
+    trades: the 24 h ticker aggregates at most 1,441 of these instead of every trade of the day."""
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False)
+    minute = models.DateTimeField(help_text="Start of the minute.")
+    open = AmountField()
+    high = AmountField()
+    low = AmountField()
+    close = AmountField()
+    volume = AmountField(help_text="In base.")
+    quote_volume = AmountField(help_text="In quote.")
+    trades = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["market", "minute"], name="candle_unique_per_minute")]
 
 
 class Fill(models.Model):
