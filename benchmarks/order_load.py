@@ -211,7 +211,7 @@ async def drive(port: int, kind: str, keys: list[dict], seconds: float, warmup: 
     loop (``rate``): each bot sends on a fixed schedule, ``len(keys) / rate`` seconds apart, and a
     request's latency runs from its scheduled time, so a late answer delays the next send without
     hiding its own wait (no coordinated omission)."""
-    records = []  # (end time, latency s, http status, detail)
+    records = []  # (when it counts: end time, or the scheduled send in the open loop; latency s; http status; detail)
     start = time.perf_counter()
     window_start, window_end = start + warmup, start + warmup + seconds
     interval = len(keys) / rate if rate else 0.0
@@ -221,7 +221,8 @@ async def drive(port: int, kind: str, keys: list[dict], seconds: float, warmup: 
         connection = Connection(port)
         serial = 0
         scheduled = start + interval * index / len(keys)  # the bots' schedules spread evenly
-        while time.perf_counter() < window_end:
+        # The open loop sends everything scheduled in the window, late or not: the slowest must count.
+        while (scheduled if interval else time.perf_counter()) < window_end:
             serial += 1
             if interval:
                 await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
@@ -238,7 +239,8 @@ async def drive(port: int, kind: str, keys: list[dict], seconds: float, warmup: 
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError,
                     ValueError) as error:
                 await connection.close()
-                records.append((time.perf_counter(), time.perf_counter() - sent, 0, type(error).__name__))
+                records.append((sent if interval else time.perf_counter(), time.perf_counter() - sent, 0,
+                                type(error).__name__))
                 continue
             ended = time.perf_counter()
             detail = ""
@@ -248,7 +250,7 @@ async def drive(port: int, kind: str, keys: list[dict], seconds: float, warmup: 
                     detail = document.get("status", "") if status < 400 else document.get("error", {}).get("code", "")
                 except ValueError:
                     detail = "unparsable body"
-            records.append((ended, ended - sent, status, detail))
+            records.append((sent if interval else ended, ended - sent, status, detail))
         await connection.close()
 
     await asyncio.gather(*(bot(i, keys[i % len(keys)]) for i in range(len(keys))))

@@ -70,7 +70,7 @@ class Connection:
 
     subscriptions: set[tuple[str, str | None]] = field(default_factory=set)
     book_sequences: dict[str, int] = field(default_factory=dict)
-    book_markets: dict[str, object] = field(default_factory=dict)  # pair -> Market, for repairs
+    book_markets: dict[str, tuple[float, object]] = field(default_factory=dict)  # pair -> (read at, Market)
     account_id: int | None = None
     last_sent: float = field(default_factory=time.monotonic)
 
@@ -276,7 +276,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         def replay_since() -> list[dict] | None:
             return replay.deltas_since(market.pair, since_sequence, services.book_sequence(market), must_reach)
 
-        self.state.book_markets[market.pair] = market
+        self.state.book_markets[market.pair] = (time.monotonic(), market)
         missed = None
         if since_sequence is not None:
             missed = await database_sync_to_async(replay_since)()
@@ -288,6 +288,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.state.book_sequences[market.pair] = since_sequence
         for delta in missed:
             await self.forward_delta(delta)
+
+    async def book_market(self, pair: str):
+        """The market of a subscribed book, as read at most RECENT_MARKET_SECONDS ago (its grids format
+        the snapshots of repairs): without a hop to the database thread on every heartbeat."""
+        read_at, market = self.state.book_markets[pair]
+        if time.monotonic() - read_at >= services.RECENT_MARKET_SECONDS:
+            market = await database_sync_to_async(services.access_market)(pair, recent=True)
+            self.state.book_markets[pair] = (time.monotonic(), market)
+        return market
 
     def deltas_missing_before(self, event) -> int:
         """0 for the next delta to send; negative when it is not wanted (not subscribed, or already in
@@ -301,7 +310,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if missing < 0:
             return
         if missing:
-            market = self.state.book_markets[pair]
+            market = await self.book_market(pair)
             await self.resynchronise(market, self.state.book_sequences[pair])
             if self.deltas_missing_before(event) > 0:
                 await self.resynchronise(market, None)  # the buffer could not fill the gap either
@@ -489,7 +498,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         hub = hub_for(self.channel_layer)
         for pair, sent in list(self.state.book_sequences.items()):
             try:
-                market = self.state.book_markets[pair]
+                market = await self.book_market(pair)
                 latest = await hub.latest_sequence(market)
                 if latest > sent:
                     await self.resynchronise(market, sent, must_reach=latest)

@@ -1,9 +1,11 @@
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import import_module
+from types import SimpleNamespace
 
 import pytest
 from django.apps import apps as django_apps
+from django.db import connection
 
 from trading.audit import audit
 from trading.models import BookLevel, BookState, Candle, Fill, Market, MatcherCommand, Order, Trade
@@ -130,7 +132,9 @@ def test_candles_follow_the_trades_minute_by_minute_also_across_a_restart(alice,
 
     print_trade("63000", "0.1")
     print_trade("63100", "0.2")
-    dispatch._matchers.clear()  # a restarted matcher finds the minute's candle where it left it
+    dispatch._matchers.clear()  # a restarted matcher adds to the minute's candle where it left it
+    clock["now"] = minute + timedelta(hours=3)  # the clock jumps ahead, then is set right
+    print_trade("64000", "0.5")
     clock["now"] = minute + timedelta(seconds=50)
     print_trade("62900", "0.3")
     clock["now"] = minute + timedelta(minutes=1, seconds=5)
@@ -139,13 +143,15 @@ def test_candles_follow_the_trades_minute_by_minute_also_across_a_restart(alice,
     assert candles(btc_usd) == [
         (minute, D("63000"), D("63100"), D("62900"), D("62900"), D("0.6"), D("37790"), 3),
         (minute + timedelta(minutes=1), D("63050"), D("63050"), D("63050"), D("63050"), D("0.4"), D("25220"), 1),
+        (minute + timedelta(hours=3), D("64000"), D("64000"), D("64000"), D("64000"), D("0.5"), D("32000"), 1),
     ]
     assert audit() == []
 
     # The migration that made candles for the trades before them gives the same candles.
     made_by_the_matcher = candles(btc_usd)
     Candle.objects.all().delete()
-    import_module("trading.migrations.0007_candles").candles_from_trades(django_apps, None)
+    run_sql = SimpleNamespace(connection=connection, execute=lambda sql: connection.cursor().execute(sql))
+    import_module("trading.migrations.0007_candles").candles_from_trades(django_apps, run_sql)
     assert candles(btc_usd) == made_by_the_matcher
 
     Candle.objects.filter(minute=minute).update(volume=D("0.5"))

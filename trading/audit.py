@@ -14,13 +14,20 @@ from decimal import Decimal
 from django.db.models import Count, F, Q, Sum
 
 from accounts.models import Account
+from marketdata.services import read_in_one_snapshot
 from trading.matching import settlement_reference
 from trading.models import Balance, BookLevel, Candle, Fill, LedgerEntry, Order, Side, Trade
 from trading.sql import ExactSum
 
 
 def audit() -> list[str]:
-    """Every violated invariant, as a sentence; an empty list when the books balance."""
+    """Every violated invariant, as a sentence; an empty list when the books balance. Read in one
+    snapshot: a batch committing while the audit reads must not look like a broken invariant."""
+    with read_in_one_snapshot():
+        return audit_snapshot()
+
+
+def audit_snapshot() -> list[str]:
     problems: list[str] = []
     entered = defaultdict(Decimal)
     journals = defaultdict(Decimal)

@@ -40,7 +40,8 @@ from exchange.money import DECIMAL_PLACES, EXACT
 from marketdata.checksum import CHECKSUM_DEPTH
 from trading import engine, ledger, publishing
 from trading.ledger import Bucket, Journal, Posting, Reason
-from trading.models import BookLevel, BookState, Candle, Fill, Market, MatcherCommand, Order, Side, Trade
+from trading.candles import BatchCandle, add_candle, batch_candle, candle_statement
+from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Side, Trade
 from trading.sql import (Statement, delete_statement, execute, id_array, insert_statement, reserve_ids, select_rows,
                          update_statement, upsert_statement)
 
@@ -128,29 +129,6 @@ class WorkingOrder:
     def written_row(self, now: datetime) -> tuple:
         return (self.id, self.status, self.filled_size, self.executed_value, self.fee, self.hold_remaining,
                 self.book_priority, self.done_at, self.reject_reason, self.cancel_reason, now)
-
-
-@dataclass(slots=True)
-class CandleRow:
-    """The pair's latest minute of trades, as the matcher last wrote it (it is the one writer)."""
-
-    minute: datetime
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    quote_volume: Decimal
-    trades: int
-
-    def add(self, price: Decimal, size: Decimal, quote: Decimal) -> None:
-        self.high, self.low, self.close = max(self.high, price), min(self.low, price), price
-        self.volume += size
-        self.quote_volume += quote
-        self.trades += 1
-
-
-CANDLE_FIELDS = ["minute", *(name for name in CandleRow.__slots__ if name != "minute")]
 
 
 # The order columns the matcher reads (WorkingOrder's fields the database fills), and those it writes back.
@@ -336,8 +314,6 @@ class PairMatcher:
         book.drain_touched_levels()
         self.book, self.batches, self.sequence, self.priority = book, state.batches, state.sequence, state.last_priority
         self.orders = {order.id: order for order in orders}
-        latest = Candle.objects.filter(market=self.market).order_by("-minute").values_list(*CANDLE_FIELDS).first()
-        self.candle = None if latest is None else CandleRow(*latest)
         # What exists now (the book, the process's modules) lives on: keep it out of the cyclic
         # collector's full passes, which walked it all every few batches (15 % of a drain).
         gc.freeze()
@@ -422,12 +398,14 @@ class PairMatcher:
         trade_rows, fill_rows, trades = self.trade_rows(batch.trades)
 
         statements = [insert_statement(Trade, TRADE_FIELDS, trade_rows),
-                      insert_statement(Fill, FILL_FIELDS, fill_rows),
-                      self.candle_statement(batch.trades)] if trade_rows else []
+                      insert_statement(Fill, FILL_FIELDS, fill_rows)] if trade_rows else []
+        candle = batch_candle(self.market.pk, self.now, [trade[2:5] for trade in batch.trades]) if trade_rows else None
         journal = batch.settlement(settlement_reference(self.pair, self.batches))
-        if journal is not None and connection.vendor == "postgresql":
-            statements += ledger.journal_statements(journal)
-            journal = None  # elsewhere apply_journals computes the balances in Python
+        if connection.vendor == "postgresql":
+            # Elsewhere apply_journals and add_candle compute the amounts in Python.
+            statements += ledger.journal_statements(journal) if journal is not None else []
+            statements += [candle_statement(candle)] if candle is not None else []
+            journal = candle = None
         if batch.changed:
             statements.append(update_statement(Order, WRITTEN_ORDER_FIELDS,
                                                [order.written_row(self.now) for order in batch.changed.values()]))
@@ -450,7 +428,7 @@ class PairMatcher:
             delta=delta,
         )
         return MatchedBatch(number=self.batches, command_ids=[command[0] for command in commands],
-                            statements=statements, journal=journal, result=result)
+                            statements=statements, journal=journal, candle=candle, result=result)
 
     def write(self, matched: "MatchedBatch", state: BookState) -> BatchResult:
         """Write a matched batch in the caller's transaction, on top of the batch before it; publish
@@ -459,6 +437,8 @@ class PairMatcher:
             raise StaleBook(f"{self.pair}: batch {matched.number} would follow batch {state.batches}")
         if matched.journal is not None:
             ledger.apply_journals([matched.journal])
+        if matched.candle is not None:
+            add_candle(matched.candle)
         execute(matched.statements)
         transaction.on_commit(lambda: publishing.publish_batch(matched.result))
         return matched.result
@@ -483,24 +463,6 @@ class PairMatcher:
                     buyer_fee if buys else seller_fee, base_id if buys else quote_id, now,
                 ))
         return trade_rows, fill_rows, records
-
-    def candle_statement(self, trades: list[tuple]) -> Statement:
-        """The batch's trades added to the minute's candle (a new one when the minute turned)."""
-        minute = self.now.replace(second=0, microsecond=0)
-        rows = []
-        for _, _, price, size, quote, *_ in trades:
-            if self.candle is None or minute > self.candle.minute:  # a clock stepped back stays in the minute
-                if self.candle is not None:
-                    rows.append(self.candle_row())
-                self.candle = CandleRow(minute, price, price, price, price, size, quote, 1)
-            else:
-                self.candle.add(price, size, quote)
-        rows.append(self.candle_row())
-        return upsert_statement(Candle, ["market", *CANDLE_FIELDS], rows, unique=["market", "minute"],
-                                update=CANDLE_FIELDS[2:])
-
-    def candle_row(self) -> tuple:
-        return (self.market.pk, *(getattr(self.candle, name) for name in CANDLE_FIELDS))
 
     def book_changes(self) -> tuple[BookDelta | None, list[tuple], list[tuple]]:
         """The levels the batch changed: one delta (sequence + 1) if any, and the level rows to keep and
@@ -645,4 +607,5 @@ class MatchedBatch:
     command_ids: list[int]
     statements: list[Statement]
     journal: Journal | None  # the settlement, where it is not among the statements (SQLite)
+    candle: BatchCandle | None  # likewise, the batch's addition to its minute's candle
     result: BatchResult
