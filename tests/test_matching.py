@@ -3,7 +3,6 @@ from decimal import Decimal
 from importlib import import_module
 from types import SimpleNamespace
 
-import pytest
 from django.apps import apps as django_apps
 from django.db import connection
 

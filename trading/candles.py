@@ -41,8 +41,9 @@ class BatchCandle:
 def batch_candle(market_id: int, executed_at: datetime, trades: list[tuple[Decimal, Decimal, Decimal]]) -> BatchCandle:
     """The batch's (price, size, quote) trades, in order, as one minute's candle."""
     prices = [price for price, _, _ in trades]
+    volume, quote_volume = sum(size for _, size, _ in trades), sum(quote for _, _, quote in trades)
     return BatchCandle(market_id, executed_at.replace(second=0, microsecond=0), prices[0], max(prices), min(prices),
-                       prices[-1], sum(size for _, size, _ in trades), sum(quote for _, _, quote in trades), len(trades))
+                       prices[-1], volume, quote_volume, len(trades))
 
 
 def candle_statement(candle: BatchCandle) -> Statement:
