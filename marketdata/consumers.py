@@ -262,6 +262,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def send_initial(self, name: str, market, since_sequence: int | None) -> None:
         if name == "orderbook":
+            self.state.book_markets[market.pair] = (time.monotonic(), market)  # read just now (subscribe)
             await self.resynchronise(market, since_sequence)
         elif name == "ticker":
             await self.send_json(await database_sync_to_async(streams.ticker_message)(market))
@@ -276,7 +277,6 @@ class StreamConsumer(AsyncWebsocketConsumer):
         def replay_since() -> list[dict] | None:
             return replay.deltas_since(market.pair, since_sequence, services.book_sequence(market), must_reach)
 
-        self.state.book_markets[market.pair] = (time.monotonic(), market)
         missed = None
         if since_sequence is not None:
             missed = await database_sync_to_async(replay_since)()

@@ -7,18 +7,17 @@ one's. Nothing is kept in memory, so a restart, a failed write or a clock that s
 needs no repair: every batch adds to the minute its trades carry.
 """
 
-from dataclasses import astuple, dataclass
+from dataclasses import asdict, astuple, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 
 from trading.models import Candle
 from trading.sql import Statement
 
-FIELDS = ["market", "minute", "open", "high", "low", "close", "volume", "quote_volume", "trades"]
-
-
 @dataclass(slots=True)
 class BatchCandle:
+    """One batch's trades as one minute's candle; the fields are Candle's columns."""
+
     market_id: int
     minute: datetime
     open: Decimal
@@ -48,9 +47,9 @@ def batch_candle(market_id: int, executed_at: datetime, trades: list[tuple[Decim
 
 def candle_statement(candle: BatchCandle) -> Statement:
     """PostgreSQL: add the batch to its minute's candle in SQL (one statement of the batch's pipeline)."""
-    columns = ", ".join(f'"{Candle._meta.get_field(name).column}"' for name in FIELDS)
+    columns = [field.name for field in fields(BatchCandle)]
     return Statement(
-        f"INSERT INTO {Candle._meta.db_table} AS c ({columns}) VALUES ({', '.join(['%s'] * len(FIELDS))}) "
+        f"INSERT INTO {Candle._meta.db_table} AS c ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
         "ON CONFLICT (market_id, minute) DO UPDATE SET high = GREATEST(c.high, EXCLUDED.high), "
         "low = LEAST(c.low, EXCLUDED.low), close = EXCLUDED.close, volume = c.volume + EXCLUDED.volume, "
         "quote_volume = c.quote_volume + EXCLUDED.quote_volume, trades = c.trades + EXCLUDED.trades",
@@ -62,7 +61,6 @@ def add_candle(candle: BatchCandle) -> None:
     batch's transaction, which holds the database's write lock."""
     stored = Candle.objects.filter(market_id=candle.market_id, minute=candle.minute).first()
     if stored is None:
-        Candle.objects.create(**{name if name != "market" else "market_id": value
-                                 for name, value in zip(FIELDS, astuple(candle))})
+        Candle.objects.create(**asdict(candle))
     else:
         candle.merged_into(stored).save()
