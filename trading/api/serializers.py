@@ -18,14 +18,19 @@ class FieldsBuiltOnce:
     a deep copy of each, re-running every field's constructor: about a tenth of the web side of a
     create (its validation and its response). Build them once per class, then hand out shallow
     copies: each instance binds its own copy (name, parent, source), and the state the copies share
-    (choices, validators, defaults) is only read."""
+    (choices, validators, defaults) is only read. A nested serializer keeps per-instance state of its
+    own (its bound fields, data, errors), so it cannot be shared this way."""
 
     _built_fields = None
 
     def get_fields(self):
         cls = type(self)
         if cls.__dict__.get("_built_fields") is None:
-            cls._built_fields = super().get_fields()
+            built = super().get_fields()
+            nested = [name for name, field in built.items() if isinstance(field, serializers.BaseSerializer)]
+            if nested:
+                raise TypeError(f"{cls.__name__}: nested serializers ({', '.join(nested)}) cannot be shared")
+            cls._built_fields = built
         return {name: copy.copy(field) for name, field in cls._built_fields.items()}
 
 
@@ -102,8 +107,6 @@ class OrderCreateSerializer(FieldsBuiltOnce, serializers.Serializer):
         if errors:
             raise serializers.ValidationError(errors)
         return OrderRequest(**{**data, "time_in_force": tif})
-
-
 
 
 class OrderSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
