@@ -76,7 +76,6 @@ class StreamHub:
                 except Exception:  # one connection's failure must not stop the stream for the others
                     logger.exception("relaying %s to a connection failed", message["type"])
 
-
     async def refresh_groups(self) -> None:
         while True:
             await asyncio.sleep(GROUP_REFRESH_SECONDS)

@@ -10,14 +10,13 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-
 from django.conf import settings
 
 from accounts.keys import create_api_key, prehash, sign
 from exchange.asgi import application
+from exchange.redis import get_redis
 from marketdata import replay
 from marketdata.checksum import book_checksum
-from exchange.redis import get_redis
 from marketdata.consumers import MAX_MESSAGE_BYTES
 from trading import publishing, services
 from trading.orders import OrderRequest

@@ -14,6 +14,7 @@ from decimal import Decimal
 from trading.models import Candle
 from trading.sql import Statement
 
+
 @dataclass(slots=True)
 class BatchCandle:
     """One batch's trades as one minute's candle; the fields are Candle's columns."""

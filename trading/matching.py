@@ -39,8 +39,8 @@ from accounts.services import fee_account
 from exchange.money import DECIMAL_PLACES, EXACT
 from marketdata.checksum import CHECKSUM_DEPTH
 from trading import engine, ledger, publishing
-from trading.ledger import Bucket, Journal, Posting, Reason
 from trading.candles import BatchCandle, add_candle, batch_candle, candle_statement
+from trading.ledger import Bucket, Journal, Posting, Reason
 from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Side, Trade
 from trading.sql import (Statement, delete_statement, execute, id_array, insert_statement, reserve_ids, select_rows,
                          update_statement, upsert_statement)

@@ -108,7 +108,7 @@ def wait_published() -> None:
 
 def publish_batch(result) -> None:
     """Called on commit of a matcher batch. A failure to publish never undoes the batch: clients see
-    the sequence gap and resynchronise. The ticker, a read of the day's trades, is made after the
+    the sequence gap and resynchronise. The ticker, a read of the day's candles, is made after the
     batch is handed over, so that it never holds up the batch's delta."""
     market = result.market
     moved = result.delta is not None and top_of_book_moved(market, result.delta)  # remembered also when it traded
