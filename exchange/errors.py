@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import BadRequest, DisallowedHost, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -113,6 +113,10 @@ def as_exchange_error(exc: Exception) -> ExchangeError | None:
         return ExchangeError(ErrorCode.PERMISSION_DENIED, "Permission denied.")
     if isinstance(exc, RequestDataTooBig):
         return ExchangeError(ErrorCode.MESSAGE_TOO_LARGE, f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes.")
+    if isinstance(exc, DisallowedHost):
+        return ExchangeError(ErrorCode.INVALID_REQUEST, "The Host header names a host this server does not serve.")
+    if isinstance(exc, (SuspiciousOperation, BadRequest)):
+        return ExchangeError(ErrorCode.INVALID_REQUEST, "The request is malformed or has too many parts.")
     if isinstance(exc, drf_exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         return ExchangeError(ErrorCode.INVALID_REQUEST, "The request has invalid fields.", {"fields": detail})
@@ -145,6 +149,17 @@ def not_found_view(request, exception=None):
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
+
+
+def bad_request_view(request, exception):
+    """Django's handler400, for what it refuses before any view runs (a Host not in ALLOWED_HOSTS, too
+    many query parameters): JSON under /v1/, the stock page elsewhere."""
+    if request.path.startswith("/v1/"):
+        error = as_exchange_error(exception)
+        return JsonResponse(error_body(error.code, error.message, error.details), status=error.status)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
 
 
 def server_error_view(request):

@@ -1,4 +1,9 @@
-"""Serializer fields for the wire format of SPEC section 1: decimal strings and millisecond times."""
+"""The wire format of SPEC section 1 (decimal strings, integers, millisecond times, identifiers), strictly.
+
+Python's ``int()`` and ``Decimal()`` take Unicode digits ("٣"), underscores, signs and surrounding
+whitespace, DRF trims strings, and ``$`` in a pattern matches before a final newline: input goes
+through the helpers here, which refuse all of that rather than normalise it.
+"""
 
 import re
 from datetime import UTC, datetime, timedelta
@@ -10,7 +15,24 @@ from rest_framework import serializers
 
 from exchange.money import DECIMAL_PLACES, MAX_DIGITS, format_amount
 
-PLAIN_DECIMAL = re.compile(r"^[0-9]{1,36}(\.[0-9]{1,36})?$")
+PLAIN_DECIMAL = re.compile(r"[0-9]{1,36}(\.[0-9]{1,36})?")
+PLAIN_INTEGER = re.compile(r"[0-9]{1,18}")  # fits a 64-bit id
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def parse_integer(text: str) -> int | None:
+    """A non-negative integer written in ASCII digits only, else None."""
+    return int(text) if PLAIN_INTEGER.fullmatch(text) else None
+
+
+def has_control_character(text: str) -> bool:
+    return CONTROL_CHARACTER.search(text) is not None
+
+
+def refuse_untrimmed_text(value: str) -> None:
+    """Validator of identifiers: a control character or surrounding whitespace is refused, not trimmed."""
+    if has_control_character(value) or value != value.strip():
+        raise serializers.ValidationError("No control characters or surrounding whitespace.")
 
 
 @extend_schema_field({"type": "string", "format": "decimal", "example": "63000.00"})
@@ -33,7 +55,7 @@ class DecimalString(serializers.Field):
     def to_internal_value(self, data) -> Decimal:
         if not isinstance(data, str):
             self.fail("not_a_string")
-        if not PLAIN_DECIMAL.match(data):
+        if not PLAIN_DECIMAL.fullmatch(data):
             self.fail("invalid")
         value = Decimal(data)
         whole, _, fraction = data.partition(".")
@@ -44,6 +66,37 @@ class DecimalString(serializers.Field):
     def to_representation(self, value: Decimal) -> str:
         step = self.step_from(self.context) if self.step_from else value
         return format_amount(value, step)
+
+
+class IntegerString(serializers.IntegerField):
+    """An integer from a query string (ASCII digits) or a JSON number; "3.0", "+3", " 3" and "٣" are refused."""
+
+    default_error_messages = {"invalid": "Must be a whole number in ASCII digits (0-9), with no sign or spaces."}
+
+    def to_internal_value(self, data) -> int:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+        value = parse_integer(data) if isinstance(data, str) else None
+        if value is None:
+            self.fail("invalid")
+        return value
+
+
+class StrictTextMixin:
+    """A string field that refuses (never trims) surrounding whitespace and control characters."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["trim_whitespace"] = False
+        super().__init__(*args, **kwargs)
+        self.validators.append(refuse_untrimmed_text)
+
+
+class Identifier(StrictTextMixin, serializers.CharField):
+    pass
+
+
+class IdentifierPattern(StrictTextMixin, serializers.RegexField):
+    pass
 
 
 @extend_schema_field({"type": "integer", "format": "int64", "description": "Milliseconds since the Unix epoch."})

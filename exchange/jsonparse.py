@@ -23,11 +23,11 @@ class StrictJSONError(ValueError):
 
 
 def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise StrictJSONError(f"Duplicate key {duplicate!r} in a JSON object.")
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise StrictJSONError(f"Duplicate key {key!r} in a JSON object.")
+        result[key] = value
     return result
 
 

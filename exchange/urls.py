@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from accounts import views as account_views
 
+handler400 = "exchange.errors.bad_request_view"
 handler404 = "exchange.errors.not_found_view"
 handler500 = "exchange.errors.server_error_view"
 

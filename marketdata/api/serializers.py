@@ -3,7 +3,7 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from exchange.fields import DecimalString, MillisecondsField
+from exchange.fields import DecimalString, IntegerString, MillisecondsField
 from exchange.money import format_amount
 from trading.models import Market, Trade
 
@@ -72,7 +72,7 @@ class OrderBookSerializer(serializers.Serializer):
 
 
 class OrderBookQuerySerializer(serializers.Serializer):
-    depth = serializers.IntegerField(
+    depth = IntegerString(
         required=False,
         default=100,
         help_text="Levels per side: 1-100 for everyone, up to 1,000 for a signed request from a verified account.",
@@ -108,8 +108,8 @@ class TradeSerializer(serializers.ModelSerializer):
 
 
 class TradesQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)
-    before = serializers.IntegerField(
+    limit = IntegerString(required=False, default=100, min_value=1, max_value=1000)
+    before = IntegerString(
         required=False, min_value=1, help_text="Only trades with a smaller trade_id (page backwards)."
     )
 

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from accounts.models import ApiKey
 from exchange.errors import ErrorCode
-from exchange.fields import to_milliseconds
+from exchange.fields import parse_integer, to_milliseconds
 from exchange.openapi import error_responses
 from marketdata import services
 from marketdata.api import serializers
@@ -62,8 +62,7 @@ class OrderBookViewSet(viewsets.ViewSet):
     rate_weight_description = "1 up to depth 100, 5 up to 500, 10 above"
 
     def get_rate_weight(self, request) -> int:
-        depth = request.query_params.get("depth", "")
-        depth = int(depth) if depth.isdigit() else services.DEFAULT_DEPTH
+        depth = parse_integer(request.query_params.get("depth", "")) or services.DEFAULT_DEPTH
         return 1 if depth <= 100 else 5 if depth <= 500 else 10
 
     @extend_schema(

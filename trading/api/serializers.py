@@ -4,7 +4,7 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from exchange.fields import DecimalString, MillisecondsField
+from exchange.fields import DecimalString, Identifier, IdentifierPattern, IntegerString, MillisecondsField
 from exchange.money import format_amount
 from trading.models import Fill, Order, Side
 from trading.orders import OrderRequest
@@ -35,7 +35,7 @@ class FieldsBuiltOnce:
 
 
 class OrderCreateSerializer(FieldsBuiltOnce, serializers.Serializer):
-    pair = serializers.CharField(max_length=25)
+    pair = Identifier(max_length=25)
     side = serializers.ChoiceField(choices=Side.choices)
     type = serializers.ChoiceField(choices=Order.Type.choices)
     price = DecimalString(required=False, help_text="Limit price; for a stop, the limit it enters with.")
@@ -51,7 +51,7 @@ class OrderCreateSerializer(FieldsBuiltOnce, serializers.Serializer):
         choices=Order.SelfTradePrevention.choices, default=Order.SelfTradePrevention.CANCEL_OLDEST,
         help_text="Self-trade prevention when this order meets one of your own resting orders.",
     )
-    client_order_id = serializers.RegexField(
+    client_order_id = IdentifierPattern(
         r"^[A-Za-z0-9_-]{1,64}$", required=False, help_text="Your id, unique per account: retries are safe."
     )
 
@@ -192,24 +192,27 @@ def fee_step(order) -> Decimal:
 
 
 class CancelAllSerializer(serializers.Serializer):
-    pair = serializers.CharField(max_length=25, required=False, help_text="Only this pair's orders.")
+    pair = Identifier(max_length=25, required=False, help_text="Only this pair's orders.")
 
 
 class CancelAllResultSerializer(serializers.Serializer):
     orders = OrderSerializer(many=True, help_text="The orders a cancel was queued for, in their current state.")
 
 
+class PageQuerySerializer(serializers.Serializer):
+    limit = IntegerString(required=False, default=100, min_value=1, max_value=1000, help_text="Page size.")
+
+
 class OrderListQuerySerializer(serializers.Serializer):
-    pair = serializers.CharField(max_length=25, required=False)
-    status = serializers.CharField(
+    pair = Identifier(max_length=25, required=False)
+    status = Identifier(
         required=False,
         help_text="One status, several separated by commas, or `live` (pending, untriggered, open, partially_filled).",
     )
 
     def validate_status(self, value: str) -> list[str]:
-        names = [name.strip() for name in value.split(",") if name.strip()]
         statuses = []
-        for name in names:
+        for name in value.split(","):
             if name == "live":
                 statuses.extend(Order.LIVE_STATUSES)
             elif name in Order.Status.values:
@@ -249,8 +252,8 @@ class FillSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
 
 
 class FillListQuerySerializer(serializers.Serializer):
-    pair = serializers.CharField(max_length=25, required=False)
-    order_id = serializers.IntegerField(required=False, min_value=1)
+    pair = Identifier(max_length=25, required=False)
+    order_id = IntegerString(required=False, min_value=1)
 
 
 class WalletBalanceSerializer(serializers.Serializer):

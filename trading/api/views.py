@@ -1,18 +1,21 @@
 """Private trading endpoints: parse, call one service, render."""
 
 import time
+from base64 import b64decode
+from urllib.parse import parse_qs
 
 from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import CanRead, CanTrade
-from exchange.errors import ErrorCode
+from exchange.errors import ErrorCode, ExchangeError
+from exchange.fields import parse_integer
 from exchange.openapi import error_responses
 from marketdata.services import access_market
 from trading import dispatch, services
@@ -34,10 +37,34 @@ class HasTradingAccount(BasePermission):
 
 
 class NewestFirst(CursorPagination):
+    """DRF's cursor pagination, strict: a bad ``limit`` is refused (DRF falls back to the default
+    silently) and so is a cursor not made by ``encode_cursor`` (DRF's decoder takes "٣" for 3 and
+    passes a position such as "x" on to the query)."""
+
     ordering = "-id"
-    page_size = 100
     page_size_query_param = "limit"
-    max_page_size = 1000
+
+    def get_page_size(self, request) -> int:
+        query = serializers.PageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return query.validated_data["limit"]
+
+    def decode_cursor(self, request) -> Cursor | None:
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is None:
+            return None
+        try:
+            tokens = parse_qs(b64decode(encoded.encode("ascii"), validate=True).decode("ascii"), keep_blank_values=True)
+        except ValueError:  # not base64 of ASCII text (binascii.Error and UnicodeError are ValueErrors)
+            tokens = {"o": [""]}  # refused below, as any other malformed cursor
+        offset = parse_integer(tokens.get("o", ["0"])[0])
+        reverse = tokens.get("r", ["0"])[0]
+        position = tokens.get("p", [None])[0]
+        if offset is None or offset > self.offset_cutoff or reverse not in ("0", "1") or (
+            position is not None and parse_integer(position) is None
+        ):
+            raise ExchangeError(ErrorCode.INVALID_REQUEST, "Invalid cursor: follow the `next` link as given.")
+        return Cursor(offset=offset, reverse=reverse == "1", position=position)
 
 
 class AccountViewMixin:
