@@ -211,3 +211,15 @@ def test_loads_strict_counts_only_brackets_outside_strings():
 def test_loads_strict_refuses_with_its_one_exception(text):
     with pytest.raises(StrictJSONError):
         loads_strict(text)
+
+
+def test_a_browser_session_without_its_csrf_token_gets_the_envelope(alice):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice.user)
+    before = written()
+
+    response = client.post("/v1/orders", LIMIT_BUY, content_type="application/json")
+
+    assert_error(response, 403, "PERMISSION_DENIED")
+    assert "CSRF" in response.json()["error"]["message"]
+    assert written() == before
