@@ -2,17 +2,23 @@
 
 Every error leaves the API as ``{"error": {"code", "message", "details"}}``: errors raised by our
 services (``ExchangeError``), DRF's own (validation, parse, 404, 405, throttling), Django's 404/500
-handlers for ``/v1/`` paths, and any unexpected exception, which is logged and rendered as a bare
+handlers for ``/v1/`` paths, an outage of the database, Redis or the broker (``SERVICE_UNAVAILABLE``,
+503 with ``Retry-After``), and any unexpected exception, which is logged and rendered as a bare
 ``INTERNAL_ERROR`` with no trace.
 """
 
 import logging
+import sys
 from enum import StrEnum
 from typing import Any
 
+import kombu.exceptions
+import psycopg
+import redis.exceptions
 from django.conf import settings
 from django.core.exceptions import BadRequest, DisallowedHost, PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.http import Http404, JsonResponse
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
@@ -86,8 +92,42 @@ def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = N
     return {"error": {"code": code.value, "message": message, "details": details or {}}}
 
 
+def with_retry_after(response, error: ExchangeError):
+    if "retry_after" in error.details:
+        response["Retry-After"] = str(error.details["retry_after"])
+    return response
+
+
 def error_response(error: ExchangeError) -> Response:
-    return Response(error_body(error.code, error.message, error.details), status=error.status)
+    return with_retry_after(Response(error_body(error.code, error.message, error.details), status=error.status), error)
+
+
+def error_json_response(error: ExchangeError) -> JsonResponse:
+    """The same, outside DRF (middleware, Django's handlers)."""
+    return with_retry_after(JsonResponse(error_body(error.code, error.message, error.details), status=error.status),
+                            error)
+
+
+# A dependency that is down or unreachable, as opposed to a bug: the request may succeed when retried.
+# Django wraps the driver's errors in its own, but not those raised outside its cursors.
+OUTAGE_ERRORS = (
+    OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
+)
+OUTAGE_RETRY_AFTER_SECONDS = 2
+
+
+def unavailable(message: str = "A service the exchange depends on is unavailable; retry shortly.",
+                **details: Any) -> ExchangeError:
+    return ExchangeError(ErrorCode.SERVICE_UNAVAILABLE, message,
+                         {**details, "retry_after": OUTAGE_RETRY_AFTER_SECONDS})
+
+
+def log_outage(where: str, exc: BaseException) -> None:
+    """One line: which dependency failed and how, without the traceback every request of an outage
+    would repeat."""
+    logger.warning("outage in %s: %s.%s: %s", where, type(exc).__module__, type(exc).__name__,
+                   str(exc).strip().splitlines()[0] if str(exc).strip() else "")
 
 
 # DRF exceptions that map one-to-one onto a code; validation and parse errors are handled below.
@@ -107,6 +147,8 @@ def as_exchange_error(exc: Exception) -> ExchangeError | None:
     """Translate a known exception into an ExchangeError; None for an unexpected one."""
     if isinstance(exc, ExchangeError):
         return exc
+    if isinstance(exc, OUTAGE_ERRORS):
+        return unavailable()
     if isinstance(exc, Http404):
         return ExchangeError(ErrorCode.NOT_FOUND, "Not found.")
     if isinstance(exc, PermissionDenied):
@@ -131,15 +173,14 @@ def as_exchange_error(exc: Exception) -> ExchangeError | None:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's EXCEPTION_HANDLER: every exception a view raises becomes SPEC section 2's body."""
+    view = context.get("view").__class__.__name__
     error = as_exchange_error(exc)
     if error is None:
-        logger.exception("Unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        logger.exception("Unhandled error in %s", view, exc_info=exc)
         error = ExchangeError(ErrorCode.INTERNAL_ERROR, "Internal error; it has been logged.")
-    response = error_response(error)
-    retry_after = getattr(exc, "wait", None)
-    if retry_after is not None:
-        response["Retry-After"] = str(retry_after)
-    return response
+    elif isinstance(exc, OUTAGE_ERRORS):
+        log_outage(view, exc)
+    return error_response(error)
 
 
 def not_found_view(request, exception=None):
@@ -163,7 +204,14 @@ def bad_request_view(request, exception):
 
 
 def server_error_view(request):
-    """Django's handler500, for errors raised outside DRF views (middleware, URL resolving)."""
+    """Django's handler500, for errors raised outside DRF views (middleware, URL resolving). Django
+    calls it while handling the exception, which it has logged: an outage is a 503 on every path."""
+    if isinstance(sys.exception(), OUTAGE_ERRORS):
+        if request.path.startswith("/v1/"):
+            return error_json_response(unavailable())
+        response = HttpResponse("Service unavailable; retry shortly.", status=503, content_type="text/plain")
+        response["Retry-After"] = str(OUTAGE_RETRY_AFTER_SECONDS)
+        return response
     if request.path.startswith("/v1/"):
         return JsonResponse(error_body(ErrorCode.INTERNAL_ERROR, "Internal error; it has been logged."), status=500)
     from django.views.defaults import server_error

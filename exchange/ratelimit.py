@@ -20,7 +20,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from rest_framework.throttling import BaseThrottle
 
-from exchange.errors import ErrorCode, error_body
+from exchange.errors import OUTAGE_ERRORS, ErrorCode, error_body, error_json_response, log_outage, unavailable
 from exchange.net import budget_address, client_address
 from exchange.redis import get_redis
 
@@ -221,6 +221,15 @@ class RateLimitHeadersMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
+        try:
+            return self.account_for(request, response)
+        except OUTAGE_ERRORS as error:
+            # Redis is down: no budget can be decided or charged, and the request most likely failed
+            # on it too; the client is told to come back rather than served without a limit.
+            log_outage("rate limits", error)
+            return response if response.status_code == 503 else error_json_response(unavailable())
+
+    def account_for(self, request, response):
         decision = getattr(request, "rate_limit", None)
         prepaid = getattr(request, "prepaid_rate_limit", None)
         if decision is None and prepaid is not None and prepaid.decision.allowed:

@@ -65,21 +65,17 @@ def run_matcher(pair: str) -> int:
 
 
 def wake_matcher(pair: str) -> None:
-    """Have the pair's matcher drain its queue. Runs after the commit of accepted work, so it never
-    raises: the work is committed and queued, and a failed wake-up is retried (retry_later)."""
-    if settings.MATCHER_MODE == "celery":
-        try:
-            if cache.add(wake_flag(pair), 1, timeout=WAKE_FLAG_SECONDS):
-                queue_wake_up(pair)
-        except Exception:
-            logger.exception("could not wake the matcher of %s", pair)
-            retry_later(pair)
-        return
+    """Have the pair's matcher drain its queue now, whatever retry of a failed drain is pending. Runs
+    after the commit of accepted work, so it never raises: the work is committed and queued, and a
+    failed wake-up is retried (retry_later)."""
     try:
-        run_matcher(pair)
+        if settings.MATCHER_MODE != "celery":
+            run_matcher(pair)
+        elif cache.add(wake_flag(pair), 1, timeout=WAKE_FLAG_SECONDS):
+            queue_wake_up(pair)
     except Exception:
         # The commands stay queued; a failed batch changed nothing.
-        logger.exception("in-process matcher for %s failed", pair)
+        logger.exception("could not run or wake the matcher of %s", pair)
         retry_later(pair)
     else:
         _failures.pop(pair, None)
@@ -100,8 +96,9 @@ def retry_delay(failures: int) -> float:
     return min(RETRY_SECONDS * 2 ** max(failures - 1, 0), RETRY_MAX_SECONDS)
 
 
-_failures: dict[str, int] = {}  # pair -> wake-ups failed in a row in this process
-_retry_pending: set[str] = set()
+_failures: dict[str, int] = {}  # pair -> wake-ups or drains failed in a row in this process
+# pair -> its one pending retry: the Celery task that will run again (its id), or None for a timer here
+_retry_pending: dict[str, str | None] = {}
 _retry_lock = threading.Lock()
 
 
@@ -112,7 +109,7 @@ def retry_later(pair: str) -> None:
         _failures[pair] = _failures.get(pair, 0) + 1
         if pair in _retry_pending:
             return
-        _retry_pending.add(pair)
+        _retry_pending[pair] = None
         delay = retry_delay(_failures[pair])
     logger.warning("waking the matcher of %s again in %.0f s", pair, delay)
     timer = threading.Timer(delay, wake_in_thread, args=[pair])
@@ -122,11 +119,30 @@ def retry_later(pair: str) -> None:
 
 def wake_in_thread(pair: str) -> None:
     with _retry_lock:
-        _retry_pending.discard(pair)
+        _retry_pending.pop(pair, None)
     try:
         wake_matcher(pair)
     finally:
         connections.close_all()  # this thread's own connections; it ends here
+
+
+def drain_failed(pair: str, task_id: str) -> float | None:
+    """In a Celery matcher: the delay before this task runs again as the pair's one pending retry, or
+    None when another task already is that retry (it will drain what this one could not)."""
+    with _retry_lock:
+        _failures[pair] = _failures.get(pair, 0) + 1
+        if _retry_pending.setdefault(pair, task_id) != task_id:
+            return None
+        return retry_delay(_failures[pair])
+
+
+def drain_succeeded(pair: str, task_id: str) -> None:
+    """The database is back: the next failure backs off from the start. A pending retry stays
+    pending (one drain of an empty queue) unless this task was it."""
+    with _retry_lock:
+        _failures.pop(pair, None)
+        if _retry_pending.get(pair) == task_id:
+            del _retry_pending[pair]
 
 
 # One round trip for a whole batch: a pipeline of RPUSH and EXPIRE per order cost the matcher more

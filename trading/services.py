@@ -1,12 +1,15 @@
 """Trading services: each owns its transaction; the pair's matcher is woken only after commit."""
 
 import functools
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import OUTAGE_ERRORS, ErrorCode, ExchangeError, log_outage, unavailable
 from marketdata.services import access_market
 from trading import dispatch, ledger, publishing
 from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
@@ -44,6 +47,36 @@ def existing_for_retry(account, request: OrderRequest) -> Order | None:
     return order and access_order(account, order.pk)
 
 
+class Commit:
+    """What a transaction wrote that a client must be able to find, and the pairs to wake for it."""
+
+    def __init__(self):
+        self.details: dict | None = None
+        self.pairs: Iterable[str] = ()
+
+    def wrote(self, pairs: Iterable[str], **details) -> None:
+        self.pairs, self.details = pairs, details
+
+
+@contextmanager
+def committing(message: str):
+    """A transaction that queues work for the matcher. Its body ends with ``commit.wrote(...)``; if
+    the commit then fails in an outage, the work may be committed all the same (the connection can
+    drop after the server committed it), so the answer is a 503 naming it (``message`` and the
+    details), and the pairs are woken as the on_commit hooks the failure dropped would have."""
+    commit = Commit()
+    try:
+        with transaction.atomic():
+            yield commit
+    except OUTAGE_ERRORS as error:
+        if commit.details is None:
+            raise
+        log_outage("a commit", error)
+        for pair in commit.pairs:
+            dispatch.wake_matcher(pair)
+        raise unavailable(message, **commit.details) from error
+
+
 def place_order(account, request: OrderRequest) -> tuple[Order, bool]:
     """Accept an order: check it, hold its funds, queue it for the pair's matcher, in one transaction.
 
@@ -53,7 +86,9 @@ def place_order(account, request: OrderRequest) -> tuple[Order, bool]:
     """
     try:
         return do_place_order(account, request), True
-    except (ExchangeError, IntegrityError):
+    except (ExchangeError, IntegrityError) as error:
+        if getattr(error, "code", None) == ErrorCode.SERVICE_UNAVAILABLE:
+            raise  # the order may have been made; the lookup would meet the same outage
         existing = existing_for_retry(account, request)
         if existing is None:
             raise
@@ -64,19 +99,21 @@ class MarketChanged(Exception):
     """The market row is no longer as the copy an order was checked against (status or grids)."""
 
 
-@transaction.atomic
 def do_place_order(account, request: OrderRequest) -> Order:
-    try:
-        order = accept(account, access_market(request.pair, recent=True), request)
-    except (ExchangeError, MarketChanged):
-        # This process's copy of the market may be out of date (halted, resumed, new grids since it
-        # was read): judge the order again against the row, which stays as read until commit.
-        order = accept(account, access_market(request.pair, lock=True), request)
-    ledger.hold_funds(order.account_id, order.hold_asset_id, order.hold_remaining, reference=f"order:{order.pk}")
-    # The matcher is woken first, and a failed publish only logged: the order is committed, so the
-    # request must answer with it and the matcher must get it whatever the channel layer does.
-    transaction.on_commit(lambda: dispatch.wake_matcher(order.market.pair))
-    transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]), robust=True)
+    message = "The database failed while committing the order, which may have been placed: look it up by its id"
+    with committing(message + (" or client_order_id." if request.client_order_id else ".")) as commit:
+        try:
+            order = accept(account, access_market(request.pair, recent=True), request)
+        except (ExchangeError, MarketChanged):
+            # This process's copy of the market may be out of date (halted, resumed, new grids since it
+            # was read): judge the order again against the row, which stays as read until commit.
+            order = accept(account, access_market(request.pair, lock=True), request)
+        ledger.hold_funds(order.account_id, order.hold_asset_id, order.hold_remaining, reference=f"order:{order.pk}")
+        # The matcher is woken first, and a failed publish only logged: the order is committed, so the
+        # request must answer with it and the matcher must get it whatever the channel layer does.
+        transaction.on_commit(lambda: dispatch.wake_matcher(order.market.pair))
+        transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]), robust=True)
+        commit.wrote([order.market.pair], order_id=order.pk, client_order_id=order.client_order_id)
     return order
 
 
@@ -167,6 +204,19 @@ def read_back(order: Order) -> Order:
     return current
 
 
+def placed_state(order: Order) -> Order:
+    """A committed order as its matcher left it (waiting up to REPLY_WAIT_SECONDS for it), or as
+    accepted, ``pending``, when an outage hides what happened next: it exists, so it is the answer."""
+    try:
+        dispatch.wait_processed(order.pk)
+        return read_back(order)
+    except OUTAGE_ERRORS as error:
+        log_outage(f"the answer to order {order.pk}", error)
+        for field in order_fields():  # as a read of the row gives them: the amounts' defaults are ints
+            setattr(order, field.attname, field.to_python(getattr(order, field.attname)))
+        return order
+
+
 def refuse_rejected(order: Order) -> None:
     """A post-only order the matcher rejected is reported as SPEC's POST_ONLY_WOULD_TAKE error."""
     if order.status == Order.Status.REJECTED and order.reject_reason == ErrorCode.POST_ONLY_WOULD_TAKE:
@@ -188,19 +238,33 @@ def refuse_closed(order: Order) -> None:
         )
 
 
-@transaction.atomic
 def request_cancel(account, order_id: int) -> Order:
     """Queue a cancel for the pair's matcher; repeating it queues nothing more (idempotent)."""
-    order = access_order(account, order_id, lock=True)
-    refuse_closed(order)
-    if order.is_live and not order.cancel_requested:
-        if order.market.status == Market.Status.HALTED:
-            raise ExchangeError(ErrorCode.MARKET_HALTED, f"{order.market.pair} is halted.", {"status": "halted"})
-        order.cancel_requested = True
-        order.save(update_fields=["cancel_requested", "updated_at"])
-        MatcherCommand.objects.create(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order)
-        transaction.on_commit(lambda: dispatch.wake_matcher(order.market.pair))
+    with committing(f"The database failed while committing the cancel of order {order_id}, which may have "
+                    "been requested: look the order up, or repeat the cancel.") as commit:
+        order = access_order(account, order_id, lock=True)
+        refuse_closed(order)
+        if order.is_live and not order.cancel_requested:
+            if order.market.status == Market.Status.HALTED:
+                raise ExchangeError(ErrorCode.MARKET_HALTED, f"{order.market.pair} is halted.", {"status": "halted"})
+            order.cancel_requested = True
+            order.save(update_fields=["cancel_requested", "updated_at"])
+            MatcherCommand.objects.create(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order)
+            transaction.on_commit(lambda: dispatch.wake_matcher(order.market.pair))
+            commit.wrote([order.market.pair], order_id=order.pk)
     return order
+
+
+def cancelled_state(account, order: Order) -> Order:
+    """After request_cancel: the order once its matcher took the cancel (waiting up to
+    REPLY_WAIT_SECONDS), or as committed, ``cancel_requested``, when an outage hides what happened next."""
+    try:
+        if order.is_live:
+            dispatch.wait_processed(order.pk, until=lambda: not access_order(account, order.pk).is_live)
+        return access_order(account, order.pk)
+    except OUTAGE_ERRORS as error:
+        log_outage(f"the answer to the cancel of order {order.pk}", error)
+        return order
 
 
 def live_orders(account, pair: str | None = None) -> QuerySet[Order]:
@@ -210,26 +274,47 @@ def live_orders(account, pair: str | None = None) -> QuerySet[Order]:
     return orders
 
 
-@transaction.atomic
 def request_cancel_all(account, pair: str | None = None) -> list[Order]:
     """Queue a cancel for every live order of the account (optionally of one pair) not already cancelling."""
-    orders = list(
-        live_orders(account, pair)
-        .exclude(market__status=Market.Status.HALTED)
-        .filter(cancel_requested=False)
-        .select_related("market")
-        .select_for_update(of=("self",))
-        .order_by("pk")
-    )
-    for order in orders:
-        order.cancel_requested = True
-    Order.objects.bulk_update(orders, ["cancel_requested"])
-    MatcherCommand.objects.bulk_create(
-        MatcherCommand(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order) for order in orders
-    )
-    for pair_name in sorted({order.market.pair for order in orders}):
-        transaction.on_commit(lambda pair_name=pair_name: dispatch.wake_matcher(pair_name))
+    with committing("The database failed while committing the cancels, which may have been requested: "
+                    "look the orders up, or repeat the request.") as commit:
+        orders = list(
+            live_orders(account, pair)
+            .exclude(market__status=Market.Status.HALTED)
+            .filter(cancel_requested=False)
+            .select_related("market__base", "market__quote")
+            .select_for_update(of=("self",))
+            .order_by("pk")
+        )
+        for order in orders:
+            order.cancel_requested = True
+        Order.objects.bulk_update(orders, ["cancel_requested"])
+        MatcherCommand.objects.bulk_create(
+            MatcherCommand(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order) for order in orders
+        )
+        pairs = sorted({order.market.pair for order in orders})
+        for pair_name in pairs:
+            transaction.on_commit(lambda pair_name=pair_name: dispatch.wake_matcher(pair_name))
+        if orders:
+            commit.wrote(pairs, order_ids=[order.pk for order in orders])
     return orders
+
+
+def cancelled_all_state(account, orders: list[Order]) -> list[Order]:
+    """After request_cancel_all: the orders once each pair's matcher took its cancels (waiting up to
+    REPLY_WAIT_SECONDS in all), or as committed, ``cancel_requested``, when an outage hides more."""
+    # Each pair's matcher takes its cancels in order: its last one done means all of that pair's are.
+    last_per_pair = {order.market_id: order.pk for order in orders}
+    deadline = time.monotonic() + dispatch.REPLY_WAIT_SECONDS
+    try:
+        for order_id in last_per_pair.values():
+            dispatch.wait_processed(order_id, max(deadline - time.monotonic(), 0),
+                                    until=lambda order_id=order_id: not access_order(account, order_id).is_live)
+        return list(Order.objects.filter(account=account, pk__in=[order.pk for order in orders])
+                    .select_related("market__base", "market__quote").order_by("pk"))
+    except OUTAGE_ERRORS as error:
+        log_outage("the answer to a cancel-all", error)
+        return orders
 
 
 @transaction.atomic

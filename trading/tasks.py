@@ -2,7 +2,6 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready
-from django.core.cache import cache
 
 from trading import dispatch
 
@@ -15,17 +14,19 @@ def match_pair(self, pair: str) -> int:
 
     A failed drain (the database restarting, a batch refused) is retried with backoff, for as long as
     it fails: its commands are committed and wait in the queue, and no new order may be needed to move
-    them. While the retry waits, the pair's wake flag is held, so new orders queue no other task."""
+    them. One retry per pair waits at a time; new orders still queue their wake-up meanwhile, which
+    drains at once (the database may be back long before the retry is due)."""
     try:
-        return dispatch.run_matcher(pair)
+        drained = dispatch.run_matcher(pair)
     except Exception as error:
-        delay = dispatch.retry_delay(self.request.retries + 1)
+        delay = dispatch.drain_failed(pair, self.request.id)
+        if delay is None:
+            logger.warning("the matcher of %s failed (%r); its pending retry will drain again", pair, error)
+            return 0
         logger.exception("the matcher of %s failed; retrying in %.0f s", pair, delay)
-        try:
-            cache.set(dispatch.wake_flag(pair), 1, timeout=delay + dispatch.WAKE_FLAG_SECONDS)
-        except Exception:  # Redis down too: new orders may queue more wake-ups; the retry still goes
-            logger.exception("could not hold the wake flag of %s", pair)
         raise self.retry(exc=error, countdown=delay) from None
+    dispatch.drain_succeeded(pair, self.request.id)
+    return drained
 
 
 @worker_ready.connect

@@ -1,6 +1,5 @@
 """Private trading endpoints: parse, call one service, render."""
 
-import time
 from base64 import b64decode
 from urllib.parse import parse_qs
 
@@ -18,7 +17,7 @@ from exchange.errors import ErrorCode, ExchangeError
 from exchange.fields import parse_integer
 from exchange.openapi import error_responses
 from marketdata.services import access_market
-from trading import dispatch, services
+from trading import services
 from trading.api import serializers
 from trading.models import Fill, Order
 
@@ -102,10 +101,12 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         request=serializers.OrderCreateSerializer,
         responses={
             201: OpenApiResponse(serializers.OrderSerializer, description="Accepted; the state after matching when "
-                                 "the matcher answered within 1 s, else `pending`."),
+                                 "the matcher answered within 1 s, else (or when an outage hides its answer) "
+                                 "`pending`."),
             200: OpenApiResponse(serializers.OrderSerializer, description="A retry: the order this client_order_id made."),
             **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.MARKET_HALTED,
-                              ErrorCode.DUPLICATE_CLIENT_ORDER_ID, ErrorCode.POST_ONLY_WOULD_TAKE),
+                              ErrorCode.DUPLICATE_CLIENT_ORDER_ID, ErrorCode.POST_ONLY_WOULD_TAKE,
+                              ErrorCode.SERVICE_UNAVAILABLE),
         },
     )
     def create(self, request):
@@ -113,8 +114,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         form.is_valid(raise_exception=True)
         order, created = services.place_order(self.account, form.validated_data)
         if created:
-            dispatch.wait_processed(order.pk)
-            order = services.read_back(order)
+            order = services.placed_state(order)
         services.refuse_rejected(order)
         return self.render(order, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
@@ -151,35 +151,27 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
             202: OpenApiResponse(serializers.OrderSerializer, description="Cancel queued; the matcher has not "
                                  "answered within 1 s. `cancel_requested` is true; poll the order."),
             **error_responses(*AUTH_ERRORS, ErrorCode.ORDER_NOT_FOUND, ErrorCode.ORDER_ALREADY_CLOSED,
-                              ErrorCode.MARKET_HALTED),
+                              ErrorCode.MARKET_HALTED, ErrorCode.SERVICE_UNAVAILABLE),
         },
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk: str):
-        order = services.request_cancel(self.account, self.access(pk).pk)
-        if order.is_live:
-            dispatch.wait_processed(order.pk, until=lambda: not services.access_order(self.account, order.pk).is_live)
-        order = services.access_order(self.account, order.pk)
+        order = services.cancelled_state(self.account, services.request_cancel(self.account, self.access(pk).pk))
         services.refuse_closed(order)  # filled (or expired) while the cancel was queued
         return self.render(order, status.HTTP_200_OK if not order.is_live else status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         summary="Cancel all live orders, optionally of one pair",
         request=serializers.CancelAllSerializer,
-        responses={202: serializers.CancelAllResultSerializer, **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
+        responses={202: serializers.CancelAllResultSerializer,
+                   **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR, ErrorCode.SERVICE_UNAVAILABLE)},
     )
     @action(detail=False, methods=["post"], url_path="cancel-all")
     def cancel_all(self, request):
         form = serializers.CancelAllSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         orders = services.request_cancel_all(self.account, form.validated_data.get("pair"))
-        # Each pair's matcher takes its cancels in order: its last one done means all of that pair's are.
-        last_per_pair = {order.market_id: order.pk for order in orders}
-        deadline = time.monotonic() + dispatch.REPLY_WAIT_SECONDS
-        for order_id in last_per_pair.values():
-            dispatch.wait_processed(order_id, max(deadline - time.monotonic(), 0),
-                                    until=lambda order_id=order_id: not services.access_order(self.account, order_id).is_live)
-        current = self.get_queryset().filter(pk__in=[order.pk for order in orders]).order_by("pk")
+        current = services.cancelled_all_state(self.account, orders)
         return Response({"orders": serializers.OrderSerializer(current, many=True).data}, status=status.HTTP_202_ACCEPTED)
 
 

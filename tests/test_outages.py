@@ -1,0 +1,239 @@
+"""Honest answers in outages: a database or Redis that is down is 503 SERVICE_UNAVAILABLE with
+Retry-After, never 500, and an order or cancel that was committed is answered with what is known of it."""
+
+from contextlib import contextmanager
+from decimal import Decimal
+
+import pytest
+from celery.exceptions import Retry
+from django.db import OperationalError, connection, connections
+from django.test import Client
+
+from accounts import key_cache
+from exchange import ratelimit
+from exchange.errors import OUTAGE_RETRY_AFTER_SECONDS
+from exchange.redis import get_redis
+from trading import dispatch, services
+from trading.matching import PairMatcher
+from trading.models import MatcherCommand, Order
+from trading.orders import OrderRequest
+from trading.tasks import match_pair
+
+from .processes import free_port
+
+LIMIT_BUY = {"pair": "BTC-USD", "side": "buy", "type": "limit", "price": "63000", "size": "0.01"}
+
+
+def assert_unavailable(response, **details):
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == str(OUTAGE_RETRY_AFTER_SECONDS)
+    error = response.json()["error"]
+    assert error["code"] == "SERVICE_UNAVAILABLE" and error["message"]
+    assert error["details"] == {**details, "retry_after": OUTAGE_RETRY_AFTER_SECONDS}
+
+
+@pytest.fixture
+def cut_redis(settings):
+    """Point everything that uses Redis (cache, nonces, rate limits, the matcher's announcements) at a
+    port where nothing listens; call it once the test's keys and orders are made."""
+
+    def forget_clients():
+        get_redis.cache_clear()
+        dispatch.announce_script.cache_clear()
+        ratelimit._windows = None
+        key_cache.reset()
+
+    def point_at(url: str, caches: dict):
+        settings.REDIS_URL, settings.CACHES = url, caches
+        forget_clients()
+
+    before = settings.REDIS_URL, settings.CACHES
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    yield lambda: point_at(url, caches)
+    point_at(*before)
+
+
+@contextmanager
+def database_down(after=None):
+    """Every statement on this thread's connection fails as on a dropped connection; with ``after``,
+    only those outside a transaction once a statement ``after`` accepts has run (the commit went
+    through, and what follows it fails)."""
+    seen = []
+
+    def fail(execute, sql, params, many, context):
+        if after is None or (seen and not connection.in_atomic_block):
+            raise OperationalError("server closed the connection unexpectedly")
+        if after(sql):
+            seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(fail):
+        yield
+
+
+def test_time_with_redis_unreachable_is_503_with_retry_after(db, cut_redis):
+    cut_redis()
+
+    assert_unavailable(Client().get("/v1/time"))
+
+
+def test_a_signed_request_with_redis_unreachable_is_503(alice, make_key, cut_redis):
+    bot = make_key(alice)
+    cut_redis()
+
+    assert_unavailable(bot.get("/v1/account/balances"))
+    assert_unavailable(bot.post("/v1/orders", LIMIT_BUY))
+
+
+def test_a_refusal_outside_drf_with_redis_unreachable_is_503(db, cut_redis):
+    """An unknown path is answered by Django's 404 handler; its refusal charge then meets the outage."""
+    cut_redis()
+
+    assert_unavailable(Client().get("/v1/no-such-endpoint"))
+
+
+def test_a_database_error_is_503(as_trader, alice, markets):
+    with database_down():
+        assert_unavailable(Client().get("/v1/trades/BTC-USD"))
+        assert_unavailable(as_trader(alice).get("/v1/orders"))
+
+
+def test_a_database_error_outside_drf_is_503(client, alice):
+    """The account pages read the session and the user before any view: Django's handler500 answers."""
+    client.force_login(alice.user)
+    client.raise_request_exception = False
+
+    with database_down():
+        response = client.get("/account/keys/")
+
+    assert response.status_code == 503 and response["Retry-After"] == str(OUTAGE_RETRY_AFTER_SECONDS)
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_create_whose_read_back_fails_after_the_commit_answers_201_with_the_order(as_trader, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)  # a failed in-process drain is not retried here
+
+    with database_down(after=lambda sql: "INSERT INTO" in sql and "trading_order" in sql):
+        response = as_trader(alice).post("/v1/orders", {**LIMIT_BUY, "client_order_id": "after-commit"}, format="json")
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "pending" and body["client_order_id"] == "after-commit"
+    assert Order.objects.get(pk=body["order_id"]).client_order_id == "after-commit"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_create_whose_wait_for_the_matcher_fails_answers_201_with_the_order(as_trader, alice, settings,
+                                                                             monkeypatch, cut_redis):
+    settings.MATCHER_MODE = "celery"
+    monkeypatch.setattr(dispatch, "queue_wake_up", lambda pair: None)  # no worker in this test
+    monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)
+    cut_redis()
+    ratelimit._windows = ratelimit.InProcessWindows()  # the budget is not what fails here
+
+    response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "pending"
+    assert Order.objects.get().pk == response.json()["order_id"]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_commit_that_fails_in_an_outage_answers_503_naming_the_order_and_wakes_its_matcher(as_trader, alice,
+                                                                                            monkeypatch):
+    """The connection drops after the server committed: the client cannot know, so it is told the id."""
+    wrapper = connections["default"]
+    commit = wrapper._commit
+
+    def commit_then_drop():
+        monkeypatch.setattr(wrapper, "_commit", commit)
+        commit()
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(wrapper, "_commit", commit_then_drop)
+
+    response = as_trader(alice).post("/v1/orders", {**LIMIT_BUY, "client_order_id": "lost-commit"}, format="json")
+
+    order = Order.objects.get()
+    assert_unavailable(response, order_id=order.pk, client_order_id="lost-commit")
+    assert order.status == Order.Status.OPEN  # the matcher got it although the on-commit wake-up was dropped
+    assert MatcherCommand.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_cancel_whose_read_back_fails_after_the_commit_answers_202_cancel_requested(as_trader, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)
+    client = as_trader(alice)
+    order_id = client.post("/v1/orders", LIMIT_BUY, format="json").json()["order_id"]
+
+    with database_down(after=lambda sql: "INSERT INTO" in sql and "trading_matchercommand" in sql):
+        response = client.post(f"/v1/orders/{order_id}/cancel")
+
+    assert response.status_code == 202, response.content
+    assert response.json()["order_id"] == order_id and response.json()["cancel_requested"] is True
+    assert Order.objects.get(pk=order_id).cancel_requested
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_after_failed_in_process_drains_a_new_order_is_matched_at_once(as_trader, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)  # the pending retry never comes in this test
+    drain = PairMatcher.drain
+    failures = iter(range(2))
+
+    def database_restarting(self):
+        if next(failures, None) is not None:
+            raise OperationalError("the database system is starting up")
+        return drain(self)
+
+    monkeypatch.setattr(PairMatcher, "drain", database_restarting)
+    client = as_trader(alice)
+    first = [client.post("/v1/orders", LIMIT_BUY, format="json").json() for _ in range(2)]
+    assert [order["status"] for order in first] == ["pending", "pending"]
+
+    response = client.post("/v1/orders", LIMIT_BUY, format="json")
+
+    assert response.json()["status"] == "open"
+    assert set(Order.objects.values_list("status", flat=True)) == {Order.Status.OPEN}
+    assert dispatch._failures == {}
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_celery_matcher_with_a_retry_pending_drains_a_new_orders_wake_up_at_once(alice, settings, monkeypatch):
+    """The worker's task body, run here: one retry per pair backs off, and a new order's wake-up is
+    queued and drains now rather than waiting for it."""
+    settings.MATCHER_MODE = "celery"
+    queued = []
+    monkeypatch.setattr(dispatch, "queue_wake_up", queued.append)
+    retries = []
+
+    def retry(exc, countdown):
+        retries.append(countdown)
+        return Retry()
+
+    monkeypatch.setattr(match_pair, "retry", retry)
+
+    def run_task(task_id: str):
+        match_pair.push_request(id=task_id)
+        try:
+            return match_pair.run("BTC-USD")
+        finally:
+            match_pair.pop_request()
+
+    services.place_order(alice, OrderRequest(**{**LIMIT_BUY, "price": Decimal("63000"), "size": Decimal("0.01")}))
+    for _ in range(2):  # the woken task fails, and so does its first retry
+        with database_down(), pytest.raises(Retry):
+            run_task("first")
+    services.place_order(alice, OrderRequest(**{**LIMIT_BUY, "price": Decimal("63000"), "size": Decimal("0.01")}))
+    with database_down():
+        assert run_task("second") == 0  # fails too, and leaves the retrying to the pending one
+
+    assert retries == [5.0, 10.0]
+    assert queued == ["BTC-USD", "BTC-USD"]  # the new order's wake-up was not held back by the retry
+
+    run_task("third")
+    assert list(Order.objects.values_list("status", flat=True)) == [Order.Status.OPEN] * 2
+    assert MatcherCommand.objects.count() == 0
+    with database_down(), pytest.raises(Retry):
+        run_task("first")
+    assert retries[-1] == 5.0  # the backoff starts again
