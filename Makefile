@@ -21,6 +21,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Production topology against PostgreSQL and Redis (DATABASE_URL, REDIS_URL, SECRET_KEY must be set).
+# Production topology under supervisord against PostgreSQL and Redis (DATABASE_URL, REDIS_URL, SECRET_KEY
+# must be set); `bin/supervise stop` (or Ctrl-C) stops it all.
 production: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bin/run-production

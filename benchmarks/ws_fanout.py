@@ -419,7 +419,7 @@ def injector_main(args) -> None:
     rates = [float(r) for r in args.rates.split(",")]
     group = streams.book_group(PAIR)
 
-    def daphne_cpu() -> float:  # every Daphne process: the launcher's process group
+    def daphne_cpu() -> float:  # every Daphne process: the launcher's session
         return sum(process.cpu for process in proc_cpu().values() if process.group == args.daphne_group)
 
     async def run() -> dict:
@@ -485,10 +485,10 @@ def free_port() -> int:
 
 
 class CpuWindow:
-    """Average cores busy per process group between start() and stop()."""
+    """Average cores busy per session (ProcessCpu.group) between start() and stop()."""
 
     def __init__(self, groups: dict[int, str]):
-        self.groups = groups  # process group id -> label
+        self.groups = groups  # session id -> label
 
     def start(self):
         self.before, self.machine_before, self.t0 = proc_cpu(), machine_cpu(), time.monotonic()

@@ -5,18 +5,24 @@ Each stack gets its own PostgreSQL database and Redis database, so it never touc
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from contextlib import ExitStack
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
+from hkt_client import Client
+from hkt_client.errors import OrderAlreadyClosed
 
-from .processes import ROOT, free_port, process_env, running
+from .processes import ROOT, free_port, process_env, running, wait_for_http
 
 POSTGRES = os.environ.get("E2E_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("E2E_REDIS", "redis://127.0.0.1:6379")
@@ -79,7 +85,8 @@ class Stack:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         self.processes.enter_context(running(
-            ["gunicorn", "exchange.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+            ["gunicorn", "-c", "exchange/gunicorn.conf.py", "exchange.wsgi:application", "--bind", f"127.0.0.1:{port}",
+             "--workers", str(workers)],
             self.env, self.tmp / f"gunicorn-{port}.log", ready_url=f"{url}/v1/time",
         ))
         return url
@@ -93,6 +100,27 @@ class Stack:
             {**self.env, **env}, self.tmp / f"daphne-{port}.log", ready_url=f"{url}/v1/time",
         ))
         return url
+
+    def start_production(self, workers: int = 2, ws_processes: int = 2) -> "Production":
+        """Every process of ``make production`` (bin/run-production: supervisord) on free ports."""
+        rest_port, ws_port = free_port(), free_port()
+        production = Production(
+            {**self.env, "REST_BIND": f"127.0.0.1:{rest_port}", "WS_BIND": f"127.0.0.1:{ws_port}",
+             "WEB_CONCURRENCY": str(workers), "WS_PROCESSES": str(ws_processes),
+             "EXCHANGE_VAR_DIR": str(self.tmp / f"production-{rest_port}")},
+            rest=f"http://127.0.0.1:{rest_port}", websocket=f"ws://127.0.0.1:{ws_port}/v1/ws",
+        )
+        production.process = self.processes.enter_context(running(
+            ["bin/run-production"], production.env, self.tmp / f"production-{rest_port}.log",
+            ready_url=f"{production.rest}/v1/time",
+        ))
+        wait_for_http(f"http://127.0.0.1:{ws_port}/v1/time", production.process, self.tmp / f"production-{rest_port}.log")
+        deadline = time.monotonic() + 60
+        while not production.all_running():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not every process came up: {production.states()}")
+            time.sleep(0.5)
+        return production
 
     def start_matcher(self, pair: str) -> subprocess.Popen:
         log = self.tmp / f"matcher-{pair}.log"
@@ -111,3 +139,90 @@ class Stack:
         process = self.matchers.pop(pair)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+class Production:
+    """The supervised processes of one ``make production``, driven through bin/supervise."""
+
+    def __init__(self, env: dict[str, str], rest: str, websocket: str):
+        self.env, self.rest, self.websocket = env, rest, websocket
+        self.process: subprocess.Popen | None = None
+
+    def supervise(self, *args: str) -> str:
+        result = subprocess.run([sys.executable, "bin/supervise", *args], cwd=ROOT, env=self.env, capture_output=True,
+                                text=True, timeout=120)
+        return result.stdout
+
+    def states(self) -> dict[str, tuple[str, int]]:
+        """Each program's supervisorctl name: its state and pid (0 when it has none)."""
+        states = {}
+        for line in self.supervise("status").splitlines():
+            name, state, *rest = line.split()
+            pid = rest[1].rstrip(",") if rest[:1] == ["pid"] else "0"
+            states[name] = (state, int(pid))
+        return states
+
+    def all_running(self) -> bool:
+        states = self.states()
+        return bool(states) and all(state == "RUNNING" for state, _ in states.values())
+
+    def stop(self) -> int:
+        """The one command that stops the whole; returns the exit status of bin/run-production."""
+        self.supervise("stop")
+        return self.process.wait(timeout=30)
+
+
+class OrderStream:
+    """Bots placing random limit orders near ``mid`` (and cancelling some) from threads, each as fast as it is
+    answered, from enter to exit. ``accepted`` maps each accepted client_order_id to its order_id; the
+    client_order_ids of bot i start with ``s<i>-``. An error other than a refused cancel ends the bot and is kept
+    in ``failures``."""
+
+    def __init__(self, bots: list[Client], pair: str, mid: Decimal, size_step: Decimal):
+        self.bots, self.pair, self.mid, self.size_step = bots, pair, mid, size_step
+        self.accepted: dict[str, int] = {}
+        self.failures: list[Exception] = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self.stream, args=(bot, i)) for i, bot in enumerate(bots)]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def stream(self, bot: Client, seed: int):
+        rng = random.Random(seed)
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            client_order_id = f"s{seed}-{n}"
+            price = self.mid + Decimal(rng.randint(-20, 20)) / 2
+            try:
+                order = bot.place_order(self.pair, rng.choice(["buy", "sell"]), "limit", price=str(price),
+                                        size=str(rng.randint(1, 50) * self.size_step), client_order_id=client_order_id)
+                with self.lock:
+                    self.accepted[client_order_id] = order["order_id"]
+                if rng.random() < 0.15:
+                    bot.cancel_order(order["order_id"])
+            except OrderAlreadyClosed:
+                pass  # it filled first, as orders near the mid do
+            except Exception as error:
+                self.failures.append(error)
+                return
+
+    def wait_for(self, count: int, timeout: float = 120) -> None:
+        """Until ``count`` orders in all were accepted (a count, not a time: machines differ in speed)."""
+        deadline = time.monotonic() + timeout
+        while len(self.accepted) < count:
+            if self.failures or time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.accepted)} of {count} orders accepted; failures: {self.failures}")
+            time.sleep(0.05)
+
+    def order_ids_of(self, bot_index: int) -> set[int]:
+        return {oid for cid, oid in self.accepted.items() if cid.startswith(f"s{bot_index}-")}

@@ -1,17 +1,15 @@
 """The production topology, driven as bots drive it: signed HTTP to gunicorn, a Celery matcher per pair,
 PostgreSQL and Redis. The matcher is killed with SIGKILL while orders stream in."""
 
-import random
-import threading
 import time
 from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from hkt_client import Client
-from hkt_client.errors import MarketHalted, OrderAlreadyClosed
+from hkt_client.errors import MarketHalted
 
-from .stack import Stack
+from .stack import OrderStream, Stack
 
 pytestmark = pytest.mark.slow
 D = Decimal
@@ -67,51 +65,22 @@ def test_matcher_killed_mid_stream_loses_nothing_and_applies_nothing_twice(stack
     stack.start_matcher("ETH-USD")
     bots = [Client(rest, k["key"], k["secret"]) for k in
             (stack.create_trader(f"streamer{i}", "USD=1000000", "ETH=1000") for i in range(4))]
-    accepted: dict[str, int] = {}
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def stream(bot: Client, seed: int):
-        rng = random.Random(seed)
-        n = 0
-        while not stop.is_set():
-            n += 1
-            client_order_id = f"s{seed}-{n}"
-            side = rng.choice(["buy", "sell"])
-            price = D(3000) + D(rng.randint(-20, 20)) / 2
-            order = bot.place_order("ETH-USD", side, "limit", price=str(price), size=str(D(rng.randint(1, 50)) / 100),
-                                    client_order_id=client_order_id)
-            with lock:
-                accepted[client_order_id] = order["order_id"]
-            if rng.random() < 0.15:
-                try:
-                    bot.cancel_order(order["order_id"])
-                except OrderAlreadyClosed:
-                    pass  # it filled first, as orders near the mid do
-
-    threads = [threading.Thread(target=stream, args=(bot, i)) for i, bot in enumerate(bots)]
-    for thread in threads:
-        thread.start()
-    try:
+    with OrderStream(bots, "ETH-USD", mid=D(3000), size_step=D("0.01")) as orders:
         for threshold in (20, 50, 80):  # kill at points of the stream, however fast this machine is
-            wait_until(lambda: len(accepted) >= threshold, timeout=120, interval=0.05)
+            orders.wait_for(threshold)
             stack.kill_matcher("ETH-USD")
             time.sleep(0.5)
             stack.start_matcher("ETH-USD")
-        wait_until(lambda: len(accepted) >= 120, timeout=120, interval=0.05)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
+        orders.wait_for(120)
 
     report = wait_until(lambda: (r := stack.audit())["pending_commands"] == 0 and r, timeout=90, interval=1)
     assert report["problems"] == []
-    assert len(accepted) >= 120
-    assert len(set(accepted.values())) == len(accepted)
+    assert orders.failures == []
+    assert len(orders.accepted) >= 120
+    assert len(set(orders.accepted.values())) == len(orders.accepted)
     for bot_index, bot in enumerate(bots):
         listed = {o["order_id"]: o for o in iterate_orders(bot, "ETH-USD")}
-        mine = {oid for cid, oid in accepted.items() if cid.startswith(f"s{bot_index}-")}
-        assert set(listed) == mine  # every accepted order exists, once
+        assert set(listed) == orders.order_ids_of(bot_index)  # every accepted order exists, once
         assert "pending" not in {order["status"] for order in listed.values()}
 
 

@@ -1,0 +1,41 @@
+"""gunicorn's settings for the REST processes (make production, tests/stack.py): gunicorn -c exchange/gunicorn.conf.py
+
+Options given on the command line win over these.
+"""
+
+import json
+import multiprocessing
+import os
+
+from gunicorn import util
+
+bind = os.environ.get("REST_BIND", "127.0.0.1:8001")
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())
+# Threads: an order create waits (up to 1 s) for its pair's matcher; with sync workers a few waiting
+# creates would hold every worker (measured: 22 creates/s with 2 sync workers, 69-84 with threads).
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS") or 16)
+accesslog = "-"
+# supervisord manages the processes; a control socket at gunicorn's default path would be one per host, shared.
+control_socket_disable = True
+
+# Explicit limits on what gunicorn reads before Django sees a request, above the proxy's own
+# (deploy/nginx.conf) so that through the proxy its refusals answer first.
+limit_request_line = 8190  # bytes of "METHOD /path?query HTTP/1.1" (gunicorn's maximum): 414 above
+limit_request_fields = 100  # header fields: 431 above
+limit_request_field_size = 8190  # bytes of one header field, name and value: 431 above
+
+
+def write_error(sock, status_int, reason, mesg):
+    """The envelope instead of gunicorn's HTML page for the requests it refuses itself (a malformed
+    or oversized request line or header): gunicorn writes every such answer through this function."""
+    from exchange.errors import ErrorCode, error_body
+
+    code = ErrorCode.INTERNAL_ERROR if status_int >= 500 else ErrorCode.INVALID_REQUEST
+    body = json.dumps(error_body(code, f"{reason}: {mesg}" if mesg else reason)).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
+util.write_error = write_error
