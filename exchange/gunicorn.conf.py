@@ -19,8 +19,8 @@ accesslog = "-"
 # supervisord manages the processes; a control socket at gunicorn's default path would be one per host, shared.
 control_socket_disable = True
 
-# Explicit limits on what gunicorn reads before Django sees a request, above the proxy's own
-# (deploy/nginx.conf) so that through the proxy its refusals answer first.
+# Explicit limits on what gunicorn reads before Django sees a request; above the proxy's own
+# (deploy/nginx.conf), so that behind it the proxy refuses first.
 limit_request_line = 8190  # bytes of "METHOD /path?query HTTP/1.1" (gunicorn's maximum): 414 above
 limit_request_fields = 100  # header fields: 431 above
 limit_request_field_size = 8190  # bytes of one header field, name and value: 431 above
