@@ -5,4 +5,7 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self) -> None:
-        from accounts import schema, signals  # noqa: F401  the OpenAPI description of signed requests, cache upkeep
+        # The OpenAPI description of signed requests, and the key cache's upkeep.
+        from accounts import key_cache, schema, signals  # noqa: F401
+
+        key_cache.start()  # the nonce store's epoch

@@ -1,7 +1,8 @@
 """Signed requests (SPEC section 3): the checks, in an order that leaks nothing to a caller without the secret.
 
 Unknown or revoked key, then the key's IP allowlist, then the clock window, then the signature in
-constant time, and only then the nonce is remembered (so a forger cannot burn a bot's nonces).
+constant time, and only then the nonce is remembered (so a forger cannot burn a bot's nonces), if
+the request is not older than the nonce store's memory (``key_cache``: its epoch).
 The key comes from this process's cache (accounts/key_cache.py): the round trip that remembers the
 nonce also confirms the cached key is current, and a refusal is confirmed the same way before it
 is given, so a key changed elsewhere is reloaded and the request checked again on fresh rows.
@@ -97,13 +98,21 @@ def admit_request(cached: key_cache.CachedKey | None, signed: SignedRequest, tim
     # Remembered for the whole span a timestamp can be accepted in, tolerance on both sides, at the
     # widest tolerance a key can be given: raising the key's tolerance later must not reopen a replay.
     nonce_seconds = 2 * ApiKey.MAX_DRIFT_MS // 1000 + 1
+    made_ms = max(timestamp, to_milliseconds(key.created_at))
     charge = None if weight is None else Charge(*key_budget(key), weight)
-    admission, decision = key_cache.admit(cached, f"nonce:{key.pk}:{signed.nonce}", nonce_seconds, charge)
-    if admission is Admission.STALE:
+    admitted = key_cache.admit(cached, f"nonce:{key.pk}:{signed.nonce}", nonce_seconds, made_ms, charge)
+    if admitted.admission is Admission.STALE:
         raise StaleKey
-    if admission is Admission.REPLAYED:
+    if admitted.admission is Admission.REPLAYED:
         raise refuse(ErrorCode.NONCE_REUSED, "This nonce was already used with this key.")
-    return Verified(key, cached, None if charge is None else Prepaid(charge, decision))
+    if admitted.admission is Admission.BEFORE_EPOCH:
+        # The same code as a clock out of the window: clients already sign again with a fresh timestamp.
+        raise refuse(ErrorCode.TIMESTAMP_OUT_OF_WINDOW,
+                     f"X-Api-Timestamp is older than the server's nonce memory, which starts at {admitted.epoch_ms} "
+                     "(it was restarted), so this request cannot be told from a replay; sign it again with the "
+                     "current time.", server_time=to_milliseconds(timezone.now()),
+                     tolerance_ms=key.drift_tolerance_ms, nonce_epoch=admitted.epoch_ms)
+    return Verified(key, cached, None if charge is None else Prepaid(charge, admitted.decision))
 
 
 def record_key_use(cached: key_cache.CachedKey) -> None:

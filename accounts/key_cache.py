@@ -11,15 +11,26 @@ A change deletes tokens (``forget_*``), so the next request in every process rel
 saves of keys, accounts and tiers through the ORM by the receivers in ``accounts/signals.py``,
 queryset writes (``revoke_api_keys``, ``rotate_api_key_secrets``) by their own call. A write that
 does neither (raw SQL, ``QuerySet.update`` in a shell) is seen within ``MAX_AGE_SECONDS``.
+
+The nonce store has an epoch: the time from which it has remembered every nonce it admitted. A
+restart of Redis without its data, a flush, or a restart of the process on the embedded default
+empties the store; the epoch then moves to the first use after it (when a process starts, or
+within the round trip that admits a nonce, set only when absent: later requests never move it).
+A request is provably fresh only if it is not older than the epoch: its timestamp, or its key's
+creation (no request with a key can have been admitted before the key existed), is at or after
+the epoch. ``admit`` refuses any other, so the requests of before a loss cannot be replayed after it.
 """
 
+import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
+from typing import NamedTuple
 
+import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -31,9 +42,12 @@ from exchange.ratelimit import (CHARGE_FUNCTION, Charge, Decision, decision_from
                                 windows)
 from exchange.redis import get_redis
 
+logger = logging.getLogger(__name__)
+
 MAX_AGE_SECONDS = 60
 MAX_KEYS = 10_000  # per process; the oldest is dropped beyond this
 ALL_KEYS_TOKEN = "authtoken:all"
+NONCE_EPOCH = "nonce-epoch"  # integer ms since the Unix epoch, server time
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -47,6 +61,17 @@ class Admission(IntEnum):
     STALE = 0  # a token changed: reload the key and check again; the nonce was not remembered
     ADMITTED = 1
     REPLAYED = 2
+    BEFORE_EPOCH = 3  # the request and its key are older than the nonce store's memory; nothing was remembered
+
+
+class Admitted(NamedTuple):
+    admission: Admission
+    decision: Decision | None = None  # the charge's, when admitted with one
+    epoch_ms: int | None = None  # when the nonce store's memory starts, for BEFORE_EPOCH
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def row_of(instance: models.Model) -> tuple:
@@ -118,11 +143,12 @@ def unchanged(cached: CachedKey) -> bool:
     return token_store().tokens(cached.public_id) == cached.tokens
 
 
-def admit(cached: CachedKey, nonce_name: str, nonce_seconds: int,
-          charge: Charge | None) -> tuple[Admission, Decision | None]:
-    """One round trip: the tokens are still the cached ones, then the nonce is remembered if new, then
-    the charge (if any) is made; its decision comes back when the request was admitted."""
-    return token_store().admit(cached.public_id, cached.tokens, nonce_name, nonce_seconds, charge)
+def admit(cached: CachedKey, nonce_name: str, nonce_seconds: int, made_ms: int, charge: Charge | None) -> Admitted:
+    """One round trip: the tokens are still the cached ones, then the request (made at ``made_ms``, the
+    later of its timestamp and its key's creation) is not older than the nonce store's epoch, then the
+    nonce is remembered if new, then the charge (if any) is made; its decision comes back when the
+    request was admitted."""
+    return token_store().admit(cached.public_id, cached.tokens, nonce_name, nonce_seconds, made_ms, charge)
 
 
 def forget_keys(public_ids) -> None:
@@ -154,11 +180,13 @@ def new_token() -> str:
 
 
 class LocalTokens:
-    """The embedded default: one process, so a dict; nonces stay in the local cache as before."""
+    """The embedded default: one process, so a dict; nonces stay in the local cache as before, which
+    is empty when the process starts: that is the epoch."""
 
-    def __init__(self):
+    def __init__(self, epoch_ms: int):
         self.lock = threading.Lock()
         self.values: dict[str, str] = {}
+        self.epoch_ms = epoch_ms
 
     def current(self, public_id: str) -> tuple[str, str]:
         with self.lock:
@@ -168,13 +196,15 @@ class LocalTokens:
     def tokens(self, public_id: str) -> tuple[str | None, str | None]:
         return self.values.get(token_name(public_id)), self.values.get(ALL_KEYS_TOKEN)
 
-    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int,
-              charge: Charge | None) -> tuple[Admission, Decision | None]:
+    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int, made_ms: int,
+              charge: Charge | None) -> Admitted:
         if self.tokens(public_id) != expected:
-            return Admission.STALE, None
+            return Admitted(Admission.STALE)
+        if made_ms < self.epoch_ms:
+            return Admitted(Admission.BEFORE_EPOCH, epoch_ms=self.epoch_ms)
         if not cache.add(nonce_name, 1, timeout=nonce_seconds):
-            return Admission.REPLAYED, None
-        return Admission.ADMITTED, None if charge is None else windows().charge(*charge)
+            return Admitted(Admission.REPLAYED)
+        return Admitted(Admission.ADMITTED, None if charge is None else windows().charge(*charge))
 
     def delete(self, names: list[str]) -> None:
         with self.lock:
@@ -187,13 +217,17 @@ for i, name in ipairs(KEYS) do redis.call('SET', name, ARGV[i], 'NX') end
 return redis.call('MGET', unpack(KEYS))
 """
 
-# KEYS: the key's token, the all-keys token, the nonce, and the budget if charged; ARGV: the two tokens
-# expected, the nonce's lifetime (s), and the charge's limit, cost and window.
+# KEYS: the key's token, the all-keys token, the nonce epoch, the nonce, and the budget if charged; ARGV:
+# the two tokens expected, the time now and the time the request was made (ms), the nonce's lifetime (s),
+# and the charge's limit, cost and window.
 ADMIT_SCRIPT = CHARGE_FUNCTION + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0} end
-if not redis.call('SET', KEYS[3], 1, 'NX', 'EX', ARGV[3]) then return {2} end
-if #KEYS == 3 then return {1} end
-return {1, charge(KEYS[4], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))}
+redis.call('SET', KEYS[3], ARGV[3], 'NX')
+local epoch = tonumber(redis.call('GET', KEYS[3]))
+if tonumber(ARGV[4]) < epoch then return {3, epoch} end
+if not redis.call('SET', KEYS[4], 1, 'NX', 'EX', ARGV[5]) then return {2} end
+if #KEYS == 4 then return {1} end
+return {1, charge(KEYS[5], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))}
 """
 
 
@@ -214,36 +248,57 @@ class RedisTokens:
         values = self.redis.mget([token_name(public_id), ALL_KEYS_TOKEN])
         return tuple(None if value is None else value.decode() for value in values)
 
-    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int,
-              charge: Charge | None) -> tuple[Admission, Decision | None]:
+    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int, made_ms: int,
+              charge: Charge | None) -> Admitted:
         # The nonce under the name Django's cache.add gives it, so processes of the previous release
         # (which used cache.add) share nonce memory with this one during a deploy.
-        keys = [token_name(public_id), ALL_KEYS_TOKEN, cache.make_key(nonce_name)]
-        args = [*expected, nonce_seconds]
+        keys = [token_name(public_id), ALL_KEYS_TOKEN, NONCE_EPOCH, cache.make_key(nonce_name)]
+        args = [*expected, now_ms(), made_ms, nonce_seconds]
         if charge is not None:
             keys.append(redis_key(charge.bucket))
             args += [charge.limit, charge.cost, window_seconds()]
         reply = self.admit_script(keys=keys, args=args)
         admission = Admission(reply[0])
+        if admission is Admission.BEFORE_EPOCH:
+            return Admitted(admission, epoch_ms=reply[1])
         charged = admission is Admission.ADMITTED and charge is not None
-        return admission, decision_from_script(reply[1], charge.limit, charge.cost) if charged else None
+        return Admitted(admission, decision_from_script(reply[1], charge.limit, charge.cost) if charged else None)
+
+    def start(self) -> None:
+        self.redis.set(NONCE_EPOCH, now_ms(), nx=True)
 
     def delete(self, names: list[str]) -> None:
         self.redis.delete(*names)
 
 
 _token_store = None
+_started_ms = now_ms()
 
 
 def token_store() -> LocalTokens | RedisTokens:
     global _token_store
     if _token_store is None:
-        _token_store = RedisTokens() if settings.REDIS_URL else LocalTokens()
+        _token_store = RedisTokens() if settings.REDIS_URL else LocalTokens(_started_ms)
     return _token_store
 
 
+def start() -> None:
+    """When the process starts (accounts.apps): an empty nonce store's memory starts now at the latest,
+    so that the first requests signed after a deploy on an empty Redis are not refused. The embedded
+    default's store is this process's memory: its epoch is now, in any case."""
+    global _started_ms
+    _started_ms = now_ms()
+    if settings.REDIS_URL:
+        try:
+            token_store().start()
+        except redis.RedisError as error:  # the first signed request sets it instead
+            logger.warning("the nonce store's epoch could not be set at start: %s", error)
+
+
 def reset() -> None:
-    """Forget everything this process holds (tests: each starts with an empty cache and database)."""
+    """Forget everything this process holds, as a restarted process would (tests: each starts with an
+    empty cache and database)."""
     global _token_store
     _cached.clear()
     _token_store = None
+    start()

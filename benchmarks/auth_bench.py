@@ -273,7 +273,7 @@ def components(key, secret) -> dict[str, float]:
         "decrypt_secret (Fernet)": lambda: decrypt_secret(key.secret_ciphertext),
         "HMAC-SHA256 of the prehash": lambda: keys.sign(secret, message),
         "tokens + nonce + key budget: key_cache.admit": lambda: key_cache.admit(
-            cached, f"nonce-bench:{next(counter)}", 11, Charge("bench-key", BIG_BUDGET, 1)),
+            cached, f"nonce-bench:{next(counter)}", 11, key_cache.now_ms(), Charge("bench-key", BIG_BUDGET, 1)),
         "rate limit alone (unsigned): windows().charge": lambda: windows().charge("bench", BIG_BUDGET, 1),
     }
     out = {}
