@@ -21,7 +21,7 @@ from accounts import key_cache, keys
 from accounts.key_cache import Admission
 from accounts.models import ApiKey
 from accounts.secrets import decrypt_secret
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import OUTAGE_ERRORS, ErrorCode, ExchangeError, log_outage, unavailable
 from exchange.fields import to_milliseconds
 from exchange.net import client_address
 from exchange.ratelimit import Charge, Prepaid, key_budget, view_weight
@@ -76,12 +76,18 @@ def verify_signed_request(signed: SignedRequest, weight: int | None = None) -> V
     """The key that signed this request, or the ExchangeError that refuses it. With a weight, the
     key's budget is charged in the same round trip as the nonce; the throttle applies the decision."""
     timestamp = check_shape(signed)
-    cached = key_cache.find(signed.key_id)
-    for _ in range(LOADS):
-        try:
-            return admit_request(cached, signed, timestamp, weight)
-        except StaleKey:
-            cached = key_cache.load(signed.key_id)
+    try:
+        cached = key_cache.find(signed.key_id)
+        for _ in range(LOADS):
+            try:
+                return admit_request(cached, signed, timestamp, weight)
+            except StaleKey:
+                cached = key_cache.load(signed.key_id)
+    except OUTAGE_ERRORS as error:
+        # Redis or the database is down: the request cannot be checked, which is no answer about it
+        # (here rather than in the REST handler alone, so that a WebSocket auth gets it too).
+        log_outage("signed request", error)
+        raise unavailable("Signed requests cannot be checked right now; retry shortly.") from None
     raise refuse(ErrorCode.SERVICE_UNAVAILABLE, "This key's settings are being changed; retry.")
 
 

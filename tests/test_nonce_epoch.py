@@ -10,10 +10,13 @@ import json
 import secrets
 
 import pytest
+import redis
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.core.cache import cache
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from accounts import key_cache
 from accounts.keys import create_api_key, prehash, sign
@@ -21,6 +24,7 @@ from exchange.asgi import application
 from exchange.redis import get_redis
 from trading.models import Order
 
+from .processes import free_port
 from .signing import now_ms
 from .test_auth import ORDER, nothing_written, trader  # noqa: F401  the fixture
 from .test_public_api import assert_error
@@ -140,7 +144,7 @@ async def answer_to(message: dict) -> dict:
     return answer
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_websocket_auth_signed_before_the_loss_is_refused(make_account):
     key, secret = create_api_key(make_account(), label="ws", scope="read_only", ip_allowlist=[])
     captured = auth_op(key.public_id, secret, now_ms())
@@ -153,3 +157,25 @@ def test_a_websocket_auth_signed_before_the_loss_is_refused(make_account):
     assert replayed["type"] == "error" and replayed["code"] == "TIMESTAMP_OUT_OF_WINDOW"
     assert replayed["details"]["nonce_epoch"] > int(captured["timestamp"])
     assert fresh["type"] == "authenticated"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_signed_request_with_the_nonce_store_down_is_503_on_rest_and_websocket(make_account, make_key,
+                                                                                   monkeypatch):
+    if not settings.REDIS_URL:
+        pytest.skip("the nonce store is this process's memory without REDIS_URL")
+    account = make_account()
+    bot = make_key(account)
+    key, secret = create_api_key(account, label="ws", scope="read_only", ip_allowlist=[])
+    down = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # refused at once, not retried
+    monkeypatch.setattr(key_cache, "get_redis", lambda: down)
+    monkeypatch.setattr(key_cache, "_token_store", None)
+    before = nothing_written()
+
+    response = bot.post("/v1/orders", ORDER)
+    answer = async_to_sync(answer_to)(auth_op(key.public_id, secret, now_ms()))
+
+    assert_error(response, 503, "SERVICE_UNAVAILABLE")
+    assert response["Retry-After"] == str(answer["details"]["retry_after"])
+    assert answer["type"] == "error" and answer["code"] == "SERVICE_UNAVAILABLE"
+    assert nothing_written() == before
