@@ -18,6 +18,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,10 +32,13 @@ from django.conf import settings
 
 from accounts.authentication import SignedRequest, check_session_key, record_key_use, verify_signed_request
 from exchange.errors import ErrorCode, ExchangeError
+from exchange.fields import has_control_character
+from exchange.jsonparse import StrictJSONError, loads_strict
 from exchange.net import client_address
 from marketdata import replay, services, streams
 from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for
-from marketdata.transport import pending_output_bytes, protocol_of, takes_frames, unread_bytes, write_frame
+from marketdata.transport import (close_when_read, pending_output_bytes, protocol_of, refuse_oversized_with_a_close,
+                                  takes_frames, write_frame)
 from trading.api.serializers import AssetBalanceSerializer, FillSerializer, OrderSerializer
 from trading.models import Fill, Order
 from trading.services import account_balances
@@ -45,9 +49,15 @@ PUBLIC_CHANNELS = {"orderbook", "trades", "ticker"}
 PRIVATE_CHANNELS = {"orders", "fills", "balances"}
 MAX_SUBSCRIPTIONS = 50
 MAX_MESSAGE_BYTES = 16 * 1024
+# Larger frames and messages are refused by the server (Daphne's autobahn) with a close, code 1009:
+# it does not buffer them for the consumer to refuse with MESSAGE_TOO_LARGE.
+MAX_FRAME_BYTES = 1024 * 1024
+PAIR = re.compile(r"[A-Za-z0-9]{2,12}-[A-Za-z0-9]{2,12}")  # BASE-QUOTE, asset symbols in any case
 SLOW_CONSUMER_CLOSE_CODE = 4008
-SLOW_CONSUMER_GRACE_SECONDS = 10
-SLOW_CONSUMER_CLOSE_BACKLOG = 16 * 1024
+# How long a connection closed with a reason is kept for the client to read the reason (the error and
+# the close frame are behind whatever it has not read yet), before it is dropped.
+CLOSE_GRACE_SECONDS = 30
+LATE_EVENTS = 100  # how far back a private event reported lost may still arrive (out of order) unreported
 MAX_QUEUED_STREAM_MESSAGES = 10_000  # relayed public messages waiting for this connection's handlers
 KEY_RECHECK_SECONDS = 10  # how soon a revoked key's socket is closed
 KEY_REFUSED_CLOSE_CODE = 4003
@@ -55,6 +65,21 @@ KEY_REFUSED_CLOSE_CODE = 4003
 
 def invalid(message: str, **details) -> ExchangeError:
     return ExchangeError(ErrorCode.INVALID_REQUEST, message, details)
+
+
+def error_json(error: ExchangeError, op: str | None = None) -> dict:
+    return {"type": "error", "op": op, "code": error.code.value, "message": error.message, "details": error.details}
+
+
+def auth_field(value) -> str | None:
+    """A field of ``auth`` as the signed request's header would carry it: a string of printable
+    characters without surrounding whitespace (checked further by verify_signed_request), or a
+    non-negative integer (timestamps and nonces are often numbers); None for anything else."""
+    if type(value) is int and value >= 0:  # not bool
+        return str(value)
+    if isinstance(value, str) and value and value == value.strip() and not has_control_character(value):
+        return value
+    return None
 
 
 def check_sequence(value) -> int | None:
@@ -73,6 +98,9 @@ class Connection:
     book_markets: dict[str, tuple[float, object]] = field(default_factory=dict)  # pair -> (read at, Market)
     account_id: int | None = None
     last_sent: float = field(default_factory=time.monotonic)
+    private_sent: int = 0  # the "seq" of the last private message sent
+    account_event: int | None = None  # the number of the last account event received (trading.publishing)
+    events_missing: set[int] = field(default_factory=set)  # reported lost, and may still arrive late
 
 
 class StreamConsumer(AsyncWebsocketConsumer):
@@ -121,6 +149,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.writing = False
         self.operations = {"subscribe": self.subscribe, "unsubscribe": self.unsubscribe, "auth": self.authenticate,
                            "ping": self.ping}
+        if self.socket is not None:
+            refuse_oversized_with_a_close(self.socket, MAX_FRAME_BYTES)
         await self.accept()
         self.tasks = [asyncio.create_task(self.send_heartbeats()), asyncio.create_task(self.write_outbox())]
 
@@ -162,9 +192,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if len(text_data) > MAX_MESSAGE_BYTES:
                 raise ExchangeError(ErrorCode.MESSAGE_TOO_LARGE, f"Messages are at most {MAX_MESSAGE_BYTES} bytes.")
             try:
-                message = json.loads(text_data)
-            except ValueError:
-                raise invalid("Not JSON.") from None
+                message = loads_strict(text_data)
+            except StrictJSONError as error:
+                raise invalid(str(error)) from None
             if not isinstance(message, dict):
                 raise invalid('Send an object such as {"op": "ping"}.')
             op = message.get("op")
@@ -173,24 +203,24 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 raise invalid(f"Unknown op {message.get('op')!r}; use one of {', '.join(self.operations)}.", op=op)
             await self.operations[op](message)
         except ExchangeError as error:
-            await self.send_json({"type": "error", "op": op, "code": error.code.value, "message": error.message,
-                                  "details": error.details})
+            await self.send_json(error_json(error, op))
         except Exception:
             # Never a dropped connection without a reason (SPEC section 7).
             logger.exception("WebSocket op %r failed", op)
-            await self.send_json({"type": "error", "op": op, "code": ErrorCode.INTERNAL_ERROR.value,
-                                  "message": "Internal error; it has been logged.", "details": {}})
+            internal = ExchangeError(ErrorCode.INTERNAL_ERROR, "Internal error; it has been logged.")
+            await self.send_json(error_json(internal, op))
 
     async def ping(self, message):
         await self.send_json({"type": "pong"})
 
     async def authenticate(self, message):
-        fields = {name: message.get(name) for name in ("key", "timestamp", "nonce", "signature")}
-        if not all(isinstance(value, str | int) and value != "" for value in fields.values()):
-            raise ExchangeError(ErrorCode.MISSING_AUTH_HEADERS, "auth needs key, timestamp, nonce and signature.")
+        fields = {name: auth_field(message.get(name)) for name in ("key", "timestamp", "nonce", "signature")}
+        if None in fields.values():
+            raise ExchangeError(ErrorCode.MISSING_AUTH_HEADERS, "auth needs key, timestamp, nonce and signature, "
+                                "each a string of printable characters with no surrounding whitespace.")
         verified = await database_sync_to_async(verify_signed_request)(SignedRequest(
-            key_id=str(fields["key"]), timestamp=str(fields["timestamp"]), nonce=str(fields["nonce"]),
-            signature=str(fields["signature"]), method="GET", path="/v1/ws", body=b"", address=self.address(),
+            key_id=fields["key"], timestamp=fields["timestamp"], nonce=fields["nonce"], signature=fields["signature"],
+            method="GET", path="/v1/ws", body=b"", address=self.address(),
         ))
         key = verified.key
         if self.state.account_id not in (None, key.account_id):
@@ -232,6 +262,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
             group = self.group_for(name, pair)
             if not any(self.group_for(n, p) == group for n, p in self.state.subscriptions):
                 await self.leave_group(group)
+                if name in PRIVATE_CHANNELS:  # events are not received until the next subscription
+                    self.state.account_event = None
+                    self.state.events_missing.clear()
             await self.send_json({"type": "unsubscribed", "channel": name, "pair": pair})
 
     def parse_channels(self, message) -> list[tuple[str, str | None]]:
@@ -246,6 +279,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             pair = channel.get("pair")
             if name in PUBLIC_CHANNELS and not isinstance(pair, str):
                 raise invalid(f"The {name} channel needs a pair.")
+            if name in PUBLIC_CHANNELS and not PAIR.fullmatch(pair):  # never looked up: "BTC\u0000", " BTC-USD"
+                raise ExchangeError(ErrorCode.UNKNOWN_PAIR, f"Unknown pair {pair!r}.", {"pair": pair})
             parsed.append((name, pair.upper() if name in PUBLIC_CHANNELS else None))
         return parsed
 
@@ -371,15 +406,51 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # -- private channels
 
     async def account_changes(self, event):
+        lost = self.events_lost_before(event["event"])
+        if lost:
+            await self.send_json(error_json(ExchangeError(
+                ErrorCode.PRIVATE_EVENTS_LOST, "Private events were lost on the way to this connection; reconcile "
+                "from GET /v1/orders and /v1/fills (and GET /v1/account/balances).", lost)))
         subscribed = {name for name, _ in self.state.subscriptions if name in PRIVATE_CHANNELS}
         if "orders" in subscribed and event["orders"]:
             orders = await database_sync_to_async(self.read_orders)(event["orders"])
-            await self.send_json({"type": "orders", "channel": "orders", "orders": orders})
+            await self.send_private({"type": "orders", "channel": "orders", "orders": orders})
         if "fills" in subscribed and event["fills"]:
             fills = await database_sync_to_async(self.read_fills)(event["fills"])
-            await self.send_json({"type": "fills", "channel": "fills", "fills": fills})
+            await self.send_private({"type": "fills", "channel": "fills", "fills": fills})
         if "balances" in subscribed:
             await self.send_balances()
+
+    def events_lost_before(self, number: int) -> dict | None:
+        """The account's events are numbered where they are published, so one the channel layer
+        dropped (a full channel) shows as a gap here: None when ``number`` follows the last one
+        received (or is the first, or a late one already reported); else ``{"expected", "received"}``.
+
+        Two processes may publish for one account at the same instant (the web accepting an order,
+        the matcher filling it), so an event can arrive after the next one: reported missing at the
+        gap, it is taken without a second report when it comes. A number lower than expected that
+        was never missing means the numbering restarted (the counter was lost with Redis), and events
+        may have been lost with it."""
+        state = self.state
+        expected = None if state.account_event is None else state.account_event + 1
+        if expected is None or number == expected:
+            state.account_event = number
+            return None
+        if number in state.events_missing:
+            state.events_missing.discard(number)
+            return None
+        if number > expected:
+            state.events_missing = {n for n in state.events_missing if n > number - LATE_EVENTS}
+            state.events_missing.update(range(max(expected, number - LATE_EVENTS), number))
+        else:
+            state.events_missing.clear()
+        state.account_event = number
+        return {"expected": expected, "received": number}
+
+    async def send_private(self, message: dict) -> None:
+        """A private message, with the connection's count of them as ``seq``."""
+        self.state.private_sent += 1
+        await self.send_json({**message, "seq": self.state.private_sent})
 
     def read_orders(self, order_ids: list[int]) -> list[dict]:
         orders = Order.objects.filter(pk__in=order_ids, account_id=self.state.account_id).order_by("pk")
@@ -393,7 +464,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         def read():
             return AssetBalanceSerializer(account_balances(self.state.account_id), many=True).data
 
-        await self.send_json({"type": "balances", "channel": "balances", "balances": await database_sync_to_async(read)()})
+        balances = await database_sync_to_async(read)()
+        await self.send_private({"type": "balances", "channel": "balances", "balances": balances})
 
     # -- health of the stream
     #
@@ -446,24 +518,24 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     self.writing = False
 
     async def close_slow_consumer(self, reason: str | None = None, details: dict | None = None) -> None:
-        """Disconnect, with the reason, rather than buffer without bound or hold up the group.
-
-        The close frame is sent once the client has read what is already on its way (or after a
-        grace period): Daphne drops the socket a second after the close frame, and a close frame
-        stuck behind megabytes of unread data would never be seen.
-        """
-        self.closing = True
-        self.outbox.clear()
-        await self.disconnect(SLOW_CONSUMER_CLOSE_CODE)  # leave every group: nothing more is queued
+        """Disconnect, with the reason, rather than buffer without bound or hold up the group."""
         if reason is None:
             reason = f"slow consumer: more than {settings.WS_MAX_PENDING_BYTES} bytes waiting to be read"
             details = {"limit": settings.WS_MAX_PENDING_BYTES}
-        await self.send(text_data=json.dumps({"type": "error", "code": ErrorCode.SLOW_CONSUMER.value,
-                                              "message": reason, "details": details}))
-        deadline = time.monotonic() + SLOW_CONSUMER_GRACE_SECONDS
-        while time.monotonic() < deadline and (unread_bytes(self.socket) or 0) > SLOW_CONSUMER_CLOSE_BACKLOG:
-            await asyncio.sleep(0.05)
-        await self.close(code=SLOW_CONSUMER_CLOSE_CODE, reason=reason)
+        await self.close_with_error(SLOW_CONSUMER_CLOSE_CODE, ExchangeError(ErrorCode.SLOW_CONSUMER, reason, details))
+
+    async def close_with_error(self, close_code: int, error: ExchangeError, op: str | None = None) -> None:
+        """Nothing more is queued, the error goes out behind what the client has not read yet, then
+        the close frame with the error's message as its reason; the connection is kept until the
+        client has read both and answered the close, or for CLOSE_GRACE_SECONDS."""
+        self.closing = True
+        self.outbox.clear()
+        await self.disconnect(close_code)  # leave every group
+        await self.send(text_data=json.dumps(error_json(error, op)))
+        if self.socket is not None:
+            close_when_read(self.socket, close_code, error.message, CLOSE_GRACE_SECONDS)
+        else:
+            await self.close(code=close_code, reason=error.message)
 
     async def send_heartbeats(self) -> None:
         """On a quiet connection, a heartbeat handled in order with the stream (heartbeat); and now and
@@ -513,9 +585,5 @@ class StreamConsumer(AsyncWebsocketConsumer):
         try:
             await database_sync_to_async(check_session_key)(self.key_id, self.address())
         except ExchangeError as error:
-            self.key_id, self.closing = None, True
-            self.outbox.clear()
-            await self.disconnect(KEY_REFUSED_CLOSE_CODE)  # leave every group
-            await self.send(text_data=json.dumps({"type": "error", "op": "auth", "code": error.code.value,
-                                                  "message": error.message, "details": error.details}))
-            await self.close(code=KEY_REFUSED_CLOSE_CODE, reason=error.message[:100])
+            self.key_id = None
+            await self.close_with_error(KEY_REFUSED_CLOSE_CODE, error, op="auth")

@@ -1,4 +1,5 @@
-"""Daphne's side of a WebSocket connection: how much it holds unread, and writing prepared frames to it.
+"""Daphne's side of a WebSocket connection: how much it holds unread, its limits, its close, and writing
+prepared frames to it.
 
 Daphne writes whatever the application sends straight into Twisted's transport buffer, which
 grows without bound when a client stops reading. Daphne hands each connection a
@@ -7,9 +8,6 @@ transport and the transport's buffer can be found from there. Under any other se
 terminated in Daphne) these return None and the checks and the direct writes are skipped.
 """
 
-import fcntl
-import struct
-import termios
 from functools import partial
 
 from autobahn.websocket.protocol import PreparedMessage
@@ -29,14 +27,25 @@ def pending_output_bytes(protocol) -> int | None:
     return len(transport.dataBuffer) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
-def unread_bytes(protocol) -> int | None:
-    """Daphne's buffer plus the kernel's send queue (Linux TIOCOUTQ): all the client has yet to read."""
-    pending = pending_output_bytes(protocol)
-    try:
-        queued = fcntl.ioctl(protocol.transport.socket.fileno(), termios.TIOCOUTQ, struct.pack("I", 0))
-    except (AttributeError, OSError):
-        return pending
-    return pending + struct.unpack("I", queued)[0]
+def refuse_oversized_with_a_close(protocol, max_bytes: int) -> None:
+    """Frames and messages over ``max_bytes`` get a close frame, code 1009 and a reason, from autobahn.
+
+    Daphne sets the limits but keeps autobahn's default of failing a connection by dropping the TCP
+    connection, so the client saw a reset and no reason; the options are the protocol's own, copied
+    from the factory when the connection was made.
+    """
+    protocol.failByDrop = False
+    protocol.maxFramePayloadSize = protocol.maxMessagePayloadSize = max_bytes
+
+
+def close_when_read(protocol, code: int, reason: str, wait_seconds: float) -> None:
+    """Send the close frame with its reason (Daphne's ``websocket.close`` passes only the code), and
+    keep the connection for up to ``wait_seconds`` for the client to read what is queued ahead of it
+    and answer. autobahn waits one second by default and then resets the connection, which throws
+    away what a client that is not reading has yet to read, the close frame and the error before it
+    included."""
+    protocol.closeHandshakeTimeout = wait_seconds
+    protocol.sendClose(code=code, reason=reason)
 
 
 def prepare(text: str) -> bytes:

@@ -23,6 +23,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from exchange.redis import get_redis
 from marketdata import replay, streams
 from marketdata.hub import serving_loop
 from trading import dispatch
@@ -42,6 +43,9 @@ _start_lock = threading.Lock()  # the event loop's and the publisher's threads a
 PUBLISH_BACKLOG = 8
 _publisher: ThreadPoolExecutor | None = None
 _backlog = threading.BoundedSemaphore(PUBLISH_BACKLOG)
+# The last event number of each account, in the embedded default's one process (Redis holds them otherwise).
+_account_events: dict[int, int] = defaultdict(int)
+_account_events_lock = threading.Lock()
 
 
 def publishing_loop() -> asyncio.AbstractEventLoop:
@@ -57,7 +61,22 @@ def publishing_loop() -> asyncio.AbstractEventLoop:
 
 async def send_in_order(layer, messages: list[tuple[str, dict]]) -> None:
     for group, message in messages:
+        if message["type"] == "account.changes":
+            # Numbered as it is sent, on the one loop this process sends from, so that the numbers
+            # follow the order of the sends (a blocking INCR is fine there: that loop only publishes).
+            message = {**message, "event": next_account_event(message["account"])}
         await layer.group_send(group, message)
+
+
+def next_account_event(account_id: int) -> int:
+    """The number of the account's next event: +1 per account.changes message, counted across every
+    process that publishes (web processes accepting orders, each pair's matcher). Consumers see the
+    channel layer's silent drops as gaps (consumers.StreamConsumer.events_lost_before)."""
+    if settings.REDIS_URL:
+        return get_redis().incr(f"account-events:{account_id}")
+    with _account_events_lock:
+        _account_events[account_id] += 1
+        return _account_events[account_id]
 
 
 def group_send_all(messages: list[tuple[str, dict]]) -> None:
@@ -178,7 +197,8 @@ def publish_owed_ticker(market) -> None:
 
 
 def account_changes(account_id: int, orders=(), fills=()) -> tuple[str, dict]:
-    return streams.account_group(account_id), {"type": "account.changes", "orders": list(orders), "fills": list(fills)}
+    return streams.account_group(account_id), {"type": "account.changes", "account": account_id,
+                                               "orders": list(orders), "fills": list(fills)}
 
 
 def publish_account_changes(account_id: int, orders=(), fills=()) -> None:

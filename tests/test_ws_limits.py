@@ -1,0 +1,162 @@
+"""The WebSocket's strict input and its private-event numbering, through Channels' communicator.
+
+The server's frame limits and the slow consumer's close are Daphne's side: tests/test_e2e_ws_limits.py.
+"""
+
+import asyncio
+import threading
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+
+from accounts.keys import create_api_key
+from marketdata import consumers, services
+from trading import publishing
+
+from .conftest import ledger_snapshot
+from .signing import now_ms
+from .test_streams import auth_message, connect, op, place, receive, run, signed_in
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+@pytest.mark.parametrize("frame,code", [
+    ("[" * 7000 + "]" * 7000, "INVALID_REQUEST"),  # 14 KB of nesting: once a RecursionError
+    ('{"op": "ping", "op": "subscribe"}', "INVALID_REQUEST"),  # a duplicate key
+    ('{"op": "ping", "n": NaN}', "INVALID_REQUEST"),
+    ('{"op": "subscribe", "channels": [{"name": "orderbook", "pair": "BTC\\u0000"}]}', "UNKNOWN_PAIR"),
+    ('{"op": "subscribe", "channels": [{"name": "trades", "pair": "BTC-USD\\u0000"}]}', "UNKNOWN_PAIR"),
+    ('{"op": "subscribe", "channels": [{"name": "ticker", "pair": " BTC-USD"}]}', "UNKNOWN_PAIR"),
+    ('{"op": "subscribe", "channels": [{"name": "ticker", "pair": "BTC-USD\\n"}]}', "UNKNOWN_PAIR"),
+    ('{"op": "subscribe", "channels": [{"name": "ticker", "pair": "BTC-\\u0663"}]}', "UNKNOWN_PAIR"),
+    ('{"op": "unsubscribe", "channels": [{"name": "trades", "pair": "BTC\\u0000USD"}]}', "UNKNOWN_PAIR"),
+    ('{"op": "subscribe", "channels": [{"name": "orders\\u0000"}]}', "INVALID_REQUEST"),
+])
+def test_bad_input_gets_a_coded_error_never_reaches_the_database_and_the_connection_stays(markets, frame, code,
+                                                                                         monkeypatch):
+    looked_up = []
+    access_market = services.access_market
+    monkeypatch.setattr(services, "access_market", lambda pair, **kw: looked_up.append(pair) or access_market(pair, **kw))
+    before = ledger_snapshot()
+
+    async def body():
+        ws = await connect()
+        await ws.send_to(text_data=frame)
+        error = await receive(ws)
+        await op(ws, op="ping")
+        after = await receive(ws)  # a pong, not a "subscribed"
+        await ws.disconnect()
+        return error, after
+
+    error, after = run(body)
+
+    assert error["type"] == "error" and error["code"] == code and error["message"]
+    assert after == {"type": "pong"}
+    assert looked_up == []
+    assert ledger_snapshot() == before
+
+
+@pytest.mark.parametrize("overrides", [
+    {"key": "hkt_live_\u0000"},
+    {"key": " hkt_live_x"},
+    {"timestamp": True},
+    {"timestamp": -1},
+    {"timestamp": "\u0661\u0667\u0661\u0664\u0665\u0662\u0661\u0666\u0660\u0660\u0660\u0660\u0660"},  # Arabic-Indic
+    {"timestamp": f"{now_ms()}\n"},
+    {"nonce": "abcdefgh\u0000"},
+    {"signature": 1.5},
+])
+def test_auth_fields_must_be_plain_strings_or_integers(markets, alice, overrides):
+    key, secret = create_api_key(alice, label="a", scope="read_only", ip_allowlist=[])
+
+    async def body():
+        ws = await connect()
+        await op(ws, **auth_message(key.public_id, secret, **overrides))
+        error = await receive(ws)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        refused = await receive(ws)  # still not signed in
+        await ws.disconnect()
+        return error, refused
+
+    error, refused = run(body)
+
+    assert error["type"] == "error" and error["code"] == "MISSING_AUTH_HEADERS"
+    assert refused["code"] == "AUTHENTICATION_REQUIRED"
+
+
+def test_auth_takes_an_integer_timestamp(markets, alice):
+    key, secret = create_api_key(alice, label="a", scope="read_only", ip_allowlist=[])
+    message = auth_message(key.public_id, secret)
+
+    async def body():
+        ws = await connect()
+        await op(ws, **{**message, "timestamp": int(message["timestamp"])})
+        reply = await receive(ws)
+        await ws.disconnect()
+        return reply
+
+    assert run(body)["type"] == "authenticated"
+
+
+def test_private_events_a_full_channel_drops_are_reported_and_private_messages_are_numbered(markets, alice,
+                                                                                          monkeypatch):
+    capacity = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("capacity", 100)
+    dropped = 10
+    entered, released = threading.Event(), threading.Event()
+    read_orders = consumers.StreamConsumer.read_orders
+
+    def held(self, order_ids):  # the connection is stuck reading its first event back: its channel fills up
+        entered.set()
+        released.wait(timeout=30)
+        return read_orders(self, order_ids)
+
+    monkeypatch.setattr(consumers.StreamConsumer, "read_orders", held)
+
+    def publish(order_id: int, times: int) -> None:
+        for _ in range(times):
+            publishing.publish_account_changes(alice.pk, orders=[order_id])
+
+    async def body():
+        order, _ = await place(alice, side="buy", type="limit", price=Decimal("100"), size=Decimal("0.01"))
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        await receive(ws, "subscribed")
+        await asyncio.to_thread(publish, order.pk, 1)
+        await asyncio.to_thread(entered.wait, 10)
+        await asyncio.to_thread(publish, order.pk, capacity + dropped)  # fills the channel, then is dropped
+        released.set()
+        messages = [await receive(ws, "orders", timeout=10) for _ in range(1 + capacity)]
+        await asyncio.to_thread(publish, order.pk, 1)
+        error = await receive(ws, timeout=10)
+        after = await receive(ws, timeout=10)
+        await ws.disconnect()
+        return messages, error, after
+
+    messages, error, after = run(body)
+
+    assert [m["seq"] for m in messages] == list(range(1, capacity + 2))
+    assert error["type"] == "error" and error["code"] == "PRIVATE_EVENTS_LOST" and "GET /v1/orders" in error["message"]
+    assert error["details"]["received"] - error["details"]["expected"] == dropped
+    assert after["type"] == "orders" and after["seq"] == capacity + 2  # and the stream carries on
+
+
+def test_account_events_out_of_order_are_reported_once_and_a_restarted_numbering_is_reported(markets, alice):
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        await receive(ws, "subscribed")
+        group = f"account.{alice.pk}"
+        seen = []
+        for number in (7, 9, 8, 10, 3, 4):  # 8 late; then the numbering restarts
+            await ws.send_input({"type": "account.changes", "account": alice.pk, "event": number, "orders": [],
+                                 "fills": [], "group": group})
+        await op(ws, op="ping")
+        while not seen or seen[-1]["type"] != "pong":
+            seen.append(await receive(ws))
+        await ws.disconnect()
+        return seen
+
+    errors = [m["details"] for m in run(body) if m["type"] == "error"]
+
+    assert errors == [{"expected": 8, "received": 9}, {"expected": 11, "received": 3}]
