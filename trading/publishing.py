@@ -60,23 +60,34 @@ def publishing_loop() -> asyncio.AbstractEventLoop:
 
 
 async def send_in_order(layer, messages: list[tuple[str, dict]]) -> None:
+    # Account events are numbered as they are sent, on the one loop this process sends from, so that
+    # the numbers follow the order of the sends (a blocking round trip is fine there: that loop only
+    # publishes); one round trip numbers all of a batch's.
+    numbers = iter(next_account_events([message["account"] for _, message in messages
+                                        if message["type"] == "account.changes"]))
     for group, message in messages:
         if message["type"] == "account.changes":
-            # Numbered as it is sent, on the one loop this process sends from, so that the numbers
-            # follow the order of the sends (a blocking INCR is fine there: that loop only publishes).
-            message = {**message, "event": next_account_event(message["account"])}
+            message = {**message, "event": next(numbers)}
         await layer.group_send(group, message)
 
 
-def next_account_event(account_id: int) -> int:
-    """The number of the account's next event: +1 per account.changes message, counted across every
+def next_account_events(account_ids: list[int]) -> list[int]:
+    """The numbers of the accounts' next events: +1 per account.changes message, counted across every
     process that publishes (web processes accepting orders, each pair's matcher). Consumers see the
     channel layer's silent drops as gaps (consumers.StreamConsumer.events_lost_before)."""
+    if not account_ids:
+        return []
     if settings.REDIS_URL:
-        return get_redis().incr(f"account-events:{account_id}")
+        pipeline = get_redis().pipeline(transaction=False)
+        for account_id in account_ids:
+            pipeline.incr(f"account-events:{account_id}")
+        return pipeline.execute()
     with _account_events_lock:
-        _account_events[account_id] += 1
-        return _account_events[account_id]
+        numbers = []
+        for account_id in account_ids:
+            _account_events[account_id] += 1
+            numbers.append(_account_events[account_id])
+        return numbers
 
 
 def group_send_all(messages: list[tuple[str, dict]]) -> None:
