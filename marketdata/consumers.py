@@ -15,7 +15,6 @@ on a subscription resumes the same way.
 """
 
 import asyncio
-import functools
 import json
 import logging
 import re
@@ -61,6 +60,7 @@ LATE_EVENTS = 100  # how far back a private event reported lost may still arrive
 MAX_QUEUED_STREAM_MESSAGES = 10_000  # relayed public messages waiting for this connection's handlers
 KEY_RECHECK_SECONDS = 10  # how soon a revoked key's socket is closed
 KEY_REFUSED_CLOSE_CODE = 4003
+LAYER_RETRY_SECONDS = 0.5
 
 
 def invalid(message: str, **details) -> ExchangeError:
@@ -108,7 +108,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # database connections through Daphne's one sync thread, a hop per message per connection;
     # these handlers reach the database only through database_sync_to_async, which does that itself.
     STREAM_HANDLERS = {"book.delta": "book_delta", "market.trades": "market_trades", "market.ticker": "market_ticker",
-                       "stream.heartbeat": "heartbeat"}
+                       "stream.heartbeat": "heartbeat", "stream.resumed": "resume"}
 
     async def dispatch(self, message):
         self.busy = True
@@ -127,7 +127,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.channel_receive = self.receive_from_layer
         self.stream_queue: asyncio.Queue = asyncio.Queue()
         self.queued_streams = 0  # relayed messages put in stream_queue and not handled yet
         self.busy = False  # a message is being handled
@@ -137,6 +137,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await await_many_dispatch([receive, self.channel_receive, self.stream_queue.get], self.dispatch)
         except StopConsumer:
             pass
+
+    async def receive_from_layer(self) -> dict:
+        """The next message of the connection's own channel. A failed read (Redis down) is retried:
+        the hub reports the outage to the client, and the connection outlives it."""
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except Exception:
+                if asyncio.current_task().cancelling():
+                    raise  # channels_redis can turn a cancellation into another error: it must still end this
+                await asyncio.sleep(LAYER_RETRY_SECONDS)
 
     async def connect(self):
         self.state = Connection()
@@ -152,9 +163,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.socket is not None:
             refuse_oversized_with_a_close(self.socket, MAX_FRAME_BYTES)
         await self.accept()
+        hub_for(self.channel_layer).attach(self)
         self.tasks = [asyncio.create_task(self.send_heartbeats()), asyncio.create_task(self.write_outbox())]
 
     async def disconnect(self, code):
+        hub_for(self.channel_layer).detach(self)
         for task in self.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -546,10 +559,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(interval / 4)
             now = time.monotonic()
-            if now - self.state.last_sent >= interval and not self.heartbeat_queued:
-                self.heartbeat_queued = True
-                self.queued_streams += 1
-                self.stream_queue.put_nowait({"type": "stream.heartbeat"})
+            if now - self.state.last_sent >= interval:
+                self.queue_heartbeat()
             try:
                 if self.key_id is not None and now - key_checked >= KEY_RECHECK_SECONDS:
                     key_checked = now
@@ -562,12 +573,47 @@ class StreamConsumer(AsyncWebsocketConsumer):
             except Exception:
                 logger.exception("WebSocket upkeep failed; retrying at its next turn")
 
+    def queue_heartbeat(self) -> None:
+        if not self.heartbeat_queued:
+            self.heartbeat_queued = True
+            self.queued_streams += 1
+            self.stream_queue.put_nowait({"type": "stream.heartbeat"})
+
+    def stream_interrupted(self) -> None:
+        """Called by the hub when the channel layer fails: the client hears of it at once."""
+        self.queue_heartbeat()
+
+    def stream_resumed(self) -> None:
+        """Called by the hub once it has joined its groups again (handled in order: resume)."""
+        self.queued_streams += 1
+        self.stream_queue.put_nowait({"type": "stream.resumed"})
+
+    async def resume(self, message) -> None:
+        """After a channel-layer outage: the account group joined again (the layer may have forgotten
+        it), each book caught up from where this connection left it (replayed, or a snapshot), each
+        ticker sent afresh, then a heartbeat that is no longer degraded."""
+        try:
+            if any(name in PRIVATE_CHANNELS for name, _ in self.state.subscriptions):
+                await self.channel_layer.group_add(streams.account_group(self.state.account_id), self.channel_name)
+            for pair, sent in list(self.state.book_sequences.items()):
+                await self.resynchronise(await self.book_market(pair), sent)
+            for name, pair in list(self.state.subscriptions):
+                if name == "ticker":
+                    await self.send_initial(name, await database_sync_to_async(services.access_market)(pair), None)
+        except Exception:  # the layer or the database failed again: the heartbeat below checks the books anew
+            logger.exception("resuming a connection's streams failed")
+        await self.heartbeat(message)
+
     async def heartbeat(self, message) -> None:
         """The last sequence of each subscribed book. One this connection has not reached (a delta
         lost on the way, the last before a quiet spell) is repaired first, so a heartbeat never
-        claims a sequence the client was not sent."""
+        claims a sequence the client was not sent. While the channel layer is down (degraded), the
+        repair waits for the hub's resume: it needs the layer's replay buffer."""
         self.heartbeat_queued = False
         hub = hub_for(self.channel_layer)
+        if hub.interrupted:
+            return await self.send_json({"type": "heartbeat", "sequences": dict(self.state.book_sequences),
+                                         "degraded": True})
         for pair, sent in list(self.state.book_sequences.items()):
             try:
                 market = await self.book_market(pair)
@@ -576,7 +622,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     await self.resynchronise(market, sent, must_reach=latest)
             except Exception:  # the heartbeat goes out anyway; the check is made again at the next one
                 logger.exception("checking %s before a heartbeat failed", pair)
-        await self.send_json({"type": "heartbeat", "sequences": dict(self.state.book_sequences)})
+        await self.send_json({"type": "heartbeat", "sequences": dict(self.state.book_sequences), "degraded": False})
 
     async def recheck_key(self) -> None:
         """A key revoked, or its user deactivated, or the address taken off its allowlist after the

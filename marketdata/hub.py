@@ -6,11 +6,17 @@ and hands each message to its local connections subscribed to that group. The me
 frames are built here, once per process, so a connection that can take the message at once has it
 written straight to its socket; the others handle it in order with the rest of their messages (see
 consumers.StreamConsumer.relay).
+
+The channel layer can lose its groups (a Redis restart or flush) or be unreachable for a while. Each
+hub sends a probe every PROBE_SECONDS to a group only its own channel belongs to: when a probe fails
+or does not come back, the stream is interrupted (the process's connections send heartbeats marked
+degraded) until every group is joined again; then each connection repairs what it may have missed.
 """
 
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 from collections import defaultdict
 
@@ -24,6 +30,12 @@ logger = logging.getLogger(__name__)
 
 # Channel layers drop a group member group_expiry (a day) after it joined: members re-join hourly.
 GROUP_REFRESH_SECONDS = 3600
+PROBE_SECONDS = 1.0
+# A probe not back after this many more have been sent means the groups were lost. Generous: a probe
+# waits behind the stream's own messages in the process's channel.
+PROBE_TURNS = 3
+LAYER_CALL_SECONDS = 2.0  # a layer call taking longer counts as a failure (an unreachable Redis)
+RECEIVE_RETRY_SECONDS = 0.5
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamHub]" = weakref.WeakKeyDictionary()
 
@@ -38,13 +50,29 @@ class StreamHub:
         self.lock = asyncio.Lock()
         self.relayed: dict[str, int] = {}  # pair -> highest delta sequence relayed
         self.committed: dict[str, tuple[float, int]] = {}  # pair -> (when read, committed sequence)
+        # Every local connection (public streams or not), told when the stream is interrupted and back.
+        self.connections: weakref.WeakSet = weakref.WeakSet()
+        self.probe_group = f"stream-probe.{uuid.uuid4().hex}"
+        self.probes_sent = self.probes_back = 0
+        self.interrupted = False
+        self.watch_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        if self.channel is None:
+            self.channel = await self.layer.new_channel()
+            self.relay_task = asyncio.create_task(self.relay())
+            self.refresh_task = asyncio.create_task(self.refresh_groups())
+            self.watch_task = asyncio.create_task(self.watch())
+
+    def attach(self, connection) -> None:
+        self.connections.add(connection)
+
+    def detach(self, connection) -> None:
+        self.connections.discard(connection)
 
     async def join(self, group: str, member) -> None:
         async with self.lock:
-            if self.channel is None:
-                self.channel = await self.layer.new_channel()
-                self.relay_task = asyncio.create_task(self.relay())
-                self.refresh_task = asyncio.create_task(self.refresh_groups())
+            await self.start()
             if not self.members[group]:
                 await self.layer.group_add(group, self.channel)
             self.members[group].add(member)
@@ -60,11 +88,14 @@ class StreamHub:
         while True:
             try:
                 message = await self.layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("stream relay could not receive; retrying")
-                await asyncio.sleep(0.1)
+            except Exception as error:
+                if asyncio.current_task().cancelling():
+                    raise  # channels_redis can turn a cancellation into another error: it must still end this
+                self.interrupt(f"the stream relay could not receive: {error!r}")
+                await asyncio.sleep(RECEIVE_RETRY_SECONDS)
+                continue
+            if message["type"] == "hub.probe":
+                self.probes_back = max(self.probes_back, message["turn"])
                 continue
             if message["type"] == "book.delta":
                 self.relayed[message["pair"]] = max(self.relayed.get(message["pair"], 0), message["sequence"])
@@ -79,11 +110,47 @@ class StreamHub:
     async def refresh_groups(self) -> None:
         while True:
             await asyncio.sleep(GROUP_REFRESH_SECONDS)
-            for group in list(self.members):
+            for group in [self.probe_group, *self.members]:
                 try:
                     await self.layer.group_add(group, self.channel)
                 except Exception:
                     logger.exception("could not renew this process's membership of %s", group)
+
+    async def watch(self) -> None:
+        """The probe (see the module's docstring): a failed one interrupts the stream; once every group
+        is joined again, the connections resume."""
+        while True:
+            await asyncio.sleep(PROBE_SECONDS)
+            if self.probes_back < self.probes_sent - PROBE_TURNS:
+                self.interrupt("a probe did not come back: the channel layer lost this process's groups")
+            try:
+                if self.interrupted or not self.probes_sent:
+                    async with self.lock:
+                        for group in [self.probe_group, *self.members]:
+                            await asyncio.wait_for(self.layer.group_add(group, self.channel), LAYER_CALL_SECONDS)
+                    self.probes_back = self.probes_sent
+                    self.resume()
+                self.probes_sent += 1
+                probe = {"type": "hub.probe", "group": self.probe_group, "turn": self.probes_sent}
+                await asyncio.wait_for(self.layer.group_send(self.probe_group, probe), LAYER_CALL_SECONDS)
+            except Exception as error:
+                if asyncio.current_task().cancelling():
+                    raise
+                self.interrupt(f"the channel layer failed: {error!r}")
+
+    def interrupt(self, reason: str) -> None:
+        if not self.interrupted:
+            self.interrupted = True
+            logger.warning("public streams interrupted: %s", reason)
+            for connection in tuple(self.connections):
+                connection.stream_interrupted()
+
+    def resume(self) -> None:
+        if self.interrupted:
+            self.interrupted = False
+            logger.warning("public streams resumed: every group joined again")
+            for connection in tuple(self.connections):
+                connection.stream_resumed()
 
     async def latest_sequence(self, market) -> int:
         """The pair's latest sequence as this process knows it: the highest relayed, or the committed

@@ -30,21 +30,22 @@ REDIS = os.environ.get("E2E_REDIS", "redis://127.0.0.1:6379")
 REDIS_DB = int(os.environ.get("E2E_REDIS_DB", "2"))
 
 
-def require_services() -> None:
+def require_services(redis_url: str = f"{REDIS}/{REDIS_DB}") -> None:
     try:
         psycopg.connect(f"{POSTGRES}/postgres", connect_timeout=3).close()
-        redis.Redis.from_url(f"{REDIS}/{REDIS_DB}", socket_connect_timeout=3).ping()
+        redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
     except (psycopg.Error, redis.RedisError) as error:
         pytest.skip(f"end-to-end tests need PostgreSQL and Redis (.ci/run starts them): {error}")
 
 
 class Stack:
-    def __init__(self, tmp: Path):
-        require_services()
+    def __init__(self, tmp: Path, redis_url: str = f"{REDIS}/{REDIS_DB}"):
+        """``redis_url``: a Redis of the test's own (one it restarts, say) instead of the suite's."""
+        require_services(redis_url)
         self.tmp = tmp
         self.database = f"e2e_{uuid.uuid4().hex[:12]}"
         self.env = process_env(
-            DATABASE_URL=f"{POSTGRES}/{self.database}", REDIS_URL=f"{REDIS}/{REDIS_DB}", MATCHER_MODE="celery",
+            DATABASE_URL=f"{POSTGRES}/{self.database}", REDIS_URL=redis_url, MATCHER_MODE="celery",
             SECRET_KEY="e2e-" + "k" * 60, EXCHANGE_VAR_DIR=str(tmp), DJANGO_SETTINGS_MODULE="exchange.settings",
             EXCHANGE_ADMIN_PASSWORD="e2e-operator-password", LOG_LEVEL="WARNING",
         )
