@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import redis.exceptions
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -68,7 +69,12 @@ async def send_in_order(layer, messages: list[tuple[str, dict]]) -> None:
     for group, message in messages:
         if message["type"] == "account.changes":
             message = {**message, "event": next(numbers)}
-        await layer.group_send(group, message)
+        try:
+            await layer.group_send(group, message)
+        except redis.exceptions.ConnectionError:
+            # After a Redis restart the first command on each pooled connection fails (the server
+            # closed it): sent again on a fresh one, rather than a trade or event lost for good.
+            await layer.group_send(group, message)
 
 
 def next_account_events(account_ids: list[int]) -> list[int]:
