@@ -35,6 +35,7 @@ from exchange.fields import has_control_character
 from exchange.jsonparse import StrictJSONError, loads_strict
 from exchange.net import client_address
 from marketdata import replay, services, streams
+from marketdata.account_events import AccountEvents
 from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for
 from marketdata.transport import (close_when_read, pending_output_bytes, protocol_of, refuse_oversized_with_a_close,
                                   takes_frames, write_frame)
@@ -56,7 +57,6 @@ SLOW_CONSUMER_CLOSE_CODE = 4008
 # How long a connection closed with a reason is kept for the client to read the reason (the error and
 # the close frame are behind whatever it has not read yet), before it is dropped.
 CLOSE_GRACE_SECONDS = 30
-LATE_EVENTS = 100  # how far back a private event reported lost may still arrive (out of order) unreported
 MAX_QUEUED_STREAM_MESSAGES = 10_000  # relayed public messages waiting for this connection's handlers
 KEY_RECHECK_SECONDS = 10  # how soon a revoked key's socket is closed
 KEY_REFUSED_CLOSE_CODE = 4003
@@ -99,8 +99,7 @@ class Connection:
     account_id: int | None = None
     last_sent: float = field(default_factory=time.monotonic)
     private_sent: int = 0  # the "seq" of the last private message sent
-    account_event: int | None = None  # the number of the last account event received (trading.publishing)
-    events_missing: set[int] = field(default_factory=set)  # reported lost, and may still arrive late
+    account_events: AccountEvents = field(default_factory=AccountEvents)
 
 
 class StreamConsumer(AsyncWebsocketConsumer):
@@ -108,7 +107,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # database connections through Daphne's one sync thread, a hop per message per connection;
     # these handlers reach the database only through database_sync_to_async, which does that itself.
     STREAM_HANDLERS = {"book.delta": "book_delta", "market.trades": "market_trades", "market.ticker": "market_ticker",
-                       "stream.heartbeat": "heartbeat", "stream.resumed": "resume"}
+                       "stream.heartbeat": "heartbeat", "stream.resumed": "resume",
+                       "stream.events_lost": "events_lost"}
 
     async def dispatch(self, message):
         self.busy = True
@@ -276,8 +276,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if not any(self.group_for(n, p) == group for n, p in self.state.subscriptions):
                 await self.leave_group(group)
                 if name in PRIVATE_CHANNELS:  # events are not received until the next subscription
-                    self.state.account_event = None
-                    self.state.events_missing.clear()
+                    self.state.account_events.reset()
             await self.send_json({"type": "unsubscribed", "channel": name, "pair": pair})
 
     def parse_channels(self, message) -> list[tuple[str, str | None]]:
@@ -419,11 +418,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # -- private channels
 
     async def account_changes(self, event):
-        lost = self.events_lost_before(event["event"])
-        if lost:
-            await self.send_json(error_json(ExchangeError(
-                ErrorCode.PRIVATE_EVENTS_LOST, "Private events were lost on the way to this connection; reconcile "
-                "from GET /v1/orders and /v1/fills (and GET /v1/account/balances).", lost)))
+        restarted = self.state.account_events.receive(event["event"], time.monotonic())
+        if restarted:
+            await self.events_lost({"details": restarted})
         subscribed = {name for name, _ in self.state.subscriptions if name in PRIVATE_CHANNELS}
         if "orders" in subscribed and event["orders"]:
             orders = await database_sync_to_async(self.read_orders)(event["orders"])
@@ -434,31 +431,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if "balances" in subscribed:
             await self.send_balances()
 
-    def events_lost_before(self, number: int) -> dict | None:
-        """The account's events are numbered where they are published, so one the channel layer
-        dropped (a full channel) shows as a gap here: None when ``number`` follows the last one
-        received (or is the first, or a late one already reported); else ``{"expected", "received"}``.
-
-        Two processes may publish for one account at the same instant (the web accepting an order,
-        the matcher filling it), so an event can arrive after the next one: reported missing at the
-        gap, it is taken without a second report when it comes. A number lower than expected that
-        was never missing means the numbering restarted (the counter was lost with Redis), and events
-        may have been lost with it."""
-        state = self.state
-        expected = None if state.account_event is None else state.account_event + 1
-        if expected is None or number == expected:
-            state.account_event = number
-            return None
-        if number in state.events_missing:
-            state.events_missing.discard(number)
-            return None
-        if number > expected:
-            state.events_missing = {n for n in state.events_missing if n > number - LATE_EVENTS}
-            state.events_missing.update(range(max(expected, number - LATE_EVENTS), number))
-        else:
-            state.events_missing.clear()
-        state.account_event = number
-        return {"expected": expected, "received": number}
+    async def events_lost(self, message) -> None:
+        """Account events the channel layer dropped (marketdata.account_events): the client is told to
+        reconcile from REST, and the stream carries on."""
+        await self.send_json(error_json(ExchangeError(
+            ErrorCode.PRIVATE_EVENTS_LOST, "Private events were lost on the way to this connection; reconcile "
+            "from GET /v1/orders and /v1/fills (and GET /v1/account/balances).", message["details"])))
 
     async def send_private(self, message: dict) -> None:
         """A private message, with the connection's count of them as ``seq``."""
@@ -561,6 +539,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
             now = time.monotonic()
             if now - self.state.last_sent >= interval:
                 self.queue_heartbeat()
+            for lost in self.state.account_events.overdue(now):  # sent in order with the stream
+                self.queued_streams += 1
+                self.stream_queue.put_nowait({"type": "stream.events_lost", "details": lost})
             try:
                 if self.key_id is not None and now - key_checked >= KEY_RECHECK_SECONDS:
                     key_checked = now

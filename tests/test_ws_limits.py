@@ -128,8 +128,8 @@ def test_private_events_a_full_channel_drops_are_reported_and_private_messages_a
         released.set()
         messages = [await receive(ws, "orders", timeout=10) for _ in range(1 + capacity)]
         await asyncio.to_thread(publish, order.pk, 1)
+        after = await receive(ws, timeout=10)  # at once; the gap it shows is reported after the grace period
         error = await receive(ws, timeout=10)
-        after = await receive(ws, timeout=10)
         await ws.disconnect()
         return messages, error, after
 
@@ -141,7 +141,7 @@ def test_private_events_a_full_channel_drops_are_reported_and_private_messages_a
     assert after["type"] == "orders" and after["seq"] == capacity + 2  # and the stream carries on
 
 
-def test_account_events_out_of_order_are_reported_once_and_a_restarted_numbering_is_reported(markets, alice):
+def test_account_events_a_moment_out_of_order_are_not_reported_and_a_restarted_numbering_is(markets, alice):
     async def body():
         ws, _ = await signed_in(alice)
         await op(ws, op="subscribe", channels=[{"name": "orders"}])
@@ -159,4 +159,4 @@ def test_account_events_out_of_order_are_reported_once_and_a_restarted_numbering
 
     errors = [m["details"] for m in run(body) if m["type"] == "error"]
 
-    assert errors == [{"expected": 8, "received": 9}, {"expected": 11, "received": 3}]
+    assert errors == [{"expected": 11, "received": 3}]

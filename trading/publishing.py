@@ -80,7 +80,7 @@ async def send_in_order(layer, messages: list[tuple[str, dict]]) -> None:
 def next_account_events(account_ids: list[int]) -> list[int]:
     """The numbers of the accounts' next events: +1 per account.changes message, counted across every
     process that publishes (web processes accepting orders, each pair's matcher). Consumers see the
-    channel layer's silent drops as gaps (consumers.StreamConsumer.events_lost_before)."""
+    channel layer's silent drops as gaps (marketdata.account_events)."""
     if not account_ids:
         return []
     if settings.REDIS_URL:

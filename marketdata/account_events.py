@@ -1,0 +1,75 @@
+"""Continuity of one connection's account events, numbered where they are published (trading.publishing).
+
+The channel layer drops what a full channel cannot take without telling anyone, so a drop shows only
+as a gap in the numbers. But two processes may publish for one account at the same instant (the web
+accepting an order, the matcher filling it), so an event can also arrive just after the next one: a
+gap is reported lost only when its events have not arrived within ``GRACE_SECONDS``. A number lower
+than expected that was never missing means the numbering restarted (the counter was lost with
+Redis): events may have been lost with it, and that is reported at once.
+"""
+
+from dataclasses import dataclass, field
+
+GRACE_SECONDS = 1.0
+LATE_EVENTS = 100  # how far back an event may still arrive late and be taken without a report
+
+
+@dataclass
+class Gap:
+    expected: int
+    received: int
+    missing: set[int]
+    noticed_at: float
+
+    def report(self) -> dict:
+        return {"expected": self.expected, "received": self.received}
+
+
+@dataclass
+class AccountEvents:
+    last: int | None = None  # the number of the last event received in order
+    gaps: list[Gap] = field(default_factory=list)  # noticed, not yet reported
+    reported: set[int] = field(default_factory=set)  # reported lost, and may still arrive late
+
+    def receive(self, number: int, now: float) -> dict | None:
+        """Take the event numbered ``number``; the report of a restarted numbering, else None."""
+        expected = None if self.last is None else self.last + 1
+        if expected is None or number == expected:
+            self.last = number
+            return None
+        if self.arrived_late(number):
+            return None
+        if number > expected:
+            self.gaps.append(Gap(expected, number, set(range(max(expected, number - LATE_EVENTS), number)), now))
+            self.last = number
+            return None
+        self.reset()
+        self.last = number
+        return {"expected": expected, "received": number}
+
+    def arrived_late(self, number: int) -> bool:
+        for gap in self.gaps:
+            if number in gap.missing:
+                gap.missing.discard(number)
+                if not gap.missing:
+                    self.gaps.remove(gap)
+                return True
+        if number in self.reported:
+            self.reported.discard(number)
+            return True
+        return False
+
+    def overdue(self, now: float) -> list[dict]:
+        """The reports of the gaps whose events did not arrive within the grace period."""
+        due = [gap for gap in self.gaps if now - gap.noticed_at >= GRACE_SECONDS]
+        for gap in due:
+            self.gaps.remove(gap)
+            self.reported.update(gap.missing)
+        if due and self.last is not None:
+            self.reported = {number for number in self.reported if number > self.last - LATE_EVENTS}
+        return [gap.report() for gap in due]
+
+    def reset(self) -> None:
+        self.last = None
+        self.gaps.clear()
+        self.reported.clear()
