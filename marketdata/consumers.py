@@ -177,6 +177,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def join_group(self, group: str) -> None:
         if group.startswith("account."):
+            await hub_for(self.channel_layer).start_once()
             await self.channel_layer.group_add(group, self.channel_name)
         else:
             await hub_for(self.channel_layer).join(group, self)

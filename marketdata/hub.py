@@ -64,6 +64,12 @@ class StreamHub:
             self.refresh_task = asyncio.create_task(self.refresh_groups())
             self.watch_task = asyncio.create_task(self.watch())
 
+    async def start_once(self) -> None:
+        """For a connection with private channels only: the probe tells it of an outage too, and its
+        resume re-joins its account group."""
+        async with self.lock:
+            await self.start()
+
     def attach(self, connection) -> None:
         self.connections.add(connection)
 

@@ -131,6 +131,22 @@ def test_streams_and_replay_protection_survive_a_redis_restart(tmp_path, redis_s
                 return None
 
         trade_stream = Listener(read_trades)
+        # The taker's private orders channel, on a Daphne process of its own that serves no public stream.
+        private_ws_url = stack.start_daphne(WS_HEARTBEAT_SECONDS="1").replace("http://", "ws://") + "/v1/ws"
+        orders_socket = connect(private_ws_url).__enter__()  # closed below
+        headers = signed_headers(taker_credentials["key"], taker_credentials["secret"], "GET", "/v1/ws")
+        orders_socket.send(json.dumps({"op": "auth", "key": headers["X-Api-Key"],
+                                       "timestamp": headers["X-Api-Timestamp"], "nonce": headers["X-Api-Nonce"],
+                                       "signature": headers["X-Api-Signature"]}))
+        orders_socket.send(json.dumps({"op": "subscribe", "channels": [{"name": "orders"}]}))
+
+        def read_orders():
+            try:
+                return json.loads(orders_socket.recv(timeout=0.5))
+            except TimeoutError:
+                return None
+
+        orders_stream = Listener(read_orders)
         try:
             # Before: a resting ask, and a bid sent as raw signed bytes kept for the replay.
             trader.place_order("BTC-USD", "sell", "limit", price="63100", size="0.01")
@@ -144,7 +160,7 @@ def test_streams_and_replay_protection_survive_a_redis_restart(tmp_path, redis_s
 
             redis_server.kill()
             down_at = time.monotonic()
-            wait_until(lambda: degraded(book_stream, down_at) and degraded(trade_stream, down_at),
+            wait_until(lambda: all(degraded(s, down_at) for s in (book_stream, trade_stream, orders_stream)),
                        what="degraded heartbeats while Redis is down")
             redis_server.start()
             up_at = time.monotonic()
@@ -162,6 +178,8 @@ def test_streams_and_replay_protection_survive_a_redis_restart(tmp_path, redis_s
 
             wait_until(caught_up, what="the follower has the book after the restart")
             wait_until(lambda: trade_stream.since(up_at, "trade"), what="a trade after the restart")
+            wait_until(lambda: {o["order_id"] for m in orders_stream.since(up_at, "orders") for o in m["orders"]}
+                       >= {taker["order_id"] for taker in takers}, what="the taker's orders after the restart")
             # (The matcher's first publication after the restart can fail on a pooled connection the
             # restart closed; the book is repaired from the gap, that trade message is not resent.)
             replayed = httpx.post(f"{rest}/v1/orders", content=body, headers=captured, timeout=10)
@@ -170,11 +188,14 @@ def test_streams_and_replay_protection_survive_a_redis_restart(tmp_path, redis_s
             book_stream.close()
             trade_stream.close()
             trades_socket.close()
+            orders_stream.close()
+            orders_socket.close()
             follower.close()
 
     # While Redis was down each client heard so, with the sequences it had been sent.
     assert [h["sequences"] for h in degraded(book_stream, down_at, up_at)][0] == {"BTC-USD": sequence_before}
     assert [h["sequences"] for h in degraded(trade_stream, down_at, up_at)][0] == {}
+    assert degraded(orders_stream, down_at, up_at)  # a connection with private channels only is told too
     # The book follows again: deltas after the restart, and the same book as REST's.
     assert [d["sequence"] for d in book_stream.since(up_at, "delta")][-1] == book["sequence"]
     assert follower.book.bids(100) == book["bids"] and follower.book.asks(100) == book["asks"]
