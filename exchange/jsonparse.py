@@ -14,8 +14,9 @@ from rest_framework.parsers import JSONParser
 
 MAX_DEPTH = 32
 
-# A string literal (skipped: its brackets are text) or one bracket.
-_DEPTH_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# A complete string literal (skipped: its brackets are text), an unterminated one (to the end, once),
+# or one bracket. Each match ends where the next starts, so the scan is linear in the text.
+DEPTH_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
 
 
 class StrictJSONError(ValueError):
@@ -40,7 +41,7 @@ def _check_depth(text: str, max_depth: int) -> None:
     if text.count("[") + text.count("{") <= max_depth:
         return
     depth = 0
-    for token in _DEPTH_TOKEN.finditer(text):
+    for token in DEPTH_TOKEN.finditer(text):
         bracket = token.group()
         if bracket in "[{":
             depth += 1

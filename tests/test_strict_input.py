@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 from django.test import Client
 
-from exchange.jsonparse import MAX_DEPTH, StrictJSONError, loads_strict
+from exchange.jsonparse import DEPTH_TOKEN, MAX_DEPTH, StrictJSONError, loads_strict
 from trading.models import MatcherCommand, Order
 
 from .conftest import ledger_snapshot
@@ -204,6 +204,17 @@ def test_loads_strict_counts_only_brackets_outside_strings():
     assert loads_strict(brackets_in_text) == json.loads(brackets_in_text)
     with pytest.raises(StrictJSONError, match="nested deeper"):
         loads_strict("[" + nested + "]")
+
+
+@pytest.mark.parametrize("tail", ["", "\\", "\n"])
+def test_the_depth_scan_reads_an_unterminated_string_once(tail):
+    """A scan that started again at every quote of an unterminated string took seconds for 16 KB (one
+    WebSocket message stalled its Daphne process): from its first quote the string is one token."""
+    text = '"' + '\\"' * 5000 + "[" * (MAX_DEPTH + 1) + tail
+
+    assert [token.span() for token in DEPTH_TOKEN.finditer(text)] == [(0, len(text))]
+    with pytest.raises(StrictJSONError, match="Not valid JSON"):
+        loads_strict(text)
 
 
 @pytest.mark.parametrize("text", ['{"a": {"b": 1, "b": 1}}', "[Infinity]", "[-Infinity]", '"\\udc00"', b"\xff",
