@@ -137,14 +137,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# A Redis that does not answer (a partition, not a refused connection) fails a request with 503 in
+# seconds (two tries) rather than hanging it on TCP's timeouts; reads wait longer than a matcher's 1 s answer.
+REDIS_TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": REDIS_TIMEOUTS}}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # channels_redis blocks 5 s per read; redis-py's own 5 s socket timeout would then cut
             # quiet consumers off (channels_redis#422), so reads get more time than the block.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 500},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30,
+                                  "socket_connect_timeout": REDIS_TIMEOUTS["socket_connect_timeout"]}],
+                       "capacity": 500},
         }
     }
 else:

@@ -1,6 +1,7 @@
 """Honest answers in outages: a database or Redis that is down is 503 SERVICE_UNAVAILABLE with
 Retry-After, never 500, and an order or cancel that was committed is answered with what is known of it."""
 
+import socket
 from contextlib import contextmanager
 from decimal import Decimal
 
@@ -32,10 +33,10 @@ def assert_unavailable(response, **details):
     assert error["details"] == {**details, "retry_after": OUTAGE_RETRY_AFTER_SECONDS}
 
 
-@pytest.fixture
-def cut_redis(settings):
-    """Point everything that uses Redis (cache, nonces, rate limits, the matcher's announcements) at a
-    port where nothing listens; call it once the test's keys and orders are made."""
+@contextmanager
+def redis_at(settings, url: str):
+    """Point everything that uses Redis (cache, nonces, rate limits, the matcher's announcements) at
+    ``url`` once the returned function is called (after the test's keys and orders are made)."""
 
     def forget_clients():
         get_redis.cache_clear()
@@ -48,10 +49,27 @@ def cut_redis(settings):
         forget_clients()
 
     before = settings.REDIS_URL, settings.CACHES
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
+                          "OPTIONS": settings.REDIS_TIMEOUTS}}
     yield lambda: point_at(url, caches)
     point_at(*before)
+
+
+@pytest.fixture
+def cut_redis(settings):
+    """Redis down: a port where nothing listens (connections are refused)."""
+    with redis_at(settings, f"redis://127.0.0.1:{free_port()}/0") as cut:
+        yield cut
+
+
+@pytest.fixture
+def silent_redis(settings):
+    """Redis cut off by the network: connections are accepted and nothing ever answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        with redis_at(settings, f"redis://127.0.0.1:{server.getsockname()[1]}/0") as cut:
+            yield cut
 
 
 @contextmanager
@@ -74,6 +92,12 @@ def database_down(after=None):
 
 def test_time_with_redis_unreachable_is_503_with_retry_after(db, cut_redis):
     cut_redis()
+
+    assert_unavailable(Client().get("/v1/time"))
+
+
+def test_time_with_redis_not_answering_is_503_not_a_hang(db, silent_redis):
+    silent_redis()
 
     assert_unavailable(Client().get("/v1/time"))
 
