@@ -261,3 +261,26 @@ def test_a_celery_matcher_with_a_retry_pending_drains_a_new_orders_wake_up_at_on
     with database_down(), pytest.raises(Retry):
         run_task("first")
     assert retries[-1] == 5.0  # the backoff starts again
+
+
+def test_a_retry_that_cannot_be_queued_leaves_the_pair_to_a_timer_not_stuck(alice, settings, monkeypatch):
+    """The broker down too: the task that was to be the pair's pending retry could not queue it, so a
+    timer here wakes the pair instead, and the next failing task is not told a retry is pending."""
+    settings.MATCHER_MODE = "celery"
+    monkeypatch.setattr(dispatch, "queue_wake_up", lambda pair: None)
+    timers = []
+    monkeypatch.setattr(dispatch, "retry_later", timers.append)
+
+    def retry(exc, countdown):
+        raise ConnectionRefusedError("the broker is down")
+
+    monkeypatch.setattr(match_pair, "retry", retry)
+    services.place_order(alice, OrderRequest(**{**LIMIT_BUY, "price": Decimal("63000"), "size": Decimal("0.01")}))
+    match_pair.push_request(id="first")
+    try:
+        with database_down():
+            assert match_pair.run("BTC-USD") == 0
+    finally:
+        match_pair.pop_request()
+
+    assert timers == ["BTC-USD"] and "BTC-USD" not in dispatch._retry_pending

@@ -136,6 +136,15 @@ def drain_failed(pair: str, task_id: str) -> float | None:
         return retry_delay(_failures[pair])
 
 
+def retry_not_queued(pair: str, task_id: str) -> None:
+    """This task was to be the pair's pending retry but could not be queued: a timer in this process
+    takes its place, so the pair is not left waiting for a retry that never comes."""
+    with _retry_lock:
+        if _retry_pending.get(pair) == task_id:
+            del _retry_pending[pair]
+    retry_later(pair)
+
+
 def drain_succeeded(pair: str, task_id: str) -> None:
     """The database is back: the next failure backs off from the start. A pending retry stays
     pending (one drain of an empty queue) unless this task was it."""

@@ -24,7 +24,13 @@ def match_pair(self, pair: str) -> int:
             logger.warning("the matcher of %s failed (%r); its pending retry will drain again", pair, error)
             return 0
         logger.exception("the matcher of %s failed; retrying in %.0f s", pair, delay)
-        raise self.retry(exc=error, countdown=delay) from None
+        try:
+            retry = self.retry(exc=error, countdown=delay)
+        except Exception:  # the retry could not be queued (the broker is down too)
+            logger.exception("could not queue the retry of %s's matcher; waking it from here", pair)
+            dispatch.retry_not_queued(pair, self.request.id)
+            return 0
+        raise retry from None
     dispatch.drain_succeeded(pair, self.request.id)
     return drained
 
