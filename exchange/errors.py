@@ -197,8 +197,7 @@ def bad_request_view(request, exception):
     """Django's handler400, for what it refuses before any view runs (a Host not in ALLOWED_HOSTS, too
     many query parameters): JSON under /v1/, the stock page elsewhere."""
     if request.path.startswith("/v1/"):
-        error = as_exchange_error(exception)
-        return JsonResponse(error_body(error.code, error.message, error.details), status=error.status)
+        return error_json_response(as_exchange_error(exception))
     from django.views.defaults import bad_request
 
     return bad_request(request, exception)

@@ -1,8 +1,6 @@
 """Refuses control characters in the path and query of every /v1/ request, before any view reads them."""
 
-from django.http import JsonResponse
-
-from exchange.errors import ErrorCode, error_body
+from exchange.errors import ErrorCode, ExchangeError, error_json_response
 from exchange.fields import has_control_character
 
 
@@ -24,5 +22,5 @@ class RefuseControlCharactersMiddleware:
         return self.get_response(request)
 
 
-def refusal(message: str, details: dict) -> JsonResponse:
-    return JsonResponse(error_body(ErrorCode.INVALID_REQUEST, message, details), status=400)
+def refusal(message: str, details: dict):
+    return error_json_response(ExchangeError(ErrorCode.INVALID_REQUEST, message, details))

@@ -141,12 +141,16 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def receive_from_layer(self) -> dict:
         """The next message of the connection's own channel. A failed read (Redis down) is retried:
         the hub reports the outage to the client, and the connection outlives it."""
+        failing = False
         while True:
             try:
                 return await self.channel_layer.receive(self.channel_name)
             except Exception:
                 if asyncio.current_task().cancelling():
                     raise  # channels_redis can turn a cancellation into another error: it must still end this
+                if not failing:  # once per outage, not every retry
+                    logger.warning("a connection's channel could not be read; retrying", exc_info=True)
+                    failing = True
                 await asyncio.sleep(LAYER_RETRY_SECONDS)
 
     async def connect(self):
@@ -419,7 +423,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # -- private channels
 
     async def account_changes(self, event):
-        restarted = self.state.account_events.receive(event["event"], time.monotonic())
+        # A publisher of the previous release (a rolling deploy) does not number its events.
+        restarted = "event" in event and self.state.account_events.receive(event["event"], time.monotonic())
         if restarted:
             await self.events_lost({"details": restarted})
         subscribed = {name for name, _ in self.state.subscriptions if name in PRIVATE_CHANNELS}

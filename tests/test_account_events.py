@@ -64,3 +64,12 @@ def test_reset_forgets_everything():
     events.reset()
 
     assert events.receive(9, now=0) is None and events.overdue(now=GRACE_SECONDS * 2) == []
+
+
+def test_an_event_sent_twice_is_taken_without_a_report():
+    events = AccountEvents()
+    for number in (4, 5):
+        events.receive(number, now=0)
+
+    assert events.receive(5, now=0) is None
+    assert events.receive(6, now=0) is None and events.overdue(now=GRACE_SECONDS * 2) == []

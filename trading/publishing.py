@@ -73,7 +73,9 @@ async def send_in_order(layer, messages: list[tuple[str, dict]]) -> None:
             await layer.group_send(group, message)
         except redis.exceptions.ConnectionError:
             # After a Redis restart the first command on each pooled connection fails (the server
-            # closed it): sent again on a fresh one, rather than a trade or event lost for good.
+            # closed it): sent again on a fresh one, rather than a trade or event lost for good. Had
+            # the first send's reply been lost instead, clients get it twice and tell by trade id,
+            # delta sequence or event number.
             await layer.group_send(group, message)
 
 
