@@ -10,6 +10,15 @@ from trading.demo import load_demo_markets
 from trading.models import Asset, Balance, LedgerEntry, Market
 
 
+@pytest.fixture(scope="module")
+def stack(request, tmp_path_factory):
+    """The production topology (tests/stack.py), shared by an end-to-end module's tests."""
+    from .stack import Stack
+
+    with Stack(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])) as stack:
+        yield stack
+
+
 @pytest.fixture
 def api():
     return APIClient()

@@ -31,6 +31,17 @@ def process_env(**overrides: str | None) -> dict[str, str]:
     return env
 
 
+def wait_until(condition, timeout=60.0, interval=0.2, what="condition"):
+    """``condition()``'s first true value, polled every ``interval`` seconds for up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not met in {timeout}s")
+
+
 def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -2,7 +2,6 @@
 page's curl quick start run as written."""
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -17,18 +16,11 @@ from accounts.keys import prehash, sign
 
 from .processes import ROOT, free_port, process_env, running
 from .signing import now_ms
-from .stack import Stack
 
 pytestmark = pytest.mark.slow
 PRODUCT_PAGE = ROOT.parent / "shared" / "seed" / "api-for-developers.txt"
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 QUICK_START_TIME = "@2024-05-01 00:00:00"  # the page's X-Api-Timestamp, 1714521600000
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("keys")) as stack:
-        yield stack
 
 
 def signed_headers(key: dict, method: str, path: str, body: bytes) -> dict:

@@ -9,31 +9,16 @@ import pytest
 from hkt_client import Client
 from hkt_client.errors import MarketHalted
 
-from .stack import OrderStream, Stack
+from .processes import wait_until
+from .stack import OrderStream
 
 pytestmark = pytest.mark.slow
 D = Decimal
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("stack")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
 def rest(stack):
     return stack.start_rest()
-
-
-def wait_until(condition, timeout=60.0, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met in {timeout}s")
 
 
 def spot(balances: dict, asset: str) -> dict:

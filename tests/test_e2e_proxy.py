@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from .processes import ROOT, free_port, running
-from .test_e2e_matching import rest, stack  # noqa: F401  the fixtures
+from .test_e2e_matching import rest  # noqa: F401  the fixture
 
 pytestmark = pytest.mark.slow
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import threading
 import time
-from decimal import Decimal
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ from hkt_client import BookFollower, Client
 from hkt_client.signing import signed_headers
 from websockets.sync.client import connect
 
-from .processes import free_port
+from .processes import free_port, wait_until
 from .stack import Stack
 
 pytestmark = pytest.mark.slow
@@ -75,16 +74,18 @@ class Listener:
         self.thread.join(timeout=10)
 
 
+def json_reader(socket):
+    def read() -> dict | None:
+        try:
+            return json.loads(socket.recv(timeout=0.5))
+        except TimeoutError:
+            return None
+
+    return read
+
+
 def degraded(listener: Listener, start: float, end: float = float("inf")) -> list[dict]:
     return [heartbeat for heartbeat in listener.since(start, "heartbeat", end) if heartbeat["degraded"]]
-
-
-def wait_until(condition, timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.1)
 
 
 def place(trader: Client, side: str, price: str, size: str) -> dict:
@@ -123,14 +124,7 @@ def test_streams_and_replay_protection_survive_a_redis_restart(tmp_path, redis_s
         book_stream = Listener(lambda: follower.recv_one(timeout=0.5))
         trades_socket = connect(ws_url).__enter__()  # closed below
         trades_socket.send(json.dumps({"op": "subscribe", "channels": [{"name": "trades", "pair": "BTC-USD"}]}))
-
-        def read_trades():
-            try:
-                return json.loads(trades_socket.recv(timeout=0.5))
-            except TimeoutError:
-                return None
-
-        trade_stream = Listener(read_trades)
+        trade_stream = Listener(json_reader(trades_socket))
         # The taker's private orders channel, on a Daphne process of its own that serves no public stream.
         private_ws_url = stack.start_daphne(WS_HEARTBEAT_SECONDS="1").replace("http://", "ws://") + "/v1/ws"
         orders_socket = connect(private_ws_url).__enter__()  # closed below
@@ -139,14 +133,7 @@ def test_streams_and_replay_protection_survive_a_redis_restart(tmp_path, redis_s
                                        "timestamp": headers["X-Api-Timestamp"], "nonce": headers["X-Api-Nonce"],
                                        "signature": headers["X-Api-Signature"]}))
         orders_socket.send(json.dumps({"op": "subscribe", "channels": [{"name": "orders"}]}))
-
-        def read_orders():
-            try:
-                return json.loads(orders_socket.recv(timeout=0.5))
-            except TimeoutError:
-                return None
-
-        orders_stream = Listener(read_orders)
+        orders_stream = Listener(json_reader(orders_socket))
         try:
             # Before: a resting ask, and a bid sent as raw signed bytes kept for the replay.
             trader.place_order("BTC-USD", "sell", "limit", price="63100", size="0.01")

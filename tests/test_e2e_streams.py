@@ -21,15 +21,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .processes import ROOT
-from .stack import Stack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("streams")) as stack:
-        yield stack
 
 
 def follow(follower: BookFollower, stop: threading.Event) -> None:

@@ -11,8 +11,9 @@ import pytest
 from hkt_client import Client
 from websockets.sync.client import connect
 
+from .processes import wait_until
 from .stack import OrderStream
-from .test_e2e_matching import iterate_orders, stack, wait_until  # noqa: F401  the fixture
+from .test_e2e_matching import iterate_orders
 
 pytestmark = pytest.mark.slow
 LIVE_OR_FINAL = {"open", "partially_filled", "filled", "cancelled", "expired", "rejected"}

@@ -11,16 +11,9 @@ from websockets.sync.client import connect
 
 from marketdata.consumers import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 
-from .stack import Stack
 from .test_e2e_streams import delta_text, publish_deltas, subscribe_message
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("ws-limits")) as stack:
-        yield stack
 
 
 @pytest.fixture(scope="module")
