@@ -100,8 +100,10 @@ class StreamHub:
                 self.interrupt(f"the stream relay could not receive: {error!r}")
                 await asyncio.sleep(RECEIVE_RETRY_SECONDS)
                 continue
+            # Any message of a group shows this process's groups are still there: a probe dropped by a
+            # full channel under load must not read as an outage.
+            self.probes_back = self.probes_sent
             if message["type"] == "hub.probe":
-                self.probes_back = max(self.probes_back, message["turn"])
                 continue
             if message["type"] == "book.delta":
                 self.relayed[message["pair"]] = max(self.relayed.get(message["pair"], 0), message["sequence"])
