@@ -118,10 +118,14 @@ OUTAGE_ERRORS = (
 OUTAGE_RETRY_AFTER_SECONDS = 2
 
 
+class ServiceUnavailable(ExchangeError):
+    """A dependency failed: the request may succeed when retried (``Retry-After``)."""
+
+
 def unavailable(message: str = "A service the exchange depends on is unavailable; retry shortly.",
-                **details: Any) -> ExchangeError:
-    return ExchangeError(ErrorCode.SERVICE_UNAVAILABLE, message,
-                         {**details, "retry_after": OUTAGE_RETRY_AFTER_SECONDS})
+                **details: Any) -> ServiceUnavailable:
+    return ServiceUnavailable(ErrorCode.SERVICE_UNAVAILABLE, message,
+                              {**details, "retry_after": OUTAGE_RETRY_AFTER_SECONDS})
 
 
 def log_outage(where: str, exc: BaseException) -> None:

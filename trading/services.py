@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
-from exchange.errors import OUTAGE_ERRORS, ErrorCode, ExchangeError, log_outage, unavailable
+from exchange.errors import OUTAGE_ERRORS, ErrorCode, ExchangeError, ServiceUnavailable, log_outage, unavailable
 from marketdata.services import access_market
 from trading import dispatch, ledger, publishing
 from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
@@ -86,9 +86,9 @@ def place_order(account, request: OrderRequest) -> tuple[Order, bool]:
     """
     try:
         return do_place_order(account, request), True
-    except (ExchangeError, IntegrityError) as error:
-        if getattr(error, "code", None) == ErrorCode.SERVICE_UNAVAILABLE:
-            raise  # the order may have been made; the lookup would meet the same outage
+    except ServiceUnavailable:
+        raise  # the order may have been made; the lookup would meet the same outage
+    except (ExchangeError, IntegrityError):
         existing = existing_for_retry(account, request)
         if existing is None:
             raise
