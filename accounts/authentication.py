@@ -30,6 +30,7 @@ HEADERS = ("X-Api-Key", "X-Api-Timestamp", "X-Api-Nonce", "X-Api-Signature")
 TIMESTAMP = re.compile(r"[0-9]{1,15}")  # ASCII digits only (str.isdigit() takes "²"); 15 reach the year 33658
 NONCE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
+KEY_ID = re.compile(r"hkt_(?:live|test)_[0-9a-f]{24}")  # accounts.keys.create_api_key's public ids
 LOADS = 3  # a key whose tokens change again between each reload and its check is refused
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def check_shape(signed: SignedRequest) -> int:
         raise refuse(ErrorCode.MISSING_AUTH_HEADERS, "X-Api-Nonce must be 8 to 64 characters of A-Z a-z 0-9 _ -.")
     if not SIGNATURE.fullmatch(signed.signature):
         raise refuse(ErrorCode.INVALID_SIGNATURE, "X-Api-Signature must be 64 hex digits (HMAC-SHA256).")
+    if not KEY_ID.fullmatch(signed.key_id):  # no look-up for what no key is (a NUL would reach the database)
+        raise refuse(ErrorCode.INVALID_API_KEY, "Unknown API key.")
     return int(signed.timestamp)
 
 

@@ -12,6 +12,7 @@ from exchange.jsonparse import DEPTH_TOKEN, MAX_DEPTH, StrictJSONError, loads_st
 from trading.models import MatcherCommand, Order
 
 from .conftest import ledger_snapshot
+from .signing import now_ms
 from .test_public_api import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -234,3 +235,15 @@ def test_a_browser_session_without_its_csrf_token_gets_the_envelope(alice):
     assert_error(response, 403, "PERMISSION_DENIED")
     assert "CSRF" in response.json()["error"]["message"]
     assert written() == before
+
+
+@pytest.mark.parametrize("key_id", ["hkt_live_\x00" + "0" * 23, " hkt_live_" + "0" * 24, "hkt_live_" + "٣" * 24,
+                                    "hkt_live_" + "0" * 24 + "\n", "x" * 5000])
+def test_an_api_key_id_no_key_could_have_is_refused_without_a_look_up(db, django_assert_num_queries, key_id):
+    headers = {"HTTP_X_API_KEY": key_id, "HTTP_X_API_TIMESTAMP": str(now_ms()), "HTTP_X_API_NONCE": "abcdefgh",
+               "HTTP_X_API_SIGNATURE": "0" * 64}
+
+    with django_assert_num_queries(0):
+        response = Client().get("/v1/orders", **headers)
+
+    assert_error(response, 401, "INVALID_API_KEY")
