@@ -82,6 +82,17 @@ class IntegerString(serializers.IntegerField):
         return value
 
 
+class StrictBoolean(serializers.BooleanField):
+    """JSON true or false only: DRF's BooleanField also takes "yes", "1", 0 and "on"."""
+
+    default_error_messages = {"invalid": "Must be true or false (a JSON boolean)."}
+
+    def to_internal_value(self, data) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 class StrictTextMixin:
     """A string field that refuses (never trims) surrounding whitespace and control characters."""
 

@@ -74,9 +74,9 @@ def test_json_a_strict_reader_refuses_is_refused(signed, body, words):
 
 @pytest.mark.parametrize("field, value", [
     ("price", "63000.00\n"), ("price", " 63000"), ("price", "６３０００"), ("size", "0.01\t"),
-    ("pair", "BTC-USD "), ("pair", "BTC-USD\u0000"),
+    ("pair", "BTC-USD "), ("pair", "BTC-USD\u0000"), ("post_only", "yes"), ("post_only", "true"), ("post_only", 1),
 ])
-def test_amounts_and_pairs_with_whitespace_or_other_characters_are_refused(signed, field, value):
+def test_amounts_pairs_and_flags_in_any_other_form_are_refused(signed, field, value):
     before = written()
 
     response = signed.post("/v1/orders", {**LIMIT_BUY, field: value})

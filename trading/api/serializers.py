@@ -4,7 +4,7 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from exchange.fields import DecimalString, Identifier, IdentifierPattern, IntegerString, MillisecondsField
+from exchange.fields import DecimalString, Identifier, IdentifierPattern, IntegerString, MillisecondsField, StrictBoolean
 from exchange.money import format_amount
 from trading.models import Fill, Order, Side
 from trading.orders import OrderRequest
@@ -46,7 +46,7 @@ class OrderCreateSerializer(FieldsBuiltOnce, serializers.Serializer):
         choices=Order.TimeInForce.choices, required=False,
         help_text="GTC (default for limit and stop-limit), IOC (default for market and stop-market) or FOK.",
     )
-    post_only = serializers.BooleanField(default=False, help_text="Reject (POST_ONLY_WOULD_TAKE) instead of taking.")
+    post_only = StrictBoolean(default=False, help_text="Reject (POST_ONLY_WOULD_TAKE) instead of taking.")
     stp = serializers.ChoiceField(
         choices=Order.SelfTradePrevention.choices, default=Order.SelfTradePrevention.CANCEL_OLDEST,
         help_text="Self-trade prevention when this order meets one of your own resting orders.",
