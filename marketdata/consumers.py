@@ -578,10 +578,14 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def resume(self, message) -> None:
         """After a channel-layer outage: the account group joined again (the layer may have forgotten
         it), each book caught up from where this connection left it (replayed, or a snapshot), each
-        ticker sent afresh, then a heartbeat that is no longer degraded."""
+        ticker sent afresh, then a heartbeat that is no longer degraded. Private events published
+        meanwhile failed before they were numbered, so no gap would show them: the client is told to
+        reconcile, and the numbering is followed afresh (Redis may have lost its counters)."""
         try:
             if any(name in PRIVATE_CHANNELS for name, _ in self.state.subscriptions):
                 await self.channel_layer.group_add(streams.account_group(self.state.account_id), self.channel_name)
+                self.state.account_events.reset()
+                await self.events_lost({"details": {"reason": "the stream was interrupted"}})
             for pair, sent in list(self.state.book_sequences.items()):
                 await self.resynchronise(await self.book_market(pair), sent)
             for name, pair in list(self.state.subscriptions):
