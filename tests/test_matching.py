@@ -35,7 +35,7 @@ def test_limit_orders_cross_and_settle_to_the_cent(alice, bob, trade):
 
 def test_audit_passes_after_trading_and_names_each_corruption(alice, bob, trade):
     from trading.audit import audit
-    from trading.models import Balance, LedgerEntry
+    from trading.models import Asset, Balance, LedgerEntry
 
     trade(alice, side="sell", type="limit", price=D("63000"), size=D("0.5"))
     trade(bob, side="buy", type="limit", price=D("63000"), size=D("0.2"))
@@ -50,7 +50,8 @@ def test_audit_passes_after_trading_and_names_each_corruption(alice, bob, trade)
     Trade.objects.filter(pk=stray.pk).update(market_id=10**9)
 
     problems = "\n".join(audit())
-    assert "USD" in problems or "held but" in problems
+    usd = Asset.objects.get(symbol="USD").pk  # 200,000 deposited; bob's 87,400 now reads 1
+    assert f"asset {usd}: {D(112601):.18f} held but {D(200000):.18f} entered" in problems
     assert "does not sum to zero" in problems
     assert f"order {Order.objects.get(account=alice).pk}: filled" in problems
     assert f"fill {orphan.pk} names no existing order" in problems
@@ -154,4 +155,8 @@ def test_candles_follow_the_trades_minute_by_minute_also_across_a_restart(alice,
     assert candles(btc_usd) == made_by_the_matcher
 
     Candle.objects.filter(minute=minute).update(volume=D("0.5"))
-    assert any("candles count" in problem for problem in audit())
+    exact = D("1e-18")  # amounts are read back at 18 places
+    volumes = {"candles": D("1.4").quantize(exact), "trades": D("1.5").quantize(exact)}
+    quote = D("95010").quantize(exact)
+    assert audit() == [f"market {btc_usd.pk}: candles count {(5, volumes['candles'], quote)} "
+                       f"but the trades {(5, volumes['trades'], quote)}"]

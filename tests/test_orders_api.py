@@ -322,10 +322,10 @@ def test_market_buy_by_funds_spends_at_most_its_funds(as_trader, alice, bob):
     order = as_trader(bob).post("/v1/orders", {"pair": "BTC-USD", "side": "buy", "type": "market", "funds": "1270"},
                                 format="json").json()
 
-    assert order["status"] in ("filled", "expired")
-    assert D(order["executed_value"]) <= D("1270")
-    assert D(order["filled_size"]) == D("0.01") + D("0.01")  # 630 at 63,000, then 640 at 64,000
-    assert balance_of(bob, "USD").available == D("100000") - D(order["executed_value"])
+    assert order["status"] == "filled"  # the funds are spent exactly: 630 at 63,000, then 640 at 64,000
+    assert D(order["executed_value"]) == D("1270")
+    assert D(order["filled_size"]) == D("0.01") + D("0.01")
+    assert balance_of(bob, "USD").available == D("100000") - D("1270")
     assert balance_of(bob, "USD").locked == 0
 
 
