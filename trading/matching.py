@@ -307,7 +307,7 @@ class PairMatcher:
         for order in orders:
             if order.status in RESTING:
                 book.load_resting(order.id, order.account_id, order.side, to_units(order.limit_price, tick),
-                                  to_units(order.size - order.filled_size, lot), order.stp)
+                                  to_units(order.size - order.filled_size, lot))
         for order in sorted(orders, key=lambda order: order.id):
             if order.status == Order.Status.UNTRIGGERED:
                 book.load_stop(self.engine_command(order))

@@ -97,7 +97,7 @@ def test_load_resting_preserves_given_time_priority_and_emits_nothing():
     book = OrderBook(PAIR)
     book.load_resting(7, 70, 'sell', 100, 2)
     book.load_resting(3, 30, 'sell', 100, 1)   # later in time though lower id
-    book.load_resting(9, 90, 'buy', 98, 5, stp='cancel_both')
+    book.load_resting(9, 90, 'buy', 98, 5)
     # then nothing is marked as touched
     assert book.drain_touched_levels() == set()
     assert book.depth(5) == ([(98, 5)], [(100, 3)])

@@ -3,7 +3,8 @@
 import pytest
 
 from trading.engine import (
-    Expired, Filled, OrderBook, Rejected, Rested, Trade,
+    Cancelled, Expired, Filled, NewOrder, OrderBook, OrderType, Rejected, Rested, SelfTradePrevention, Side,
+    TimeInForce, Trade,
 )
 
 from .helpers import PAIR, book_with, limit, market, typed
@@ -276,3 +277,20 @@ def test_duplicate_order_id_of_a_resting_order_raises():
 def test_unknown_command_raises_type_error():
     with pytest.raises(TypeError):
         OrderBook(PAIR).apply(('limit', 1))
+
+
+def test_enum_members_and_their_string_values_are_the_same_command():
+    # given the same three orders spelled with the enums and with plain strings
+    def stream(buy, sell, limit_type, ioc, cancel_both):
+        return [NewOrder(1, 7, sell, limit_type, 100, 2), NewOrder(2, 8, sell, limit_type, 100, 3),
+                NewOrder(3, 7, buy, limit_type, 100, 4, time_in_force=ioc, stp=cancel_both)]
+    with_enums = stream(Side.BUY, Side.SELL, OrderType.LIMIT, TimeInForce.IOC,
+                        SelfTradePrevention.CANCEL_BOTH)
+    with_strings = stream('buy', 'sell', 'limit', 'IOC', 'cancel_both')
+    # when each runs on a fresh book
+    got = [typed(event for command in commands for event in book.apply(command))
+           for commands, book in ((with_enums, OrderBook(PAIR)), (with_strings, OrderBook(PAIR)))]
+    # then both give the events of an IOC buy whose own resting order stops it (cancel_both)
+    assert got[0] == got[1] == typed([
+        Rested(1, 'sell', 100, 2), Rested(2, 'sell', 100, 3),
+        Cancelled(1, 2, 'self_trade'), Cancelled(3, 4, 'self_trade')])

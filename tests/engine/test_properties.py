@@ -80,6 +80,7 @@ def test_engine_agrees_with_reference_model_event_for_event(raw):
         # when each command is applied to both
         got = engine.apply(command)
         expected = model.apply(command)
+        engine.validate_internal_state()
         # then events (with their types), touched levels and prices agree
         assert typed(got) == typed(expected), command
         assert engine.drain_touched_levels() == model.touched, command
@@ -128,6 +129,7 @@ def test_invariants_hold_after_every_command(raw):
     ledger = Ledger()
     for command in to_commands(raw):
         events = book.apply(command)
+        book.validate_internal_state()
         ledger.record(command, events)
         # the book is never crossed
         bid, ask = book.best_bid(), book.best_ask()
@@ -173,6 +175,7 @@ def test_engine_agrees_with_reference_model_on_long_seeded_streams():
         for command in random_stream(seed, 2_000):
             # then they agree on every event and touched level
             assert typed(engine.apply(command)) == typed(model.apply(command)), command
+            engine.validate_internal_state()
             assert engine.drain_touched_levels() == model.touched
             model.touched = set()
         assert engine.depth() == model.depth()

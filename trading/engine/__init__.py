@@ -13,8 +13,10 @@ Commands
 --------
 ``NewOrder(order_id, account_id, side, type, price, size, funds, stop_price,
 time_in_force='GTC', post_only=False, stp='cancel_oldest')`` and
-``CancelOrder(order_id)``.  ``apply`` raises ``ValueError`` (with no side
-effect) for a structurally impossible command: unknown side/type/TIF/STP
+``CancelOrder(order_id)``.  Side, type, time in force and self-trade
+prevention take the values of the ``Side``, ``OrderType``, ``TimeInForce``
+and ``SelfTradePrevention`` string enums (members or the equal strings).
+``apply`` raises ``ValueError`` (with no side effect) for a structurally impossible command: unknown side/type/TIF/STP
 mode, a limit without price or size, a market with neither or both of size
 and funds, funds on a sell or on a limit, ``post_only`` on a market order,
 FOK with funds, a non-positive number, or an order id the book already holds.
@@ -95,9 +97,8 @@ aggregate changed since the previous drain; ``open_order(id)`` ->
 
 Recovery
 --------
-``load_resting(order_id, account_id, side, price, remaining,
-stp='cancel_oldest')`` appends a resting order at the back of its level
-(call it in original time priority; raises ValueError if it would cross)
+``load_resting(order_id, account_id, side, price, remaining)`` appends a
+resting order at the back of its level (call it in original time priority; raises ValueError if it would cross)
 and ``load_stop(NewOrder)`` re-adds a waiting stop (call it in original
 acceptance order).  Neither matches, triggers, emits events or marks
 touched levels.
@@ -110,23 +111,52 @@ aggregate) and a sorted list of the keys of non-empty levels.  Keys are
 LAST key (``keys[-1]``, ``keys.pop()``) and one matching loop serves both
 sides.  Cancels are lazy (O(1)); emptied levels are kept for reuse.  Waiting
 stops sit in two heaps keyed by stop price, with lazy deletion.
+``validate_internal_state()`` checks that these structures agree.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import deque
+from enum import StrEnum
 from heapq import heapify, heappop, heappush
 from typing import NamedTuple
 
 __all__ = [
     'NewOrder', 'CancelOrder', 'OrderBook', 'OpenOrder',
+    'Side', 'OrderType', 'TimeInForce', 'SelfTradePrevention',
     'Rested', 'Trade', 'Filled', 'Cancelled', 'Expired', 'Rejected',
     'Untriggered', 'Triggered', 'CancelRejected',
     'POST_ONLY_WOULD_TAKE',
 ]
 
 POST_ONLY_WOULD_TAKE = 'POST_ONLY_WOULD_TAKE'
+
+
+# String enums: members equal (and hash like) their values, so callers may
+# pass either, and events carry the side exactly as the command gave it.
+class Side(StrEnum):
+    BUY = 'buy'
+    SELL = 'sell'
+
+
+class OrderType(StrEnum):
+    LIMIT = 'limit'
+    MARKET = 'market'
+    STOP = 'stop'
+
+
+class TimeInForce(StrEnum):
+    GTC = 'GTC'
+    IOC = 'IOC'
+    FOK = 'FOK'
+
+
+class SelfTradePrevention(StrEnum):
+    """Decided by the INCOMING order's mode when it meets its own resting order."""
+    CANCEL_OLDEST = 'cancel_oldest'   # cancel the resting order, keep matching
+    CANCEL_NEWEST = 'cancel_newest'   # cancel the incoming remainder
+    CANCEL_BOTH = 'cancel_both'       # cancel the resting order, then the incoming remainder
 
 
 # --------------------------------------------------------------------------
@@ -136,15 +166,15 @@ POST_ONLY_WOULD_TAKE = 'POST_ONLY_WOULD_TAKE'
 class NewOrder(NamedTuple):
     order_id: int
     account_id: int
-    side: str                    # 'buy' | 'sell'
-    type: str                    # 'limit' | 'market' | 'stop'
+    side: Side
+    type: OrderType
     price: int | None = None
     size: int | None = None
     funds: int | None = None
     stop_price: int | None = None
-    time_in_force: str = 'GTC'   # 'GTC' | 'IOC' | 'FOK'
+    time_in_force: TimeInForce = TimeInForce.GTC
     post_only: bool = False
-    stp: str = 'cancel_oldest'   # 'cancel_oldest' | 'cancel_newest' | 'cancel_both'
+    stp: SelfTradePrevention = SelfTradePrevention.CANCEL_OLDEST
 
 
 class CancelOrder(NamedTuple):
@@ -218,9 +248,16 @@ class OpenOrder(NamedTuple):
 # Internals
 # --------------------------------------------------------------------------
 
-_SIDES = ('buy', 'sell')
-_TIFS = frozenset(('GTC', 'IOC', 'FOK'))
-_STPS = frozenset(('cancel_oldest', 'cancel_newest', 'cancel_both'))
+_SIDES = frozenset(Side)
+_TIME_IN_FORCE = frozenset(TimeInForce)
+_STP_MODES = frozenset(SelfTradePrevention)
+# The hot path compares fields with these plain-string values: a member equals
+# its value, and two exact strs compare fastest (see docs/performance.md).
+_BUY, _SELL = Side.BUY.value, Side.SELL.value
+_LIMIT, _MARKET, _STOP = OrderType.LIMIT.value, OrderType.MARKET.value, OrderType.STOP.value
+_GTC, _FOK = TimeInForce.GTC.value, TimeInForce.FOK.value
+_CANCEL_OLDEST = SelfTradePrevention.CANCEL_OLDEST.value
+_CANCEL_NEWEST = SelfTradePrevention.CANCEL_NEWEST.value
 # Crossing threshold of a market order: below every level key (keys are +/- prices in ticks; an
 # integer keeps the engine all-integer, and no price on a sane grid comes near it).
 _NO_LIMIT = -(10 ** 60)
@@ -229,13 +266,13 @@ _NO_LIMIT = -(10 ** 60)
 _new = tuple.__new__
 
 
-# A resting order is a small list, [order_id, account_id, remaining, key, stp]
-# (indexes below), not an object: building a list is ~4x cheaper than a
-# slotted instance and one is built for every order that rests.
-#   key: +price for a bid, -price for an ask, so both sides sort with the
+# A resting order is a small list indexed by the names below, not an object:
+# building a list is ~3x cheaper than a slotted instance (CPython 3.11), and
+# one is built for every order that rests.
+#   KEY: +price for a bid, -price for an ask, so both sides sort with the
 #        best level LAST and the sign tells the side;
-#   remaining == 0 marks an order cancelled lazily while still queued.
-_ID, _ACCOUNT, _REMAINING, _KEY, _STP = range(5)
+#   REMAINING == 0 marks an order cancelled lazily while still queued.
+_ORDER_ID, _ACCOUNT_ID, _REMAINING, _KEY = range(4)
 
 
 class _Level:
@@ -305,117 +342,114 @@ class OrderBook:
         """Validate a NewOrder, then match it / rest it / park it (stop).
 
         Everything is validated before the first change, so a ValueError
-        leaves the book untouched.  The limit and size-market path is inlined
-        here because it is the hot path.
+        leaves the book untouched.
         """
-        (order_id, account_id, side, type_, price, size, funds,
+        (order_id, account_id, side, order_type, price, size, funds,
          stop_price, tif, post_only, stp) = command
-        if side == 'buy':
+        if side == _BUY:
             is_buy = True
-        elif side == 'sell':
+        elif side == _SELL:
             is_buy = False
         else:
             _bad(f'side must be buy or sell, not {side!r}')
         # (Checking the usual value first skips the set lookup.)
-        if ((tif != 'GTC' and tif not in _TIFS)
-                or (stp != 'cancel_oldest' and stp not in _STPS)):
+        if ((tif != _GTC and tif not in _TIME_IN_FORCE)
+                or (stp != _CANCEL_OLDEST and stp not in _STP_MODES)):
             _bad(f'bad time_in_force {tif!r} or stp {stp!r}')
         if order_id in self._orders or (self._stops and order_id in self._stops):
             _bad(f'order {order_id} is already on the book')
-        if type_ == 'limit':
+        if order_type == _LIMIT:
             if (price is None or size is None or funds is not None
                     or stop_price is not None or price <= 0 or size <= 0):
                 _bad('a limit order needs a positive price and size only')
-        elif type_ == 'market':
+        elif order_type == _MARKET:
             self._check_market(is_buy, price, size, funds, stop_price,
                                tif, post_only)
-            if funds is not None:
-                self._execute_funds(order_id, account_id, funds, stp, events)
-                return
-        elif type_ == 'stop':
+        elif order_type == _STOP:
             self._accept_stop(command, is_buy, events)
             return
         else:
-            _bad(f'bad order type {type_!r}')
-
-        # A limit (price) or a market order by size (price None).
+            _bad(f'bad order type {order_type!r}')
+        # A limit (price), or a market order by size or by funds (price None).
         if is_buy:
-            opp_levels = self._ask_levels
-            opp_keys = self._ask_keys
+            opp_levels, opp_keys = self._ask_levels, self._ask_keys
             threshold = _NO_LIMIT if price is None else -price
         else:
-            opp_levels = self._bid_levels
-            opp_keys = self._bid_keys
+            opp_levels, opp_keys = self._bid_levels, self._bid_keys
             threshold = _NO_LIMIT if price is None else price
         append = events.append
-        remaining = size
-
+        left = size if funds is None else funds   # what the taker still has to fill
         if opp_keys and opp_keys[-1] >= threshold:
             # The order crosses: it will take liquidity.
             if post_only:
                 append(_new(Rejected, (order_id, POST_ONLY_WOULD_TAKE)))
                 return
-            if tif == 'FOK' and not self._fok_fillable(
-                    opp_levels, opp_keys, threshold, account_id, size, stp):
+            if tif == _FOK and not self._fok_fillable(is_buy, threshold, account_id,
+                                                      size, stp):
                 append(_new(Expired, (order_id, size)))
                 return
+            # The maker walk: best level first while it crosses, FIFO within a
+            # level, at the maker's price.  ``left`` is lots, or notional funds
+            # (then each level fills the whole lots the funds still buy there).
+            by_funds = funds is not None
             index = self._orders
             touched = self._touched
-            last_price = None       # price of the latest trade, if any
-            first_price = None      # price of the first trade
-            taker_stopped = False   # STP cancelled the incoming order
-            while remaining and opp_keys:
+            first_price = last_price = None   # of the first and latest trades
+            stopped = False                   # self-trade prevention cancelled the taker
+            while opp_keys:
                 key = opp_keys[-1]
                 if key < threshold:
                     break
+                trade_price = -key if is_buy else key
+                want = left // trade_price if by_funds else left    # lots to take here
+                if not want:
+                    break                  # funds do not buy one more lot
                 level = opp_levels[key]
                 orders = level.orders
-                trade_price = -key if is_buy else key
                 if last_price is None:
                     first_price = trade_price
                 before = level.total
+                wanted = want
                 while orders:
                     maker = orders[0]
-                    maker_id, maker_account, maker_remaining = maker[0], maker[1], maker[2]
-                    if not maker_remaining:             # lazily cancelled
+                    maker_id, maker_account, maker_remaining, _ = maker
+                    if not maker_remaining:                 # lazily cancelled
                         orders.popleft()
                         level.dead -= 1
                         continue
                     if maker_account == account_id:
                         # Self-trade prevention, decided by the taker's mode.
-                        if stp != 'cancel_newest':
+                        if stp != _CANCEL_NEWEST:
                             orders.popleft()
                             del index[maker_id]
                             maker[_REMAINING] = 0
                             level.total -= maker_remaining
                             append(_new(Cancelled, (maker_id, maker_remaining,
                                                     'self_trade')))
-                        if stp != 'cancel_oldest':
-                            taker_stopped = True
+                        if stp != _CANCEL_OLDEST:
+                            stopped = True
                             break
                         continue
-                    if maker_remaining <= remaining:
+                    last_price = trade_price
+                    if maker_remaining <= want:
                         # The maker is used up.
                         orders.popleft()
                         del index[maker_id]
                         level.total -= maker_remaining
-                        remaining -= maker_remaining
-                        last_price = trade_price
+                        want -= maker_remaining
                         append(_new(Trade, (maker_id, order_id, maker_account,
                                             account_id, side, trade_price,
                                             maker_remaining)))
                         append(_new(Filled, (maker_id,)))
-                        if not remaining:
+                        if not want:
                             break
                     else:
-                        # The taker is used up; the maker keeps its place.
-                        maker[_REMAINING] = maker_remaining - remaining
-                        level.total -= remaining
-                        last_price = trade_price
+                        # The taker is used up here; the maker keeps its place.
+                        maker[_REMAINING] = maker_remaining - want
+                        level.total -= want
                         append(_new(Trade, (maker_id, order_id, maker_account,
-                                            account_id, side, trade_price,
-                                            remaining)))
-                        remaining = 0
+                                            account_id, side, trade_price, want)))
+                        want = 0
                         break
                 if level.total != before:
                     touched.add(key)
@@ -425,27 +459,29 @@ class OrderBook:
                     if orders:
                         orders.clear()          # zeroed leftovers
                         level.dead = 0
-                if taker_stopped:
+                left = left - (wanted - want) * trade_price if by_funds else want
+                if stopped or not left:
                     break
             if last_price is not None:
                 self.last_trade_price = last_price
                 if self._stops:
                     self._note_trades(first_price, last_price)
-            if taker_stopped:
+            if stopped:
                 # Only ever set while something remained to fill.
-                append(_new(Cancelled, (order_id, remaining, 'self_trade')))
+                append(_new(Cancelled, (order_id, left, 'self_trade')))
                 return
 
-        if not remaining:
+        # For a market buy by funds, what is left (never rested) is funds.
+        if not left:
             append(_new(Filled, (order_id,)))
-        elif price is None or tif != 'GTC':
-            append(_new(Expired, (order_id, remaining)))
+        elif price is None or tif != _GTC:
+            append(_new(Expired, (order_id, left)))
         else:
             # Rest at the back of the level (the most common outcome).
             key = price if is_buy else -price
-            self._rest(is_buy, key, [order_id, account_id, remaining, key, stp])
+            self._rest(is_buy, [order_id, account_id, left, key])
             self._touched.add(key)
-            append(_new(Rested, (order_id, side, price, remaining)))
+            append(_new(Rested, (order_id, side, price, left)))
 
     def _open_level(self, is_buy, key):
         """Put level ``key`` (new or emptied) back on its side's sorted keys."""
@@ -462,103 +498,27 @@ class OrderBook:
         insort(keys, key)
         return level
 
-    def _fok_fillable(self, opp_levels, opp_keys, threshold, account_id, size,
-                      stp) -> bool:
+    def _fok_fillable(self, is_buy, threshold, account_id, size, stp) -> bool:
         """Could ``size`` fill right now, not counting own orders?"""
+        if is_buy:
+            opp_levels, opp_keys = self._ask_levels, self._ask_keys
+        else:
+            opp_levels, opp_keys = self._bid_levels, self._bid_keys
         available = 0
-        for i in range(len(opp_keys) - 1, -1, -1):
-            key = opp_keys[i]
+        for key in reversed(opp_keys):
             if key < threshold:
                 return False
             for maker in opp_levels[key].orders:
                 if not maker[_REMAINING]:
                     continue
-                if maker[_ACCOUNT] == account_id:
-                    if stp == 'cancel_oldest':
+                if maker[_ACCOUNT_ID] == account_id:
+                    if stp == _CANCEL_OLDEST:
                         continue
                     return False          # STP would stop the order here
                 available += maker[_REMAINING]
                 if available >= size:
                     return True
         return False
-
-    def _execute_funds(self, order_id, account_id, funds, stp, events):
-        """Market buy spending ``funds`` (notional) on whole lots."""
-        append = events.append
-        opp_levels = self._ask_levels
-        opp_keys = self._ask_keys
-        index = self._orders
-        touched = self._touched
-        funds_left = funds
-        first_price = last_price = None
-        taker_stopped = False
-        while opp_keys:
-            key = opp_keys[-1]
-            trade_price = -key
-            if funds_left < trade_price:
-                break                      # cannot afford one more lot
-            level = opp_levels[key]
-            orders = level.orders
-            if last_price is None:
-                first_price = trade_price
-            before = level.total
-            while orders:
-                maker = orders[0]
-                maker_id, maker_account, maker_remaining = maker[0], maker[1], maker[2]
-                if not maker_remaining:
-                    orders.popleft()
-                    level.dead -= 1
-                    continue
-                lots = funds_left // trade_price
-                if not lots:
-                    break                  # spent: do not touch own orders
-                if maker_account == account_id:
-                    if stp != 'cancel_newest':
-                        orders.popleft()
-                        del index[maker_id]
-                        maker[_REMAINING] = 0
-                        level.total -= maker_remaining
-                        append(_new(Cancelled, (maker_id, maker_remaining,
-                                                'self_trade')))
-                    if stp != 'cancel_oldest':
-                        taker_stopped = True
-                        break
-                    continue
-                last_price = trade_price
-                if maker_remaining <= lots:
-                    orders.popleft()
-                    del index[maker_id]
-                    level.total -= maker_remaining
-                    funds_left -= maker_remaining * trade_price
-                    append(_new(Trade, (maker_id, order_id, maker_account,
-                                        account_id, 'buy', trade_price, maker_remaining)))
-                    append(_new(Filled, (maker_id,)))
-                else:
-                    maker[_REMAINING] = maker_remaining - lots
-                    level.total -= lots
-                    funds_left -= lots * trade_price
-                    append(_new(Trade, (maker_id, order_id, maker_account,
-                                        account_id, 'buy', trade_price, lots)))
-                    break
-            if level.total != before:
-                touched.add(key)
-            if not level.total:
-                opp_keys.pop()
-                if orders:
-                    orders.clear()
-                    level.dead = 0
-            if taker_stopped or funds_left < trade_price:
-                break
-        if last_price is not None:
-            self.last_trade_price = last_price
-            if self._stops:
-                self._note_trades(first_price, last_price)
-        if not funds_left:
-            append(_new(Filled, (order_id,)))
-        elif taker_stopped:
-            append(_new(Cancelled, (order_id, funds_left, 'self_trade')))
-        else:
-            append(_new(Expired, (order_id, funds_left)))
 
     @staticmethod
     def _check_market(is_buy, price, size, funds, stop_price, tif, post_only):
@@ -576,7 +536,7 @@ class OrderBook:
                 _bad('only a market buy can use funds')
             if funds <= 0:
                 _bad('funds must be positive')
-            if tif == 'FOK':
+            if tif == _FOK:
                 _bad('FOK is not supported with funds')
 
     # ------------------------------------------------------------------
@@ -655,7 +615,7 @@ class OrderBook:
     def _enter_triggered(self, command, events):
         """Run a triggered stop as the limit or market order it becomes."""
         self._new_order(command._replace(
-            type='limit' if command.price is not None else 'market',
+            type=_LIMIT if command.price is not None else _MARKET,
             stop_price=None), events)
 
     def _note_trades(self, first_price, last_price):
@@ -728,9 +688,9 @@ class OrderBook:
         return -keys[-1] if keys else None
 
     def level_size(self, side: str, price: int) -> int:
-        if side == 'buy':
+        if side == _BUY:
             level = self._bid_levels.get(price)
-        elif side == 'sell':
+        elif side == _SELL:
             level = self._ask_levels.get(-price)
         else:
             raise ValueError(f'side must be buy or sell, not {side!r}')
@@ -758,7 +718,7 @@ class OrderBook:
         if order is None:
             return None
         key = order[_KEY]
-        return OpenOrder(order[_ID], order[_ACCOUNT],
+        return OpenOrder(order[_ORDER_ID], order[_ACCOUNT_ID],
                          'buy' if key > 0 else 'sell', abs(key), order[_REMAINING])
 
     def open_orders(self):
@@ -769,7 +729,7 @@ class OrderBook:
             for key in reversed(keys):
                 for order in levels[key].orders:
                     if order[_REMAINING]:
-                        out.append(OpenOrder(order[_ID], order[_ACCOUNT],
+                        out.append(OpenOrder(order[_ORDER_ID], order[_ACCOUNT_ID],
                                              side, abs(key), order[_REMAINING]))
         return out
 
@@ -786,53 +746,114 @@ class OrderBook:
         """Number of resting orders (waiting stops not included)."""
         return len(self._orders)
 
+    def validate_internal_state(self) -> None:
+        """Raise AssertionError naming the first broken invariant of the book.
+
+        Walks every structure, so it is for tests (after every step), not for
+        the hot path.  The invariants are the ones the matching code relies on.
+        """
+        def check(holds, invariant):
+            if not holds:
+                raise AssertionError(f'{self.pair}: {invariant}')
+
+        indexed = self._orders
+        seen = set()
+        for name, is_buy, levels, keys in (('bid', True, self._bid_levels, self._bid_keys),
+                                           ('ask', False, self._ask_levels, self._ask_keys)):
+            check(all(a < b for a, b in zip(keys, keys[1:])),
+                  f'{name} level keys are not strictly ascending: {keys}')
+            check(all((key > 0) == is_buy for key in keys),
+                  f'{name} level keys have the wrong sign: {keys}')
+            check(set(keys) == {key for key, level in levels.items() if level.total},
+                  f'{name} level keys are not exactly the levels holding size')
+            for key, level in levels.items():
+                price = abs(key)
+                live = [order for order in level.orders if order[_REMAINING]]
+                check(level.total == sum(order[_REMAINING] for order in live),
+                      f'{name} level {price}: size {level.total} is not the sum of its '
+                      f'orders\' remaining {sum(order[_REMAINING] for order in live)}')
+                check(level.dead == len(level.orders) - len(live),
+                      f'{name} level {price}: {level.dead} counted cancelled, '
+                      f'{len(level.orders) - len(live)} queued')
+                check(level.total or not level.orders,
+                      f'{name} level {price} is empty but still queues orders')
+                for order in live:
+                    check(order[_KEY] == key,
+                          f'order {order[_ORDER_ID]} queued at {name} level {price} has key {order[_KEY]}')
+                    check(order[_ORDER_ID] not in seen, f'order {order[_ORDER_ID]} queued twice')
+                    check(indexed.get(order[_ORDER_ID]) is order,
+                          f'resting order {order[_ORDER_ID]} is not indexed')
+                    seen.add(order[_ORDER_ID])
+        check(len(seen) == len(indexed),
+              f'indexed orders not on the book: {sorted(set(indexed) - seen)}')
+        bids, asks = self._bid_keys, self._ask_keys
+        check(not bids or not asks or bids[-1] < -asks[-1],
+              f'book is crossed: bid {self.best_bid()} >= ask {self.best_ask()}')
+
+        check(self._range is None, 'traded range left unchecked against the stops')
+        heaps = {(True, entry) for entry in self._buy_stops}
+        heaps.update((False, entry) for entry in self._sell_stops)
+        sequences = set()
+        for order_id, (seq, command) in self._stops.items():
+            is_buy = command.side == _BUY
+            check(command.order_id == order_id and command.type == _STOP,
+                  f'waiting stop {order_id} is filed as {command!r}')
+            check(order_id not in indexed, f'order {order_id} both rests and waits as a stop')
+            check(seq not in sequences and 0 < seq <= self._stop_seq,
+                  f'waiting stop {order_id} has a bad sequence number {seq}')
+            sequences.add(seq)
+            trigger = command.stop_price if is_buy else -command.stop_price
+            check((is_buy, (trigger, seq, order_id)) in heaps,
+                  f'waiting stop {order_id} is missing from its trigger heap')
+        for heap in (self._buy_stops, self._sell_stops):
+            check(all(heap[(i - 1) // 2] <= heap[i] for i in range(1, len(heap))),
+                  'a stop trigger heap is out of order')
+
     # ------------------------------------------------------------------
     # Recovery
     # ------------------------------------------------------------------
 
-    def load_resting(self, order_id: int, account_id: int, side: str,
-                     price: int, remaining: int,
-                     stp: str = 'cancel_oldest') -> None:
+    def load_resting(self, order_id: int, account_id: int, side: Side,
+                     price: int, remaining: int) -> None:
         """Re-add a resting order at the back of its level, without matching.
 
         Call in original time priority.  Raises ValueError for a duplicate id,
         a non-positive price/size, or an order that would cross the book.
+        (A resting order needs no STP mode: only the incoming order's counts.)
         """
         if side not in _SIDES:
             raise ValueError(f'side must be buy or sell, not {side!r}')
-        if stp not in _STPS:
-            raise ValueError(f'bad stp {stp!r}')
         if price <= 0 or remaining <= 0:
             raise ValueError('price and remaining must be positive')
         if order_id in self._orders or order_id in self._stops:
             raise ValueError(f'order {order_id} is already on the book')
-        is_buy = side == 'buy'
+        is_buy = side == _BUY
         opposite = self.best_ask() if is_buy else self.best_bid()
         if opposite is not None and (price >= opposite if is_buy else price <= opposite):
             raise ValueError(f'order {order_id} would cross the book')
-        key = price if is_buy else -price
-        self._rest(is_buy, key, [order_id, account_id, remaining, key, stp])
+        self._rest(is_buy, [order_id, account_id, remaining, price if is_buy else -price])
 
-    def _rest(self, is_buy: bool, key: int, order: list) -> None:
-        """Append a resting order ``[order_id, account_id, remaining, key, stp]`` at the back of its level."""
+    def _rest(self, is_buy: bool, order: list) -> None:
+        """Append a resting order at the back of its level."""
+        key = order[_KEY]
         levels = self._bid_levels if is_buy else self._ask_levels
         level = levels.get(key)
         if level is None or not level.total:
             level = self._open_level(is_buy, key)
         level.orders.append(order)
-        level.total += order[2]
-        self._orders[order[0]] = order
+        level.total += order[_REMAINING]
+        self._orders[order[_ORDER_ID]] = order
 
     def load_stop(self, command: NewOrder) -> None:
         """Re-add a waiting stop without triggering (call in acceptance order)."""
-        if command.__class__ is not NewOrder or command.type != 'stop':
+        if command.__class__ is not NewOrder or command.type != _STOP:
             raise ValueError('load_stop takes a NewOrder of type stop')
         if command.side not in _SIDES:
             raise ValueError(f'side must be buy or sell, not {command.side!r}')
-        if command.time_in_force not in _TIFS or command.stp not in _STPS:
+        if command.time_in_force not in _TIME_IN_FORCE or command.stp not in _STP_MODES:
             raise ValueError('bad time_in_force or stp')
         if command.order_id in self._orders or command.order_id in self._stops:
             raise ValueError(f'order {command.order_id} is already on the book')
-        is_buy = command.side == 'buy'
+        is_buy = command.side == _BUY
         self._check_stop(command, is_buy)
         self._add_stop(command, is_buy)
