@@ -39,6 +39,7 @@ from marketdata.account_events import AccountEvents
 from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for
 from marketdata.transport import (close_when_read, pending_output_bytes, protocol_of, refuse_oversized_with_a_close,
                                   takes_frames, write_frame)
+from trading.markets import RECENT_MARKET_SECONDS, access_market
 from trading.api.serializers import AssetBalanceSerializer, FillSerializer, OrderSerializer
 from trading.models import Fill, Order
 from trading.services import account_balances
@@ -260,7 +261,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         for name, pair in requested:
             if name in PRIVATE_CHANNELS and self.state.account_id is None:
                 raise ExchangeError(ErrorCode.AUTHENTICATION_REQUIRED, f"Send an auth op before subscribing to {name}.")
-        markets = {pair: await database_sync_to_async(services.access_market)(pair) for _, pair in requested if pair}
+        markets = {pair: await database_sync_to_async(access_market)(pair) for _, pair in requested if pair}
         markets[None] = None
         for name, pair in requested:
             pair = markets[pair].pair if pair else None
@@ -345,8 +346,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """The market of a subscribed book, as read at most RECENT_MARKET_SECONDS ago (its grids format
         the snapshots of repairs): without a hop to the database thread on every heartbeat."""
         read_at, market = self.state.book_markets[pair]
-        if time.monotonic() - read_at >= services.RECENT_MARKET_SECONDS:
-            market = await database_sync_to_async(services.access_market)(pair, recent=True)
+        if time.monotonic() - read_at >= RECENT_MARKET_SECONDS:
+            market = await database_sync_to_async(access_market)(pair, recent=True)
             self.state.book_markets[pair] = (time.monotonic(), market)
         return market
 
@@ -590,7 +591,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self.resynchronise(await self.book_market(pair), sent)
             for name, pair in list(self.state.subscriptions):
                 if name == "ticker":
-                    await self.send_initial(name, await database_sync_to_async(services.access_market)(pair), None)
+                    await self.send_initial(name, await database_sync_to_async(access_market)(pair), None)
         except Exception:  # the layer or the database failed again: the heartbeat below checks the books anew
             logger.exception("resuming a connection's streams failed")
         await self.heartbeat(message)

@@ -1,22 +1,18 @@
-"""Read models of public market data: markets, order book, ticker, recent trades.
+"""Read models of public market data: order book, ticker, recent trades (markets: trading.markets).
 
-They read what the matcher commits (BookState, BookLevel, Trade), never a cache of their own. Only
-order entry takes its market from a recent copy (``access_market(recent=True)``).
+They read what the matcher commits (BookState, BookLevel, Trade), never a cache of their own.
 """
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db import connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
 from exchange.errors import ErrorCode, ExchangeError
 from trading.models import BookLevel, BookState, Candle, Market, Trade
-from trading.sql import ExactSum
+from trading.sql import ExactSum, read_in_one_snapshot
 
 PUBLIC_MAX_DEPTH = 100
 VERIFIED_MAX_DEPTH = 1000
@@ -25,56 +21,11 @@ DEFAULT_TRADES_LIMIT = 100
 MAX_TRADES_LIMIT = 1000
 
 
-# How long access_market(recent=True) may answer from this process's memory. Operators rarely edit
-# a market; order entry re-checks what it relies on in the statement that writes the order anyway.
-RECENT_MARKET_SECONDS = 60.0
-_recent_markets: dict[str, tuple[float, Market]] = {}
-
-
-def access_market(pair: str, *, recent: bool = False, lock: bool = False) -> Market:
-    """The market (with its assets) named ``pair`` in any case; UNKNOWN_PAIR if there is none.
-
-    ``recent``: a copy read by this process up to RECENT_MARKET_SECONDS ago will do (its status and
-    grids may be out of date; order entry checks them again when it writes the order). ``lock``:
-    read the row itself and keep its status and grids from changing until the transaction ends.
-    """
-    key = pair.upper()
-    if recent:
-        read_at, market = _recent_markets.get(key, (float("-inf"), None))
-        if time.monotonic() - read_at < RECENT_MARKET_SECONDS:
-            return market
-    markets = Market.objects.select_related("base", "quote")
-    if lock:
-        markets = markets.select_for_update(no_key=True, of=("self",))  # not against orders' foreign keys
-    try:
-        market = markets.get(pair=key)
-    except Market.DoesNotExist:
-        raise ExchangeError(ErrorCode.UNKNOWN_PAIR, f"Unknown pair {pair!r}.", {"pair": pair}) from None
-    _recent_markets[key] = (time.monotonic(), market)
-    return market
-
-
 @dataclass(frozen=True)
 class BookSnapshot:
     sequence: int
     bids: list[tuple[Decimal, Decimal]]
     asks: list[tuple[Decimal, Decimal]]
-
-
-@contextmanager
-def read_in_one_snapshot():
-    """A transaction whose reads all see one committed state of the database.
-
-    The sequence and the levels must come from the same matcher commit, or a client would join
-    deltas onto a book that does not match its sequence. PostgreSQL gives that with REPEATABLE READ
-    (one snapshot, no locks); SQLite's read transactions already see a single snapshot.
-    """
-    starts_transaction = not connection.in_atomic_block
-    with transaction.atomic():
-        if starts_transaction and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        yield
 
 
 def book_sequence(market: Market) -> int:

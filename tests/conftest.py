@@ -109,8 +109,8 @@ def fresh_process_state():
 
     from accounts import key_cache
     from exchange import ratelimit
-    from marketdata import replay, services
-    from trading import dispatch, publishing
+    from marketdata import replay
+    from trading import dispatch, markets, publishing
 
     def forget_matchers_and_publishing():
         dispatch._matchers.clear()
@@ -120,7 +120,7 @@ def fresh_process_state():
             published.clear()
 
     forget_matchers_and_publishing()
-    services._recent_markets.clear()
+    markets._recent_markets.clear()
     cache.clear()
     replay._local.clear()
     ratelimit._windows = None

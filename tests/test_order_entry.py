@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from exchange.errors import ErrorCode, ExchangeError
-from marketdata.services import access_market
+from trading.markets import access_market
 from trading import services
 from trading.models import LedgerEntry, Market, MatcherCommand, Order
 from trading.orders import OrderRequest

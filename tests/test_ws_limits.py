@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from accounts.keys import create_api_key
-from marketdata import consumers, services
+from marketdata import consumers
 from marketdata.hub import StreamHub
 from trading import publishing
 
@@ -37,8 +37,8 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_bad_input_gets_a_coded_error_never_reaches_the_database_and_the_connection_stays(markets, frame, code,
                                                                                          monkeypatch):
     looked_up = []
-    access_market = services.access_market
-    monkeypatch.setattr(services, "access_market", lambda pair, **kw: looked_up.append(pair) or access_market(pair, **kw))
+    access_market = consumers.access_market
+    monkeypatch.setattr(consumers, "access_market", lambda pair, **kw: looked_up.append(pair) or access_market(pair, **kw))
     before = ledger_snapshot()
 
     async def body():

@@ -14,10 +14,9 @@ from decimal import Decimal
 from django.db.models import Count, F, Q, Sum
 
 from accounts.models import Account
-from marketdata.services import read_in_one_snapshot
 from trading.matching import settlement_reference
 from trading.models import Balance, BookLevel, Candle, Fill, LedgerEntry, Order, Side, Trade
-from trading.sql import ExactSum
+from trading.sql import ExactSum, read_in_one_snapshot
 
 
 def audit() -> list[str]:

@@ -10,8 +10,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
 from exchange.errors import OUTAGE_ERRORS, ErrorCode, ExchangeError, ServiceUnavailable, log_outage, unavailable
-from marketdata.services import access_market
 from trading import dispatch, ledger, publishing
+from trading.markets import access_market
 from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
 from trading.orders import OrderRequest, check_against_market, hold_for, protection_price
 

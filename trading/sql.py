@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 import psycopg
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Sum
 
 
@@ -284,3 +284,19 @@ def lock_rows(model, fields: list[str], keys: list[tuple]) -> list:
         f'SELECT * FROM "{model._meta.db_table}" WHERE ({_names(columns)}) IN (VALUES {marks}) ORDER BY "id"',
         [value for row in _prepared(columns, keys) for value in row],
     ))
+
+
+@contextmanager
+def read_in_one_snapshot():
+    """A transaction whose reads all see one committed state of the database.
+
+    The sequence and the levels must come from the same matcher commit, or a client would join
+    deltas onto a book that does not match its sequence. PostgreSQL gives that with REPEATABLE READ
+    (one snapshot, no locks); SQLite's read transactions already see a single snapshot.
+    """
+    starts_transaction = not connection.in_atomic_block
+    with transaction.atomic():
+        if starts_transaction and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield

@@ -12,6 +12,7 @@ from exchange.fields import parse_integer, to_milliseconds
 from exchange.openapi import error_responses
 from marketdata import services
 from marketdata.api import serializers
+from trading.markets import access_market
 from trading.models import Market
 
 PAIR_PARAMETER = OpenApiParameter("pair", str, OpenApiParameter.PATH, description="BASE-QUOTE, e.g. BTC-USD.")
@@ -46,7 +47,7 @@ class TickerViewSet(viewsets.ViewSet):
         responses={200: serializers.TickerSerializer, **error_responses(ErrorCode.UNKNOWN_PAIR)},
     )
     def retrieve(self, request, pair: str):
-        market = services.access_market(pair)
+        market = access_market(pair)
         ticker = services.ticker(market)
         data = {
             "market": market,
@@ -76,7 +77,7 @@ class OrderBookViewSet(viewsets.ViewSet):
     def retrieve(self, request, pair: str):
         query = serializers.OrderBookQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        market = services.access_market(pair)
+        market = access_market(pair)
         depth = services.check_depth(query.validated_data["depth"], verified=is_verified_caller(request))
         book = services.order_book(market, depth)
         return Response(
@@ -99,7 +100,7 @@ class TradeViewSet(viewsets.ViewSet):
     def retrieve(self, request, pair: str):
         query = serializers.TradesQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        market = services.access_market(pair)
+        market = access_market(pair)
         trades = services.recent_trades(market, **query.validated_data)
         return Response(
             serializers.TradesSerializer({"market": market, "trades": trades}, context={"market": market}).data

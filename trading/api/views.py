@@ -16,9 +16,9 @@ from accounts.permissions import CanRead, CanTrade
 from exchange.errors import ErrorCode, ExchangeError
 from exchange.fields import parse_integer
 from exchange.openapi import error_responses
-from marketdata.services import access_market
 from trading import services
 from trading.api import serializers
+from trading.markets import access_market
 from trading.models import Fill, Order
 
 ORDER_ID_PARAMETER = OpenApiParameter(
