@@ -55,7 +55,11 @@ class Commit:
         self.pairs: Iterable[str] = ()
 
     def wrote(self, pairs: Iterable[str], **details) -> None:
-        self.pairs, self.details = pairs, details
+        """The work is queued: its pairs' matchers are woken after the commit (or, should the commit
+        fail in an outage, at once: see committing)."""
+        self.pairs, self.details = list(pairs), details
+        for pair in self.pairs:
+            transaction.on_commit(lambda pair=pair: dispatch.wake_matcher(pair))
 
 
 @contextmanager
@@ -111,9 +115,8 @@ def do_place_order(account, request: OrderRequest) -> Order:
         ledger.hold_funds(order.account_id, order.hold_asset_id, order.hold_remaining, reference=f"order:{order.pk}")
         # The matcher is woken first, and a failed publish only logged: the order is committed, so the
         # request must answer with it and the matcher must get it whatever the channel layer does.
-        transaction.on_commit(lambda: dispatch.wake_matcher(order.market.pair))
-        transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]), robust=True)
         commit.wrote([order.market.pair], order_id=order.pk, client_order_id=order.client_order_id)
+        transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]), robust=True)
     return order
 
 
@@ -250,7 +253,6 @@ def request_cancel(account, order_id: int) -> Order:
             order.cancel_requested = True
             order.save(update_fields=["cancel_requested", "updated_at"])
             MatcherCommand.objects.create(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order)
-            transaction.on_commit(lambda: dispatch.wake_matcher(order.market.pair))
             commit.wrote([order.market.pair], order_id=order.pk)
     return order
 
@@ -292,11 +294,8 @@ def request_cancel_all(account, pair: str | None = None) -> list[Order]:
         MatcherCommand.objects.bulk_create(
             MatcherCommand(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order) for order in orders
         )
-        pairs = sorted({order.market.pair for order in orders})
-        for pair_name in pairs:
-            transaction.on_commit(lambda pair_name=pair_name: dispatch.wake_matcher(pair_name))
         if orders:
-            commit.wrote(pairs, order_ids=[order.pk for order in orders])
+            commit.wrote(sorted({order.market.pair for order in orders}), order_ids=[order.pk for order in orders])
     return orders
 
 
