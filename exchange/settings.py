@@ -122,7 +122,12 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+# Django's backends, plus how each vendor stores amounts exactly (exchange/db_backends).
+DATABASES["default"]["ENGINE"] = {
+    "django.db.backends.postgresql": "exchange.db_backends.postgresql",
+    "django.db.backends.sqlite3": "exchange.db_backends.sqlite3",
+}[DATABASES["default"]["ENGINE"]]
+if DATABASES["default"]["ENGINE"] == "exchange.db_backends.sqlite3":
     # One writer at a time: take the write lock when a transaction begins rather than failing
     # with "database is locked" when a reader later tries to upgrade; WAL lets readers run alongside.
     DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -1,5 +1,3 @@
-from decimal import Decimal
-
 from django.db import models
 from django.db.models import F, Q
 
@@ -18,11 +16,9 @@ from exchange.money import DECIMAL_PLACES, MAX_DIGITS
 class AmountField(models.DecimalField):
     """Every amount, price and size: exact decimal, 36 digits with 18 after the point.
 
-    PostgreSQL stores it as numeric. SQLite has no exact decimal type (its numeric affinity turns
-    "0.1" into a float, exact to 15 digits only), so there the value is stored as fixed-width text,
-    ``000000000000063000.500000000000000000``: exact, and for the non-negative values that are
-    compared and sorted (prices, sizes, balances), text order is numeric order. A negative value
-    (a ledger debit) sorts before every non-negative one, which is what ``>= 0`` checks need.
+    Our database backends (exchange.db_backends) store it exactly: numeric on PostgreSQL, and on
+    SQLite, which has no exact decimal type, fixed-width text whose order is numeric order for the
+    non-negative values that are compared and sorted (a negative one sorts before them all).
     """
 
     def __init__(self, *args, **kwargs):
@@ -31,31 +27,14 @@ class AmountField(models.DecimalField):
         super().__init__(*args, **kwargs)
 
     def get_internal_type(self) -> str:
-        # Not "DecimalField": that would make SQLite's backend read values back through a float.
+        # Not "DecimalField": the backends' data_types, adaptation and converters for this type are
+        # their own (SQLite's DecimalField reads values back through a float).
         return "AmountField"
 
-    def db_type(self, connection) -> str:
-        if connection.vendor == "sqlite":
-            return "text"
-        return f"numeric({self.max_digits}, {self.decimal_places})"
-
     def get_db_prep_value(self, value, connection, prepared=False):
-        if connection.vendor != "sqlite" or value is None or hasattr(value, "resolve_expression"):
-            return super().get_db_prep_value(value, connection, prepared)
-        value = self.to_python(value)
-        width = self.max_digits + 1  # digits and the point
-        return format(value.quantize(Decimal(1).scaleb(-self.decimal_places)), f"0{width}.{self.decimal_places}f")
-
-    def get_db_converters(self, connection) -> list:
-        # PostgreSQL returns Decimal already; a converter call per value was a visible cost of reading
-        # a matcher batch (benchmarks/matcher_bench.py).
-        return super().get_db_converters(connection) if connection.vendor == "sqlite" else []
-
-    def from_db_value(self, value, expression, connection):
-        if value is None or isinstance(value, Decimal):
-            return value
-        # Text from SQLite is exact; a float only comes from SQLite's SUM() over text (statistics).
-        return Decimal(value) if isinstance(value, str) else Decimal(repr(value))
+        # DecimalField's, with the backend's adaptation for amounts in place of the one for decimals.
+        value = models.Field.get_db_prep_value(self, value, connection, prepared)
+        return connection.ops.adapt_amountfield_value(self.to_python(value), self.max_digits, self.decimal_places)
 
 
 class Asset(models.Model):
