@@ -4,8 +4,8 @@ Reading a key with its account and tier costs about a millisecond on PostgreSQL 
 compiling the query), and bots sign every request. So each process keeps those rows by public id,
 and trusts them only while two tokens are still the ones they were loaded under: the key's own and
 one shared by all keys. The tokens live where every server process sees them (Redis; a dict on the
-embedded default, which is one process), and they are compared in the same round trip that
-remembers the request's nonce and charges its key's budget (``admit``).
+embedded default, which is one process; accounts/key_cache_backends.py), and they are compared in the
+same round trip that remembers the request's nonce and charges its key's budget (``admit``).
 
 A change deletes tokens (``forget_*``), so the next request in every process reloads the key:
 saves of keys, accounts and tiers through the ORM by the receivers in ``accounts/signals.py``,
@@ -22,7 +22,6 @@ the epoch. ``admit`` refuses any other, so the requests of before a loss cannot 
 """
 
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -31,16 +30,13 @@ from enum import IntEnum
 from typing import NamedTuple
 
 import redis
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, models, transaction
 from django.db.models.functions import Coalesce
 
 from accounts.models import Account, ApiKey, RateTier
-from exchange.ratelimit import (CHARGE_FUNCTION, Charge, Decision, decision_from_script, redis_key, window_seconds,
-                                windows)
-from exchange.redis import get_redis
+from exchange.backends import chosen
+from exchange.ratelimit import Charge, Decision
 
 logger = logging.getLogger(__name__)
 
@@ -175,130 +171,23 @@ def forget_all_keys() -> None:
     transaction.on_commit(lambda: token_store().delete([ALL_KEYS_TOKEN]))
 
 
-def new_token() -> str:
-    return secrets.token_hex(8)
-
-
-class LocalTokens:
-    """The embedded default: one process, so a dict; nonces stay in the local cache as before, which
-    is empty when the process starts: that is the epoch."""
-
-    def __init__(self, epoch_ms: int):
-        self.lock = threading.Lock()
-        self.values: dict[str, str] = {}
-        self.epoch_ms = epoch_ms
-
-    def current(self, public_id: str) -> tuple[str, str]:
-        with self.lock:
-            return (self.values.setdefault(token_name(public_id), new_token()),
-                    self.values.setdefault(ALL_KEYS_TOKEN, new_token()))
-
-    def tokens(self, public_id: str) -> tuple[str | None, str | None]:
-        return self.values.get(token_name(public_id)), self.values.get(ALL_KEYS_TOKEN)
-
-    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int, made_ms: int,
-              charge: Charge | None) -> Admitted:
-        if self.tokens(public_id) != expected:
-            return Admitted(Admission.STALE)
-        if made_ms < self.epoch_ms:
-            return Admitted(Admission.BEFORE_EPOCH, epoch_ms=self.epoch_ms)
-        if not cache.add(nonce_name, 1, timeout=nonce_seconds):
-            return Admitted(Admission.REPLAYED)
-        return Admitted(Admission.ADMITTED, None if charge is None else windows().charge(*charge))
-
-    def delete(self, names: list[str]) -> None:
-        with self.lock:
-            for name in names:
-                self.values.pop(name, None)
-
-
-CURRENT_SCRIPT = """
-for i, name in ipairs(KEYS) do redis.call('SET', name, ARGV[i], 'NX') end
-return redis.call('MGET', unpack(KEYS))
-"""
-
-# KEYS: the key's token, the all-keys token, the nonce epoch, the nonce, and the budget if charged; ARGV:
-# the two tokens expected, the time now and the time the request was made (ms), the nonce's lifetime (s),
-# and the charge's limit, cost and window.
-ADMIT_SCRIPT = CHARGE_FUNCTION + """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0} end
-redis.call('SET', KEYS[3], ARGV[3], 'NX')
-local epoch = tonumber(redis.call('GET', KEYS[3]))
-if tonumber(ARGV[4]) < epoch then return {3, epoch} end
-if not redis.call('SET', KEYS[4], 1, 'NX', 'EX', ARGV[5]) then return {2} end
-if #KEYS == 4 then return {1} end
-return {1, charge(KEYS[5], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))}
-"""
-
-
-class RedisTokens:
-    """Production: tokens in Redis, shared by every process; a missing token (deleted, evicted,
-    flushed) never matches, so the key is reloaded."""
-
-    def __init__(self):
-        self.redis = get_redis()
-        self.current_script = self.redis.register_script(CURRENT_SCRIPT)
-        self.admit_script = self.redis.register_script(ADMIT_SCRIPT)
-
-    def current(self, public_id: str) -> tuple[str, str]:
-        values = self.current_script(keys=[token_name(public_id), ALL_KEYS_TOKEN], args=[new_token(), new_token()])
-        return tuple(value.decode() for value in values)
-
-    def tokens(self, public_id: str) -> tuple[str | None, str | None]:
-        values = self.redis.mget([token_name(public_id), ALL_KEYS_TOKEN])
-        return tuple(None if value is None else value.decode() for value in values)
-
-    def admit(self, public_id: str, expected: tuple[str, str], nonce_name: str, nonce_seconds: int, made_ms: int,
-              charge: Charge | None) -> Admitted:
-        # The nonce under the name Django's cache.add gives it, so processes of the previous release
-        # (which used cache.add) share nonce memory with this one during a deploy.
-        keys = [token_name(public_id), ALL_KEYS_TOKEN, NONCE_EPOCH, cache.make_key(nonce_name)]
-        args = [*expected, now_ms(), made_ms, nonce_seconds]
-        if charge is not None:
-            keys.append(redis_key(charge.bucket))
-            args += [charge.limit, charge.cost, window_seconds()]
-        reply = self.admit_script(keys=keys, args=args)
-        admission = Admission(reply[0])
-        if admission is Admission.BEFORE_EPOCH:
-            return Admitted(admission, epoch_ms=reply[1])
-        charged = admission is Admission.ADMITTED and charge is not None
-        return Admitted(admission, decision_from_script(reply[1], charge.limit, charge.cost) if charged else None)
-
-    def start(self) -> None:
-        self.redis.set(NONCE_EPOCH, now_ms(), nx=True)
-
-    def delete(self, names: list[str]) -> None:
-        self.redis.delete(*names)
-
-
-_token_store = None
-_started_ms = now_ms()
-
-
-def token_store() -> LocalTokens | RedisTokens:
-    global _token_store
-    if _token_store is None:
-        _token_store = RedisTokens() if settings.REDIS_URL else LocalTokens(_started_ms)
-    return _token_store
+def token_store():
+    """The tokens' and nonces' store that settings.NONCE_TOKENS names (accounts/key_cache_backends.py)."""
+    return chosen("NONCE_TOKENS")
 
 
 def start() -> None:
     """When the process starts (accounts.apps): an empty nonce store's memory starts now at the latest,
     so that the first requests signed after a deploy on an empty Redis are not refused. The embedded
     default's store is this process's memory: its epoch is now, in any case."""
-    global _started_ms
-    _started_ms = now_ms()
-    if settings.REDIS_URL:
-        try:
-            token_store().start()
-        except redis.RedisError as error:  # the first signed request sets it instead
-            logger.warning("the nonce store's epoch could not be set at start: %s", error)
+    try:
+        token_store().start()
+    except redis.RedisError as error:  # the first signed request sets it instead
+        logger.warning("the nonce store's epoch could not be set at start: %s", error)
 
 
 def reset() -> None:
     """Forget everything this process holds, as a restarted process would (tests: each starts with an
     empty cache and database)."""
-    global _token_store
     _cached.clear()
-    _token_store = None
     start()

@@ -11,8 +11,6 @@ one round trip, before the permission checks (accounts/authentication.py): the t
 that decision, and a request refused in between gets its charge back (RateLimitHeadersMiddleware).
 """
 
-import threading
-import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -20,9 +18,9 @@ from django.conf import settings
 from django.http import JsonResponse
 from rest_framework.throttling import BaseThrottle
 
+from exchange.backends import chosen
 from exchange.errors import OUTAGE_ERRORS, ErrorCode, error_body, error_json_response, log_outage, unavailable
 from exchange.net import budget_address, client_address
-from exchange.redis import get_redis
 
 
 def window_seconds() -> int:
@@ -73,105 +71,9 @@ def decide(entries: list[tuple[int, int]], now: int, limit: int, cost: int, allo
     return Decision(allowed, limit, max(0, limit - used), reset, retry_after, now)
 
 
-class InProcessWindows:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.buckets: dict[str, dict[int, int]] = {}
-
-    def charge(self, bucket: str, limit: int, cost: int) -> Decision:
-        now = int(time.time())
-        with self.lock:
-            seconds = self.buckets.setdefault(bucket, {})
-            for second in [s for s in seconds if s <= now - window_seconds()]:
-                del seconds[second]
-            allowed = sum(seconds.values()) + cost <= limit
-            if allowed:
-                seconds[now] = seconds.get(now, 0) + cost
-            return decide(list(seconds.items()), now, limit, cost, allowed)
-
-    def refund(self, prepaid: Prepaid) -> None:
-        with self.lock:
-            seconds = self.buckets.get(prepaid.charge.bucket, {})
-            left = seconds.get(prepaid.decision.second, 0) - prepaid.charge.cost
-            if left > 0:
-                seconds[prepaid.decision.second] = left
-            else:
-                seconds.pop(prepaid.decision.second, None)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.buckets.clear()
-
-
-# A Lua function, so that a signed request's admission script (accounts/key_cache.py) charges alike.
-CHARGE_FUNCTION = """
-local function charge(key, limit, cost, window)
-  local now = tonumber(redis.call('TIME')[1])
-  local fields = redis.call('HGETALL', key)
-  local used, live = 0, {}
-  for i = 1, #fields, 2 do
-    local second, weight = tonumber(fields[i]), tonumber(fields[i + 1])
-    if second <= now - window then
-      redis.call('HDEL', key, fields[i])
-    else
-      used = used + weight
-      live[#live + 1] = fields[i]
-      live[#live + 1] = fields[i + 1]
-    end
-  end
-  local allowed = 0
-  if used + cost <= limit then
-    allowed = 1
-    redis.call('HINCRBY', key, now, cost)
-    redis.call('EXPIRE', key, window + 1)
-    live[#live + 1] = tostring(now)
-    live[#live + 1] = tostring(cost)
-  end
-  return {allowed, now, live}
-end
-"""
-CHARGE_SCRIPT = CHARGE_FUNCTION + "return charge(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))"
-
-REFUND_SCRIPT = """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2])) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-"""
-
-
-def redis_key(bucket: str) -> str:
-    return f"ratelimit:{bucket}"
-
-
-def decision_from_script(reply, limit: int, cost: int) -> Decision:
-    """The Decision from the Lua charge function's {allowed, now, live entries}."""
-    allowed, now, flat = reply
-    merged: dict[int, int] = {}
-    for i in range(0, len(flat), 2):
-        merged[int(flat[i])] = merged.get(int(flat[i]), 0) + int(flat[i + 1])
-    return decide(list(merged.items()), int(now), limit, cost, bool(allowed))
-
-
-class RedisWindows:
-    def __init__(self):
-        self.script = get_redis().register_script(CHARGE_SCRIPT)
-        self.refund_script = get_redis().register_script(REFUND_SCRIPT)
-
-    def charge(self, bucket: str, limit: int, cost: int) -> Decision:
-        reply = self.script(keys=[redis_key(bucket)], args=[limit, cost, window_seconds()])
-        return decision_from_script(reply, limit, cost)
-
-    def refund(self, prepaid: Prepaid) -> None:
-        self.refund_script(keys=[redis_key(prepaid.charge.bucket)],
-                           args=[prepaid.decision.second, prepaid.charge.cost])
-
-
-_windows = None
-
-
 def windows():
-    global _windows
-    if _windows is None:
-        _windows = RedisWindows() if settings.REDIS_URL else InProcessWindows()
-    return _windows
+    """The store of the budgets' windows that settings.RATE_LIMIT_WINDOWS names (exchange/ratelimit_backends.py)."""
+    return chosen("RATE_LIMIT_WINDOWS")
 
 
 def key_budget(key) -> tuple[str, int]:

@@ -145,6 +145,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 # A Redis that does not answer (a partition, not a refused connection) fails a request with 503 in
 # seconds (two tries) rather than hanging it on TCP's timeouts; reads wait longer than a matcher's 1 s answer.
 REDIS_TIMEOUTS = {"socket_connect_timeout": 2, "socket_timeout": 2}
+REDIS_CLIENT = {"url": REDIS_URL, **REDIS_TIMEOUTS}  # exchange/redis.py, for the Redis backends below
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
                           "OPTIONS": REDIS_TIMEOUTS}}
@@ -158,12 +159,20 @@ if REDIS_URL:
                        "capacity": 500},
         }
     }
+    # Shared by every server process: rate-limit windows, keys' tokens and nonces, recent book deltas.
+    RATE_LIMIT_WINDOWS = "exchange.ratelimit_backends.RedisWindows"
+    NONCE_TOKENS = "accounts.key_cache_backends.RedisTokens"
+    REPLAY_BUFFER = "marketdata.replay_backends.RedisReplay"
 else:
     # The local cache holds nonces for their key's drift window: at its default 300 entries it forgot
     # the oldest under a few dozen signed requests a second, and a replay would pass.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                           "OPTIONS": {"MAX_ENTRIES": 1_000_000}}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # The embedded default is one process: its memory is shared by all its requests.
+    RATE_LIMIT_WINDOWS = "exchange.ratelimit_backends.InProcessWindows"
+    NONCE_TOKENS = "accounts.key_cache_backends.LocalTokens"
+    REPLAY_BUFFER = "marketdata.replay_backends.LocalReplay"
 
 # WebSocket health: a heartbeat after this many quiet seconds, and a connection with more than this many
 # bytes it has not read yet is closed as a slow consumer (Daphne also sends keepalive pings, see bin/).

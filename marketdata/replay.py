@@ -1,20 +1,15 @@
 """A bounded buffer of each pair's recent book deltas, for clients that resume with ``since_sequence``.
 
-Production: a Redis stream per pair whose entry ids are the sequences, trimmed to about
-REPLAY_DEPTH entries, so every server process sees what the matcher (another process) published.
-Embedded default: a deque in the one process that both matches and serves.
+Production: a Redis stream per pair, so every server process sees what the matcher (another process)
+published. Embedded default: a deque in the one process that both matches and serves. Which one is
+settings.REPLAY_BUFFER (marketdata/replay_backends.py).
 """
 
-import json
-from collections import defaultdict, deque
+from exchange.backends import chosen
 
-from django.conf import settings
 
-from exchange.redis import get_redis
-
-REPLAY_DEPTH = 2000
-
-_local: dict[str, deque] = defaultdict(lambda: deque(maxlen=REPLAY_DEPTH))  # the depth when first used
+def buffer():
+    return chosen("REPLAY_BUFFER")
 
 
 def stream_key(pair: str) -> str:
@@ -22,11 +17,7 @@ def stream_key(pair: str) -> str:
 
 
 def record_delta(pair: str, message: dict) -> None:
-    if settings.REDIS_URL:
-        get_redis().xadd(stream_key(pair), {"m": json.dumps(message)}, id=f"{message['sequence']}-0",
-                         maxlen=REPLAY_DEPTH, approximate=False)
-    else:
-        _local[pair].append(message)
+    buffer().record(pair, message)
 
 
 def deltas_since(pair: str, sequence: int, committed: int, must_reach: int | None = None) -> list[dict] | None:
@@ -42,11 +33,7 @@ def deltas_since(pair: str, sequence: int, committed: int, must_reach: int | Non
         return None
     if sequence == committed:
         return []
-    if settings.REDIS_URL:
-        entries = get_redis().xrange(stream_key(pair), min=f"{sequence}-0", max="+")
-        buffered = [json.loads(fields[b"m"]) for _, fields in entries]
-    else:
-        buffered = [m for m in _local[pair] if m["sequence"] >= sequence]
+    buffered = buffer().since(pair, sequence)
     if buffered and buffered[0]["sequence"] == sequence:
         buffered = buffered[1:]  # the buffer holds the client's own last delta: it reaches back
     elif not buffered or buffered[0]["sequence"] != sequence + 1:

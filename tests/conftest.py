@@ -122,8 +122,8 @@ def fresh_process_state():
     forget_matchers_and_publishing()
     markets._recent_markets.clear()
     cache.clear()
-    replay._local.clear()
-    ratelimit._windows = None
+    replay.buffer().reset()
+    ratelimit.windows().reset()
     key_cache.reset()
     yield
     forget_matchers_and_publishing()

@@ -18,7 +18,7 @@ from django.core.cache import cache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from accounts import key_cache
+from accounts import key_cache, key_cache_backends
 from accounts.keys import create_api_key, prehash, sign
 from exchange.asgi import application
 from exchange.redis import get_redis
@@ -161,15 +161,15 @@ def test_a_websocket_auth_signed_before_the_loss_is_refused(make_account):
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_signed_request_with_the_nonce_store_down_is_503_on_rest_and_websocket(make_account, make_key,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, settings):
     if not settings.REDIS_URL:
         pytest.skip("the nonce store is this process's memory without REDIS_URL")
     account = make_account()
     bot = make_key(account)
     key, secret = create_api_key(account, label="ws", scope="read_only", ip_allowlist=[])
     down = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # refused at once, not retried
-    monkeypatch.setattr(key_cache, "get_redis", lambda: down)
-    monkeypatch.setattr(key_cache, "_token_store", None)
+    monkeypatch.setattr(key_cache_backends, "get_redis", lambda: down)
+    settings.NONCE_TOKENS = settings.NONCE_TOKENS  # made anew, on that client
     before = nothing_written()
 
     response = bot.post("/v1/orders", ORDER)

@@ -11,7 +11,6 @@ from django.db import OperationalError, connection, connections
 from django.test import Client
 
 from accounts import key_cache
-from exchange import ratelimit
 from exchange.errors import OUTAGE_RETRY_AFTER_SECONDS
 from exchange.redis import get_redis
 from trading import dispatch, services
@@ -33,26 +32,30 @@ def assert_unavailable(response, **details):
     assert error["details"] == {**details, "retry_after": OUTAGE_RETRY_AFTER_SECONDS}
 
 
+# The backends of the production stack, which use Redis.
+REDIS_BACKENDS = {"RATE_LIMIT_WINDOWS": "exchange.ratelimit_backends.RedisWindows",
+                  "NONCE_TOKENS": "accounts.key_cache_backends.RedisTokens",
+                  "REPLAY_BUFFER": "marketdata.replay_backends.RedisReplay"}
+
+
 @contextmanager
 def redis_at(settings, url: str):
     """Point everything that uses Redis (cache, nonces, rate limits, the matcher's announcements) at
     ``url`` once the returned function is called (after the test's keys and orders are made)."""
 
-    def forget_clients():
+    def point_at(stack: dict):
+        for name, value in stack.items():
+            setattr(settings, name, value)  # a backend whose setting changed is made anew
         get_redis.cache_clear()
         dispatch.announce_script.cache_clear()
-        ratelimit._windows = None
         key_cache.reset()
 
-    def point_at(url: str, caches: dict):
-        settings.REDIS_URL, settings.CACHES = url, caches
-        forget_clients()
-
-    before = settings.REDIS_URL, settings.CACHES
-    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
-                          "OPTIONS": settings.REDIS_TIMEOUTS}}
-    yield lambda: point_at(url, caches)
-    point_at(*before)
+    redis_stack = {**REDIS_BACKENDS, "REDIS_URL": url, "REDIS_CLIENT": {**settings.REDIS_CLIENT, "url": url},
+                   "CACHES": {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url,
+                                          "OPTIONS": settings.REDIS_TIMEOUTS}}}
+    before = {name: getattr(settings, name) for name in redis_stack}
+    yield lambda: point_at(redis_stack)
+    point_at(before)
 
 
 @pytest.fixture
@@ -154,7 +157,7 @@ def test_a_create_whose_wait_for_the_matcher_fails_answers_201_with_the_order(as
     monkeypatch.setattr(dispatch, "queue_wake_up", lambda pair: None)  # no worker in this test
     monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)
     cut_redis()
-    ratelimit._windows = ratelimit.InProcessWindows()  # the budget is not what fails here
+    settings.RATE_LIMIT_WINDOWS = "exchange.ratelimit_backends.InProcessWindows"  # the budget is not what fails here
 
     response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
 

@@ -10,12 +10,10 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
 
 from accounts.keys import create_api_key, prehash, sign
 from exchange.asgi import application
-from exchange.redis import get_redis
-from marketdata import replay
+from marketdata import replay, replay_backends
 from marketdata.checksum import book_checksum
 from marketdata.consumers import MAX_MESSAGE_BYTES
 from trading import publishing, services
@@ -152,7 +150,7 @@ def test_orderbook_snapshot_then_deltas_rebuild_the_committed_book(api, markets,
 
 
 def test_resume_replays_the_deltas_missed_and_a_too_old_sequence_gets_a_snapshot(markets, traders, monkeypatch):
-    monkeypatch.setattr(replay, "REPLAY_DEPTH", 2)  # the buffer keeps deltas 2 and 3 of 3
+    monkeypatch.setattr(replay_backends, "REPLAY_DEPTH", 2)  # the buffer keeps deltas 2 and 3 of 3
     alice, _ = traders
 
     async def body():
@@ -180,7 +178,7 @@ def test_a_resume_the_buffer_cannot_serve_gets_a_snapshot(markets, traders):
     async def body():
         for price in ("63100", "63200", "63300"):
             await place(alice, side="sell", type="limit", price=D(price), size=D("1"))
-        await database_sync_to_async(replay_forget)("BTC-USD")
+        await database_sync_to_async(replay.buffer().reset)()
         ws = await connect()
         await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD", "since_sequence": 1}])
         after_restart = await receive(ws, "snapshot")
@@ -198,11 +196,6 @@ def test_a_resume_the_buffer_cannot_serve_gets_a_snapshot(markets, traders):
     assert [m["type"] for m in up_to_date] == ["subscribed", "pong"]  # at the committed sequence: nothing to send
 
 
-def replay_forget(pair: str) -> None:
-    if settings.REDIS_URL:
-        get_redis().delete(replay.stream_key(pair))
-    else:
-        replay._local[pair].clear()
 
 
 def test_a_delta_lost_before_a_quiet_spell_is_repaired_before_the_heartbeat(markets, traders, settings, monkeypatch):
