@@ -1,73 +1,33 @@
 """Helpers shared by the benchmark scripts (not a benchmark itself).
 
-PostgreSQL databases made here are named ``bench_...`` and dropped (WITH (FORCE)) on exit; Redis
-database 3 (or ``BENCH_REDIS_DB``) is the benchmarks' own, flushed before and after a run (the test
-suite's end-to-end stacks use database 2).
+The benchmarks run the stack of the end-to-end tests (tests/stack.py): each its own PostgreSQL database,
+named ``bench_...`` and dropped (WITH (FORCE)) on exit, and Redis database 3 (or ``BENCH_REDIS_DB``),
+flushed when a stack starts (the end-to-end tests use database 2).
 """
 
 from __future__ import annotations
 
-import atexit
 import math
 import os
 import platform
 import sys
+import tempfile
 import time
-import uuid
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
-REDIS_BASE = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "3"))  # another db keeps concurrent runs apart
-REDIS_URL = f"{REDIS_BASE}/{REDIS_DB}"
-SECRET_KEY = "bench-" + "s" * 60
-
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.stack import REDIS, Stack  # noqa: E402
 
-def new_database_name(tag: str) -> str:
-    return f"bench_{tag}_{uuid.uuid4().hex[:8]}"
-
-
-_created: list[str] = []
+REDIS_URL = f"{REDIS}/{int(os.environ.get('BENCH_REDIS_DB', '3'))}"  # another db keeps concurrent runs apart
 
 
-def create_database(name: str, template: str | None = None) -> str:
-    import psycopg
-
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        suffix = f' TEMPLATE "{template}"' if template else ""
-        conn.execute(f'CREATE DATABASE "{name}"{suffix}')
-    _created.append(name)
-    return name
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    if name in _created:
-        _created.remove(name)
-
-
-@atexit.register
-def _drop_leftovers() -> None:
-    for name in list(_created):
-        try:
-            drop_database(name)
-        except Exception as error:  # noqa: BLE001 - best effort at exit
-            print(f"warning: could not drop {name}: {error}", file=sys.stderr)
-
-
-def flush_bench_redis() -> None:
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
+def bench_stack(name: str, redis_url: str = REDIS_URL, **env: str | None) -> Stack:
+    """A stack (to enter) on a database ``<name>_...``, with a temporary directory of its own for its logs."""
+    return Stack(Path(tempfile.mkdtemp(prefix=f"{name}-")), redis_url, name, **env)
 
 
 def machine() -> str:

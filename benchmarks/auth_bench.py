@@ -19,8 +19,9 @@ three alike:
 
 Each configuration runs in its own subprocess, since settings are read at import:
 
-- ``postgres+redis``: DATABASE_URL on a fresh ``bench_auth_...`` PostgreSQL database and REDIS_URL on
-  Redis db 3 or BENCH_REDIS_DB (nonces, key-cache tokens and rate limits by Lua scripts);
+- ``postgres+redis``: the environment of the end-to-end tests' stack (tests/stack.py, no processes):
+  DATABASE_URL on a fresh ``bench_auth_...`` PostgreSQL database and REDIS_URL on Redis db 3 or
+  BENCH_REDIS_DB (nonces, key-cache tokens and rate limits by Lua scripts);
 - ``embedded``: the embedded default (SQLite file in a temporary directory, local-memory cache,
   in-process limiter).
 
@@ -36,19 +37,20 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from _common import POSTGRES, REDIS_URL, SECRET_KEY, machine, percentile, table  # noqa: E402
+from _common import bench_stack, machine, percentile, table  # noqa: E402
+from tests.processes import process_env  # noqa: E402
 
 CONFIGS = ("postgres+redis", "embedded")
 VARIANTS = ("bare", "unsigned", "signed")
@@ -60,22 +62,10 @@ def parse_args():
     parser.add_argument("-n", "--requests", type=int, default=3_000, help="timed requests per variant")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
-    parser.add_argument("--database", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 # -- the worker (one configuration, in its own process)
-
-
-def worker_env(config: str, database: str | None, var_dir: str) -> dict[str, str]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "exchange.settings", "SECRET_KEY": SECRET_KEY,
-           "EXCHANGE_VAR_DIR": var_dir, "LOG_LEVEL": "WARNING", "PUBLIC_WEIGHT_PER_MINUTE": str(BIG_BUDGET),
-           "DEBUG": "false"}
-    for name in ("DATABASE_URL", "REDIS_URL", "MATCHER_MODE"):
-        env.pop(name, None)
-    if config == "postgres+redis":
-        env.update(DATABASE_URL=f"{POSTGRES}/{database}", REDIS_URL=REDIS_URL)
-    return env
 
 
 def make_environ(headers: dict[str, str]) -> dict:
@@ -91,7 +81,7 @@ def make_environ(headers: dict[str, str]) -> dict:
     return environ
 
 
-def run_worker(config: str, database: str | None, n: int, warmup: int) -> dict:
+def run_worker(config: str, n: int, warmup: int) -> dict:
     import django
 
     django.setup()
@@ -109,7 +99,6 @@ def run_worker(config: str, database: str | None, n: int, warmup: int) -> dict:
     account = open_account(get_user_model().objects.create(username="auth-bench"))
     key, secret = create_api_key(account, label="auth bench", scope="read_only", ip_allowlist=[])
 
-    sys.path.insert(0, str(_common.ROOT / "clients" / "python"))
     from hkt_client.signing import signed_headers
 
     from marketdata.api.views import TimeView
@@ -295,7 +284,7 @@ def components(key, secret) -> dict[str, float]:
 def main() -> None:
     args = parse_args()
     if args.worker:
-        result = run_worker(args.worker, args.database, args.requests, args.warmup)
+        result = run_worker(args.worker, args.requests, args.warmup)
         print("RESULT " + json.dumps(result))
         return
 
@@ -310,18 +299,24 @@ def main() -> None:
         "other processes (not this benchmark)"))
     sampler.start()
     results = []
+    budgets = {"PUBLIC_WEIGHT_PER_MINUTE": str(BIG_BUDGET), "DEBUG": "false"}
     for config in CONFIGS:
-        database = _common.new_database_name("auth") if config == "postgres+redis" else None
-        var_dir = tempfile.mkdtemp(prefix="bench-auth-")
-        Path(var_dir, "static").mkdir()  # WhiteNoise warns about a missing STATIC_ROOT otherwise
-        try:
-            if database:
-                _common.create_database(database)
-                _common.flush_bench_redis()
+        with ExitStack() as cleanup:
+            if config == "postgres+redis":
+                stack = cleanup.enter_context(bench_stack("bench_auth", **budgets))
+                cleanup.callback(stack.flush_redis)
+                env = stack.env
+            else:  # the embedded default: no DATABASE_URL, no REDIS_URL
+                env = process_env(DATABASE_URL=None, REDIS_URL=None, MATCHER_MODE=None,
+                                  DJANGO_SETTINGS_MODULE="exchange.settings", SECRET_KEY="bench-" + "s" * 60,
+                                  EXCHANGE_VAR_DIR=tempfile.mkdtemp(prefix="bench-auth-"), LOG_LEVEL="WARNING",
+                                  **budgets)
+            var_dir = Path(env["EXCHANGE_VAR_DIR"])
+            cleanup.callback(shutil.rmtree, var_dir, ignore_errors=True)
+            (var_dir / "static").mkdir(exist_ok=True)  # WhiteNoise warns about a missing STATIC_ROOT otherwise
             command = [sys.executable, __file__, "--worker", config, "-n", str(args.requests),
-                       "--warmup", str(args.warmup)] + (["--database", database] if database else [])
-            done = subprocess.run(command, cwd=_common.ROOT, env=worker_env(config, database, var_dir),
-                                  capture_output=True, text=True, timeout=600)
+                       "--warmup", str(args.warmup)]
+            done = subprocess.run(command, cwd=_common.ROOT, env=env, capture_output=True, text=True, timeout=600)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode != 0 or not lines:
                 print(f"{config}: worker failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -329,11 +324,6 @@ def main() -> None:
             if done.stderr.strip():
                 print(f"{config} worker stderr:\n{done.stderr[-2000:]}")
             results.append(json.loads(lines[-1].removeprefix("RESULT ")))
-        finally:
-            shutil.rmtree(var_dir, ignore_errors=True)
-            if database:
-                _common.drop_database(database)
-                _common.flush_bench_redis()
 
     cpu = sampler.stop()
     rows = []

@@ -7,9 +7,10 @@ Run from the repository root (needs PostgreSQL on 127.0.0.1:5432 and Redis on 12
 
 What it does, all in one run so that the ratios mean something on a noisy machine:
 
-1. A fresh database ``bench_matcher_..._tpl``: migrate, demo markets, 20 funded accounts. Settings:
-   MATCHER_MODE=celery and REDIS_URL on Redis db 3 with no worker running, so wake-ups are queued
-   and never consumed: nothing matches during acceptance.
+1. The stack of the end-to-end tests (tests/stack.py) without its processes: a fresh database
+   ``bench_matcher_...`` (migrate, demo markets) and 20 funded accounts, and the stack's settings in this
+   process: MATCHER_MODE=celery and REDIS_URL on Redis db 3 (or BENCH_REDIS_DB) with no worker running,
+   so wake-ups are queued and never consumed: nothing matches during acceptance.
 2. Acceptance: the first ``--through-services`` commands (default 2,000) go one by one through
    ``trading.services.place_order`` (and ``request_cancel`` for ~10 %): the first 300 under cProfile,
    the next 300 under a phase timer, the rest timed clean (acceptance commands/s). The other commands
@@ -31,7 +32,7 @@ What it does, all in one run so that the ratios mean something on a noisy machin
 5. Baseline (c): the pure engine (trading.engine, no database) on the same commands.
 
 Prints figures only; asserts nothing about speed. Databases are dropped WITH (FORCE) at the end,
-and Redis db 3 is flushed.
+and the Redis db is flushed.
 """
 
 from __future__ import annotations
@@ -44,17 +45,16 @@ import pstats
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
+from contextlib import ExitStack
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-from _common import (POSTGRES, REDIS_URL, SECRET_KEY, PhaseTimer, Stopwatch, machine, print_phases,  # noqa: E402
-                     table)
+from _common import (CpuSampler, PhaseTimer, Stopwatch, bench_stack, machine, print_cpu_report,  # noqa: E402
+                     print_phases, table)
 
 PAIR = "BTC-USD"
 MID_TICKS = 6_000_000  # 60,000.00 USD at tick 0.01
@@ -96,12 +96,9 @@ def set_batch_size(size: int) -> int:
     return matching.BATCH_SIZE
 
 
-def configure(database: str, var_dir: str) -> None:
-    """Settings are read at import: the environment must be right before django.setup()."""
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="exchange.settings", DATABASE_URL=f"{POSTGRES}/{database}", REDIS_URL=REDIS_URL,
-        MATCHER_MODE="celery", SECRET_KEY=SECRET_KEY, EXCHANGE_VAR_DIR=var_dir, LOG_LEVEL="WARNING",
-    )
+def configure(env: dict[str, str]) -> None:
+    """Settings are read at import: the environment (the stack's) must be right before django.setup()."""
+    os.environ.update(env)
     import django
 
     django.setup()
@@ -133,28 +130,24 @@ def make_stream(args) -> list[tuple]:
     return stream
 
 
-def prepare_template(args) -> tuple[list, dict]:
+def prepare_template(args) -> list:
+    """The funded accounts, on the stack's database (migrated, with the demo markets)."""
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
 
     from accounts.services import open_account
-    from trading.demo import load_demo_markets
     from trading.ledger import adjust_balance
     from trading.models import Asset
 
-    with Stopwatch() as setup:
-        call_command("migrate", verbosity=0, interactive=False)
-        load_demo_markets()
-        assets = dict(Asset.objects.values_list("symbol", "pk"))
-        accounts = []
-        for i in range(args.accounts):
-            user = get_user_model().objects.create(username=f"bench{i}")
-            account = open_account(user)
-            for symbol, amount in (("USD", Decimal("100000000")), ("BTC", Decimal("100000"))):
-                adjust_balance(account_id=account.pk, asset_id=assets[symbol], amount=amount,
-                               reference=f"bench:{i}", memo="matcher_bench funding")
-            accounts.append(account)
-    return accounts, {"setup_s": setup.seconds}
+    assets = dict(Asset.objects.values_list("symbol", "pk"))
+    accounts = []
+    for i in range(args.accounts):
+        user = get_user_model().objects.create(username=f"bench{i}")
+        account = open_account(user)
+        for symbol, amount in (("USD", Decimal("100000000")), ("BTC", Decimal("100000"))):
+            adjust_balance(account_id=account.pk, asset_id=assets[symbol], amount=amount,
+                           reference=f"bench:{i}", memo="matcher_bench funding")
+        accounts.append(account)
+    return accounts
 
 
 def accept(stream: list[tuple], accounts: list, profile_first: int = 0, phase_next: int = 0) -> dict:
@@ -253,13 +246,13 @@ def bulk_queue(stream: list[tuple], start: int, accounts: list, order_ids: dict[
     return watch.seconds
 
 
-def flush_redis() -> None:
-    """Empty Redis db 3 for the next clone, after the publisher thread has sent what it holds: a delta
+def flush_redis(stack) -> None:
+    """Empty the stack's Redis db for the next clone, after the publisher thread has sent what it holds: a delta
     of the last clone sent after the flush would sit above the next clone's sequences."""
     from trading import publishing
 
     publishing.wait_published()
-    _common.flush_bench_redis()
+    stack.flush_redis()
 
 
 def fresh_matcher():
@@ -413,14 +406,14 @@ def breakdown(stats: pstats.Stats) -> list[tuple[str, str, float]]:
     return sorted(rows, key=lambda row: -row[2])
 
 
-def run_copy(database: str, batches: int) -> dict:
+def run_copy(dsn: str, batches: int) -> dict:
     """Raw psycopg COPY of 1,000-row batches, one commit each, into a table shaped like the ledger."""
     import uuid as uuid_module
     from datetime import datetime, timezone
 
     import psycopg
 
-    with psycopg.connect(f"{POSTGRES}/{database}") as conn:
+    with psycopg.connect(dsn) as conn:
         conn.execute("CREATE TABLE bench_ledger_copy (LIKE trading_ledgerentry INCLUDING ALL)")
         conn.commit()
         accounts = [row[0] for row in conn.execute("SELECT id FROM accounts_account")]
@@ -496,156 +489,146 @@ def main() -> None:
     print(f"{args.commands:,} commands on {PAIR}, {args.accounts} accounts, prices mid ± {args.spread_ticks} ticks, "
           f"~{args.cancel_share:.0%} cancels")
     started = time.perf_counter()
-    tag = _common.new_database_name("matcher")
-    template = _common.create_database(f"{tag}_tpl")
-    var_dir = tempfile.mkdtemp(prefix="bench-matcher-")
-    configure(template, var_dir)
-    batch_size = set_batch_size(args.batch_size)
-    _common.flush_bench_redis()
-
+    stack = bench_stack("bench_matcher")
     own_pid = os.getpid()
-    sampler = _common.CpuSampler(lambda pid, comm, cmdline: (
+    sampler = CpuSampler(lambda pid, comm, cmdline: (
         "this process" if pid == own_pid else
-        "postgres serving this benchmark" if "postgres" in comm and tag in cmdline else
+        "postgres serving this benchmark" if "postgres" in comm and stack.database in cmdline else
         "postgres: other backends and server processes" if "postgres" in comm else
         "redis-server" if "redis-server" in cmdline or "redis-server" in comm else
         "other processes (not this benchmark)"))
     sampler.start()
-    accounts, info = prepare_template(args)
-    stream = make_stream(args)
-    through = len(stream) if args.through_services <= 0 else min(args.through_services, len(stream))
-    profile_first = min(args.profile_accept, through // 4)
-    acceptance = accept(stream[:through], accounts, profile_first, min(args.phase_accept, through // 4))
-    bulk_seconds = bulk_queue(stream, through, accounts, acceptance["order_ids"]) if through < len(stream) else 0.0
-    from django.db import connection
+    with ExitStack() as databases:
+        with Stopwatch() as setup:
+            databases.enter_context(stack)
+            configure(stack.env)
+            accounts = prepare_template(args)
+        batch_size = set_batch_size(args.batch_size)
+        stream = make_stream(args)
+        through = len(stream) if args.through_services <= 0 else min(args.through_services, len(stream))
+        profile_first = min(args.profile_accept, through // 4)
+        acceptance = accept(stream[:through], accounts, profile_first, min(args.phase_accept, through // 4))
+        bulk_seconds = bulk_queue(stream, through, accounts, acceptance["order_ids"]) if through < len(stream) else 0.0
+        from django.db import connection
 
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")  # planner statistics, as autovacuum keeps them on a live database
-    queued = counts()["queued"]
-    print(f"setup (migrate, markets, accounts) {info['setup_s']:.1f} s; accepted {acceptance['news']:,} orders + "
-          f"{acceptance['cancels']:,} cancels ({acceptance['profiled_commands']:,} under cProfile in "
-          f"{acceptance['profiled_seconds']:.1f} s, then {acceptance['phases']['title'].split(': ', 1)[1]} under "
-          f"the phase timer, the other {acceptance['timed_commands']:,} timed: "
-          f"{acceptance['seconds']:.1f} s) through the services; {len(stream) - through:,} more commands queued in "
-          f"bulk in {bulk_seconds:.1f} s; {queued:,} commands queued in all")
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # planner statistics, as autovacuum keeps them on a live database
+        queued = counts()["queued"]
+        print(f"setup (migrate, markets, accounts) {setup.seconds:.1f} s; accepted {acceptance['news']:,} orders + "
+              f"{acceptance['cancels']:,} cancels ({acceptance['profiled_commands']:,} under cProfile in "
+              f"{acceptance['profiled_seconds']:.1f} s, then {acceptance['phases']['title'].split(': ', 1)[1]} under "
+              f"the phase timer, the other {acceptance['timed_commands']:,} timed: "
+              f"{acceptance['seconds']:.1f} s) through the services; {len(stream) - through:,} more commands queued in "
+              f"bulk in {bulk_seconds:.1f} s; {queued:,} commands queued in all")
 
-    clones = {}
-    for name in ("batched", "single", "profile"):
-        use_database(template)
-        from django.db import connections
+        clones = {}
+        for name in ("batched", "single", "profile"):
+            use_database(stack.database)  # which closes every connection: nothing may be connected to a template
+            clones[name] = databases.enter_context(stack.clone(name))
 
-        connections.close_all()
-        clones[name] = _common.create_database(f"{tag}_{name}", template=template)
+        # Each clone restarts the book sequence: clear the replay stream and wake flags first.
+        flush_redis(stack)
+        use_database(clones["batched"].database)
+        engine_only = run_engine_only()
+        batched = run_batched()
+        from trading.audit import audit
 
-    # Each clone restarts the book sequence: clear db 3's replay stream and wake flags first.
-    flush_redis()
-    use_database(clones["batched"])
-    engine_only = run_engine_only()
-    batched = run_batched()
-    from trading.audit import audit
+        with Stopwatch() as audit_watch:
+            problems = audit()
+        ticker_ms = time_ticker()
+        copy = run_copy(clones["batched"].env["DATABASE_URL"], args.copy_batches)
 
-    with Stopwatch() as audit_watch:
-        problems = audit()
-    ticker_ms = time_ticker()
-    copy = run_copy(clones["batched"], args.copy_batches)
+        flush_redis(stack)
+        use_database(clones["single"].database)
+        single = run_single(args.single_prefix, args.single_seconds)
+        small_phases = run_phases(args.small_batches, batch_size=1)
 
-    flush_redis()
-    use_database(clones["single"])
-    single = run_single(args.single_prefix, args.single_seconds)
-    small_phases = run_phases(args.small_batches, batch_size=1)
+        flush_redis(stack)
+        use_database(clones["profile"].database)
+        phases = run_phases(args.profile_batches)
+        profile = run_profile(args.profile_batches)
+        use_database(stack.database)
 
-    flush_redis()
-    use_database(clones["profile"])
-    phases = run_phases(args.profile_batches)
-    profile = run_profile(args.profile_batches)
-    use_database(template)
-    from django.db import connections
+        cpu = sampler.stop()
 
-    connections.close_all()
+        # batched rate over the same prefix the single-transaction baseline ran
+        prefix_time = prefix_done = 0
+        for seconds, processed in batched["batch_times"]:
+            if prefix_done >= single["commands"]:
+                break
+            prefix_time += seconds
+            prefix_done += processed
 
-    cpu = sampler.stop()
+        def rate(n, s):
+            return f"{n / s:,.0f}" if s else "-"
 
-    # batched rate over the same prefix the single-transaction baseline ran
-    prefix_time = prefix_done = 0
-    for seconds, processed in batched["batch_times"]:
-        if prefix_done >= single["commands"]:
-            break
-        prefix_time += seconds
-        prefix_done += processed
+        print()
+        print(f"Batched drain: {batched['commands']:,} commands in {batched['batches']} batches, "
+              f"{batched['trades']:,} trades, {batched['fills']:,} fills, {batched['ledger']:,} ledger rows, "
+              f"{batched['seconds']:.2f} s; left queued {batched['left_queued']}, pending {batched['left_pending']}; "
+              f"audit: {'OK' if not problems else problems[:3]} ({audit_watch.seconds:.1f} s, not timed)")
+        per_batch = sorted(s for s, _ in batched["batch_times"])
+        if per_batch:
+            print(f"  per {batch_size}-command batch: median {per_batch[len(per_batch) // 2] * 1000:.0f} ms, "
+                  f"max {per_batch[-1] * 1000:.0f} ms; order rows updated per batch: "
+                  f"{batched['orders_changed'] / batched['batches']:,.0f} on average")
+            in_order = [f"{seconds * 1000:.0f}" for seconds, _ in batched["batch_times"]]
+            print(f"  batch times in order (ms): {' '.join(in_order)}")
+        rows = [
+            ["acceptance: place_order / request_cancel, one transaction each",
+             f"{acceptance['timed_commands']:,} commands",
+             f"{acceptance['seconds']:.2f}", rate(acceptance["timed_commands"], acceptance["seconds"]), "commands/s"],
+            [f"drain, batches of {batch_size}, whole queue", f"{batched['commands']:,} commands",
+             f"{batched['seconds']:.2f}", rate(batched["commands"], batched["seconds"]), "commands/s"],
+            [f"drain, batches of {batch_size}, first {prefix_done:,} commands", f"{prefix_done:,} commands",
+             f"{prefix_time:.2f}", rate(prefix_done, prefix_time), "commands/s"],
+            [f"baseline (a): BATCH_SIZE = 1, first {single['commands']:,} commands"
+             + (" (time cap)" if single["capped"] else ""), f"{single['commands']:,} commands",
+             f"{single['seconds']:.2f}", rate(single["commands"], single["seconds"]), "commands/s"],
+            ["drain ledger rows written (batched)", f"{batched['ledger']:,} rows", f"{batched['seconds']:.2f}",
+             rate(batched["ledger"], batched["seconds"]), "rows/s"],
+            ["baseline (b): raw COPY, 1,000-row batches, commit each", f"{copy['rows']:,} rows",
+             f"{copy['seconds']:.2f}", rate(copy["rows"], copy["seconds"]), "rows/s"],
+            ["baseline (c): pure engine, same commands, no database", f"{engine_only['commands']:,} commands",
+             f"{engine_only['seconds']:.3f}", rate(engine_only["commands"], engine_only["seconds"]), "commands/s"],
+        ]
+        print(table(["measurement", "work", "seconds", "rate", "unit"], rows))
+        print(f"  batched vs one-transaction-per-command (same prefix): "
+              f"{(prefix_done / prefix_time) / (single['commands'] / single['seconds']):.1f}x"
+              if prefix_time and single["seconds"] else "")
+        print(f"  marketdata.services.ticker() (sent after each batch that trades or moves the top of the book) with "
+              f"{ticker_ms[1]:,} trades in its 24 h window: {ticker_ms[0]:.1f} ms")
+        print(f"  aim >= 20,000 orders/s per pair: drain reaches "
+              f"{batched['commands'] / batched['seconds'] / 20_000:.0%} of it")
 
-    def rate(n, s):
-        return f"{n / s:,.0f}" if s else "-"
-
-    print()
-    print(f"Batched drain: {batched['commands']:,} commands in {batched['batches']} batches, "
-          f"{batched['trades']:,} trades, {batched['fills']:,} fills, {batched['ledger']:,} ledger rows, "
-          f"{batched['seconds']:.2f} s; left queued {batched['left_queued']}, pending {batched['left_pending']}; "
-          f"audit: {'OK' if not problems else problems[:3]} ({audit_watch.seconds:.1f} s, not timed)")
-    per_batch = sorted(s for s, _ in batched["batch_times"])
-    if per_batch:
-        print(f"  per {batch_size}-command batch: median {per_batch[len(per_batch) // 2] * 1000:.0f} ms, "
-              f"max {per_batch[-1] * 1000:.0f} ms; order rows updated per batch: "
-              f"{batched['orders_changed'] / batched['batches']:,.0f} on average")
-        in_order = [f"{seconds * 1000:.0f}" for seconds, _ in batched["batch_times"]]
-        print(f"  batch times in order (ms): {' '.join(in_order)}")
-    rows = [
-        ["acceptance: place_order / request_cancel, one transaction each",
-         f"{acceptance['timed_commands']:,} commands",
-         f"{acceptance['seconds']:.2f}", rate(acceptance["timed_commands"], acceptance["seconds"]), "commands/s"],
-        [f"drain, batches of {batch_size}, whole queue", f"{batched['commands']:,} commands",
-         f"{batched['seconds']:.2f}", rate(batched["commands"], batched["seconds"]), "commands/s"],
-        [f"drain, batches of {batch_size}, first {prefix_done:,} commands", f"{prefix_done:,} commands",
-         f"{prefix_time:.2f}", rate(prefix_done, prefix_time), "commands/s"],
-        [f"baseline (a): BATCH_SIZE = 1, first {single['commands']:,} commands"
-         + (" (time cap)" if single["capped"] else ""), f"{single['commands']:,} commands",
-         f"{single['seconds']:.2f}", rate(single["commands"], single["seconds"]), "commands/s"],
-        ["drain ledger rows written (batched)", f"{batched['ledger']:,} rows", f"{batched['seconds']:.2f}",
-         rate(batched["ledger"], batched["seconds"]), "rows/s"],
-        ["baseline (b): raw COPY, 1,000-row batches, commit each", f"{copy['rows']:,} rows",
-         f"{copy['seconds']:.2f}", rate(copy["rows"], copy["seconds"]), "rows/s"],
-        ["baseline (c): pure engine, same commands, no database", f"{engine_only['commands']:,} commands",
-         f"{engine_only['seconds']:.3f}", rate(engine_only["commands"], engine_only["seconds"]), "commands/s"],
-    ]
-    print(table(["measurement", "work", "seconds", "rate", "unit"], rows))
-    print(f"  batched vs one-transaction-per-command (same prefix): "
-          f"{(prefix_done / prefix_time) / (single['commands'] / single['seconds']):.1f}x"
-          if prefix_time and single["seconds"] else "")
-    print(f"  marketdata.services.ticker() (sent after each batch that trades or moves the top of the book) with "
-          f"{ticker_ms[1]:,} trades in its 24 h window: {ticker_ms[0]:.1f} ms")
-    print(f"  aim >= 20,000 orders/s per pair: drain reaches "
-          f"{batched['commands'] / batched['seconds'] / 20_000:.0%} of it")
-
-    print()
-    print_phases(acceptance["phases"])
-    print()
-    print_phases(phases)
-    print()
-    print_phases(small_phases)
+        print()
+        print_phases(acceptance["phases"])
+        print()
+        print_phases(phases)
+        print()
+        print_phases(small_phases)
 
 
-    sql = profile["sql"]
-    print()
-    print(f"Profile: {profile['commands']:,} commands in {profile['batches']} batches, {profile['seconds']:.2f} s under "
-          f"cProfile; {sql['queries']} SQL statements ({sql['queries'] / max(profile['batches'], 1):.0f} per batch), "
-          f"{sql['seconds']:.2f} s inside cursor.execute ({sql['seconds'] / profile['seconds']:.0%} of the wall time)")
-    print("Where the matcher's own functions spend it (inclusive seconds under cProfile, share of the profiled wall):")
-    print(table(["caller", "callee", "seconds", "share"],
-                [[c, callee, f"{sec:.2f}", f"{sec / profile['seconds']:.0%}"]
-                 for c, callee, sec in profile["breakdown"] if sec >= 0.02 * profile["seconds"]]))
-    print("Top 15 by cumulative time:")
-    print(profile["cumulative"].split("\n", 1)[1] if "\n" in profile["cumulative"] else profile["cumulative"])
-    print("Top 12 by own (tot) time:")
-    print(profile["tottime"].split("\n", 1)[1] if "\n" in profile["tottime"] else profile["tottime"])
+        sql = profile["sql"]
+        print()
+        print(f"Profile: {profile['commands']:,} commands in {profile['batches']} batches, {profile['seconds']:.2f} s under "
+              f"cProfile; {sql['queries']} SQL statements ({sql['queries'] / max(profile['batches'], 1):.0f} per batch), "
+              f"{sql['seconds']:.2f} s inside cursor.execute ({sql['seconds'] / profile['seconds']:.0%} of the wall time)")
+        print("Where the matcher's own functions spend it (inclusive seconds under cProfile, share of the profiled wall):")
+        print(table(["caller", "callee", "seconds", "share"],
+                    [[c, callee, f"{sec:.2f}", f"{sec / profile['seconds']:.0%}"]
+                     for c, callee, sec in profile["breakdown"] if sec >= 0.02 * profile["seconds"]]))
+        print("Top 15 by cumulative time:")
+        print(profile["cumulative"].split("\n", 1)[1] if "\n" in profile["cumulative"] else profile["cumulative"])
+        print("Top 12 by own (tot) time:")
+        print(profile["tottime"].split("\n", 1)[1] if "\n" in profile["tottime"] else profile["tottime"])
 
-    print(f"Acceptance profile: first {acceptance['profiled_commands']:,} commands, "
-          f"{acceptance['profiled_seconds']:.2f} s under cProfile. Top 25 by cumulative time:")
-    print(acceptance["profile"].split("\n", 1)[1] if "\n" in acceptance["profile"] else acceptance["profile"])
-
-    for name in list(clones.values()) + [template]:
-        _common.drop_database(name)
-    flush_redis()
-    shutil.rmtree(var_dir, ignore_errors=True)
-    _common.print_cpu_report(cpu, sampler, started)
+        print(f"Acceptance profile: first {acceptance['profiled_commands']:,} commands, "
+              f"{acceptance['profiled_seconds']:.2f} s under cProfile. Top 25 by cumulative time:")
+        print(acceptance["profile"].split("\n", 1)[1] if "\n" in acceptance["profile"] else acceptance["profile"])
+        flush_redis(stack)
+    shutil.rmtree(stack.tmp, ignore_errors=True)
+    print_cpu_report(cpu, sampler, started)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ Run from the repository root (needs PostgreSQL on 127.0.0.1:5432 and Redis on 12
     .venv/bin/python benchmarks/order_load.py                       # sync:2, sync:4, gthread:2x8; 20 s each
     .venv/bin/python benchmarks/order_load.py --configs sync:2 --duration 10 --bots 32
 
-Topology per configuration, all on loopback: gunicorn (exchange.wsgi) with the given workers, one
+Topology per configuration, all on loopback, started by tests/stack.py as for the end-to-end tests:
+gunicorn (exchange.wsgi, exchange/gunicorn.conf.py as in production) with the given workers, one
 Celery matcher for BTC-USD (queue match.BTC-USD, --pool solo, concurrency 1, as bin/start-matchers),
-PostgreSQL (a clone of a prepared ``bench_load_..._tpl`` database, so every configuration starts
-from the same state) and Redis db 3, or ``BENCH_REDIS_DB`` (flushed before each configuration).
+PostgreSQL (a copy of a prepared ``bench_load_...`` database, so every configuration starts from the
+same state) and Redis db 3, or ``BENCH_REDIS_DB`` (flushed before each configuration).
 
 Load generator: this process, asyncio with a minimal HTTP/1.1 client (keep-alive when the server
 allows it; gunicorn's sync workers close every connection), ``--bots`` concurrent bots in a closed
@@ -32,26 +33,14 @@ import json
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
-from contextlib import ExitStack
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-from _common import POSTGRES, REDIS_URL, SECRET_KEY, CpuSampler, machine, percentile, table  # noqa: E402
-
-sys.path.insert(0, str(_common.ROOT))
-from tests.processes import free_port, running  # noqa: E402  the same process handling as the e2e tests
-
-sys.path.insert(0, str(_common.ROOT / "clients" / "python"))
+from _common import CpuSampler, bench_stack, machine, percentile, table  # noqa: E402
 from hkt_client.signing import signed_headers  # noqa: E402
 
 PAIR = "BTC-USD"
@@ -71,72 +60,7 @@ def parse_args():
     parser.add_argument("--rate", type=float, default=0.0,
                         help="open loop: POSTs per second from all bots together, each bot on a fixed schedule, "
                              "latency counted from the scheduled send (0: closed loop, the default)")
-    parser.add_argument("--setup", help=argparse.SUPPRESS)  # internal: prepare the template database
     return parser.parse_args()
-
-
-def base_env(database: str, var_dir: str) -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{_common.VENV_BIN}:{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
-           "DJANGO_SETTINGS_MODULE": "exchange.settings", "DATABASE_URL": f"{POSTGRES}/{database}",
-           "REDIS_URL": REDIS_URL, "MATCHER_MODE": "celery", "SECRET_KEY": SECRET_KEY, "EXCHANGE_VAR_DIR": var_dir,
-           "LOG_LEVEL": "WARNING", "PUBLIC_WEIGHT_PER_MINUTE": str(BIG_BUDGET), "DEBUG": "false"}
-    return env
-
-
-# -- setup (in a subprocess with Django loaded on the template database)
-
-
-def setup_template(bots: int, keys_path: str) -> None:
-    import django
-
-    django.setup()
-    from django.contrib.auth import get_user_model
-    from django.core.management import call_command
-
-    from accounts.keys import create_api_key
-    from accounts.models import RateTier
-    from accounts.services import open_account
-    from trading.demo import load_demo_markets
-    from trading.ledger import adjust_balance
-    from trading.models import Asset
-
-    call_command("migrate", verbosity=0, interactive=False)
-    load_demo_markets()
-    RateTier.objects.update(weight_per_minute=BIG_BUDGET)
-    assets = dict(Asset.objects.values_list("symbol", "pk"))
-    keys = []
-    for i in range(bots):
-        account = open_account(get_user_model().objects.create(username=f"loadbot{i}"))
-        for symbol, amount in (("USD", "100000000"), ("BTC", "100000")):
-            adjust_balance(account_id=account.pk, asset_id=assets[symbol], amount=Decimal(amount),
-                           reference=f"bench:{i}", memo="order_load funding")
-        key, secret = create_api_key(account, label=f"loadbot{i}", scope="trade", ip_allowlist=[])
-        keys.append({"key": key.public_id, "secret": secret})
-    Path(keys_path).write_text(json.dumps(keys))
-
-
-# -- processes
-
-
-
-def wait_until(check, what: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        if check():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready after {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def http_ok(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(b"GET /v1/time HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            return sock.recv(64).startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
 
 
 # -- the load generator: a minimal asyncio HTTP/1.1 client
@@ -266,7 +190,7 @@ async def drive(port: int, kind: str, keys: list[dict], seconds: float, warmup: 
     }
 
 
-def classify(port: int, database: str, matcher_tag: str):
+def classify(port: int, database: str):
     own = os.getpid()
 
     def group(pid: int, comm: str, cmdline: str) -> str:
@@ -274,7 +198,7 @@ def classify(port: int, database: str, matcher_tag: str):
             return "load generator (this process)"
         if "gunicorn" in cmdline and f":{port}" in cmdline:
             return "gunicorn (all workers + arbiter)"
-        if "celery" in cmdline and matcher_tag in cmdline:
+        if "celery" in cmdline and f"match.{PAIR}" in cmdline:
             return "celery matcher"
         if comm.startswith("postgres") or cmdline.startswith("postgres"):
             return "postgres: this database" if f" {database} " in f"{cmdline} " else "postgres: other backends"
@@ -285,10 +209,10 @@ def classify(port: int, database: str, matcher_tag: str):
     return group
 
 
-def db_summary(database: str) -> dict:
+def db_summary(dsn: str) -> dict:
     import psycopg
 
-    with psycopg.connect(f"{POSTGRES}/{database}") as conn:
+    with psycopg.connect(dsn) as conn:
         statuses = dict(conn.execute("SELECT status, count(*) FROM trading_order GROUP BY status").fetchall())
         queued = conn.execute("SELECT count(*) FROM trading_matchercommand").fetchone()[0]
         trades = conn.execute("SELECT count(*) FROM trading_trade").fetchone()[0]
@@ -296,104 +220,74 @@ def db_summary(database: str) -> dict:
     return {"orders": statuses, "queued_commands": queued, "trades": trades, "matcher_batches": batches}
 
 
-def run_config(spec: str, template: str, keys: list[dict], args, tmp: Path) -> dict:
+def run_config(spec: str, template, keys: list[dict], args) -> dict:
+    """One gunicorn configuration on a copy of the template stack's database, with a matcher for the pair."""
     kind, _, shape = spec.partition(":")
-    gunicorn_args = ["gunicorn", "exchange.wsgi:application"]
     if kind == "sync":
-        gunicorn_args += ["--workers", shape]
+        workers, options = shape, ["--worker-class", "sync", "--threads", "1"]
     elif kind == "gthread":
         workers, _, threads = shape.partition("x")
-        gunicorn_args += ["--workers", workers, "--worker-class", "gthread", "--threads", threads]
+        options = ["--worker-class", "gthread", "--threads", threads]
     else:
         raise ValueError(f"unknown configuration {spec!r}")
-    database = _common.create_database(f"{template.removesuffix('_tpl')}_{kind}{shape.replace('x', '_')}",
-                                       template=template)
-    _common.flush_bench_redis()
-    env = base_env(database, str(tmp))
-    port = free_port()
-    matcher_tag = f"bench-match-{uuid.uuid4().hex[:6]}"
-    result = {"config": spec, "database": database}
-    try:
-        with ExitStack() as processes:
-            matcher_log = tmp / f"matcher-{matcher_tag}.log"
-            matcher = processes.enter_context(running(
-                ["celery", "-A", "exchange", "worker", "--queues", f"match.{PAIR}", "--concurrency", "1",
-                 "--pool", "solo", "--hostname", f"{matcher_tag}@bench", "--without-gossip", "--without-mingle",
-                 "--loglevel", "INFO"], env, matcher_log))
-            wait_until(lambda: "ready" in matcher_log.read_text(), "celery matcher", matcher, matcher_log)
-            web_log = tmp / f"gunicorn-{port}.log"
-            web = processes.enter_context(running(gunicorn_args + ["--bind", f"127.0.0.1:{port}"], env, web_log))
-            wait_until(lambda: http_ok(port), "gunicorn", web, web_log)
+    with template.clone(f"{kind}{shape.replace('x', '_')}") as stack:
+        result = {"config": spec, "database": stack.database}
+        stack.start_matcher(PAIR)
+        port = int(stack.start_rest(int(workers), *options).rsplit(":", 1)[1])
+        matcher_log, web_log = stack.log(f"matcher-{PAIR}"), stack.log(f"gunicorn-{port}")
 
-            result["get"] = asyncio.run(drive(port, "get", keys[: args.bots], args.get_duration, 1.0, 0.0,
-                                              args.timeout, f"{spec}-get"))
-            sampler = CpuSampler(classify(port, database, matcher_tag))
+        result["get"] = asyncio.run(drive(port, "get", keys[: args.bots], args.get_duration, 1.0, 0.0,
+                                          args.timeout, f"{spec}-get"))
+        sampler = CpuSampler(classify(port, stack.database))
 
-            async def post_with_cpu():
-                task = asyncio.ensure_future(drive(port, "post", keys[: args.bots], args.duration, args.warmup,
-                                                   args.crossing, args.timeout, f"{spec}-post", args.rate))
-                await asyncio.sleep(args.warmup)
-                sampler.start()
-                await asyncio.sleep(args.duration)
-                cpu = sampler.stop()
-                cpu["_others"] = sampler.others[:3]
-                return await task, cpu
+        async def post_with_cpu():
+            task = asyncio.ensure_future(drive(port, "post", keys[: args.bots], args.duration, args.warmup,
+                                               args.crossing, args.timeout, f"{spec}-post", args.rate))
+            await asyncio.sleep(args.warmup)
+            sampler.start()
+            await asyncio.sleep(args.duration)
+            cpu = sampler.stop()
+            cpu["_others"] = sampler.others[:3]
+            return await task, cpu
 
-            result["post"], result["cpu"] = asyncio.run(post_with_cpu())
-            result["db_at_end"] = db_summary(database)
-            time.sleep(1.0)
-            result["db_after_1s"] = db_summary(database)
-            result["matcher_log_tail"] = "\n".join(
-                line for line in matcher_log.read_text().splitlines()[-200:] if "ERROR" in line or "Traceback" in line
-            )[-2000:]
-            result["web_log_errors"] = "\n".join(
-                line for line in web_log.read_text().splitlines() if "ERROR" in line or "Traceback" in line
-            )[-2000:]
-    finally:
-        _common.drop_database(database)
-        _common.flush_bench_redis()
+        result["post"], result["cpu"] = asyncio.run(post_with_cpu())
+        result["db_at_end"] = db_summary(stack.env["DATABASE_URL"])
+        time.sleep(1.0)
+        result["db_after_1s"] = db_summary(stack.env["DATABASE_URL"])
+        result["matcher_log_tail"] = "\n".join(
+            line for line in matcher_log.read_text().splitlines()[-200:] if "ERROR" in line or "Traceback" in line
+        )[-2000:]
+        result["web_log_errors"] = "\n".join(
+            line for line in web_log.read_text().splitlines() if "ERROR" in line or "Traceback" in line
+        )[-2000:]
     return result
 
 
 def main() -> None:
     args = parse_args()
-    if args.setup:
-        setup_template(args.bots, args.setup)
-        return
-
     print(f"order_load {date.today()}  {machine()}")
     loop = f"open loop, {args.rate:g} POSTs/s in all" if args.rate else "closed loop"
     print(f"{args.bots} concurrent bots ({loop}, each its own key), POST /v1/orders {PAIR} for "
           f"{args.warmup:.0f} s warm-up + {args.duration:.0f} s measured; GET /v1/time baseline {args.get_duration:.0f} s; "
           f"~{args.crossing:.0%} crossing orders")
     started = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    template = _common.create_database(_common.new_database_name("load") + "_tpl")
-    keys_path = tmp / "keys.json"
-    done = subprocess.run([sys.executable, __file__, "--setup", str(keys_path), "--bots", str(args.bots)],
-                          cwd=_common.ROOT, env=base_env(template, str(tmp)), capture_output=True, text=True,
-                          timeout=600)
-    if done.returncode != 0:
-        print(f"setup failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        _common.drop_database(template)
-        sys.exit(1)
-    keys = json.loads(keys_path.read_text())
-    print(f"setup (migrate, markets, {len(keys)} funded bots with keys): {time.perf_counter() - started:.1f} s")
-
     results, failed = [], False
-    try:
+    with bench_stack("bench_load", PUBLIC_WEIGHT_PER_MINUTE=str(BIG_BUDGET), DEBUG="false") as template:
+        template.manage("shell", "-c", "from accounts.models import RateTier; "
+                                       f"RateTier.objects.update(weight_per_minute={BIG_BUDGET})")
+        keys = template.create_traders([f"loadbot{i}" for i in range(args.bots)], "USD=100000000", "BTC=100000")
+        print(f"setup (migrate, markets, {len(keys)} funded bots with keys): {time.perf_counter() - started:.1f} s")
         for spec in [s.strip() for s in args.configs.split(",") if s.strip()]:
             try:
-                results.append(run_config(spec, template, keys, args, tmp))
+                results.append(run_config(spec, template, keys, args))
             except Exception as error:  # noqa: BLE001 - report and go on with the next configuration
                 failed = True
                 print(f"{spec}: FAILED: {type(error).__name__}: {error}")
-    finally:
-        _common.drop_database(template)
+        template.flush_redis()
     if failed:
-        print(f"logs kept in {tmp}")
+        print(f"logs kept in {template.tmp}")
     else:
-        shutil.rmtree(tmp, ignore_errors=True)  # process logs, and the bots' keys of the dropped databases
+        shutil.rmtree(template.tmp, ignore_errors=True)  # process logs
 
     rows = []
     for r in results:

@@ -8,11 +8,11 @@ Run from the repository root (needs PostgreSQL on 127.0.0.1:5432 and Redis on 12
 
 What it does, in one run (loopback only, everything on this machine):
 
-1. A fresh PostgreSQL database ``bench_ws_<hex>`` (migrate, demo markets, funded bot accounts), Redis
-   database $BENCH_WS_REDIS_DB (default 11; flushed before and after), and the production topology of
-   bin/run-production: gunicorn for REST (4 workers = 2 x cores, 16 threads each), --ws-procs Daphne
-   processes (default: one per core) on one port through bin/start-websocket for /v1/ws, one Celery
-   matcher for BTC-USD.
+1. The stack of the end-to-end tests (tests/stack.py): a fresh PostgreSQL database ``bench_ws_<hex>``
+   (migrate, demo markets, funded bot accounts), Redis database $BENCH_WS_REDIS_DB (default 11; flushed
+   before and after), and the production topology of bin/run-production: gunicorn for REST (4 workers
+   = 2 x cores, 16 threads each), --ws-procs Daphne processes (default: one per core) on one port
+   through bin/start-websocket for /v1/ws, one Celery matcher for BTC-USD.
 2. Bot processes stream signed REST orders (limits around 63,000 USD, ~30 % cancels, like
    tests/bot_stream.py), paced at --rate orders/s in total, closed loop (a thread waits for its answer).
 3. Commit time of each book delta: the delta carries no timestamp, so a poller process reads
@@ -51,27 +51,23 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from array import array
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_cpu, percentile, proc_cpu, table  # noqa: E402
+from _common import ROOT, bench_stack, machine_cpu, percentile, proc_cpu, table  # noqa: E402
+from tests.processes import stop  # noqa: E402
+from tests.stack import REDIS  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve()
-VENV_BIN = Path(sys.executable).parent
-POSTGRES = os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
-REDIS_BASE = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 # Not the other benchmarks' or the end-to-end tests' Redis db, so that runs can overlap.
 REDIS_DB = int(os.environ.get("BENCH_WS_REDIS_DB", "11"))
-REDIS_URL = f"{REDIS_BASE}/{REDIS_DB}"
+REDIS_URL = f"{REDIS}/{REDIS_DB}"
 PAIR = "BTC-USD"
 
 
@@ -477,13 +473,6 @@ def monitor_main(args) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Main: the stack, the phases, the figures
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-
 class CpuWindow:
     """Average cores busy per session (ProcessCpu.group) between start() and stop()."""
 
@@ -519,54 +508,24 @@ class CpuWindow:
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="ws_fanout_"))
-        self.database = f"bench_ws_{uuid.uuid4().hex[:8]}"
-        self.created_db = False
-        self.processes: list[tuple[str, subprocess.Popen]] = []
-        self.groups: dict[int, str] = {}
+        # PYTHONPATH: the roles this script runs beside the stack import the project (the injector, Django)
+        self.stack = bench_stack("bench_ws", REDIS_URL, PYTHONPATH=str(ROOT))
+        self.tmp = self.stack.tmp
+        self.exits = ExitStack()
+        self.groups: dict[int, str] = {}  # session id -> label, for CPU by process group
         self.backlog: list[tuple[int, int]] = []
         self.bots: list[subprocess.Popen] = []
-        self.env = {
-            **os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(ROOT), "DATABASE_URL": f"{POSTGRES}/{self.database}", "REDIS_URL": REDIS_URL,
-            "MATCHER_MODE": "celery", "SECRET_KEY": "bench-ws-" + "k" * 60, "EXCHANGE_VAR_DIR": str(self.tmp),
-            "DJANGO_SETTINGS_MODULE": "exchange.settings", "EXCHANGE_ADMIN_PASSWORD": "bench-operator-password",
-            "LOG_LEVEL": "WARNING",
-        }
 
     # -- processes
 
-    def start(self, label: str, argv: list[str], log_name: str) -> subprocess.Popen:
-        with (self.tmp / log_name).open("w") as out:
-            process = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
-        self.processes.append((label, process))
+    def role(self, label: str, role: str, name: str, *extra: str) -> subprocess.Popen:
+        """This script in another role, beside the stack; logs to ``<name>.log``."""
+        process = self.stack.start(name, [sys.executable, str(SCRIPT), "--role", role, *extra])
         self.groups[process.pid] = label
         return process
 
-    def role(self, label: str, role: str, log_name: str, *extra: str) -> subprocess.Popen:
-        return self.start(label, [sys.executable, str(SCRIPT), "--role", role, *extra], log_name)
-
-    def stop(self, process: subprocess.Popen, timeout: float = 20) -> None:
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGCONT)  # in case it was paused
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            except ProcessLookupError:
-                pass
-
     def cleanup(self, ok: bool) -> None:
-        for _, process in reversed(self.processes):
-            self.stop(process, timeout=10)
-        if self.created_db:
-            import psycopg
-
-            with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        self.exits.close()  # every process stopped, the database dropped
         try:
             import redis
 
@@ -577,37 +536,6 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
         else:
             print(f"logs and raw data kept in {self.tmp}", file=sys.stderr)
-
-    def manage(self, *argv: str) -> str:
-        result = subprocess.run([sys.executable, "manage.py", *argv], check=False, cwd=ROOT, env=self.env,
-                                capture_output=True, text=True, timeout=180)
-        if result.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
-
-    def wait_http(self, url: str, process: subprocess.Popen, log: str, timeout: float = 60) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args} exited:\n{(self.tmp / log).read_text()[-3000:]}")
-            try:
-                httpx.get(url, timeout=2)
-                return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise TimeoutError(f"{url} did not answer in {timeout}s")
-
-    def wait_log(self, process: subprocess.Popen, log: str, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args} exited:\n{(self.tmp / log).read_text()[-3000:]}")
-            if text in (self.tmp / log).read_text(errors="replace"):
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"{log} never said {text!r}")
 
     def wait_files(self, paths: list[Path], processes: list[subprocess.Popen], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -622,7 +550,7 @@ class Bench:
     def book_sequence(self) -> int:
         import psycopg
 
-        with psycopg.connect(self.env["DATABASE_URL"]) as conn:
+        with psycopg.connect(self.stack.env["DATABASE_URL"]) as conn:
             row = conn.execute("SELECT b.sequence FROM trading_bookstate b JOIN trading_market m "
                                "ON m.id = b.market_id WHERE m.pair = %s", (PAIR,)).fetchone()
         return row[0] if row else 0
@@ -630,49 +558,25 @@ class Bench:
     # -- the stack
 
     def setup(self) -> None:
-        import psycopg
-        import redis
-
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.database}"')
-        self.created_db = True
-        redis.Redis.from_url(REDIS_URL).flushdb()
         t = time.monotonic()
-        self.manage("migrate", "--no-input", "-v", "0")
-        self.manage("seed_demo")
+        self.exits.enter_context(self.stack)  # its database migrated, with the demo markets; its Redis db flushed
         count = self.args.bots * self.args.keys_per_bot
-        code = ("import io, json\nfrom django.core.management import call_command\nkeys = []\n"
-                f"for i in range({count}):\n"
-                "    out = io.StringIO()\n"
-                "    call_command('create_trader', f'wsbot{i}', '--deposit=USD=10000000', '--deposit=BTC=1000', "
-                "stdout=out)\n"
-                "    keys.append(json.loads(out.getvalue()))\n"
-                "print(json.dumps(keys))\n")
-        self.keys = json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
-        print(f"database {self.database} ready in {time.monotonic() - t:.1f}s ({count} bot keys)", flush=True)
+        self.keys = self.stack.create_traders([f"wsbot{i}" for i in range(count)], "USD=10000000", "BTC=1000")
+        print(f"database {self.stack.database} ready in {time.monotonic() - t:.1f}s ({count} bot keys)", flush=True)
 
     def start_stack(self) -> None:
-        rest_port, ws_port = free_port(), free_port()
-        self.rest = f"http://127.0.0.1:{rest_port}"
-        self.ws = f"ws://127.0.0.1:{ws_port}/v1/ws"
-        gunicorn = self.start("gunicorn (REST)", [
-            "gunicorn", "exchange.wsgi:application", "--bind", f"127.0.0.1:{rest_port}",
-            "--workers", str(self.args.gunicorn_workers), "--threads", str(self.args.gunicorn_threads)],
-            "gunicorn.log")
-        self.daphne = self.start("Daphne (WebSocket)", [
-            "bin/start-websocket", f"127.0.0.1:{ws_port}", str(self.args.ws_procs)], "daphne.log")
-        matcher = self.start("Celery matcher BTC-USD", [
-            "celery", "-A", "exchange", "worker", "--queues", f"match.{PAIR}", "--concurrency", "1", "--pool", "solo",
-            "--hostname", f"match-{PAIR}-{uuid.uuid4().hex[:6]}@bench", "--without-gossip", "--without-mingle",
-            "--loglevel", "INFO"], "matcher.log")
-        self.wait_http(f"{self.rest}/v1/time", gunicorn, "gunicorn.log")
-        self.wait_http(f"http://127.0.0.1:{ws_port}/v1/time", self.daphne, "daphne.log")
-        self.wait_log(matcher, "matcher.log", "ready.")
-        self.poller = self.role("commit poller", "poller", "poller.log", "--dsn", self.env["DATABASE_URL"],
+        self.rest = self.stack.start_rest(self.args.gunicorn_workers, "--threads", str(self.args.gunicorn_threads))
+        self.ws = self.stack.start_daphne(self.args.ws_procs).replace("http://", "ws://") + "/v1/ws"
+        self.stack.start_matcher(PAIR)
+        labels = {"gunicorn": "gunicorn (REST)", "daphne": "Daphne (WebSocket)", "matcher": f"Celery matcher {PAIR}"}
+        for name, process in self.stack.started:
+            self.groups[process.pid] = labels[name.split("-")[0]]
+        self.daphne = next(process for name, process in self.stack.started if name.startswith("daphne"))
+        self.poller = self.role("commit poller", "poller", "poller", "--dsn", self.stack.env["DATABASE_URL"],
                                 "--poll-ms", str(self.args.poll_ms), "--out", str(self.tmp / "poller.json"))
         self.monitor = None
         if self.args.monitor:
-            self.monitor = self.role("Redis MONITOR follower", "monitor", "monitor.log",
+            self.monitor = self.role("Redis MONITOR follower", "monitor", "monitor",
                                      "--out", str(self.tmp / "monitor.json"))
 
     def start_bots(self) -> None:
@@ -681,7 +585,7 @@ class Bench:
         for b in range(self.args.bots):
             keys_file = self.tmp / f"bot{b}-keys.json"
             keys_file.write_text(json.dumps(self.keys[b * per_bot:(b + 1) * per_bot]))
-            self.bots.append(self.role("bots (REST orders)", "bot", f"bot{b}.log", "--url", self.rest,
+            self.bots.append(self.role("bots (REST orders)", "bot", f"bot{b}", "--url", self.rest,
                                        "--keys", str(keys_file), "--per-thread-rate", str(per_thread),
                                        "--threads-per-key", str(self.args.threads_per_key),
                                        "--seed", str(b + 1), "--out", str(self.tmp / f"bot{b}.json")))
@@ -713,7 +617,7 @@ class Bench:
         for i, n in enumerate(per):
             out = str(self.tmp / f"sub-{tag}-{i}")
             outs.append(out)
-            started.append(self.role("subscribers (WebSocket clients)", "subscriber", f"sub-{tag}-{i}.log",
+            started.append(self.role("subscribers (WebSocket clients)", "subscriber", f"sub-{tag}-{i}",
                                      "--url", self.ws, "--connections", str(n), "--out", out,
                                      "--connect-concurrency", str(self.args.connect_concurrency)))
         self.wait_files([Path(o + ".ready") for o in outs], started, timeout=90)
@@ -727,7 +631,7 @@ class Bench:
         import redis
 
         for process in clients["started"]:
-            self.stop(process, timeout=30)
+            stop(process, timeout=30)
         time.sleep(2)
         clients["stale_members"] = redis.Redis.from_url(REDIS_URL).zcard(f"asgi:group:book.{PAIR}")
 
@@ -747,7 +651,7 @@ class Bench:
         if not rates:
             return None
         for bot in self.bots:
-            self.stop(bot, timeout=30)
+            stop(bot, timeout=30)
         sequence, stable_since = self.book_sequence(), time.monotonic()
         while time.monotonic() - stable_since < 2:  # the matcher has drained its queue
             time.sleep(0.25)
@@ -761,7 +665,7 @@ class Bench:
         time.sleep(2)
         print(f"[capacity] {clients['subscribed']} subscribed in {clients['connect_seconds']:.1f}s; synthetic deltas"
               f" at {', '.join(rates)}/s for {self.args.capacity_seconds:g}s each", flush=True)
-        injector = self.role("injector", "injector", "injector.log", "--rates", ",".join(rates),
+        injector = self.role("injector", "injector", "injector", "--rates", ",".join(rates),
                              "--step-seconds", str(self.args.capacity_seconds), "--start-seq", str(sequence),
                              "--daphne-group", str(self.daphne.pid), "--out", str(self.tmp / "injector.json"))
         injector.wait(timeout=len(rates) * (self.args.capacity_seconds + 1) + 60)
@@ -805,7 +709,7 @@ class Bench:
         capacity = self.capacity()
         stop_watch.set()
         for process in [*self.bots, self.poller, *([self.monitor] if self.monitor else [])]:
-            self.stop(process, timeout=30)
+            stop(process, timeout=30)
         daphne_alive = self.daphne.poll() is None
         report = self.report(baseline, fanout, capacity, load, daphne_alive)
         print(f"total {time.monotonic() - started:.0f}s", flush=True)
@@ -819,7 +723,7 @@ class Bench:
         from datetime import datetime
 
         count = 0
-        for line in (self.tmp / "matcher.log").read_text(errors="replace").splitlines():
+        for line in self.stack.log(f"matcher-{PAIR}").read_text(errors="replace").splitlines():
             if "over capacity in group book." not in line:
                 continue
             try:

@@ -39,31 +39,50 @@ def require_services(redis_url: str = f"{REDIS}/{REDIS_DB}") -> None:
 
 
 class Stack:
-    def __init__(self, tmp: Path, redis_url: str = f"{REDIS}/{REDIS_DB}"):
-        """``redis_url``: a Redis of the test's own (one it restarts, say) instead of the suite's."""
+    def __init__(self, tmp: Path, redis_url: str = f"{REDIS}/{REDIS_DB}", name: str = "e2e",
+                 template: str | None = None, **env: str | None):
+        """``redis_url``: a Redis of the test's own (one it restarts, say) instead of the suite's. The database is
+        ``<name>_<random>``, a copy of ``template`` if given (see clone()); ``env``: more for every process."""
         require_services(redis_url)
-        self.tmp = tmp
-        self.database = f"e2e_{uuid.uuid4().hex[:12]}"
-        self.env = process_env(
-            DATABASE_URL=f"{POSTGRES}/{self.database}", REDIS_URL=redis_url, MATCHER_MODE="celery",
-            SECRET_KEY="e2e-" + "k" * 60, EXCHANGE_VAR_DIR=str(tmp), DJANGO_SETTINGS_MODULE="exchange.settings",
-            EXCHANGE_ADMIN_PASSWORD="e2e-operator-password", LOG_LEVEL="WARNING",
-        )
+        self.tmp, self.template = tmp, template
+        self.database = f"{name}_{uuid.uuid4().hex[:12]}"
+        self.env = process_env(**{
+            "DATABASE_URL": f"{POSTGRES}/{self.database}", "REDIS_URL": redis_url, "MATCHER_MODE": "celery",
+            "SECRET_KEY": "e2e-" + "k" * 60, "EXCHANGE_VAR_DIR": str(tmp), "DJANGO_SETTINGS_MODULE": "exchange.settings",
+            "EXCHANGE_ADMIN_PASSWORD": "e2e-operator-password", "LOG_LEVEL": "WARNING", **env,
+        })
         self.processes = ExitStack()
+        self.started: list[tuple[str, subprocess.Popen]] = []  # (name, process), for CPU accounting by session
         self.matchers: dict[str, subprocess.Popen] = {}
 
     def __enter__(self):
+        copy = f' TEMPLATE "{self.template}"' if self.template else ""
         with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.database}"')
-        redis.Redis.from_url(self.env["REDIS_URL"]).flushdb()
-        self.manage("migrate", "--no-input", "-v", "0")
-        self.manage("seed_demo")
+            conn.execute(f'CREATE DATABASE "{self.database}"{copy}')
+        try:
+            self.flush_redis()
+            if not self.template:
+                self.manage("migrate", "--no-input", "-v", "0")
+                self.manage("seed_demo")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info):
         self.processes.close()
         with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def clone(self, tag: str) -> "Stack":
+        """A stack (to enter) on a copy of this one's database as it is now: each run of a benchmark starts
+        from the same state without migrating again. Nothing may be connected to this database meanwhile."""
+        clone = Stack(self.tmp, self.env["REDIS_URL"], name=f"{self.database}_{tag}", template=self.database)
+        clone.env = {**self.env, "DATABASE_URL": f"{POSTGRES}/{clone.database}"}
+        return clone
+
+    def flush_redis(self) -> None:
+        redis.Redis.from_url(self.env["REDIS_URL"]).flushdb()
 
     def manage(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
@@ -73,33 +92,52 @@ class Stack:
         return result.stdout
 
     def create_trader(self, username: str, *deposits: str, scope: str = "trade", verified: bool = False) -> dict:
-        args = ["create_trader", username, "--scope", scope, *[f"--deposit={d}" for d in deposits]]
-        return json.loads(self.manage(*args, *(["--verified"] if verified else [])))
+        return self.create_traders([username], *deposits, scope=scope, verified=verified)[0]
+
+    def create_traders(self, usernames: list[str], *deposits: str, scope: str = "trade",
+                       verified: bool = False) -> list[dict]:
+        """``manage.py create_trader`` for each username, in one process: each one's account_id, key and secret."""
+        args = [*[f"--deposit={d}" for d in deposits], "--scope", scope, *(["--verified"] if verified else [])]
+        code = ("import io, json\nfrom django.core.management import call_command\nkeys = []\n"
+                f"for username in {usernames!r}:\n"
+                "    out = io.StringIO()\n"
+                f"    call_command('create_trader', username, *{args!r}, stdout=out)\n"
+                "    keys.append(json.loads(out.getvalue()))\n"
+                "print(json.dumps(keys))\n")
+        return json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])
 
     def audit(self) -> dict:
         result = subprocess.run([sys.executable, "manage.py", "audit_ledger"], cwd=ROOT, env=self.env,
                                 capture_output=True, text=True, timeout=300)
         return json.loads(result.stdout.strip().splitlines()[-1])
 
-    def start_rest(self, workers: int = 2) -> str:
-        """gunicorn, as in production; returns its base URL."""
+    def log(self, name: str) -> Path:
+        return self.tmp / f"{name}.log"
+
+    def start(self, name: str, args: list[str], ready_url: str | None = None, ready_text: str | None = None,
+              **env: str) -> subprocess.Popen:
+        """A process of the stack (or beside it, such as a benchmark's clients) in its own session, with the stack's
+        environment and ``env``, logging to log(name); stopped on exit."""
+        process = self.processes.enter_context(running(args, {**self.env, **env}, self.log(name), ready_url=ready_url,
+                                                       ready_text=ready_text))
+        self.started.append((name, process))
+        return process
+
+    def start_rest(self, workers: int = 2, *options: str) -> str:
+        """gunicorn, as in production (``options``: more of its command-line options); returns its base URL."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        self.processes.enter_context(running(
-            ["gunicorn", "-c", "exchange/gunicorn.conf.py", "exchange.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(workers)],
-            self.env, self.tmp / f"gunicorn-{port}.log", ready_url=f"{url}/v1/time",
-        ))
+        self.start(f"gunicorn-{port}", ["gunicorn", "-c", "exchange/gunicorn.conf.py", "exchange.wsgi:application",
+                                        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), *options],
+                   ready_url=f"{url}/v1/time")
         return url
 
     def start_daphne(self, processes: int = 1, **env: str) -> str:
         """Daphne as in production (bin/start-websocket): ``processes`` of them sharing one port."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        self.processes.enter_context(running(
-            ["bin/start-websocket", f"127.0.0.1:{port}", str(processes)],
-            {**self.env, **env}, self.tmp / f"daphne-{port}.log", ready_url=f"{url}/v1/time",
-        ))
+        self.start(f"daphne-{port}", ["bin/start-websocket", f"127.0.0.1:{port}", str(processes)],
+                   ready_url=f"{url}/v1/time", **env)
         return url
 
     def start_production(self, workers: int = 2, ws_processes: int = 2) -> "Production":
@@ -124,14 +162,11 @@ class Stack:
         return production
 
     def start_matcher(self, pair: str) -> subprocess.Popen:
-        log = self.tmp / f"matcher-{pair}.log"
-        context = running(
-            ["celery", "-A", "exchange", "worker", "--queues", f"match.{pair}", "--concurrency", "1", "--pool", "solo",
-             "--hostname", f"match-{pair}-{uuid.uuid4().hex[:6]}@e2e", "--without-gossip", "--without-mingle",
-             "--loglevel", "INFO"],
-            self.env, log,
-        )
-        process = self.processes.enter_context(context)
+        """A Celery matcher for the pair's queue, as bin/start-matchers starts them; returns once it consumes."""
+        process = self.start(f"matcher-{pair}", [
+            "celery", "-A", "exchange", "worker", "--queues", f"match.{pair}", "--concurrency", "1", "--pool", "solo",
+            "--hostname", f"match-{pair}-{uuid.uuid4().hex[:6]}@e2e", "--without-gossip", "--without-mingle",
+            "--loglevel", "INFO"], ready_text=" ready.")
         self.matchers[pair] = process
         return process
 
