@@ -21,7 +21,8 @@ from accounts import key_cache, keys
 from accounts.key_cache import Admission
 from accounts.models import ApiKey
 from accounts.secrets import decrypt_secret
-from exchange.errors import OUTAGE_ERRORS, ErrorCode, ExchangeError, log_outage, unavailable
+from exchange.errors import (OUTAGE_ERRORS, AuthenticationFailed, ErrorCode, ExchangeError, Forbidden,
+                             ServiceUnavailable, log_outage)
 from exchange.fields import to_milliseconds
 from exchange.net import client_address
 from exchange.ratelimit import Charge, Prepaid, key_budget, view_weight
@@ -48,19 +49,17 @@ class SignedRequest:
     address: str
 
 
-def refuse(code: ErrorCode, message: str, **details) -> ExchangeError:
-    return ExchangeError(code, message, details)
-
-
 def check_shape(signed: SignedRequest) -> int:
     if not TIMESTAMP.fullmatch(signed.timestamp):
-        raise refuse(ErrorCode.MISSING_AUTH_HEADERS, "X-Api-Timestamp must be integer milliseconds since the epoch.")
+        raise AuthenticationFailed(ErrorCode.MISSING_AUTH_HEADERS,
+                                   "X-Api-Timestamp must be integer milliseconds since the epoch.")
     if not NONCE.fullmatch(signed.nonce):
-        raise refuse(ErrorCode.MISSING_AUTH_HEADERS, "X-Api-Nonce must be 8 to 64 characters of A-Z a-z 0-9 _ -.")
+        raise AuthenticationFailed(ErrorCode.MISSING_AUTH_HEADERS,
+                                   "X-Api-Nonce must be 8 to 64 characters of A-Z a-z 0-9 _ -.")
     if not SIGNATURE.fullmatch(signed.signature):
-        raise refuse(ErrorCode.INVALID_SIGNATURE, "X-Api-Signature must be 64 hex digits (HMAC-SHA256).")
+        raise AuthenticationFailed(ErrorCode.INVALID_SIGNATURE, "X-Api-Signature must be 64 hex digits (HMAC-SHA256).")
     if not KEY_ID.fullmatch(signed.key_id):  # no look-up for what no key is (a NUL would reach the database)
-        raise refuse(ErrorCode.INVALID_API_KEY, "Unknown API key.")
+        raise AuthenticationFailed(ErrorCode.INVALID_API_KEY, "Unknown API key.")
     return int(signed.timestamp)
 
 
@@ -90,8 +89,8 @@ def verify_signed_request(signed: SignedRequest, weight: int | None = None) -> V
         # Redis or the database is down: the request cannot be checked, which is no answer about it
         # (here rather than in the REST handler alone, so that a WebSocket auth gets it too).
         log_outage("signed request", error)
-        raise unavailable("Signed requests cannot be checked right now; retry shortly.") from None
-    raise refuse(ErrorCode.SERVICE_UNAVAILABLE, "This key's settings are being changed; retry.")
+        raise ServiceUnavailable("Signed requests cannot be checked right now; retry shortly.") from None
+    raise ServiceUnavailable("This key's settings are being changed; retry.", retry_after=None)
 
 
 def admit_request(cached: key_cache.CachedKey | None, signed: SignedRequest, timestamp: int,
@@ -113,14 +112,15 @@ def admit_request(cached: key_cache.CachedKey | None, signed: SignedRequest, tim
     if admitted.admission is Admission.STALE:
         raise StaleKey
     if admitted.admission is Admission.REPLAYED:
-        raise refuse(ErrorCode.NONCE_REUSED, "This nonce was already used with this key.")
+        raise AuthenticationFailed(ErrorCode.NONCE_REUSED, "This nonce was already used with this key.")
     if admitted.admission is Admission.BEFORE_EPOCH:
         # The same code as a clock out of the window: clients already sign again with a fresh timestamp.
-        raise refuse(ErrorCode.TIMESTAMP_OUT_OF_WINDOW,
-                     f"X-Api-Timestamp is older than the server's nonce memory, which starts at {admitted.epoch_ms} "
-                     "(it was restarted), so this request cannot be told from a replay; sign it again with the "
-                     "current time.", server_time=to_milliseconds(timezone.now()),
-                     tolerance_ms=key.drift_tolerance_ms, nonce_epoch=admitted.epoch_ms)
+        raise AuthenticationFailed(
+            ErrorCode.TIMESTAMP_OUT_OF_WINDOW,
+            f"X-Api-Timestamp is older than the server's nonce memory, which starts at {admitted.epoch_ms} "
+            "(it was restarted), so this request cannot be told from a replay; sign it again with the "
+            "current time.", server_time=to_milliseconds(timezone.now()),
+            tolerance_ms=key.drift_tolerance_ms, nonce_epoch=admitted.epoch_ms)
     return Verified(key, cached, None if charge is None else Prepaid(charge, admitted.decision))
 
 
@@ -135,14 +135,14 @@ def record_key_use(cached: key_cache.CachedKey) -> None:
 def check_standing(cached: key_cache.CachedKey | None, address: str) -> ApiKey:
     """The key exists, is not revoked, its user is active and ``address`` is on its allowlist."""
     if cached is None:
-        raise refuse(ErrorCode.INVALID_API_KEY, "Unknown API key.")
+        raise AuthenticationFailed(ErrorCode.INVALID_API_KEY, "Unknown API key.")
     key = cached.instance()
     if key.is_revoked:
-        raise refuse(ErrorCode.API_KEY_REVOKED, "This API key has been revoked.")
+        raise AuthenticationFailed(ErrorCode.API_KEY_REVOKED, "This API key has been revoked.")
     if not cached.user_active:
-        raise refuse(ErrorCode.API_KEY_REVOKED, "This API key's user has been deactivated.")
+        raise AuthenticationFailed(ErrorCode.API_KEY_REVOKED, "This API key's user has been deactivated.")
     if not keys.ip_allowed(key, address):
-        raise refuse(ErrorCode.IP_NOT_ALLOWED, f"{address} is not on this key's IP allowlist", address=address)
+        raise Forbidden(ErrorCode.IP_NOT_ALLOWED, f"{address} is not on this key's IP allowlist", address=address)
     return key
 
 
@@ -159,9 +159,10 @@ def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timesta
     key = check_standing(cached, signed.address)
     server_time = to_milliseconds(timezone.now())
     if abs(server_time - timestamp) > key.drift_tolerance_ms:
-        raise refuse(ErrorCode.TIMESTAMP_OUT_OF_WINDOW,
-                     f"X-Api-Timestamp is {timestamp - server_time:+d} ms from server time; this key allows "
-                     f"±{key.drift_tolerance_ms} ms.", server_time=server_time, tolerance_ms=key.drift_tolerance_ms)
+        raise AuthenticationFailed(
+            ErrorCode.TIMESTAMP_OUT_OF_WINDOW,
+            f"X-Api-Timestamp is {timestamp - server_time:+d} ms from server time; this key allows "
+            f"±{key.drift_tolerance_ms} ms.", server_time=server_time, tolerance_ms=key.drift_tolerance_ms)
     message = keys.prehash(signed.timestamp, signed.nonce, signed.method, signed.path, signed.body)
     try:
         secret = decrypt_secret(key.secret_ciphertext)
@@ -169,10 +170,11 @@ def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timesta
         # None of the configured encryption keys opens it: the server's settings are wrong, not the request.
         logger.error("API key %s: no key in API_KEY_ENCRYPTION_KEYS (or derived from SECRET_KEY) decrypts its "
                      "secret", key.public_id)
-        raise refuse(ErrorCode.SERVICE_UNAVAILABLE, "Signed requests cannot be checked right now; retry later.") from None
+        raise ServiceUnavailable("Signed requests cannot be checked right now; retry later.",
+                                 retry_after=None) from None
     expected = keys.sign(secret, message)
     if not hmac.compare_digest(expected, signed.signature.lower()):
-        raise refuse(ErrorCode.INVALID_SIGNATURE, "The signature does not match this request.")
+        raise AuthenticationFailed(ErrorCode.INVALID_SIGNATURE, "The signature does not match this request.")
     return key
 
 
@@ -204,7 +206,8 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None
         missing = [name for name, value in values.items() if not value]
         if missing:
-            raise refuse(ErrorCode.MISSING_AUTH_HEADERS, f"Missing {', '.join(missing)}.", missing=missing)
+            raise AuthenticationFailed(ErrorCode.MISSING_AUTH_HEADERS, f"Missing {', '.join(missing)}.",
+                                       missing=missing)
         verified = verify_signed_request(
             SignedRequest(
                 key_id=values["X-Api-Key"], timestamp=values["X-Api-Timestamp"], nonce=values["X-Api-Nonce"],

@@ -9,7 +9,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.utils.html import format_html
 
 from accounts.models import ApiKey
-from exchange.errors import ExchangeError
+from exchange.errors import ExchangeError, InvalidFields
 
 SCOPE_HELP = {
     ApiKey.Scope.READ_ONLY: "GET endpoints only: balances, orders, fills. Cannot place or cancel orders.",
@@ -94,7 +94,7 @@ class ApiKeyForm(forms.Form):
 
     def add_exchange_error(self, error: ExchangeError) -> None:
         """A service's refusal, shown where it belongs: on its fields, else at the top of the form."""
-        fields = (error.details or {}).get("fields") or {}
+        fields = error.fields if isinstance(error, InvalidFields) else {}
         for field, messages in fields.items():
             messages = messages if isinstance(messages, list | tuple) else [messages]
             for message in messages:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts import key_cache
 from accounts.models import Account, ApiKey
 from accounts.secrets import encrypt_secret
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import InvalidFields
 from exchange.net import parse_address
 
 SECRET_BYTES = 32  # 256 bits
@@ -32,10 +32,8 @@ def normalize_allowlist(entries: list[str]) -> list[str]:
         except ValueError:
             bad.append(entry)
     if bad:
-        raise ExchangeError(
-            ErrorCode.INVALID_REQUEST, f"Not an IP address or CIDR range: {', '.join(bad)}.",
-            {"fields": {"ip_allowlist": [f"Not an IP address or CIDR range: {entry}" for entry in bad]}},
-        )
+        raise InvalidFields({"ip_allowlist": [f"Not an IP address or CIDR range: {entry}" for entry in bad]},
+                            f"Not an IP address or CIDR range: {', '.join(bad)}.")
     return sorted(set(networks), key=networks.index)
 
 
@@ -48,7 +46,7 @@ def check_key_settings(scope: str, ip_allowlist: list[str], drift_tolerance_ms: 
     if not ApiKey.MIN_DRIFT_MS <= drift_tolerance_ms <= ApiKey.MAX_DRIFT_MS:
         errors["drift_tolerance_ms"] = [f"Between {ApiKey.MIN_DRIFT_MS} and {ApiKey.MAX_DRIFT_MS} ms."]
     if errors:
-        raise ExchangeError(ErrorCode.INVALID_REQUEST, "Invalid key settings.", {"fields": errors})
+        raise InvalidFields(errors, "Invalid key settings.")
 
 
 @transaction.atomic

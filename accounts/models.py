@@ -55,6 +55,15 @@ class Account(models.Model):
         return "fee account" if self.kind == self.Kind.FEE else f"account {self.pk} ({self.user})"
 
 
+class ApiKeyQuerySet(models.QuerySet):
+    def of_user(self, user):
+        return self.filter(account__user=user)
+
+    def active_first(self):
+        """Live keys before revoked ones, each newest first: how a key list is shown."""
+        return self.order_by(models.F("revoked_at").desc(nulls_first=True), "-created_at")
+
+
 class ApiKey(models.Model):
     """A bot's credential: public id, encrypted secret, one scope, an IP allowlist and a clock tolerance."""
 
@@ -77,6 +86,8 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
 
     class Meta:
         verbose_name = "API key"

@@ -3,7 +3,7 @@
 from rest_framework.permissions import BasePermission
 
 from accounts.models import ApiKey
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import ErrorCode, Forbidden
 
 Scope = ApiKey.Scope
 
@@ -15,11 +15,9 @@ class ScopeRequired(BasePermission):
     def has_permission(self, request, view) -> bool:
         key = request.auth
         if isinstance(key, ApiKey) and key.scope not in self.scopes:
-            raise ExchangeError(
-                ErrorCode.INSUFFICIENT_SCOPE,
-                f"This key's scope is {key.scope}; this call needs {self.needs}.",
-                {"scope": key.scope, "required": self.needs},
-            )
+            raise Forbidden(ErrorCode.INSUFFICIENT_SCOPE,
+                            f"This key's scope is {key.scope}; this call needs {self.needs}.",
+                            scope=key.scope, required=self.needs)
         return True
 
 

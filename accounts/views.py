@@ -10,7 +10,6 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import F
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
@@ -26,7 +25,7 @@ GET_POST = require_http_methods(["GET", "POST"])
 
 def own_keys(request):
     """The logged-in user's keys, and nobody else's."""
-    return ApiKey.objects.filter(account__user=request.user)
+    return ApiKey.objects.of_user(request.user)
 
 
 def home(request):
@@ -51,7 +50,7 @@ def sign_up(request):
 
 @login_required
 def key_list(request):
-    keys = own_keys(request).order_by(F("revoked_at").desc(nulls_first=True), "-created_at")  # active first
+    keys = own_keys(request).active_first()
     return render(request, "accounts/key_list.html", {"keys": keys})
 
 

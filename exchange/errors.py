@@ -1,10 +1,12 @@
-"""The one list of error codes, the exception that carries them, and the renderer of SPEC section 2.
+"""The one list of error codes, the exceptions that carry them, and the renderer of SPEC section 2.
 
-Every error leaves the API as ``{"error": {"code", "message", "details"}}``: errors raised by our
-services (``ExchangeError``), DRF's own (validation, parse, 404, 405, throttling), Django's 404/500
-handlers for ``/v1/`` paths, an outage of the database, Redis or the broker (``SERVICE_UNAVAILABLE``,
-503 with ``Retry-After``), and any unexpected exception, which is logged and rendered as a bare
-``INTERNAL_ERROR`` with no trace.
+Code raises an exception per family of errors (``InvalidFields``, ``NotFound``, ``Conflict``...): each
+knows its code, builds its message and details from the facts it is given, and is an ``ExchangeError``,
+the one type the renderers take. Every error leaves the API as ``{"error": {"code", "message",
+"details"}}``: errors raised by our services, DRF's own (validation, parse, 404, 405, throttling),
+Django's 404/500 handlers for ``/v1/`` paths, an outage of the database, Redis or the broker
+(``SERVICE_UNAVAILABLE``, 503 with ``Retry-After``), and any unexpected exception, which is logged
+and rendered as a bare ``INTERNAL_ERROR`` with no trace.
 """
 
 import logging
@@ -71,6 +73,7 @@ class ErrorCode(StrEnum):
 class ExchangeError(drf_exceptions.APIException):
     """An error a client can act on: a code, a message for people, and details for programs.
 
+    The base of the families below, which are what code raises; the renderers take any of them.
     An APIException, so that DRF treats a failed authentication that raises it as unauthenticated.
     """
 
@@ -87,6 +90,184 @@ class ExchangeError(drf_exceptions.APIException):
     @property
     def status_code(self) -> int:
         return self.code.status
+
+
+class ErrorFamily(ExchangeError):
+    """Codes that share an HTTP status, raised with the one that applies: ``Conflict(ErrorCode.X, ...)``."""
+
+    family_status: int
+
+    def __init__(self, code: ErrorCode, message: str, **details: Any):
+        if code.status != self.family_status:
+            raise ValueError(f"{code} ({code.status}) is not a {type(self).__name__} code ({self.family_status})")
+        super().__init__(code, message, details)
+
+
+class InvalidRequest(ExchangeError):
+    """400: the request cannot be taken as it is; ``details`` say what is wrong with it when that helps."""
+
+    def __init__(self, message: str, **details: Any):
+        super().__init__(ErrorCode.INVALID_REQUEST, message, details)
+
+
+class InvalidFields(InvalidRequest):
+    """400 naming the fields at fault: ``details`` is ``{"fields": {name: [message, ...]}}``, built only here."""
+
+    def __init__(self, fields: dict[str, Any], message: str = "The request has invalid fields."):
+        super().__init__(message, fields=fields)
+        self.fields = fields
+
+
+class InvalidField(InvalidFields):
+    """One field at fault, its name leading the message."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__({field: [message]}, f"{field}: {message}")
+
+
+class InsufficientFunds(ExchangeError):
+    """400: a balance bucket would go negative. Each shortfall names asset, wallet, bucket and the
+    amount missing (a decimal string); the message speaks of the first."""
+
+    def __init__(self, shortfalls: list[dict[str, str]]):
+        first = shortfalls[0]
+        super().__init__(
+            ErrorCode.INSUFFICIENT_FUNDS,
+            f"Insufficient {first['asset']}: this needs {first['missing']} more than the {first['bucket']} balance.",
+            {"shortfalls": shortfalls},
+        )
+
+
+class AuthenticationFailed(ErrorFamily):
+    """401: missing or malformed credentials, an unknown or revoked key, a bad signature, clock or nonce."""
+
+    family_status = 401
+
+
+class Forbidden(ErrorFamily):
+    """403: the caller is known but may not do this (scope, IP allowlist, depth, permission)."""
+
+    family_status = 403
+
+
+class NotFound(ErrorFamily):
+    """404: no such endpoint, pair or order."""
+
+    family_status = 404
+
+
+class UnknownPair(NotFound):
+    def __init__(self, pair: str):
+        super().__init__(ErrorCode.UNKNOWN_PAIR, f"Unknown pair {pair!r}.", pair=pair)
+
+
+class OrderNotFound(NotFound):
+    """No such order on the caller's account, by order id or by client_order_id."""
+
+    def __init__(self, order_id: int | None = None, *, client_order_id: str | None = None):
+        super().__init__(ErrorCode.ORDER_NOT_FOUND, f"No order {order_id} on this account." if client_order_id is None
+                         else f"No order with client_order_id {client_order_id!r}.")
+
+
+class MessageTooLarge(ExchangeError):
+    """413: a request body or WebSocket message over its size limit."""
+
+    def __init__(self, message: str):
+        super().__init__(ErrorCode.MESSAGE_TOO_LARGE, message)
+
+
+class Conflict(ErrorFamily):
+    """409: the request is well formed, but the state of the market or order refuses it."""
+
+    family_status = 409
+
+
+class MarketHalted(Conflict):
+    """The market is halted, or (``cancel_only``) accepts cancels only."""
+
+    def __init__(self, pair: str, status: str):
+        super().__init__(ErrorCode.MARKET_HALTED, f"{pair} accepts cancels only." if status == "cancel_only"
+                         else f"{pair} is halted.", status=status)
+
+
+class DuplicateClientOrderId(Conflict):
+    def __init__(self, client_order_id: str, order_id: int):
+        super().__init__(ErrorCode.DUPLICATE_CLIENT_ORDER_ID,
+                         f"client_order_id {client_order_id!r} was already used for a different order.",
+                         order_id=order_id)
+
+
+class OrderAlreadyClosed(Conflict):
+    def __init__(self, order_id: int, status: str, filled_size: str):
+        super().__init__(ErrorCode.ORDER_ALREADY_CLOSED, f"Order {order_id} is already {status}.",
+                         order_id=order_id, status=status, filled_size=filled_size)
+
+
+class PostOnlyWouldTake(Conflict):
+    def __init__(self, order_id: int, status: str):
+        super().__init__(ErrorCode.POST_ONLY_WOULD_TAKE,
+                         f"Order {order_id} would have taken liquidity, so it was rejected (post_only).",
+                         order_id=order_id, status=status)
+
+
+class RateLimited(ExchangeError):
+    """429: the caller's request budget is spent; ``retry_after`` seconds until it is not."""
+
+    def __init__(self, message: str, retry_after: float | None):
+        super().__init__(ErrorCode.RATE_LIMITED, message, {"retry_after": retry_after})
+
+
+class SubscriptionLimit(ExchangeError):
+    """429: a WebSocket connection asked for more subscriptions than it may hold."""
+
+    def __init__(self, limit: int):
+        super().__init__(ErrorCode.SUBSCRIPTION_LIMIT, f"At most {limit} subscriptions a connection.")
+
+
+class SlowConsumer(ExchangeError):
+    """429: a WebSocket client reads too slowly to keep up, and is disconnected."""
+
+    def __init__(self, reason: str, **details: Any):
+        super().__init__(ErrorCode.SLOW_CONSUMER, reason, details)
+
+
+class PrivateEventsLost(ExchangeError):
+    """503 on a WebSocket: account events were lost on the way; the stream carries on."""
+
+    def __init__(self, **details: Any):
+        super().__init__(ErrorCode.PRIVATE_EVENTS_LOST, "Private events were lost on the way to this connection; "
+                         "reconcile from GET /v1/orders and /v1/fills (and GET /v1/account/balances).", details)
+
+
+class InternalError(ExchangeError):
+    """500: a bug, logged where it was caught; the client learns nothing of it."""
+
+    def __init__(self):
+        super().__init__(ErrorCode.INTERNAL_ERROR, "Internal error; it has been logged.")
+
+
+# A dependency that is down or unreachable, as opposed to a bug: the request may succeed when retried.
+# Django wraps the driver's errors in its own, but not those raised outside its cursors.
+OUTAGE_ERRORS = (
+    OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
+)
+OUTAGE_RETRY_AFTER_SECONDS = 2
+
+
+class ServiceUnavailable(ExchangeError):
+    """503: a dependency failed, and the request may succeed when retried (``Retry-After``, unless
+    ``retry_after`` is None)."""
+
+    def __init__(self, message: str = "A service the exchange depends on is unavailable; retry shortly.", *,
+                 retry_after: int | None = OUTAGE_RETRY_AFTER_SECONDS, **details: Any):
+        if retry_after is not None:
+            details["retry_after"] = retry_after
+        super().__init__(ErrorCode.SERVICE_UNAVAILABLE, message, details)
+
+
+# The name callers used before ServiceUnavailable took its details itself (same arguments).
+unavailable = ServiceUnavailable
 
 
 def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -109,25 +290,6 @@ def error_json_response(error: ExchangeError) -> JsonResponse:
                             error)
 
 
-# A dependency that is down or unreachable, as opposed to a bug: the request may succeed when retried.
-# Django wraps the driver's errors in its own, but not those raised outside its cursors.
-OUTAGE_ERRORS = (
-    OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
-)
-OUTAGE_RETRY_AFTER_SECONDS = 2
-
-
-class ServiceUnavailable(ExchangeError):
-    """A dependency failed: the request may succeed when retried (``Retry-After``)."""
-
-
-def unavailable(message: str = "A service the exchange depends on is unavailable; retry shortly.",
-                **details: Any) -> ServiceUnavailable:
-    return ServiceUnavailable(ErrorCode.SERVICE_UNAVAILABLE, message,
-                              {**details, "retry_after": OUTAGE_RETRY_AFTER_SECONDS})
-
-
 def log_outage(where: str, exc: BaseException) -> None:
     """One line: which dependency failed and how, without the traceback every request of an outage
     would repeat."""
@@ -135,7 +297,7 @@ def log_outage(where: str, exc: BaseException) -> None:
                    str(exc).strip().splitlines()[0] if str(exc).strip() else "")
 
 
-# DRF exceptions that map one-to-one onto a code; validation and parse errors are handled below.
+# DRF exceptions that map one-to-one onto a code; validation, parse and throttling errors are handled below.
 DRF_CODES: dict[type[drf_exceptions.APIException], ErrorCode] = {
     drf_exceptions.NotAuthenticated: ErrorCode.MISSING_AUTH_HEADERS,
     drf_exceptions.AuthenticationFailed: ErrorCode.INVALID_API_KEY,
@@ -144,7 +306,6 @@ DRF_CODES: dict[type[drf_exceptions.APIException], ErrorCode] = {
     drf_exceptions.MethodNotAllowed: ErrorCode.METHOD_NOT_ALLOWED,
     drf_exceptions.NotAcceptable: ErrorCode.NOT_ACCEPTABLE,
     drf_exceptions.UnsupportedMediaType: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-    drf_exceptions.Throttled: ErrorCode.RATE_LIMITED,
 }
 
 
@@ -153,26 +314,26 @@ def as_exchange_error(exc: Exception) -> ExchangeError | None:
     if isinstance(exc, ExchangeError):
         return exc
     if isinstance(exc, OUTAGE_ERRORS):
-        return unavailable()
+        return ServiceUnavailable()
     if isinstance(exc, Http404):
-        return ExchangeError(ErrorCode.NOT_FOUND, "Not found.")
+        return NotFound(ErrorCode.NOT_FOUND, "Not found.")
     if isinstance(exc, PermissionDenied):
-        return ExchangeError(ErrorCode.PERMISSION_DENIED, "Permission denied.")
+        return Forbidden(ErrorCode.PERMISSION_DENIED, "Permission denied.")
     if isinstance(exc, RequestDataTooBig):
-        return ExchangeError(ErrorCode.MESSAGE_TOO_LARGE, f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes.")
+        return MessageTooLarge(f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes.")
     if isinstance(exc, DisallowedHost):
-        return ExchangeError(ErrorCode.INVALID_REQUEST, "The Host header names a host this server does not serve.")
+        return InvalidRequest("The Host header names a host this server does not serve.")
     if isinstance(exc, (SuspiciousOperation, BadRequest)):
-        return ExchangeError(ErrorCode.INVALID_REQUEST, "The request is malformed or has too many parts.")
+        return InvalidRequest("The request is malformed or has too many parts.")
     if isinstance(exc, drf_exceptions.ValidationError):
-        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        return ExchangeError(ErrorCode.INVALID_REQUEST, "The request has invalid fields.", {"fields": detail})
+        return InvalidFields(exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail})
     if isinstance(exc, drf_exceptions.ParseError):
-        return ExchangeError(ErrorCode.INVALID_REQUEST, str(exc.detail))
+        return InvalidRequest(str(exc.detail))
+    if isinstance(exc, drf_exceptions.Throttled):
+        return RateLimited(str(exc.detail), retry_after=exc.wait)
     for exc_type, code in DRF_CODES.items():
         if isinstance(exc, exc_type):
-            details = {"retry_after": exc.wait} if isinstance(exc, drf_exceptions.Throttled) else {}
-            return ExchangeError(code, str(exc.detail), details)
+            return ExchangeError(code, str(exc.detail))
     return None
 
 
@@ -182,7 +343,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     error = as_exchange_error(exc)
     if error is None:
         logger.exception("Unhandled error in %s", view, exc_info=exc)
-        error = ExchangeError(ErrorCode.INTERNAL_ERROR, "Internal error; it has been logged.")
+        error = InternalError()
     elif isinstance(exc, OUTAGE_ERRORS):
         log_outage(view, exc)
     return error_response(error)
@@ -191,7 +352,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 def not_found_view(request, exception=None):
     """Django's handler404: JSON under /v1/, the stock page elsewhere (admin, account pages)."""
     if request.path.startswith("/v1/"):
-        return JsonResponse(error_body(ErrorCode.NOT_FOUND, f"No endpoint at {request.path}."), status=404)
+        return error_json_response(NotFound(ErrorCode.NOT_FOUND, f"No endpoint at {request.path}."))
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
@@ -212,12 +373,12 @@ def server_error_view(request):
     calls it while handling the exception, which it has logged: an outage is a 503 on every path."""
     if isinstance(sys.exception(), OUTAGE_ERRORS):
         if request.path.startswith("/v1/"):
-            return error_json_response(unavailable())
+            return error_json_response(ServiceUnavailable())
         response = HttpResponse("Service unavailable; retry shortly.", status=503, content_type="text/plain")
         response["Retry-After"] = str(OUTAGE_RETRY_AFTER_SECONDS)
         return response
     if request.path.startswith("/v1/"):
-        return JsonResponse(error_body(ErrorCode.INTERNAL_ERROR, "Internal error; it has been logged."), status=500)
+        return error_json_response(InternalError())
     from django.views.defaults import server_error
 
     return server_error(request)

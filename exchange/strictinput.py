@@ -1,6 +1,6 @@
 """Refuses control characters in the path and query of every /v1/ request, before any view reads them."""
 
-from exchange.errors import ErrorCode, ExchangeError, error_json_response
+from exchange.errors import InvalidRequest, error_json_response
 from exchange.fields import has_control_character
 
 
@@ -15,12 +15,9 @@ class RefuseControlCharactersMiddleware:
     def __call__(self, request):
         if request.path.startswith("/v1/"):
             if has_control_character(request.path):
-                return refusal("The path holds a control character.", {})
+                return error_json_response(InvalidRequest("The path holds a control character."))
             for name, values in request.GET.lists():
                 if has_control_character(name) or any(has_control_character(value) for value in values):
-                    return refusal("A query parameter holds a control character.", {"parameter": name})
+                    return error_json_response(InvalidRequest("A query parameter holds a control character.",
+                                                              parameter=name))
         return self.get_response(request)
-
-
-def refusal(message: str, details: dict):
-    return error_json_response(ExchangeError(ErrorCode.INVALID_REQUEST, message, details))

@@ -30,7 +30,8 @@ from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from accounts.authentication import SignedRequest, check_session_key, record_key_use, verify_signed_request
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import (AuthenticationFailed, ErrorCode, ExchangeError, InternalError, InvalidRequest,
+                             MessageTooLarge, PrivateEventsLost, SlowConsumer, SubscriptionLimit, UnknownPair)
 from exchange.fields import has_control_character
 from exchange.jsonparse import StrictJSONError, loads_strict
 from exchange.net import client_address
@@ -64,10 +65,6 @@ KEY_REFUSED_CLOSE_CODE = 4003
 LAYER_RETRY_SECONDS = 0.5
 
 
-def invalid(message: str, **details) -> ExchangeError:
-    return ExchangeError(ErrorCode.INVALID_REQUEST, message, details)
-
-
 def error_json(error: ExchangeError, op: str | None = None) -> dict:
     return {"type": "error", "op": op, "code": error.code.value, "message": error.message, "details": error.details}
 
@@ -86,7 +83,7 @@ def auth_field(value) -> str | None:
 def check_sequence(value) -> int | None:
     """A subscription's since_sequence, checked before anything is joined or sent."""
     if value is not None and (type(value) is not int or value < 0):  # not bool, not "5"
-        raise invalid("since_sequence must be a sequence number (an integer, 0 or more).")
+        raise InvalidRequest("since_sequence must be a sequence number (an integer, 0 or more).")
     return value
 
 
@@ -207,27 +204,27 @@ class StreamConsumer(AsyncWebsocketConsumer):
         op = None
         try:
             if text_data is None:
-                raise invalid("Send JSON text frames.")
+                raise InvalidRequest("Send JSON text frames.")
             if len(text_data) > MAX_MESSAGE_BYTES:
-                raise ExchangeError(ErrorCode.MESSAGE_TOO_LARGE, f"Messages are at most {MAX_MESSAGE_BYTES} bytes.")
+                raise MessageTooLarge(f"Messages are at most {MAX_MESSAGE_BYTES} bytes.")
             try:
                 message = loads_strict(text_data)
             except StrictJSONError as error:
-                raise invalid(str(error)) from None
+                raise InvalidRequest(str(error)) from None
             if not isinstance(message, dict):
-                raise invalid('Send an object such as {"op": "ping"}.')
+                raise InvalidRequest('Send an object such as {"op": "ping"}.')
             op = message.get("op")
             if not isinstance(op, str) or op not in self.operations:
                 op = op if isinstance(op, str | None) else None
-                raise invalid(f"Unknown op {message.get('op')!r}; use one of {', '.join(self.operations)}.", op=op)
+                raise InvalidRequest(f"Unknown op {message.get('op')!r}; use one of {', '.join(self.operations)}.",
+                                     op=op)
             await self.operations[op](message)
         except ExchangeError as error:
             await self.send_json(error_json(error, op))
         except Exception:
             # Never a dropped connection without a reason (SPEC section 7).
             logger.exception("WebSocket op %r failed", op)
-            internal = ExchangeError(ErrorCode.INTERNAL_ERROR, "Internal error; it has been logged.")
-            await self.send_json(error_json(internal, op))
+            await self.send_json(error_json(InternalError(), op))
 
     async def ping(self, message):
         await self.send_json({"type": "pong"})
@@ -235,15 +232,16 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def authenticate(self, message):
         fields = {name: auth_field(message.get(name)) for name in ("key", "timestamp", "nonce", "signature")}
         if None in fields.values():
-            raise ExchangeError(ErrorCode.MISSING_AUTH_HEADERS, "auth needs key, timestamp, nonce and signature, "
-                                "each a string of printable characters with no surrounding whitespace.")
+            raise AuthenticationFailed(ErrorCode.MISSING_AUTH_HEADERS,
+                                       "auth needs key, timestamp, nonce and signature, each a string of printable "
+                                       "characters with no surrounding whitespace.")
         verified = await database_sync_to_async(verify_signed_request)(SignedRequest(
             key_id=fields["key"], timestamp=fields["timestamp"], nonce=fields["nonce"], signature=fields["signature"],
             method="GET", path="/v1/ws", body=b"", address=self.address(),
         ))
         key = verified.key
         if self.state.account_id not in (None, key.account_id):
-            raise invalid("This connection is already authenticated for another account.")
+            raise InvalidRequest("This connection is already authenticated for another account.")
         self.state.account_id, self.key_id = key.account_id, key.public_id
         await database_sync_to_async(record_key_use)(verified.cached)
         await self.send_json({"type": "authenticated", "scope": key.scope})
@@ -257,10 +255,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         }
         default_since = check_sequence(message.get("since_sequence"))
         if len(self.state.subscriptions | set(requested)) > MAX_SUBSCRIPTIONS:
-            raise ExchangeError(ErrorCode.SUBSCRIPTION_LIMIT, f"At most {MAX_SUBSCRIPTIONS} subscriptions a connection.")
+            raise SubscriptionLimit(MAX_SUBSCRIPTIONS)
         for name, pair in requested:
             if name in PRIVATE_CHANNELS and self.state.account_id is None:
-                raise ExchangeError(ErrorCode.AUTHENTICATION_REQUIRED, f"Send an auth op before subscribing to {name}.")
+                raise AuthenticationFailed(ErrorCode.AUTHENTICATION_REQUIRED,
+                                           f"Send an auth op before subscribing to {name}.")
         markets = {pair: await database_sync_to_async(access_market)(pair) for _, pair in requested if pair}
         markets[None] = None
         for name, pair in requested:
@@ -288,17 +287,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
     def parse_channels(self, message) -> list[tuple[str, str | None]]:
         channels = message.get("channels")
         if not isinstance(channels, list) or not channels:
-            raise invalid('"channels" must be a non-empty list of {"name": ..., "pair": ...}.')
+            raise InvalidRequest('"channels" must be a non-empty list of {"name": ..., "pair": ...}.')
         parsed = []
         for channel in channels:
             name = channel.get("name") if isinstance(channel, dict) else None
             if not isinstance(name, str) or name not in PUBLIC_CHANNELS | PRIVATE_CHANNELS:
-                raise invalid(f"Unknown channel {name!r}.", channels=sorted(PUBLIC_CHANNELS | PRIVATE_CHANNELS))
+                raise InvalidRequest(f"Unknown channel {name!r}.", channels=sorted(PUBLIC_CHANNELS | PRIVATE_CHANNELS))
             pair = channel.get("pair")
             if name in PUBLIC_CHANNELS and not isinstance(pair, str):
-                raise invalid(f"The {name} channel needs a pair.")
+                raise InvalidRequest(f"The {name} channel needs a pair.")
             if name in PUBLIC_CHANNELS and not PAIR.fullmatch(pair):  # never looked up: "BTC\u0000", " BTC-USD"
-                raise ExchangeError(ErrorCode.UNKNOWN_PAIR, f"Unknown pair {pair!r}.", {"pair": pair})
+                raise UnknownPair(pair)
             parsed.append((name, pair.upper() if name in PUBLIC_CHANNELS else None))
         return parsed
 
@@ -441,9 +440,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def events_lost(self, message) -> None:
         """Account events the channel layer dropped (marketdata.account_events): the client is told to
         reconcile from REST, and the stream carries on."""
-        await self.send_json(error_json(ExchangeError(
-            ErrorCode.PRIVATE_EVENTS_LOST, "Private events were lost on the way to this connection; reconcile "
-            "from GET /v1/orders and /v1/fills (and GET /v1/account/balances).", message["details"])))
+        await self.send_json(error_json(PrivateEventsLost(**message["details"])))
 
     async def send_private(self, message: dict) -> None:
         """A private message, with the connection's count of them as ``seq``."""
@@ -451,12 +448,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.send_json({**message, "seq": self.state.private_sent})
 
     def read_orders(self, order_ids: list[int]) -> list[dict]:
-        orders = Order.objects.filter(pk__in=order_ids, account_id=self.state.account_id).order_by("pk")
-        return OrderSerializer(orders.select_related("market__base", "market__quote"), many=True).data
+        orders = Order.objects.filter(pk__in=order_ids, account_id=self.state.account_id).for_rendering()
+        return OrderSerializer(orders.order_by("pk"), many=True).data
 
     def read_fills(self, fill_ids: list[int]) -> list[dict]:
-        fills = Fill.objects.filter(pk__in=fill_ids, account_id=self.state.account_id).order_by("pk")
-        return FillSerializer(fills.select_related("market", "fee_asset"), many=True).data
+        fills = Fill.objects.filter(pk__in=fill_ids, account_id=self.state.account_id).for_rendering()
+        return FillSerializer(fills.order_by("pk"), many=True).data
 
     async def send_balances(self) -> None:
         def read():
@@ -520,7 +517,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if reason is None:
             reason = f"slow consumer: more than {settings.WS_MAX_PENDING_BYTES} bytes waiting to be read"
             details = {"limit": settings.WS_MAX_PENDING_BYTES}
-        await self.close_with_error(SLOW_CONSUMER_CLOSE_CODE, ExchangeError(ErrorCode.SLOW_CONSUMER, reason, details))
+        await self.close_with_error(SLOW_CONSUMER_CLOSE_CODE, SlowConsumer(reason, **details))
 
     async def close_with_error(self, close_code: int, error: ExchangeError, op: str | None = None) -> None:
         """Nothing more is queued, the error goes out behind what the client has not read yet, then

@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import ErrorCode, Forbidden, InvalidFields
 from trading.models import BookLevel, BookState, Candle, Market, Trade
 from trading.sql import ExactSum, read_in_one_snapshot
 
@@ -47,17 +47,12 @@ def order_book(market: Market, depth: int | None) -> BookSnapshot:
 
 def check_depth(depth: int, *, verified: bool) -> int:
     if depth < 1 or depth > VERIFIED_MAX_DEPTH:
-        raise ExchangeError(
-            ErrorCode.INVALID_REQUEST,
-            f"depth must be between 1 and {VERIFIED_MAX_DEPTH}.",
-            {"fields": {"depth": [f"Must be between 1 and {VERIFIED_MAX_DEPTH}."]}},
-        )
+        raise InvalidFields({"depth": [f"Must be between 1 and {VERIFIED_MAX_DEPTH}."]},
+                            f"depth must be between 1 and {VERIFIED_MAX_DEPTH}.")
     if depth > PUBLIC_MAX_DEPTH and not verified:
-        raise ExchangeError(
-            ErrorCode.DEPTH_REQUIRES_VERIFICATION,
-            f"depth above {PUBLIC_MAX_DEPTH} needs a signed request from a verified account.",
-            {"max_depth": PUBLIC_MAX_DEPTH},
-        )
+        raise Forbidden(ErrorCode.DEPTH_REQUIRES_VERIFICATION,
+                        f"depth above {PUBLIC_MAX_DEPTH} needs a signed request from a verified account.",
+                        max_depth=PUBLIC_MAX_DEPTH)
     return depth
 
 
@@ -99,7 +94,7 @@ def ticker(market: Market) -> Ticker:
     holds the minute 24 h ago whole (as Binance's rolling ticker, whose window is exact to the
     minute), from the matcher's per-minute candles."""
     with read_in_one_snapshot():
-        last = Trade.objects.filter(market=market).order_by("-id").values("price", "size").first()
+        last = Trade.objects.newest_first(market).values("price", "size").first()
         window = Candle.objects.filter(market=market,
                                        minute__gte=(timezone.now() - timedelta(hours=24)).replace(second=0, microsecond=0))
         first_in_window = window.order_by("minute").values_list("open", flat=True).first()
@@ -127,7 +122,7 @@ def ticker(market: Market) -> Ticker:
 
 
 def recent_trades(market: Market, *, limit: int, before: int | None = None) -> list[Trade]:
-    trades = Trade.objects.filter(market=market).order_by("-id")
+    trades = Trade.objects.newest_first(market)
     if before is not None:
         trades = trades.filter(id__lt=before)
     return list(trades[:limit])

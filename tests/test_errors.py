@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from exchange.errors import ErrorCode
+from exchange.errors import (
+    Conflict, ErrorCode, Forbidden, InvalidField, InvalidFields, MarketHalted, NotFound, OrderNotFound,
+    ServiceUnavailable, UnknownPair, error_response,
+)
 
 from .test_public_api import assert_error
 
@@ -37,6 +40,44 @@ def test_every_error_code_has_a_distinct_upper_snake_name_and_a_status():
         "ORDER_ALREADY_CLOSED": 409, "POST_ONLY_WOULD_TAKE": 409,
     }
     assert {name: ErrorCode(name).status for name in spec_minimum} == spec_minimum
+
+
+@pytest.mark.parametrize("error, status, body", [
+    (InvalidField("size", "Must be positive."), 400,
+     {"code": "INVALID_REQUEST", "message": "size: Must be positive.",
+      "details": {"fields": {"size": ["Must be positive."]}}}),
+    (InvalidFields({"depth": ["Too deep."]}, "depth is too deep."), 400,
+     {"code": "INVALID_REQUEST", "message": "depth is too deep.", "details": {"fields": {"depth": ["Too deep."]}}}),
+    (UnknownPair("XYZ-USD"), 404,
+     {"code": "UNKNOWN_PAIR", "message": "Unknown pair 'XYZ-USD'.", "details": {"pair": "XYZ-USD"}}),
+    (OrderNotFound(client_order_id="bot-1"), 404,
+     {"code": "ORDER_NOT_FOUND", "message": "No order with client_order_id 'bot-1'.", "details": {}}),
+    (MarketHalted("BTC-USD", "cancel_only"), 409,
+     {"code": "MARKET_HALTED", "message": "BTC-USD accepts cancels only.", "details": {"status": "cancel_only"}}),
+    (Forbidden(ErrorCode.IP_NOT_ALLOWED, "Not from there.", address="192.0.2.1"), 403,
+     {"code": "IP_NOT_ALLOWED", "message": "Not from there.", "details": {"address": "192.0.2.1"}}),
+])
+def test_each_error_family_renders_its_code_status_message_and_details(error, status, body):
+    response = error_response(error)
+
+    assert response.status_code == status
+    assert response.data == {"error": body}
+    assert "Retry-After" not in response
+
+
+def test_an_outage_says_when_to_retry_and_a_refusal_that_is_not_one_need_not():
+    outage, refusal = ServiceUnavailable(order_id=7), ServiceUnavailable("Being changed; retry.", retry_after=None)
+
+    assert error_response(outage)["Retry-After"] == "2"
+    assert outage.details == {"order_id": 7, "retry_after": 2}
+    assert "Retry-After" not in error_response(refusal) and refusal.details == {}
+
+
+@pytest.mark.parametrize("family, code", [(Conflict, ErrorCode.UNKNOWN_PAIR), (NotFound, ErrorCode.MARKET_HALTED),
+                                          (Forbidden, ErrorCode.INVALID_API_KEY)])
+def test_a_family_refuses_a_code_of_another_status(family, code):
+    with pytest.raises(ValueError):
+        family(code, "wrong family")
 
 
 def test_production_settings_pass_check_deploy(tmp_path):

@@ -2,7 +2,7 @@
 
 import time
 
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import UnknownPair
 from trading.models import Market
 
 # How long access_market(recent=True) may answer from this process's memory. Operators rarely edit
@@ -23,12 +23,12 @@ def access_market(pair: str, *, recent: bool = False, lock: bool = False) -> Mar
         read_at, market = _recent_markets.get(key, (float("-inf"), None))
         if time.monotonic() - read_at < RECENT_MARKET_SECONDS:
             return market
-    markets = Market.objects.select_related("base", "quote")
+    markets = Market.objects.with_assets()
     if lock:
         markets = markets.select_for_update(no_key=True, of=("self",))  # not against orders' foreign keys
     try:
         market = markets.get(pair=key)
     except Market.DoesNotExist:
-        raise ExchangeError(ErrorCode.UNKNOWN_PAIR, f"Unknown pair {pair!r}.", {"pair": pair}) from None
+        raise UnknownPair(pair) from None
     _recent_markets[key] = (time.monotonic(), market)
     return market

@@ -50,6 +50,12 @@ class Asset(models.Model):
         return self.symbol
 
 
+class MarketQuerySet(models.QuerySet):
+    def with_assets(self):
+        """With the base and quote assets a market is checked against and rendered with."""
+        return self.select_related("base", "quote")
+
+
 class Market(models.Model):
     class Status(models.TextChoices):
         ONLINE = "online"
@@ -65,6 +71,8 @@ class Market(models.Model):
     min_notional = AmountField(help_text="Smallest price × size, in quote.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ONLINE)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = MarketQuerySet.as_manager()
 
     class Meta:
         ordering = ["pair"]
@@ -198,6 +206,12 @@ class Side(models.TextChoices):
     SELL = "sell"
 
 
+class OrderQuerySet(models.QuerySet):
+    def for_rendering(self):
+        """With what OrderSerializer reads: the market and its assets (the places of its amounts)."""
+        return self.select_related("market__base", "market__quote")
+
+
 class Order(models.Model):
     class Type(models.TextChoices):
         LIMIT = "limit"
@@ -225,6 +239,8 @@ class Order(models.Model):
         EXPIRED = "expired"
 
     LIVE_STATUSES = (Status.PENDING, Status.UNTRIGGERED, Status.OPEN, Status.PARTIALLY_FILLED)
+
+    objects = OrderQuerySet.as_manager()
 
     account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="orders", db_index=False)
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders", db_index=False)
@@ -309,6 +325,12 @@ class MatcherCommand(models.Model):
         indexes = [models.Index(fields=["market", "id"])]
 
 
+class TradeQuerySet(models.QuerySet):
+    def newest_first(self, market: "Market"):
+        """A pair's trades, the last first (the order of the (market, -id) index)."""
+        return self.filter(market=market).order_by("-id")
+
+
 class Trade(models.Model):
     """A match between a resting (maker) order and an incoming (taker) order, at the maker's price."""
 
@@ -324,6 +346,8 @@ class Trade(models.Model):
                                     db_constraint=False)
     executed_at = models.DateTimeField()
     batch = models.BigIntegerField(help_text="The matcher batch whose settlement journal moved its funds.")
+
+    objects = TradeQuerySet.as_manager()
 
     class Meta:
         # The 24 h ticker reads candles, not trades: no index by time (each one is written per trade).
@@ -349,6 +373,12 @@ class Candle(models.Model):
         constraints = [models.UniqueConstraint(fields=["market", "minute"], name="candle_unique_per_minute")]
 
 
+class FillQuerySet(models.QuerySet):
+    def for_rendering(self):
+        """With what FillSerializer reads: the pair and the fee asset's symbol."""
+        return self.select_related("market", "fee_asset")
+
+
 class Fill(models.Model):
     """One side of a trade, as its account sees it."""
 
@@ -370,6 +400,8 @@ class Fill(models.Model):
     fee_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+", db_index=False,
                                   db_constraint=False)
     executed_at = models.DateTimeField()
+
+    objects = FillQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["account", "-id"])]

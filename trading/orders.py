@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass
 from decimal import ROUND_CEILING, Decimal
 
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import InvalidField, MarketHalted
 from trading.models import BookLevel, Market, Order, Side
 
 # A market buy given by size may pay at most this much above the book's price for its size when it
@@ -38,40 +38,33 @@ class OrderRequest:
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
-def invalid(field: str, message: str) -> ExchangeError:
-    return ExchangeError(ErrorCode.INVALID_REQUEST, f"{field}: {message}", {"fields": {field: [message]}})
-
-
 def on_grid(value: Decimal, step: Decimal) -> bool:
     return value % step == 0
 
 
 def check_against_market(market: Market, request: OrderRequest) -> None:
     """Status, tick and lot grids, minimum size and notional. Raises; changes nothing."""
-    if market.status == Market.Status.HALTED:
-        raise ExchangeError(ErrorCode.MARKET_HALTED, f"{market.pair} is halted.", {"status": market.status})
-    if market.status == Market.Status.CANCEL_ONLY:
-        raise ExchangeError(
-            ErrorCode.MARKET_HALTED, f"{market.pair} accepts cancels only.", {"status": market.status}
-        )
+    if market.status in (Market.Status.HALTED, Market.Status.CANCEL_ONLY):
+        raise MarketHalted(market.pair, market.status)
     for field in ("price", "stop_price"):
         value = getattr(request, field)
         if value is not None and not on_grid(value, market.tick_size):
-            raise invalid(field, f"Must be a multiple of the tick size {market.tick_size.normalize()}.")
+            raise InvalidField(field, f"Must be a multiple of the tick size {market.tick_size.normalize()}.")
     if request.size is not None:
         if not on_grid(request.size, market.lot_size):
-            raise invalid("size", f"Must be a multiple of the lot size {market.lot_size.normalize()}.")
+            raise InvalidField("size", f"Must be a multiple of the lot size {market.lot_size.normalize()}.")
         if request.size < market.min_size:
-            raise invalid("size", f"Must be at least the minimum size {market.min_size.normalize()}.")
+            raise InvalidField("size", f"Must be at least the minimum size {market.min_size.normalize()}.")
     if request.funds is not None:
         if not on_grid(request.funds, market.tick_size * market.lot_size):
-            raise invalid("funds", f"Must be a multiple of {(market.tick_size * market.lot_size).normalize()}.")
+            raise InvalidField("funds", f"Must be a multiple of {(market.tick_size * market.lot_size).normalize()}.")
         if request.funds < market.min_notional:
-            raise invalid("funds", f"Must be at least the minimum notional {market.min_notional.normalize()}.")
+            raise InvalidField("funds", f"Must be at least the minimum notional {market.min_notional.normalize()}.")
     reference = reference_price(market, request) if request.size is not None else None
     if reference is not None and reference * request.size < market.min_notional:
-        raise invalid("size", f"price × size must be at least the minimum notional {market.min_notional.normalize()}"
-                              + ("" if request.price is not None else f" (at {reference.normalize()})") + ".")
+        minimum = market.min_notional.normalize()
+        at = "" if request.price is not None else f" (at {reference.normalize()})"
+        raise InvalidField("size", f"price × size must be at least the minimum notional {minimum}{at}.")
 
 
 def reference_price(market: Market, request: OrderRequest) -> Decimal | None:
@@ -114,7 +107,7 @@ def price_to_buy(market: Market, size: Decimal) -> Decimal:
         if needed <= 0:
             break
     if worst is None:
-        raise invalid("size", "There are no asks to buy from; give funds or a limit price instead.")
+        raise InvalidField("size", "There are no asks to buy from; give funds or a limit price instead.")
     return worst
 
 

@@ -33,7 +33,7 @@ class MarketViewSet(viewsets.ViewSet):
         summary="All trading pairs", responses={200: serializers.MarketSerializer(many=True), **error_responses()}
     )
     def list(self, request):
-        markets = Market.objects.select_related("base", "quote").order_by("pair")
+        markets = Market.objects.with_assets().order_by("pair")
         return Response(serializers.MarketSerializer(markets, many=True).data)
 
 

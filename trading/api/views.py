@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import CanRead, CanTrade
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import ErrorCode, InvalidRequest
 from exchange.fields import parse_integer
 from exchange.openapi import error_responses
 from trading import services
@@ -62,7 +62,7 @@ class NewestFirst(CursorPagination):
         if offset is None or offset > self.offset_cutoff or reverse not in ("0", "1") or (
             position is not None and parse_integer(position) is None
         ):
-            raise ExchangeError(ErrorCode.INVALID_REQUEST, "Invalid cursor: follow the `next` link as given.")
+            raise InvalidRequest("Invalid cursor: follow the `next` link as given.")
         return Cursor(offset=offset, reverse=reverse == "1", position=position)
 
 
@@ -86,7 +86,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         return super().get_permissions()
 
     def get_queryset(self):
-        return Order.objects.filter(account=self.account).select_related("market__base", "market__quote")
+        return Order.objects.filter(account=self.account).for_rendering()
 
     def access(self, lookup: str, **kwargs) -> Order:
         if lookup.startswith("client:"):
@@ -188,7 +188,7 @@ class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
     def list(self, request):
         query = serializers.FillListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        fills = Fill.objects.filter(account=self.account).select_related("market", "fee_asset")
+        fills = Fill.objects.filter(account=self.account).for_rendering()
         if "pair" in query.validated_data:
             fills = fills.filter(market=access_market(query.validated_data["pair"]))
         if "order_id" in query.validated_data:
