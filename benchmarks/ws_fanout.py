@@ -645,6 +645,24 @@ class Bench:
         time.sleep(self.args.grace)  # deltas committed before w1 may still be on their way
         return {**clients, "w0": w0, "w1": w1, "stopped": time.time_ns(), "cpu": usage}
 
+    def measure(self, tag: str, label: str, procs: int, subscribers: int, seconds: float,
+                pause_flow: bool = False) -> dict:
+        """Connect ``subscribers`` in ``procs`` client processes, let them settle, measure ``seconds``, disconnect."""
+        if pause_flow:
+            self.pause_bots(True)
+            time.sleep(1)
+        clients = self.connect(tag, procs, subscribers)
+        if pause_flow:
+            self.pause_bots(False)
+        paused = " (order flow paused meanwhile)" if pause_flow else ""
+        print(f"[{label}] {clients['subscribed']}/{subscribers} subscribed in {clients['connect_seconds']:.1f}s"
+              f"{paused}; settling 5s, measuring {seconds:g}s", flush=True)
+        time.sleep(5)
+        measured = self.window(clients, seconds)
+        self.disconnect(clients)
+        measured["stale_members"] = clients["stale_members"]
+        return measured
+
     def capacity(self) -> tuple[dict, dict] | None:
         """Flow stopped: 1,000 fresh subscribers, synthetic deltas at fixed rates straight into the channel layer."""
         rates = [r for r in self.args.capacity_rates.split(",") if r.strip()]
@@ -687,24 +705,8 @@ class Bench:
               flush=True)
         time.sleep(4)
 
-        clients = self.connect("baseline", 1, a.baseline)
-        print(f"[baseline] {clients['subscribed']}/{a.baseline} subscribed in {clients['connect_seconds']:.1f}s;"
-              f" settling 5s, measuring {a.baseline_seconds:g}s", flush=True)
-        time.sleep(5)
-        baseline = self.window(clients, a.baseline_seconds)
-        self.disconnect(clients)
-        baseline["stale_members"] = clients["stale_members"]
-
-        self.pause_bots(True)
-        time.sleep(1)
-        clients = self.connect("fanout", a.procs, a.subscribers)
-        self.pause_bots(False)
-        print(f"[fan-out] {clients['subscribed']}/{a.subscribers} subscribed in {clients['connect_seconds']:.1f}s"
-              f" (order flow paused meanwhile); settling 5s, measuring {a.seconds:g}s", flush=True)
-        time.sleep(5)
-        fanout = self.window(clients, a.seconds)
-        self.disconnect(clients)
-        fanout["stale_members"] = clients["stale_members"]
+        baseline = self.measure("baseline", "baseline", 1, a.baseline, a.baseline_seconds)
+        fanout = self.measure("fanout", "fan-out", a.procs, a.subscribers, a.seconds, pause_flow=True)
 
         capacity = self.capacity()
         stop_watch.set()

@@ -72,14 +72,17 @@ def funded(make_account, fund):
     return funded
 
 
-@pytest.fixture
-def alice(funded):
-    return funded("alice", USD="100000", BTC="10")
+def trader_fixture(username: str, **deposits: str):
+    """A fixture named ``username``: that trader's account, funded with ``deposits``."""
+
+    def trader(funded):
+        return funded(username, **deposits)
+
+    return pytest.fixture(trader, name=username)
 
 
-@pytest.fixture
-def bob(funded):
-    return funded("bob", USD="100000", BTC="10")
+alice = trader_fixture("alice", USD="100000", BTC="10")
+bob = trader_fixture("bob", USD="100000", BTC="10")
 
 
 def balance_of(account, symbol: str, wallet: str = "spot") -> Balance | None:

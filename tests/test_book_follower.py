@@ -221,6 +221,34 @@ def drain(follower, n=100):
             return
 
 
+def corrupted(message):
+    """``message`` with a checksum that does not match its book."""
+    return {**message, "checksum": message["checksum"] ^ 0xFF}
+
+
+def corrupted_delta_after_snapshot():
+    """A server's book, its snapshot at 10 and, corrupted, the delta 11 it then sends."""
+    server = small_server()
+    snapshot = server.snapshot()
+    return server, snapshot, corrupted(server.delta(bids=[["100.75", "1"]]))
+
+
+def drained(*scripts):
+    """A follower of PAIR that has read all of ``scripts`` (one per connection), and its fake server."""
+    fake = FakeServer(*scripts)
+    follower = BookFollower("ws://x/v1/ws", PAIR, connect=fake)
+    drain(follower)
+    return fake, follower
+
+
+def assert_resumed_once_to(server, script, sequence):
+    """Following ``script`` takes one resubscribe from sequence 10 and ends at ``sequence`` with the server's book."""
+    fake, follower = drained(script)
+    assert fake.sent() == [subscribe(), subscribe(since=10)]
+    assert follower.resyncs == 1 and follower.book.sequence == sequence
+    assert (follower.book.bids(), follower.book.asks()) == server.levels()
+
+
 def test_follower_subscribes_and_applies_the_stream():
     server = small_server()
     updates = []
@@ -246,37 +274,19 @@ def test_a_gap_resumes_from_the_last_good_sequence():
     d13 = server.delta(bids=[["100.50", "0"]])
     # 11 is lost; 12 shows the gap; 13 was already on its way before the resubscribe, then the replay
     script = [SUBSCRIBED, snapshot, d12, d13, SUBSCRIBED, d11, d12, d13]
-    fake = FakeServer(script)
-    follower = BookFollower("ws://x/v1/ws", PAIR, connect=fake)
-    drain(follower)
-    assert fake.sent() == [subscribe(), subscribe(since=10)]
-    assert follower.resyncs == 1 and follower.book.sequence == 13
-    assert (follower.book.bids(), follower.book.asks()) == server.levels()
+    assert_resumed_once_to(server, script, 13)
 
 
 def test_a_checksum_mismatch_resumes_and_takes_a_snapshot_if_the_server_sends_one():
-    server = small_server()
-    snapshot = server.snapshot()
-    d11 = server.delta(bids=[["100.75", "1"]])
-    bad = {**d11, "checksum": d11["checksum"] ^ 0xFF}
+    server, snapshot, bad = corrupted_delta_after_snapshot()
     d12 = server.delta(asks=[["101.5", "0"]])
     script = [SUBSCRIBED, snapshot, bad, SUBSCRIBED, server.snapshot(), d12]  # the server answers with a snapshot
-    fake = FakeServer(script)
-    follower = BookFollower("ws://x/v1/ws", PAIR, connect=fake)
-    drain(follower)
-    assert fake.sent() == [subscribe(), subscribe(since=10)]
-    assert follower.resyncs == 1 and follower.book.sequence == 12
-    assert (follower.book.bids(), follower.book.asks()) == server.levels()
+    assert_resumed_once_to(server, script, 12)
 
 
 def test_the_same_delta_failing_twice_asks_for_a_fresh_snapshot():
-    server = small_server()
-    snapshot = server.snapshot()
-    d11 = server.delta(bids=[["100.75", "1"]])
-    bad = {**d11, "checksum": d11["checksum"] ^ 0xFF}
-    fake = FakeServer([SUBSCRIBED, snapshot, bad, SUBSCRIBED, bad, SUBSCRIBED, server.snapshot()])
-    follower = BookFollower("ws://x/v1/ws", PAIR, connect=fake)
-    drain(follower)
+    server, snapshot, bad = corrupted_delta_after_snapshot()
+    fake, follower = drained([SUBSCRIBED, snapshot, bad, SUBSCRIBED, bad, SUBSCRIBED, server.snapshot()])
     assert fake.sent() == [subscribe(), subscribe(since=10), subscribe()]
     assert follower.resyncs == 2 and follower.book.sequence == 11
 
@@ -284,10 +294,8 @@ def test_the_same_delta_failing_twice_asks_for_a_fresh_snapshot():
 def test_a_damaged_snapshot_is_asked_for_again_and_repeated_damage_is_raised():
     server = small_server()
     snapshot = server.snapshot()
-    damaged = {**snapshot, "checksum": snapshot["checksum"] ^ 0xFF}
-    fake = FakeServer([SUBSCRIBED, damaged, SUBSCRIBED, snapshot])
-    follower = BookFollower("ws://x/v1/ws", PAIR, connect=fake)
-    drain(follower)
+    damaged = corrupted(snapshot)
+    fake, follower = drained([SUBSCRIBED, damaged, SUBSCRIBED, snapshot])
     assert fake.sent() == [subscribe(), subscribe()]
     assert follower.resyncs == 1 and follower.book.sequence == 10
 
@@ -305,9 +313,7 @@ def test_a_heartbeat_ahead_of_the_book_means_missed_deltas():
     script = [SUBSCRIBED, snapshot, {"type": "heartbeat", "sequences": {PAIR: 10, "ETH-USD": 99}},
               {"type": "heartbeat", "sequences": {PAIR: 11}}, SUBSCRIBED, d11,
               {"type": "heartbeat", "sequences": {PAIR: 11}}]
-    fake = FakeServer(script)
-    follower = BookFollower("ws://x/v1/ws", PAIR, connect=fake)
-    drain(follower)
+    fake, follower = drained(script)
     assert fake.sent() == [subscribe(), subscribe(since=10)]
     assert follower.resyncs == 1 and follower.heartbeat_sequence == 11 and follower.book.sequence == 11
 

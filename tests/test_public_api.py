@@ -7,14 +7,10 @@ from django.utils import timezone
 from exchange.fields import to_milliseconds
 from trading.models import Market, Trade
 
-@pytest.fixture
-def maker(funded):
-    return funded("maker", USD="10000000", BTC="1000")
+from .conftest import trader_fixture
 
-
-@pytest.fixture
-def taker(funded):
-    return funded("taker", USD="10000000", BTC="1000")
+maker = trader_fixture("maker", USD="10000000", BTC="1000")
+taker = trader_fixture("taker", USD="10000000", BTC="1000")
 
 
 @pytest.fixture

@@ -171,27 +171,21 @@ def test_market_fok_is_all_or_nothing():
     assert book.level_size('sell', 100) == 2
 
 
-def test_market_buy_by_funds_spends_exactly_and_is_filled():
-    # given 2 lots at 100 and 5 at 110
-    book = book_with(limit(1, 'sell', 100, 2), limit(2, 'sell', 110, 5))
-    # when a market buy with funds 420 arrives (2*100 + 2*110)
-    events = book.apply(market(3, 'buy', funds=420))
+@pytest.mark.parametrize('lots_at_100, funds, lots_bought_at_110', [
+    pytest.param(2, 420, 2, id='spends-exactly'),  # 2*100 + 2*110
+    # after the 100 lot exactly 110 is left: it buys the last lot
+    pytest.param(1, 210, 1, id='last-lot-when-funds-equal-its-price'),
+])
+def test_market_buy_by_funds_spends_exactly_and_is_filled(lots_at_100, funds, lots_bought_at_110):
+    # given lots at 100 and 5 at 110
+    book = book_with(limit(1, 'sell', 100, lots_at_100), limit(2, 'sell', 110, 5))
+    # when a market buy with exactly enough funds for whole lots arrives
+    events = book.apply(market(3, 'buy', funds=funds))
     # then it buys whole lots until the funds are gone, closing with Filled
     assert typed(events) == typed([
-        Trade(1, 3, 1001, 1003, 'buy', 100, 2), Filled(1),
-        Trade(2, 3, 1002, 1003, 'buy', 110, 2), Filled(3)])
-    assert book.level_size('sell', 110) == 3
-
-
-def test_market_buy_by_funds_buys_the_last_lot_when_funds_equal_its_price():
-    # given one lot at 100 and more at 110
-    book = book_with(limit(1, 'sell', 100, 1), limit(2, 'sell', 110, 5))
-    # when funds 210 arrive: after the 100 lot exactly 110 is left
-    events = book.apply(market(3, 'buy', funds=210))
-    # then the last 110 buys one more lot and the order is Filled
-    assert typed(events) == typed([
-        Trade(1, 3, 1001, 1003, 'buy', 100, 1), Filled(1),
-        Trade(2, 3, 1002, 1003, 'buy', 110, 1), Filled(3)])
+        Trade(1, 3, 1001, 1003, 'buy', 100, lots_at_100), Filled(1),
+        Trade(2, 3, 1002, 1003, 'buy', 110, lots_bought_at_110), Filled(3)])
+    assert book.level_size('sell', 110) == 5 - lots_bought_at_110
 
 
 def test_market_buy_by_funds_expires_with_unspent_funds():

@@ -16,6 +16,12 @@ def book_with_last_trade(price):
     return book
 
 
+def print_at(book, price, ask_id):
+    """A one-lot trade at ``price``: a sell (``ask_id``) rests and the next id buys it; the buy's events."""
+    book.apply(limit(ask_id, 'sell', price, 1))
+    return book.apply(limit(ask_id + 1, 'buy', price, 1))
+
+
 def test_stop_waits_unseen_in_depth():
     # given a last trade at 100
     book = book_with_last_trade(100)
@@ -34,25 +40,23 @@ def test_stop_without_any_last_trade_waits():
 
 
 def test_buy_stop_triggers_when_trade_at_or_above_stop_and_becomes_market():
-    # given a waiting buy stop at 105 and asks at 105 and 106
+    # given a waiting buy stop at 105 and asks at 106
     book = book_with_last_trade(100)
     book.apply(stop(1, 'buy', 105, size=2))
-    book.apply(limit(2, 'sell', 105, 1))
-    book.apply(limit(3, 'sell', 106, 5))
+    book.apply(limit(2, 'sell', 106, 5))
     # when a trade prints at 105
-    events = book.apply(limit(4, 'buy', 105, 1))
+    events = print_at(book, 105, ask_id=3)
     # then the stop triggers after that order and buys at market
     assert typed(events) == typed([
-        Trade(2, 4, 1002, 1004, 'buy', 105, 1), Filled(2), Filled(4),
-        Triggered(1), Trade(3, 1, 1003, 1001, 'buy', 106, 2), Filled(1)])
+        Trade(3, 4, 1003, 1004, 'buy', 105, 1), Filled(3), Filled(4),
+        Triggered(1), Trade(2, 1, 1002, 1001, 'buy', 106, 2), Filled(1)])
     assert book.stop_order(1) is None
 
 
 def test_buy_stop_does_not_trigger_below_stop_price():
     book = book_with_last_trade(100)
     book.apply(stop(1, 'buy', 105, size=2))
-    book.apply(limit(2, 'sell', 104, 1))
-    events = book.apply(limit(3, 'buy', 104, 1))
+    events = print_at(book, 104, ask_id=2)
     assert not any(isinstance(e, Triggered) for e in events)
     assert book.stop_order(1) is not None
 
@@ -110,30 +114,24 @@ def test_stops_trigger_in_order_of_acceptance_not_price():
     assert [e.order_id for e in events if isinstance(e, Triggered)] == [1, 2]
 
 
-def test_buy_stop_triggers_on_an_early_print_of_a_sell_sweep():
-    # given last trade 100, a buy stop at 103, bids at 104 and 99
-    book = book_with_last_trade(100)
-    book.apply(stop(1, 'buy', 103, size=1, price=50))
-    book.apply(limit(2, 'buy', 104, 1))
-    book.apply(limit(3, 'buy', 99, 1))
-    # when a sell sweeps 104 then 99 (the last print, 99, is below the stop)
-    events = book.apply(market(4, 'sell', size=2))
-    # then the 104 print still triggered it: every trade counts
-    assert [e.price for e in events if isinstance(e, Trade)] == [104, 99]
-    assert typed(events)[-2:] == typed([Triggered(1), Rested(1, 'buy', 50, 1)])
-    assert book.last_trade_price == 99
-
-
-def test_sell_stop_triggers_on_an_early_print_of_a_buy_sweep():
-    # given last trade 105, a sell stop at 103, asks at 102 and 106
-    book = book_with_last_trade(105)
-    book.apply(stop(1, 'sell', 103, size=1, price=200))
-    book.apply(limit(2, 'sell', 102, 1))
-    book.apply(limit(3, 'sell', 106, 1))
-    # when a buy sweeps 102 then 106
-    events = book.apply(market(4, 'buy', size=2))
-    # then the 102 print triggered the sell stop
-    assert typed(events)[-2:] == typed([Triggered(1), Rested(1, 'sell', 200, 1)])
+@pytest.mark.parametrize('side, last, limit_price, early, late', [
+    # buy stop at 103 over bids at 104 and 99: a sell sweeps 104 then 99, below the stop
+    ('buy', 100, 50, 104, 99),
+    # sell stop at 103 over asks at 102 and 106: a buy sweeps 102 then 106, above the stop
+    ('sell', 105, 200, 102, 106),
+])
+def test_stop_triggers_on_an_early_print_of_a_sweep(side, last, limit_price, early, late):
+    # given a stop-limit at 103 and two one-lot orders on its side, at ``early`` and ``late``
+    book = book_with_last_trade(last)
+    book.apply(stop(1, side, 103, size=1, price=limit_price))
+    book.apply(limit(2, side, early, 1))
+    book.apply(limit(3, side, late, 1))
+    # when a market order sweeps both (the last print is on the far side of the stop)
+    events = book.apply(market(4, 'sell' if side == 'buy' else 'buy', size=2))
+    # then the early print still triggered it: every trade counts
+    assert [e.price for e in events if isinstance(e, Trade)] == [early, late]
+    assert typed(events)[-2:] == typed([Triggered(1), Rested(1, side, limit_price, 1)])
+    assert book.last_trade_price == late
 
 
 def test_cascade_stop_triggers_another_stop_in_same_apply():
@@ -159,8 +157,7 @@ def test_cancel_waiting_stop_emits_cancelled_and_it_never_triggers():
     book = book_with_last_trade(100)
     book.apply(stop(1, 'buy', 101, size=4))
     assert typed(book.apply(cancel(1))) == typed([Cancelled(1, 4, 'user')])
-    book.apply(limit(2, 'sell', 101, 1))
-    events = book.apply(limit(3, 'buy', 101, 1))
+    events = print_at(book, 101, ask_id=2)
     assert not any(isinstance(e, Triggered) for e in events)
 
 
@@ -173,11 +170,10 @@ def test_cancel_waiting_funds_stop_reports_funds():
 def test_funds_stop_triggers_as_funds_market_buy():
     book = book_with_last_trade(100)
     book.apply(stop(1, 'buy', 101, funds=250))
-    book.apply(limit(2, 'sell', 101, 1))
-    book.apply(limit(3, 'sell', 102, 5))
-    events = book.apply(limit(4, 'buy', 101, 1))
+    book.apply(limit(2, 'sell', 102, 5))
+    events = print_at(book, 101, ask_id=3)
     assert typed(events)[-3:] == typed([
-        Triggered(1), Trade(3, 1, 1003, 1001, 'buy', 102, 2), Expired(1, 46)])
+        Triggered(1), Trade(2, 1, 1002, 1001, 'buy', 102, 2), Expired(1, 46)])
 
 
 def test_load_stop_does_not_trigger_even_if_condition_holds():
@@ -188,9 +184,7 @@ def test_load_stop_does_not_trigger_even_if_condition_holds():
     book.load_stop(stop(1, 'buy', 99, size=1))
     # then it waits; the next trade at/above 99 triggers it
     assert book.stop_order(1) is not None
-    book.apply(limit(2, 'sell', 100, 1))
-    events = book.apply(limit(3, 'buy', 100, 1))
-    assert Triggered(1) in events
+    assert Triggered(1) in print_at(book, 100, ask_id=2)
 
 
 @pytest.mark.parametrize('bad', [
