@@ -1,7 +1,7 @@
 """What the checks of a signed request need of its API key, cached in each server process.
 
-Reading a key with its account and tier costs about a millisecond on PostgreSQL (mostly Django
-compiling the query), and bots sign every request. So each process keeps those rows by public id,
+Reading a key with its account and tier is a four-table query that Django compiles on every request
+(docs/performance.md), and bots sign every request. So each process keeps those rows by public id,
 and trusts them only while two tokens are still the ones they were loaded under: the key's own and
 one shared by all keys. The tokens live where every server process sees them (Redis; a dict on the
 embedded default, which is one process; accounts/key_cache_backends.py), and they are compared in the
@@ -88,7 +88,7 @@ class CachedKey:
     user_active: bool  # an operator can deactivate a user: every key of theirs stops
 
     def instance(self) -> ApiKey:
-        """Fresh model instances per request, as the old select_related gave; the user's own columns
+        """Fresh model instances per request, as a select_related read gives; the user's own columns
         are deferred (read from the database if something asks for them)."""
         key = ApiKey.from_db(DEFAULT_DB_ALIAS, None, self.key_row)
         account = Account.from_db(DEFAULT_DB_ALIAS, None, self.account_row)

@@ -165,7 +165,7 @@ def run_worker(config: str, n: int, warmup: int) -> dict:
 def post_orders(account, n_post: int, warmup: int) -> dict:
     """Signed POST /v1/orders in process: its latency and where the web side spends it.
 
-    With Redis (MATCHER_MODE=celery) no matcher runs here: wait_processed is stubbed to return at once,
+    With Redis (the Celery matchers) no matcher runs here: wait_for_state is stubbed to return at once,
     so this is the web worker's own cost of a create, without the wait for the matcher. On the embedded
     default the matcher runs inline in the request (on commit), as it does in that configuration."""
     import random
@@ -190,10 +190,10 @@ def post_orders(account, n_post: int, warmup: int) -> dict:
         adjust_balance(account_id=account.pk, asset_id=Asset.objects.get(symbol=symbol).pk, amount=Decimal(amount),
                        reference="bench", memo="auth_bench funding")
     key, secret = create_api_key(account, label="auth bench trade", scope="trade", ip_allowlist=[])
-    stubbed = settings.MATCHER_MODE == "celery"
-    saved_wait = dispatch.wait_processed
+    stubbed = settings.MATCHER_BACKEND.endswith("CeleryMatchers")
+    saved_wait = dispatch.wait_for_state
     if stubbed:
-        dispatch.wait_processed = lambda order_id, timeout=dispatch.REPLY_WAIT_SECONDS: True
+        dispatch.wait_for_state = lambda order_id, timeout=dispatch.REPLY_WAIT_SECONDS, done=None: None
     handler = WSGIHandler()
     rng = random.Random(3)
     statuses: dict[int, int] = {}
@@ -230,15 +230,15 @@ def post_orders(account, n_post: int, warmup: int) -> dict:
             (WeightedRateThrottle, "allow_request", "WeightedRateThrottle.allow_request (Redis Lua / in-process)"),
             (serializers.OrderCreateSerializer, "is_valid", "OrderCreateSerializer.is_valid"),
             (services, "place_order", "services.place_order (+ inline matcher on the embedded default)"),
-            (dispatch, "wait_processed", "dispatch.wait_processed" + (" (stubbed)" if stubbed else "")),
-            (services, "access_order", "services.access_order (re-read after matching)"),
+            (dispatch, "wait_for_state", "dispatch.wait_for_state" + (" (stubbed)" if stubbed else "")),
+            (services, "take_state", "services.take_state (the matcher's state on the order)"),
             (OrderViewSet, "render", "OrderViewSet.render (serialize)"),
         ], orm=False)
         phased_n = max(n_post // 2, 50)
         with timer:
             phased = sum(call() for _ in range(phased_n))
     finally:
-        dispatch.wait_processed = saved_wait
+        dispatch.wait_for_state = saved_wait
     return {
         "median_ms": statistics.median(timings) * 1000, "p90_ms": percentile(timings, 90) * 1000,
         "p99_ms": percentile(timings, 99) * 1000, "n": len(timings), "statuses": statuses, "stubbed": stubbed,
@@ -354,7 +354,7 @@ def main() -> None:
     post_rows = []
     for result in results:
         post = result["post"]
-        note = ("web side only: wait_processed stubbed, no matcher running" if post["stubbed"]
+        note = ("web side only: wait_for_state stubbed, no matcher running" if post["stubbed"]
                 else "matcher runs inline (embedded default)")
         post_rows.append([result["config"], note, f"{post['median_ms']:.2f}", f"{post['p90_ms']:.2f}",
                           f"{post['p99_ms']:.2f}", f"{result['variants']['signed']['median_ms']:.2f}",

@@ -21,7 +21,7 @@ What it does, all in one run so that the ratios mean something on a noisy machin
    - batched: ``trading.dispatch.matcher_for("BTC-USD").drain()`` (BATCH_SIZE as shipped; each batch
      written on the matcher's writer thread while the next is matched), then ``trading.audit.audit()``
      on the result (not timed);
-   - baseline (a): one transaction per command (``trading.matching.BATCH_SIZE = 1``) over a prefix
+   - baseline (a): one transaction per command (``trading.matcher.BATCH_SIZE = 1``) over a prefix
      of the same queue, compared with the batched rate over the same prefix; then the phases of
      one-command batches;
    - the phases of full batches run one at a time (``run_batch``: matching and writing in turn; each
@@ -82,18 +82,18 @@ def parse_args():
                         help="the first commands accepted run under cProfile (excluded from the acceptance rate)")
     parser.add_argument("--copy-batches", type=int, default=200, help="1,000-row COPY batches for baseline (b)")
     parser.add_argument("--batch-size", type=int, default=0,
-                        help="commands per matcher batch for the drains (default: trading.matching.BATCH_SIZE)")
+                        help="commands per matcher batch for the drains (default: trading.matcher.BATCH_SIZE)")
     parser.add_argument("--seed", type=int, default=7)
     return parser.parse_args()
 
 
 def set_batch_size(size: int) -> int:
     """Commands per batch for this run (0: as shipped)."""
-    from trading import matching
+    import trading.matcher
 
     if size:
-        matching.BATCH_SIZE = size
-    return matching.BATCH_SIZE
+        trading.matcher.BATCH_SIZE = size
+    return trading.matcher.BATCH_SIZE
 
 
 def configure(env: dict[str, str]) -> None:
@@ -155,7 +155,7 @@ def accept(stream: list[tuple], accounts: list, profile_first: int = 0, phase_ne
 
     The first ``profile_first`` commands run under cProfile, the next ``phase_next`` under PhaseTimer;
     the rest are the timed acceptance figure. Returns the order id of each "new" (stream index -> id)."""
-    from trading import dispatch, publishing
+    from trading import backends, dispatch
     from trading.orders import OrderRequest
     from trading.services import place_order, request_cancel
 
@@ -178,8 +178,8 @@ def accept(stream: list[tuple], accounts: list, profile_first: int = 0, phase_ne
         for index in range(profile_first):
             one(index, stream[index])
         profiler.disable()
-    extra = [(publishing, name, f"{name} (on commit)") for name in ("publish_account_changes",) if hasattr(publishing, name)]
-    timer = PhaseTimer(extra + [(dispatch, "wake_matcher", "wake_matcher (on commit: Redis flag, Celery task)")])
+    timer = PhaseTimer([(backends.Bus, "send", "bus send: the account's changes (on commit)"),
+                        (dispatch, "wake_matcher", "wake_matcher (on commit: Redis flag, Celery task)")])
     with timer, Stopwatch() as phased:
         for index in range(profile_first, profile_first + phase_next):
             one(index, stream[index])
@@ -249,16 +249,16 @@ def bulk_queue(stream: list[tuple], start: int, accounts: list, order_ids: dict[
 def flush_redis(stack) -> None:
     """Empty the stack's Redis db for the next clone, after the publisher thread has sent what it holds: a delta
     of the last clone sent after the flush would sit above the next clone's sequences."""
-    from trading import publishing
+    from trading.backends import bus
 
-    publishing.wait_published()
+    bus().wait_published()
     stack.flush_redis()
 
 
 def fresh_matcher():
     from trading import dispatch
 
-    dispatch._matchers.clear()
+    dispatch.reset()
     return dispatch.matcher_for(PAIR)
 
 
@@ -274,39 +274,37 @@ def run_batched() -> dict:
     """Drain the queue as the worker does. Each batch's time is from the previous batch's commit (or
     the start) to its own: on PostgreSQL the batches are written on the matcher's writer thread
     while the next one is matched, so a batch's own duration is not what limits the drain."""
-    from trading import publishing
+    from trading.signals import batch_committed
 
     matcher = fresh_matcher()
-    original = publishing.publish_batch
     commits: list[tuple[float, int]] = []
 
-    def committed(result):  # runs on commit, in commit order
-        commits.append((time.perf_counter(), len(result.processed_order_ids)))
-        return original(result)
+    def committed(sender, result, **kwargs):  # runs on commit, in commit order
+        commits.append((time.perf_counter(), result.commands))
 
-    publishing.publish_batch = committed
+    batch_committed.connect(committed)
     before = counts()
     try:
         with Stopwatch() as watch:
             started = time.perf_counter()
             results = matcher.drain()
     finally:
-        publishing.publish_batch = original
+        batch_committed.disconnect(committed)
     after = counts()
     stamps = [started] + [stamp for stamp, _ in commits]
     batch_times = [(stamps[i + 1] - stamps[i], processed) for i, (_, processed) in enumerate(commits)]
     return {"seconds": watch.seconds, "batches": len(results), "batch_times": batch_times,
             "orders_changed": sum(len(r.orders) for r in results),
-            "commands": sum(len(r.processed_order_ids) for r in results),
+            "commands": sum(r.commands for r in results),
             **{key: after[key] - before[key] for key in ("trades", "fills", "ledger")},
             "left_queued": after["queued"], "left_pending": after["pending"]}
 
 
 def run_single(limit: int, cap_seconds: float) -> dict:
-    from trading import matching
+    import trading.matcher
 
     matcher = fresh_matcher()
-    saved, matching.BATCH_SIZE = matching.BATCH_SIZE, 1
+    saved, trading.matcher.BATCH_SIZE = trading.matcher.BATCH_SIZE, 1
     done = 0
     try:
         with Stopwatch() as watch:
@@ -316,7 +314,7 @@ def run_single(limit: int, cap_seconds: float) -> dict:
                     break
                 done += 1
     finally:
-        matching.BATCH_SIZE = saved
+        trading.matcher.BATCH_SIZE = saved
     return {"seconds": watch.seconds, "commands": done, "capped": done < limit}
 
 
@@ -327,34 +325,38 @@ def run_batches(matcher, batches: int) -> tuple[int, int]:
         result = matcher.run_batch()
         if result is None:
             break
-        processed += len(result.processed_order_ids)
+        processed += result.commands
         done += 1
     return processed, done
 
 
 def run_phases(batches: int, batch_size: int | None = None) -> dict:
     """Phases of run_batch (see PhaseTimer), after a first batch that loads the book."""
-    from trading import engine, ledger, matching, publishing
+    import trading.matcher
+    from trading import backends, batch_writer, engine, ledger
+    from trading.settlement import Settlement
 
-    saved_batch_size = matching.BATCH_SIZE
-    matching.BATCH_SIZE = batch_size or saved_batch_size
+    saved_batch_size = trading.matcher.BATCH_SIZE
+    trading.matcher.BATCH_SIZE = batch_size or saved_batch_size
     matcher = fresh_matcher()
     matcher.run_batch()  # loads the book: not part of the steady state, and not wrapped
-    timer = PhaseTimer([(matching.PairMatcher, "queued_commands", "read the queued commands and their orders"),
+    store = type(backends.store())
+    timer = PhaseTimer([(trading.matcher.PairMatcher, "queued_commands", "read the queued commands and their orders"),
                         (engine.OrderBook, "apply", "engine OrderBook.apply"),
-                        (matching.Batch, "apply", "events to order states, trades and postings (Batch.apply)"),
-                        (matching, "reserve_ids", "reserve trade and fill ids"),
-                        (matching.PairMatcher, "trade_rows", "trade and fill rows (with the ids)"),
-                        (matching.PairMatcher, "book_changes", "book levels and delta"),
+                        (Settlement, "apply", "events to order states, trades and postings (Settlement.apply)"),
+                        (store, "reserve_ids", "reserve trade and fill ids"),
+                        (Settlement, "trade_rows", "trade and fill rows (with the ids)"),
+                        (batch_writer, "book_changes", "book levels and delta"),
                         (ledger, "journal_statements", "settlement journal statements"),
-                        (matching, "update_statement", "order state and book state statements"),
-                        (matching, "execute", "write: the batch's statements in one pipeline (sql.execute)"),
-                        (publishing, "publish_batch", "publish_batch (after commit: Redis, channel layer)")])
+                        (store, "update_statement", "order state and book state statements"),
+                        (store, "execute", "write: the batch's statements in one pipeline (store.execute)"),
+                        (type(backends.bus()), "publish_in_order",
+                         "hand over to the publisher (after commit: replies, deltas, trades)")])
     try:
         with timer, Stopwatch() as watch:
             processed, done = run_batches(matcher, batches)
     finally:
-        matching.BATCH_SIZE = saved_batch_size
+        trading.matcher.BATCH_SIZE = saved_batch_size
     return {"seconds": watch.seconds, "batches": done, "commands": processed, "phases": timer.phases,
             "sql": timer.sql, "title": f"Phases of run_batch with BATCH_SIZE = {batch_size or saved_batch_size}: "
             f"{processed:,} commands in {done} batches (after a first, loading one), {watch.seconds:.2f} s, "
@@ -462,7 +464,7 @@ def time_ticker(repeat: int = 5) -> tuple[float, int]:
 def run_engine_only() -> dict:
     """The pure engine on the same commands, in the same order (no database, no Decimal rows)."""
     from trading import engine
-    from trading.matching import ORDER_FIELDS, WorkingOrder
+    from trading.settlement import ORDER_FIELDS, WorkingOrder
     from trading.models import BookState, Market, MatcherCommand
 
     matcher = fresh_matcher()

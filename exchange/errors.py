@@ -266,10 +266,6 @@ class ServiceUnavailable(ExchangeError):
         super().__init__(ErrorCode.SERVICE_UNAVAILABLE, message, details)
 
 
-# The name callers used before ServiceUnavailable took its details itself (same arguments).
-unavailable = ServiceUnavailable
-
-
 def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code.value, "message": message, "details": details or {}}}
 

@@ -11,8 +11,8 @@ from gunicorn import util
 
 bind = os.environ.get("REST_BIND", "127.0.0.1:8001")
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())
-# Threads: an order create waits (up to 1 s) for its pair's matcher; with sync workers a few waiting
-# creates would hold every worker (measured: 22 creates/s with 2 sync workers, 69-84 with threads).
+# Threads: an order create waits (up to 1 s) for its pair's matcher, and a sync worker would be held
+# for the whole wait (docs/performance.md, "Order entry").
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS") or 16)
 accesslog = "-"

@@ -19,7 +19,7 @@ from django.http import JsonResponse
 from rest_framework.throttling import BaseThrottle
 
 from exchange.backends import chosen
-from exchange.errors import OUTAGE_ERRORS, ErrorCode, error_body, error_json_response, log_outage, unavailable
+from exchange.errors import OUTAGE_ERRORS, ErrorCode, error_body, error_json_response, log_outage, ServiceUnavailable
 from exchange.net import budget_address, client_address
 
 
@@ -129,7 +129,7 @@ class RateLimitHeadersMiddleware:
             # Redis is down: no budget can be decided or charged, and the request most likely failed
             # on it too; the client is told to come back rather than served without a limit.
             log_outage("rate limits", error)
-            return response if response.status_code == 503 else error_json_response(unavailable())
+            return response if response.status_code == 503 else error_json_response(ServiceUnavailable())
 
     def account_for(self, request, response):
         decision = getattr(request, "rate_limit", None)

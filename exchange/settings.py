@@ -181,8 +181,14 @@ WS_MAX_PENDING_BYTES = int(os.environ.get("WS_MAX_PENDING_BYTES", str(4 * 1024 *
 WS_WRITE_LOW_WATER_BYTES = int(os.environ.get("WS_WRITE_LOW_WATER_BYTES", str(256 * 1024)))
 
 # "celery": each pair's orders go to its own Celery queue (match.<PAIR>), consumed by one worker.
-# "inprocess": the same matcher runs on a thread per pair inside the web process (embedded default).
+# "inprocess": the same matcher runs in the web process, after the accepting commit (embedded default).
 MATCHER_MODE = os.environ.get("MATCHER_MODE", "celery" if REDIS_URL else "inprocess")
+# The backend objects where the stacks differ (trading.backends): chosen here, once.
+MATCHER_BACKEND = {"celery": "trading.backends.CeleryMatchers", "inprocess": "trading.backends.InProcessMatchers"}[
+    MATCHER_MODE]
+TRADING_STORE = ("trading.backends.PostgresStore" if "postgresql" in DATABASES["default"]["ENGINE"]
+                 else "trading.backends.SqliteStore")
+MESSAGE_BUS = "trading.backends.RedisBus" if REDIS_URL else "trading.backends.LocalBus"
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True

@@ -1,4 +1,4 @@
-"""Continuity of one connection's account events, numbered where they are published (trading.publishing).
+"""Continuity of one connection's account events, numbered where they are published (marketdata.publishing).
 
 The channel layer drops what a full channel cannot take without telling anyone, so a drop shows only
 as a gap in the numbers. But two processes may publish for one account at the same instant (the web
@@ -37,7 +37,7 @@ class AccountEvents:
         if expected is None or number == expected:
             self.last = number
             return None
-        if number == self.last:  # sent twice: a send retried after a lost reply (trading.publishing)
+        if number == self.last:  # sent twice: a send retried after a lost reply (marketdata.publishing)
             return None
         if self.arrived_late(number):
             return None

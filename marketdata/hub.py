@@ -25,6 +25,7 @@ from django.conf import settings
 
 from marketdata import services
 from marketdata.transport import prepare
+from trading.backends import bus
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +171,9 @@ class StreamHub:
         return max(committed, self.relayed.get(market.pair, 0))
 
 
-def serving_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop this process's WebSocket connections live on (the server's), if any has one."""
-    return next((loop for loop in list(_hubs) if loop.is_running()), None)
-
-
 def hub_for(layer) -> StreamHub:
     loop = asyncio.get_running_loop()
     if loop not in _hubs:
         _hubs[loop] = StreamHub(layer)
+        bus().serve_on(loop)
     return _hubs[loop]

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from exchange.errors import ErrorCode, Forbidden, InvalidFields
 from trading.models import BookLevel, BookState, Candle, Market, Trade
-from trading.sql import ExactSum, read_in_one_snapshot
+from trading.backends import store
+from trading.sql import ExactSum
 
 PUBLIC_MAX_DEPTH = 100
 VERIFIED_MAX_DEPTH = 1000
@@ -35,7 +36,7 @@ def book_sequence(market: Market) -> int:
 
 def order_book(market: Market, depth: int | None) -> BookSnapshot:
     """The committed book, ``depth`` levels a side (all of them for None), and its sequence."""
-    with read_in_one_snapshot():
+    with store().snapshot():
         sequence = book_sequence(market)
         levels = BookLevel.objects.filter(market=market).values_list("price", "size")
         bids = levels.filter(side=BookLevel.Side.BID).order_by("-price")
@@ -93,7 +94,7 @@ def ticker(market: Market) -> Ticker:
     """Last trade, best bid and ask, and the last 24 h of trades at minute resolution: the window
     holds the minute 24 h ago whole (as Binance's rolling ticker, whose window is exact to the
     minute), from the matcher's per-minute candles."""
-    with read_in_one_snapshot():
+    with store().snapshot():
         last = Trade.objects.newest_first(market).values("price", "size").first()
         window = Candle.objects.filter(market=market,
                                        minute__gte=(timezone.now() - timedelta(hours=24)).replace(second=0, microsecond=0))

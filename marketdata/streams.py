@@ -12,7 +12,7 @@ from exchange.fields import to_milliseconds
 from exchange.money import format_amount
 from marketdata import services
 from marketdata.api.serializers import TickerSerializer
-from marketdata.checksum import book_checksum
+from exchange.checksum import book_checksum
 
 
 def book_group(pair: str) -> str:
@@ -67,7 +67,7 @@ def trade_texts(market, trades) -> list[str]:
     ``{"type": "trade", "channel": "trades", "pair", "trade_id", "price", "size", "taker_side", "time"}``.
 
     Assembled around the parts that differ from trade to trade (a batch's trades share their pair and
-    their time): json.dumps of a dict per trade was half of publishing a batch. The parts are digits,
+    their time): a json.dumps of a dict per trade would be most of the publisher's work. The parts are digits,
     a side and the JSON-encoded pair, so the text is what json.dumps would give."""
     head = '{"type": "trade", "channel": "trades", "pair": ' + json.dumps(market.pair) + ', "trade_id": '
     tick, lot, times, texts = market.tick_size, market.lot_size, {}, []

@@ -101,7 +101,7 @@ def ledger_snapshot() -> tuple:
 def matcher_in_process(settings):
     """Inside the test process the pair's matcher runs after each commit, in-process; the Celery
     worker path runs in the end-to-end tests, which start real workers (tests/stack.py)."""
-    settings.MATCHER_MODE = "inprocess"
+    settings.MATCHER_BACKEND = "trading.backends.InProcessMatchers"
 
 
 @pytest.fixture(autouse=True)
@@ -112,15 +112,13 @@ def fresh_process_state():
 
     from accounts import key_cache
     from exchange import ratelimit
-    from marketdata import replay
-    from trading import dispatch, markets, publishing
+    from marketdata import publishing, replay
+    from trading import backends, dispatch, markets
 
     def forget_matchers_and_publishing():
-        dispatch._matchers.clear()
-        dispatch._failures.clear()
-        dispatch._retry_pending.clear()
-        for published in (publishing._top_of_book, publishing._ticker_owed, publishing._ticker_sent):
-            published.clear()
+        dispatch.reset()
+        backends.reset()
+        publishing.tickers.reset()
 
     forget_matchers_and_publishing()
     markets._recent_markets.clear()

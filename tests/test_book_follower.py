@@ -18,7 +18,7 @@ except ImportError:  # not installed into this venv yet: use the source tree
     import hkt_client
 
 from hkt_client import BookFollower, ChecksumMismatch, LocalBook, SequenceGap, book_checksum, errors, signing
-from marketdata.checksum import book_checksum as server_checksum
+from exchange.checksum import book_checksum as server_checksum
 
 PAIR = "BTC-USD"
 

@@ -10,9 +10,11 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connections
 
-from trading import dispatch, publishing
-from trading.matching import PairMatcher
+from trading import backends, dispatch
+from trading.backends import CeleryMatchers
+from trading.matcher import PairMatcher
 from trading.models import MatcherCommand, Order
+from trading.settlement import WRITTEN_ORDER_FIELDS
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -36,7 +38,7 @@ def test_a_failed_publish_neither_fails_the_request_nor_keeps_the_order_from_the
     def broken_channel_layer(*args, **kwargs):
         raise ConnectionError("channel layer down")
 
-    monkeypatch.setattr(publishing, "publish_account_changes", broken_channel_layer)
+    monkeypatch.setattr(backends.Bus, "send", broken_channel_layer)
 
     response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
 
@@ -73,34 +75,33 @@ def test_wake_matchers_drains_what_a_crash_left_queued(as_trader, alice, monkeyp
 
 def test_a_wake_up_that_cannot_be_queued_drops_its_flag_and_is_retried(as_trader, alice, settings, monkeypatch):
     """Celery mode: with the flag left behind, no later order would queue a wake-up until it expired."""
-    from trading.tasks import match_pair
-
-    settings.MATCHER_MODE = "celery"
+    settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
     retried = []
     monkeypatch.setattr(dispatch, "retry_later", retried.append)
 
     def broker_down(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(match_pair, "apply_async", broker_down)
-    monkeypatch.setattr(dispatch, "wait_processed", lambda order_id, timeout=0: False)
+    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", broker_down)
+    monkeypatch.setattr(CeleryMatchers, "wait", lambda self, order_id, timeout: None)
 
     response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
 
     assert response.status_code == 201 and response.json()["status"] == "pending"
     assert retried == ["BTC-USD"]
-    assert cache.get(dispatch.wake_flag("BTC-USD")) is None
+    assert cache.get(CeleryMatchers.wake_flag("BTC-USD")) is None
 
 
-@pytest.mark.skipif(not settings.REDIS_URL, reason="the matcher's announcements go through Redis")
-def test_a_cancel_is_not_answered_by_an_announcement_left_from_the_create(as_trader, alice, settings, monkeypatch):
-    """A create that answered pending leaves the matcher's announcement of it behind for 30 s; the
-    cancel that follows must wait for the announcement of the cancel itself."""
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the matcher's answers go through Redis")
+def test_a_cancel_is_not_answered_by_a_state_left_from_the_create(as_trader, alice, settings, monkeypatch):
+    """A create that answered pending leaves the state its matcher handed over behind for 30 s; the
+    cancel that follows must wait for the state the cancel itself left."""
     client = as_trader(alice)
     order_id = client.post("/v1/orders", LIMIT_BUY, format="json").json()["order_id"]  # open, in process
-    settings.MATCHER_MODE = "celery"
-    monkeypatch.setattr(dispatch, "queue_wake_up", lambda pair: None)  # this test runs the matcher itself
-    dispatch.announce_processed([order_id])  # the leftover
+    settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
+    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)  # this test runs the matcher
+    left_over = Order.objects.values_list(*WRITTEN_ORDER_FIELDS).get(pk=order_id)
+    backends.matchers().reply({order_id: left_over})
 
     def matcher_worker():
         dispatch.run_matcher("BTC-USD")

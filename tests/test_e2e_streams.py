@@ -272,7 +272,7 @@ from django.contrib.auth import get_user_model
 from trading import ledger, services
 from trading.models import Asset
 from trading.orders import OrderRequest
-settings.MATCHER_MODE = "inprocess"
+settings.MATCHER_BACKEND = "trading.backends.InProcessMatchers"
 account = open_account(get_user_model().objects.create_user("deep"))
 for symbol, amount in (("USD", "100000000"), ("BTC", "10000")):
     ledger.adjust_balance(account_id=account.pk, asset_id=Asset.objects.get(symbol=symbol).pk,

@@ -1,12 +1,13 @@
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchange.errors import ErrorCode, ExchangeError
 from trading import ledger
+from trading.backends import store
 from trading.ledger import Bucket, Journal, Posting, Reason
 from trading.models import Asset, Balance, BookLevel, LedgerEntry
 
@@ -180,11 +181,10 @@ def test_hold_funds_refuses_a_shortfall_like_the_general_path_and_writes_nothing
     assert ledger_snapshot() == before
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="the statements add amounts in SQL: PostgreSQL")
 def test_journal_statements_apply_a_settlement_as_apply_journals_does(make_account, fund, usd):
-    """The matcher's settlement as pipelined statements (PostgreSQL): same balances and entries as
-    apply_journals, a balance row made where none was, and a shortfall refused by the database."""
-    from trading.sql import execute
+    """The matcher's settlement as statements: same balances and entries as apply_journals, a balance
+    row made where none was, and a shortfall refused by the database."""
+    execute = store().execute
 
     buyer, seller, newcomer = make_account(), make_account(), make_account()
     fund(buyer, "USD", "100")

@@ -132,7 +132,7 @@ def test_candles_follow_the_trades_minute_by_minute_also_across_a_restart(alice,
 
     print_trade("63000", "0.1")
     print_trade("63100", "0.2")
-    dispatch._matchers.clear()  # a restarted matcher adds to the minute's candle where it left it
+    dispatch.reset()  # a restarted matcher adds to the minute's candle where it left it
     clock["now"] = minute + timedelta(hours=3)  # the clock jumps ahead, then is set right
     print_trade("64000", "0.5")
     clock["now"] = minute + timedelta(seconds=50)

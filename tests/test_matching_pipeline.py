@@ -1,5 +1,5 @@
 """A backlog drained on PostgreSQL: batch N written on the matcher's writer thread while batch N+1 is
-matched (PairMatcher.drain_pipelined). Every command must be applied once, in queue order, as the
+matched (trading.pipeline). Every command must be applied once, in queue order, as the
 engine alone applies them, also when a write is refused halfway through the backlog."""
 
 import random
@@ -9,7 +9,10 @@ import pytest
 from django.db import connection
 
 from exchange.errors import ExchangeError
-from trading import dispatch, engine, matching, services
+from trading import dispatch, engine, pipeline, services
+from trading.backends import PostgresStore
+from trading.matcher import PairMatcher
+from trading.settlement import ORDER_FIELDS, WorkingOrder
 from trading.audit import audit
 from trading.models import BookState, Market, MatcherCommand, Order, Trade
 from trading.orders import OrderRequest
@@ -26,8 +29,8 @@ pytestmark = [
 @pytest.fixture
 def backlog(monkeypatch, make_account, fund, btc_usd):
     """About 60 orders and cancels accepted while the matcher is down, drained in batches of 3, then 7."""
-    monkeypatch.setattr(matching, "FIRST_BATCH_SIZE", FIRST)
-    monkeypatch.setattr(matching, "BATCH_SIZE", BATCH)
+    monkeypatch.setattr(pipeline, "FIRST_BATCH_SIZE", FIRST)
+    monkeypatch.setattr("trading.matcher.BATCH_SIZE", BATCH)
     monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: None)  # the matcher is down
     accounts = [make_account() for _ in range(3)]
     for account in accounts:
@@ -55,13 +58,13 @@ def backlog(monkeypatch, make_account, fund, btc_usd):
 
 def reference_trades(market) -> list[tuple]:
     """The queue through the pure engine alone: (maker, taker, price ticks, size lots) per trade."""
-    matcher = matching.PairMatcher(market.pair)
+    matcher = PairMatcher(market.pair)
     matcher.load(BookState.objects.get_or_create(market=market)[0])
     book = engine.OrderBook(market.pair)
     trades = []
     for kind, *row in MatcherCommand.objects.filter(market=market).order_by("pk").values_list(
-            "kind", *(f"order__{name}" for name in matching.ORDER_FIELDS)):
-        command = (matcher.engine_command(matching.WorkingOrder(*row)) if kind == MatcherCommand.Kind.NEW
+            "kind", *(f"order__{name}" for name in ORDER_FIELDS)):
+        command = (matcher.engine_command(WorkingOrder(*row)) if kind == MatcherCommand.Kind.NEW
                    else engine.CancelOrder(row[0]))
         trades += [(event.maker_order_id, event.taker_order_id, event.price, event.size)
                    for event in book.apply(command) if type(event) is engine.Trade]
@@ -78,7 +81,7 @@ def committed_trades(market) -> list[tuple]:
 def after_the_third_batch_is_matched(monkeypatch, happen):
     """Run ``happen()`` once the matcher has matched its third batch: batch 1 is committed by then
     (the writer is at most two batches behind), batch 2 may be."""
-    match, matched = matching.PairMatcher.match, []
+    match, matched = PairMatcher.match, []
 
     def match_then(self, commands):
         batch = match(self, commands)
@@ -87,7 +90,7 @@ def after_the_third_batch_is_matched(monkeypatch, happen):
             happen()
         return batch
 
-    monkeypatch.setattr(matching.PairMatcher, "match", match_then)
+    monkeypatch.setattr(PairMatcher, "match", match_then)
 
 
 def assert_drained(market, reference):
@@ -99,12 +102,13 @@ def assert_drained(market, reference):
 
 def test_a_backlog_goes_through_the_writer_thread_exactly_as_through_the_engine(backlog, btc_usd):
     queued = MatcherCommand.objects.count()
+    orders = set(MatcherCommand.objects.values_list("order", flat=True))
     matcher = dispatch.matcher_for("BTC-USD")
 
     results = matcher.drain()
 
-    assert matcher._writer is not None  # the backlog was written on the writer thread
-    assert sum(len(result.processed_order_ids) for result in results) == queued
+    assert matcher.pipeline.executor is not None  # the backlog was written on the writer thread
+    assert set().union(*(result.states for result in results)) == orders  # each one's state handed over
     assert BookState.objects.get(market=btc_usd).batches == len(results) == 1 + -(-(queued - FIRST) // BATCH)
     assert_drained(btc_usd, backlog)
 
@@ -135,18 +139,18 @@ def test_after_another_writers_batch_nothing_matched_on_top_of_the_refused_one_c
     """Another matcher commits batch 2 just before this one's batch 2 is written: that write is
     refused, and so is batch 3, although its number follows the database's. The drain then rebuilds
     the book from the database and applies every command once."""
-    write_in_chain, refused = matching.PairMatcher.write_in_chain, []
+    write_in_chain, refused = pipeline.Pipeline.write_in_chain, []
 
     def another_writer_commits_batch_2_first(self, chain, matched):
         if matched.number == 2 and not refused:
             BookState.objects.filter(market=btc_usd).update(batches=2)  # its own transaction
         try:
             return write_in_chain(self, chain, matched)
-        except matching.StaleBook:
+        except pipeline.StaleBook:
             refused.append(matched.number)
             raise
 
-    monkeypatch.setattr(matching.PairMatcher, "write_in_chain", another_writer_commits_batch_2_first)
+    monkeypatch.setattr(pipeline.Pipeline, "write_in_chain", another_writer_commits_batch_2_first)
     dispatch.matcher_for("BTC-USD").drain()
 
     assert refused[:2] == [2, 3]  # batch 3 was matched on top of the refused batch 2
@@ -156,21 +160,21 @@ def test_after_another_writers_batch_nothing_matched_on_top_of_the_refused_one_c
 def test_a_write_that_fails_before_its_commit_loses_nothing_when_the_matcher_restarts(backlog, btc_usd, monkeypatch):
     """Batch 2's statements all run, then its transaction fails before the commit (as a crash
     would leave it), while batch 3 is already matched: a restarted matcher applies every command once."""
-    execute, calls = matching.execute, []
+    execute, calls = PostgresStore.execute, []
 
-    def execute_then_fail_the_second_batch(statements):
-        execute(statements)
+    def execute_then_fail_the_second_batch(store, statements):
+        execute(store, statements)
         calls.append(len(statements))
         if len(calls) == 2:
             raise ConnectionError("the database went away before the commit")
 
-    monkeypatch.setattr(matching, "execute", execute_then_fail_the_second_batch)
+    monkeypatch.setattr(PostgresStore, "execute", execute_then_fail_the_second_batch)
     with pytest.raises(ConnectionError):
         dispatch.matcher_for("BTC-USD").drain()
     assert BookState.objects.get(market=btc_usd).batches == 1
     assert committed_trades(btc_usd) == backlog[:len(committed_trades(btc_usd))] != backlog
 
-    monkeypatch.setattr(matching, "execute", execute)
-    dispatch._matchers.clear()  # a new process: its book comes from the database
+    monkeypatch.setattr(PostgresStore, "execute", execute)
+    dispatch.reset()  # a new process: its book comes from the database
     dispatch.matcher_for("BTC-USD").drain()
     assert_drained(btc_usd, backlog)

@@ -48,7 +48,7 @@ def request_for(spec: dict) -> OrderRequest:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=steps)
 def test_random_streams_keep_every_asset_conserved_and_holds_exact(make_account, fund, btc_usd, steps):
-    dispatch._matchers.clear()
+    dispatch.reset()
     accounts = [make_account() for _ in range(3)]
     for account in accounts:
         fund(account, "USD", "1000")

@@ -14,7 +14,9 @@ from accounts import key_cache
 from exchange.errors import OUTAGE_RETRY_AFTER_SECONDS
 from exchange.redis import get_redis
 from trading import dispatch, services
-from trading.matching import PairMatcher
+from trading import backends
+from trading.backends import CeleryMatchers
+from trading.matcher import PairMatcher
 from trading.models import MatcherCommand, Order
 from trading.orders import OrderRequest
 from trading.tasks import match_pair
@@ -47,7 +49,7 @@ def redis_at(settings, url: str):
         for name, value in stack.items():
             setattr(settings, name, value)  # a backend whose setting changed is made anew
         get_redis.cache_clear()
-        dispatch.announce_script.cache_clear()
+        backends.matchers().reset()
         key_cache.reset()
 
     redis_stack = {**REDIS_BACKENDS, "REDIS_URL": url, "REDIS_CLIENT": {**settings.REDIS_CLIENT, "url": url},
@@ -78,15 +80,15 @@ def silent_redis(settings):
 @contextmanager
 def database_down(after=None):
     """Every statement on this thread's connection fails as on a dropped connection; with ``after``,
-    only those outside a transaction once a statement ``after`` accepts has run (the commit went
-    through, and what follows it fails)."""
+    only those outside the transaction in which a statement ``after`` accepts has run (that
+    transaction commits, and what follows it fails)."""
     seen = []
 
     def fail(execute, sql, params, many, context):
-        if after is None or (seen and not connection.in_atomic_block):
+        if after is None or (seen and not (connection.in_atomic_block and connection.atomic_blocks[0] is seen[0])):
             raise OperationalError("server closed the connection unexpectedly")
-        if after(sql):
-            seen.append(sql)
+        if after(sql) and not seen:
+            seen.append(connection.atomic_blocks[0])
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(fail):
@@ -138,7 +140,7 @@ def test_a_database_error_outside_drf_is_503(client, alice):
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_a_create_whose_read_back_fails_after_the_commit_answers_201_with_the_order(as_trader, alice, monkeypatch):
+def test_a_create_whose_matching_fails_after_the_commit_answers_201_with_the_order(as_trader, alice, monkeypatch):
     monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)  # a failed in-process drain is not retried here
 
     with database_down(after=lambda sql: "INSERT INTO" in sql and "trading_order" in sql):
@@ -153,8 +155,8 @@ def test_a_create_whose_read_back_fails_after_the_commit_answers_201_with_the_or
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_create_whose_wait_for_the_matcher_fails_answers_201_with_the_order(as_trader, alice, settings,
                                                                              monkeypatch, cut_redis):
-    settings.MATCHER_MODE = "celery"
-    monkeypatch.setattr(dispatch, "queue_wake_up", lambda pair: None)  # no worker in this test
+    settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
+    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)  # no worker in this test
     monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)
     cut_redis()
     settings.RATE_LIMIT_WINDOWS = "exchange.ratelimit_backends.InProcessWindows"  # the budget is not what fails here
@@ -229,9 +231,9 @@ def test_after_failed_in_process_drains_a_new_order_is_matched_at_once(as_trader
 def test_a_celery_matcher_with_a_retry_pending_drains_a_new_orders_wake_up_at_once(alice, settings, monkeypatch):
     """The worker's task body, run here: one retry per pair backs off, and a new order's wake-up is
     queued and drains now rather than waiting for it."""
-    settings.MATCHER_MODE = "celery"
+    settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
     queued = []
-    monkeypatch.setattr(dispatch, "queue_wake_up", queued.append)
+    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: queued.append(pair))
     retries = []
 
     def retry(exc, countdown):
@@ -269,8 +271,8 @@ def test_a_celery_matcher_with_a_retry_pending_drains_a_new_orders_wake_up_at_on
 def test_a_retry_that_cannot_be_queued_leaves_the_pair_to_a_timer_not_stuck(alice, settings, monkeypatch):
     """The broker down too: the task that was to be the pair's pending retry could not queue it, so a
     timer here wakes the pair instead, and the next failing task is not told a retry is pending."""
-    settings.MATCHER_MODE = "celery"
-    monkeypatch.setattr(dispatch, "queue_wake_up", lambda pair: None)
+    settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
+    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)
     timers = []
     monkeypatch.setattr(dispatch, "retry_later", timers.append)
 

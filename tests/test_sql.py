@@ -1,5 +1,5 @@
-"""The matcher's bulk writes (trading.sql): unnest() of array literals on PostgreSQL, executemany on
-SQLite. Both must keep every digit of an amount and write NULLs as NULLs."""
+"""The matcher's bulk writes (the store, trading.backends): unnest() of array literals on PostgreSQL,
+executemany on SQLite. Both must keep every digit of an amount and write NULLs as NULLs."""
 
 from decimal import Decimal
 
@@ -7,8 +7,7 @@ import pytest
 from django.db import connection, transaction
 
 from trading.models import Balance, BookLevel, Order
-from trading.sql import (delete_statement, execute, insert_statement, lock_rows, reserve_ids, update_rows,
-                         upsert_statement)
+from trading.backends import store
 
 D = Decimal
 # 36 digits, 18 after the point: the widest amount an AmountField holds.
@@ -16,11 +15,15 @@ WIDEST = D("987654321098765432.123456789012345678")
 
 
 def upsert_rows(*args, **kwargs) -> None:
-    execute([upsert_statement(*args, **kwargs)])
+    store().execute([store().upsert_statement(*args, **kwargs)])
+
+
+def update_rows(*args) -> None:
+    store().execute([store().update_statement(*args)])
 
 
 def insert_rows(*args) -> None:
-    execute([insert_statement(*args)])
+    store().execute([store().insert_statement(*args)])
 
 
 def levels(market) -> dict:
@@ -40,20 +43,20 @@ def test_upsert_and_delete_rows_keep_every_digit(btc_usd):
                 unique=["market", "side", "price"], update=[])  # DO NOTHING: the existing row stays
     assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST, ("ask", WIDEST): D("2.5")}
 
-    execute([delete_statement(BookLevel, ["market", "side", "price"], [(btc_usd.pk, "ask", WIDEST), (btc_usd.pk, "ask", D("5"))])])
+    store().execute([store().delete_statement(BookLevel, ["market", "side", "price"], [(btc_usd.pk, "ask", WIDEST), (btc_usd.pk, "ask", D("5"))])])
     assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST}
 
     # By one column (= ANY() on PostgreSQL): exactly the listed rows, an unknown key is no error.
     upsert_rows(BookLevel, ["market", "side", "price", "size"],
                 [(btc_usd.pk, "ask", D(price), D("1")) for price in (3, 4)], unique=["market", "side", "price"], update=[])
     doomed = BookLevel.objects.get(market=btc_usd, price=D("3")).pk
-    execute([delete_statement(BookLevel, ["id"], [(doomed,), (doomed + 1000,)])])
+    store().execute([store().delete_statement(BookLevel, ["id"], [(doomed,), (doomed + 1000,)])])
     assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST, ("ask", D("4")): D("1")}
 
 
 def test_insert_rows_with_reserved_ids_never_collide_with_later_inserts(btc_usd):
     with transaction.atomic():
-        ids, none = reserve_ids({BookLevel: 3, Order: 0}).values()
+        ids, none = store().reserve_ids({BookLevel: 3, Order: 0}).values()
         insert_rows(BookLevel, ["id", "market", "side", "price", "size"],
                     [(pk, btc_usd.pk, "ask", D(100 + n), WIDEST) for n, pk in enumerate(ids)])
     assert len(set(ids)) == 3 and ids == sorted(ids) and none == []
@@ -78,7 +81,7 @@ def test_lock_rows_returns_exactly_the_keyed_rows_in_primary_key_order(alice, bo
     usd = Balance.objects.get(account=alice, asset__symbol="USD").asset_id
     wanted = [(bob.pk, usd, "spot"), (alice.pk, usd, "spot"), (alice.pk, usd, "margin")]  # no margin row exists
     with transaction.atomic():
-        rows = lock_rows(Balance, ["account", "asset", "wallet"], wanted)
+        rows = store().lock_rows(Balance, ["account", "asset", "wallet"], wanted)
     expected = Balance.objects.filter(account__in=[alice, bob], asset_id=usd, wallet="spot").order_by("pk")
     assert [(row.pk, row.account_id, row.available) for row in rows] == [
         (row.pk, row.account_id, row.available) for row in expected

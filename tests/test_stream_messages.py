@@ -8,8 +8,9 @@ from decimal import Decimal
 import pytest
 
 from marketdata.streams import trade_texts
-from trading import publishing
-from trading.matching import BatchResult, BookDelta, TradeRecord
+from marketdata import publishing
+from trading.batch_writer import BatchResult, BookDelta
+from trading.settlement import TradeRecord
 from trading.models import Market
 
 D = Decimal
@@ -34,9 +35,9 @@ def test_trade_texts_are_the_trade_messages_as_json():
 def test_the_top_of_book_is_remembered_after_a_batch_that_traded(btc_usd):
     """Else the next batch, which leaves the top where it is, would owe a ticker that did not change."""
     top = [(D("63000"), D("0.3"))]
-    traded = BatchResult(market=btc_usd, processed_order_ids=[], orders=[], fills=[],
+    traded = BatchResult(market=btc_usd, commands=0, states={}, orders=[], fills=[],
                          trades=[TradeRecord(1, D("63000"), D("0.2"), "buy", datetime.now(timezone.utc))],
                          delta=BookDelta(sequence=1, bids=[], asks=top, top_bids=[], top_asks=top))
-    publishing.publish_batch(traded)
+    publishing.publish_batch(None, traded)
 
-    assert publishing._top_of_book["BTC-USD"] == ([], top)
+    assert publishing.tickers.top_of_book["BTC-USD"] == ([], top)

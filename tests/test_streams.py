@@ -13,10 +13,10 @@ from channels.testing import WebsocketCommunicator
 
 from accounts.keys import create_api_key, prehash, sign
 from exchange.asgi import application
-from marketdata import replay, replay_backends
-from marketdata.checksum import book_checksum
+from marketdata import publishing, replay, replay_backends
+from exchange.checksum import book_checksum
 from marketdata.consumers import MAX_MESSAGE_BYTES
-from trading import publishing, services
+from trading import services
 from trading.orders import OrderRequest
 
 from .signing import now_ms

@@ -11,9 +11,8 @@ import pytest
 from django.conf import settings
 
 from accounts.keys import create_api_key
-from marketdata import consumers
+from marketdata import consumers, publishing
 from marketdata.hub import StreamHub
-from trading import publishing
 
 from .conftest import ledger_snapshot
 from .signing import now_ms
@@ -124,7 +123,7 @@ def test_private_events_a_full_channel_drops_are_reported_and_private_messages_a
 
     def publish(order_id: int, times: int) -> None:
         for _ in range(times):
-            publishing.publish_account_changes(alice.pk, orders=[order_id])
+            publishing.publish_account_changes(None, alice.pk, order_ids=[order_id])
 
     async def body():
         order, _ = await place(alice, side="buy", type="limit", price=Decimal("100"), size=Decimal("0.01"))

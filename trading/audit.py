@@ -14,15 +14,16 @@ from decimal import Decimal
 from django.db.models import Count, F, Q, Sum
 
 from accounts.models import Account
-from trading.matching import settlement_reference
+from trading.batch_writer import settlement_reference
 from trading.models import Balance, BookLevel, Candle, Fill, LedgerEntry, Order, Side, Trade
-from trading.sql import ExactSum, read_in_one_snapshot
+from trading.backends import store
+from trading.sql import ExactSum
 
 
 def audit() -> list[str]:
     """Every violated invariant, as a sentence; an empty list when the books balance. Read in one
     snapshot: a batch committing while the audit reads must not look like a broken invariant."""
-    with read_in_one_snapshot():
+    with store().snapshot():
         return audit_snapshot()
 
 

@@ -7,10 +7,11 @@ one's. Nothing is kept in memory, so a restart, a failed write or a clock that s
 needs no repair: every batch adds to the minute its trades carry.
 """
 
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 
+from trading.backends import store
 from trading.models import Candle
 from trading.sql import Statement
 
@@ -29,13 +30,8 @@ class BatchCandle:
     quote_volume: Decimal
     trades: int
 
-    def merged_into(self, stored: Candle) -> Candle:
-        """``stored`` (the minute's candle so far) with this batch added after it."""
-        stored.high, stored.low, stored.close = max(stored.high, self.high), min(stored.low, self.low), self.close
-        stored.volume += self.volume
-        stored.quote_volume += self.quote_volume
-        stored.trades += self.trades
-        return stored
+
+CANDLE_COLUMNS = [field.name for field in fields(BatchCandle)]
 
 
 def batch_candle(market_id: int, executed_at: datetime, trades: list[tuple[Decimal, Decimal, Decimal]]) -> BatchCandle:
@@ -47,21 +43,5 @@ def batch_candle(market_id: int, executed_at: datetime, trades: list[tuple[Decim
 
 
 def candle_statement(candle: BatchCandle) -> Statement:
-    """PostgreSQL: add the batch to its minute's candle in SQL (one statement of the batch's pipeline)."""
-    columns = [field.name for field in fields(BatchCandle)]
-    return Statement(
-        f"INSERT INTO {Candle._meta.db_table} AS c ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
-        "ON CONFLICT (market_id, minute) DO UPDATE SET high = GREATEST(c.high, EXCLUDED.high), "
-        "low = LEAST(c.low, EXCLUDED.low), close = EXCLUDED.close, volume = c.volume + EXCLUDED.volume, "
-        "quote_volume = c.quote_volume + EXCLUDED.quote_volume, trades = c.trades + EXCLUDED.trades",
-        list(astuple(candle)))
-
-
-def add_candle(candle: BatchCandle) -> None:
-    """Elsewhere (SQLite stores amounts as text: no arithmetic in SQL): read, add, write, in the
-    batch's transaction, which holds the database's write lock."""
-    stored = Candle.objects.filter(market_id=candle.market_id, minute=candle.minute).first()
-    if stored is None:
-        Candle.objects.create(**asdict(candle))
-    else:
-        candle.merged_into(stored).save()
+    """Add the batch to its minute's candle, in SQL: one statement of the batch's writes."""
+    return store().adding_candle_statement(Candle, CANDLE_COLUMNS, list(astuple(candle)))

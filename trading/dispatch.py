@@ -1,26 +1,22 @@
-"""How accepted work reaches a pair's single matcher, and how a request learns it was processed.
+"""How accepted work reaches a pair's single matcher, and how a request gets its order's state back.
 
-``celery`` (production): each pair has its own queue ``match.<PAIR>`` consumed by exactly one worker
-process with concurrency 1. A wake-up is queued only when none is already waiting (a Redis flag),
-so a burst of orders costs one task, and the worker drains the pair's whole queue in batches.
-A request waits for its order on a Redis list that the matcher pushes to after its commit.
-
-``inprocess`` (embedded default): the matcher runs right after the accepting transaction commits,
-in the same process, under a per-pair lock, so the response already carries the matching result.
+The matchers backend (``trading.backends``) carries both: a Celery queue per pair and Redis lists in
+production, the matcher run in this process in the embedded default. Here: waking a pair's matcher
+after a commit, retrying with backoff while its drains fail, and handing each processed order's
+state, from the matcher's post-commit hook, to the request waiting for it.
 """
 
-import functools
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from django.conf import settings
-from django.core.cache import cache
 from django.db import connections
 
-from exchange.redis import get_redis
+from trading.backends import bus, matchers
+from trading.matcher import PairMatcher
+from trading.signals import batch_committed
 
 logger = logging.getLogger(__name__)
 
@@ -28,29 +24,19 @@ logger = logging.getLogger(__name__)
 REPLY_WAIT_SECONDS = 1.0
 RETRY_SECONDS = 5.0  # after a wake-up or an in-process drain failed, doubling while it keeps failing
 RETRY_MAX_SECONDS = 60.0
-WAKE_FLAG_SECONDS = 30
-PROCESSED_KEY_SECONDS = 30
-PROCESSED_KEY_PREFIX = "order-processed:"
 
-_matchers: dict = {}
+_matchers: dict[str, PairMatcher] = {}
 _pair_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
-def queue_name(pair: str) -> str:
-    return f"match.{pair}"
+def reset() -> None:
+    """Forget this process's matchers and retries (tests: a new process)."""
+    _matchers.clear()
+    _failures.clear()
+    _retry_pending.clear()
 
 
-def wake_flag(pair: str) -> str:
-    return f"matcher-wake:{pair}"
-
-
-def processed_key(order_id: int) -> str:
-    return f"{PROCESSED_KEY_PREFIX}{order_id}"
-
-
-def matcher_for(pair: str):
-    from trading.matching import PairMatcher
-
+def matcher_for(pair: str) -> PairMatcher:
     if pair not in _matchers:
         _matchers[pair] = PairMatcher(pair)
     return _matchers[pair]
@@ -59,8 +45,7 @@ def matcher_for(pair: str):
 def run_matcher(pair: str) -> int:
     """Drain the pair's queue in this process (the Celery task body, or the in-process path)."""
     with _pair_locks[pair]:
-        if settings.MATCHER_MODE == "celery":
-            cache.delete(wake_flag(pair))  # before draining: work queued from now on wakes us again
+        matchers().draining(pair)
         return len(matcher_for(pair).drain())
 
 
@@ -69,26 +54,13 @@ def wake_matcher(pair: str) -> None:
     after the commit of accepted work, so it never raises: the work is committed and queued, and a
     failed wake-up is retried (retry_later)."""
     try:
-        if settings.MATCHER_MODE != "celery":
-            run_matcher(pair)
-        elif cache.add(wake_flag(pair), 1, timeout=WAKE_FLAG_SECONDS):
-            queue_wake_up(pair)
+        matchers().wake(pair, run_matcher)
     except Exception:
         # The commands stay queued; a failed batch changed nothing.
         logger.exception("could not run or wake the matcher of %s", pair)
         retry_later(pair)
     else:
         _failures.pop(pair, None)
-
-
-def queue_wake_up(pair: str) -> None:
-    from trading.tasks import match_pair
-
-    try:
-        match_pair.apply_async(args=[pair], queue=queue_name(pair))
-    except Exception:
-        cache.delete(wake_flag(pair))  # else the flag would stop every wake-up until it expires
-        raise
 
 
 def retry_delay(failures: int) -> float:
@@ -154,42 +126,30 @@ def drain_succeeded(pair: str, task_id: str) -> None:
             del _retry_pending[pair]
 
 
-# One round trip for a whole batch: a pipeline of RPUSH and EXPIRE per order cost the matcher more
-# Python time than committing the batch's trades, and so did passing thousands of keys: the script
-# gets the ids as one string and makes each key itself (processed_key). Keys a script makes itself are
-# fine on one Redis server; Redis Cluster would want each declared.
-ANNOUNCE_SCRIPT = """
-for id in string.gmatch(ARGV[2], '%d+') do
-    local key = ARGV[1] .. id
-    redis.call('RPUSH', key, 1)
-    redis.call('EXPIRE', key, ARGV[3])
-end
-"""
+def reply_to_requests(sender, result, **kwargs) -> None:
+    """The matcher's post-commit hook: each processed order's state to the request waiting for it, off
+    the matcher's thread where the bus has a publisher thread."""
+    bus().publish_in_order(matchers().reply, result.states)
 
 
-@functools.cache
-def announce_script():
-    return get_redis().register_script(ANNOUNCE_SCRIPT)
+batch_committed.connect(reply_to_requests, dispatch_uid="trading.dispatch.reply_to_requests")
 
 
-def announce_processed(order_ids: list[int]) -> None:
-    if settings.MATCHER_MODE != "celery" or not order_ids:
-        return
-    announce_script()(args=[PROCESSED_KEY_PREFIX, ",".join(map(str, order_ids)), PROCESSED_KEY_SECONDS])
-
-
-def wait_processed(order_id: int, timeout: float = REPLY_WAIT_SECONDS, until: Callable[[], bool] | None = None) -> bool:
-    """Wait until the matcher has committed this order's latest command; False after ``timeout``.
-
-    The matcher announces each command it processed for the order. An announcement can be left over
-    from an earlier command whose wait gave up (a create that answered pending): with ``until``, an
-    announcement counts only once ``until()`` is true, and the wait goes on until the timeout."""
-    if settings.MATCHER_MODE != "celery":
-        return True  # the in-process matcher ran before the accepting request got here
+def wait_for_state(order_id: int, timeout: float = REPLY_WAIT_SECONDS,
+                   done: Callable[[list], bool] | None = None) -> list | None:
+    """The order's state (Order's WRITTEN_ORDER_FIELDS, as values or text) once its matcher processed
+    its latest command, [] if that changed nothing; None after ``timeout``. A state can be left over
+    from an earlier command whose wait gave up (a create that answered pending): with ``done``, only
+    a state it accepts ends the wait."""
     deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        if get_redis().blpop([processed_key(order_id)], timeout=remaining) is None:
-            return False
-        if until is None or until():
-            return True
-    return False
+    while (state := matchers().wait(order_id, deadline - time.monotonic())) is not None:
+        if done is None or not state or done(state):
+            return state
+        if time.monotonic() >= deadline:
+            break
+    return None
+
+
+def latest_states(order_ids: list[int]) -> dict[int, list]:
+    """The last state handed over for each of the orders, where there is one."""
+    return matchers().latest(order_ids) if order_ids else {}

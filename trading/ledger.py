@@ -4,7 +4,8 @@ A journal is a set of postings that sums to zero per asset. Applying journals lo
 balance rows in primary-key order (no deadlocks between two writers), refuses the whole call if any
 bucket would go below zero, then updates each balance once and writes one LedgerEntry per posting,
 all in one transaction: either everything is applied or nothing is. ``hold_funds``, an order's hold
-on one balance, does the same in a single conditional statement on PostgreSQL.
+on one balance, does the same with one conditional update. Balances change only by adding in SQL
+(``adding_statement``), never by writing a value computed in Python.
 """
 
 import uuid
@@ -16,11 +17,11 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
-from exchange.errors import ErrorCode, ExchangeError
+from exchange.errors import InsufficientFunds
 from exchange.money import EXACT
 from trading.models import Asset, Balance, LedgerEntry, Wallet
-from trading.sql import (Statement, execute, insert_statement, lock_rows, lock_statement, update_rows,
-                         update_statement, upsert_statement)
+from trading.backends import store
+from trading.sql import Statement
 
 Bucket = LedgerEntry.Bucket
 Reason = LedgerEntry.Reason
@@ -84,14 +85,14 @@ def net_changes(journals: Iterable[Journal]) -> dict[BalanceKey, list[Decimal]]:
 
 def missing_balances_statement(keys: list[BalanceKey]) -> Statement:
     """Create the balance rows of ``keys`` that do not exist yet, at zero."""
-    return upsert_statement(Balance, [*BALANCE_KEY_FIELDS, "available", "locked"], [(*key, 0, 0) for key in keys],
-                            unique=BALANCE_KEY_FIELDS, update=[])
+    return store().upsert_statement(Balance, [*BALANCE_KEY_FIELDS, "available", "locked"],
+                                    [(*key, 0, 0) for key in keys], unique=BALANCE_KEY_FIELDS, update=[])
 
 
 def entries_statement(journals: Sequence[Journal]) -> Statement:
     """Insert one ledger entry per posting of the journals."""
     now = timezone.now()
-    return insert_statement(LedgerEntry, LEDGER_FIELDS, [
+    return store().insert_statement(LedgerEntry, LEDGER_FIELDS, [
         (journal.id, posting.account_id, posting.asset_id, posting.wallet, posting.bucket, posting.amount,
          journal.reason, journal.reference, journal.memo, now)
         for journal in journals
@@ -104,8 +105,8 @@ def lock_balances(keys: Iterable[BalanceKey]) -> dict[BalanceKey, Balance]:
     keys = sorted(keys)
     if not keys:
         return {}
-    execute([missing_balances_statement(keys)])
-    rows = lock_rows(Balance, BALANCE_KEY_FIELDS, keys)
+    store().execute([missing_balances_statement(keys)])
+    rows = store().lock_rows(Balance, BALANCE_KEY_FIELDS, keys)
     return {(row.account_id, row.asset_id, row.wallet): row for row in rows}
 
 
@@ -115,12 +116,13 @@ def refuse_shortfalls(shortfalls: list[tuple[Balance, str, Decimal]]) -> None:
         {"asset": symbols[row.asset_id], "wallet": row.wallet, "bucket": bucket, "missing": format(-value.normalize(), "f")}
         for row, bucket, value in shortfalls
     ]
-    first = missing[0]
-    raise ExchangeError(
-        ErrorCode.INSUFFICIENT_FUNDS,
-        f"Insufficient {first['asset']}: this needs {first['missing']} more than the {first['bucket']} balance.",
-        {"shortfalls": missing},
-    )
+    raise InsufficientFunds(missing)
+
+
+def adding_statement(changes: list[tuple[BalanceKey, list[Decimal]]]) -> Statement:
+    """Add each [available, locked] change to its balance row."""
+    return store().update_statement(Balance, ["available", "locked"], [(*key, *change) for key, change in changes],
+                                    key=BALANCE_KEY_FIELDS, add=True)
 
 
 def apply_journals(journals: Sequence[Journal]) -> None:
@@ -129,37 +131,34 @@ def apply_journals(journals: Sequence[Journal]) -> None:
         return
     for journal in journals:
         check_journal(journal)
-    changes = net_changes(journals)
+    changes = sorted(net_changes(journals).items())
     with transaction.atomic():
-        balances = lock_balances(changes)
+        balances = lock_balances(key for key, _ in changes)
         shortfalls = []
-        for key, (available_change, locked_change) in changes.items():
+        for key, (available_change, locked_change) in changes:
             row = balances[key]
-            row.available = EXACT.add(row.available, available_change)
-            row.locked = EXACT.add(row.locked, locked_change)
-            for bucket, value in (("available", row.available), ("locked", row.locked)):
+            for bucket, value in (("available", EXACT.add(row.available, available_change)),
+                                  ("locked", EXACT.add(row.locked, locked_change))):
                 if value < 0:
                     shortfalls.append((row, bucket, value))
         if shortfalls:
             refuse_shortfalls(shortfalls)
-        update_rows(Balance, ["available", "locked"], [(row.pk, row.available, row.locked) for row in balances.values()])
-        execute([entries_statement(journals)])
+        store().execute([adding_statement(changes), entries_statement(journals)])
 
 
 def journal_statements(journal: Journal) -> list[Statement]:
-    """PostgreSQL: ``apply_journals([journal])`` as statements that need no answer, for a pipeline
-    (trading.sql.execute): create missing rows, lock the rows in primary-key order, add each net
-    change, insert the entries. A bucket that would go negative fails the balance table's CHECK
-    constraint instead of raising INSUFFICIENT_FUNDS: for writers whose holds already cover every
-    debit (the matcher's settlements), where a shortfall is a bug."""
+    """``apply_journals([journal])`` as statements that need no answer, for a pipeline: create missing
+    rows, lock the rows in primary-key order, add each net change, insert the entries. A bucket that
+    would go negative fails the balance table's CHECK constraint instead of raising INSUFFICIENT_FUNDS:
+    for writers whose holds already cover every debit (the matcher's settlements), where a shortfall
+    is a bug."""
     check_journal(journal)
     changes = sorted(net_changes([journal]).items())
     keys = [key for key, _ in changes]
     return [
         missing_balances_statement(keys),
-        lock_statement(Balance, BALANCE_KEY_FIELDS, keys),
-        update_statement(Balance, ["available", "locked"], [(*key, *change) for key, change in changes],
-                         key=BALANCE_KEY_FIELDS, add=True),
+        store().lock_statement(Balance, BALANCE_KEY_FIELDS, keys),
+        adding_statement(changes),
         entries_statement([journal]),
     ]
 
@@ -182,36 +181,21 @@ def bucket_transfer(
 def hold_funds(account_id: int, asset_id: int, amount: Decimal, *, reference: str) -> None:
     """Move ``amount`` of an account's spot balance from available to locked: an order's hold.
 
-    Raises INSUFFICIENT_FUNDS, writing nothing, when the available balance is short. On PostgreSQL
-    one statement updates the row only if it can pay (the row lock makes concurrent holds queue and
-    re-check) and writes the journal's two entries from the updated row, where ``apply_journal``'s
-    general path takes four (create missing rows, lock, update, insert): every order pays for it.
+    Raises INSUFFICIENT_FUNDS, writing nothing, when the available balance is short. One statement
+    updates the row only if it can pay (the row lock makes concurrent holds queue and re-check), and
+    the journal's two entries are written only if it did: where ``apply_journal`` takes four
+    statements (create missing rows, lock, update, insert), every order pays for this one.
     """
     journal = bucket_transfer(account_id, asset_id, amount, source=Bucket.AVAILABLE, target=Bucket.LOCKED,
                               reason=Reason.ORDER_HOLD, reference=reference)
-    if connection.vendor != "postgresql":
-        # SQLite keeps amounts as text and cannot add them: the general path computes in Python,
-        # under the write lock that the embedded default's transactions take when they begin.
-        apply_journal(journal)
-        return
     check_journal(journal)
-    postings = ", ".join(["(%s, %s, %s::numeric)"] * len(journal.postings))
-    sql = (
-        "WITH held AS (UPDATE trading_balance SET available = available - %s, locked = locked + %s "
-        "WHERE account_id = %s AND asset_id = %s AND wallet = %s AND available >= %s RETURNING id) "
-        "INSERT INTO trading_ledgerentry (journal, account_id, asset_id, wallet, bucket, amount, reason, reference, "
-        "memo, created_at) SELECT %s::uuid, %s, %s, %s, posting.bucket, posting.amount, %s, %s, %s, %s::timestamptz "
-        f"FROM held CROSS JOIN (VALUES {postings}) AS posting(position, bucket, amount) ORDER BY posting.position"
-    )
-    params = [amount, amount, account_id, asset_id, Wallet.SPOT, amount,
-              journal.id, account_id, asset_id, Wallet.SPOT, journal.reason, journal.reference, journal.memo,
-              timezone.now()]
-    for position, posting in enumerate(journal.postings):
-        params += [position, posting.bucket, posting.amount]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if cursor.rowcount:
-            return
+    add, as_amount = store().add, Balance._meta.get_field("available").get_db_prep_save
+    update = (f"UPDATE trading_balance SET available = {add('available', '%s')}, locked = {add('locked', '%s')} "
+              "WHERE account_id = %s AND asset_id = %s AND wallet = %s AND available >= %s")
+    params = [as_amount(-amount, connection), as_amount(amount, connection), account_id, asset_id, Wallet.SPOT,
+              as_amount(amount, connection)]
+    if store().hold(update, params, entries_statement([journal])):
+        return
     row = Balance.objects.filter(account_id=account_id, asset_id=asset_id, wallet=Wallet.SPOT).first()
     available = row.available if row else Decimal(0)
     refuse_shortfalls([(row or Balance(account_id=account_id, asset_id=asset_id), Bucket.AVAILABLE,

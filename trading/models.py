@@ -6,11 +6,11 @@ from exchange.money import DECIMAL_PLACES, MAX_DIGITS
 # A foreign key that a composite index already leads with, or that is never looked up from the
 # other side, has db_index=False: the matcher writes orders, trades, fills and ledger lines in bulk,
 # and every index costs every row written. Trades and fills, which only the matcher writes, name
-# their orders, accounts, markets and assets without a database constraint: the checks ran at commit,
-# one locking lookup per key per row, and took 60 % of a batch for the orders and then 15 % for the
-# rest (benchmarks/matcher_bench.py). The matcher takes every key from rows it read in the same
-# transaction, nothing deletes those rows (PROTECT), and trading.audit checks that every key of a
-# trade or fill names an existing row and that every order's fills add up to its filled size.
+# their orders, accounts, markets and assets without a database constraint: checked at commit, they
+# would lock the referenced row once per key per row, most of a batch's commit (docs/performance.md).
+# The matcher takes every key from rows it read in the same transaction, nothing deletes those rows
+# (PROTECT), and trading.audit checks that every key of a trade or fill names an existing row and
+# that every order's fills add up to its filled size.
 
 
 class AmountField(models.DecimalField):
@@ -88,6 +88,17 @@ class Market(models.Model):
     def save(self, *args, **kwargs):
         self.pair = f"{self.base.symbol}-{self.quote.symbol}"
         super().save(*args, **kwargs)
+
+    @staticmethod
+    def fee_asset_field(side: str) -> str:
+        """A fee is taken from what the order receives: the base asset for a buy, the quote for a sell."""
+        return "base" if side == Side.BUY else "quote"
+
+    def fee_asset_id(self, side: str) -> int:
+        return getattr(self, f"{self.fee_asset_field(side)}_id")
+
+    def fee_asset(self, side: str) -> "Asset":
+        return getattr(self, self.fee_asset_field(side))
 
     def __str__(self) -> str:
         return self.pair
@@ -300,7 +311,7 @@ class Order(models.Model):
 
     @property
     def fee_asset_id(self) -> int:
-        return self.market.base_id if self.side == Side.BUY else self.market.quote_id
+        return self.market.fee_asset_id(self.side)
 
     def __str__(self) -> str:
         return f"order {self.pk} {self.side} {self.market}"

@@ -9,27 +9,31 @@ from decimal import Decimal
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
-from exchange.errors import OUTAGE_ERRORS, ErrorCode, ExchangeError, ServiceUnavailable, log_outage, unavailable
-from trading import dispatch, ledger, publishing
+from exchange.errors import (OUTAGE_ERRORS, DuplicateClientOrderId, ErrorCode, ExchangeError, MarketHalted,
+                             OrderAlreadyClosed, OrderNotFound, PostOnlyWouldTake, ServiceUnavailable, log_outage)
+from trading import dispatch, ledger
+from trading.backends import store
 from trading.markets import access_market
 from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
 from trading.orders import OrderRequest, check_against_market, hold_for, protection_price
+from trading.settlement import WRITTEN_ORDER_FIELDS
+from trading.signals import orders_changed
 
 
 def access_order(account, order_id: int, *, lock: bool = False) -> Order:
-    orders = Order.objects.select_related("market", "market__base", "market__quote")
+    orders = Order.objects.for_rendering()
     if lock:
         orders = orders.select_for_update(of=("self",))
     try:
         return orders.get(account=account, pk=order_id)
     except Order.DoesNotExist:
-        raise ExchangeError(ErrorCode.ORDER_NOT_FOUND, f"No order {order_id} on this account.") from None
+        raise OrderNotFound(order_id) from None
 
 
 def access_order_by_client_id(account, client_order_id: str) -> Order:
     order = Order.objects.filter(account=account, client_order_id=client_order_id).only("pk").first()
     if order is None:
-        raise ExchangeError(ErrorCode.ORDER_NOT_FOUND, f"No order with client_order_id {client_order_id!r}.")
+        raise OrderNotFound(client_order_id=client_order_id)
     return access_order(account, order.pk)
 
 
@@ -39,11 +43,7 @@ def existing_for_retry(account, request: OrderRequest) -> Order | None:
         return None
     order = Order.objects.filter(account=account, client_order_id=request.client_order_id).first()
     if order is not None and order.request_digest != request.digest():
-        raise ExchangeError(
-            ErrorCode.DUPLICATE_CLIENT_ORDER_ID,
-            f"client_order_id {request.client_order_id!r} was already used for a different order.",
-            {"order_id": order.pk},
-        )
+        raise DuplicateClientOrderId(request.client_order_id, order.pk)
     return order and access_order(account, order.pk)
 
 
@@ -78,7 +78,7 @@ def committing(message: str):
         log_outage("a commit", error)
         for pair in commit.pairs:
             dispatch.wake_matcher(pair)
-        raise unavailable(message, **commit.details) from error
+        raise ServiceUnavailable(message, **commit.details) from error
 
 
 def place_order(account, request: OrderRequest) -> tuple[Order, bool]:
@@ -116,7 +116,8 @@ def do_place_order(account, request: OrderRequest) -> Order:
         # The matcher is woken first, and a failed publish only logged: the order is committed, so the
         # request must answer with it and the matcher must get it whatever the channel layer does.
         commit.wrote([order.market.pair], order_id=order.pk, client_order_id=order.client_order_id)
-        transaction.on_commit(lambda: publishing.publish_account_changes(account.pk, orders=[order.pk]), robust=True)
+        transaction.on_commit(lambda: orders_changed.send(Order, account_id=account.pk, order_ids=[order.pk]),
+                              robust=True)
     return order
 
 
@@ -154,91 +155,84 @@ def order_fields() -> list:
     return [field for field in Order._meta.concrete_fields if not field.primary_key]
 
 
-@functools.cache
-def insert_order_sql(vendor: str) -> str:
-    """The statement of insert_order, made once per database vendor (building it cost 0.2 ms)."""
-    postgres = vendor == "postgresql"
-    fields = order_fields()
-    # PostgreSQL types the SELECT's parameters only by their casts (they would be text otherwise).
-    placeholders = [f"CAST(%s AS {field.cast_db_type(connection)})" if postgres else "%s" for field in fields]
-    sql = (
-        f"INSERT INTO trading_order ({', '.join(connection.ops.quote_name(field.column) for field in fields)}) "
-        f"SELECT {', '.join(placeholders)} FROM trading_market WHERE id = %s AND status = %s "
-        f"AND {' AND '.join(f'{name} = %s' for name in MARKET_GRIDS)} RETURNING id"
-    )
-    if not postgres:
-        return sql
-    return (f"WITH placed AS ({sql}), queued AS (INSERT INTO trading_matchercommand (market_id, kind, order_id) "
-            "SELECT %s, %s, id FROM placed) SELECT id FROM placed")
-
-
 def insert_order(order: Order) -> None:
     """INSERT the order and its NEW matcher command if its market row is still online with the grids
     of ``order.market``; raise MarketChanged, writing nothing, if not.
 
     The market may be a copy this process read a while ago: a halt or a grid change made by any
     process is seen here, in the statement that writes the order, rather than by reading the market
-    again for every order. On PostgreSQL the matcher command goes in the same statement.
+    again for every order.
     """
-    market = order.market
-    postgres = connection.vendor == "postgresql"
-    params = [field.get_db_prep_save(field.pre_save(order, add=True), connection) for field in order_fields()]
+    market, fields = order.market, order_fields()
+    params = [field.get_db_prep_save(field.pre_save(order, add=True), connection) for field in fields]
     params += [market.pk, Market.Status.ONLINE]
     for name in MARKET_GRIDS:
         params.append(Market._meta.get_field(name).get_db_prep_save(getattr(market, name), connection))
-    if postgres:
-        params += [market.pk, MatcherCommand.Kind.NEW]
-    with connection.cursor() as cursor:
-        cursor.execute(insert_order_sql(connection.vendor), params)
-        row = cursor.fetchone()
-    if row is None:
+    order_id = store().insert_order(insert_order_sql(), fields, params, market.pk)
+    if order_id is None:
         raise MarketChanged(market.pair)
-    order.pk = row[0]
+    order.pk = order_id
     order._state.adding, order._state.db = False, connection.alias
-    if not postgres:
-        MatcherCommand.objects.create(market=market, kind=MatcherCommand.Kind.NEW, order=order)
 
 
-def read_back(order: Order) -> Order:
-    """The order as the matcher has left it, with the market the caller already has in memory: one
-    plain read of its row (the ORM's refresh costs twice as much, a select_related read 3x)."""
-    (current,) = Order.objects.raw("SELECT * FROM trading_order WHERE id = %s", [order.pk])
-    current.market = order.market
-    return current
+@functools.cache
+def insert_order_sql() -> str:
+    """insert_order's statement, its SELECT's placeholders left to the store to fill."""
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in order_fields())
+    return (f"INSERT INTO trading_order ({columns}) SELECT {{placeholders}} FROM trading_market "
+            f"WHERE id = %s AND status = %s AND {' AND '.join(f'{name} = %s' for name in MARKET_GRIDS)}")
 
 
-def placed_state(order: Order) -> Order:
-    """A committed order as its matcher left it (waiting up to REPLY_WAIT_SECONDS for it), or as
-    accepted, ``pending``, when an outage hides what happened next: it exists, so it is the answer."""
-    try:
-        dispatch.wait_processed(order.pk)
-        return read_back(order)
-    except OUTAGE_ERRORS as error:
-        log_outage(f"the answer to order {order.pk}", error)
-        for field in order_fields():  # as a read of the row gives them: the amounts' defaults are ints
+WRITTEN_FIELDS = [Order._meta.get_field(name) for name in WRITTEN_ORDER_FIELDS]
+
+
+def take_state(order: Order, state) -> Order:
+    """The order with the state its matcher handed over (dispatch.wait_for_state), or when none
+    (an outage, no answer in time) as committed: its fields as a read of the row gives them."""
+    if state:
+        for field, value in zip(WRITTEN_FIELDS, state):
+            setattr(order, field.attname, field.to_python(value))
+    else:
+        for field in order_fields():  # the amounts' defaults are ints
             setattr(order, field.attname, field.to_python(getattr(order, field.attname)))
-        return order
+    return order
+
+
+def still_live(state) -> bool:
+    return state[0] in Order.LIVE_STATUSES
+
+
+def waited_state(order_id: int, what: str, timeout: float = dispatch.REPLY_WAIT_SECONDS, done=None):
+    """dispatch.wait_for_state, or None when an outage hides the answer: the work is committed, so
+    the order as committed is the answer."""
+    try:
+        return dispatch.wait_for_state(order_id, timeout, done)
+    except OUTAGE_ERRORS as error:
+        log_outage(what, error)
+        return None
+
+
+def place_order_and_wait(account, request: OrderRequest) -> tuple[Order, bool]:
+    """place_order, then the new order as its matcher left it (waiting up to REPLY_WAIT_SECONDS), or as
+    accepted, ``pending``; a post-only order the matcher rejected is SPEC's POST_ONLY_WOULD_TAKE."""
+    order, created = place_order(account, request)
+    if created:
+        take_state(order, waited_state(order.pk, f"the answer to order {order.pk}"))
+    refuse_rejected(order)
+    return order, created
 
 
 def refuse_rejected(order: Order) -> None:
     """A post-only order the matcher rejected is reported as SPEC's POST_ONLY_WOULD_TAKE error."""
     if order.status == Order.Status.REJECTED and order.reject_reason == ErrorCode.POST_ONLY_WOULD_TAKE:
-        raise ExchangeError(
-            ErrorCode.POST_ONLY_WOULD_TAKE,
-            f"Order {order.pk} would have taken liquidity, so it was rejected (post_only).",
-            {"order_id": order.pk, "status": order.status},
-        )
+        raise PostOnlyWouldTake(order.pk, order.status)
 
 
 def refuse_closed(order: Order) -> None:
     if order.status == Order.Status.CANCELLED:
         return
     if not order.is_live:
-        raise ExchangeError(
-            ErrorCode.ORDER_ALREADY_CLOSED,
-            f"Order {order.pk} is already {order.status}.",
-            {"order_id": order.pk, "status": order.status, "filled_size": str(order.filled_size)},
-        )
+        raise OrderAlreadyClosed(order.pk, order.status, str(order.filled_size))
 
 
 def request_cancel(account, order_id: int) -> Order:
@@ -249,7 +243,7 @@ def request_cancel(account, order_id: int) -> Order:
         refuse_closed(order)
         if order.is_live and not order.cancel_requested:
             if order.market.status == Market.Status.HALTED:
-                raise ExchangeError(ErrorCode.MARKET_HALTED, f"{order.market.pair} is halted.", {"status": "halted"})
+                raise MarketHalted(order.market.pair, Market.Status.HALTED)
             order.cancel_requested = True
             order.save(update_fields=["cancel_requested", "updated_at"])
             MatcherCommand.objects.create(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order)
@@ -257,16 +251,18 @@ def request_cancel(account, order_id: int) -> Order:
     return order
 
 
-def cancelled_state(account, order: Order) -> Order:
-    """After request_cancel: the order once its matcher took the cancel (waiting up to
-    REPLY_WAIT_SECONDS), or as committed, ``cancel_requested``, when an outage hides what happened next."""
-    try:
-        if order.is_live:
-            dispatch.wait_processed(order.pk, until=lambda: not access_order(account, order.pk).is_live)
-        return access_order(account, order.pk)
-    except OUTAGE_ERRORS as error:
-        log_outage(f"the answer to the cancel of order {order.pk}", error)
-        return order
+def cancel_and_wait(account, order_id: int) -> Order:
+    """request_cancel, then the order once its matcher took the cancel (waiting up to
+    REPLY_WAIT_SECONDS), or as committed, ``cancel_requested``; ORDER_ALREADY_CLOSED if it filled or
+    expired while the cancel was queued."""
+    order = request_cancel(account, order_id)
+    if order.is_live:
+        state = waited_state(order.pk, f"the answer to the cancel of order {order.pk}",
+                             done=lambda state: not still_live(state))
+        if state:
+            take_state(order, state)
+    refuse_closed(order)
+    return order
 
 
 def live_orders(account, pair: str | None = None) -> QuerySet[Order]:
@@ -284,7 +280,7 @@ def request_cancel_all(account, pair: str | None = None) -> list[Order]:
             live_orders(account, pair)
             .exclude(market__status=Market.Status.HALTED)
             .filter(cancel_requested=False)
-            .select_related("market__base", "market__quote")
+            .for_rendering()
             .select_for_update(of=("self",))
             .order_by("pk")
         )
@@ -299,21 +295,27 @@ def request_cancel_all(account, pair: str | None = None) -> list[Order]:
     return orders
 
 
-def cancelled_all_state(account, orders: list[Order]) -> list[Order]:
-    """After request_cancel_all: the orders once each pair's matcher took its cancels (waiting up to
-    REPLY_WAIT_SECONDS in all), or as committed, ``cancel_requested``, when an outage hides more."""
+def cancel_all_and_wait(account, pair: str | None = None) -> list[Order]:
+    """request_cancel_all, then the orders once each pair's matcher took its cancels (waiting up to
+    REPLY_WAIT_SECONDS in all), or as committed, ``cancel_requested``."""
+    orders = request_cancel_all(account, pair)
     # Each pair's matcher takes its cancels in order: its last one done means all of that pair's are.
     last_per_pair = {order.market_id: order.pk for order in orders}
     deadline = time.monotonic() + dispatch.REPLY_WAIT_SECONDS
+    states = {}
+    for order_id in last_per_pair.values():
+        state = waited_state(order_id, "the answer to a cancel-all", max(deadline - time.monotonic(), 0),
+                             done=lambda state: not still_live(state))
+        if state:
+            states[order_id] = state
     try:
-        for order_id in last_per_pair.values():
-            dispatch.wait_processed(order_id, max(deadline - time.monotonic(), 0),
-                                    until=lambda order_id=order_id: not access_order(account, order_id).is_live)
-        return list(Order.objects.filter(account=account, pk__in=[order.pk for order in orders])
-                    .select_related("market__base", "market__quote").order_by("pk"))
+        states.update(dispatch.latest_states([order.pk for order in orders if order.pk not in states]))
     except OUTAGE_ERRORS as error:
         log_outage("the answer to a cancel-all", error)
-        return orders
+    for order in orders:
+        if states.get(order.pk):
+            take_state(order, states[order.pk])
+    return orders
 
 
 @transaction.atomic

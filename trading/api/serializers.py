@@ -177,8 +177,7 @@ class OrderSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
         return self._format(order.fee, fee_step(order))
 
     def get_fee_asset(self, order) -> str:
-        market = order.market
-        return market.base.symbol if order.side == Side.BUY else market.quote.symbol
+        return order.market.fee_asset(order.side).symbol
 
 
 def quote_step(order) -> Decimal:
@@ -186,9 +185,7 @@ def quote_step(order) -> Decimal:
 
 
 def fee_step(order) -> Decimal:
-    market = order.market
-    asset = market.base if order.side == Side.BUY else market.quote
-    return Decimal(1).scaleb(-asset.precision)
+    return Decimal(1).scaleb(-order.market.fee_asset(order.side).precision)
 
 
 class CancelAllSerializer(serializers.Serializer):

@@ -3,7 +3,6 @@
 from base64 import b64decode
 from urllib.parse import parse_qs
 
-from django.db.models import Q
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -73,6 +72,17 @@ class AccountViewMixin:
     def account(self):
         return self.request.user.account
 
+    def filtered_page(self, query_serializer, rows, lookups: dict[str, str]) -> Response:
+        """A page of ``rows`` narrowed by the query: to its pair, and by each other field given, with
+        the lookup ``lookups`` names for it."""
+        query = query_serializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        given = query.validated_data
+        if "pair" in given:
+            rows = rows.filter(market=access_market(given["pair"]))
+        rows = rows.filter(**{lookup: given[name] for name, lookup in lookups.items() if name in given})
+        return self.get_paginated_response(self.get_serializer(self.paginate_queryset(rows), many=True).data)
+
 
 class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
     lookup_value_regex = r"[0-9]+|client:[A-Za-z0-9_-]{1,64}"
@@ -112,10 +122,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
     def create(self, request):
         form = serializers.OrderCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        order, created = services.place_order(self.account, form.validated_data)
-        if created:
-            order = services.placed_state(order)
-        services.refuse_rejected(order)
+        order, created = services.place_order_and_wait(self.account, form.validated_data)
         return self.render(order, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(
@@ -132,15 +139,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         responses={200: serializers.OrderSerializer(many=True), **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
     )
     def list(self, request):
-        query = serializers.OrderListQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        orders = self.get_queryset()
-        if "pair" in query.validated_data:
-            orders = orders.filter(market=access_market(query.validated_data["pair"]))
-        if "status" in query.validated_data:
-            orders = orders.filter(status__in=query.validated_data["status"])
-        page = self.paginate_queryset(orders)
-        return self.get_paginated_response(serializers.OrderSerializer(page, many=True).data)
+        return self.filtered_page(serializers.OrderListQuerySerializer, self.get_queryset(), {"status": "status__in"})
 
     @extend_schema(
         summary="Cancel an order (idempotent)",
@@ -156,8 +155,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk: str):
-        order = services.cancelled_state(self.account, services.request_cancel(self.account, self.access(pk).pk))
-        services.refuse_closed(order)  # filled (or expired) while the cancel was queued
+        order = services.cancel_and_wait(self.account, self.access(pk).pk)
         return self.render(order, status.HTTP_200_OK if not order.is_live else status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -170,9 +168,8 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
     def cancel_all(self, request):
         form = serializers.CancelAllSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        orders = services.request_cancel_all(self.account, form.validated_data.get("pair"))
-        current = services.cancelled_all_state(self.account, orders)
-        return Response({"orders": serializers.OrderSerializer(current, many=True).data}, status=status.HTTP_202_ACCEPTED)
+        orders = services.cancel_all_and_wait(self.account, form.validated_data.get("pair"))
+        return Response({"orders": serializers.OrderSerializer(orders, many=True).data}, status=status.HTTP_202_ACCEPTED)
 
 
 class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
@@ -186,15 +183,8 @@ class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
         responses={200: serializers.FillSerializer(many=True), **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
     )
     def list(self, request):
-        query = serializers.FillListQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        fills = Fill.objects.filter(account=self.account).for_rendering()
-        if "pair" in query.validated_data:
-            fills = fills.filter(market=access_market(query.validated_data["pair"]))
-        if "order_id" in query.validated_data:
-            fills = fills.filter(Q(order_id=query.validated_data["order_id"]))
-        page = self.paginate_queryset(fills)
-        return self.get_paginated_response(serializers.FillSerializer(page, many=True).data)
+        return self.filtered_page(serializers.FillListQuerySerializer,
+                                  Fill.objects.filter(account=self.account).for_rendering(), {"order_id": "order_id"})
 
 
 class BalancesView(AccountViewMixin, APIView):

@@ -261,14 +261,14 @@ _CANCEL_NEWEST = SelfTradePrevention.CANCEL_NEWEST.value
 # Crossing threshold of a market order: below every level key (keys are +/- prices in ticks; an
 # integer keeps the engine all-integer, and no price on a sane grid comes near it).
 _NO_LIMIT = -(10 ** 60)
-# tuple.__new__ builds a NamedTuple without going through its Python-level
-# __new__; about twice as fast, which matters for Trade/Filled/Rested.
+# tuple.__new__ builds a NamedTuple without its Python-level __new__: half the cost, on every
+# Trade/Filled/Rested (docs/performance.md).
 _new = tuple.__new__
 
 
 # A resting order is a small list indexed by the names below, not an object:
-# building a list is ~3x cheaper than a slotted instance (CPython 3.11), and
-# one is built for every order that rests.
+# a list is much cheaper to build than a slotted instance on CPython 3.11
+# (docs/performance.md), and one is built for every order that rests.
 #   KEY: +price for a bid, -price for an ask, so both sides sort with the
 #        best level LAST and the sign tells the side;
 #   REMAINING == 0 marks an order cancelled lazily while still queued.

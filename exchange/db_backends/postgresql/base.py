@@ -7,8 +7,8 @@ class DatabaseOperations(operations.DatabaseOperations):
     def adapt_amountfield_value(self, value, max_digits, decimal_places):
         return value
 
-    # No converter for "AmountField" (the base class returns none): a call per value read was a
-    # visible cost of a matcher batch, and psycopg's Decimal is already exact.
+    # No converter for "AmountField" (the base class returns none): psycopg's Decimal is already
+    # exact, so a call per value read would be pure overhead.
 
 
 class DatabaseWrapper(base.DatabaseWrapper):

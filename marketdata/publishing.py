@@ -1,0 +1,119 @@
+"""What the WebSocket processes are told after a commit: book deltas, trades, ticker, account events.
+
+Trading announces (``trading.signals``); this module, connected in ``MarketdataConfig.ready``, turns
+the announcements into stream messages and hands them to the bus (``trading.backends``), which sends
+them to the Channels groups that the consumers relay. A delta is recorded in the replay buffer
+before it is sent, so a client resuming from any sequence finds it either in the buffer or, later,
+in its own channel. What reads the database (the ticker) is done on the committing thread's own
+connection, after the batch is handed over.
+"""
+
+import json
+import logging
+import time
+from collections import defaultdict
+
+from marketdata import replay, streams
+from trading.backends import bus
+
+logger = logging.getLogger(__name__)
+
+# A changed ticker is owed to the pair's subscribers; it goes out at most every TICKER_INTERVAL_SECONDS
+# (each is a database read, too much for every batch), and when the queue empties.
+TICKER_INTERVAL_SECONDS = 0.25
+
+
+class TickerSchedule:
+    """Per pair: the best bid and ask last published, whether a ticker is owed, when one was sent."""
+
+    def __init__(self):
+        self.top_of_book: dict[str, tuple] = {}
+        self.owed: set[str] = set()
+        self.sent: dict[str, float] = {}
+
+    def reset(self) -> None:
+        self.top_of_book.clear()
+        self.owed.clear()
+        self.sent.clear()
+
+
+tickers = TickerSchedule()
+
+
+def publish_batch(sender, result, **kwargs) -> None:
+    """On commit of a matcher batch. A failure to publish never undoes the batch: clients see the
+    sequence gap and resynchronise. The ticker is made after the batch is handed over, so that it
+    never holds up the batch's delta."""
+    market = result.market
+    moved = result.delta is not None and top_of_book_moved(market, result.delta)  # remembered also when it traded
+    if result.trades or moved:
+        tickers.owed.add(market.pair)
+    bus().publish_in_order(send_batch, result)
+    if time.monotonic() - tickers.sent.get(market.pair, -TICKER_INTERVAL_SECONDS) >= TICKER_INTERVAL_SECONDS:
+        publish_owed_ticker(sender, market)
+
+
+def top_of_book_moved(market, delta) -> bool:
+    top = (delta.top_bids[:1], delta.top_asks[:1])
+    moved = top != tickers.top_of_book.get(market.pair)
+    tickers.top_of_book[market.pair] = top
+    return moved
+
+
+def send_batch(result) -> None:
+    """The delta first and on its own (subscribers' books wait for nothing else), then the trades and
+    each account's changes."""
+    market = result.market
+    if result.delta is not None:
+        try:
+            message = streams.book_delta(market, result.delta)
+            replay.record_delta(market.pair, message)
+            bus().send([(streams.book_group(market.pair), message)])
+        except Exception:
+            logger.exception("publishing a %s delta failed", market.pair)
+    try:
+        messages = []
+        if result.trades:
+            group = streams.trades_group(market.pair)
+            messages.append((group, {"type": "market.trades", "group": group,
+                                     "texts": streams.trade_texts(market, result.trades)}))
+        per_account = defaultdict(lambda: {"orders": [], "fills": []})
+        for account_id, order_id in result.orders:
+            per_account[account_id]["orders"].append(order_id)
+        for account_id, fill_id in result.fills:
+            per_account[account_id]["fills"].append(fill_id)
+        messages += [account_changes(account_id, **changes) for account_id, changes in per_account.items()]
+        bus().send(messages)
+    except Exception:
+        logger.exception("publishing a %s batch failed", market.pair)
+
+
+def ticker_messages(market) -> list[tuple[str, dict]]:
+    """The pair's ticker if a batch changed it since the last one sent."""
+    if market.pair not in tickers.owed:
+        return []
+    tickers.owed.discard(market.pair)
+    tickers.sent[market.pair] = time.monotonic()
+    group = streams.ticker_group(market.pair)
+    return [(group, {"type": "market.ticker", "group": group, "text": json.dumps(streams.ticker_message(market))})]
+
+
+def publish_owed_ticker(sender, market, **kwargs) -> None:
+    """After a batch when the interval has passed, and when the matcher's queue is empty, so the last
+    batch's ticker never waits for another batch."""
+    try:
+        ticker = ticker_messages(market)
+        if ticker:
+            bus().publish_in_order(bus().send, ticker)
+    except Exception:
+        logger.exception("publishing the %s ticker failed", market.pair)
+
+
+def account_changes(account_id: int, orders=(), fills=()) -> tuple[str, dict]:
+    return streams.account_group(account_id), {"type": "account.changes", "account": account_id,
+                                               "orders": list(orders), "fills": list(fills)}
+
+
+def publish_account_changes(sender, account_id: int, order_ids=(), **kwargs) -> None:
+    """Tell an account's connections which of its orders changed (they read them back)."""
+    bus().send([account_changes(account_id, order_ids)])

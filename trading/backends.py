@@ -1,0 +1,654 @@
+"""Where the two stacks differ, chosen once in settings: the store, the matchers and the message bus.
+
+- The **store** (``TRADING_STORE``) writes the trading tables: the matcher's bulk statements, row
+  locks, id reservation, an order's insert and hold, a read in one snapshot. PostgreSQL sends rows as
+  one array literal per column in one pipeline of statements; SQLite, the single-process embedded
+  default, runs executemany, and adds amounts (text there) with its registered EXACT_ADD function.
+- The **matchers** (``MATCHER_BACKEND``): how accepted work wakes a pair's single matcher and how a
+  waiting request gets its order's state back. Celery: one worker per pair (queue ``match.<PAIR>``),
+  woken once per burst (a Redis flag), replying through Redis lists. In-process: the matcher runs
+  right after the accepting transaction commits, in the same process.
+- The **bus** (``MESSAGE_BUS``): how committed changes reach the WebSocket processes. Redis: sent
+  from one publisher thread, in commit order, on one event loop; account events numbered in Redis.
+  Local: the in-memory channel layer, sent on the serving event loop, numbered in this process.
+
+Every other module calls these objects and never asks which stack it is on.
+"""
+
+import asyncio
+import functools
+import logging
+import re
+import threading
+import weakref
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+
+import psycopg
+import redis.exceptions
+from asgiref.sync import async_to_sync
+from celery import current_app
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from exchange.backends import chosen
+from exchange.redis import get_redis
+from trading.models import MatcherCommand
+from trading.sql import Statement, columns_of, names_of
+
+logger = logging.getLogger(__name__)
+
+def store() -> "Store":
+    return chosen("TRADING_STORE")
+
+
+def matchers() -> "Matchers":
+    return chosen("MATCHER_BACKEND")
+
+
+def bus() -> "Bus":
+    return chosen("MESSAGE_BUS")
+
+
+def reset() -> None:
+    """Forget what the trading backends remember (tests: a new process)."""
+    for backend in (store(), matchers(), bus()):
+        backend.reset()
+
+
+# -- the store
+
+
+def prepared(columns, rows) -> list[list]:
+    return [[column.get_db_prep_save(value, connection) for column, value in zip(columns, row)] for row in rows]
+
+
+class Store:
+    """The statements of one database vendor. A statement builder needs at least one row."""
+
+    def reset(self) -> None:
+        pass
+
+    # SQL spellings of what statements compute on amounts, each of two SQL expressions.
+    ADD = "{} + {}"
+    GREATEST = "GREATEST({}, {})"
+    LEAST = "LEAST({}, {})"
+
+    def add(self, left: str, right: str) -> str:
+        return self.ADD.format(left, right)
+
+    def row_params(self, model, names: list[str], row: list) -> list:
+        """One row's values as statement parameters."""
+        return row
+
+    def adding_candle_statement(self, model, names: list[str], row: list) -> Statement:
+        """Insert a candle, or add it to the stored one of its minute: high and low widen, volumes and
+        trade counts add up, the close is the new one's, the open stays the first one's."""
+        add, greatest, least = self.add, self.GREATEST.format, self.LEAST.format
+        return Statement(
+            f"INSERT INTO {model._meta.db_table} AS c ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
+            f"ON CONFLICT (market_id, minute) DO UPDATE SET high = {greatest('c.high', 'EXCLUDED.high')}, "
+            f"low = {least('c.low', 'EXCLUDED.low')}, close = EXCLUDED.close, "
+            f"volume = {add('c.volume', 'EXCLUDED.volume')}, "
+            f"quote_volume = {add('c.quote_volume', 'EXCLUDED.quote_volume')}, trades = c.trades + EXCLUDED.trades",
+            self.row_params(model, names, row))
+
+    @contextmanager
+    def snapshot(self):
+        """A transaction whose reads all see one committed state of the database."""
+        with transaction.atomic():
+            yield
+
+    def upsert_conflict(self, model, unique: list[str], update: list[str]) -> str:
+        return f"ON CONFLICT ({names_of(columns_of(model, unique))}) " + (
+            "DO UPDATE SET " + ", ".join(f'"{column.column}" = EXCLUDED."{column.column}"'
+                                          for column in columns_of(model, update))
+            if update else "DO NOTHING"
+        )
+
+
+class PostgresStore(Store):
+    """Rows go out as unnest() of one array literal per column, several statements in one pipeline."""
+
+    # The matcher may write batch N on a second connection while it matches batch N+1.
+    writes_concurrently = True
+
+    @contextmanager
+    def cursor(self):
+        """Django's PostgreSQL cursors bind parameters client-side, quoting every array element in
+        Python; these bind them server-side, on the same connection and transaction, with errors
+        raised as Django's."""
+        connection.ensure_connection()
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            yield cursor
+
+    def execute(self, statements: list[Statement]) -> None:
+        """Run statements in order, in the current transaction, as one pipeline: the server works
+        through them while the client waits once."""
+        with self.cursor() as cursor, connection.connection.pipeline():
+            for statement in statements:
+                cursor.execute(statement.sql, statement.params)
+
+    def reserve_ids(self, counts: dict) -> dict:
+        """New primary keys, {model: count} -> {model: [ids]}, in one round trip."""
+        wanted = {model: count for model, count in counts.items() if count}
+        ids = {model: [] for model in counts}
+        if not wanted:
+            return ids
+        # The sequence's name in a subquery: evaluated once, not once per id.
+        arrays = ", ".join(
+            f"ARRAY(SELECT nextval((SELECT pg_get_serial_sequence('\"{model._meta.db_table}\"', 'id'))) "
+            f"FROM generate_series(1, %s))" for model in wanted
+        )
+        with self.cursor() as cursor:
+            cursor.execute(f"SELECT {arrays}", list(wanted.values()))
+            return {**ids, **dict(zip(wanted, cursor.fetchone()))}
+
+    def select_rows(self, queryset) -> list[tuple]:
+        """The rows of a ``values_list()`` queryset, read by a plain cursor (Django's iteration costs as
+        much again). Only for fields whose Python value is what psycopg returns."""
+        sql, params = queryset.query.sql_with_params()
+        with self.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    def insert_statement(self, model, fields: list[str], rows: list[tuple]) -> Statement:
+        columns = columns_of(model, fields)
+        return Statement(f'INSERT INTO "{model._meta.db_table}" ({names_of(columns)}) SELECT * FROM {unnest(columns)}',
+                         arrays(rows))
+
+    def update_statement(self, model, fields: list[str], rows: list[tuple], *, key=("id",), add: bool = False):
+        key = list(key)
+        keys, columns = columns_of(model, key), columns_of(model, fields)
+        assignments = ", ".join(f'"{column.column}" = ' + (f't."{column.column}" + ' if add else "")
+                                + f'v."{column.column}"' for column in columns)
+        matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in keys)
+        values = arrays(rows)
+        if key == ["id"]:
+            # The redundant ANY() makes the planner fetch the rows by primary key, not hash a scan of
+            # the whole table joined with the unnest().
+            matching, values = matching + ' AND t."id" = ANY(%s::bigint[])', [*values, values[0]]
+        return Statement(f'UPDATE "{model._meta.db_table}" AS t SET {assignments} FROM {unnest(keys + columns)} '
+                         f"AS v({names_of(keys + columns)}) WHERE {matching}", values)
+
+    def upsert_statement(self, model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str]):
+        columns = columns_of(model, fields)
+        return Statement(f'INSERT INTO "{model._meta.db_table}" ({names_of(columns)}) SELECT * FROM {unnest(columns)} '
+                         f"{self.upsert_conflict(model, unique, update)}", arrays(rows))
+
+    def delete_statement(self, model, fields: list[str], rows: list[tuple]) -> Statement:
+        columns, table = columns_of(model, fields), model._meta.db_table
+        if len(columns) == 1:
+            # = ANY() fetches the rows through the column's index, where a join with unnest() made
+            # the planner hash a sequential scan of the whole table.
+            return Statement(f'DELETE FROM "{table}" WHERE "{columns[0].column}" = ANY(%s::{array_type(columns[0])})',
+                             arrays(rows))
+        matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in columns)
+        return Statement(f'DELETE FROM "{table}" AS t USING {unnest(columns)} AS v({names_of(columns)}) '
+                         f"WHERE {matching}", arrays(rows))
+
+    def lock_statement(self, model, fields: list[str], keys: list[tuple]) -> Statement:
+        return Statement(locking_query(model, columns_of(model, fields), "1"), arrays(keys))
+
+    def lock_rows(self, model, fields: list[str], keys: list[tuple]) -> list:
+        return list(model.objects.raw(locking_query(model, columns_of(model, fields), "*"), arrays(keys)))
+
+    @contextmanager
+    def snapshot(self):
+        """REPEATABLE READ: one snapshot, no locks (a transaction already open keeps its own level)."""
+        starts_transaction = not connection.in_atomic_block
+        with transaction.atomic():
+            if starts_transaction:
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield
+
+    def hold(self, update_sql: str, update_params: list, entries: Statement) -> bool:
+        """Run the conditional balance update and, if it changed the row, the entries, in one statement
+        (the entries are inserted from the updated row)."""
+        insert, _, select = entries.sql.partition(" SELECT * FROM ")
+        with connection.cursor() as cursor:
+            cursor.execute(f"WITH held AS ({update_sql} RETURNING id) {insert} SELECT v.* FROM held CROSS JOIN {select} AS v",
+                           [*update_params, *entries.params])
+            return bool(cursor.rowcount)
+
+    @functools.cache
+    def insert_order_sql(self, insert: str, field_types: tuple[str, ...]) -> str:
+        # PostgreSQL types the SELECT's parameters only by their casts (they would be text otherwise);
+        # the order's NEW command goes in the same statement.
+        placeholders = ", ".join(f"CAST(%s AS {db_type})" for db_type in field_types)
+        return (f"WITH placed AS ({insert.format(placeholders=placeholders)} RETURNING id), "
+                "queued AS (INSERT INTO trading_matchercommand (market_id, kind, order_id) "
+                "SELECT %s, %s, id FROM placed) SELECT id FROM placed")
+
+    def insert_order(self, insert: str, fields: list, params: list, market_id: int) -> int | None:
+        """Insert an order with ``insert`` (its SELECT's placeholders left to fill) and queue it."""
+        sql = self.insert_order_sql(insert, tuple(field.cast_db_type(connection) for field in fields))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, market_id, MatcherCommand.Kind.NEW])
+            row = cursor.fetchone()
+        return row and row[0]
+
+
+class SqliteStore(Store):
+    """executemany with the fields' own conversions (amounts are fixed-width text); the transactions
+    are IMMEDIATE (settings), so each holds the database's write lock from its start."""
+
+    writes_concurrently = False
+
+    ADD = "EXACT_ADD({}, {})"  # amounts are text: the function our SQLite backend registers
+    # Prices are non-negative: their fixed-width text compares as the numbers do.
+    GREATEST = "MAX({}, {})"
+    LEAST = "MIN({}, {})"
+
+    def row_params(self, model, names: list[str], row: list) -> list:
+        return prepared(columns_of(model, names), [row])[0]
+
+    @contextmanager
+    def cursor(self):
+        with connection.cursor() as cursor:
+            yield cursor
+
+    def execute(self, statements: list[Statement]) -> None:
+        with self.cursor() as cursor:
+            for statement in statements:
+                (cursor.executemany if statement.many else cursor.execute)(statement.sql, statement.params)
+
+    def reserve_ids(self, counts: dict) -> dict:
+        """The ids after the highest used: this transaction holds the write lock, so no other writer
+        can take them before it commits."""
+        ids = {model: [] for model in counts}
+        with self.cursor() as cursor:
+            for model, count in counts.items():
+                if not count:
+                    continue
+                table = model._meta.db_table
+                cursor.execute(f'SELECT COALESCE(MAX(id), 0) FROM "{table}"')
+                last = cursor.fetchone()[0]
+                cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = %s", [table])
+                last = max(last, cursor.fetchone()[0])
+                ids[model] = list(range(last + 1, last + count + 1))
+        return ids
+
+    def select_rows(self, queryset) -> list[tuple]:
+        return list(queryset)
+
+    def insert_statement(self, model, fields: list[str], rows: list[tuple]) -> Statement:
+        columns = columns_of(model, fields)
+        return Statement(f'INSERT INTO "{model._meta.db_table}" ({names_of(columns)}) '
+                         f"VALUES ({', '.join(['%s'] * len(columns))})", prepared(columns, rows), many=True)
+
+    def update_statement(self, model, fields: list[str], rows: list[tuple], *, key=("id",), add: bool = False):
+        keys, columns = columns_of(model, list(key)), columns_of(model, fields)
+        assignments = ", ".join(f'"{column.column}" = ' + (self.add(f'"{column.column}"', "%s") if add else "%s")
+                                for column in columns)
+        matching = " AND ".join(f'"{column.column}" = %s' for column in keys)
+        return Statement(f'UPDATE "{model._meta.db_table}" SET {assignments} WHERE {matching}',
+                         [[*values[len(keys):], *values[:len(keys)]] for values in prepared(keys + columns, rows)],
+                         many=True)
+
+    def upsert_statement(self, model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str]):
+        columns = columns_of(model, fields)
+        return Statement(f'INSERT INTO "{model._meta.db_table}" ({names_of(columns)}) '
+                         f"VALUES ({', '.join(['%s'] * len(columns))}) {self.upsert_conflict(model, unique, update)}",
+                         prepared(columns, rows), many=True)
+
+    def delete_statement(self, model, fields: list[str], rows: list[tuple]) -> Statement:
+        columns = columns_of(model, fields)
+        matching = " AND ".join(f'"{column.column}" = %s' for column in columns)
+        return Statement(f'DELETE FROM "{model._meta.db_table}" WHERE {matching}', prepared(columns, rows), many=True)
+
+    def lock_statement(self, model, fields: list[str], keys: list[tuple]) -> Statement:
+        return Statement("SELECT 1", [])  # the transaction holds the write lock already
+
+    def lock_rows(self, model, fields: list[str], keys: list[tuple]) -> list:
+        columns = columns_of(model, fields)
+        marks = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(keys))
+        return list(model.objects.raw(
+            f'SELECT * FROM "{model._meta.db_table}" WHERE ({names_of(columns)}) IN (VALUES {marks}) ORDER BY "id"',
+            [value for row in prepared(columns, keys) for value in row],
+        ))
+
+    def hold(self, update_sql: str, update_params: list, entries: Statement) -> bool:
+        with self.cursor() as cursor:
+            cursor.execute(update_sql, update_params)
+            if not cursor.rowcount:
+                return False
+        self.execute([entries])
+        return True
+
+    def insert_order(self, insert: str, fields: list, params: list, market_id: int) -> int | None:
+        with connection.cursor() as cursor:
+            cursor.execute(insert.format(placeholders=", ".join(["%s"] * len(fields))) + " RETURNING id", params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        MatcherCommand.objects.create(market_id=market_id, kind=MatcherCommand.Kind.NEW, order_id=row[0])
+        return row[0]
+
+
+_BASE_TYPE = re.compile(r"\(\d+(, *\d+)?\)")  # the length or precision of a type: varchar(8), numeric(36, 18)
+
+
+def unnest(columns) -> str:
+    """Rows as one unnest() of typed arrays, one array literal per column. The arrays are of the
+    columns' base types (varchar, not varchar(8)): a cast to the length would cut a string that is too
+    long, where writing it to the column refuses it."""
+    return "unnest(" + ", ".join(f"%s::{array_type(column)}" for column in columns) + ")"
+
+
+def array_type(column) -> str:
+    return _BASE_TYPE.sub("", column.db_type(connection)) + "[]"
+
+
+def locking_query(model, columns, select: str) -> str:
+    """SELECT ``select`` of the rows keyed by ``columns`` (one array each), locked FOR UPDATE in
+    primary-key order, so that two transactions locking overlapping rows never deadlock."""
+    return (f'SELECT {select} FROM "{model._meta.db_table}" WHERE ({names_of(columns)}) IN '
+            f'(SELECT * FROM {unnest(columns)}) ORDER BY "id" FOR UPDATE')
+
+
+# Numbers go into an array literal as str() gives them; anything else is quoted.
+_UNQUOTED = (int, Decimal, bool)
+_UNQUOTED_TYPES = frozenset(_UNQUOTED)
+
+
+def quoted(value) -> str:
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def array_literal(values) -> str:
+    """One column as an array literal, ``{1,NULL,"text"}``, sent as a single text parameter: psycopg
+    would dump an array element by element in Python. A column's few distinct texts (a status, the
+    batch's timestamp) are quoted once each."""
+    if set(map(type, values)) <= _UNQUOTED_TYPES:
+        return "{" + ",".join(map(str, values)) + "}"
+    literal = {value: quoted(value) for value in set(values) if value is not None and not isinstance(value, _UNQUOTED)}
+    literal[None] = "NULL"
+    return "{" + ",".join([literal.get(value) or str(value) for value in values]) + "}"
+
+
+def arrays(rows) -> list[str]:
+    return [array_literal(values) for values in zip(*rows)]
+
+
+# -- the matchers
+
+# Each order's state as its matcher left it (the Order fields trading.settlement.WRITTEN_ORDER_FIELDS),
+# as a line of text: ``id|status|filled_size|...``; None is "~".
+STATE_SEPARATOR = "|"
+NONE_TEXT = "~"
+
+
+class Matchers:
+    """How accepted work reaches a pair's matcher, and how the matcher's answer reaches the request."""
+
+    def reset(self) -> None:
+        pass
+
+
+class CeleryMatchers(Matchers):
+    """Each pair's own queue ``match.<PAIR>``, consumed by exactly one worker process with concurrency 1.
+    A wake-up is queued only when none is already waiting (a Redis flag): a burst of orders costs one
+    task, and the worker drains the pair's whole queue in batches. The matcher pushes each order's
+    state to a Redis list that its request waits on."""
+
+    WAKE_FLAG_SECONDS = 30
+    REPLY_SECONDS = 30
+    REPLY_PREFIX = "order-processed:"
+    # One round trip for a whole batch, the states as one string rather than a key and an argument
+    # each: the script makes each key itself (reply_key); fine on one Redis server, where Redis
+    # Cluster would want each key declared.
+    REPLY_SCRIPT = """
+for line in string.gmatch(ARGV[2], '[^\\n]+') do
+    local key = ARGV[1] .. string.match(line, '^%d+')
+    redis.call('RPUSH', key, line)
+    redis.call('EXPIRE', key, ARGV[3])
+end
+"""
+
+    def __init__(self):
+        self.script = None
+
+    def reset(self) -> None:
+        self.script = None
+
+    @staticmethod
+    def queue_name(pair: str) -> str:
+        return f"match.{pair}"
+
+    @staticmethod
+    def wake_flag(pair: str) -> str:
+        return f"matcher-wake:{pair}"
+
+    def reply_key(self, order_id: int) -> str:
+        return f"{self.REPLY_PREFIX}{order_id}"
+
+    def wake(self, pair: str, drain: Callable[[str], int]) -> None:
+        if not cache.add(self.wake_flag(pair), 1, timeout=self.WAKE_FLAG_SECONDS):
+            return  # a wake-up is already queued
+        try:
+            self.queue_wake_up(pair)
+        except Exception:
+            cache.delete(self.wake_flag(pair))  # else the flag would stop every wake-up until it expires
+            raise
+
+    def queue_wake_up(self, pair: str) -> None:
+        current_app.send_task("trading.match_pair", args=[pair], queue=self.queue_name(pair))
+
+    def draining(self, pair: str) -> None:
+        """Before a drain: work queued from now on wakes the matcher again."""
+        cache.delete(self.wake_flag(pair))
+
+    def reply(self, states: dict[int, tuple | None]) -> None:
+        if not states:
+            return
+        if self.script is None:
+            self.script = get_redis().register_script(self.REPLY_SCRIPT)
+        lines = "\n".join(
+            f"{order_id}" if state is None else
+            STATE_SEPARATOR.join([str(order_id), *(NONE_TEXT if value is None else str(value) for value in state)])
+            for order_id, state in states.items()
+        )
+        self.script(args=[self.REPLY_PREFIX, lines, self.REPLY_SECONDS])
+
+    @staticmethod
+    def decode(line: bytes) -> list:
+        return [None if value == NONE_TEXT else value for value in line.decode().split(STATE_SEPARATOR)[1:]]
+
+    def wait(self, order_id: int, timeout: float) -> list | None:
+        """The next state the matcher pushed for the order within ``timeout`` (its fields, as text),
+        [] when the order's command changed nothing; None when none came."""
+        popped = get_redis().blpop([self.reply_key(order_id)], timeout=max(timeout, 0.001))
+        return None if popped is None else self.decode(popped[1])
+
+    def latest(self, order_ids: list[int]) -> dict[int, list]:
+        """The last state pushed for each order, if any (the lists are emptied)."""
+        pipeline = get_redis().pipeline(transaction=False)
+        for order_id in order_ids:
+            pipeline.rpop(self.reply_key(order_id))
+            pipeline.delete(self.reply_key(order_id))
+        popped = pipeline.execute()[::2]
+        return {order_id: self.decode(line) for order_id, line in zip(order_ids, popped) if line is not None}
+
+
+class InProcessMatchers(Matchers):
+    """The matcher runs right after the accepting transaction commits, in the same process, under a
+    per-pair lock: the request's answer is there when it asks."""
+
+    KEPT_STATES = 10_000  # answers nobody asked for (a timer's drain) are dropped, oldest first
+
+    def __init__(self):
+        self.states: OrderedDict[int, tuple | None] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.states.clear()
+
+    def wake(self, pair: str, drain: Callable[[str], int]) -> None:
+        drain(pair)
+
+    def draining(self, pair: str) -> None:
+        pass
+
+    def reply(self, states: dict[int, tuple | None]) -> None:
+        with self.lock:
+            self.states.update(states)
+            while len(self.states) > self.KEPT_STATES:
+                self.states.popitem(last=False)
+
+    def wait(self, order_id: int, timeout: float) -> tuple | list | None:
+        """The order's state if its matcher ran (it ran before the request got here)."""
+        with self.lock:
+            if order_id not in self.states:
+                return None
+            state = self.states.pop(order_id)
+        return [] if state is None else state
+
+    def latest(self, order_ids: list[int]) -> dict[int, tuple | list]:
+        found = {}
+        for order_id in order_ids:
+            state = self.wait(order_id, 0)
+            if state is not None:
+                found[order_id] = state
+        return found
+
+
+# -- the bus
+
+
+class Bus:
+    """How messages for the WebSocket processes leave this process (Channels groups)."""
+
+    publishes_from_any_thread = False
+
+    def reset(self) -> None:
+        pass
+
+    def serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The WebSocket server's event loop, where this process's connections receive."""
+
+    def wait_published(self) -> None:
+        pass
+
+    async def send_in_order(self, layer, messages: list[tuple[str, dict]]) -> None:
+        # Account events are numbered as they are sent, on the one loop this process sends from, so
+        # that the numbers follow the order of the sends; one round trip numbers all of a batch's.
+        numbers = iter(self.number_account_events([message["account"] for _, message in messages
+                                                   if message["type"] == "account.changes"]))
+        for group, message in messages:
+            if message["type"] == "account.changes":
+                message = {**message, "event": next(numbers)}
+            try:
+                await layer.group_send(group, message)
+            except redis.exceptions.ConnectionError:
+                # After a Redis restart the first command on each pooled connection fails (the server
+                # closed it): sent again on a fresh one, rather than a trade or event lost for good. Had
+                # the first send's reply been lost instead, clients get it twice and tell by trade id,
+                # delta sequence or event number.
+                await layer.group_send(group, message)
+
+    def send(self, messages: list[tuple[str, dict]]) -> None:
+        """Send (group, message) pairs in order, with one hand-over to async code for all of them."""
+        layer = get_channel_layer()
+        if layer is not None and messages:
+            self.run(self.send_in_order(layer, messages))
+
+
+class RedisBus(Bus):
+    """Redis channel layer: committed batches go out on one publisher thread, in commit order, so that
+    formatting and sending stay off the matcher's thread; sends run on one event loop of their own
+    (async_to_sync would make a new loop, and new Redis connections, for every call). Account events
+    are numbered in Redis, across every process that publishes."""
+
+    publishes_from_any_thread = True
+    PUBLISH_BACKLOG = 8  # committed batches waiting for the publisher; then the matcher waits for it
+
+    def __init__(self):
+        self.start_lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.publisher: ThreadPoolExecutor | None = None
+        self.backlog = threading.BoundedSemaphore(self.PUBLISH_BACKLOG)
+
+    def run(self, coroutine) -> None:
+        with self.start_lock:
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+                threading.Thread(target=self.loop.run_forever, name="channel-layer-publisher", daemon=True).start()
+        asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def number_account_events(self, account_ids: list[int]) -> list[int]:
+        if not account_ids:
+            return []
+        pipeline = get_redis().pipeline(transaction=False)
+        for account_id in account_ids:
+            pipeline.incr(f"account-events:{account_id}")
+        return pipeline.execute()
+
+    def publish_in_order(self, send: Callable, *args) -> None:
+        """``send(*args)`` on the publisher thread: what is handed over goes out in that order."""
+        with self.start_lock:
+            if self.publisher is None:
+                self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-publisher")
+        self.backlog.acquire()
+        self.publisher.submit(send, *args).add_done_callback(self.sent)
+
+    def sent(self, future: Future) -> None:
+        self.backlog.release()
+        if future.exception() is not None:
+            logger.error("publishing failed", exc_info=future.exception())
+
+    def wait_published(self) -> None:
+        if self.publisher is not None:
+            self.publisher.submit(lambda: None).result()
+
+
+class LocalBus(Bus):
+    """The in-memory channel layer of the single-process embedded default. It is not thread-safe: its
+    queues belong to the server's event loop, where the connections wait on them, so messages are sent
+    there from whichever thread (a request's, a retry timer's). Events are numbered in this process."""
+
+    def __init__(self):
+        self.serving_loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+        self.events: dict[int, int] = defaultdict(int)
+        self.lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.events.clear()
+
+    def serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.serving_loops.add(loop)
+
+    def run(self, coroutine) -> None:
+        loop = next((loop for loop in list(self.serving_loops) if loop.is_running()), None)
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=30)
+        else:
+            async_to_sync(awaiting)(coroutine)  # no connection here to receive it
+
+    def number_account_events(self, account_ids: list[int]) -> list[int]:
+        with self.lock:
+            numbers = []
+            for account_id in account_ids:
+                self.events[account_id] += 1
+                numbers.append(self.events[account_id])
+            return numbers
+
+    def publish_in_order(self, send: Callable, *args) -> None:
+        """``send(*args)`` now; a failure is logged, as on a publisher thread (the work is committed)."""
+        try:
+            send(*args)
+        except Exception:
+            logger.exception("publishing failed")
+
+
+async def awaiting(coroutine):
+    return await coroutine

@@ -1,0 +1,130 @@
+"""The statements that write one matched batch, and what the batch tells the world once committed.
+
+Everything a batch changes commits in ONE transaction: order states, trades and fills, the
+settlement journal, the minute's candle, the changed book levels, the book's sequence, and the
+deletion of the commands it processed. Rows go out through the store (``trading.backends``) as a
+few bulk statements in one pipeline, not as model instances (docs/performance.md).
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from exchange.checksum import CHECKSUM_DEPTH
+from trading import engine, ledger
+from trading.backends import store
+from trading.candles import batch_candle, candle_statement
+from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Side, Trade
+from trading.settlement import WRITTEN_ORDER_FIELDS, Settlement, TradeRecord
+from trading.sql import Statement
+
+BOOK_SIDE = {"buy": BookLevel.Side.BID, "sell": BookLevel.Side.ASK}
+TRADE_FIELDS = ["id", "market", "price", "size", "quote_amount", "taker_side", "maker_order", "taker_order",
+                "executed_at", "batch"]
+FILL_FIELDS = ["id", "trade", "order", "account", "market", "side", "liquidity", "price", "size", "fee",
+               "fee_asset", "executed_at"]
+
+
+@dataclass
+class BookDelta:
+    sequence: int
+    bids: list[tuple[Decimal, Decimal]]
+    asks: list[tuple[Decimal, Decimal]]
+    top_bids: list[tuple[Decimal, Decimal]]  # the book's best levels after the delta, for the checksum
+    top_asks: list[tuple[Decimal, Decimal]]
+
+
+@dataclass
+class BatchResult:
+    """What a committed batch changed, for the post-commit hooks (``trading.signals.batch_committed``)."""
+
+    market: Market
+    commands: int  # processed
+    states: dict[int, tuple | None]  # each processed order's state (WRITTEN_ORDER_FIELDS), None if unchanged
+    orders: list[tuple[int, int]]  # (account_id, order_id) of every order whose state changed
+    trades: list[TradeRecord]
+    fills: list[tuple[int, int]]  # (account_id, fill_id)
+    delta: BookDelta | None
+
+
+@dataclass
+class MatchedBatch:
+    """A matched batch, ready to be written (``PairMatcher.write``)."""
+
+    number: int  # BookState.batches once it is committed
+    command_ids: list[int]
+    statements: list[Statement]
+    result: BatchResult
+
+
+def book_changes(book: engine.OrderBook, market: Market, sequence: int) -> tuple[BookDelta | None, list, list]:
+    """The levels the batch changed: one delta (the book's ``sequence`` + 1) if any, and the level rows
+    to keep and to remove."""
+    touched = sorted(book.drain_touched_levels())
+    if not touched:
+        return None, [], []
+    tick, lot, market_id = market.tick_size, market.lot_size, market.pk
+    top_bids, top_asks = book.depth(CHECKSUM_DEPTH)
+    delta = BookDelta(
+        sequence=sequence + 1, bids=[], asks=[],
+        top_bids=[(price * tick, size * lot) for price, size in top_bids],
+        top_asks=[(price * tick, size * lot) for price, size in top_asks],
+    )
+    removed, kept = [], []
+    for side, price_ticks in touched:
+        price, size = price_ticks * tick, book.level_size(side, price_ticks) * lot
+        (delta.bids if side == Side.BUY else delta.asks).append((price, size))
+        if size:
+            kept.append((market_id, BOOK_SIDE[side], price, size))
+        else:
+            removed.append((market_id, BOOK_SIDE[side], price))
+    delta.bids.sort(reverse=True)
+    delta.asks.sort()
+    return delta, kept, removed
+
+
+def settlement_reference(pair: str, batch: int) -> str:
+    return f"settlement:{pair}:{batch}"
+
+
+def batch_statements(settlement: Settlement, commands: list[tuple], book: engine.OrderBook, *, number: int,
+                     sequence: int, priority: int) -> MatchedBatch:
+    """The statements writing a settled batch on top of a book at ``sequence`` (ids for its trades and
+    fills taken now, so that the write may run while the next batch is matched)."""
+    market, now, run = settlement.market, settlement.now, store()
+    delta, kept_levels, removed_levels = book_changes(book, market, sequence)
+    ids = run.reserve_ids({Trade: len(settlement.trades), Fill: 2 * len(settlement.trades)})
+    trade_rows, fill_rows, trades = settlement.trade_rows(ids[Trade], ids[Fill], number)
+    statements = []
+    if trade_rows:
+        statements += [run.insert_statement(Trade, TRADE_FIELDS, trade_rows),
+                       run.insert_statement(Fill, FILL_FIELDS, fill_rows),
+                       candle_statement(batch_candle(market.pk, now, [trade[2:5] for trade in settlement.trades]))]
+    journal = settlement.journal(settlement_reference(market.pair, number))
+    if journal is not None:
+        statements += ledger.journal_statements(journal)
+    changed = settlement.changed
+    states = {order_id: order.state(now) for order_id, order in changed.items()}
+    if states:
+        statements.append(run.update_statement(Order, WRITTEN_ORDER_FIELDS,
+                                               [(order_id, *state) for order_id, state in states.items()]))
+    if removed_levels:
+        statements.append(run.delete_statement(BookLevel, ["market", "side", "price"], removed_levels))
+    if kept_levels:
+        statements.append(run.upsert_statement(BookLevel, ["market", "side", "price", "size"], kept_levels,
+                                               unique=["market", "side", "price"], update=["size"]))
+    statements += [
+        run.update_statement(BookState, ["sequence", "batches", "last_priority"],
+                             [(market.pk, delta.sequence if delta else sequence, number, priority)], key=["market"]),
+        run.delete_statement(MatcherCommand, ["id"], [command[:1] for command in commands]),
+    ]
+    result = BatchResult(
+        market=market,
+        commands=len(commands),
+        states={command[2]: states.get(command[2]) for command in commands},
+        orders=[(order.account_id, order.id) for order in changed.values()],
+        trades=trades,
+        fills=[(row[3], row[0]) for row in fill_rows],
+        delta=delta,
+    )
+    return MatchedBatch(number=number, command_ids=[command[0] for command in commands], statements=statements,
+                        result=result)

@@ -1,0 +1,216 @@
+"""A pair's single writer: the pure engine (``trading.engine``) wrapped with persistence.
+
+The matcher takes the pair's queued commands (new orders, cancels) in id order, runs them through
+the in-memory book, settles the events (``trading.settlement``) and commits everything that follows
+in ONE transaction per batch (``trading.batch_writer``). A matcher killed at any instant therefore
+either redoes a whole batch or none of it. Post-commit hooks (``trading.signals``) publish it and
+answer the waiting requests.
+
+The book, and the working copies of the orders on it, are trusted only while ``BookState.batches``
+says no one else has written since: otherwise (another process, a failed commit) both are rebuilt
+from the open orders. Where the store writes concurrently (PostgreSQL) and the bus publishes from
+any thread (Redis), a backlog is drained by the pipeline (``trading.pipeline``).
+"""
+
+import gc
+import logging
+
+from django.db import connection, transaction
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from accounts.models import Account
+from accounts.services import fee_account
+from exchange.money import EXACT
+from trading import engine
+from trading.backends import bus, store
+from trading.batch_writer import BatchResult, MatchedBatch, batch_statements
+from trading.models import BookState, Market, MatcherCommand, Order, Trade
+from trading.pipeline import Pipeline, StaleBook
+from trading.settlement import ORDER_FIELDS, Settlement, WorkingOrder, to_units
+from trading.signals import batch_committed, drain_finished
+from trading.sql import id_array
+
+logger = logging.getLogger(__name__)
+
+# Under a backlog a batch of 2,000 takes about 0.1 s here: larger batches match faster, and a
+# create waiting for its batch still gets its result within its wait (docs/performance.md).
+BATCH_SIZE = 2000
+RESTING = (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
+
+
+def grid(market: Market) -> tuple:
+    """What the book's integer ticks and lots are counted in."""
+    return market.tick_size, market.lot_size
+
+
+class PairMatcher:
+    def __init__(self, pair: str):
+        self.pair = pair
+        self.market: Market | None = None
+        self.fee_account_id: int | None = None
+        self.book: engine.OrderBook | None = None
+        self.orders: dict[int, WorkingOrder] = {}  # the orders on the book, resting or waiting stops
+        self.batches = -1  # the batches the book holds: committed, or matched and being written
+        self.sequence = 0
+        self.priority = 0
+        self.pipeline = Pipeline(self)
+
+    def engine_command(self, order: WorkingOrder) -> engine.NewOrder:
+        """A market or stop-market buy given by size enters as IOC (or FOK) limit at its protection price."""
+        tick, lot = self.market.tick_size, self.market.lot_size
+        price, kind, time_in_force = order.limit_price, order.type, order.time_in_force
+        if order.protection_price is not None:
+            kind = Order.Type.LIMIT if order.type == Order.Type.MARKET else Order.Type.STOP
+            time_in_force = Order.TimeInForce.FOK if time_in_force == Order.TimeInForce.FOK else Order.TimeInForce.IOC
+        return engine.NewOrder(
+            order_id=order.id,
+            account_id=order.account_id,
+            side=order.side,
+            type=kind,
+            price=None if price is None else to_units(price, tick),
+            size=None if order.size is None else to_units(order.size, lot),
+            funds=None if order.funds is None else to_units(order.funds, tick * lot),
+            stop_price=None if order.stop_price is None else to_units(order.stop_price, tick),
+            time_in_force=time_in_force,
+            post_only=order.post_only,
+            stp=order.stp,
+        )
+
+    def load(self, state: BookState) -> None:
+        """Rebuild the book from the committed open orders, in their time priority."""
+        self.market = Market.objects.with_assets().get(pk=state.market_id)
+        self.fee_account_id = fee_account().pk
+        tick, lot = self.market.tick_size, self.market.lot_size
+        book = engine.OrderBook(self.pair)
+        last_price = Trade.objects.filter(market=self.market).order_by("-id").values_list("price", flat=True).first()
+        # The last trade may be off a grid made coarser since (stops trigger on it): the nearest tick.
+        book.last_trade_price = None if last_price is None else int(EXACT.divide(last_price, tick).to_integral_value())
+        live = Order.objects.filter(market=self.market, status__in=(*RESTING, Order.Status.UNTRIGGERED))
+        orders = [WorkingOrder(*row) for row in live.order_by("book_priority", "pk").values_list(*ORDER_FIELDS)]
+        for order in orders:
+            if order.status in RESTING:
+                book.load_resting(order.id, order.account_id, order.side, to_units(order.limit_price, tick),
+                                  to_units(order.size - order.filled_size, lot))
+        for order in sorted(orders, key=lambda order: order.id):
+            if order.status == Order.Status.UNTRIGGERED:
+                book.load_stop(self.engine_command(order))
+        book.drain_touched_levels()
+        self.book, self.batches, self.sequence, self.priority = book, state.batches, state.sequence, state.last_priority
+        self.orders = {order.id: order for order in orders}
+        # What exists now (the book, the process's modules) lives on: keep it out of the cyclic
+        # collector's full passes, which would walk it all every few batches (docs/performance.md).
+        gc.freeze()
+
+    # -- one batch
+
+    def lock_state(self) -> BookState:
+        """The pair's BookState, with its market's status, locked for this batch (made on the first)."""
+        states = BookState.objects.select_for_update(of=("self",)).select_related("market")
+        state = states.filter(market__pair=self.pair).first()
+        if state is None:
+            BookState.objects.get_or_create(market=Market.objects.get(pair=self.pair))
+            state = states.get(market__pair=self.pair)
+        return state
+
+    def lock_book(self) -> BookState | None:
+        """Lock the pair's state and make sure the book in memory is the committed one; None when the
+        market is halted (frozen: its queue waits for the resume)."""
+        state = self.lock_state()
+        if state.market.status == Market.Status.HALTED:
+            return None
+        if (self.book is None or state.batches != self.batches or self.market.pk != state.market_id
+                or grid(self.market) != grid(state.market)):  # an operator changed the grid (trading/admin.py)
+            self.load(state)
+        return state
+
+    def queued_commands(self, market_id: int, taken: list[int] = (), limit: int = 0) -> list[tuple]:
+        """Up to ``limit`` (BATCH_SIZE) queued commands, oldest first, with their orders' fields; not those
+        in ``taken`` (taken by batches whose writes have not committed yet, which delete them)."""
+        commands = MatcherCommand.objects.filter(market_id=market_id)
+        if taken:
+            commands = commands.alias(taken=RawSQL(
+                f'"{MatcherCommand._meta.db_table}"."id" = ANY(%s::bigint[])', [id_array(taken)],
+                output_field=BooleanField(),
+            )).filter(taken=False)
+        return store().select_rows(commands.order_by("pk").values_list(
+            "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS))[:limit or BATCH_SIZE])
+
+    def run_batch(self) -> BatchResult | None:
+        """Process up to BATCH_SIZE queued commands in one transaction; None when the queue is empty."""
+        try:
+            with transaction.atomic():
+                state = self.lock_book()
+                if state is None:
+                    return None
+                commands = self.queued_commands(state.market_id)
+                if not commands:
+                    return None
+                result = self.write(self.match(commands), state)
+        except BaseException:
+            self.book = None  # memory may be ahead of the database: rebuild before the next batch
+            raise
+        return result
+
+    def match(self, commands: list[tuple]) -> MatchedBatch:
+        """Run the commands through the book and settle the events into the statements that write the
+        batch. Only memory changes here (and trade and fill ids are taken from their sequences)."""
+        events = []
+        for _, kind, *order_row in commands:
+            if kind == MatcherCommand.Kind.NEW:
+                order = self.orders[order_row[0]] = WorkingOrder(*order_row)
+                events.extend(self.book.apply(self.engine_command(order)))
+            else:
+                events.extend(self.book.apply(engine.CancelOrder(order_row[0])))
+        account_ids = set()
+        for event in events:
+            if type(event) is engine.Trade:
+                account_ids.update((event.maker_account_id, event.taker_account_id))
+        settlement = Settlement(
+            market=self.market, orders=self.orders, fee_account_id=self.fee_account_id, now=timezone.now(),
+            priority=self.priority,
+            fee_rates={account.pk: (account.rate_tier.maker_fee_rate, account.rate_tier.taker_fee_rate)
+                       for account in Account.objects.filter(pk__in=account_ids).select_related("rate_tier")},
+        )
+        settlement.apply(events)
+        self.batches += 1
+        self.priority = settlement.priority
+        for order in settlement.changed.values():
+            if order.status not in Order.LIVE_STATUSES:
+                del self.orders[order.id]
+        matched = batch_statements(settlement, commands, self.book, number=self.batches, sequence=self.sequence,
+                                   priority=self.priority)
+        if matched.result.delta is not None:
+            self.sequence = matched.result.delta.sequence
+        return matched
+
+    def write(self, matched: MatchedBatch, state: BookState) -> BatchResult:
+        """Write a matched batch in the caller's transaction, on top of the batch before it; announce it
+        on commit."""
+        if state.batches != matched.number - 1:
+            raise StaleBook(f"{self.pair}: batch {matched.number} would follow batch {state.batches}")
+        store().execute(matched.statements)
+        transaction.on_commit(lambda: batch_committed.send(PairMatcher, result=matched.result))
+        return matched.result
+
+    def drain(self) -> list[BatchResult]:
+        """Run batches until the queue is empty: pipelined (outside any transaction of the caller's)
+        where the store and the bus allow it, each batch then committed and announced on the writer
+        thread."""
+        if store().writes_concurrently and bus().publishes_from_any_thread and not connection.in_atomic_block:
+            try:
+                results = self.pipeline.drain(BATCH_SIZE)
+            except StaleBook:
+                # Another matcher wrote this pair's book (two workers overlapping in a deploy): the
+                # book is rebuilt from the database once, and the queue drained from there.
+                logger.warning("%s: another writer committed a batch; rebuilding the book", self.pair)
+                results = self.pipeline.drain(BATCH_SIZE)
+        else:
+            results = []
+            while (result := self.run_batch()) is not None:
+                results.append(result)
+        if self.market is not None:
+            drain_finished.send(PairMatcher, market=self.market)
+        bus().wait_published()
+        return results
