@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "accounts",
     "trading",
     "marketdata",
+    "sandbox",
 ]
 
 MIDDLEWARE = [
