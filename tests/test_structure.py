@@ -1,6 +1,6 @@
-"""The house's structure: imports flow one way, exchange <- accounts <- trading <- marketdata <- sandbox, with no
-cycle between modules (a lazy import counts too), and only the backend objects know which stack
-they run on. The graph is grimp's (import-linter's), built from the source."""
+"""The house's structure: imports flow one way, exchange <- accounts <- trading <- marketdata <-
+sandbox, with no cycle between modules (a lazy import counts too), and only the backend objects know
+which stack they run on. The graph is grimp's (import-linter's), built from the source."""
 
 import pathlib
 import re

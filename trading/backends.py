@@ -217,18 +217,20 @@ class PostgresStore(Store):
                            [*update_params, *entries.params])
             return bool(cursor.rowcount)
 
-    @functools.cache
-    def insert_order_sql(self, insert: str, field_types: tuple[str, ...]) -> str:
-        # PostgreSQL types the SELECT's parameters only by their casts (they would be text otherwise);
-        # the order's NEW command goes in the same statement.
-        placeholders = ", ".join(f"CAST(%s AS {db_type})" for db_type in field_types)
-        return (f"WITH placed AS ({insert.format(placeholders=placeholders)} RETURNING id), "
-                "queued AS (INSERT INTO trading_matchercommand (market_id, kind, order_id) "
-                "SELECT %s, %s, id FROM placed) SELECT id FROM placed")
+    def __init__(self):
+        self.insert_order_statements: dict[str, str] = {}
 
     def insert_order(self, insert: str, fields: list, params: list, market_id: int) -> int | None:
         """Insert an order with ``insert`` (its SELECT's placeholders left to fill) and queue it."""
-        sql = self.insert_order_sql(insert, tuple(field.cast_db_type(connection) for field in fields))
+        sql = self.insert_order_statements.get(insert)
+        if sql is None:
+            # The SELECT's parameters are typed only by their casts (they would be text otherwise);
+            # the order's NEW command goes in the same statement.
+            placeholders = ", ".join(f"CAST(%s AS {field.cast_db_type(connection)})" for field in fields)
+            sql = self.insert_order_statements[insert] = (
+                f"WITH placed AS ({insert.format(placeholders=placeholders)} RETURNING id), "
+                "queued AS (INSERT INTO trading_matchercommand (market_id, kind, order_id) "
+                "SELECT %s, %s, id FROM placed) SELECT id FROM placed")
         with connection.cursor() as cursor:
             cursor.execute(sql, [*params, market_id, MatcherCommand.Kind.NEW])
             row = cursor.fetchone()
@@ -342,7 +344,9 @@ def unnest(columns) -> str:
     return "unnest(" + ", ".join(f"%s::{array_type(column)}" for column in columns) + ")"
 
 
+@functools.cache
 def array_type(column) -> str:
+    """A column's array type, worked out once per column (db_type costs microseconds per call)."""
     return _BASE_TYPE.sub("", column.db_type(connection)) + "[]"
 
 
