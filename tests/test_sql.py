@@ -43,7 +43,8 @@ def test_upsert_and_delete_rows_keep_every_digit(btc_usd):
                 unique=["market", "side", "price"], update=[])  # DO NOTHING: the existing row stays
     assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST, ("ask", WIDEST): D("2.5")}
 
-    store().execute([store().delete_statement(BookLevel, ["market", "side", "price"], [(btc_usd.pk, "ask", WIDEST), (btc_usd.pk, "ask", D("5"))])])
+    store().execute([store().delete_statement(BookLevel, ["market", "side", "price"],
+                                              [(btc_usd.pk, "ask", WIDEST), (btc_usd.pk, "ask", D("5"))])])
     assert levels(btc_usd) == {("bid", D("0.000000000000000001")): WIDEST}
 
     # By one column (= ANY() on PostgreSQL): exactly the listed rows, an unknown key is no error.

@@ -84,7 +84,8 @@ def test_no_app_imports_a_later_layer(imports):
 def test_only_settings_and_backend_modules_ask_which_stack_they_run_on():
     branching = sorted(
         str(path.relative_to(ROOT)) for layer in LAYERS for path in (ROOT / layer).rglob("*.py")
-        if "migrations" not in path.parts and path.name != "settings.py" and "backend" not in str(path.relative_to(ROOT))
+        if "migrations" not in path.parts and path.name != "settings.py"
+        and "backend" not in str(path.relative_to(ROOT))
         and ENVIRONMENT_SWITCH.search(path.read_text())
     )
     assert branching == []

@@ -43,6 +43,7 @@ from trading.sql import Statement, columns_of, names_of
 
 logger = logging.getLogger(__name__)
 
+
 def store() -> "Store":
     return chosen("TRADING_STORE")
 
@@ -213,7 +214,8 @@ class PostgresStore(Store):
         (the entries are inserted from the updated row)."""
         insert, _, select = entries.sql.partition(" SELECT * FROM ")
         with connection.cursor() as cursor:
-            cursor.execute(f"WITH held AS ({update_sql} RETURNING id) {insert} SELECT v.* FROM held CROSS JOIN {select} AS v",
+            cursor.execute(f"WITH held AS ({update_sql} RETURNING id) "
+                           f"{insert} SELECT v.* FROM held CROSS JOIN {select} AS v",
                            [*update_params, *entries.params])
             return bool(cursor.rowcount)
 

@@ -209,7 +209,8 @@ class Settlement:
         market_id, fill_ids = market.pk, iter(fill_ids)
         fee_assets = {side: market.fee_asset_id(side) for side in Side}
         trade_rows, fill_rows, records = [], [], []
-        for trade_id, (maker, taker, price, size, quote, taker_side, buyer_fee, seller_fee) in zip(trade_ids, self.trades):
+        for trade_id, trade in zip(trade_ids, self.trades):
+            maker, taker, price, size, quote, taker_side, buyer_fee, seller_fee = trade
             trade_rows.append((trade_id, market_id, price, size, quote, taker_side, maker.id, taker.id, now,
                                batch_number))
             records.append(TradeRecord(trade_id, price, size, taker_side, now))
