@@ -121,7 +121,7 @@ def fresh_process_state():
         publishing.tickers.reset()
 
     forget_matchers_and_publishing()
-    markets._recent_markets.clear()
+    markets.recent_markets.reset()
     cache.clear()
     replay.buffer().reset()
     ratelimit.windows().reset()

@@ -8,7 +8,16 @@ from trading.models import Market
 # How long access_market(recent=True) may answer from this process's memory. Operators rarely edit
 # a market; order entry re-checks what it relies on in the statement that writes the order anyway.
 RECENT_MARKET_SECONDS = 60.0
-_recent_markets: dict[str, tuple[float, Market]] = {}
+
+
+class RecentMarkets(dict):
+    """pair -> (when it was read, the market), in this process."""
+
+    def reset(self) -> None:
+        self.clear()
+
+
+recent_markets = RecentMarkets()
 
 
 def access_market(pair: str, *, recent: bool = False, lock: bool = False) -> Market:
@@ -20,7 +29,7 @@ def access_market(pair: str, *, recent: bool = False, lock: bool = False) -> Mar
     """
     key = pair.upper()
     if recent:
-        read_at, market = _recent_markets.get(key, (float("-inf"), None))
+        read_at, market = recent_markets.get(key, (float("-inf"), None))
         if time.monotonic() - read_at < RECENT_MARKET_SECONDS:
             return market
     markets = Market.objects.with_assets()
@@ -30,5 +39,5 @@ def access_market(pair: str, *, recent: bool = False, lock: bool = False) -> Mar
         market = markets.get(pair=key)
     except Market.DoesNotExist:
         raise UnknownPair(pair) from None
-    _recent_markets[key] = (time.monotonic(), market)
+    recent_markets[key] = (time.monotonic(), market)
     return market
