@@ -1,6 +1,7 @@
 from django.db import transaction
 
 from accounts.models import Account, RateTier
+from accounts.signals import account_opened
 
 DEFAULT_TIER_NAME = "retail"
 
@@ -11,8 +12,11 @@ def default_rate_tier() -> RateTier:
 
 @transaction.atomic
 def open_account(user) -> Account:
-    """The user's trading account, created on the retail tier the first time it is asked for."""
-    account, _ = Account.objects.get_or_create(user=user, defaults={"rate_tier": default_rate_tier()})
+    """The user's trading account, created on the retail tier the first time it is asked for
+    (announced by ``account_opened``)."""
+    account, created = Account.objects.get_or_create(user=user, defaults={"rate_tier": default_rate_tier()})
+    if created:
+        account_opened.send(sender=Account, account=account)
     return account
 
 

@@ -1,15 +1,21 @@
-"""Saved keys, accounts, users and tiers are forgotten by the signed-request key cache (accounts/key_cache.py).
+"""What accounts announces for later apps to act on, and its own upkeep of the key cache.
 
-A safety net under every ORM save (admin forms and actions, services, shells): a cached key must
-never outlive a change to what its checks read. Creations change no cached key.
+Saved keys, accounts, users and tiers are forgotten by the signed-request key cache
+(accounts/key_cache.py): a safety net under every ORM save (admin forms and actions, services,
+shells), since a cached key must never outlive a change to what its checks read. Creations change no
+cached key.
 """
 
 from django.conf import settings
 from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from accounts import key_cache
 from accounts.models import Account, ApiKey, RateTier
+
+# A trading account was opened (accounts.services.open_account): ``account``. Sent inside the opening
+# transaction, so that what a receiver writes (the sandbox's starting balance) commits with it or not at all.
+account_opened = Signal()
 
 
 @receiver(post_save, sender=ApiKey)

@@ -65,6 +65,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = ("RATE_LIMITED", 429)
     SUBSCRIPTION_LIMIT = ("SUBSCRIPTION_LIMIT", 429)
     SLOW_CONSUMER = ("SLOW_CONSUMER", 429)
+    FAUCET_LIMIT_REACHED = ("FAUCET_LIMIT_REACHED", 429)
     PRIVATE_EVENTS_LOST = ("PRIVATE_EVENTS_LOST", 503)
     INTERNAL_ERROR = ("INTERNAL_ERROR", 500)
     SERVICE_UNAVAILABLE = ("SERVICE_UNAVAILABLE", 503)
@@ -156,6 +157,13 @@ class NotFound(ErrorFamily):
     family_status = 404
 
 
+class NoEndpoint(NotFound):
+    """Nothing is served at this path (here, or in this environment: the faucet outside the sandbox)."""
+
+    def __init__(self, path: str):
+        super().__init__(ErrorCode.NOT_FOUND, f"No endpoint at {path}.")
+
+
 class UnknownPair(NotFound):
     def __init__(self, pair: str):
         super().__init__(ErrorCode.UNKNOWN_PAIR, f"Unknown pair {pair!r}.", pair=pair)
@@ -229,6 +237,16 @@ class SlowConsumer(ExchangeError):
 
     def __init__(self, reason: str, **details: Any):
         super().__init__(ErrorCode.SLOW_CONSUMER, reason, details)
+
+
+class FaucetLimitReached(ExchangeError):
+    """429: the sandbox faucet's daily limit for this account and asset would be passed; nothing was
+    credited. ``retry_after``: seconds until the limit is whole again (the next UTC midnight)."""
+
+    def __init__(self, asset: str, limit: str, remaining: str, retry_after: int):
+        super().__init__(ErrorCode.FAUCET_LIMIT_REACHED,
+                         f"The faucet gives at most {limit} {asset} a day (UTC); {remaining} {asset} left today.",
+                         {"asset": asset, "limit": limit, "remaining": remaining, "retry_after": retry_after})
 
 
 class PrivateEventsLost(ExchangeError):
@@ -348,7 +366,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 def not_found_view(request, exception=None):
     """Django's handler404: JSON under /v1/, the stock page elsewhere (admin, account pages)."""
     if request.path.startswith("/v1/"):
-        return error_json_response(NotFound(ErrorCode.NOT_FOUND, f"No endpoint at {request.path}."))
+        return error_json_response(NoEndpoint(request.path))
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)

@@ -33,6 +33,16 @@ if EXCHANGE_ENVIRONMENT not in {"production", "sandbox"}:
     raise ValueError(f"EXCHANGE_ENVIRONMENT must be 'production' or 'sandbox', not {EXCHANGE_ENVIRONMENT!r}")
 
 
+def env_amounts(name: str, default: str) -> dict[str, str]:
+    """Comma-separated ASSET=AMOUNT pairs: "USD=100000,BTC=10"."""
+    return dict(item.split("=", 1) for item in env_list(name, default))
+
+
+# The sandbox's testnet money (sandbox/services.py), per asset: the faucet's limit per account and UTC
+# day, and what an account opened in the sandbox starts with.
+SANDBOX_FAUCET_DAILY_LIMITS = env_amounts("SANDBOX_FAUCET_DAILY_LIMITS", "USD=100000,BTC=10,ETH=100")
+SANDBOX_STARTING_BALANCES = env_amounts("SANDBOX_STARTING_BALANCES", "USD=10000,BTC=0.5,ETH=5")
+
 
 def local_secret_key() -> str:
     """A laptop's key, made once and kept in var/ so that every local process signs sessions alike."""
@@ -111,6 +121,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "sandbox.context_processors.environment",  # the SANDBOX banner
             ],
         },
     },

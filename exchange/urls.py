@@ -13,6 +13,7 @@ v1 = [
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("", include("marketdata.api.urls")),
     path("", include("trading.api.urls")),
+    path("", include("sandbox.urls")),  # answers 404 outside the sandbox
 ]
 
 urlpatterns = [

@@ -203,12 +203,13 @@ def hold_funds(account_id: int, asset_id: int, amount: Decimal, *, reference: st
 
 
 def adjust_balance(
-    *, account_id: int, asset_id: int, amount: Decimal, reference: str, memo: str, wallet: str = Wallet.SPOT
+    *, account_id: int, asset_id: int, amount: Decimal, reference: str, memo: str, wallet: str = Wallet.SPOT,
+    reason: str = Reason.ADJUSTMENT,
 ) -> None:
     """Credit (amount > 0) or debit (amount < 0) an account's available balance against the outside world."""
     apply_journal(
         Journal(
-            reason=Reason.ADJUSTMENT,
+            reason=reason,
             reference=reference,
             memo=memo,
             postings=[

@@ -154,6 +154,7 @@ class LedgerEntry(models.Model):
         ORDER_HOLD = "order_hold"
         ORDER_RELEASE = "order_release"
         SETTLEMENT = "settlement"  # a matcher batch's net trades, fees and released holds
+        FAUCET = "faucet"  # the sandbox's testnet money: the faucet and a new account's starting balance
 
     journal = models.UUIDField(db_index=True)
     account = models.ForeignKey(
