@@ -14,6 +14,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),  # POST only (Django 5)
     path("keys/", views.key_list, name="keys"),
     path("keys/new/", views.key_create, name="key_create"),
+    path("keys/<int:pk>/created/", views.key_created, name="key_created"),
     path("keys/<int:pk>/edit/", views.key_edit, name="key_edit"),
     path("keys/<int:pk>/revoke/", views.key_revoke, name="key_revoke"),
 ]

@@ -1,9 +1,11 @@
 """Account settings pages: sign up, and the API keys of the logged-in user (list, create, edit, revoke).
 
 Views stay thin: parse a form, call one service from accounts/keys.py, render. Every key view reaches
-only the logged-in user's own keys (anyone else's is a 404). A new key's secret is rendered in the
-response to the create POST itself, marked no-store, and kept nowhere: not in the session, not in a
-message, not in a redirect.
+only the logged-in user's own keys (anyone else's is a 404). Creating a key is POST-redirect-GET: the
+POST leaves only the new key's id in the session, and the GET that follows shows its secret once,
+decrypted from the key's own stored ciphertext, marked no-store; that GET takes the id out of the
+session, so a reload shows the secret no more. The secret itself is never in the session, a message
+or a URL.
 """
 
 from django.contrib import messages
@@ -12,15 +14,17 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.forms import ApiKeyForm, SignUpForm
 from accounts.keys import create_api_key, revoke_api_keys, update_api_key
 from accounts.models import ApiKey
+from accounts.secrets import decrypt_secret
 from accounts.services import open_account
 from exchange.errors import ExchangeError
 
 GET_POST = require_http_methods(["GET", "POST"])
+SECRET_TO_SHOW = "api_key_secret_to_show"  # session: the id of the key whose secret the next GET shows
 
 
 def own_keys(request):
@@ -66,15 +70,29 @@ def key_create(request):
         except ExchangeError as error:
             form.add_exchange_error(error)
         else:
-            response = render(request, "accounts/key_created.html", {
-                "key": key,
-                "secret": secret,
-                "balances_url": request.build_absolute_uri("/v1/account/balances"),
-                "orders_url": request.build_absolute_uri("/v1/orders"),
-            })
-            response["Cache-Control"] = "no-store"
-            return response
+            request.session[SECRET_TO_SHOW] = key.pk
+            return redirect("accounts:key_created", pk=key.pk)
     return render(request, "accounts/key_form.html", {"form": form, "creating": True})
+
+
+@sensitive_variables("secret")
+@login_required
+@require_GET
+def key_created(request, pk: int):
+    key = get_object_or_404(own_keys(request), pk=pk, revoked_at__isnull=True)
+    if request.session.get(SECRET_TO_SHOW) != key.pk:
+        messages.info(request, f"The secret of key “{key.label}” was shown once, when it was created, "
+                               "and cannot be shown again. If it is lost, revoke the key and create a new one.")
+        return redirect("accounts:keys")
+    del request.session[SECRET_TO_SHOW]
+    secret = decrypt_secret(key.secret_ciphertext)
+    response = render(request, "accounts/key_created.html", {
+        "key": key,
+        "secret": secret,
+        "server": request.build_absolute_uri("/").rstrip("/"),
+    })
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @sensitive_post_parameters("password")

@@ -2,8 +2,6 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
-from accounts import views as account_views
-
 handler400 = "exchange.errors.bad_request_view"
 handler404 = "exchange.errors.not_found_view"
 handler500 = "exchange.errors.server_error_view"
@@ -17,8 +15,8 @@ v1 = [
 ]
 
 urlpatterns = [
-    path("", account_views.home, name="home"),
     path("admin/", admin.site.urls),
     path("account/", include("accounts.urls")),
     path("v1/", include(v1)),
+    path("", include("marketdata.urls")),  # the market page at / and /markets/<PAIR>
 ]

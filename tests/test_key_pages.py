@@ -1,7 +1,13 @@
 """The account settings pages where account holders sign up and manage their API keys."""
 
+import html
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -10,6 +16,7 @@ from django.test import Client
 from accounts.keys import create_api_key
 from accounts.models import Account, ApiKey
 from accounts.services import open_account
+from trading.models import Order
 
 from .signing import SignedClient
 
@@ -48,8 +55,12 @@ def holder_with_password(db):
     return open_account(user), client
 
 
+def created_url(key) -> str:
+    return f"/account/keys/{key.pk}/created/"
+
+
 def create_key_through_the_page(client, **fields) -> tuple[ApiKey, str]:
-    response = client.post(NEW_KEY, key_fields(**fields))
+    response = client.post(NEW_KEY, key_fields(**fields), follow=True)
     assert response.status_code == 200, response.content
     secret = SECRET_SHOWN.search(response.content.decode()).group(1)
     return ApiKey.objects.get(label=fields.get("label", "my bot")), secret
@@ -104,15 +115,18 @@ def test_log_in_and_log_out(holder_with_password):
     assert client.get(KEYS).status_code == 302
 
 
-def test_secret_is_shown_exactly_once(holder):
+def test_secret_is_shown_exactly_once(holder, markets):  # markets: the market page at / lists some
     account, client = holder
 
-    response = client.post(NEW_KEY, key_fields(ip_allowlist="127.0.0.1\n10.0.0.0/8"))
+    posted = client.post(NEW_KEY, key_fields(ip_allowlist="127.0.0.1\n10.0.0.0/8"))
+    key = ApiKey.objects.get()
+    response = client.get(posted["Location"])
 
+    # POST-redirect-GET: the POST answers with a redirect only, the GET after it shows the secret.
+    assert posted.status_code == 302 and posted["Location"] == created_url(key) and not posted.content
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     secret = SECRET_SHOWN.search(response.content.decode()).group(1)
-    key = ApiKey.objects.get()
     assert key.account == account and key.scope == "trade" and key.ip_allowlist == ["127.0.0.1/32", "10.0.0.0/8"]
     # The quick start is ready to paste against this server.
     page = response.content.decode()
@@ -128,6 +142,27 @@ def test_secret_is_shown_exactly_once(holder):
         assert later.status_code == 200, path
         assert secret.encode() not in later.content, path
     assert key.public_id.encode() in client.get(KEYS).content
+    # A reload of the page that showed it creates nothing and shows the secret no more.
+    reloaded = client.get(created_url(key), follow=True)
+    assert reloaded.redirect_chain == [(KEYS, 302)]
+    assert secret.encode() not in reloaded.content and b"was shown once" in reloaded.content
+    assert ApiKey.objects.count() == 1
+
+
+def test_created_page_shows_only_the_key_just_created_by_its_owner(holder, make_account):
+    account, client = holder
+    first, _ = create_key_through_the_page(client, label="first")
+    other = Client()
+    other.force_login(make_account("other").user)
+    client.post(NEW_KEY, key_fields(label="second"))
+    second = ApiKey.objects.get(label="second")
+
+    # Only the latest creation's page shows a secret; someone else's key is not found even with it pending.
+    assert client.get(created_url(first))["Location"] == KEYS
+    other.post(NEW_KEY, key_fields(label="theirs"))
+    assert other.get(created_url(second)).status_code == 404
+    assert client.post(created_url(second)).status_code == 405
+    assert SECRET_SHOWN.search(client.get(created_url(second)).content.decode())
 
 
 def test_the_secret_shown_signs_requests(holder, markets, fund):
@@ -138,11 +173,40 @@ def test_the_secret_shown_signs_requests(holder, markets, fund):
 
     assert bot.get("/v1/account/balances").status_code == 200
     # The order in the quick start is one this API accepts.
-    page = client.post(NEW_KEY, key_fields(label="second")).content.decode()
+    page = client.post(NEW_KEY, key_fields(label="second"), follow=True).content.decode()
     body = re.search(r"BODY='(\{.*?\})'", page).group(1)
     placed = bot.post("/v1/orders", json.loads(body))
     assert placed.status_code == 201, placed.content
     assert SignedClient(key.public_id, "0" * 64).get("/v1/account/balances").status_code == 401
+
+
+def quick_start(page: str, block: str) -> str:
+    return html.unescape(re.search(rf'<pre id="{block}">(.*?)</pre>', page, re.DOTALL).group(1))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_quick_start_as_printed_places_the_order_on_the_server_that_printed_it(live_server, markets, fund):
+    user = get_user_model().objects.create_user("newcomer")
+    fund(open_account(user), "USD", "1300")  # two orders of 0.01 BTC at 63,000 and their fees
+    client = Client(HTTP_HOST=live_server.url.removeprefix("http://"))
+    client.force_login(user)
+    page = client.post(NEW_KEY, key_fields(), follow=True).content.decode()
+    venv_bin = str(Path(sys.executable).parent)
+
+    shell = subprocess.run(["bash", "-c", quick_start(page, "quickstart")], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"})
+    python = subprocess.run([sys.executable, "-c", quick_start(page, "quickstart-python")], capture_output=True,
+                            text=True, timeout=60)
+
+    assert f"curl -X POST {live_server.url}/v1/orders" in page and f'Client("{live_server.url}"' in page
+    assert shell.returncode == 0 and python.returncode == 0, shell.stderr + python.stderr
+    balances, end = json.JSONDecoder().raw_decode(shell.stdout)  # curl prints both answers on one line
+    order = json.loads(shell.stdout[end:])
+    usd = next(row["spot"] for row in balances["balances"] if row["asset"] == "USD")
+    assert usd["total"] == "1300.00" and order["status"] == "open", shell.stdout
+    assert "'status': 'open'" in python.stdout.splitlines()[-1], python.stdout
+    assert Order.objects.filter(account__user=user, status="open").count() == 2
 
 
 def test_key_list_shows_each_key(holder):
@@ -247,7 +311,7 @@ def test_trade_withdraw_needs_the_password_again(holder_with_password):
         assert not SECRET_SHOWN.search(response.content.decode())
         assert PASSWORD.encode() not in response.content
 
-    created = client.post(NEW_KEY, {**withdraw, "password": PASSWORD})
+    created = client.post(NEW_KEY, {**withdraw, "password": PASSWORD}, follow=True)
 
     assert created.status_code == 200 and SECRET_SHOWN.search(created.content.decode())
     key = ApiKey.objects.get()
@@ -286,7 +350,7 @@ def test_csrf_is_enforced(holder):
 
     token = client.get(NEW_KEY).context["csrf_token"]
     with_token = client.post(NEW_KEY, {**key_fields(label="real"), "csrfmiddlewaretoken": str(token)})
-    assert with_token.status_code == 200 and ApiKey.objects.filter(label="real").exists()
+    assert with_token.status_code == 302 and ApiKey.objects.filter(label="real").exists()
 
 
 def test_logged_out_visitors_are_sent_to_log_in(make_account):
@@ -294,7 +358,7 @@ def test_logged_out_visitors_are_sent_to_log_in(make_account):
     key, _ = create_api_key(account, label="bot", scope="trade", ip_allowlist=[])
     client = Client()
 
-    for path in [KEYS, NEW_KEY, edit_url(key), revoke_url(key)]:
+    for path in [KEYS, NEW_KEY, created_url(key), edit_url(key), revoke_url(key)]:
         response = client.get(path)
         assert response.status_code == 302, path
         assert response["Location"] == f"/account/login/?next={path}"
@@ -306,10 +370,11 @@ def test_logged_out_visitors_are_sent_to_log_in(make_account):
     assert client.get("/account/signup/").status_code == 200
 
 
-def test_landing_page_links_docs_account_and_admin(db):
-    page = Client().get("/")
+def test_landing_page_links_docs_account_and_admin(markets):
+    page, overview = Client().get("/"), Client().get("/account/")  # / is the market page (test_market_page.py)
 
-    assert page.status_code == 200
-    for link in [b'href="/v1/docs"', b'href="/account/"', b'href="/admin/"']:
+    assert page.status_code == overview.status_code == 200
+    for link in [b'href="/v1/docs"', b'href="/account/"']:
         assert link in page.content
-    assert Client().get("/account/")["Location"] == KEYS
+    for link in [b'href="/account/keys/"', b'href="/admin/"']:
+        assert link in overview.content

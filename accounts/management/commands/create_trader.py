@@ -1,9 +1,12 @@
-"""Create a trading account with deposits and an API key, printing the key as JSON (for local bots and tests).
+"""Create a trading account with deposits and an API key, printing the key as JSON (for local bots and tests)
+or as shell exports.
 
     python manage.py create_trader alice --deposit USD=100000 --deposit BTC=10 --scope trade
+    eval "$(python manage.py create_trader alice --deposit USD=100000 --format env)"   # sets HKT_KEY, HKT_SECRET
 """
 
 import json
+import shlex
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
@@ -26,9 +29,11 @@ class Command(BaseCommand):
         parser.add_argument("--scope", default=ApiKey.Scope.TRADE, choices=ApiKey.Scope.values)
         parser.add_argument("--allow", action="append", default=[], help="IP allowlist entry, repeatable")
         parser.add_argument("--verified", action="store_true")
+        parser.add_argument("--format", dest="output", choices=["json", "env"], default="json",
+                            help="json: account_id, key and secret; env: export HKT_KEY=... and HKT_SECRET=... lines")
 
     @transaction.atomic
-    def handle(self, *args, username, deposit, scope, allow, verified, **options):
+    def handle(self, *args, username, deposit, scope, allow, verified, output, **options):
         user, _ = get_user_model().objects.get_or_create(username=username)
         account = open_account(user)
         if verified:
@@ -42,4 +47,7 @@ class Command(BaseCommand):
             adjust_balance(account_id=account.pk, asset_id=asset.pk, amount=Decimal(amount),
                            reference=f"cli:{username}", memo="create_trader deposit")
         key, secret = create_api_key(account, label=f"{username} cli", scope=scope, ip_allowlist=allow)
-        self.stdout.write(json.dumps({"account_id": account.pk, "key": key.public_id, "secret": secret}))
+        if output == "env":
+            self.stdout.write(f"export HKT_KEY={shlex.quote(key.public_id)}\nexport HKT_SECRET={shlex.quote(secret)}")
+        else:
+            self.stdout.write(json.dumps({"account_id": account.pk, "key": key.public_id, "secret": secret}))

@@ -1,0 +1,50 @@
+"""manage.py create_trader: an account funded through the ledger and a key, printed as JSON or as shell exports."""
+
+import json
+import os
+import subprocess
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import ApiKey
+from trading.models import Balance, LedgerEntry
+
+from .signing import SignedClient
+
+
+def create_trader(*args: str) -> str:
+    out = StringIO()
+    call_command("create_trader", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_json_names_the_account_key_and_secret_that_sign(markets):
+    printed = json.loads(create_trader("alice", "--deposit", "USD=1000", "--deposit", "btc=0.5"))
+
+    key = ApiKey.objects.get(public_id=printed["key"])
+    assert key.account_id == printed["account_id"] and key.scope == "trade"
+    assert {(row.asset.symbol, row.available) for row in Balance.objects.filter(account_id=printed["account_id"])} >= {
+        ("USD", Decimal("1000")), ("BTC", Decimal("0.5"))}
+    assert LedgerEntry.objects.filter(account_id=printed["account_id"]).count() == 2
+    assert SignedClient(printed["key"], printed["secret"]).get("/v1/account/balances").status_code == 200
+
+
+def test_env_prints_exports_a_shell_takes(markets):
+    printed = create_trader("bob", "--deposit", "USD=10", "--format", "env")
+
+    exported = subprocess.run(["bash", "-c", f'{printed}\nprintf "%s %s" "$HKT_KEY" "$HKT_SECRET"'],
+                              capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]}).stdout
+    key_id, secret = exported.split()
+    assert printed.splitlines() == [f"export HKT_KEY={key_id}", f"export HKT_SECRET={secret}"]
+    assert ApiKey.objects.get(public_id=key_id).account.user.username == "bob"
+    assert SignedClient(key_id, secret).get("/v1/account/balances").status_code == 200
+
+
+def test_unknown_asset_creates_nothing(markets):
+    with pytest.raises(CommandError, match="DOGE=5"):
+        create_trader("carol", "--deposit", "DOGE=5", "--format", "env")
+
+    assert not ApiKey.objects.exists() and not LedgerEntry.objects.filter(account__user__username="carol").exists()
