@@ -1,13 +1,12 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
-from django.views.generic import RedirectView
 
 from accounts import views
 
 app_name = "accounts"
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="accounts:keys"), name="index"),
+    path("", views.home, name="index"),
     path("signup/", views.sign_up, name="signup"),
     path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html",
                                                 redirect_authenticated_user=True), name="login"),

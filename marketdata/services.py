@@ -1,4 +1,4 @@
-"""Read models of public market data: order book, ticker, recent trades (markets: trading.markets).
+"""Read models of public market data: order book, ticker, recent trades, candles (markets: trading.markets).
 
 They read what the matcher commits (BookState, BookLevel, Trade), never a cache of their own.
 """
@@ -127,3 +127,9 @@ def recent_trades(market: Market, *, limit: int, before: int | None = None) -> l
     if before is not None:
         trades = trades.filter(id__lt=before)
     return list(trades[:limit])
+
+
+def minute_candles(market: Market, *, limit: int) -> list[Candle]:
+    """The pair's ``limit`` latest per-minute candles, oldest first (minutes without trades have none)."""
+    newest = Candle.objects.filter(market=market).order_by("-minute")[:limit]
+    return list(reversed(newest))

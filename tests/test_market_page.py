@@ -1,0 +1,89 @@
+"""The market page at / and /markets/<PAIR>, the candles it draws, and the account overview's move
+to /account/ (the page's script is exercised in a real browser by test_market_page_browser.py)."""
+
+import json
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from accounts.services import open_account
+
+
+def page_config(response) -> dict:
+    html = response.content.decode()
+    start = html.index('<script id="market-config" type="application/json">') + len(
+        '<script id="market-config" type="application/json">')
+    return json.loads(html[start:html.index("</script>", start)])
+
+
+def test_the_root_is_the_first_markets_page_with_every_pair_to_choose(markets):
+    response = Client().get("/")
+
+    assert response.status_code == 200
+    assert page_config(response) == {
+        "pair": "BTC-USD", "base": "BTC", "quote": "USD", "price_places": 2, "size_places": 8,
+        "candles_url": "/markets/BTC-USD/candles", "signed_in": False,
+    }
+    html = response.content.decode()
+    for pair in markets:
+        assert f'<option value="/markets/{pair}"' in html
+    for part in ['id="book-asks"', 'id="book-bids"', 'id="trades"', 'id="price-chart"', 'id="depth-chart"',
+                 "/static/market/market.js", "/static/market/market.css"]:
+        assert part in html
+    assert 'href="/account/login/?next=/"' in html  # signed out: a way in, no account data
+
+
+def test_a_pair_in_any_case_has_its_page_and_an_unknown_one_is_a_404(markets):
+    eth_btc = Client().get("/markets/eth-btc")
+    missing = Client().get("/markets/DOGE-USD")
+
+    assert eth_btc.status_code == 200 and page_config(eth_btc)["pair"] == "ETH-BTC"
+    assert page_config(eth_btc)["price_places"] == 5
+    assert missing.status_code == 404
+
+
+def test_a_signed_in_holder_gets_the_panels_the_script_fills_from_the_api(markets):
+    user = get_user_model().objects.create_user("viewer", password="a-long-passw0rd!")
+    open_account(user)
+    client = Client()
+    client.force_login(user)
+
+    response = client.get("/markets/BTC-USD")
+
+    assert page_config(response)["signed_in"] is True
+    assert 'id="open-orders"' in response.content.decode() and 'id="balances"' in response.content.decode()
+    # What the script reads with the session: the API's own endpoints, GET only.
+    assert client.get("/v1/orders?status=live&limit=50&pair=BTC-USD").status_code == 200
+    assert client.get("/v1/account/balances").status_code == 200
+
+
+def test_candles_are_the_latest_minutes_oldest_first_in_the_rows_of_spec_section_10(markets, alice, bob, trade):
+    trade(bob, side="sell", type="limit", price=Decimal("63000.05"), size=Decimal("0.01"))
+    trade(alice, side="buy", type="limit", price=Decimal("63000.05"), size=Decimal("0.004"))
+    trade(alice, side="buy", type="limit", price=Decimal("63000.05"), size=Decimal("0.002"))
+
+    rows = Client().get("/markets/BTC-USD/candles").json()
+    empty = Client().get("/markets/ETH-USD/candles").json()
+    unknown = Client().get("/markets/NOPE-USD/candles")
+
+    assert len(rows) == 1
+    time_ms, *prices, volume, quote_volume, count = rows[0]
+    assert time_ms % 60_000 == 0
+    assert prices == ["63000.05"] * 4
+    assert (volume, quote_volume, count) == ("0.00600000", "378.0003000000", 2)
+    assert empty == []
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "UNKNOWN_PAIR"
+
+
+def test_the_account_overview_moved_to_account_and_every_page_links_markets_and_account(markets):
+    overview = Client().get("/account/")
+
+    assert overview.status_code == 200
+    for link in [b'href="/"', b'href="/v1/docs"', b'href="/account/keys/"', b'href="/admin/"']:
+        assert link in overview.content
+    assert b'href="/account/"' in Client().get("/").content
+
+
+def test_with_no_market_listed_the_root_leads_to_the_account_overview(db):
+    assert Client().get("/")["Location"] == "/account/"
