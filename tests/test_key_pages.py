@@ -184,7 +184,7 @@ def quick_start(page: str, block: str) -> str:
     return html.unescape(re.search(rf'<pre id="{block}">(.*?)</pre>', page, re.DOTALL).group(1))
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the migrations' rate tiers, after a flush
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_quick_start_as_printed_places_the_order_on_the_server_that_printed_it(live_server, markets, fund):
     user = get_user_model().objects.create_user("newcomer")
