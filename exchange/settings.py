@@ -65,6 +65,8 @@ API_KEY_ENCRYPTION_KEYS = env_list("API_KEY_ENCRYPTION_KEYS")
 PUBLIC_WEIGHT_PER_MINUTE = int(os.environ.get("PUBLIC_WEIGHT_PER_MINUTE", "1200"))
 # The sliding window of every budget ("per minute"); tests shorten it to watch a budget come back.
 RATE_LIMIT_WINDOW_SECONDS = int(os.environ.get("RATE_LIMIT_WINDOW_SECONDS", "60"))
+# The server `manage.py simulate_market` trades with (sandbox) unless given --base-url.
+SIMULATION_BASE_URL = os.environ.get("SIMULATION_BASE_URL", "http://127.0.0.1:8000")
 
 # Behind a TLS-terminating proxy in production: secure cookies, HSTS, redirect plain HTTP.
 BEHIND_TLS = env_bool("EXCHANGE_BEHIND_TLS")
