@@ -14,7 +14,8 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e clients/python
 	touch $(STAMP)
 
-# Embedded default: SQLite, in-memory channel layer, in-process matcher, Daphne on 127.0.0.1:8000.
+# Embedded default: SQLite, in-memory channel layer, in-process matcher, Daphne on $HOST:$PORT (127.0.0.1:8000);
+# the sandbox (demo key, simulated traders) unless EXCHANGE_ENVIRONMENT=production.
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bin/run-local
 

@@ -89,7 +89,8 @@ def test_product_page_quick_start_curl_places_the_order(tmp_path):
     base = f"http://127.0.0.1:{port}"
     clock = {"FAKETIME": QUICK_START_TIME, "LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_DONT_RESET": "1"}
     env = process_env(PORT=str(port), EXCHANGE_VAR_DIR=str(tmp_path), DATABASE_URL=None, REDIS_URL=None,
-                      EXCHANGE_ADMIN_PASSWORD="quick-start", DJANGO_SETTINGS_MODULE=None)
+                      EXCHANGE_ADMIN_PASSWORD="quick-start", DJANGO_SETTINGS_MODULE=None,
+                      EXCHANGE_ENVIRONMENT="production")  # no simulated traders to fill the order
     with running(["bin/run-local"], {**env, **clock}, tmp_path / "server.log", ready_url=f"{base}/v1/time"):
         created = subprocess.run(
             [sys.executable, "manage.py", "create_trader", "quickstart", "--deposit", "USD=1000"],

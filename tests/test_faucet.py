@@ -63,7 +63,8 @@ def test_the_faucet_credits_through_the_ledger_as_a_deposit(faucet_only, bot):
     assert response["X-RateLimit-Remaining"] == "1199"  # weight 1 of the retail 1,200, like any write
 
 
-def test_the_daily_limit_is_per_account_and_asset_and_a_refusal_writes_nothing(faucet_only, bot, make_account, make_key):
+def test_the_daily_limit_is_per_account_and_asset_and_a_refusal_writes_nothing(faucet_only, bot, make_account,
+                                                                               make_key):
     account, client = bot
     assert client.post(FAUCET, {"asset": "USD", "amount": "60000"}).status_code == 200
     before = ledger_snapshot()
@@ -114,7 +115,7 @@ def test_the_limit_is_whole_again_the_next_utc_day(faucet_only, bot):
 ])
 def test_bad_requests_are_field_errors_and_write_nothing(faucet_only, bot, body, field):
     Asset.objects.create(symbol="SOL", name="Solana", precision=8)
-    account, client = bot
+    _, client = bot
     before = ledger_snapshot()
 
     response = client.post(FAUCET, body)
@@ -126,7 +127,7 @@ def test_bad_requests_are_field_errors_and_write_nothing(faucet_only, bot, body,
 
 
 def test_an_amount_with_trailing_zeros_on_the_grid_is_taken(faucet_only, bot):
-    account, client = bot
+    _, client = bot
 
     assert client.post(FAUCET, {"asset": "BTC", "amount": "0.5000000000"}).json()["amount"] == "0.50000000"
 
@@ -144,7 +145,7 @@ def test_the_faucet_needs_a_trade_key(faucet_only, bot, make_key):
 
 
 def test_outside_the_sandbox_the_faucet_is_not_found_as_a_missing_path_is(production, bot):
-    account, client = bot
+    _, client = bot
     before = ledger_snapshot()
 
     signed = client.post(FAUCET, {"asset": "USD", "amount": "10000"})

@@ -19,14 +19,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--operator", default=os.environ.get("EXCHANGE_ADMIN_USER", "operator"))
+        parser.add_argument("--server", default="http://127.0.0.1:8000", help="The address served, for the admin link.")
 
     @transaction.atomic
-    def handle(self, *args, operator: str, **options):
+    def handle(self, *args, operator: str, server: str, **options):
         markets = load_demo_markets()
         self.stdout.write(f"Markets: {', '.join(market.pair for market in markets)}")
-        self.ensure_operator(operator)
+        self.ensure_operator(operator, server)
 
-    def ensure_operator(self, username: str) -> None:
+    def ensure_operator(self, username: str, server: str) -> None:
         User = get_user_model()
         password = os.environ.get("EXCHANGE_ADMIN_PASSWORD")
         user = User.objects.filter(username=username).first()
@@ -39,4 +40,4 @@ class Command(BaseCommand):
         else:
             user.set_password(password)
             user.save(update_fields=["password"])
-        self.stdout.write(self.style.SUCCESS(f"Operator login: {username} / {password}  (http://127.0.0.1:8000/admin/)"))
+        self.stdout.write(self.style.SUCCESS(f"Operator login: {username} / {password}  ({server}/admin/)"))
