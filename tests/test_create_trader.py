@@ -27,7 +27,7 @@ def test_json_names_the_account_key_and_secret_that_sign(markets):
     key = ApiKey.objects.get(public_id=printed["key"])
     assert key.account_id == printed["account_id"] and key.scope == "trade"
     assert {(row.asset.symbol, row.available) for row in Balance.objects.filter(account_id=printed["account_id"])} >= {
-        ("USD", Decimal("1000")), ("BTC", Decimal("0.5"))}
+        ("USD", Decimal(1000)), ("BTC", Decimal("0.5"))}
     assert LedgerEntry.objects.filter(account_id=printed["account_id"]).count() == 2
     assert SignedClient(printed["key"], printed["secret"]).get("/v1/account/balances").status_code == 200
 
