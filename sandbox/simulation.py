@@ -209,7 +209,8 @@ class Simulation:
         # One generator per purpose, so that the events drawn never depend on what a decision drew.
         self.events_rng = random.Random(f"{self.seed}:events")
         self.decisions_rng = random.Random(f"{self.seed}:decisions")
-        self.walks = {pair: MidWalk(spec, random.Random(f"{self.seed}:walk:{pair}")) for pair, spec in self.specs.items()}
+        self.walks = {pair: MidWalk(spec, random.Random(f"{self.seed}:walk:{pair}"))
+                      for pair, spec in self.specs.items()}
 
     def mid(self, pair: str) -> Decimal:
         return self.walks[pair].mid
@@ -281,8 +282,12 @@ class Simulation:
         wanted = {(BUY, price): level for level, price in enumerate(bids)}
         wanted.update({(SELL, price): level for level, price in enumerate(asks)})
         live = {(order.side, order.price) for order in view.orders}
-        actions: list[Place | Cancel] = [Cancel(maker, event.pair, order.order_id) for order in view.orders
-                                         if (order.side, order.price) not in wanted]
+        stale = [order for order in view.orders if (order.side, order.price) not in wanted]
+        # The old quotes go after the new are in, so that the book never thins out while a ladder moves; only those
+        # a new quote would meet on the other side go first.
+        in_the_way = [order for order in stale if (order.side == SELL and bids and order.price <= bids[0])
+                      or (order.side == BUY and asks and order.price >= asks[0])]
+        actions: list[Place | Cancel] = [Cancel(maker, event.pair, order.order_id) for order in in_the_way]
         for (side, price), level in sorted(wanted.items(), key=lambda item: (item[1], item[0][0] == SELL)):
             if (side, price) in live:
                 continue
@@ -292,7 +297,7 @@ class Simulation:
                 units = self.decisions_rng.randint(*style.size_units) * (1 + Decimal(level) / 2)
                 size = max(spec.size(units), spec.smallest_size(price))
             actions.append(Place(maker, event.pair, side, "limit", size, price=price, post_only=True))
-        return actions
+        return actions + [Cancel(maker, event.pair, order.order_id) for order in stale if order not in in_the_way]
 
     # Takers.
 

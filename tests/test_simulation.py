@@ -47,17 +47,39 @@ def test_a_makers_ladder_is_symmetric_around_the_mid_and_never_crosses_itself():
     assert all(a.size % BTC_USD.lot == 0 and a.size * a.price >= BTC_USD.min_notional for a in actions)
 
 
-def test_a_maker_keeps_quotes_still_wanted_and_cancels_the_others_first():
-    sim = simulation()
-    first = sim.decide(Event(0, "BTC-USD", MAKER, "quote"), flat(sim, MAKER))
-    live = tuple(OwnOrder(i, a.side, "limit", a.price, a.size) for i, a in enumerate(first, start=1))
-    stale = OwnOrder(99, "buy", "limit", D("50000.00"), D("0.1"))
+def quoted(sim: Simulation, event: Event) -> tuple[list, tuple[OwnOrder, ...], dict]:
+    """A maker's first ladder, as its live orders and the book they make."""
+    actions = sim.decide(event, flat(sim, event.trader))
+    live = tuple(OwnOrder(i, a.side, "limit", a.price, a.size) for i, a in enumerate(actions, start=1))
     book = {"bids": tuple((o.price, o.remaining) for o in live if o.side == "buy"),
             "asks": tuple((o.price, o.remaining) for o in live if o.side == "sell")}
+    return actions, live, book
 
-    again = sim.decide(Event(1, "BTC-USD", MAKER, "quote"), flat(sim, MAKER, orders=live + (stale,), **book))
+
+def test_a_maker_keeps_the_quotes_still_wanted_and_cancels_the_others():
+    sim = simulation()
+    _, live, book = quoted(sim, Event(0, "BTC-USD", MAKER, "quote"))
+    stale = OwnOrder(99, "buy", "limit", D("50000.00"), D("0.1"))
+
+    again = sim.decide(Event(1, "BTC-USD", MAKER, "quote"), flat(sim, MAKER, orders=(*live, stale), **book))
 
     assert again == [Cancel(MAKER, "BTC-USD", 99)]
+
+
+def test_a_moving_ladder_is_placed_before_the_old_one_is_cancelled_except_quotes_in_its_way():
+    sim = simulation()
+    _, live, book = quoted(sim, Event(0, "BTC-USD", MAKER, "quote"))
+    sim.walks["BTC-USD"].mid += D("60.00")  # a jump up: the new bids reach the old inner asks
+
+    moved = sim.decide(Event(1, "BTC-USD", MAKER, "repair"), flat(sim, MAKER, orders=live, **book))
+
+    kinds = [type(action).__name__ for action in moved]
+    first_place, last_place = kinds.index("Place"), len(kinds) - 1 - kinds[::-1].index("Place")
+    in_the_way = {a.order_id for a in moved[:first_place]}
+    best_new_bid = max(a.price for a in placed(moved, "buy"))
+    assert in_the_way == {o.order_id for o in live if o.side == "sell" and o.price <= best_new_bid} != set()
+    assert set(kinds[first_place:last_place + 1]) == {"Place"}
+    assert {a.order_id for a in moved[last_place + 1:]} == {o.order_id for o in live} - in_the_way
 
 
 def test_quotes_never_cross_the_book_whatever_it_and_the_inventory_are():
