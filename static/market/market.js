@@ -16,6 +16,7 @@
   var BOOK_ROWS = 14;           // levels a side in the ladder
   var DEPTH_LEVELS = 60;        // levels a side in the depth chart
   var TRADES_SHOWN = 60;
+  var MAX_CANDLES = 1000;       // kept in memory; the chart draws what fits
   var SILENCE_MS = 20000;       // the server sends a heartbeat every few quiet seconds: this long with nothing is a dead socket
   var PRIVATE_REFRESH_MS = 2500;
   var MAX_BACKOFF_MS = 15000;
@@ -281,6 +282,7 @@
       last.h = Math.max(last.h, p); last.l = Math.min(last.l, p); last.c = p; last.v += s;
     } else if (!last || minute > last.t) {
       state.candles.push({t: minute, o: p, h: p, l: p, c: p, v: s});
+      if (state.candles.length > MAX_CANDLES) state.candles.shift();
     }
     schedule("candles");
   }
@@ -302,7 +304,7 @@
     $("ticker-high").textContent = price(t.high_24h);
     $("ticker-low").textContent = price(t.low_24h);
     $("ticker-volume").textContent = size(t.volume_24h);
-    $("ticker-quote-volume").textContent = fixed(t.quote_volume_24h, 2);
+    $("ticker-quote-volume").textContent = fixed(t.quote_volume_24h, config.price_places);
     document.title = (t.last_price ? price(t.last_price) + " · " : "") + PAIR + " · Exchange";
   }
 
