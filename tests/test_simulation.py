@@ -4,15 +4,22 @@ The run on the real stack is tests/test_simulation_e2e.py."""
 import itertools
 import random
 import statistics
+import threading
+import time
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
+from hkt_client import errors
 
+from accounts.models import Account, ApiKey
+from sandbox.management.commands.simulate_market import market_specs, set_up_traders
 from sandbox.simulation import (
     INVENTORY_BOUND_UNITS, MAKERS, TAKE_SIZE, TAKERS, Cancel, Event, MarketSpec, OwnOrder, Place, Simulation, View,
     funding_targets, heavy_tail_units,
 )
+from sandbox.simulator import Budget, Simulator, Stopped
+from trading.models import Balance
 
 D = Decimal
 BTC_USD = MarketSpec("BTC-USD", "BTC", "USD", D("0.01"), D("0.00000001"), D("0.00001"), D("1.00"), D("63000"))
@@ -215,10 +222,6 @@ def test_the_command_refuses_to_run_outside_the_sandbox(settings):
 
 
 def test_setting_the_traders_up_twice_tops_balances_up_and_replaces_their_keys(markets):
-    from accounts.models import Account, ApiKey
-    from sandbox.management.commands.simulate_market import market_specs, set_up_traders
-    from trading.models import Balance
-
     specs = market_specs(["BTC-USD"], None)
     first = set_up_traders(specs)
     second = set_up_traders(specs)
@@ -232,3 +235,34 @@ def test_setting_the_traders_up_twice_tops_balances_up_and_replaces_their_keys(m
     keys = ApiKey.objects.filter(account=maker)
     assert [k.public_id for k in keys if not k.is_revoked] == [second[MAKER][0]]
     assert second[MAKER][2] == 6000 and second[TAKER][2] == 1200
+
+
+def test_a_budget_holds_requests_back_to_its_share_of_the_tier_and_gives_way_to_a_stop():
+    stopping = threading.Event()
+    budget = Budget(weight_per_window=10, window_seconds=0.5, stopping=stopping)  # 8 of 10 per half second
+    started = time.monotonic()
+    for _ in range(8):
+        budget.spend(1)
+    assert time.monotonic() - started < 0.2
+    budget.spend(1)
+    assert time.monotonic() - started >= 0.45  # waited for the first request to leave the window
+
+    stopping.set()
+    with pytest.raises(Stopped):
+        for _ in range(10):
+            budget.spend(1)
+
+
+def test_a_refusal_for_the_rate_waits_its_retry_after_then_sends_again():
+    simulator = Simulator(simulation(), "http://127.0.0.1:1", {}, public_weight_per_window=1200, window_seconds=60)
+    answers = [errors.RateLimited("RATE_LIMITED", "slow down", {}, 429, {"retry-after": "0.3"}), {"ok": True}]
+
+    def request():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    started = time.monotonic()
+    assert simulator.call(request) == {"ok": True}
+    assert time.monotonic() - started >= 0.3
