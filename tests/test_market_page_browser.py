@@ -1,5 +1,6 @@
-"""The market page in a real browser (headless Chromium) against the production topology: the book
-and trades follow the stream live, and the page recovers by itself when its WebSocket drops."""
+"""The market page in a real browser (headless Chromium) against the production processes in the
+sandbox: the book and trades follow the stream live, and the page recovers by itself when its
+WebSocket drops."""
 
 import shutil
 
@@ -15,16 +16,21 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server(stack):
-    """Daphne serving the pages, the REST API and /v1/ws on one address (as the proxy does), and BTC-USD's matcher."""
-    stack.manage("collectstatic", "--no-input", "-v", "0")
-    stack.start_matcher("BTC-USD")
-    return stack.start_daphne(processes=1)
+def sandbox(tmp_path_factory):
+    """The production processes in the sandbox: Daphne serving the pages, the REST API and /v1/ws on one
+    address (as the proxy does), and BTC-USD's matcher."""
+    from .stack import Stack
+
+    with Stack(tmp_path_factory.mktemp("market_page"), EXCHANGE_ENVIRONMENT="sandbox") as stack:
+        stack.manage("collectstatic", "--no-input", "-v", "0")
+        stack.start_matcher("BTC-USD")
+        yield stack, stack.start_daphne(processes=1)
 
 
-def test_the_page_follows_the_book_and_trades_live_and_survives_a_dropped_socket(stack, server, tmp_path):
+def test_the_page_follows_the_book_and_trades_live_and_survives_a_dropped_socket(sandbox, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
+    stack, server = sandbox
     maker, taker = (Client(server, t["key"], t["secret"]) for t in
                     stack.create_traders(["page-maker", "page-taker"], "USD=1000000", "BTC=100"))
     maker.place_order("BTC-USD", "buy", "limit", price="62990.00", size="0.25")
@@ -35,6 +41,7 @@ def test_the_page_follows_the_book_and_trades_live_and_survives_a_dropped_socket
         bids, asks, trades = page.locator("#book-bids"), page.locator("#book-asks"), page.locator("#trades")
         expect(bids.locator('[data-price="62990.00"]')).to_contain_text("0.25000000")  # the snapshot
         expect(page.locator("#conn-status")).to_have_attribute("data-state", "live")
+        expect(page.locator("#sandbox-banner")).to_be_visible()
 
         maker.place_order("BTC-USD", "sell", "limit", price="63010.00", size="0.5")  # a delta adds a level
         expect(asks.locator('[data-price="63010.00"]')).to_contain_text("0.50000000")

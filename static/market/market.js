@@ -376,7 +376,10 @@
   function drawCandles() {
     var view = canvasContext($("price-chart")), ctx = view.ctx;
     var plotWidth = view.width - AXIS, plotHeight = view.height - 20;
-    var slot = 8, shown = state.candles.slice(-Math.max(1, Math.floor(plotWidth / slot)));
+    // Candles 4 to 14 px wide: a short history is not a sliver at the right, a long one shows its latest.
+    var slot = Math.max(4, Math.min(14, Math.floor(plotWidth / Math.max(state.candles.length, 48))));
+    var shown = state.candles.slice(-Math.max(1, Math.floor(plotWidth / slot)));
+    var labelEvery = [1, 5, 10, 15, 30, 60, 120, 240].find(function (m) { return m * slot >= 64; }) || 240;
     $("price-empty").hidden = shown.length > 0;
     if (!shown.length) return;
     var low = Math.min.apply(null, shown.map(function (c) { return c.l; }));
@@ -396,7 +399,9 @@
       ctx.beginPath(); ctx.moveTo(Math.round(x) + 0.5, y(c.h)); ctx.lineTo(Math.round(x) + 0.5, y(c.l)); ctx.stroke();
       var top = y(Math.max(c.o, c.c)), bodyHeight = Math.max(1, Math.abs(y(c.o) - y(c.c)));
       ctx.fillRect(Math.round(x - slot / 2 + 1), top, slot - 2, bodyHeight);
-      if (i % 30 === 0) { ctx.fillStyle = COLORS.text; ctx.fillText(clock(c.t).slice(0, 5), x - 14, view.height - 5); }
+      if ((c.t / 60000) % labelEvery === 0) {  // minutes on round numbers
+        ctx.fillStyle = COLORS.text; ctx.fillText(clock(c.t).slice(0, 5), x - 16, view.height - 5);
+      }
     });
     var last = shown[shown.length - 1].c;  // the last price: a dashed line and a label on the axis
     ctx.setLineDash([3, 3]); ctx.strokeStyle = COLORS.last;
