@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 handler400 = "exchange.errors.bad_request_view"
@@ -8,13 +10,16 @@ handler500 = "exchange.errors.server_error_view"
 
 v1 = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="openapi", template_name="exchange/swagger_ui.html"),
+         name="docs"),
     path("", include("marketdata.api.urls")),
     path("", include("trading.api.urls")),
     path("", include("sandbox.urls")),  # answers 404 outside the sandbox
 ]
 
 urlpatterns = [
+    # Browsers ask for /favicon.ico whatever the page links; the one icon is static/favicon.svg.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"))),
     path("admin/", admin.site.urls),
     path("account/", include("accounts.urls")),
     path("v1/", include(v1)),

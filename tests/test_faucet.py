@@ -201,7 +201,7 @@ def test_signing_up_in_production_starts_with_nothing(production, markets, djang
 
 
 def test_every_page_shows_the_sandbox_banner_in_the_sandbox_only(settings, markets):
-    pages = ["/account/login/", "/account/signup/"]
+    pages = ["/", "/markets/ETH-USD", "/account/login/", "/account/signup/", "/admin/login/", "/v1/docs"]
     settings.EXCHANGE_ENVIRONMENT = "sandbox"
     assert all(b'id="sandbox-banner"' in Client().get(page).content for page in pages)
     settings.EXCHANGE_ENVIRONMENT = "production"
