@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "trading",
+    "wallets",
     "marketdata",
     "sandbox",
 ]

@@ -155,6 +155,7 @@ class LedgerEntry(models.Model):
         ORDER_RELEASE = "order_release"
         SETTLEMENT = "settlement"  # a matcher batch's net trades, fees and released holds
         FAUCET = "faucet"  # the sandbox's testnet money: the faucet and a new account's starting balance
+        TRANSFER = "transfer"  # between two of one account's wallets
 
     journal = models.UUIDField(db_index=True)
     account = models.ForeignKey(
