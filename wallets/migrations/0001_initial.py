@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0003_apikey'),
-        ('trading', '0010_alter_ledgerentry_reason'),
+        ('trading', '0010_ledger_reason_transfer'),
     ]
 
     operations = [
