@@ -1,0 +1,59 @@
+"""Deposits: money from the outside world, credited to an account's spot wallet.
+
+An operator credits one in the admin, a custody system's script with ``manage.py credit_deposit``;
+both come here. The Deposit row and its ledger journal (the account's spot available credited, the
+outside world debited, reference ``deposit:<id>``) are written in one transaction. The external
+transaction id is unique per asset, so crediting the same transaction twice is refused and writes
+nothing, even when two credits race (the database's unique constraint decides).
+"""
+
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+
+from accounts.models import Account
+from trading import ledger
+from trading.models import Asset, LedgerEntry
+from wallets.models import Deposit
+
+
+EXTERNAL_ID_LENGTH = Deposit._meta.get_field("external_id").max_length
+
+
+class DepositRefused(Exception):
+    """A deposit that cannot be credited; the message says why, for the operator or the script."""
+
+
+class DepositAlreadyCredited(DepositRefused):
+    def __init__(self, deposit: Deposit):
+        super().__init__(f"{deposit.asset.symbol} transaction {deposit.external_id!r} was already credited "
+                         f"(deposit {deposit.pk}); nothing was written.")
+        self.deposit = deposit
+
+
+def check_amount(asset: Asset, amount: Decimal) -> None:
+    if not amount.is_finite() or amount <= 0:
+        raise DepositRefused("The amount must be greater than zero.")
+    if amount.normalize().as_tuple().exponent < -asset.precision:
+        raise DepositRefused(f"At most {asset.precision} decimal places for {asset.symbol}.")
+
+
+def credit_deposit(account: Account, asset: Asset, amount: Decimal, external_id: str, credited_by: str) -> Deposit:
+    """Credit ``amount`` of ``asset`` to the account's spot wallet; raise DepositRefused, writing
+    nothing, for a bad amount or a transaction already credited."""
+    check_amount(asset, amount)
+    if not external_id or external_id != external_id.strip() or len(external_id) > EXTERNAL_ID_LENGTH:
+        raise DepositRefused(f"The external id must be 1 to {EXTERNAL_ID_LENGTH} characters, with no surrounding spaces.")
+    try:
+        with transaction.atomic():
+            deposit = Deposit.objects.create(account=account, asset=asset, amount=amount, external_id=external_id,
+                                             credited_by=credited_by)
+            ledger.adjust_balance(account_id=account.pk, asset_id=asset.pk, amount=amount,
+                                  reference=f"deposit:{deposit.pk}", memo=f"tx {external_id}",
+                                  reason=LedgerEntry.Reason.DEPOSIT)
+    except IntegrityError:
+        earlier = Deposit.objects.filter(asset=asset, external_id=external_id).select_related("asset").first()
+        if earlier is None:
+            raise
+        raise DepositAlreadyCredited(earlier) from None
+    return deposit

@@ -1,0 +1,55 @@
+import json
+from decimal import Decimal, InvalidOperation
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import Account
+from trading.models import Asset
+from wallets.api.deposits import DepositSerializer
+from wallets.deposits import DepositRefused, credit_deposit
+
+
+def find_account(reference: str) -> Account:
+    lookup = {"pk": int(reference)} if reference.isascii() and reference.isdigit() else {"user__username": reference}
+    account = Account.objects.filter(**lookup).first()
+    if account is None:
+        raise CommandError(f"No account {reference!r} (give its id or its holder's username).")
+    return account
+
+
+def find_asset(symbol: str) -> Asset:
+    asset = Asset.objects.filter(symbol=symbol).first()
+    if asset is None:
+        raise CommandError(f"Unknown asset {symbol!r}.")
+    return asset
+
+
+def parse_amount(text: str) -> Decimal:
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        amount = None
+    if amount is None or "e" in text.lower() or not amount.is_finite():
+        raise CommandError(f"The amount must be a plain decimal such as 0.5, not {text!r}.")
+    return amount
+
+
+class Command(BaseCommand):
+    help = ("Credit a deposit from the outside world to an account's spot wallet (for a custody system's "
+            "script) and print it as JSON. A transaction already credited exits non-zero and writes nothing.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("account", help="The account's id or its holder's username.")
+        parser.add_argument("asset", help="The asset's symbol, e.g. BTC.")
+        parser.add_argument("amount", help="A plain positive decimal, e.g. 0.5.")
+        parser.add_argument("external_id", help="The transaction id on the asset's network (unique per asset).")
+        parser.add_argument("--credited-by", default="credit_deposit", help="Who credits it, kept on the deposit.")
+
+    def handle(self, *args, account, asset, amount, external_id, credited_by, **options):
+        try:
+            deposit = credit_deposit(find_account(account), find_asset(asset), parse_amount(amount), external_id,
+                                     credited_by=credited_by)
+        except DepositRefused as refusal:
+            raise CommandError(str(refusal)) from None
+        self.stdout.write(json.dumps({"account": deposit.account_id, "credited_by": deposit.credited_by,
+                                      **DepositSerializer(deposit).data}))
