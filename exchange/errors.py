@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     NOT_ACCEPTABLE = ("NOT_ACCEPTABLE", 406)
     MARKET_HALTED = ("MARKET_HALTED", 409)
     DUPLICATE_CLIENT_ORDER_ID = ("DUPLICATE_CLIENT_ORDER_ID", 409)
+    DUPLICATE_CLIENT_TRANSFER_ID = ("DUPLICATE_CLIENT_TRANSFER_ID", 409)
     ORDER_ALREADY_CLOSED = ("ORDER_ALREADY_CLOSED", 409)
     POST_ONLY_WOULD_TAKE = ("POST_ONLY_WOULD_TAKE", 409)
     MESSAGE_TOO_LARGE = ("MESSAGE_TOO_LARGE", 413)
@@ -203,6 +204,13 @@ class DuplicateClientOrderId(Conflict):
         super().__init__(ErrorCode.DUPLICATE_CLIENT_ORDER_ID,
                          f"client_order_id {client_order_id!r} was already used for a different order.",
                          order_id=order_id)
+
+
+class DuplicateClientTransferId(Conflict):
+    def __init__(self, client_transfer_id: str, transfer_id: int):
+        super().__init__(ErrorCode.DUPLICATE_CLIENT_TRANSFER_ID,
+                         f"client_transfer_id {client_transfer_id!r} was already used for a different transfer.",
+                         transfer_id=transfer_id)
 
 
 class OrderAlreadyClosed(Conflict):

@@ -270,6 +270,7 @@ SPECTACULAR_SETTINGS = {
         "ErrorCode": "exchange.openapi.ERROR_CODE_CHOICES",
         "Side": "trading.models.Side",
         "OrderStatus": "trading.models.Order.Status",
+        "Wallet": "trading.models.Wallet",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

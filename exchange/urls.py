@@ -14,6 +14,7 @@ v1 = [
          name="docs"),
     path("", include("marketdata.api.urls")),
     path("", include("trading.api.urls")),
+    path("", include("wallets.api.urls")),
     path("", include("sandbox.urls")),  # answers 404 outside the sandbox
 ]
 

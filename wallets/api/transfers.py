@@ -1,0 +1,133 @@
+"""Transfers between an account's own wallets: parse, call wallets.transfers, render."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import serializers, status, viewsets
+from rest_framework.response import Response
+
+from accounts.permissions import CanTrade
+from exchange.errors import ErrorCode
+from exchange.fields import DecimalString, Identifier, IdentifierPattern, IntegerString, MillisecondsField
+from exchange.money import format_amount
+from exchange.openapi import error_responses
+from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount, NewestFirst
+from trading.models import Asset, Wallet
+from wallets.models import Transfer
+from wallets.transfers import TransferRequest, make_transfer
+
+WALLETS_NOTE = ("Orders trade from `spot` only. `margin` holds collateral: nothing borrows against it yet "
+                "(borrowing comes in an issue of its own). `earn` holds what is subscribed to earn products.")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LAST_MILLISECOND = 253402300799999  # 9999-12-31T23:59:59.999Z, the last datetime Python represents
+
+
+class FromField:
+    # `from` is a Python keyword and cannot be declared as a class attribute: `from_wallet` is
+    # declared in its place and served under that name.
+
+    def get_fields(self):
+        return {("from" if name == "from_wallet" else name): field for name, field in super().get_fields().items()}
+
+
+class TransferCreateSerializer(FromField, serializers.Serializer):
+    """A transfer between two of your own wallets, from the available balance of `from`."""
+
+    asset = Identifier(max_length=12, help_text="The asset's symbol, e.g. `BTC`.")
+    amount = DecimalString(help_text="Greater than zero.")
+    from_wallet = serializers.ChoiceField(choices=Wallet.choices, help_text="The wallet debited.")
+    to = serializers.ChoiceField(choices=Wallet.choices, help_text="The wallet credited; not the same as `from`.")
+    client_transfer_id = IdentifierPattern(
+        r"^[A-Za-z0-9_-]{1,64}$", required=False, help_text="Your id, unique per account: retries are safe."
+    )
+
+    def validate(self, data) -> TransferRequest:
+        return TransferRequest(asset=data["asset"], amount=data["amount"], source=data["from"], target=data["to"],
+                               client_transfer_id=data.get("client_transfer_id"))
+
+
+class TransferSerializer(FromField, serializers.ModelSerializer):
+    """A transfer between two of your own wallets."""
+
+    transfer_id = serializers.IntegerField(source="pk")
+    asset = serializers.CharField(source="asset.symbol")
+    amount = serializers.SerializerMethodField()
+    from_wallet = serializers.ChoiceField(source="source", choices=Wallet.choices)
+    to = serializers.ChoiceField(source="target", choices=Wallet.choices)
+    time = MillisecondsField(source="created_at")
+
+    class Meta:
+        model = Transfer
+        fields = ["transfer_id", "client_transfer_id", "asset", "amount", "from_wallet", "to", "time"]
+
+    @staticmethod
+    @extend_schema_field(DecimalString)
+    def get_amount(transfer) -> str:
+        return format_amount(transfer.amount, Decimal(1).scaleb(-transfer.asset.precision))
+
+
+def as_datetime(milliseconds: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=milliseconds)
+
+
+class TransferListQuerySerializer(serializers.Serializer):
+    asset = Identifier(max_length=12, required=False, help_text="Only this asset's transfers.")
+    start_time = IntegerString(required=False, min_value=0, max_value=LAST_MILLISECOND,
+                               help_text="From this time (ms since the epoch), inclusive.")
+    end_time = IntegerString(required=False, min_value=0, max_value=LAST_MILLISECOND,
+                             help_text="Before this time (ms since the epoch), exclusive.")
+
+    def validate_asset(self, value: str) -> str:
+        if not Asset.objects.filter(symbol=value).exists():
+            raise serializers.ValidationError(f"Unknown asset {value!r}.")
+        return value
+
+    def validate_start_time(self, value: int) -> datetime:
+        return as_datetime(value)
+
+    def validate_end_time(self, value: int) -> datetime:
+        return as_datetime(value)
+
+
+class TransferViewSet(AccountViewMixin, viewsets.GenericViewSet):
+    pagination_class = NewestFirst
+    serializer_class = TransferSerializer
+    rate_weight = {"create": 1, "list": 5}
+
+    def get_permissions(self):
+        if self.action == "create":
+            return [HasTradingAccount(), CanTrade()]
+        return super().get_permissions()
+
+    def get_queryset(self):
+        return Transfer.objects.filter(account=self.account).select_related("asset")
+
+    @extend_schema(
+        summary="Move funds between your own wallets",
+        description="Moves `amount` of `asset` from one of the account's wallets (`spot`, `margin`, `earn`) to "
+                    "another, from the available balance. " + WALLETS_NOTE,
+        request=TransferCreateSerializer,
+        responses={
+            201: OpenApiResponse(TransferSerializer, description="Done: both balances changed."),
+            200: OpenApiResponse(TransferSerializer, description="A retry: the transfer this client_transfer_id made."),
+            **error_responses(*AUTH_ERRORS, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.DUPLICATE_CLIENT_TRANSFER_ID),
+        },
+    )
+    def create(self, request):
+        form = TransferCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        transfer, created = make_transfer(self.account, form.validated_data)
+        return Response(TransferSerializer(transfer).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(
+        summary="Your transfers between wallets, newest first",
+        description=WALLETS_NOTE,
+        parameters=[TransferListQuerySerializer],
+        responses={200: TransferSerializer(many=True), **error_responses(*AUTH_ERRORS)},
+    )
+    def list(self, request):
+        return self.filtered_page(TransferListQuerySerializer, self.get_queryset(),
+                                  {"asset": "asset__symbol", "start_time": "created_at__gte",
+                                   "end_time": "created_at__lt"})
