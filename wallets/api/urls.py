@@ -1,8 +1,9 @@
 from rest_framework.routers import SimpleRouter
 
-from wallets.api import transfers
+from wallets.api import deposits, transfers
 
 router = SimpleRouter(trailing_slash=False)
 router.register("account/transfers", transfers.TransferViewSet, basename="transfer")
+router.register("account/deposits", deposits.DepositViewSet, basename="deposit")
 
 urlpatterns = [*router.urls]
