@@ -1,15 +1,13 @@
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from trading import services
 from trading.models import Order
 from trading.orders import OrderRequest
 
 from .conftest import balance_of
+from .racing import race
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -19,19 +17,13 @@ def test_identical_creates_racing_each_other_make_one_order(make_account, fund):
     fund(account, "USD", "100000")
     rounds = 8
 
-    def create(client_order_id, barrier):
-        barrier.wait()
-        try:
-            return services.place_order(account, OrderRequest(
-                "BTC-USD", "buy", "limit", price=Decimal("63000"), size=Decimal("0.01"), client_order_id=client_order_id
-            ))
-        finally:
-            connection.close()
+    def create(client_order_id):
+        return services.place_order(account, OrderRequest(
+            "BTC-USD", "buy", "limit", price=Decimal("63000"), size=Decimal("0.01"), client_order_id=client_order_id
+        ))
 
     for n in range(rounds):
-        barrier = threading.Barrier(2)
-        with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(create, [f"race-{n}"] * 2, [barrier] * 2))
+        results = race(create, [f"race-{n}"] * 2)
         assert len({order.pk for order, _ in results}) == 1
         assert sorted(created for _, created in results) == [False, True]
 
@@ -45,18 +37,8 @@ def test_identical_http_creates_racing_each_other_make_one_order(make_account, f
     fund(account, "USD", "100000")
     body = {"pair": "BTC-USD", "side": "buy", "type": "limit", "price": "63000", "size": "0.01",
             "client_order_id": "http-race"}
-    barrier = threading.Barrier(2)
-
-    def create(_):
-        client = as_trader(account)
-        barrier.wait()
-        try:
-            return client.post("/v1/orders", body, format="json")
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(2) as pool:
-        responses = list(pool.map(create, range(2)))
+    responses = race(lambda client: client.post("/v1/orders", body, format="json"),
+                     [as_trader(account), as_trader(account)])
 
     assert sorted(response.status_code for response in responses) == [200, 201]
     assert len({response.json()["order_id"] for response in responses}) == 1

@@ -1,11 +1,8 @@
 """Transfers between an account's own wallets: POST and GET /v1/account/transfers."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from trading.audit import audit
 from trading.models import LedgerEntry
@@ -13,6 +10,7 @@ from wallets.models import Transfer
 from wallets.transfers import TransferRequest, make_transfer
 
 from .conftest import balance_of, ledger_snapshot
+from .racing import race
 
 pytestmark = pytest.mark.django_db
 TRANSFERS = "/v1/account/transfers"
@@ -160,17 +158,11 @@ def test_client_transfer_ids_are_per_account(trader, funded, make_key):
 def test_identical_transfers_racing_each_other_make_one_transfer(trader):
     rounds = 6
 
-    def send(client_transfer_id, barrier):
-        barrier.wait()
-        try:
-            return make_transfer(trader, TransferRequest("USD", Decimal("10"), "spot", "margin", client_transfer_id))
-        finally:
-            connection.close()
+    def send(client_transfer_id):
+        return make_transfer(trader, TransferRequest("USD", Decimal("10"), "spot", "margin", client_transfer_id))
 
     for n in range(rounds):
-        barrier = threading.Barrier(2)
-        with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(send, [f"race-{n}"] * 2, [barrier] * 2))
+        results = race(send, [f"race-{n}"] * 2)
         assert len({transfer.pk for transfer, _ in results}) == 1
         assert sorted(created for _, created in results) == [False, True]
 
@@ -182,18 +174,8 @@ def test_identical_transfers_racing_each_other_make_one_transfer(trader):
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_identical_http_transfers_racing_each_other_make_one_transfer(trader, as_trader):
-    barrier = threading.Barrier(2)
-
-    def send(_):
-        client = as_trader(trader)
-        barrier.wait()
-        try:
-            return client.post(TRANSFERS, body(client_transfer_id="http-race"), format="json")
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(2) as pool:
-        responses = list(pool.map(send, range(2)))
+    responses = race(lambda client: client.post(TRANSFERS, body(client_transfer_id="http-race"), format="json"),
+                     [as_trader(trader), as_trader(trader)])
 
     assert sorted(response.status_code for response in responses) == [200, 201]
     assert len({response.json()["transfer_id"] for response in responses}) == 1
