@@ -6,8 +6,9 @@ class MarketdataConfig(AppConfig):
 
     def ready(self):
         from marketdata import publishing
-        from trading.signals import batch_committed, drain_finished, orders_changed
+        from trading.signals import balances_changed, batch_committed, drain_finished, orders_changed
 
         batch_committed.connect(publishing.publish_batch, dispatch_uid="marketdata.publish_batch")
         drain_finished.connect(publishing.publish_owed_ticker, dispatch_uid="marketdata.publish_owed_ticker")
         orders_changed.connect(publishing.publish_account_changes, dispatch_uid="marketdata.publish_account_changes")
+        balances_changed.connect(publishing.publish_account_changes, dispatch_uid="marketdata.publish_balance_changes")

@@ -115,5 +115,6 @@ def account_changes(account_id: int, orders=(), fills=()) -> tuple[str, dict]:
 
 
 def publish_account_changes(sender, account_id: int, order_ids=(), **kwargs) -> None:
-    """Tell an account's connections which of its orders changed (they read them back)."""
+    """Tell an account's connections which of its orders changed (they read them back), or that its
+    balances did."""
     bus().send([account_changes(account_id, order_ids)])

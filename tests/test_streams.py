@@ -13,11 +13,14 @@ from channels.testing import WebsocketCommunicator
 
 from accounts.keys import create_api_key, prehash, sign
 from exchange.asgi import application
-from marketdata import publishing, replay, replay_backends
 from exchange.checksum import book_checksum
+from marketdata import publishing, replay, replay_backends
 from marketdata.consumers import MAX_MESSAGE_BYTES
 from trading import services
+from trading.models import Asset
 from trading.orders import OrderRequest
+from wallets.deposits import credit_deposit
+from wallets.transfers import TransferRequest, make_transfer
 
 from .signing import now_ms
 
@@ -374,6 +377,31 @@ def test_private_channels_carry_only_the_accounts_own_events(markets, traders):
     assert orders[-1]["status"] == "filled"
     fills = next(m for m in seen if m["type"] == "fills")["fills"]
     assert [(f["side"], f["size"], f["liquidity"]) for f in fills] == [("sell", "0.30000000", "taker")]
+
+
+def test_the_balances_channel_carries_deposits_and_transfers(markets, traders):
+    alice, _ = traders
+
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "balances"}])
+        await receive(ws, "balances")  # the balances as they were
+        usd = await database_sync_to_async(Asset.objects.get)(symbol="USD")
+        await database_sync_to_async(credit_deposit)(alice, usd, D("250.5"), "tx-1", "test")
+        after_deposit = await receive(ws, "balances")
+        await database_sync_to_async(make_transfer)(alice, TransferRequest("USD", D("100"), "spot", "earn"))
+        after_transfer = await receive(ws, "balances")
+        await ws.disconnect()
+        return after_deposit, after_transfer
+
+    after_deposit, after_transfer = run(body)
+
+    def usd(message):
+        return next(b for b in message["balances"] if b["asset"] == "USD")
+
+    assert usd(after_deposit)["spot"]["available"] == "1000250.50"
+    assert usd(after_transfer)["spot"]["available"] == "1000150.50"
+    assert usd(after_transfer)["earn"]["available"] == "100.00"
 
 
 def test_socket_auth_refusals(markets, traders):

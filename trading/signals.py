@@ -10,3 +10,6 @@ batch_committed = Signal()
 drain_finished = Signal()
 # Orders of one account changed outside the matcher (accepted): ``account_id``, ``order_ids``.
 orders_changed = Signal()
+# One account's balances changed outside orders (a deposit, a transfer): ``account_id``. Sent after
+# the commit.
+balances_changed = Signal()

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from accounts.models import Account
 from trading import ledger
 from trading.models import Asset, LedgerEntry
+from wallets.announce import announce_balances
 from wallets.models import Deposit
 
 
@@ -51,6 +52,7 @@ def credit_deposit(account: Account, asset: Asset, amount: Decimal, external_id:
             ledger.adjust_balance(account_id=account.pk, asset_id=asset.pk, amount=amount,
                                   reference=f"deposit:{deposit.pk}", memo=f"tx {external_id}",
                                   reason=LedgerEntry.Reason.DEPOSIT)
+            announce_balances(account.pk)
     except IntegrityError:
         earlier = Deposit.objects.filter(asset=asset, external_id=external_id).select_related("asset").first()
         if earlier is None:

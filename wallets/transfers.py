@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from exchange.errors import DuplicateClientTransferId, ExchangeError, InvalidField
 from trading import ledger
 from trading.models import Asset, LedgerEntry
+from wallets.announce import announce_balances
 from wallets.models import Transfer
 
 
@@ -92,4 +93,5 @@ def do_make_transfer(account, request: TransferRequest) -> Transfer:
                 ledger.Posting(account.pk, asset.pk, request.amount, ledger.Bucket.AVAILABLE, request.target),
             ],
         ))
+        announce_balances(account.pk)
     return record

@@ -6,7 +6,6 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, viewsets
 
-from exchange.errors import ErrorCode
 from exchange.fields import EPOCH, DecimalString, Identifier, IntegerString, MillisecondsField
 from exchange.money import format_amount
 from exchange.openapi import error_responses
