@@ -1,6 +1,5 @@
 """Transfers between an account's own wallets: parse, call wallets.transfers, render."""
 
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
@@ -9,18 +8,17 @@ from rest_framework.response import Response
 
 from accounts.permissions import CanTrade
 from exchange.errors import ErrorCode
-from exchange.fields import DecimalString, Identifier, IdentifierPattern, IntegerString, MillisecondsField
+from exchange.fields import DecimalString, Identifier, IdentifierPattern, MillisecondsField
 from exchange.money import format_amount
 from exchange.openapi import error_responses
 from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount, NewestFirst
-from trading.models import Asset, Wallet
+from trading.models import Wallet
+from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 from wallets.models import Transfer
 from wallets.transfers import TransferRequest, make_transfer
 
 WALLETS_NOTE = ("Orders trade from `spot` only. `margin` holds collateral: nothing borrows against it yet "
                 "(borrowing comes in an issue of its own). `earn` holds what is subscribed to earn products.")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-LAST_MILLISECOND = 253402300799999  # 9999-12-31T23:59:59.999Z, the last datetime Python represents
 
 
 class FromField:
@@ -67,29 +65,6 @@ class TransferSerializer(FromField, serializers.ModelSerializer):
         return format_amount(transfer.amount, Decimal(1).scaleb(-transfer.asset.precision))
 
 
-def as_datetime(milliseconds: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=milliseconds)
-
-
-class TransferListQuerySerializer(serializers.Serializer):
-    asset = Identifier(max_length=12, required=False, help_text="Only this asset's transfers.")
-    start_time = IntegerString(required=False, min_value=0, max_value=LAST_MILLISECOND,
-                               help_text="From this time (ms since the epoch), inclusive.")
-    end_time = IntegerString(required=False, min_value=0, max_value=LAST_MILLISECOND,
-                             help_text="Before this time (ms since the epoch), exclusive.")
-
-    def validate_asset(self, value: str) -> str:
-        if not Asset.objects.filter(symbol=value).exists():
-            raise serializers.ValidationError(f"Unknown asset {value!r}.")
-        return value
-
-    def validate_start_time(self, value: int) -> datetime:
-        return as_datetime(value)
-
-    def validate_end_time(self, value: int) -> datetime:
-        return as_datetime(value)
-
-
 class TransferViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = TransferSerializer
@@ -124,10 +99,8 @@ class TransferViewSet(AccountViewMixin, viewsets.GenericViewSet):
     @extend_schema(
         summary="Your transfers between wallets, newest first",
         description=WALLETS_NOTE,
-        parameters=[TransferListQuerySerializer],
+        parameters=[WalletListQuerySerializer],
         responses={200: TransferSerializer(many=True), **error_responses(*AUTH_ERRORS)},
     )
     def list(self, request):
-        return self.filtered_page(TransferListQuerySerializer, self.get_queryset(),
-                                  {"asset": "asset__symbol", "start_time": "created_at__gte",
-                                   "end_time": "created_at__lt"})
+        return self.filtered_page(WalletListQuerySerializer, self.get_queryset(), LOOKUPS)
