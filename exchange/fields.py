@@ -9,7 +9,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
