@@ -41,6 +41,7 @@ class Posting:
     amount: Decimal
     bucket: str
     wallet: str = Wallet.SPOT
+    reason: str | None = None  # the journal's, unless this line is of another kind (a batch's fees)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def entries_statement(journals: Sequence[Journal]) -> Statement:
     now = timezone.now()
     return store().insert_statement(LedgerEntry, LEDGER_FIELDS, [
         (journal.id, posting.account_id, posting.asset_id, posting.wallet, posting.bucket, posting.amount,
-         journal.reason, journal.reference, journal.memo, now)
+         posting.reason or journal.reason, journal.reference, journal.memo, now)
         for journal in journals
         for posting in journal.postings
     ])

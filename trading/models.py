@@ -153,9 +153,13 @@ class LedgerEntry(models.Model):
         ADJUSTMENT = "adjustment"
         ORDER_HOLD = "order_hold"
         ORDER_RELEASE = "order_release"
-        SETTLEMENT = "settlement"  # a matcher batch's net trades, fees and released holds
+        SETTLEMENT = "settlement"  # before kinds were split: a batch's net trades, fees and releases together
         FAUCET = "faucet"  # the sandbox's testnet money: the faucet and a new account's starting balance
         TRANSFER = "transfer"  # between two of one account's wallets
+        WITHDRAWAL_FEE = "withdrawal_fee"
+        TRADE = "trade"  # a matcher batch's trades, net per balance
+        FEE = "fee"  # a matcher batch's trading fees, net per balance
+        INTEREST = "interest"  # earn products' interest, from the operator-funded interest account
 
     journal = models.UUIDField(db_index=True)
     account = models.ForeignKey(
