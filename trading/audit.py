@@ -1,23 +1,41 @@
 """The exchange's invariants, checked against the committed database (``manage.py audit_ledger``).
 
 Every asset is conserved (balances, the fee account included, equal what entered from outside);
-no bucket is negative; every journal sums to zero per asset; each account's locked balance equals
-the holds of its live orders; each matcher batch's settlement journal moves exactly what its
+no bucket is negative; every journal sums to zero per asset; each locked balance equals what holds
+it (its live orders' holds, and what the apps above register with ``register_holds``: withdrawals
+awaiting payout, earn subscriptions); each matcher batch's settlement journal moves exactly what its
 fills say, so every trade is settled once; every trade and fill names existing rows, and each
 order's filled size equals its fills; the book is not crossed and equals the resting orders; the
 per-minute candles add up to the trades.
 """
 
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 from django.db.models import Count, F, Q, Sum
 
 from accounts.models import Account
 from trading.batch_writer import settlement_reference
-from trading.models import Balance, BookLevel, Candle, Fill, LedgerEntry, Order, Side, Trade
+from trading.models import Balance, BookLevel, Candle, Fill, LedgerEntry, Order, Side, Trade, Wallet
 from trading.backends import store
 from trading.sql import ExactSum
+
+Hold = tuple[int, int, str, Decimal]  # (account id, asset id, wallet, amount) that a locked bucket must cover
+HOLD_SOURCES: list[Callable[[], Iterable[Hold]]] = []
+
+
+def register_holds(source: Callable[[], Iterable[Hold]]) -> Callable[[], Iterable[Hold]]:
+    """Count what ``source`` yields as held in the locked buckets it names; apps above trading (which
+    trading cannot import) register theirs when they are ready."""
+    HOLD_SOURCES.append(source)
+    return source
+
+
+@register_holds
+def order_holds() -> Iterable[Hold]:
+    for order in Order.objects.filter(status__in=Order.LIVE_STATUSES).only("account", "hold_asset", "hold_remaining"):
+        yield order.account_id, order.hold_asset_id, Wallet.SPOT, order.hold_remaining
 
 
 def audit() -> list[str]:
@@ -44,15 +62,18 @@ def audit_snapshot() -> list[str]:
 
     held = defaultdict(Decimal)
     holds = defaultdict(Decimal)
-    for order in Order.objects.filter(status__in=Order.LIVE_STATUSES).only("account", "hold_asset", "hold_remaining"):
-        holds[(order.account_id, order.hold_asset_id)] += order.hold_remaining
+    for source in HOLD_SOURCES:
+        for account_id, asset_id, wallet, amount in source():
+            holds[(account_id, asset_id, wallet)] += amount
     for balance in Balance.objects.iterator(chunk_size=5000):
         held[balance.asset_id] += balance.available + balance.locked
         if balance.available < 0 or balance.locked < 0:
             problems.append(f"negative balance {balance}")
-        if balance.locked != holds.pop((balance.account_id, balance.asset_id), Decimal(0)):
-            problems.append(f"{balance}: locked {balance.locked} is not the holds of its live orders")
-    problems += [f"holds {total} of account {a} asset {s} have no balance" for (a, s), total in holds.items() if total]
+        if balance.locked != holds.pop((balance.account_id, balance.asset_id, balance.wallet), Decimal(0)):
+            problems.append(f"{balance}: locked {balance.locked} is not what its orders, withdrawals and "
+                            "subscriptions hold")
+    problems += [f"holds {total} of account {a} asset {s} {w} have no balance"
+                 for (a, s, w), total in holds.items() if total]
     for asset_id in set(entered) | set(held):
         if entered[asset_id] != held[asset_id]:
             problems.append(f"asset {asset_id}: {held[asset_id]} held but {entered[asset_id]} entered")
