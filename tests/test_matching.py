@@ -42,7 +42,7 @@ def test_audit_passes_after_trading_and_names_each_corruption(alice, bob, trade)
     assert audit() == []
 
     Balance.objects.filter(account=bob, asset__symbol="USD").update(available=D("1"))
-    LedgerEntry.objects.filter(reason="settlement").first().delete()
+    LedgerEntry.objects.filter(reason="trade").first().delete()
     Order.objects.filter(account=alice).update(filled_size=D("0.3"))
     orphan = Fill.objects.filter(account=bob).first()
     Fill.objects.filter(pk=orphan.pk).update(order_id=10**9, account_id=10**9)
@@ -75,20 +75,24 @@ def test_a_batch_settles_all_its_trades_in_one_netted_journal(alice, bob, django
 
     batches = set(Trade.objects.values_list("batch", flat=True))
     assert Trade.objects.count() == 3 and len(batches) == 1
-    lines = LedgerEntry.objects.filter(reason="settlement")
+    lines = LedgerEntry.objects.filter(reference__startswith="settlement:")
     assert set(lines.values_list("reference", flat=True)) == {f"settlement:BTC-USD:{batches.pop()}"}
     assert lines.values("journal").distinct().count() == 1
-    keys = list(lines.values_list("account", "asset", "bucket"))
-    assert len(keys) == len(set(keys))  # one net line per account, asset and bucket
-    bob_btc = lines.get(account=bob, asset__symbol="BTC", bucket="available").amount
-    assert bob_btc == D("0.3") - Fill.objects.filter(account=bob).first().fee * 3
+    keys = list(lines.values_list("account", "asset", "bucket", "reason"))
+    assert len(keys) == len(set(keys))  # one net line per account, asset, bucket and kind
+    bob_btc = dict(lines.filter(account=bob, asset__symbol="BTC").values_list("reason", "amount"))
+    assert bob_btc == {"trade": D("0.3"), "fee": -Fill.objects.filter(account=bob).first().fee * 3}
+    bob_usd = dict(lines.filter(account=bob, asset__symbol="USD", bucket="locked").values_list("reason", "amount"))
+    # 0.1 at each of 63,000, 63,050 and 63,100, held at 63,100: what it bought below its limit is released
+    assert bob_usd == {"trade": -D("18915"), "order_release": -D("15")}
+    assert lines.get(account=bob, asset__symbol="USD", bucket="available", reason="order_release").amount == D("15")
     assert audit() == []
 
     # Shift money between two lines of the settlement: the journal still sums to zero, but no
     # longer says what the fills say.
-    alice_usd = lines.get(account=alice, asset__symbol="USD", bucket="available")
+    alice_usd = lines.get(account=alice, asset__symbol="USD", bucket="available", reason="trade")
     LedgerEntry.objects.filter(pk=alice_usd.pk).update(amount=alice_usd.amount - 1)
-    bob_usd = lines.get(account=bob, asset__symbol="USD", bucket="locked")
+    bob_usd = lines.get(account=bob, asset__symbol="USD", bucket="locked", reason="trade")
     LedgerEntry.objects.filter(pk=bob_usd.pk).update(amount=bob_usd.amount + 1)
     problems = "\n".join(audit())
     assert f"account {alice.pk} asset" in problems and "but its fills say" in problems

@@ -1,8 +1,8 @@
 """A batch's engine events as order states, trade and fill rows and ledger postings: pure, no database.
 
 Events and fee rates go in; the changed orders, the trades with their fills, and one settlement
-journal holding each account's net change per asset and bucket over the batch (trades, fees to the
-fee account, unused holds released) come out. A batch of hundreds of trades posts tens of ledger
+journal holding each account's net change per asset, bucket and kind over the batch (lines of kind
+``trade``, ``fee`` (to the fee account) and ``order_release`` (unused holds)) come out. A batch of hundreds of trades posts tens of ledger
 lines, not thousands: its fills are the per-trade detail, and ``trading.audit`` checks every
 settlement against them.
 """
@@ -121,7 +121,9 @@ class Settlement:
     now: datetime
     priority: int  # the last book priority given
     trades: list[SettledTrade] = field(default_factory=list)
-    net: dict[tuple[int, int, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    # (account id, asset id, bucket, kind): the batch's net change, kept apart per kind (trade, fee,
+    # order_release) so that the ledger shows each
+    net: dict[tuple[int, int, str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     changed: dict[int, WorkingOrder] = field(default_factory=dict)
 
     def apply(self, events: list) -> None:
@@ -149,8 +151,8 @@ class Settlement:
         self.changed[order_id] = order
         return order
 
-    def post(self, account_id: int, asset_id: int, bucket: str, amount: Decimal) -> None:
-        self.net[(account_id, asset_id, bucket)] += amount
+    def post(self, account_id: int, asset_id: int, bucket: str, amount: Decimal, kind: str = Reason.TRADE) -> None:
+        self.net[(account_id, asset_id, bucket, kind)] += amount
 
     def close(self, order: WorkingOrder, status: str, reason: str) -> None:
         order.status = status
@@ -160,8 +162,7 @@ class Settlement:
         elif status == Order.Status.CANCELLED:
             order.cancel_reason = reason  # 'user' or 'self_trade'
         if order.hold_remaining:
-            self.post(order.account_id, order.hold_asset_id, Bucket.LOCKED, -order.hold_remaining)
-            self.post(order.account_id, order.hold_asset_id, Bucket.AVAILABLE, order.hold_remaining)
+            self.release(order.account_id, order.hold_asset_id, order.hold_remaining)
             order.hold_remaining = Decimal(0)
 
     def settle_trade(self, event: engine.Trade) -> None:
@@ -185,21 +186,26 @@ class Settlement:
 
         base, quote_asset = market.base_id, market.quote_id
         self.post(seller.account_id, base, Bucket.LOCKED, -size)
-        self.post(buyer.account_id, base, Bucket.AVAILABLE, size - buyer_fee)
-        self.post(fee_account_id, base, Bucket.AVAILABLE, buyer_fee)
-        self.post(buyer.account_id, quote_asset, Bucket.LOCKED, -buyer_hold_used)
-        self.post(buyer.account_id, quote_asset, Bucket.AVAILABLE, buyer_hold_used - quote)
-        self.post(seller.account_id, quote_asset, Bucket.AVAILABLE, quote - seller_fee)
-        self.post(fee_account_id, quote_asset, Bucket.AVAILABLE, seller_fee)
+        self.post(buyer.account_id, base, Bucket.AVAILABLE, size)
+        self.post(buyer.account_id, quote_asset, Bucket.LOCKED, -quote)
+        self.post(seller.account_id, quote_asset, Bucket.AVAILABLE, quote)
+        for account_id, asset_id, fee in ((buyer.account_id, base, buyer_fee), (seller.account_id, quote_asset, seller_fee)):
+            self.post(account_id, asset_id, Bucket.AVAILABLE, -fee, Reason.FEE)
+            self.post(fee_account_id, asset_id, Bucket.AVAILABLE, fee, Reason.FEE)
+        self.release(buyer.account_id, quote_asset, buyer_hold_used - quote)  # bought below its limit
+
+    def release(self, account_id: int, asset_id: int, amount: Decimal) -> None:
+        self.post(account_id, asset_id, Bucket.LOCKED, -amount, Reason.ORDER_RELEASE)
+        self.post(account_id, asset_id, Bucket.AVAILABLE, amount, Reason.ORDER_RELEASE)
 
     def fee_rate(self, order: WorkingOrder, taker: WorkingOrder) -> Decimal:
         maker_rate, taker_rate = self.fee_rates[order.account_id]
         return taker_rate if order is taker else maker_rate
 
     def journal(self, reference: str) -> Journal | None:
-        postings = [Posting(account_id, asset_id, amount, bucket)
-                    for (account_id, asset_id, bucket), amount in sorted(self.net.items()) if amount]
-        return Journal(reason=Reason.SETTLEMENT, reference=reference, postings=postings) if postings else None
+        postings = [Posting(account_id, asset_id, amount, bucket, reason=kind)
+                    for (account_id, asset_id, bucket, kind), amount in sorted(self.net.items()) if amount]
+        return Journal(reason=Reason.TRADE, reference=reference, postings=postings) if postings else None
 
     def trade_rows(self, trade_ids: list[int], fill_ids: list[int], batch_number: int
                    ) -> tuple[list[tuple], list[tuple], list[TradeRecord]]:
