@@ -22,6 +22,7 @@ urlpatterns = [
     # Browsers ask for /favicon.ico whatever the page links; the one icon is static/favicon.svg.
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"))),
     path("admin/", admin.site.urls),
+    path("account/wallets/", include("wallets.urls")),
     path("account/", include("accounts.urls")),
     path("v1/", include(v1)),
     path("", include("marketdata.urls")),  # the market page at / and /markets/<PAIR>

@@ -1,16 +1,19 @@
-"""The query of the wallet lists (deposits, transfers): one asset, a time window, nothing else."""
+"""The queries of the wallet lists: one asset and a time window (deposits, transfers), and for the ledger
+also one wallet and kinds."""
 
 from datetime import datetime, timedelta
 
 from rest_framework import serializers
 
 from exchange.fields import EPOCH, Identifier, IntegerString
-from trading.models import Asset
+from trading.models import Asset, Wallet
+from wallets.statements import KINDS, REASONS_OF_KIND
 
 LAST_MILLISECOND = 253402300799999  # 9999-12-31T23:59:59.999Z, the last instant a datetime holds
 PAGE_PARAMETERS = {"limit", "cursor"}
 # What each query field filters on, for AccountViewMixin.filtered_page.
 LOOKUPS = {"asset": "asset", "start_time": "created_at__gte", "end_time": "created_at__lt"}
+LEDGER_LOOKUPS = {**LOOKUPS, "wallet": "wallet", "kind": "reason__in"}
 
 
 class Milliseconds(IntegerString):
@@ -45,3 +48,17 @@ class WalletListQuerySerializer(serializers.Serializer):
         if "start_time" in data and "end_time" in data and data["start_time"] > data["end_time"]:
             raise serializers.ValidationError({"end_time": ["Must not be before start_time."]})
         return data
+
+
+class LedgerQuerySerializer(WalletListQuerySerializer):
+    wallet = serializers.ChoiceField(choices=Wallet.choices, required=False, help_text="Only this wallet's.")
+    kind = Identifier(required=False, help_text=f"One kind, or several separated by commas: {', '.join(KINDS)}.")
+
+    def validate_kind(self, value: str) -> list[str]:
+        """The ledger reasons the kinds stand for."""
+        reasons = []
+        for kind in value.split(","):
+            if kind not in REASONS_OF_KIND:
+                raise serializers.ValidationError(f"Unknown kind {kind!r}.")
+            reasons += REASONS_OF_KIND[kind]
+        return reasons

@@ -1,9 +1,10 @@
 from rest_framework.routers import SimpleRouter
 
-from wallets.api import deposits, transfers
+from wallets.api import deposits, ledger, transfers
 
 router = SimpleRouter(trailing_slash=False)
 router.register("account/transfers", transfers.TransferViewSet, basename="transfer")
 router.register("account/deposits", deposits.DepositViewSet, basename="deposit")
+router.register("account/ledger", ledger.LedgerViewSet, basename="ledger")
 
 urlpatterns = [*router.urls]
