@@ -28,11 +28,13 @@ class RateTier(models.Model):
 
 
 class Account(models.Model):
-    """The trading account: one per user, plus the exchange's own fee account."""
+    """The trading account: one per user, plus the exchange's own fee account and the interest
+    account that operators fund and earn products pay interest from."""
 
     class Kind(models.TextChoices):
         USER = "user"
         FEE = "fee"
+        INTEREST = "interest"
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="account"
@@ -45,14 +47,15 @@ class Account(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["kind"], condition=Q(kind="fee"), name="one_fee_account"),
+            models.UniqueConstraint(fields=["kind"], condition=Q(kind="interest"), name="one_interest_account"),
             models.CheckConstraint(
-                condition=Q(kind="fee", user__isnull=True) | Q(kind="user", user__isnull=False),
+                condition=Q(kind__in=["fee", "interest"], user__isnull=True) | Q(kind="user", user__isnull=False),
                 name="user_accounts_have_a_user",
             ),
         ]
 
     def __str__(self) -> str:
-        return "fee account" if self.kind == self.Kind.FEE else f"account {self.pk} ({self.user})"
+        return f"account {self.pk} ({self.user})" if self.kind == self.Kind.USER else f"{self.kind} account"
 
 
 class ApiKeyQuerySet(models.QuerySet):

@@ -22,3 +22,8 @@ def open_account(user) -> Account:
 
 def fee_account() -> Account:
     return Account.objects.get(kind=Account.Kind.FEE)
+
+
+def interest_account() -> Account:
+    """The account earn products pay interest from; operators fund its spot wallet."""
+    return Account.objects.get(kind=Account.Kind.INTEREST)
