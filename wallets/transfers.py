@@ -6,67 +6,40 @@ source wallet's available balance down, the target's up), written in one transac
 with INSUFFICIENT_FUNDS, nothing is written.
 """
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
-from exchange.errors import DuplicateClientTransferId, ExchangeError, InvalidField
+from exchange.errors import DuplicateClientTransferId, InvalidField
 from trading import ledger
 from trading.models import Asset, LedgerEntry
 from wallets.announce import announce_balances
 from wallets.models import Transfer
+from wallets.requests import ClientRequest, access_asset, earlier_request, make_once
 
 
 @dataclass(frozen=True)
-class TransferRequest:
+class TransferRequest(ClientRequest):
     asset: str
     amount: Decimal
     source: str
     target: str
     client_transfer_id: str | None = None
 
-    def digest(self) -> str:
-        """Equal for the same transfer however its amount was spelt ("1" and "1.00" are one amount)."""
-        canonical = {**asdict(self), "amount": format(self.amount.normalize(), "f")}
-        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
-
-
-def access_asset(symbol: str) -> Asset:
-    asset = Asset.objects.filter(symbol=symbol).first()
-    if asset is None:
-        raise InvalidField("asset", f"Unknown asset {symbol!r}.")
-    return asset
+    client_id_field = "client_transfer_id"
 
 
 def existing_for_retry(account, request: TransferRequest) -> Transfer | None:
     """The transfer an earlier identical request made; DUPLICATE_CLIENT_TRANSFER_ID if the id was used otherwise."""
-    if request.client_transfer_id is None:
-        return None
-    existing = (Transfer.objects.select_related("asset")
-                .filter(account=account, client_transfer_id=request.client_transfer_id).first())
-    if existing is not None and existing.request_digest != request.digest():
-        raise DuplicateClientTransferId(request.client_transfer_id, existing.pk)
-    return existing
+    return earlier_request(Transfer.objects.select_related("asset").filter(account=account), request,
+                           lambda existing: DuplicateClientTransferId(request.client_transfer_id, existing.pk))
 
 
 def make_transfer(account, request: TransferRequest) -> tuple[Transfer, bool]:
-    """Move funds between two of the account's wallets. Returns (transfer, created).
-
-    Repeating a request with the same client_transfer_id returns the first transfer with
-    created=False, also when the two requests race (the unique constraint decides: the second insert
-    waits for the first to commit, then fails, and the lookup finds it) and also when the repeat
-    itself would now be refused (funds since moved): the lookup happens only then.
-    """
-    try:
-        return do_make_transfer(account, request), True
-    except (ExchangeError, IntegrityError):
-        existing = existing_for_retry(account, request)
-        if existing is None:
-            raise
-        return existing, False
+    """Move funds between two of the account's wallets. Returns (transfer, created); a repeat of a
+    request with the same client_transfer_id returns the first transfer (``make_once``)."""
+    return make_once(lambda: do_make_transfer(account, request), lambda: existing_for_retry(account, request))
 
 
 def check_transfer(request: TransferRequest) -> Asset:
