@@ -54,11 +54,16 @@ class ErrorCode(StrEnum):
     NOT_FOUND = ("NOT_FOUND", 404)
     UNKNOWN_PAIR = ("UNKNOWN_PAIR", 404)
     ORDER_NOT_FOUND = ("ORDER_NOT_FOUND", 404)
+    SUBSCRIPTION_NOT_FOUND = ("SUBSCRIPTION_NOT_FOUND", 404)
     METHOD_NOT_ALLOWED = ("METHOD_NOT_ALLOWED", 405)
     NOT_ACCEPTABLE = ("NOT_ACCEPTABLE", 406)
     MARKET_HALTED = ("MARKET_HALTED", 409)
     DUPLICATE_CLIENT_ORDER_ID = ("DUPLICATE_CLIENT_ORDER_ID", 409)
     DUPLICATE_CLIENT_TRANSFER_ID = ("DUPLICATE_CLIENT_TRANSFER_ID", 409)
+    DUPLICATE_CLIENT_SUBSCRIPTION_ID = ("DUPLICATE_CLIENT_SUBSCRIPTION_ID", 409)
+    EARN_PRODUCT_INACTIVE = ("EARN_PRODUCT_INACTIVE", 409)
+    EARN_CAPACITY_EXCEEDED = ("EARN_CAPACITY_EXCEEDED", 409)
+    SUBSCRIPTION_LOCKED = ("SUBSCRIPTION_LOCKED", 409)
     ORDER_ALREADY_CLOSED = ("ORDER_ALREADY_CLOSED", 409)
     POST_ONLY_WOULD_TAKE = ("POST_ONLY_WOULD_TAKE", 409)
     MESSAGE_TOO_LARGE = ("MESSAGE_TOO_LARGE", 413)
@@ -178,6 +183,11 @@ class OrderNotFound(NotFound):
                          else f"No order with client_order_id {client_order_id!r}.")
 
 
+class SubscriptionNotFound(NotFound):
+    def __init__(self, subscription_id: int):
+        super().__init__(ErrorCode.SUBSCRIPTION_NOT_FOUND, f"No earn subscription {subscription_id} on this account.")
+
+
 class MessageTooLarge(ExchangeError):
     """413: a request body or WebSocket message over its size limit."""
 
@@ -211,6 +221,37 @@ class DuplicateClientTransferId(Conflict):
         super().__init__(ErrorCode.DUPLICATE_CLIENT_TRANSFER_ID,
                          f"client_transfer_id {client_transfer_id!r} was already used for a different transfer.",
                          transfer_id=transfer_id)
+
+
+class DuplicateClientSubscriptionId(Conflict):
+    def __init__(self, client_subscription_id: str, subscription_id: int):
+        super().__init__(ErrorCode.DUPLICATE_CLIENT_SUBSCRIPTION_ID,
+                         f"client_subscription_id {client_subscription_id!r} was already used for a different "
+                         "subscription.", subscription_id=subscription_id)
+
+
+class EarnProductInactive(Conflict):
+    def __init__(self, product_id: int):
+        super().__init__(ErrorCode.EARN_PRODUCT_INACTIVE, f"Earn product {product_id} takes no new subscriptions.",
+                         product_id=product_id)
+
+
+class EarnCapacityExceeded(Conflict):
+    """The subscription would take the product past its cap; ``remaining_capacity`` is what is left."""
+
+    def __init__(self, product_id: int, asset: str, remaining_capacity: str):
+        super().__init__(ErrorCode.EARN_CAPACITY_EXCEEDED,
+                         f"Earn product {product_id} has {remaining_capacity} {asset} of capacity left.",
+                         product_id=product_id, remaining_capacity=remaining_capacity)
+
+
+class SubscriptionLocked(Conflict):
+    """A locked product's subscription cannot be redeemed before ``unlocks_at`` (ms)."""
+
+    def __init__(self, subscription_id: int, unlocks_at: int):
+        super().__init__(ErrorCode.SUBSCRIPTION_LOCKED,
+                         f"Subscription {subscription_id} is locked until {unlocks_at} (ms since the epoch).",
+                         subscription_id=subscription_id, unlocks_at=unlocks_at)
 
 
 class OrderAlreadyClosed(Conflict):

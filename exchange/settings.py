@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.management.utils import get_random_secret_key
 
 from exchange.money import configure_decimal_context
@@ -94,6 +95,7 @@ INSTALLED_APPS = [
     "accounts",
     "trading",
     "wallets",
+    "earn",
     "marketdata",
     "sandbox",
 ]
@@ -212,6 +214,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")  # when each job last ran
+# Celery beat (bin/supervise's `periodic` role): earn interest at five past every hour. A day is paid once it has
+# ended, so the 00:05 run pays it; the others find nothing owed unless an earlier run failed or stopped short
+# (accrual pays each day once, so repeats are harmless). A run not started within the hour is dropped.
+CELERY_BEAT_SCHEDULE = {
+    "earn-accrue-interest": {"task": "earn.accrue_interest", "schedule": crontab(minute=5),
+                             "options": {"expires": 3300}},
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

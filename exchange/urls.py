@@ -15,6 +15,7 @@ v1 = [
     path("", include("marketdata.api.urls")),
     path("", include("trading.api.urls")),
     path("", include("wallets.api.urls")),
+    path("", include("earn.api.urls")),
     path("", include("sandbox.urls")),  # answers 404 outside the sandbox
 ]
 
@@ -22,6 +23,7 @@ urlpatterns = [
     # Browsers ask for /favicon.ico whatever the page links; the one icon is static/favicon.svg.
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"))),
     path("admin/", admin.site.urls),
+    path("account/earn/", include("earn.urls")),
     path("account/wallets/", include("wallets.urls")),
     path("account/", include("accounts.urls")),
     path("v1/", include(v1)),

@@ -93,7 +93,8 @@ def test_the_one_stop_command_leaves_no_process_behind(stack):
 
     assert production.stop() == 0
 
-    assert len(states) == 1 + 2 + 3  # gunicorn, two Daphne processes, the three markets' matchers
+    # gunicorn, two Daphne processes, the three markets' matchers, and beat and the worker of periodic jobs
+    assert len(states) == 1 + 2 + 3 + 2
     assert {pid for _, pid in states.values()} <= processes
     assert len(processes) >= len(states) + 2  # and gunicorn's two workers
     assert [pid for pid in processes | {supervisord} if alive(pid)] == []

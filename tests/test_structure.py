@@ -1,4 +1,4 @@
-"""The house's structure: imports flow one way, exchange <- accounts <- trading <- wallets <-
+"""The house's structure: imports flow one way, exchange <- accounts <- trading <- wallets <- earn <-
 marketdata <- sandbox, with no cycle between modules (a lazy import counts too), and only the backend objects know
 which stack they run on. The graph is grimp's (import-linter's), built from the source."""
 
@@ -8,7 +8,8 @@ import re
 import grimp
 import pytest
 
-LAYERS = ["exchange", "accounts", "trading", "wallets", "marketdata", "sandbox"]  # each may import only those before it
+# Each may import only those before it.
+LAYERS = ["exchange", "accounts", "trading", "wallets", "earn", "marketdata", "sandbox"]
 # Composition roots wire the apps together: they may import any layer.
 ROOTS = {"exchange.urls", "exchange.asgi", "exchange.wsgi", "exchange.celery", "exchange.settings"}
 ROOT = pathlib.Path(__file__).resolve().parent.parent

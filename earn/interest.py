@@ -1,0 +1,148 @@
+"""Daily interest on earn subscriptions, paid once per subscription and UTC day.
+
+A subscription earns for each whole UTC day it is held: from the day after it was subscribed to the
+day before it is redeemed. A day's interest is ``amount × annual_rate / 365``, rounded down to the
+asset's precision (what rounding leaves over is never paid, so interest never exceeds the rate), and
+is paid from the interest account's spot available balance to the holder's earn available balance
+(ledger kind ``interest``, reference ``interest:<subscription id>:<YYYY-MM-DD>``).
+
+``accrue_interest`` pays every day not yet paid up to a given day (at most yesterday: a day is paid
+once it has ended), oldest first, so a late run catches up on each missed day. Each (subscription,
+day) is one transaction that first inserts its InterestAccrual row: the unique key on (subscription,
+period) makes a second payment of the same day, from a run repeated or racing in another process,
+fail before it writes anything. A day whose interest rounds to zero gets its row, and no ledger
+entry. When the interest account cannot pay a day, nothing of it is written, that asset's accrual
+stops for the run (no balance goes negative, and later days wait for the earlier one), and an
+InterestShortfall row (shown in the admin) and an error in the log tell operators to fund it; the
+next run after funding pays every day owed.
+"""
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_DOWN, Decimal, localcontext
+from itertools import groupby
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.services import interest_account
+from exchange.errors import InsufficientFunds
+from trading import ledger
+from trading.models import Asset, Balance, LedgerEntry, Wallet
+from wallets.announce import announce_balances
+
+from earn.models import InterestAccrual, InterestShortfall, Subscription
+from earn.subscriptions import ONE_DAY, utc_day
+
+logger = logging.getLogger(__name__)
+DAYS_PER_YEAR = 365
+
+
+@dataclass
+class AccrualRun:
+    """What one run did: days paid and settled at zero, the interest paid per asset, where it stopped."""
+
+    through: date
+    paid: int = 0
+    zero: int = 0
+    interest: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    shortfalls: list[InterestShortfall] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"through": self.through.isoformat(), "paid": self.paid, "zero": self.zero,
+                "interest": {symbol: format(amount, "f") for symbol, amount in sorted(self.interest.items())},
+                "shortfalls": [str(shortfall) for shortfall in self.shortfalls]}
+
+
+def daily_interest(amount: Decimal, annual_rate: Decimal, precision: int) -> Decimal:
+    """``amount × annual_rate / 365`` rounded down to ``precision`` places: truncating the quotient at
+    100 digits, then at the precision, is the floor of the exact value (both are non-negative)."""
+    with localcontext(prec=100, rounding=ROUND_DOWN):
+        return (amount * annual_rate / DAYS_PER_YEAR).quantize(Decimal(1).scaleb(-precision), rounding=ROUND_DOWN)
+
+
+def last_whole_day() -> date:
+    return utc_day(timezone.now()) - ONE_DAY
+
+
+def accrue_interest(through: date | None = None) -> AccrualRun:
+    """Pay every day not yet paid up to ``through`` (default, and at most, yesterday UTC)."""
+    yesterday = last_whole_day()
+    run = AccrualRun(min(through or yesterday, yesterday))
+    payer = interest_account().pk
+    owing = (Subscription.objects.filter(Q(status=Subscription.Status.ACTIVE) | Q(last_period__gt=F("accrued_through")),
+                                         accrued_through__lt=run.through)
+             .select_related("asset").order_by("asset_id", "pk"))
+    stopped = set()
+    for asset, subscriptions in groupby(owing, key=lambda subscription: subscription.asset):
+        if not accrue_asset(asset, list(subscriptions), payer, run):
+            stopped.add(asset.pk)
+    InterestShortfall.objects.filter(resolved_at__isnull=True, period__lte=run.through).exclude(
+        asset__in=stopped).update(resolved_at=timezone.now())
+    return run
+
+
+def accrue_asset(asset: Asset, subscriptions: list[Subscription], payer: int, run: AccrualRun) -> bool:
+    """Pay the subscriptions' owed days, day by day; False if the interest account fell short."""
+    day = min(subscription.accrued_through for subscription in subscriptions)
+    while day < run.through:
+        day += ONE_DAY
+        for subscription in subscriptions:
+            if subscription.accrued_through < day <= (subscription.last_period or run.through):
+                interest = daily_interest(subscription.amount, subscription.annual_rate, asset.precision)
+                try:
+                    paid = accrue_period(subscription, day, interest, payer)
+                except InsufficientFunds:
+                    run.shortfalls.append(record_shortfall(subscription, day, interest, payer))
+                    return False
+                subscription.accrued_through = day
+                if paid:
+                    run.paid += bool(interest)
+                    run.zero += not interest
+                    run.interest[asset.symbol] += interest
+    return True
+
+
+def accrue_period(subscription: Subscription, period: date, interest: Decimal, payer: int) -> bool:
+    """Pay one day's interest on one subscription; False if it was paid already (by another run)."""
+    try:
+        with transaction.atomic():
+            InterestAccrual.objects.create(subscription=subscription, period=period, amount=interest)
+            Subscription.objects.filter(pk=subscription.pk, accrued_through__lt=period).update(accrued_through=period)
+            if interest:
+                ledger.apply_journal(ledger.Journal(
+                    reason=LedgerEntry.Reason.INTEREST,
+                    reference=f"interest:{subscription.pk}:{period.isoformat()}",
+                    postings=[
+                        ledger.Posting(payer, subscription.asset_id, -interest, ledger.Bucket.AVAILABLE, Wallet.SPOT),
+                        ledger.Posting(subscription.account_id, subscription.asset_id, interest,
+                                       ledger.Bucket.AVAILABLE, Wallet.EARN),
+                    ],
+                ))
+                announce_balances(subscription.account_id)
+    except IntegrityError:
+        if not InterestAccrual.objects.filter(subscription=subscription, period=period).exists():
+            raise
+        return False
+    return True
+
+
+def record_shortfall(subscription: Subscription, period: date, needed: Decimal, payer: int) -> InterestShortfall:
+    available = Balance.objects.filter(account_id=payer, asset_id=subscription.asset_id, wallet=Wallet.SPOT
+                                       ).values_list("available", flat=True).first() or Decimal(0)
+    now = timezone.now()
+    details = {"subscription": subscription, "needed": needed, "available": available, "last_seen_at": now,
+               "resolved_at": None}
+    shortfall, created = InterestShortfall.objects.get_or_create(asset_id=subscription.asset_id, period=period,
+                                                                 defaults=details)
+    if not created:
+        for name, value in details.items():
+            setattr(shortfall, name, value)
+        shortfall.save(update_fields=list(details))
+    logger.error("interest accrual of %s stopped at %s: subscription %s is owed %s and the interest account has %s "
+                 "available; fund the interest account (README, \"Earn\")", subscription.asset, period,
+                 subscription.pk, needed, available)
+    return shortfall
