@@ -78,6 +78,9 @@ class Subscription(Movement):
         ACTIVE = "active"
         REDEEMED = "redeemed"
 
+    # Set by the service rather than on save: the lock and the first day of interest count from the same instant.
+    created_at = models.DateTimeField(help_text="When it was subscribed: its lock and its first day of interest "
+                                                "count from then.")
     product = models.ForeignKey(EarnProduct, on_delete=models.PROTECT, related_name="subscriptions")
     annual_rate = AmountField(help_text="The product's rate when subscribed.")
     unlocks_at = models.DateTimeField(help_text="From when it may be redeemed.")

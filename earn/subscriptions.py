@@ -111,8 +111,8 @@ def do_subscribe(account, request: SubscriptionRequest) -> Subscription:
         now = timezone.now()
         subscription = Subscription.objects.create(
             account=account, asset=asset, amount=request.amount, product=product, annual_rate=product.annual_rate,
-            unlocks_at=now + product.lock, accrued_through=utc_day(now), client_subscription_id=request.client_id,
-            request_digest=request.digest(),
+            created_at=now, unlocks_at=now + product.lock, accrued_through=utc_day(now),
+            client_subscription_id=request.client_id, request_digest=request.digest(),
         )
         ledger.apply_journal(principal_journal(subscription, redeem=False))
         announce_balances(account.pk)

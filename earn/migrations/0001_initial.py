@@ -44,7 +44,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('amount', trading.models.AmountField(decimal_places=18, max_digits=36)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('created_at', models.DateTimeField(help_text='When it was subscribed: its lock and its first day of interest count from then.')),
                 ('annual_rate', trading.models.AmountField(decimal_places=18, help_text="The product's rate when subscribed.", max_digits=36)),
                 ('unlocks_at', models.DateTimeField(help_text='From when it may be redeemed.')),
                 ('status', models.CharField(choices=[('active', 'Active'), ('redeemed', 'Redeemed')], default='active', max_length=8)),
