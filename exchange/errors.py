@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
 
     INVALID_REQUEST = ("INVALID_REQUEST", 400)
     INSUFFICIENT_FUNDS = ("INSUFFICIENT_FUNDS", 400)
+    WITHDRAWAL_LIMIT_EXCEEDED = ("WITHDRAWAL_LIMIT_EXCEEDED", 400)
     MISSING_AUTH_HEADERS = ("MISSING_AUTH_HEADERS", 401)
     AUTHENTICATION_REQUIRED = ("AUTHENTICATION_REQUIRED", 401)
     INVALID_API_KEY = ("INVALID_API_KEY", 401)
@@ -51,10 +52,13 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_SCOPE = ("INSUFFICIENT_SCOPE", 403)
     IP_NOT_ALLOWED = ("IP_NOT_ALLOWED", 403)
     DEPTH_REQUIRES_VERIFICATION = ("DEPTH_REQUIRES_VERIFICATION", 403)
+    WITHDRAWAL_ADDRESS_NOT_ALLOWED = ("WITHDRAWAL_ADDRESS_NOT_ALLOWED", 403)
+    WITHDRAWAL_ADDRESS_NOT_YET_USABLE = ("WITHDRAWAL_ADDRESS_NOT_YET_USABLE", 403)
     NOT_FOUND = ("NOT_FOUND", 404)
     UNKNOWN_PAIR = ("UNKNOWN_PAIR", 404)
     ORDER_NOT_FOUND = ("ORDER_NOT_FOUND", 404)
     SUBSCRIPTION_NOT_FOUND = ("SUBSCRIPTION_NOT_FOUND", 404)
+    WITHDRAWAL_NOT_FOUND = ("WITHDRAWAL_NOT_FOUND", 404)
     METHOD_NOT_ALLOWED = ("METHOD_NOT_ALLOWED", 405)
     NOT_ACCEPTABLE = ("NOT_ACCEPTABLE", 406)
     MARKET_HALTED = ("MARKET_HALTED", 409)
@@ -64,6 +68,9 @@ class ErrorCode(StrEnum):
     EARN_PRODUCT_INACTIVE = ("EARN_PRODUCT_INACTIVE", 409)
     EARN_CAPACITY_EXCEEDED = ("EARN_CAPACITY_EXCEEDED", 409)
     SUBSCRIPTION_LOCKED = ("SUBSCRIPTION_LOCKED", 409)
+    DUPLICATE_CLIENT_WITHDRAWAL_ID = ("DUPLICATE_CLIENT_WITHDRAWAL_ID", 409)
+    WITHDRAWALS_DISABLED = ("WITHDRAWALS_DISABLED", 409)
+    WITHDRAWAL_NOT_CANCELLABLE = ("WITHDRAWAL_NOT_CANCELLABLE", 409)
     ORDER_ALREADY_CLOSED = ("ORDER_ALREADY_CLOSED", 409)
     POST_ONLY_WOULD_TAKE = ("POST_ONLY_WOULD_TAKE", 409)
     MESSAGE_TOO_LARGE = ("MESSAGE_TOO_LARGE", 413)
@@ -145,6 +152,16 @@ class InsufficientFunds(ExchangeError):
         )
 
 
+class WithdrawalLimitExceeded(ExchangeError):
+    """400: the withdrawal would take the account over its daily limit for the asset (any 24 hours);
+    amounts as decimal strings."""
+
+    def __init__(self, asset: str, limit: str, used: str, remaining: str):
+        super().__init__(ErrorCode.WITHDRAWAL_LIMIT_EXCEEDED,
+                         f"Over the daily withdrawal limit of {limit} {asset}: {remaining} {asset} left in the last "
+                         "24 hours.", {"asset": asset, "limit": limit, "used": used, "remaining": remaining})
+
+
 class AuthenticationFailed(ErrorFamily):
     """401: missing or malformed credentials, an unknown or revoked key, a bad signature, clock or nonce."""
 
@@ -155,6 +172,22 @@ class Forbidden(ErrorFamily):
     """403: the caller is known but may not do this (scope, IP allowlist, depth, permission)."""
 
     family_status = 403
+
+
+class WithdrawalAddressNotAllowed(Forbidden):
+    def __init__(self, asset: str, address: str):
+        super().__init__(ErrorCode.WITHDRAWAL_ADDRESS_NOT_ALLOWED,
+                         f"{address!r} is not in this account's {asset} withdrawal address book; add it on the "
+                         "account pages (/account/wallets/addresses/).", asset=asset, address=address)
+
+
+class WithdrawalAddressNotYetUsable(Forbidden):
+    """The address is in the book but its waiting period has not passed; ``usable_from`` in ms."""
+
+    def __init__(self, asset: str, address: str, usable_from: int):
+        super().__init__(ErrorCode.WITHDRAWAL_ADDRESS_NOT_YET_USABLE,
+                         f"{asset} address {address!r} was added recently and is usable from {usable_from} "
+                         "(ms since the epoch).", asset=asset, address=address, usable_from=usable_from)
 
 
 class NotFound(ErrorFamily):
@@ -186,6 +219,11 @@ class OrderNotFound(NotFound):
 class SubscriptionNotFound(NotFound):
     def __init__(self, subscription_id: int):
         super().__init__(ErrorCode.SUBSCRIPTION_NOT_FOUND, f"No earn subscription {subscription_id} on this account.")
+
+
+class WithdrawalNotFound(NotFound):
+    def __init__(self, withdrawal_id: int):
+        super().__init__(ErrorCode.WITHDRAWAL_NOT_FOUND, f"No withdrawal {withdrawal_id} on this account.")
 
 
 class MessageTooLarge(ExchangeError):
@@ -252,6 +290,25 @@ class SubscriptionLocked(Conflict):
         super().__init__(ErrorCode.SUBSCRIPTION_LOCKED,
                          f"Subscription {subscription_id} is locked until {unlocks_at} (ms since the epoch).",
                          subscription_id=subscription_id, unlocks_at=unlocks_at)
+
+
+class DuplicateClientWithdrawalId(Conflict):
+    def __init__(self, client_withdrawal_id: str, withdrawal_id: int):
+        super().__init__(ErrorCode.DUPLICATE_CLIENT_WITHDRAWAL_ID,
+                         f"client_withdrawal_id {client_withdrawal_id!r} was already used for a different withdrawal.",
+                         withdrawal_id=withdrawal_id)
+
+
+class WithdrawalsDisabled(Conflict):
+    def __init__(self, asset: str):
+        super().__init__(ErrorCode.WITHDRAWALS_DISABLED, f"Withdrawals of {asset} are suspended.", asset=asset)
+
+
+class WithdrawalNotCancellable(Conflict):
+    def __init__(self, withdrawal_id: int, status: str):
+        super().__init__(ErrorCode.WITHDRAWAL_NOT_CANCELLABLE,
+                         f"Withdrawal {withdrawal_id} is {status}: only a withdrawal pending review can be cancelled.",
+                         withdrawal_id=withdrawal_id, status=status)
 
 
 class OrderAlreadyClosed(Conflict):

@@ -6,6 +6,7 @@ matcher running in-process, so the exchange starts on a bare laptop. Setting ``D
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -68,6 +69,9 @@ PUBLIC_WEIGHT_PER_MINUTE = int(os.environ.get("PUBLIC_WEIGHT_PER_MINUTE", "1200"
 RATE_LIMIT_WINDOW_SECONDS = int(os.environ.get("RATE_LIMIT_WINDOW_SECONDS", "60"))
 # The server `manage.py simulate_market` trades with (sandbox) unless given --base-url.
 SIMULATION_BASE_URL = os.environ.get("SIMULATION_BASE_URL", "http://127.0.0.1:8000")
+# How long after it is added to the address book an address may receive withdrawals: time for its
+# holder to notice an address someone else added (wallets/withdrawals.py).
+WITHDRAWAL_ADDRESS_WAITING_PERIOD = timedelta(hours=float(os.environ.get("WITHDRAWAL_ADDRESS_WAITING_HOURS", "24")))
 
 # Behind a TLS-terminating proxy in production: secure cookies, HSTS, redirect plain HTTP.
 BEHIND_TLS = env_bool("EXCHANGE_BEHIND_TLS")

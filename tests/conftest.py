@@ -170,3 +170,19 @@ def make_key(db):
         return SignedClient(key.public_id, secret, remote_addr=remote_addr)
 
     return make
+
+
+@pytest.fixture
+def announced():
+    """The account ids whose balance changes are announced to their private channel (trading.signals
+    .balances_changed, sent on commit), in order."""
+    from trading.signals import balances_changed
+
+    account_ids = []
+
+    def receiver(sender, account_id, **kwargs):
+        account_ids.append(account_id)
+
+    balances_changed.connect(receiver)
+    yield account_ids
+    balances_changed.disconnect(receiver)

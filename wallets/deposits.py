@@ -15,7 +15,7 @@ from accounts.models import Account
 from trading import ledger
 from trading.models import Asset, LedgerEntry
 from wallets.announce import announce_balances
-from wallets.models import Deposit
+from wallets.models import AssetWalletSettings, Deposit
 
 
 EXTERNAL_ID_LENGTH = Deposit._meta.get_field("external_id").max_length
@@ -43,8 +43,11 @@ def credit_deposit(account: Account, asset: Asset, amount: Decimal, external_id:
     """Credit ``amount`` of ``asset`` to the account's spot wallet; raise DepositRefused, writing
     nothing, for a bad amount or a transaction already credited."""
     check_amount(asset, amount)
+    if not AssetWalletSettings.of(asset).deposit_enabled:
+        raise DepositRefused(f"Deposits of {asset.symbol} are disabled in its wallet settings; nothing was written.")
     if not external_id or external_id != external_id.strip() or len(external_id) > EXTERNAL_ID_LENGTH:
-        raise DepositRefused(f"The external id must be 1 to {EXTERNAL_ID_LENGTH} characters, with no surrounding spaces.")
+        raise DepositRefused(f"The external id must be 1 to {EXTERNAL_ID_LENGTH} characters, "
+                             "with no surrounding spaces.")
     try:
         with transaction.atomic():
             deposit = Deposit.objects.create(account=account, asset=asset, amount=amount, external_id=external_id,
