@@ -1,6 +1,7 @@
 """Start the real processes (Daphne, gunicorn, Celery workers) for end-to-end tests."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -96,3 +97,10 @@ def running(args: list[str], env: dict[str, str], log: Path, ready_url: str | No
         yield process
     finally:
         stop(process)
+
+
+def form_post(client: httpx.Client, path: str, fields: dict, page: str | None = None) -> httpx.Response:
+    """Submit a form as a browser does, with the CSRF token of the page it is on (``page``, else ``path``)."""
+    form_page = client.get(page or path)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form_page.text).group(1)
+    return client.post(path, data={"csrfmiddlewaretoken": token, **fields}, follow_redirects=True)

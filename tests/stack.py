@@ -91,13 +91,16 @@ class Stack:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
 
-    def create_trader(self, username: str, *deposits: str, scope: str = "trade", verified: bool = False) -> dict:
-        return self.create_traders([username], *deposits, scope=scope, verified=verified)[0]
+    def create_trader(self, username: str, *deposits: str, scope: str = "trade", verified: bool = False,
+                      allow: tuple[str, ...] = ()) -> dict:
+        return self.create_traders([username], *deposits, scope=scope, verified=verified, allow=allow)[0]
 
     def create_traders(self, usernames: list[str], *deposits: str, scope: str = "trade",
-                       verified: bool = False) -> list[dict]:
-        """``manage.py create_trader`` for each username, in one process: each one's account_id, key and secret."""
-        args = [*[f"--deposit={d}" for d in deposits], "--scope", scope, *(["--verified"] if verified else [])]
+                       verified: bool = False, allow: tuple[str, ...] = ()) -> list[dict]:
+        """``manage.py create_trader`` for each username, in one process: each one's account_id, key and secret;
+        ``allow``: the keys' IP allowlist (a key that can withdraw needs one)."""
+        args = [*[f"--deposit={d}" for d in deposits], "--scope", scope, *(["--verified"] if verified else []),
+                *[f"--allow={network}" for network in allow]]
         code = ("import io, json\nfrom django.core.management import call_command\nkeys = []\n"
                 f"for username in {usernames!r}:\n"
                 "    out = io.StringIO()\n"

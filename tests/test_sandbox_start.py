@@ -13,7 +13,7 @@ import subprocess
 import httpx
 import pytest
 
-from .processes import free_port, process_env, running, wait_until
+from .processes import form_post, free_port, process_env, running, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,13 +38,6 @@ def run_quick_start(script: str, env: dict) -> tuple[dict, dict]:
     assert result.returncode == 0, result.stderr
     balances, order = json_documents(result.stdout)
     return balances, order
-
-
-def form_post(client: httpx.Client, path: str, fields: dict) -> httpx.Response:
-    """Submit a page's form as a browser does: with the CSRF token from the page."""
-    page = client.get(path)
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    return client.post(path, data={"csrfmiddlewaretoken": token, **fields}, follow_redirects=True)
 
 
 def assert_order_came_back(order: dict) -> None:
