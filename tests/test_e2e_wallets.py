@@ -27,7 +27,8 @@ OPERATOR = ("operator", "e2e-operator-password")  # seed_demo's operator, from t
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("wallets"), WITHDRAWAL_ADDRESS_WAITING_HOURS=str(WAITING_SECONDS / 3600)) as stack:
+    waiting_hours = str(WAITING_SECONDS / 3600)
+    with Stack(tmp_path_factory.mktemp("wallets"), WITHDRAWAL_ADDRESS_WAITING_HOURS=waiting_hours) as stack:
         yield stack
 
 
