@@ -336,7 +336,8 @@ def test_public_calls_are_not_signed_and_private_calls_need_a_secret():
 
 
 @pytest.fixture
-def live(make_account, fund, make_key):
+def in_process_http(db):
+    """An HTTP client whose requests this process's WSGI application answers."""
     from django.core.signals import request_finished, request_started
     from django.db import close_old_connections
 
@@ -345,16 +346,21 @@ def live(make_account, fund, make_key):
     # As Django's test client does: a request must not close the test's database connection.
     for signal in (request_started, request_finished):
         signal.disconnect(close_old_connections)
-    account = make_account()
-    fund(account, "USD", "100000")
-    bot = make_key(account)
-    http = httpx.Client(transport=httpx.WSGITransport(app=application))
     try:
-        with Client("http://testserver", bot.key_id, bot.secret, http=http) as client:
-            yield client
+        with httpx.Client(transport=httpx.WSGITransport(app=application)) as http:
+            yield http
     finally:
         for signal in (request_started, request_finished):
             signal.connect(close_old_connections)
+
+
+@pytest.fixture
+def live(make_account, fund, make_key, in_process_http):
+    account = make_account()
+    fund(account, "USD", "100000")
+    bot = make_key(account)
+    with Client("http://testserver", bot.key_id, bot.secret, http=in_process_http) as client:
+        yield client
 
 
 def test_the_server_accepts_the_clients_signatures(live):
@@ -380,6 +386,54 @@ def test_a_repeated_order_is_the_same_order_on_the_server(live):
         live.place_order("BTC-USD", "buy", "limit", price="20001", size="0.01", client_order_id="once")
     with pytest.raises(TypeError):
         live.place_order("BTC-USD", "buy", "limit", price=20000.0, size="0.01")
+
+
+def test_the_wallet_methods_move_money_and_read_it_back(make_account, fund, make_key, in_process_http):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from earn.models import EarnProduct
+    from trading.models import Asset
+    from wallets.models import WithdrawalAddress
+
+    account = make_account()
+    fund(account, "USD", "1000")
+    bot = make_key(account, scope="trade_withdraw", ip_allowlist=["127.0.0.1"])
+    client = Client("http://testserver", bot.key_id, bot.secret, http=in_process_http)
+
+    moved = client.transfer("USD", "100", "spot", "margin", client_transfer_id="to-margin")
+    again = client.transfer("USD", Decimal("100.00"), "spot", "margin", client_transfer_id="to-margin")
+    assert again["transfer_id"] == moved["transfer_id"]
+    assert [t["transfer_id"] for t in client.transfers(asset="USD")["results"]] == [moved["transfer_id"]]
+    newest = client.ledger(asset="USD", wallet="margin")["results"][0]
+    assert (newest["kind"], newest["amount"], newest["balance_after"]) == ("transfer", "100.00", "100.00")
+    with pytest.raises(errors.InsufficientFunds):
+        client.transfer("USD", "901", "spot", "earn")
+
+    usd = Asset.objects.get(symbol="USD")
+    usable = timezone.now() - timedelta(seconds=1)
+    WithdrawalAddress.objects.create(account=account, asset=usd, address="US00BANK", created_at=usable,
+                                     usable_from=usable)
+    asked = client.withdraw("USD", "50", "US00BANK")
+    assert client.get_withdrawal(asked["id"])["status"] == "pending_review"
+    assert client.cancel_withdrawal(asked["id"])["status"] == "cancelled"
+    assert client.cancel_withdrawal(asked["id"])["status"] == "cancelled"  # a retry changes nothing
+    assert [w["id"] for w in client.withdrawals(status="cancelled")["results"]] == [asked["id"]]
+    with pytest.raises(errors.WithdrawalAddressNotAllowed):
+        client.withdraw("USD", "50", "US00ELSEWHERE")
+
+    product = EarnProduct.objects.create(asset=usd, annual_rate=Decimal("0.05"), lock_days=0,
+                                         min_amount=Decimal("10"), capacity=Decimal("10000"))
+    assert [p["id"] for p in client.earn_products()] == [product.pk]
+    subscription = client.subscribe(product.pk, "200")
+    assert [s["subscription_id"] for s in client.subscriptions()["results"]] == [subscription["subscription_id"]]
+    assert client.redeem(subscription["subscription_id"])["status"] == "redeemed"
+    assert client.deposits()["results"] == []
+    spot = next(row["spot"] for row in client.balances()["balances"] if row["asset"] == "USD")
+    assert spot == {"available": "900.00", "locked": "0.00", "total": "900.00"}
+    with pytest.raises(errors.NotFound):
+        client.faucet("USD", "10")  # outside the sandbox
 
 
 def test_cli_rebuilds_the_body_the_product_page_quick_start_passes(monkeypatch, capsys):

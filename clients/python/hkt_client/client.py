@@ -29,7 +29,7 @@ NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 PUBLIC_MAX_DEPTH = 100  # deeper books need a signed request from a verified account
 
 
-def amount(name: str, value: Amount) -> str:
+def decimal_string(name: str, value: Amount) -> str:
     """A decimal string for the wire. Floats are refused: 0.1 is not 0.1, and the server never rounds."""
     if isinstance(value, float):
         raise TypeError(f"{name} must be a str or Decimal, not float ({value!r} is not exact)")
@@ -106,7 +106,7 @@ class Client:
         body: dict[str, Any] = {"pair": pair, "side": side, "type": type}
         for name, value in (("price", price), ("size", size), ("funds", funds), ("stop_price", stop_price)):
             if value is not None:
-                body[name] = amount(name, value)
+                body[name] = decimal_string(name, value)
         optional = {"time_in_force": time_in_force, "post_only": post_only, "stp": stp}
         body.update({name: value for name, value in optional.items() if value is not None})
         body["client_order_id"] = client_order_id or uuid.uuid4().hex
@@ -141,6 +141,76 @@ class Client:
 
     def balances(self) -> dict:
         return self._request("GET", "/v1/account/balances", private=True)
+
+    # Wallets (SPEC section 9). Lists are one page, newest first: `{"next", "previous", "results"}`;
+    # start_time and end_time are in ms. Requests with a client id get a generated one, so retries are safe.
+
+    def ledger(self, asset: str | None = None, wallet: str | None = None, kind: str | None = None,
+               start_time: int | None = None, end_time: int | None = None, limit: int | None = None,
+               cursor: str | None = None) -> dict:
+        """Every balance change with the balance of its bucket after it."""
+        params = {"asset": asset, "wallet": wallet, "kind": kind, "start_time": start_time, "end_time": end_time,
+                  "limit": limit, "cursor": cursor}
+        return self._request("GET", "/v1/account/ledger", params=params, private=True)
+
+    def deposits(self, asset: str | None = None, start_time: int | None = None, end_time: int | None = None,
+                 limit: int | None = None, cursor: str | None = None) -> dict:
+        return self._list("/v1/account/deposits", asset, start_time, end_time, limit, cursor)
+
+    def transfer(self, asset: str, amount: Amount, from_wallet: str, to_wallet: str,
+                 client_transfer_id: str | None = None) -> dict:
+        """Move funds between your own wallets (`spot`, `margin`, `earn`)."""
+        body = {"asset": asset, "amount": decimal_string("amount", amount), "from": from_wallet, "to": to_wallet,
+                "client_transfer_id": client_transfer_id or uuid.uuid4().hex}
+        return self._request("POST", "/v1/account/transfers", json_body=body, private=True, idempotent=True)
+
+    def transfers(self, asset: str | None = None, start_time: int | None = None, end_time: int | None = None,
+                  limit: int | None = None, cursor: str | None = None) -> dict:
+        return self._list("/v1/account/transfers", asset, start_time, end_time, limit, cursor)
+
+    def withdraw(self, asset: str, amount: Amount, address: str, client_withdrawal_id: str | None = None) -> dict:
+        """Ask for a withdrawal to an address of your address book (a trade_withdraw key)."""
+        body = {"asset": asset, "amount": decimal_string("amount", amount), "address": address,
+                "client_withdrawal_id": client_withdrawal_id or uuid.uuid4().hex}
+        return self._request("POST", "/v1/withdrawals", json_body=body, private=True, idempotent=True)
+
+    def withdrawals(self, asset: str | None = None, start_time: int | None = None, end_time: int | None = None,
+                    limit: int | None = None, cursor: str | None = None, status: str | None = None) -> dict:
+        return self._list("/v1/withdrawals", asset, start_time, end_time, limit, cursor, status=status)
+
+    def get_withdrawal(self, withdrawal_id: int | str) -> dict:
+        return self._request("GET", f"/v1/withdrawals/{path_part(withdrawal_id)}", private=True)
+
+    def cancel_withdrawal(self, withdrawal_id: int | str) -> dict:
+        return self._request("POST", f"/v1/withdrawals/{path_part(withdrawal_id)}/cancel", private=True,
+                             idempotent=True)
+
+    def earn_products(self) -> list[dict]:
+        return self._request("GET", "/v1/earn/products")
+
+    def subscribe(self, product_id: int, amount: Amount, client_subscription_id: str | None = None) -> dict:
+        body = {"product_id": str(product_id), "amount": decimal_string("amount", amount),
+                "client_subscription_id": client_subscription_id or uuid.uuid4().hex}
+        return self._request("POST", "/v1/earn/subscriptions", json_body=body, private=True, idempotent=True)
+
+    def redeem(self, subscription_id: int | str) -> dict:
+        return self._request("POST", f"/v1/earn/subscriptions/{path_part(subscription_id)}/redeem", private=True,
+                             idempotent=True)
+
+    def subscriptions(self, asset: str | None = None, start_time: int | None = None, end_time: int | None = None,
+                      limit: int | None = None, cursor: str | None = None) -> dict:
+        return self._list("/v1/earn/subscriptions", asset, start_time, end_time, limit, cursor)
+
+    def faucet(self, asset: str, amount: Amount) -> dict:
+        """Testnet money, in the sandbox only (404 elsewhere)."""
+        body = {"asset": asset, "amount": decimal_string("amount", amount)}
+        return self._request("POST", "/v1/sandbox/faucet", json_body=body, private=True, idempotent=False)
+
+    def _list(self, path: str, asset: str | None, start_time: int | None, end_time: int | None, limit: int | None,
+              cursor: str | None, **filters: Any) -> dict:
+        params = {"asset": asset, "start_time": start_time, "end_time": end_time, "limit": limit, "cursor": cursor,
+                  **filters}
+        return self._request("GET", path, params=params, private=True)
 
     # The one place requests are built, signed, sent and retried.
 
