@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import serializers, status, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -12,6 +12,7 @@ from exchange.errors import ErrorCode
 from exchange.fields import DecimalString, IdentifierPattern, IntegerString, MillisecondsField, to_milliseconds
 from exchange.openapi import error_responses
 from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount, NewestFirst
+from wallets.api.made_once import made_once_responses, make_once
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 
 from earn.interest import DAYS_PER_YEAR
@@ -137,19 +138,13 @@ class SubscriptionViewSet(AccountViewMixin, viewsets.GenericViewSet):
                     "wallet, locked there (transfers cannot move it) until redeemed. " + INTEREST_NOTE,
         request=SubscriptionCreateSerializer,
         responses={
-            201: OpenApiResponse(SubscriptionSerializer, description="Subscribed."),
-            200: OpenApiResponse(SubscriptionSerializer,
-                                 description="A retry: the subscription this client_subscription_id made."),
+            **made_once_responses(SubscriptionSerializer, "Subscribed.", "subscription", "client_subscription_id"),
             **error_responses(*AUTH_ERRORS, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.EARN_PRODUCT_INACTIVE,
                               ErrorCode.EARN_CAPACITY_EXCEEDED, ErrorCode.DUPLICATE_CLIENT_SUBSCRIPTION_ID),
         },
     )
     def create(self, request):
-        form = SubscriptionCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        subscription, created = subscribe(self.account, form.validated_data)
-        return Response(SubscriptionSerializer(subscription).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return make_once(request, self.account, SubscriptionCreateSerializer, subscribe, SubscriptionSerializer)
 
     @extend_schema(
         summary="Redeem a subscription (idempotent)",

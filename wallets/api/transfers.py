@@ -2,9 +2,8 @@
 
 from decimal import Decimal
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import serializers, status, viewsets
-from rest_framework.response import Response
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, viewsets
 
 from accounts.permissions import CanTrade
 from exchange.errors import ErrorCode
@@ -13,6 +12,7 @@ from exchange.money import format_amount
 from exchange.openapi import error_responses
 from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount, NewestFirst
 from trading.models import Wallet
+from wallets.api.made_once import made_once_responses, make_once
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 from wallets.models import Transfer
 from wallets.transfers import TransferRequest, make_transfer
@@ -84,17 +84,12 @@ class TransferViewSet(AccountViewMixin, viewsets.GenericViewSet):
                     "another, from the available balance. " + WALLETS_NOTE,
         request=TransferCreateSerializer,
         responses={
-            201: OpenApiResponse(TransferSerializer, description="Done: both balances changed."),
-            200: OpenApiResponse(TransferSerializer, description="A retry: the transfer this client_transfer_id made."),
+            **made_once_responses(TransferSerializer, "Done: both balances changed.", "transfer", "client_transfer_id"),
             **error_responses(*AUTH_ERRORS, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.DUPLICATE_CLIENT_TRANSFER_ID),
         },
     )
     def create(self, request):
-        form = TransferCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        transfer, created = make_transfer(self.account, form.validated_data)
-        return Response(TransferSerializer(transfer).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return make_once(request, self.account, TransferCreateSerializer, make_transfer, TransferSerializer)
 
     @extend_schema(
         summary="Your transfers between wallets, newest first",

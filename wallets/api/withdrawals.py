@@ -10,6 +10,7 @@ from exchange.errors import ErrorCode
 from exchange.fields import DecimalString, Identifier, IdentifierPattern, MillisecondsField
 from exchange.openapi import error_responses
 from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount, NewestFirst
+from wallets.api.made_once import made_once_responses, make_once
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 from wallets.models import Withdrawal
 from wallets.withdrawals import (
@@ -101,19 +102,15 @@ class WithdrawalViewSet(AccountViewMixin, viewsets.GenericViewSet):
                     "`/account/wallets/addresses/`) and past its waiting period. " + STATES,
         request=WithdrawalCreateSerializer,
         responses={
-            201: OpenApiResponse(WithdrawalSerializer, description="Requested: pending review, amount + fee held."),
-            200: OpenApiResponse(WithdrawalSerializer,
-                                 description="A retry: the withdrawal this client_withdrawal_id made."),
+            **made_once_responses(WithdrawalSerializer, "Requested: pending review, amount + fee held.", "withdrawal",
+                                  "client_withdrawal_id"),
             **error_responses(*AUTH_ERRORS, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.WITHDRAWAL_LIMIT_EXCEEDED,
                               ErrorCode.WITHDRAWAL_ADDRESS_NOT_ALLOWED, ErrorCode.WITHDRAWAL_ADDRESS_NOT_YET_USABLE,
                               ErrorCode.WITHDRAWALS_DISABLED, ErrorCode.DUPLICATE_CLIENT_WITHDRAWAL_ID),
         },
     )
     def create(self, request):
-        form = WithdrawalCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        withdrawal, created = request_withdrawal(self.account, form.validated_data)
-        return self.render(withdrawal, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return make_once(request, self.account, WithdrawalCreateSerializer, request_withdrawal, WithdrawalSerializer)
 
     @extend_schema(
         summary="Your withdrawals, newest first",
