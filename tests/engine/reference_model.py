@@ -87,7 +87,8 @@ class ReferenceBook:
 
     @staticmethod
     def stop_condition(stop: NewOrder, trade_prices: list[int]) -> bool:
-        if stop.side == 'buy':
+        direction = stop.trigger or ('above' if stop.side == 'buy' else 'below')
+        if direction == 'above':
             return any(p >= stop.stop_price for p in trade_prices)
         return any(p <= stop.stop_price for p in trade_prices)
 
@@ -190,4 +191,4 @@ class ReferenceBook:
 def as_triggered(stop: NewOrder) -> NewOrder:
     """The limit or market order a triggered stop becomes."""
     return stop._replace(type='limit' if stop.price is not None else 'market',
-                         stop_price=None)
+                         stop_price=None, trigger=None)

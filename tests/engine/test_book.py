@@ -156,7 +156,7 @@ def random_stream(seed, count):
         elif r < 0.25:
             commands.append(stop(order_id, side, rng.randint(90, 110), size=rng.randint(1, 5),
                                  price=rng.choice((None, rng.randint(90, 110))),
-                                 account=account))
+                                 account=account, trigger=rng.choice((None, 'above', 'below'))))
         else:
             commands.append(NewOrder(
                 order_id, account, side, 'limit', rng.randint(90, 110), rng.randint(1, 20),

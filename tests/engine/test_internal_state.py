@@ -38,7 +38,7 @@ def rest_a_crossing_bid(book):
 
 
 def lose_a_stop_from_its_heap(book):
-    book._buy_stops.clear()
+    book._above_stops.clear()
 
 
 def miscount_cancelled_entries(book):

@@ -4,7 +4,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trading.engine import (
-    CancelOrder, Cancelled, Expired, Filled, NewOrder, OrderBook, Rejected, Rested, Trade,
+    CancelOrder, Cancelled, Expired, Filled, NewOrder, OrderBook, Rejected, Trade,
 )
 
 from .helpers import PAIR, typed
@@ -27,7 +27,7 @@ market_orders = st.tuples(
     st.booleans(), st.sampled_from(['GTC', 'IOC', 'FOK']), stp_modes)
 stop_orders = st.tuples(
     st.just('stop'), accounts, sides, prices, st.none() | prices, sizes,
-    st.integers(50, 2_500), st.booleans(), stp_modes)
+    st.integers(50, 2_500), st.booleans(), stp_modes, st.sampled_from([None, 'above', 'below']))
 cancels = st.tuples(st.just('cancel'), st.integers(0, 30))
 
 raw_commands = st.lists(
@@ -61,13 +61,13 @@ def to_commands(raw):
                 commands.append(NewOrder(order_id, account, side, 'market', None, size,
                                          None, None, tif, False, stp))
         else:
-            _, account, side, stop_price, price, size, funds, use_funds, stp = item
+            _, account, side, stop_price, price, size, funds, use_funds, stp, trigger = item
             if use_funds and side == 'buy' and price is None:
                 size = None
             else:
                 funds = None
             commands.append(NewOrder(order_id, account, side, 'stop', price, size, funds,
-                                     stop_price, 'GTC', False, stp))
+                                     stop_price, 'GTC', False, stp, trigger))
     return commands
 
 

@@ -207,3 +207,103 @@ def test_duplicate_id_of_waiting_stop_raises():
     book.apply(stop(1, 'buy', 105, size=1))
     with pytest.raises(ValueError):
         book.apply(limit(1, 'buy', 90, 1))
+
+
+# -- trigger: 'above' or 'below' whatever the side
+
+
+def test_take_profit_sell_waits_above_and_triggers_on_a_trade_at_or_above():
+    # given a last trade at 100 and a sell stop-limit triggering above 105 (a take-profit)
+    book = book_with_last_trade(100)
+    assert typed(book.apply(stop(1, 'sell', 105, size=2, price=104, trigger='above'))) == typed([Untriggered(1)])
+    # when a trade prints below the stop, it waits
+    assert not any(isinstance(e, Triggered) for e in print_at(book, 101, ask_id=3))
+    # and when one prints at 105 it enters as its limit and sells into the bid at 104
+    book.apply(limit(2, 'buy', 104, 2))
+    events = print_at(book, 105, ask_id=5)
+    assert typed(events)[-4:] == typed([Triggered(1), Trade(2, 1, 1002, 1001, 'sell', 104, 2), Filled(2),
+                                        Filled(1)])
+    book.validate_internal_state()
+
+
+def test_buy_stop_below_triggers_on_a_trade_at_or_below():
+    # given a last trade at 100 and a buy stop triggering below 95 (buy the dip), asks at 96
+    book = book_with_last_trade(100)
+    assert typed(book.apply(stop(1, 'buy', 95, size=1, trigger='below'))) == typed([Untriggered(1)])
+    book.apply(limit(2, 'sell', 96, 5))
+    # when a trade prints above 95 it waits; at 95 it buys at market
+    assert not any(isinstance(e, Triggered) for e in print_at(book, 97, ask_id=3))
+    book.apply(limit(10, 'buy', 95, 1))
+    events = book.apply(limit(11, 'sell', 95, 1))
+    assert typed(events) == typed([
+        Trade(10, 11, 1010, 1011, 'sell', 95, 1), Filled(10), Filled(11),
+        Triggered(1), Trade(2, 1, 1002, 1001, 'buy', 96, 1), Filled(1)])
+
+
+@pytest.mark.parametrize('side, trigger, stop_price, fires_at_once', [
+    ('sell', 'above', 100, True),    # the last trade (100) is at the stop: at or above holds
+    ('sell', 'above', 101, False),
+    ('buy', 'below', 100, True),
+    ('buy', 'below', 99, False),
+    ('buy', 'above', 99, True),      # today's rules, said explicitly
+    ('sell', 'below', 101, True),
+])
+def test_a_stop_already_crossed_on_arrival_triggers_at_once_in_its_direction(side, trigger, stop_price,
+                                                                          fires_at_once):
+    book = book_with_last_trade(100)
+    events = book.apply(stop(1, side, stop_price, size=1, price=50 if side == 'buy' else 150, trigger=trigger))
+    assert (typed(events)[0] == typed([Triggered(1)])[0]) is fires_at_once
+    assert (book.stop_order(1) is None) is fires_at_once
+
+
+@pytest.mark.parametrize('side, default', [('buy', 'above'), ('sell', 'below')])
+@pytest.mark.parametrize('stop_price', [97, 100, 103])
+def test_no_trigger_is_the_sides_direction(side, default, stop_price):
+    # given two books with a last trade at 100, one stop without a trigger, one with the side's own
+    implicit, explicit = book_with_last_trade(100), book_with_last_trade(100)
+    # when each gets the stop, then both behave alike: at once or waiting, then on the same print
+    assert typed(implicit.apply(stop(1, side, stop_price, size=1, price=100))) == typed(
+        explicit.apply(stop(1, side, stop_price, size=1, price=100, trigger=default)))
+    for price, ask_id in ((98, 3), (102, 5)):
+        assert typed(print_at(implicit, price, ask_id)) == typed(print_at(explicit, price, ask_id))
+    implicit.validate_internal_state()
+
+
+def test_stops_of_both_directions_fire_in_acceptance_order_on_one_sweep():
+    # given a take-profit sell above 102 (accepted first), a buy stop above 101 and a buy stop below 99
+    book = book_with_last_trade(100)
+    book.apply(stop(1, 'sell', 102, size=1, price=150, trigger='above'))
+    book.apply(stop(2, 'buy', 101, size=1, price=140, trigger='above'))
+    book.apply(stop(3, 'buy', 99, size=1, price=140, trigger='below'))
+    book.apply(limit(4, 'sell', 102, 1))
+    # when a buy prints at 102, both 'above' stops fire in acceptance order, the 'below' one waits
+    events = book.apply(limit(5, 'buy', 102, 1))
+    assert [e.order_id for e in events if isinstance(e, Triggered)] == [1, 2]
+    assert book.stop_order(3) is not None
+    book.validate_internal_state()
+
+
+def test_load_stop_keeps_its_direction():
+    book = OrderBook(PAIR)
+    book.last_trade_price = 100
+    book.load_stop(stop(1, 'sell', 105, size=1, trigger='above'))
+    book.load_stop(stop(2, 'buy', 95, size=1, trigger='below'))
+    book.validate_internal_state()
+    assert book.stop_order(1).trigger == 'above'
+    assert Triggered(1) in print_at(book, 105, ask_id=3)
+    assert Triggered(2) not in print_at(book, 96, ask_id=5)
+    assert Triggered(2) in print_at(book, 95, ask_id=7)
+
+
+@pytest.mark.parametrize('bad', [
+    stop(1, 'buy', 100, size=1, trigger='up'),
+    limit(1, 'buy', 90, 1, trigger='above'),
+    market(1, 'buy', size=1, trigger='below'),
+])
+def test_a_bad_trigger_or_one_on_an_order_that_is_not_a_stop_raises(bad):
+    book = book_with_last_trade(100)
+    with pytest.raises(ValueError):
+        book.apply(bad)
+    assert book.stop_order(1) is None and book.open_order(1) is None
+    with pytest.raises(ValueError):
+        OrderBook(PAIR).load_stop(stop(1, 'sell', 100, size=1, trigger='sideways'))

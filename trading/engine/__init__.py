@@ -12,14 +12,17 @@ happens outside.  Prices, sizes, funds and stop prices must be > 0.
 Commands
 --------
 ``NewOrder(order_id, account_id, side, type, price, size, funds, stop_price,
-time_in_force='GTC', post_only=False, stp='cancel_oldest')`` and
-``CancelOrder(order_id)``.  Side, type, time in force and self-trade
-prevention take the values of the ``Side``, ``OrderType``, ``TimeInForce``
-and ``SelfTradePrevention`` string enums (members or the equal strings).
+time_in_force='GTC', post_only=False, stp='cancel_oldest', trigger=None)`` and
+``CancelOrder(order_id)``.  Side, type, time in force, self-trade
+prevention and a stop's trigger take the values of the ``Side``,
+``OrderType``, ``TimeInForce``, ``SelfTradePrevention`` and ``StopTrigger``
+string enums (members or the equal strings).
 ``apply`` raises ``ValueError`` (with no side effect) for a structurally impossible command: unknown side/type/TIF/STP
 mode, a limit without price or size, a market with neither or both of size
 and funds, funds on a sell or on a limit, ``post_only`` on a market order,
-FOK with funds, a non-positive number, or an order id the book already holds.
+FOK with funds, a non-positive number, a ``trigger`` other than None, 'above'
+or 'below' or on an order that is not a stop, or an order id the book
+already holds.
 
 Events (NamedTuples, field order is part of the contract)
 ---------------------------------------------------------
@@ -71,9 +74,12 @@ Matching rules
   cancels each resting own order it meets (``Cancelled(.., 'self_trade')``)
   and keeps matching; 'cancel_newest' cancels the incoming remainder;
   'cancel_both' cancels the resting one, then the incoming remainder.
-* Stops: a buy stop triggers when a trade prints at >= stop_price, a sell
-  stop when a trade prints at <= stop_price (every trade counts, not only
-  the last one of a sweep).  If ``last_trade_price`` already satisfies the
+* Stops: a stop with ``trigger='above'`` triggers when a trade prints at
+  >= stop_price, one with ``trigger='below'`` when a trade prints at <=
+  stop_price, whatever its side (a take-profit sell waits above the market,
+  a buy stop below it); ``trigger=None`` is the side's usual direction,
+  above for a buy and below for a sell.  Every trade counts, not only the
+  last one of a sweep.  If ``last_trade_price`` already satisfies the
   condition on arrival, the stop triggers at once (``Triggered`` then its
   own events, no ``Untriggered``).  Otherwise ``Untriggered``.  Stops
   triggered by an order's trades enter after that order finished, in their
@@ -110,7 +116,9 @@ aggregate) and a sorted list of the keys of non-empty levels.  Keys are
 +price for bids and -price for asks, so on both sides the best level is the
 LAST key (``keys[-1]``, ``keys.pop()``) and one matching loop serves both
 sides.  Cancels are lazy (O(1)); emptied levels are kept for reuse.  Waiting
-stops sit in two heaps keyed by stop price, with lazy deletion.
+stops sit in two heaps by trigger direction (not by side: the direction is
+all a trade price is checked against), keyed by stop price so that the next
+to fire is at the top, with lazy deletion.
 ``validate_internal_state()`` checks that these structures agree.
 """
 
@@ -124,7 +132,7 @@ from typing import NamedTuple
 
 __all__ = [
     'NewOrder', 'CancelOrder', 'OrderBook', 'OpenOrder',
-    'Side', 'OrderType', 'TimeInForce', 'SelfTradePrevention',
+    'Side', 'OrderType', 'TimeInForce', 'SelfTradePrevention', 'StopTrigger',
     'Rested', 'Trade', 'Filled', 'Cancelled', 'Expired', 'Rejected',
     'Untriggered', 'Triggered', 'CancelRejected',
     'POST_ONLY_WOULD_TAKE',
@@ -159,6 +167,12 @@ class SelfTradePrevention(StrEnum):
     CANCEL_BOTH = 'cancel_both'       # cancel the resting order, then the incoming remainder
 
 
+class StopTrigger(StrEnum):
+    """Which way the last trade price must cross a stop's stop_price for it to fire."""
+    ABOVE = 'above'   # a trade at or above stop_price
+    BELOW = 'below'   # a trade at or below stop_price
+
+
 # --------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------
@@ -175,6 +189,7 @@ class NewOrder(NamedTuple):
     time_in_force: TimeInForce = TimeInForce.GTC
     post_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_OLDEST
+    trigger: StopTrigger | None = None   # stops only; None: above for a buy, below for a sell
 
 
 class CancelOrder(NamedTuple):
@@ -251,6 +266,7 @@ class OpenOrder(NamedTuple):
 _SIDES = frozenset(Side)
 _TIME_IN_FORCE = frozenset(TimeInForce)
 _STP_MODES = frozenset(SelfTradePrevention)
+_TRIGGERS = frozenset((None, *StopTrigger))
 # The hot path compares fields with these plain-string values: a member equals
 # its value, and two exact strs compare fastest (see docs/performance.md).
 _BUY, _SELL = Side.BUY.value, Side.SELL.value
@@ -258,6 +274,7 @@ _LIMIT, _MARKET, _STOP = OrderType.LIMIT.value, OrderType.MARKET.value, OrderTyp
 _GTC, _FOK = TimeInForce.GTC.value, TimeInForce.FOK.value
 _CANCEL_OLDEST = SelfTradePrevention.CANCEL_OLDEST.value
 _CANCEL_NEWEST = SelfTradePrevention.CANCEL_NEWEST.value
+_ABOVE = StopTrigger.ABOVE.value
 # Crossing threshold of a market order: below every level key (keys are +/- prices in ticks; an
 # integer keeps the engine all-integer, and no price on a sane grid comes near it).
 _NO_LIMIT = -(10 ** 60)
@@ -310,8 +327,8 @@ class OrderBook:
         # Waiting stops: order_id -> (seq, NewOrder); heaps hold
         # (trigger key, seq, order_id) and are cleaned lazily.
         self._stops: dict[int, tuple[int, NewOrder]] = {}
-        self._buy_stops: list[tuple[int, int, int]] = []    # (stop_price, ...)
-        self._sell_stops: list[tuple[int, int, int]] = []   # (-stop_price, ...)
+        self._above_stops: list[tuple[int, int, int]] = []  # (stop_price, ...): lowest fires first
+        self._below_stops: list[tuple[int, int, int]] = []  # (-stop_price, ...): highest fires first
         self._stop_seq = 0
         # (lowest, highest) trade price since stops were last checked; only
         # tracked while stops are waiting.
@@ -345,7 +362,7 @@ class OrderBook:
         leaves the book untouched.
         """
         (order_id, account_id, side, order_type, price, size, funds,
-         stop_price, tif, post_only, stp) = command
+         stop_price, tif, post_only, stp, trigger) = command
         if side == _BUY:
             is_buy = True
         elif side == _SELL:
@@ -360,11 +377,12 @@ class OrderBook:
             _bad(f'order {order_id} is already on the book')
         if order_type == _LIMIT:
             if (price is None or size is None or funds is not None
-                    or stop_price is not None or price <= 0 or size <= 0):
+                    or stop_price is not None or trigger is not None
+                    or price <= 0 or size <= 0):
                 _bad('a limit order needs a positive price and size only')
         elif order_type == _MARKET:
-            self._check_market(is_buy, price, size, funds, stop_price,
-                               tif, post_only)
+            self._check_market(is_buy, price, size, funds,
+                               stop_price if trigger is None else trigger, tif, post_only)
         elif order_type == _STOP:
             self._accept_stop(command, is_buy, events)
             return
@@ -523,7 +541,7 @@ class OrderBook:
     @staticmethod
     def _check_market(is_buy, price, size, funds, stop_price, tif, post_only):
         if price is not None or stop_price is not None:
-            _bad('a market order has no price or stop_price')
+            _bad('a market order has no price, stop_price or trigger')
         if post_only:
             _bad('post_only applies to limit orders only')
         if (size is None) == (funds is None):
@@ -582,6 +600,8 @@ class OrderBook:
     def _check_stop(command, is_buy):
         if command.stop_price is None or command.stop_price <= 0:
             _bad('a stop order needs a positive stop_price')
+        if command.trigger not in _TRIGGERS:
+            _bad(f'trigger must be above, below or None, not {command.trigger!r}')
         price, size, funds = command.price, command.size, command.funds
         if price is not None:
             if size is None or funds is not None:
@@ -592,10 +612,15 @@ class OrderBook:
             OrderBook._check_market(is_buy, None, size, funds, None,
                                     command.time_in_force, command.post_only)
 
+    @staticmethod
+    def _fires_above(command, is_buy) -> bool:
+        trigger = command.trigger
+        return is_buy if trigger is None else trigger == _ABOVE
+
     def _accept_stop(self, command, is_buy, events):
         self._check_stop(command, is_buy)
         last = self.last_trade_price
-        if last is not None and (last >= command.stop_price if is_buy
+        if last is not None and (last >= command.stop_price if self._fires_above(command, is_buy)
                                  else last <= command.stop_price):
             events.append(_new(Triggered, (command.order_id,)))
             self._enter_triggered(command, events)
@@ -607,16 +632,16 @@ class OrderBook:
         self._stop_seq += 1
         seq = self._stop_seq
         self._stops[command.order_id] = (seq, command)
-        if is_buy:
-            heappush(self._buy_stops, (command.stop_price, seq, command.order_id))
+        if self._fires_above(command, is_buy):
+            heappush(self._above_stops, (command.stop_price, seq, command.order_id))
         else:
-            heappush(self._sell_stops, (-command.stop_price, seq, command.order_id))
+            heappush(self._below_stops, (-command.stop_price, seq, command.order_id))
 
     def _enter_triggered(self, command, events):
         """Run a triggered stop as the limit or market order it becomes."""
         self._new_order(command._replace(
             type=_LIMIT if command.price is not None else _MARKET,
-            stop_price=None), events)
+            stop_price=None, trigger=None), events)
 
     def _note_trades(self, first_price, last_price):
         """Widen the traded price range that waiting stops are checked against."""
@@ -633,15 +658,15 @@ class OrderBook:
         self._range = None
         stops = self._stops
         fired = []
-        heap = self._buy_stops
-        while heap and heap[0][0] <= high:          # buy: a trade >= stop
+        heap = self._above_stops
+        while heap and heap[0][0] <= high:          # a trade >= stop
             _, seq, order_id = heappop(heap)
             waiting = stops.get(order_id)
             if waiting is not None and waiting[0] == seq:
                 del stops[order_id]
                 fired.append(waiting)
-        heap = self._sell_stops
-        while heap and -heap[0][0] >= low:          # sell: a trade <= stop
+        heap = self._below_stops
+        while heap and -heap[0][0] >= low:          # a trade <= stop
             _, seq, order_id = heappop(heap)
             waiting = stops.get(order_id)
             if waiting is not None and waiting[0] == seq:
@@ -665,15 +690,15 @@ class OrderBook:
     def _maybe_compact_stops(self):
         # Cancelled stops stay in the heaps until popped; rebuild the heaps
         # when stale entries dominate so memory stays proportional.
-        stale = len(self._buy_stops) + len(self._sell_stops) - len(self._stops)
+        stale = len(self._above_stops) + len(self._below_stops) - len(self._stops)
         if stale > 64 and stale > len(self._stops):
             live = self._stops
-            self._buy_stops = [e for e in self._buy_stops
-                               if live.get(e[2], (None,))[0] == e[1]]
-            self._sell_stops = [e for e in self._sell_stops
-                                if live.get(e[2], (None,))[0] == e[1]]
-            heapify(self._buy_stops)
-            heapify(self._sell_stops)
+            self._above_stops = [e for e in self._above_stops
+                                 if live.get(e[2], (None,))[0] == e[1]]
+            self._below_stops = [e for e in self._below_stops
+                                 if live.get(e[2], (None,))[0] == e[1]]
+            heapify(self._above_stops)
+            heapify(self._below_stops)
 
     # ------------------------------------------------------------------
     # Queries
@@ -791,21 +816,21 @@ class OrderBook:
               f'book is crossed: bid {self.best_bid()} >= ask {self.best_ask()}')
 
         check(self._range is None, 'traded range left unchecked against the stops')
-        heaps = {(True, entry) for entry in self._buy_stops}
-        heaps.update((False, entry) for entry in self._sell_stops)
+        heaps = {(True, entry) for entry in self._above_stops}
+        heaps.update((False, entry) for entry in self._below_stops)
         sequences = set()
         for order_id, (seq, command) in self._stops.items():
-            is_buy = command.side == _BUY
+            above = self._fires_above(command, command.side == _BUY)
             check(command.order_id == order_id and command.type == _STOP,
                   f'waiting stop {order_id} is filed as {command!r}')
             check(order_id not in indexed, f'order {order_id} both rests and waits as a stop')
             check(seq not in sequences and 0 < seq <= self._stop_seq,
                   f'waiting stop {order_id} has a bad sequence number {seq}')
             sequences.add(seq)
-            trigger = command.stop_price if is_buy else -command.stop_price
-            check((is_buy, (trigger, seq, order_id)) in heaps,
+            trigger = command.stop_price if above else -command.stop_price
+            check((above, (trigger, seq, order_id)) in heaps,
                   f'waiting stop {order_id} is missing from its trigger heap')
-        for heap in (self._buy_stops, self._sell_stops):
+        for heap in (self._above_stops, self._below_stops):
             check(all(heap[(i - 1) // 2] <= heap[i] for i in range(1, len(heap))),
                   'a stop trigger heap is out of order')
 
