@@ -25,6 +25,7 @@ orders = st.fixed_dictionaries({
     "post_only": st.booleans(),
     "stp": st.sampled_from(["cancel_oldest", "cancel_newest", "cancel_both"]),
     "by_funds": st.booleans(),
+    "trigger": st.sampled_from([None, "above", "below"]),
 })
 steps = st.lists(
     st.tuples(st.integers(0, 2), st.one_of(orders, st.integers(0, 30)), st.booleans()), min_size=1, max_size=30
@@ -41,7 +42,8 @@ def request_for(spec: dict) -> OrderRequest:
     amount = {"funds": spec["size"] * spec["price"]} if side == "buy" and spec["by_funds"] else {"size": spec["size"]}
     if kind == "market":
         return OrderRequest("BTC-USD", side, kind, time_in_force=tif, stp=spec["stp"], **amount)
-    return OrderRequest("BTC-USD", side, kind, stop_price=spec["price"], time_in_force=tif, stp=spec["stp"], **amount)
+    return OrderRequest("BTC-USD", side, kind, stop_price=spec["price"], time_in_force=tif, stp=spec["stp"],
+                        trigger=spec["trigger"], **amount)
 
 
 @pytest.mark.django_db

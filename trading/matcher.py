@@ -76,6 +76,7 @@ class PairMatcher:
             time_in_force=time_in_force,
             post_only=order.post_only,
             stp=order.stp,
+            trigger=order.trigger,
         )
 
     def load(self, state: BookState) -> None:

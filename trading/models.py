@@ -247,6 +247,12 @@ class Order(models.Model):
         CANCEL_NEWEST = "cancel_newest"
         CANCEL_BOTH = "cancel_both"
 
+    class Trigger(models.TextChoices):
+        """Which way the last trade price crosses a stop's stop_price to trigger it (trading.engine.StopTrigger)."""
+
+        ABOVE = "above"
+        BELOW = "below"
+
     class Status(models.TextChoices):
         PENDING = "pending"
         UNTRIGGERED = "untriggered"
@@ -271,6 +277,8 @@ class Order(models.Model):
     size = AmountField(null=True, blank=True)
     funds = AmountField(null=True, blank=True)
     stop_price = AmountField(null=True, blank=True)
+    trigger = models.CharField(max_length=5, choices=Trigger.choices, null=True, blank=True,
+                               help_text="Stops only: above or below stop_price (null for other orders).")
     protection_price = AmountField(
         null=True, blank=True, help_text="Worst price a market or stop-market buy given by size may pay (its hold)."
     )

@@ -27,15 +27,31 @@ class OrderRequest:
     post_only: bool = False
     stp: str = Order.SelfTradePrevention.CANCEL_OLDEST
     client_order_id: str | None = None
+    trigger: str | None = None  # stops only; None: the side's own way (stop_trigger)
 
     def digest(self) -> str:
-        """Equal for the same order however it was spelt ("63000" and "63000.00" are one price)."""
+        """Equal for the same order however it was spelt ("63000" and "63000.00" are one price; a stop's
+        trigger left out or given as its side's default is one trigger)."""
         canonical = {
             name: format(value.normalize(), "f") if isinstance(value, Decimal) else value
             for name, value in asdict(self).items()
         }
         canonical["pair"] = self.pair.upper()
+        if self.trigger is None or self.trigger == default_trigger(self.side):
+            del canonical["trigger"]  # as digests were before stops had a trigger: their retries still match
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def default_trigger(side: str) -> str:
+    """A stop's trigger when none is given: a buy stop above its stop price, a sell stop below."""
+    return Order.Trigger.ABOVE if side == Side.BUY else Order.Trigger.BELOW
+
+
+def stop_trigger(request: OrderRequest) -> str | None:
+    """The trigger an order is written with: a stop's, or its side's default; None for other orders."""
+    if request.type != Order.Type.STOP:
+        return None
+    return request.trigger or default_trigger(request.side)
 
 
 def on_grid(value: Decimal, step: Decimal) -> bool:

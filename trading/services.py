@@ -15,7 +15,7 @@ from trading import dispatch, ledger
 from trading.backends import store
 from trading.markets import access_market
 from trading.models import Asset, Balance, Market, MatcherCommand, Order, Wallet
-from trading.orders import OrderRequest, check_against_market, hold_for, protection_price
+from trading.orders import OrderRequest, check_against_market, hold_for, protection_price, stop_trigger
 from trading.settlement import WRITTEN_ORDER_FIELDS
 from trading.signals import orders_changed
 
@@ -137,6 +137,7 @@ def accept(account, market: Market, request: OrderRequest) -> Order:
         size=request.size,
         funds=request.funds,
         stop_price=request.stop_price,
+        trigger=stop_trigger(request),
         protection_price=protection,
         time_in_force=request.time_in_force,
         post_only=request.post_only,

@@ -60,6 +60,7 @@ class WorkingOrder:
     time_in_force: str
     post_only: bool
     stp: str
+    trigger: str | None
     status: str
     filled_size: Decimal
     executed_value: Decimal

@@ -42,6 +42,12 @@ class OrderCreateSerializer(FieldsBuiltOnce, serializers.Serializer):
     size = DecimalString(required=False, help_text="In base. A market buy may give funds instead.")
     funds = DecimalString(required=False, help_text="Market (or stop-market) buy only: quote to spend.")
     stop_price = DecimalString(required=False, help_text="Stop orders: the last-trade price that triggers it.")
+    trigger = serializers.ChoiceField(
+        choices=Order.Trigger.choices, required=False,
+        help_text="Stop orders: trigger when a trade prints at or `above` stop_price, or at or `below` it. Default: "
+                  "above for a buy (stop-loss of a short, breakout), below for a sell (stop-loss); a take-profit "
+                  "sell is `above`.",
+    )
     time_in_force = serializers.ChoiceField(
         choices=Order.TimeInForce.choices, required=False,
         help_text="GTC (default for limit and stop-limit), IOC (default for market and stop-market) or FOK.",
@@ -87,6 +93,8 @@ class OrderCreateSerializer(FieldsBuiltOnce, serializers.Serializer):
             forbid("price", "stop_price", why="Not allowed on a market order.")
         else:
             require("stop_price")
+        if kind != Order.Type.STOP and "trigger" in data:
+            errors["trigger"] = ["Only stop orders have a trigger."]
         if kind != Order.Type.LIMIT and not (kind == Order.Type.STOP and "price" in given):
             if ("size" in given) == ("funds" in given):
                 errors.setdefault("size", []).append("Give exactly one of size and funds.")
@@ -130,9 +138,9 @@ class OrderSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
         model = Order
         fields = [
             "order_id", "client_order_id", "pair", "side", "type", "status", "reject_reason", "cancel_reason", "price",
-            "size", "funds", "stop_price", "time_in_force", "post_only", "stp", "filled_size", "remaining_size",
-            "executed_value", "average_fill_price", "fee", "fee_asset", "cancel_requested", "created_at",
-            "updated_at", "done_at",
+            "size", "funds", "stop_price", "trigger", "time_in_force", "post_only", "stp", "filled_size",
+            "remaining_size", "executed_value", "average_fill_price", "fee", "fee_asset", "cancel_requested",
+            "created_at", "updated_at", "done_at",
         ]
 
     @staticmethod

@@ -100,14 +100,16 @@ class Client:
         self, pair: str, side: str, type: str, *, price: Amount | None = None, size: Amount | None = None,
         funds: Amount | None = None, stop_price: Amount | None = None, time_in_force: str | None = None,
         post_only: bool | None = None, stp: str | None = None, client_order_id: str | None = None,
+        trigger: str | None = None,
     ) -> dict:
         """Create an order. Without a client_order_id one is generated, so that retries are safe; pass
-        your own to find the order with get_order_by_client_id if every attempt fails."""
+        your own to find the order with get_order_by_client_id if every attempt fails. A stop's trigger:
+        "above" or "below" its stop_price (default: above for a buy, below for a sell)."""
         body: dict[str, Any] = {"pair": pair, "side": side, "type": type}
         for name, value in (("price", price), ("size", size), ("funds", funds), ("stop_price", stop_price)):
             if value is not None:
                 body[name] = decimal_string(name, value)
-        optional = {"time_in_force": time_in_force, "post_only": post_only, "stp": stp}
+        optional = {"time_in_force": time_in_force, "post_only": post_only, "stp": stp, "trigger": trigger}
         body.update({name: value for name, value in optional.items() if value is not None})
         body["client_order_id"] = client_order_id or uuid.uuid4().hex
         return self._request("POST", "/v1/orders", json_body=body, private=True, idempotent=True)
