@@ -9,8 +9,9 @@ from exchange.errors import ExchangeError
 
 @admin.register(RateTier)
 class RateTierAdmin(admin.ModelAdmin):
-    list_display = ("name", "weight_per_minute", "maker_fee_rate", "taker_fee_rate")
+    list_display = ("name", "weight_per_minute", "maker_fee_rate", "taker_fee_rate", "min_30d_volume")
     search_fields = ("name",)
+    ordering = ("min_30d_volume", "name")
 
 
 @admin.register(Account)

@@ -14,13 +14,22 @@ class RateTier(models.Model):
     weight_per_minute = models.PositiveIntegerField(default=1200, help_text="Request weight allowed per sliding minute.")
     maker_fee_rate = models.DecimalField(**FEE_RATE, default=Decimal("0.001"), help_text="0.001 = 0.1 %")
     taker_fee_rate = models.DecimalField(**FEE_RATE, default=Decimal("0.002"), help_text="0.002 = 0.2 %")
+    min_30d_volume = models.DecimalField(
+        "minimum 30-day volume", max_digits=30, decimal_places=2, null=True, blank=True,
+        help_text="Assigned by volume: accounts whose 30-day volume (in the reference asset, FEE_TIER_VOLUME_ASSET) "
+                  "reaches this are moved here by the daily job (manage.py assign_fee_tiers). Empty: a manual tier, "
+                  "whose accounts the job never moves.",
+    )
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=Q(maker_fee_rate__gte=0, maker_fee_rate__lt=1, taker_fee_rate__gte=0, taker_fee_rate__lt=1),
                 name="rate_tier_fee_rates_in_range",
-            )
+            ),
+            models.CheckConstraint(condition=Q(min_30d_volume__gte=0), name="rate_tier_min_volume_not_negative"),
+            # Two tiers with one threshold would leave the job to pick between them.
+            models.UniqueConstraint(fields=["min_30d_volume"], name="rate_tier_min_volume_unique"),
         ]
 
     def __str__(self) -> str:

@@ -225,7 +225,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")  # when eac
 CELERY_BEAT_SCHEDULE = {
     "earn-accrue-interest": {"task": "earn.accrue_interest", "schedule": crontab(minute=5),
                              "options": {"expires": 3300}},
+    # Fee tiers by 30-day volume (trading/fees.py), once a day; a run that could not start within the day is dropped.
+    "trading-assign-fee-tiers": {"task": "trading.assign_fee_tiers", "schedule": crontab(minute=20, hour=0),
+                                 "options": {"expires": 23 * 3600}},
 }
+# Fee tiers by volume count the quote amount of trades on the markets quoted in this asset (trading/fees.py).
+FEE_TIER_VOLUME_ASSET = os.environ.get("FEE_TIER_VOLUME_ASSET", "USD")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -50,6 +50,28 @@ def test_two_accounts_trade_and_balances_come_out_to_the_cent(as_trader, alice, 
     ]
 
 
+def test_fills_carry_their_orders_client_order_id_at_no_query_per_fill(as_trader, alice, bob):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_to_list_fills():
+        with CaptureQueriesContext(connection) as listed:
+            fills = as_trader(alice).get("/v1/fills").json()["results"]
+        return fills, len(listed)
+
+    as_trader(alice).post("/v1/orders", {**LIMIT_BUY, "size": "0.5", "client_order_id": "grid-1"}, format="json")
+    as_trader(bob).post("/v1/orders", {**LIMIT_BUY, "side": "sell"}, format="json")
+    one, queries_for_one = queries_to_list_fills()
+    for _ in range(3):
+        as_trader(bob).post("/v1/orders", {**LIMIT_BUY, "side": "sell"}, format="json")
+    four, queries_for_four = queries_to_list_fills()
+
+    assert [fill["client_order_id"] for fill in one] == ["grid-1"]
+    assert [fill["client_order_id"] for fill in four] == ["grid-1"] * 4
+    assert queries_for_four == queries_for_one
+    assert [fill["client_order_id"] for fill in as_trader(bob).get("/v1/fills").json()["results"]] == [None] * 4
+
+
 def test_balances_endpoint_lists_every_asset_and_wallet(as_trader, alice):
     as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
 
@@ -313,6 +335,25 @@ def test_post_only_that_would_take_is_rejected(as_trader, alice, bob):
     order = Order.objects.get(pk=response.json()["error"]["details"]["order_id"])
     assert order.status == "rejected" and order.reject_reason == "POST_ONLY_WOULD_TAKE"
     assert balance_of(bob, "USD").locked == 0
+
+
+def test_a_post_only_order_that_would_take_is_listed_as_rejected_and_its_retry_refused_alike(as_trader, alice,
+                                                                                               bob):
+    as_trader(alice).post("/v1/orders", {**LIMIT_BUY, "side": "sell"}, format="json")
+    client = as_trader(bob)
+    body = {**LIMIT_BUY, "post_only": True, "client_order_id": "maker-1"}
+
+    first, retry = (client.post("/v1/orders", body, format="json") for _ in range(2))
+
+    assert_error(first, 409, "POST_ONLY_WOULD_TAKE")
+    assert_error(retry, 409, "POST_ONLY_WOULD_TAKE")
+    order_id = first.json()["error"]["details"]["order_id"]
+    assert retry.json()["error"]["details"]["order_id"] == order_id
+    rejected = client.get("/v1/orders?status=rejected").json()["results"]
+    assert [(o["order_id"], o["reject_reason"], o["client_order_id"]) for o in rejected] == [
+        (order_id, "POST_ONLY_WOULD_TAKE", "maker-1")]
+    assert client.get("/v1/orders?status=live").json()["results"] == []
+    assert Order.objects.filter(account=bob).count() == 1
 
 
 def test_market_buy_by_funds_spends_at_most_its_funds(as_trader, alice, bob):

@@ -70,6 +70,7 @@ def test_markets_lists_pairs_with_grid_as_decimal_strings(api, markets):
     assert by_pair["BTC-USD"] == {
         "pair": "BTC-USD", "base": "BTC", "quote": "USD", "status": "online",
         "tick_size": "0.01", "lot_size": "0.00000001", "min_size": "0.00001", "min_notional": "1.00",
+        "maker_fee": "0.001", "taker_fee": "0.002",
     }
     assert by_pair["ETH-BTC"]["status"] == "halted"
 

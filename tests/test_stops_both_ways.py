@@ -181,7 +181,8 @@ def test_stops_placed_before_triggers_existed_get_their_sides_way(as_trader, ali
                                                              limit["order_id"]: None}
 
 
-def test_the_python_client_places_a_stop_with_its_trigger(alice, make_key, in_process_http, market_at_63000):
+def test_the_python_client_places_a_stop_with_its_trigger(alice, make_key,
+                                                          in_process_http, market_at_63000):  # noqa: F811  the imported fixture
     bot = make_key(alice)
 
     with Client("http://testserver", bot.key_id, bot.secret, http=in_process_http) as client:

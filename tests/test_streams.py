@@ -361,7 +361,7 @@ def test_private_channels_carry_only_the_accounts_own_events(markets, traders):
         await op(ws, op="subscribe", channels=[{"name": "orders"}, {"name": "fills"}, {"name": "balances"}])
         initial_balances = await receive(ws, "balances")
         await place(bob, side="buy", type="limit", price=D("62000"), size=D("1"))  # bob's: alice must not see it
-        await place(alice, side="sell", type="limit", price=D("62000"), size=D("0.3"))
+        await place(alice, side="sell", type="limit", price=D("62000"), size=D("0.3"), client_order_id="tp-1")
         seen = []
         while not (seen and seen[-1]["type"] == "fills"):
             seen.append(await receive(ws))
@@ -376,7 +376,8 @@ def test_private_channels_carry_only_the_accounts_own_events(markets, traders):
     assert orders and {o["side"] for o in orders} == {"sell"}
     assert orders[-1]["status"] == "filled"
     fills = next(m for m in seen if m["type"] == "fills")["fills"]
-    assert [(f["side"], f["size"], f["liquidity"]) for f in fills] == [("sell", "0.30000000", "taker")]
+    assert [(f["side"], f["size"], f["liquidity"], f["client_order_id"]) for f in fills] == [
+        ("sell", "0.30000000", "taker", "tp-1")]
 
 
 def test_the_balances_channel_carries_deposits_and_transfers(markets, traders):

@@ -402,8 +402,9 @@ class Candle(models.Model):
 
 class FillQuerySet(models.QuerySet):
     def for_rendering(self):
-        """With what FillSerializer reads: the pair and the fee asset's symbol."""
-        return self.select_related("market", "fee_asset")
+        """With what FillSerializer reads: the pair, the fee asset's symbol and the order's client_order_id (one
+        column joined, not the order row)."""
+        return self.select_related("market", "fee_asset").annotate(client_order_id=F("order__client_order_id"))
 
 
 class Fill(models.Model):

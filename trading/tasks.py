@@ -3,7 +3,7 @@ import logging
 from celery import shared_task
 from celery.signals import worker_ready
 
-from trading import dispatch
+from trading import dispatch, fees
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,15 @@ def match_pair(self, pair: str) -> int:
         raise retry from None
     dispatch.drain_succeeded(pair, self.request.id)
     return drained
+
+
+@shared_task(name="trading.assign_fee_tiers", ignore_result=True)
+def assign_fee_tiers_task() -> dict:
+    """Move accounts between the fee tiers assigned by 30-day volume. Beat runs it daily; a repeat moves
+    nothing more."""
+    summary = fees.assign_fee_tiers().summary()
+    logger.info("fee tiers: %s", summary)
+    return summary
 
 
 @worker_ready.connect

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from exchange.fields import DecimalString, IntegerString, MillisecondsField
 from exchange.money import format_amount
+from trading.api.serializers import FeeRate, format_rate
 from trading.models import Market, Trade
 
 
@@ -40,10 +41,24 @@ class MarketSerializer(serializers.ModelSerializer):
     lot_size = DecimalString()
     min_size = DecimalString()
     min_notional = serializers.SerializerMethodField(help_text="Smallest price × size, in quote.")
+    maker_fee = serializers.SerializerMethodField(
+        help_text="The default tier's maker fee rate (0.001 = 0.1 %); yours: GET /v1/account/fees.")
+    taker_fee = serializers.SerializerMethodField(help_text="The default tier's taker fee rate.")
 
     class Meta:
         model = Market
-        fields = ["pair", "base", "quote", "status", "tick_size", "lot_size", "min_size", "min_notional"]
+        fields = ["pair", "base", "quote", "status", "tick_size", "lot_size", "min_size", "min_notional", "maker_fee",
+                  "taker_fee"]
+
+    # context["fee_tier"]: the default tier, read once for every market.
+    @extend_schema_field(FeeRate)
+    def get_maker_fee(self, market: Market) -> str:
+        return format_rate(self.context["fee_tier"].maker_fee_rate)
+
+    @extend_schema_field(FeeRate)
+    def get_taker_fee(self, market: Market) -> str:
+        return format_rate(self.context["fee_tier"].taker_fee_rate)
+
 
     @extend_schema_field(DecimalString)
     def get_min_notional(self, market: Market) -> str:

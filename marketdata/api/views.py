@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiKey
+from accounts.services import default_rate_tier
 from exchange.errors import ErrorCode
 from exchange.fields import parse_integer, to_milliseconds
 from exchange.openapi import error_responses
@@ -34,7 +35,8 @@ class MarketViewSet(viewsets.ViewSet):
     )
     def list(self, request):
         markets = Market.objects.with_assets().order_by("pair")
-        return Response(serializers.MarketSerializer(markets, many=True).data)
+        fee_tier = default_rate_tier()
+        return Response(serializers.MarketSerializer(markets, many=True, context={"fee_tier": fee_tier}).data)
 
 
 class TickerViewSet(viewsets.ViewSet):

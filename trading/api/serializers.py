@@ -231,6 +231,7 @@ class FillSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     fill_id = serializers.IntegerField(source="pk")
     trade_id = serializers.IntegerField()
     order_id = serializers.IntegerField()
+    client_order_id = serializers.CharField(allow_null=True, help_text="The order's client_order_id, if it has one.")
     pair = serializers.CharField(source="market.pair")
     price = serializers.SerializerMethodField()
     size = serializers.SerializerMethodField()
@@ -240,8 +241,8 @@ class FillSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
 
     class Meta:
         model = Fill
-        fields = ["fill_id", "trade_id", "order_id", "pair", "side", "liquidity", "price", "size", "fee",
-                  "fee_asset", "time"]
+        fields = ["fill_id", "trade_id", "order_id", "client_order_id", "pair", "side", "liquidity", "price", "size",
+                  "fee", "fee_asset", "time"]
 
     @extend_schema_field(DecimalString)
     def get_price(self, fill) -> str:
@@ -259,6 +260,31 @@ class FillSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
 class FillListQuerySerializer(serializers.Serializer):
     pair = Identifier(max_length=25, required=False)
     order_id = IntegerString(required=False, min_value=1)
+
+
+def format_rate(rate: Decimal) -> str:
+    """A fee rate with the places it needs: "0.001" is 0.1 %."""
+    return format(rate.normalize(), "f")
+
+
+class FeeRate(DecimalString):
+    def to_representation(self, value: Decimal) -> str:
+        return format_rate(value)
+
+
+class PairFeesSerializer(serializers.Serializer):
+    pair = serializers.CharField()
+    maker_fee = FeeRate(help_text="Rate on trades where your order rested (0.001 = 0.1 %).")
+    taker_fee = FeeRate(help_text="Rate on trades where your order took liquidity.")
+
+    def to_representation(self, item):
+        pair, maker, taker = item
+        return super().to_representation({"pair": pair, "maker_fee": maker, "taker_fee": taker})
+
+
+class AccountFeesSerializer(serializers.Serializer):
+    tier = serializers.CharField(help_text="Your fee tier.")
+    fees = PairFeesSerializer(many=True, help_text="Every market, by pair.")
 
 
 class WalletBalanceSerializer(serializers.Serializer):

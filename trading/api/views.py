@@ -15,7 +15,7 @@ from accounts.permissions import CanRead, CanTrade
 from exchange.errors import ErrorCode, InvalidRequest
 from exchange.fields import parse_integer
 from exchange.openapi import error_responses
-from trading import services
+from trading import fees, services
 from trading.api import serializers
 from trading.markets import access_market
 from trading.models import Fill, Order
@@ -196,3 +196,17 @@ class BalancesView(AccountViewMixin, APIView):
     )
     def get(self, request):
         return Response(serializers.BalancesSerializer({"balances": services.account_balances(self.account)}).data)
+
+
+class FeesView(AccountViewMixin, APIView):
+    rate_weight = 1
+
+    @extend_schema(
+        summary="Your fee rates per market",
+        description="The maker and taker rates of your fee tier, for every market. Operators may assign tiers by "
+                    "30-day trading volume; a change of tier applies from the next request and the next trade.",
+        responses={200: serializers.AccountFeesSerializer, **error_responses(*AUTH_ERRORS)},
+    )
+    def get(self, request):
+        tier = self.account.rate_tier
+        return Response(serializers.AccountFeesSerializer({"tier": tier.name, "fees": fees.market_fees(tier)}).data)

@@ -144,6 +144,10 @@ class Client:
     def balances(self) -> dict:
         return self._request("GET", "/v1/account/balances", private=True)
 
+    def fees(self) -> dict:
+        """This account's fee tier and its maker and taker rates per pair: `{"tier", "fees": [{"pair", ...}]}`."""
+        return self._request("GET", "/v1/account/fees", private=True)
+
     # Wallets (SPEC section 9). Lists are one page, newest first: `{"next", "previous", "results"}`;
     # start_time and end_time are in ms. Requests with a client id get a generated one, so retries are safe.
 
