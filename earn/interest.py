@@ -19,6 +19,7 @@ next run after funding pays every day owed.
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_DOWN, Decimal, localcontext
@@ -33,6 +34,7 @@ from exchange.errors import InsufficientFunds
 from trading import ledger
 from trading.models import Asset, Balance, LedgerEntry, Wallet
 from wallets.announce import announce_balances
+from wallets.audit import RecordJournal, record_journal
 
 from earn.models import InterestAccrual, InterestShortfall, Subscription
 from earn.subscriptions import ONE_DAY, utc_day
@@ -113,21 +115,43 @@ def accrue_period(subscription: Subscription, period: date, interest: Decimal, p
             InterestAccrual.objects.create(subscription=subscription, period=period, amount=interest)
             Subscription.objects.filter(pk=subscription.pk, accrued_through__lt=period).update(accrued_through=period)
             if interest:
-                ledger.apply_journal(ledger.Journal(
-                    reason=LedgerEntry.Reason.INTEREST,
-                    reference=f"interest:{subscription.pk}:{period.isoformat()}",
-                    postings=[
-                        ledger.Posting(payer, subscription.asset_id, -interest, ledger.Bucket.AVAILABLE, Wallet.SPOT),
-                        ledger.Posting(subscription.account_id, subscription.asset_id, interest,
-                                       ledger.Bucket.AVAILABLE, Wallet.EARN),
-                    ],
-                ))
+                ledger.apply_journal(interest_journal(subscription, period, interest, payer))
                 announce_balances(subscription.account_id)
     except IntegrityError:
         if not InterestAccrual.objects.filter(subscription=subscription, period=period).exists():
             raise
         return False
     return True
+
+
+def interest_reference(subscription_id: int, period: date) -> str:
+    return f"interest:{subscription_id}:{period.isoformat()}"
+
+
+def interest_journal(subscription: Subscription, period: date, interest: Decimal, payer: int) -> ledger.Journal:
+    """A day's interest from the interest account's spot available to the holder's earn available."""
+    return ledger.Journal(
+        reason=LedgerEntry.Reason.INTEREST,
+        reference=interest_reference(subscription.pk, period),
+        postings=[
+            ledger.Posting(payer, subscription.asset_id, -interest, ledger.Bucket.AVAILABLE, Wallet.SPOT),
+            ledger.Posting(subscription.account_id, subscription.asset_id, interest, ledger.Bucket.AVAILABLE,
+                           Wallet.EARN),
+        ],
+    )
+
+
+def interest_journals() -> Iterable[RecordJournal]:
+    """Each accrual's interest journal, none for a day that rounded to zero (wallets.audit)."""
+    payer = interest_account().pk
+    accruals = InterestAccrual.objects.select_related("subscription").only(
+        "period", "amount", "subscription__account", "subscription__asset").order_by("pk")
+    for accrual in accruals.iterator(chunk_size=5000):
+        subscription = accrual.subscription
+        yield record_journal(
+            f"interest accrual {accrual.pk} (subscription {subscription.pk}, {accrual.period.isoformat()})",
+            [interest_journal(subscription, accrual.period, accrual.amount, payer)] if accrual.amount else [],
+            interest_reference(subscription.pk, accrual.period))
 
 
 def record_shortfall(subscription: Subscription, period: date, needed: Decimal, payer: int) -> InterestShortfall:

@@ -12,6 +12,7 @@ pass), or the spot wallet's available balance is short. A locked product's subsc
 redeemed before ``unlocks_at``; redeeming one already redeemed changes nothing and returns it as it is.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -28,6 +29,7 @@ from exchange.money import format_amount
 from trading import ledger
 from trading.models import Asset, LedgerEntry, Wallet
 from wallets.announce import announce_balances
+from wallets.audit import RecordJournal, record_journal
 from wallets.deposits import DepositRefused, check_amount
 from wallets.requests import ClientRequest, earlier_request, make_once
 
@@ -144,3 +146,13 @@ def subscription_holds():
     for account_id, asset_id, amount in Subscription.objects.filter(status=Subscription.Status.ACTIVE).values_list(
             "account", "asset", "amount").iterator(chunk_size=5000):
         yield account_id, asset_id, Wallet.EARN, amount
+
+
+def subscription_journals() -> Iterable[RecordJournal]:
+    """Each subscription's principal moved into earn, and back if redeemed (wallets.audit)."""
+    for subscription in Subscription.objects.only("account", "asset", "amount", "status").order_by("pk").iterator(
+            chunk_size=5000):
+        journals = [principal_journal(subscription, redeem=False)]
+        if not subscription.is_active:
+            journals.append(principal_journal(subscription, redeem=True))
+        yield record_journal(f"earn subscription {subscription.pk} ({subscription.status})", journals)

@@ -1,12 +1,14 @@
 """The exchange's invariants, checked against the committed database (``manage.py audit_ledger``).
 
 Every asset is conserved (balances, the fee account included, equal what entered from outside);
-no bucket is negative; every journal sums to zero per asset; each locked balance equals what holds
-it (its live orders' holds, and what the apps above register with ``register_holds``: withdrawals
-awaiting payout, earn subscriptions); each matcher batch's settlement journal moves exactly what its
+no bucket is negative; every journal sums to zero per asset; each bucket of each balance equals the
+sum of its ledger entries; each locked balance equals what holds it (its live orders' holds, and
+what the apps above register with ``register_holds``: withdrawals awaiting payout, earn
+subscriptions); each matcher batch's settlement journal moves exactly what its
 fills say, so every trade is settled once; every trade and fill names existing rows, and each
 order's filled size equals its fills; the book is not crossed and equals the resting orders; the
-per-minute candles add up to the trades.
+per-minute candles add up to the trades; and what the apps above register with ``register_check``
+(each money movement record has its journal).
 """
 
 from collections import defaultdict
@@ -23,6 +25,7 @@ from trading.sql import ExactSum
 
 Hold = tuple[int, int, str, Decimal]  # (account id, asset id, wallet, amount) that a locked bucket must cover
 HOLD_SOURCES: list[Callable[[], Iterable[Hold]]] = []
+CHECKS: list[Callable[[], list[str]]] = []
 
 
 def register_holds(source: Callable[[], Iterable[Hold]]) -> Callable[[], Iterable[Hold]]:
@@ -30,6 +33,13 @@ def register_holds(source: Callable[[], Iterable[Hold]]) -> Callable[[], Iterabl
     trading cannot import) register theirs when they are ready."""
     HOLD_SOURCES.append(source)
     return source
+
+
+def register_check(check: Callable[[], list[str]]) -> Callable[[], list[str]]:
+    """Run ``check`` in the audit's snapshot and report the problem sentences it returns; apps above
+    trading register theirs when they are ready."""
+    CHECKS.append(check)
+    return check
 
 
 @register_holds
@@ -50,12 +60,15 @@ def audit_snapshot() -> list[str]:
     entered = defaultdict(Decimal)
     journals = defaultdict(Decimal)
     settled = defaultdict(Decimal)
-    for journal, account_id, asset_id, bucket, amount, reference in LedgerEntry.objects.values_list(
-        "journal", "account", "asset", "bucket", "amount", "reference"
+    buckets = defaultdict(Decimal)
+    for journal, account_id, asset_id, wallet, bucket, amount, reference in LedgerEntry.objects.values_list(
+        "journal", "account", "asset", "wallet", "bucket", "amount", "reference"
     ).iterator(chunk_size=5000):
         journals[(journal, asset_id)] += amount
         if bucket == LedgerEntry.Bucket.EXTERNAL:
             entered[asset_id] -= amount
+        else:
+            buckets[(account_id, asset_id, wallet, bucket)] += amount
         if reference.startswith("settlement:"):
             settled[(reference, account_id, asset_id)] += amount
     problems += [f"journal {j} does not sum to zero for asset {a}" for (j, a), total in journals.items() if total]
@@ -69,11 +82,17 @@ def audit_snapshot() -> list[str]:
         held[balance.asset_id] += balance.available + balance.locked
         if balance.available < 0 or balance.locked < 0:
             problems.append(f"negative balance {balance}")
+        for bucket in (LedgerEntry.Bucket.AVAILABLE, LedgerEntry.Bucket.LOCKED):
+            entries = buckets.pop((balance.account_id, balance.asset_id, balance.wallet, bucket), Decimal(0))
+            if getattr(balance, bucket) != entries:
+                problems.append(f"{balance}: {bucket} {getattr(balance, bucket)} but its entries add to {entries}")
         if balance.locked != holds.pop((balance.account_id, balance.asset_id, balance.wallet), Decimal(0)):
             problems.append(f"{balance}: locked {balance.locked} is not what its orders, withdrawals and "
                             "subscriptions hold")
     problems += [f"holds {total} of account {a} asset {s} {w} have no balance"
                  for (a, s, w), total in holds.items() if total]
+    problems += [f"entries of account {a} asset {s} {w} {b} add to {total} but there is no balance"
+                 for (a, s, w, b), total in buckets.items() if total]
     for asset_id in set(entered) | set(held):
         if entered[asset_id] != held[asset_id]:
             problems.append(f"asset {asset_id}: {held[asset_id]} held but {entered[asset_id]} entered")
@@ -100,6 +119,8 @@ def audit_snapshot() -> list[str]:
         asks = [p for (m, side, p) in levels if m == market_id and side == "ask"]
         if bids and asks and max(bids) >= min(asks):
             problems.append(f"market {market_id}: the book is crossed")
+    for check in CHECKS:
+        problems += check()
     return problems + candle_problems()
 
 

@@ -7,6 +7,7 @@ transaction id is unique per asset, so crediting the same transaction twice is r
 nothing, even when two credits race (the database's unique constraint decides).
 """
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -15,6 +16,7 @@ from accounts.models import Account
 from trading import ledger
 from trading.models import Asset, LedgerEntry
 from wallets.announce import announce_balances
+from wallets.audit import RecordJournal, record_journal
 from wallets.models import AssetWalletSettings, Deposit
 
 
@@ -52,9 +54,7 @@ def credit_deposit(account: Account, asset: Asset, amount: Decimal, external_id:
         with transaction.atomic():
             deposit = Deposit.objects.create(account=account, asset=asset, amount=amount, external_id=external_id,
                                              credited_by=credited_by)
-            ledger.adjust_balance(account_id=account.pk, asset_id=asset.pk, amount=amount,
-                                  reference=f"deposit:{deposit.pk}", memo=f"tx {external_id}",
-                                  reason=LedgerEntry.Reason.DEPOSIT)
+            ledger.apply_journal(deposit_journal(deposit))
             announce_balances(account.pk)
     except IntegrityError:
         earlier = Deposit.objects.filter(asset=asset, external_id=external_id).select_related("asset").first()
@@ -62,3 +62,21 @@ def credit_deposit(account: Account, asset: Asset, amount: Decimal, external_id:
             raise
         raise DepositAlreadyCredited(earlier) from None
     return deposit
+
+
+def deposit_journal(deposit: Deposit) -> ledger.Journal:
+    """The account's spot available credited, the outside world debited."""
+    return ledger.Journal(
+        reason=LedgerEntry.Reason.DEPOSIT,
+        reference=f"deposit:{deposit.pk}",
+        memo=f"tx {deposit.external_id}",
+        postings=[ledger.Posting(deposit.account_id, deposit.asset_id, deposit.amount, ledger.Bucket.AVAILABLE),
+                  ledger.Posting(None, deposit.asset_id, -deposit.amount, ledger.Bucket.EXTERNAL)],
+    )
+
+
+def deposit_journals() -> Iterable[RecordJournal]:
+    """Each deposit's journal (wallets.audit)."""
+    for deposit in Deposit.objects.only("account", "asset", "amount", "external_id").order_by("pk").iterator(
+            chunk_size=5000):
+        yield record_journal(f"deposit {deposit.pk}", [deposit_journal(deposit)])

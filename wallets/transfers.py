@@ -6,6 +6,7 @@ source wallet's available balance down, the target's up), written in one transac
 with INSUFFICIENT_FUNDS, nothing is written.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -15,6 +16,7 @@ from exchange.errors import DuplicateClientTransferId, InvalidField
 from trading import ledger
 from trading.models import Asset, LedgerEntry
 from wallets.announce import announce_balances
+from wallets.audit import RecordJournal, record_journal
 from wallets.models import Transfer
 from wallets.requests import ClientRequest, access_asset, earlier_request, make_once
 
@@ -58,13 +60,24 @@ def do_make_transfer(account, request: TransferRequest) -> Transfer:
             account=account, asset=asset, amount=request.amount, source=request.source, target=request.target,
             client_transfer_id=request.client_transfer_id, request_digest=request.digest(),
         )
-        ledger.apply_journal(ledger.Journal(
-            reason=LedgerEntry.Reason.TRANSFER,
-            reference=f"transfer:{record.pk}",
-            postings=[
-                ledger.Posting(account.pk, asset.pk, -request.amount, ledger.Bucket.AVAILABLE, request.source),
-                ledger.Posting(account.pk, asset.pk, request.amount, ledger.Bucket.AVAILABLE, request.target),
-            ],
-        ))
+        ledger.apply_journal(transfer_journal(record))
         announce_balances(account.pk)
     return record
+
+
+def transfer_journal(transfer: Transfer) -> ledger.Journal:
+    """The source wallet's available balance down, the target's up."""
+    account_id, asset_id, amount = transfer.account_id, transfer.asset_id, transfer.amount
+    return ledger.Journal(
+        reason=LedgerEntry.Reason.TRANSFER,
+        reference=f"transfer:{transfer.pk}",
+        postings=[ledger.Posting(account_id, asset_id, -amount, ledger.Bucket.AVAILABLE, transfer.source),
+                  ledger.Posting(account_id, asset_id, amount, ledger.Bucket.AVAILABLE, transfer.target)],
+    )
+
+
+def transfer_journals() -> Iterable[RecordJournal]:
+    """Each transfer's journal (wallets.audit)."""
+    for transfer in Transfer.objects.only("account", "asset", "amount", "source", "target").order_by("pk").iterator(
+            chunk_size=5000):
+        yield record_journal(f"transfer {transfer.pk}", [transfer_journal(transfer)])

@@ -41,6 +41,7 @@ from trading import ledger
 from trading.audit import Hold
 from trading.models import Asset, LedgerEntry, Wallet
 from wallets.announce import announce_balances
+from wallets.audit import RecordJournal, record_journal
 from wallets.models import AssetWalletSettings, TierWithdrawalLimit, Withdrawal, WithdrawalAddress
 from wallets.requests import ClientRequest, access_asset, earlier_request, make_once
 
@@ -231,7 +232,8 @@ def mark_sent(withdrawal_id: int, tx_id: str, operator: str) -> Withdrawal:
         raise OperatorRefusal("The transaction id must be 1 to 128 printable ASCII characters, without spaces.")
     with transaction.atomic():
         withdrawal = locked_for(withdrawal_id, "sent", [Status.APPROVED])
-        return change_state(withdrawal, Status.SENT, settlement(withdrawal), tx_id=tx_id, sent_by=operator)
+        return change_state(withdrawal, Status.SENT, settlement(withdrawal, fee_account().pk), tx_id=tx_id,
+                            sent_by=operator)
 
 
 # The state change and its journals.
@@ -258,14 +260,14 @@ def moving_hold(withdrawal: Withdrawal, source: str, target: str) -> ledger.Jour
                                   target=target, reason=LedgerEntry.Reason.WITHDRAWAL, reference=reference(withdrawal))
 
 
-def settlement(withdrawal: Withdrawal) -> ledger.Journal:
+def settlement(withdrawal: Withdrawal, fee_account_id: int) -> ledger.Journal:
     account_id, asset_id, locked = withdrawal.account_id, withdrawal.asset_id, ledger.Bucket.LOCKED
     postings = [ledger.Posting(account_id, asset_id, -withdrawal.amount, locked),
                 ledger.Posting(None, asset_id, withdrawal.amount, ledger.Bucket.EXTERNAL)]
     if withdrawal.fee:
         fee = LedgerEntry.Reason.WITHDRAWAL_FEE
         postings += [ledger.Posting(account_id, asset_id, -withdrawal.fee, locked, reason=fee),
-                     ledger.Posting(fee_account().pk, asset_id, withdrawal.fee, ledger.Bucket.AVAILABLE, reason=fee)]
+                     ledger.Posting(fee_account_id, asset_id, withdrawal.fee, ledger.Bucket.AVAILABLE, reason=fee)]
     return ledger.Journal(reason=LedgerEntry.Reason.WITHDRAWAL, reference=reference(withdrawal), postings=postings)
 
 
@@ -274,3 +276,17 @@ def withdrawal_holds() -> Iterable[Hold]:
     holding = Withdrawal.objects.filter(status__in=Withdrawal.HOLDING).only("account", "asset", "amount", "fee")
     for withdrawal in holding:
         yield withdrawal.account_id, withdrawal.asset_id, Wallet.SPOT, withdrawal.held
+
+
+def withdrawal_journals() -> Iterable[RecordJournal]:
+    """Each withdrawal's journals as its state says (wallets.audit): the hold; then its release
+    (rejected, cancelled) or its settlement (sent)."""
+    fee_account_id = fee_account().pk
+    for withdrawal in Withdrawal.objects.only("account", "asset", "amount", "fee", "status").order_by("pk").iterator(
+            chunk_size=5000):
+        journals = [moving_hold(withdrawal, ledger.Bucket.AVAILABLE, ledger.Bucket.LOCKED)]
+        if withdrawal.status == Status.SENT:
+            journals.append(settlement(withdrawal, fee_account_id))
+        elif withdrawal.status not in Withdrawal.HOLDING:
+            journals.append(moving_hold(withdrawal, ledger.Bucket.LOCKED, ledger.Bucket.AVAILABLE))
+        yield record_journal(f"withdrawal {withdrawal.pk} ({withdrawal.status})", journals)
