@@ -619,20 +619,20 @@ class OrderBook:
 
     def _accept_stop(self, command, is_buy, events):
         self._check_stop(command, is_buy)
+        above = self._fires_above(command, is_buy)
         last = self.last_trade_price
-        if last is not None and (last >= command.stop_price if self._fires_above(command, is_buy)
-                                 else last <= command.stop_price):
+        if last is not None and (last >= command.stop_price if above else last <= command.stop_price):
             events.append(_new(Triggered, (command.order_id,)))
             self._enter_triggered(command, events)
             return
-        self._add_stop(command, is_buy)
+        self._add_stop(command, above)
         events.append(_new(Untriggered, (command.order_id,)))
 
-    def _add_stop(self, command, is_buy):
+    def _add_stop(self, command, above):
         self._stop_seq += 1
         seq = self._stop_seq
         self._stops[command.order_id] = (seq, command)
-        if self._fires_above(command, is_buy):
+        if above:
             heappush(self._above_stops, (command.stop_price, seq, command.order_id))
         else:
             heappush(self._below_stops, (-command.stop_price, seq, command.order_id))
@@ -881,4 +881,4 @@ class OrderBook:
             raise ValueError(f'order {command.order_id} is already on the book')
         is_buy = command.side == _BUY
         self._check_stop(command, is_buy)
-        self._add_stop(command, is_buy)
+        self._add_stop(command, self._fires_above(command, is_buy))
