@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
         return member
 
     INVALID_REQUEST = ("INVALID_REQUEST", 400)
+    INVALID_PARAMETER = ("INVALID_PARAMETER", 400)
     INSUFFICIENT_FUNDS = ("INSUFFICIENT_FUNDS", 400)
     WITHDRAWAL_LIMIT_EXCEEDED = ("WITHDRAWAL_LIMIT_EXCEEDED", 400)
     MISSING_AUTH_HEADERS = ("MISSING_AUTH_HEADERS", 401)
@@ -137,6 +138,15 @@ class InvalidField(InvalidFields):
 
     def __init__(self, field: str, message: str):
         super().__init__({field: [message]}, f"{field}: {message}")
+
+
+class InvalidParameter(ExchangeError):
+    """400: a query parameter the operation does not take, given more than once or empty, or whose value
+    is refused (a limit out of range, a cursor not taken from ``next``); ``details.parameter`` names it.
+    The body and the path keep INVALID_REQUEST."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(ErrorCode.INVALID_PARAMETER, f"{parameter}: {message}", {"parameter": parameter})
 
 
 class InsufficientFunds(ExchangeError):

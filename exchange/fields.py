@@ -116,6 +116,17 @@ class MillisecondsField(serializers.Field):
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LAST_MILLISECOND = 253402300799999  # 9999-12-31T23:59:59.999Z, the last instant a datetime holds
+
+
+class Milliseconds(IntegerString):
+    """A time in ms since the epoch, as a datetime."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=0, max_value=LAST_MILLISECOND, **kwargs)
+
+    def run_validation(self, data) -> datetime:  # after the range check on the integer
+        return EPOCH + timedelta(milliseconds=super().run_validation(data))
 
 
 def to_milliseconds(value: datetime) -> int:

@@ -23,7 +23,8 @@ class ErrorSerializer(serializers.Serializer):
 def error_responses(*codes: ErrorCode) -> dict[int, OpenApiResponse]:
     """Responses for extend_schema: one entry per status, naming the codes an endpoint may return."""
     by_status: dict[int, list[str]] = {}
-    for code in (ErrorCode.INVALID_REQUEST, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL_ERROR, *codes):
+    every = (ErrorCode.INVALID_REQUEST, ErrorCode.INVALID_PARAMETER, ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL_ERROR)
+    for code in (*every, *codes):
         by_status.setdefault(code.status, []).append(code.value)
     return {
         status: OpenApiResponse(response=ErrorSerializer, description="Error codes: " + ", ".join(sorted(set(names))))

@@ -108,6 +108,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "exchange.ratelimit.RateLimitHeadersMiddleware",
     "exchange.strictinput.RefuseControlCharactersMiddleware",
+    "exchange.strictinput.StrictQueryMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

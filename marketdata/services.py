@@ -4,13 +4,13 @@ They read what the matcher commits (BookState, BookLevel, Trade), never a cache 
 """
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from exchange.errors import ErrorCode, Forbidden, InvalidFields
+from exchange.errors import ErrorCode, Forbidden, InvalidParameter
 from trading.models import BookLevel, BookState, Candle, Market, Trade
 from trading.backends import store
 from trading.sql import ExactSum
@@ -48,8 +48,7 @@ def order_book(market: Market, depth: int | None) -> BookSnapshot:
 
 def check_depth(depth: int, *, verified: bool) -> int:
     if depth < 1 or depth > VERIFIED_MAX_DEPTH:
-        raise InvalidFields({"depth": [f"Must be between 1 and {VERIFIED_MAX_DEPTH}."]},
-                            f"depth must be between 1 and {VERIFIED_MAX_DEPTH}.")
+        raise InvalidParameter("depth", f"Must be between 1 and {VERIFIED_MAX_DEPTH}.")
     if depth > PUBLIC_MAX_DEPTH and not verified:
         raise Forbidden(ErrorCode.DEPTH_REQUIRES_VERIFICATION,
                         f"depth above {PUBLIC_MAX_DEPTH} needs a signed request from a verified account.",
@@ -122,10 +121,17 @@ def ticker(market: Market) -> Ticker:
     )
 
 
-def recent_trades(market: Market, *, limit: int, before: int | None = None) -> list[Trade]:
+def recent_trades(market: Market, *, limit: int, before: int | None = None, start_time: datetime | None = None,
+                  end_time: datetime | None = None) -> list[Trade]:
+    """Newest first. Trades have no index by time (trading migration 0008): a window is a filter on the
+    walk back from the newest (or from ``before``), so a window far back costs that walk."""
     trades = Trade.objects.newest_first(market)
     if before is not None:
         trades = trades.filter(id__lt=before)
+    if start_time is not None:
+        trades = trades.filter(executed_at__gte=start_time)
+    if end_time is not None:
+        trades = trades.filter(executed_at__lt=end_time)
     return list(trades[:limit])
 
 

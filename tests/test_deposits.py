@@ -230,11 +230,16 @@ def test_the_list_filters_by_asset_and_time(history, as_trader):
     assert ids(client.get("/v1/account/deposits?end_time=1000")) == []
 
 
-@pytest.mark.parametrize("query", ["asset=XYZ", "start_time=-1", "start_time=1.5", "end_time=abc", "limit=0",
-                                   "start_time=3000&end_time=2000", "pair=BTC-USD", "asset=",
-                                   "asset=BTC&asset=ETH"])
-def test_a_bad_or_unknown_parameter_is_refused(history, as_trader, query):
-    assert_error(as_trader(history[0]).get(f"/v1/account/deposits?{query}"), 400, "INVALID_REQUEST")
+@pytest.mark.parametrize("query,parameter", [
+    ("asset=XYZ", "asset"), ("start_time=-1", "start_time"), ("start_time=1.5", "start_time"),
+    ("end_time=abc", "end_time"), ("limit=0", "limit"), ("start_time=3000&end_time=2000", "end_time"),
+    ("pair=BTC-USD", "pair"), ("asset=", "asset"), ("asset=BTC&asset=ETH", "asset"),
+])
+def test_a_bad_or_unknown_parameter_is_refused(history, as_trader, query, parameter):
+    response = as_trader(history[0]).get(f"/v1/account/deposits?{query}")
+
+    assert_error(response, 400, "INVALID_PARAMETER")
+    assert response.json()["error"]["details"] == {"parameter": parameter}
 
 
 @pytest.mark.parametrize("scope", ["read_only", "trade", "trade_withdraw"])

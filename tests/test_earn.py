@@ -240,8 +240,8 @@ def test_the_list_is_newest_first_paginated_and_filtered(trader, flexible, make_
     assert [(s["asset"], s["amount"]) for s in page["results"]] == [("BTC", "0.50000000"), ("USD", "20.00")]
     assert [(s["amount"], s["status"]) for s in rest["results"]] == [("10.00", "redeemed")] and rest["next"] is None
     assert [s["amount"] for s in usd["results"]] == ["20.00", "10.00"]
-    assert_error(bot.get(f"{SUBSCRIPTIONS}?asset=DOGE"), 400, "INVALID_REQUEST")
-    assert_error(bot.get(f"{SUBSCRIPTIONS}?status=active"), 400, "INVALID_REQUEST")
+    assert_error(bot.get(f"{SUBSCRIPTIONS}?asset=DOGE"), 400, "INVALID_PARAMETER")
+    assert_error(bot.get(f"{SUBSCRIPTIONS}?status=active"), 400, "INVALID_PARAMETER")
 
 
 def test_each_balance_change_is_announced_after_commit(trader, flexible, django_capture_on_commit_callbacks):

@@ -28,7 +28,7 @@ from .processes import free_port
 from .signing import now_ms
 from .test_auth import ORDER, nothing_written, trader  # noqa: F401  the fixture
 from .test_public_api import assert_error
-from .test_python_client import live  # noqa: F401  the fixture
+from .test_python_client import in_process_http, live  # noqa: F401  the fixtures
 
 BODY = json.dumps(ORDER).encode()  # as SignedClient sends ORDER
 

@@ -323,7 +323,7 @@ def test_list_orders_filters_and_pages(as_trader, alice):
 
     assert [o["order_id"] for o in live["results"]] == [ids[2], ids[1]]
     assert [o["order_id"] for o in page["results"] + rest["results"]] == ids[::-1]
-    assert_error(client.get("/v1/orders?status=sleeping"), 400, "INVALID_REQUEST")
+    assert_error(client.get("/v1/orders?status=sleeping"), 400, "INVALID_PARAMETER")
 
 
 def test_post_only_that_would_take_is_rejected(as_trader, alice, bob):

@@ -106,7 +106,7 @@ def test_orderbook_depth_defaults_to_and_is_capped_at_100(api, rest):
 
 @pytest.mark.parametrize("depth", ["abc", "0", "-1", "1.5", "1001"])
 def test_orderbook_rejects_bad_depth(api, btc_usd, depth):
-    assert_error(api.get(f"/v1/orderbook/BTC-USD?depth={depth}"), 400, "INVALID_REQUEST")
+    assert_error(api.get(f"/v1/orderbook/BTC-USD?depth={depth}"), 400, "INVALID_PARAMETER")
 
 
 def test_orderbook_deeper_than_100_needs_a_verified_account(api, btc_usd):
@@ -182,4 +182,4 @@ def test_trades_newest_first_with_paging(api, print_trade):
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "before=0"])
 def test_trades_rejects_bad_paging(api, btc_usd, query):
-    assert_error(api.get(f"/v1/trades/BTC-USD?{query}"), 400, "INVALID_REQUEST")
+    assert_error(api.get(f"/v1/trades/BTC-USD?{query}"), 400, "INVALID_PARAMETER")

@@ -450,3 +450,24 @@ def test_cli_rebuilds_the_body_the_product_page_quick_start_passes(monkeypatch, 
 
     expected = hmac.new(b"s3cret", f"1714521600000\n7f3a1b8e\nPOST\n/v1/orders\n{body}".encode(), hashlib.sha256)
     assert split_signature == capsys.readouterr().out.strip() == expected.hexdigest()
+
+
+def test_batches_and_the_dead_mans_switch_on_the_server(live):
+    from trading.models import Order
+
+    orders = [{"pair": "BTC-USD", "side": "buy", "type": "limit", "price": "20000", "size": "0.01"},
+              {"pair": "BTC-USD", "side": "buy", "type": "limit", "price": Decimal("20001"), "size": "0.01",
+               "client_order_id": "py-2"}]
+
+    placed = live.place_orders(orders)
+    again = live.place_orders(orders[1:])
+    cancelled = live.cancel_orders(client_order_ids=["py-2"])
+    armed = live.cancel_all_after(60000, pair="BTC-USD")
+
+    assert [item["status"] for item in placed["results"]] == [201, 201]
+    assert placed["results"][0]["order"]["client_order_id"]  # generated, so that a retry is safe
+    assert again["results"][0]["status"] == 200
+    assert again["results"][0]["order"]["order_id"] == placed["results"][1]["order"]["order_id"]
+    assert cancelled["results"][0]["order"]["cancel_requested"] is True  # matched only once committed
+    assert armed["trigger_time"] == armed["current_time"] + 60000 and armed["pair"] == "BTC-USD"
+    assert Order.objects.count() == 2

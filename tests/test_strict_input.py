@@ -113,15 +113,16 @@ def test_cancel_all_refuses_a_pair_with_surrounding_whitespace(signed):
 def test_order_book_depth_takes_ascii_digits_only(markets, query):
     response = Client().get(f"/v1/orderbook/BTC-USD?{query}")
 
-    assert_error(response, 400, "INVALID_REQUEST")
-    assert "depth" in response.json()["error"]["details"]["fields"]
+    assert_error(response, 400, "INVALID_PARAMETER")
+    assert response.json()["error"]["details"] == {"parameter": "depth"}
 
 
 @pytest.mark.parametrize("query", ["limit=٣", "limit=3%0A", "before=٣"])
 def test_trades_limit_and_before_take_ascii_digits_only(markets, query):
     response = Client().get(f"/v1/trades/BTC-USD?{query}")
 
-    assert_error(response, 400, "INVALID_REQUEST")
+    assert_error(response, 400, "INVALID_PARAMETER")
+    assert response.json()["error"]["details"] == {"parameter": query.partition("=")[0]}
 
 
 @pytest.mark.parametrize("query", ["limit=٣", "limit=x", "limit=0", "order_id=٣", "status=open, filled"])
@@ -131,8 +132,8 @@ def test_private_lists_take_ascii_digits_and_exact_names_only(signed, query):
 
     response = signed.get(f"{path}?{name}={quote(value)}")  # signed as sent: percent-encoded
 
-    assert_error(response, 400, "INVALID_REQUEST")
-    assert name in response.json()["error"]["details"]["fields"]
+    assert_error(response, 400, "INVALID_PARAMETER")
+    assert response.json()["error"]["details"] == {"parameter": name}
 
 
 def cursor(**tokens) -> str:
@@ -143,7 +144,8 @@ def cursor(**tokens) -> str:
 def test_a_cursor_not_made_by_the_server_is_refused(signed, value):
     response = signed.get(f"/v1/orders?cursor={quote(value)}")
 
-    assert_error(response, 400, "INVALID_REQUEST")
+    assert_error(response, 400, "INVALID_PARAMETER")
+    assert response.json()["error"]["details"] == {"parameter": "cursor"}
 
 
 def test_the_next_cursor_still_pages(signed, alice, trade):
@@ -157,12 +159,15 @@ def test_the_next_cursor_still_pages(signed, alice, trade):
     assert [order["price"] for order in first["results"] + second.json()["results"]] == ["59000.00", "60000.00"]
 
 
-@pytest.mark.parametrize("path", ["/v1/ticker/%00", "/v1/trades/BTC%00USD", "/v1/orderbook/BTC-USD?depth=1%00",
-                                  "/v1/orderbook/BTC-USD%0A", "/v1/markets?x%7F=1", "/v1/nowhere/%01"])
-def test_control_characters_in_a_path_or_query_are_refused(markets, path):
+@pytest.mark.parametrize("path, code", [
+    ("/v1/ticker/%00", "INVALID_REQUEST"), ("/v1/trades/BTC%00USD", "INVALID_REQUEST"),
+    ("/v1/orderbook/BTC-USD?depth=1%00", "INVALID_PARAMETER"), ("/v1/orderbook/BTC-USD%0A", "INVALID_REQUEST"),
+    ("/v1/markets?x%7F=1", "INVALID_PARAMETER"), ("/v1/nowhere/%01", "INVALID_REQUEST"),
+])
+def test_control_characters_in_a_path_or_query_are_refused(markets, path, code):
     response = Client().get(path)
 
-    assert_error(response, 400, "INVALID_REQUEST")
+    assert_error(response, 400, code)
     assert "control character" in response.json()["error"]["message"]
 
 
@@ -171,7 +176,7 @@ def test_control_characters_in_a_signed_query_are_refused_before_the_database(si
 
     response = signed.get("/v1/orders?pair=BTC%00USD")
 
-    assert_error(response, 400, "INVALID_REQUEST")
+    assert_error(response, 400, "INVALID_PARAMETER")
     assert written() == before
 
 

@@ -209,4 +209,4 @@ def test_list_filters_by_time_and_refuses_unknown_assets(trader, make_key):
     assert bot.get(f"{TRANSFERS}?end_time={at}").json()["results"] == []
     assert bot.get(f"{TRANSFERS}?start_time={at + 1}").json()["results"] == []
     response = bot.get(f"{TRANSFERS}?asset=DOGE")
-    assert response.status_code == 400 and "asset" in response.json()["error"]["details"]["fields"]
+    assert response.status_code == 400 and response.json()["error"]["details"] == {"parameter": "asset"}

@@ -433,3 +433,30 @@ class Fill(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["account", "-id"])]
+
+
+class DeadManSwitch(models.Model):
+    """An account's dead-man's switch (``POST /v1/orders/cancel-all-after``), over all its orders or one
+    pair's: armed until ``trigger_at``, when trading.deadman cancels those orders unless a refresh moved
+    it first. One per account and pair (and one for all pairs); kept after firing, disarmed."""
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.PROTECT, related_name="+", db_index=False)
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+", null=True, blank=True,
+                               db_index=False, help_text="Only this pair's orders; empty: every pair's.")
+    timeout_ms = models.PositiveIntegerField(help_text="As last set; 0 disarmed it.")
+    trigger_at = models.DateTimeField(null=True, blank=True, help_text="When it fires; empty: disarmed.")
+    updated_at = models.DateTimeField(auto_now=True)
+    fired_at = models.DateTimeField(null=True, blank=True, help_text="When it last fired.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "market"], condition=Q(market__isnull=False),
+                                    name="dead_man_switch_unique_per_account_and_pair"),
+            models.UniqueConstraint(fields=["account"], condition=Q(market__isnull=True),
+                                    name="dead_man_switch_unique_per_account"),
+        ]
+        indexes = [models.Index(fields=["trigger_at"], condition=Q(trigger_at__isnull=False),
+                                name="dead_man_switch_armed")]  # the watcher's look for due switches
+
+    def __str__(self) -> str:
+        return f"dead-man's switch of account {self.account_id}" + (f" on {self.market}" if self.market_id else "")

@@ -106,19 +106,30 @@ class MarketChanged(Exception):
 def do_place_order(account, request: OrderRequest) -> Order:
     message = "The database failed while committing the order, which may have been placed: look it up by its id"
     with committing(message + (" or client_order_id." if request.client_order_id else ".")) as commit:
-        try:
-            order = accept(account, access_market(request.pair, recent=True), request)
-        except (ExchangeError, MarketChanged):
-            # This process's copy of the market may be out of date (halted, resumed, new grids since it
-            # was read): judge the order again against the row, which stays as read until commit.
-            order = accept(account, access_market(request.pair, lock=True), request)
-        ledger.hold_funds(order.account_id, order.hold_asset_id, order.hold_remaining, reference=f"order:{order.pk}")
-        # The matcher is woken first, and a failed publish only logged: the order is committed, so the
-        # request must answer with it and the matcher must get it whatever the channel layer does.
+        order = write_order(account, request)
         commit.wrote([order.market.pair], order_id=order.pk, client_order_id=order.client_order_id)
-        transaction.on_commit(lambda: orders_changed.send(Order, account_id=account.pk, order_ids=[order.pk]),
-                              robust=True)
+        announce_orders(account, [order])
     return order
+
+
+def write_order(account, request: OrderRequest) -> Order:
+    """Check the order, write it with its matcher command and hold its funds, in the caller's transaction."""
+    try:
+        order = accept(account, access_market(request.pair, recent=True), request)
+    except (ExchangeError, MarketChanged):
+        # This process's copy of the market may be out of date (halted, resumed, new grids since it
+        # was read): judge the order again against the row, which stays as read until commit.
+        order = accept(account, access_market(request.pair, lock=True), request)
+    ledger.hold_funds(order.account_id, order.hold_asset_id, order.hold_remaining, reference=f"order:{order.pk}")
+    return order
+
+
+def announce_orders(account, orders: list[Order]) -> None:
+    """After the commit, and after the matcher's wake-up (Commit.wrote, called first): a failed publish is
+    only logged, since the orders are committed and the request must answer with them whatever the
+    channel layer does."""
+    order_ids = [order.pk for order in orders]
+    transaction.on_commit(lambda: orders_changed.send(Order, account_id=account.pk, order_ids=order_ids), robust=True)
 
 
 def accept(account, market: Market, request: OrderRequest) -> Order:
@@ -241,15 +252,23 @@ def request_cancel(account, order_id: int) -> Order:
     with committing(f"The database failed while committing the cancel of order {order_id}, which may have "
                     "been requested: look the order up, or repeat the cancel.") as commit:
         order = access_order(account, order_id, lock=True)
-        refuse_closed(order)
-        if order.is_live and not order.cancel_requested:
-            if order.market.status == Market.Status.HALTED:
-                raise MarketHalted(order.market.pair, Market.Status.HALTED)
-            order.cancel_requested = True
-            order.save(update_fields=["cancel_requested", "updated_at"])
-            MatcherCommand.objects.create(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order)
+        if queue_cancel(order):
             commit.wrote([order.market.pair], order_id=order.pk)
     return order
+
+
+def queue_cancel(order: Order) -> bool:
+    """In the caller's transaction, the order's row locked: queue its cancel for the matcher, unless one is
+    queued already (False). ORDER_ALREADY_CLOSED or MARKET_HALTED, writing nothing, when it cannot be."""
+    refuse_closed(order)
+    if not order.is_live or order.cancel_requested:
+        return False
+    if order.market.status == Market.Status.HALTED:
+        raise MarketHalted(order.market.pair, Market.Status.HALTED)
+    order.cancel_requested = True
+    order.save(update_fields=["cancel_requested", "updated_at"])
+    MatcherCommand.objects.create(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order)
+    return True
 
 
 def cancel_and_wait(account, order_id: int) -> Order:
@@ -258,12 +277,16 @@ def cancel_and_wait(account, order_id: int) -> Order:
     expired while the cancel was queued."""
     order = request_cancel(account, order_id)
     if order.is_live:
-        state = waited_state(order.pk, f"the answer to the cancel of order {order.pk}",
-                             done=lambda state: not still_live(state))
+        state = waited_state(order.pk, f"the answer to the cancel of order {order.pk}", done=cancel_done)
         if state:
             take_state(order, state)
     refuse_closed(order)
     return order
+
+
+def cancel_done(state) -> bool:
+    """A wait for a cancel ends with a state in which the order is no longer live."""
+    return not still_live(state)
 
 
 def live_orders(account, pair: str | None = None) -> QuerySet[Order]:
@@ -273,26 +296,29 @@ def live_orders(account, pair: str | None = None) -> QuerySet[Order]:
     return orders
 
 
+CANCELS_MAY_BE_REQUESTED = ("The database failed while committing the cancels, which may have been requested: "
+                            "look the orders up, or repeat the request.")
+
+
 def request_cancel_all(account, pair: str | None = None) -> list[Order]:
     """Queue a cancel for every live order of the account (optionally of one pair) not already cancelling."""
-    with committing("The database failed while committing the cancels, which may have been requested: "
-                    "look the orders up, or repeat the request.") as commit:
-        orders = list(
-            live_orders(account, pair)
-            .exclude(market__status=Market.Status.HALTED)
-            .filter(cancel_requested=False)
-            .for_rendering()
-            .select_for_update(of=("self",))
-            .order_by("pk")
-        )
-        for order in orders:
-            order.cancel_requested = True
-        Order.objects.bulk_update(orders, ["cancel_requested"])
-        MatcherCommand.objects.bulk_create(
-            MatcherCommand(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order) for order in orders
-        )
-        if orders:
-            commit.wrote(sorted({order.market.pair for order in orders}), order_ids=[order.pk for order in orders])
+    with committing(CANCELS_MAY_BE_REQUESTED) as commit:
+        orders = queue_cancel_all(commit, live_orders(account, pair).exclude(market__status=Market.Status.HALTED))
+    return orders
+
+
+def queue_cancel_all(commit: Commit, orders: QuerySet[Order]) -> list[Order]:
+    """In ``commit``'s transaction: lock those of ``orders`` not already cancelling (in primary-key order) and
+    queue a cancel for each."""
+    orders = list(orders.filter(cancel_requested=False).for_rendering().select_for_update(of=("self",)).order_by("pk"))
+    for order in orders:
+        order.cancel_requested = True
+    Order.objects.bulk_update(orders, ["cancel_requested"])
+    MatcherCommand.objects.bulk_create(
+        MatcherCommand(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order) for order in orders
+    )
+    if orders:
+        commit.wrote(sorted({order.market.pair for order in orders}), order_ids=[order.pk for order in orders])
     return orders
 
 
@@ -300,23 +326,27 @@ def cancel_all_and_wait(account, pair: str | None = None) -> list[Order]:
     """request_cancel_all, then the orders once each pair's matcher took its cancels (waiting up to
     REPLY_WAIT_SECONDS in all), or as committed, ``cancel_requested``."""
     orders = request_cancel_all(account, pair)
-    # Each pair's matcher takes its cancels in order: its last one done means all of that pair's are.
+    take_states(orders, "the answer to a cancel-all", done=cancel_done)
+    return orders
+
+
+def take_states(orders: list[Order], what: str, done=None) -> None:
+    """Each order with the state its matcher handed over for this request's command (waiting up to
+    REPLY_WAIT_SECONDS in all), or as committed when none came: see take_state."""
+    # Each pair's matcher takes its commands in order: its last one answered means all of that pair's are.
     last_per_pair = {order.market_id: order.pk for order in orders}
     deadline = time.monotonic() + dispatch.REPLY_WAIT_SECONDS
     states = {}
     for order_id in last_per_pair.values():
-        state = waited_state(order_id, "the answer to a cancel-all", max(deadline - time.monotonic(), 0),
-                             done=lambda state: not still_live(state))
+        state = waited_state(order_id, what, max(deadline - time.monotonic(), 0), done=done)
         if state:
             states[order_id] = state
     try:
         states.update(dispatch.latest_states([order.pk for order in orders if order.pk not in states]))
     except OUTAGE_ERRORS as error:
-        log_outage("the answer to a cancel-all", error)
+        log_outage(what, error)
     for order in orders:
-        if states.get(order.pk):
-            take_state(order, states[order.pk])
-    return orders
+        take_state(order, states.get(order.pk))
 
 
 @transaction.atomic

@@ -123,6 +123,7 @@ class SubscriptionViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = SubscriptionSerializer
     rate_weight = {"create": 1, "redeem": 1, "list": 5}
+    query_serializer = {"list": WalletListQuerySerializer}
 
     def get_permissions(self):
         if self.action in ("create", "redeem"):

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from exchange.fields import DecimalString, IntegerString, MillisecondsField
 from exchange.money import format_amount
+from exchange.queries import MAX_PAGE_SIZE, QuerySerializer, TimeWindowQuery
 from trading.api.serializers import FeeRate, format_rate
 from trading.models import Market, Trade
 
@@ -86,7 +87,7 @@ class OrderBookSerializer(serializers.Serializer):
     asks = BookLevelsField(help_text="Best (lowest) first.")
 
 
-class OrderBookQuerySerializer(serializers.Serializer):
+class OrderBookQuerySerializer(QuerySerializer):
     depth = IntegerString(
         required=False,
         default=100,
@@ -122,8 +123,8 @@ class TradeSerializer(serializers.ModelSerializer):
         fields = ["trade_id", "price", "size", "taker_side", "time"]
 
 
-class TradesQuerySerializer(serializers.Serializer):
-    limit = IntegerString(required=False, default=100, min_value=1, max_value=1000)
+class TradesQuerySerializer(TimeWindowQuery):
+    limit = IntegerString(required=False, default=100, min_value=1, max_value=MAX_PAGE_SIZE)
     before = IntegerString(
         required=False, min_value=1, help_text="Only trades with a smaller trade_id (page backwards)."
     )

@@ -63,6 +63,7 @@ class OrderBookViewSet(viewsets.ViewSet):
     lookup_field = "pair"
     lookup_value_regex = "[^/]+"
     rate_weight_description = "1 up to depth 100, 5 up to 500, 10 above"
+    query_serializer = serializers.OrderBookQuerySerializer
 
     def get_rate_weight(self, request) -> int:
         depth = parse_integer(request.query_params.get("depth", "")) or services.DEFAULT_DEPTH
@@ -77,10 +78,9 @@ class OrderBookViewSet(viewsets.ViewSet):
         },
     )
     def retrieve(self, request, pair: str):
-        query = serializers.OrderBookQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        query = serializers.OrderBookQuerySerializer.parse(request)
         market = access_market(pair)
-        depth = services.check_depth(query.validated_data["depth"], verified=is_verified_caller(request))
+        depth = services.check_depth(query["depth"], verified=is_verified_caller(request))
         book = services.order_book(market, depth)
         return Response(
             serializers.OrderBookSerializer(
@@ -93,6 +93,7 @@ class OrderBookViewSet(viewsets.ViewSet):
 class TradeViewSet(viewsets.ViewSet):
     lookup_field = "pair"
     lookup_value_regex = "[^/]+"
+    query_serializer = serializers.TradesQuerySerializer
 
     @extend_schema(
         summary="Recent public trades",
@@ -100,10 +101,9 @@ class TradeViewSet(viewsets.ViewSet):
         responses={200: serializers.TradesSerializer, **error_responses(ErrorCode.UNKNOWN_PAIR)},
     )
     def retrieve(self, request, pair: str):
-        query = serializers.TradesQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
+        query = serializers.TradesQuerySerializer.parse(request)
         market = access_market(pair)
-        trades = services.recent_trades(market, **query.validated_data)
+        trades = services.recent_trades(market, **query)
         return Response(
             serializers.TradesSerializer({"market": market, "trades": trades}, context={"market": market}).data
         )

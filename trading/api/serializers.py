@@ -6,10 +6,14 @@ from rest_framework import serializers
 
 from exchange.fields import DecimalString, Identifier, IdentifierPattern, IntegerString, MillisecondsField, StrictBoolean
 from exchange.money import format_amount
+from exchange.openapi import ErrorDetailSerializer
+from exchange.queries import PageQuery, TimeWindowQuery
+from trading import batch, deadman
 from trading.models import Fill, Order, Side
 from trading.orders import OrderRequest
 
 AMOUNT_FIELDS = ("price", "size", "funds", "stop_price")
+CLIENT_ORDER_ID = r"^[A-Za-z0-9_-]{1,64}$"
 AVERAGE_PRICE_QUANTUM = Decimal(1).scaleb(-18)
 
 
@@ -34,7 +38,20 @@ class FieldsBuiltOnce:
         return {name: copy.copy(field) for name, field in cls._built_fields.items()}
 
 
-class OrderCreateSerializer(FieldsBuiltOnce, serializers.Serializer):
+class RefusesUnknownFields:
+    # A body's fields that the serializer does not declare are refused, not ignored: a typo such as
+    # "prize" must not silently place a different order. (A comment: a docstring would describe every
+    # request body in the OpenAPI document.)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class OrderCreateSerializer(RefusesUnknownFields, FieldsBuiltOnce, serializers.Serializer):
     pair = Identifier(max_length=25)
     side = serializers.ChoiceField(choices=Side.choices)
     type = serializers.ChoiceField(choices=Order.Type.choices)
@@ -58,15 +75,8 @@ class OrderCreateSerializer(FieldsBuiltOnce, serializers.Serializer):
         help_text="Self-trade prevention when this order meets one of your own resting orders.",
     )
     client_order_id = IdentifierPattern(
-        r"^[A-Za-z0-9_-]{1,64}$", required=False, help_text="Your id, unique per account: retries are safe."
+        CLIENT_ORDER_ID, required=False, help_text="Your id, unique per account: retries are safe."
     )
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
 
     def validate(self, data):
         errors = {}
@@ -204,11 +214,7 @@ class CancelAllResultSerializer(serializers.Serializer):
     orders = OrderSerializer(many=True, help_text="The orders a cancel was queued for, in their current state.")
 
 
-class PageQuerySerializer(serializers.Serializer):
-    limit = IntegerString(required=False, default=100, min_value=1, max_value=1000, help_text="Page size.")
-
-
-class OrderListQuerySerializer(serializers.Serializer):
+class OrderListQuerySerializer(PageQuery, TimeWindowQuery):
     pair = Identifier(max_length=25, required=False)
     status = Identifier(
         required=False,
@@ -257,7 +263,7 @@ class FillSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
         return format_amount(fill.fee, Decimal(1).scaleb(-fill.fee_asset.precision))
 
 
-class FillListQuerySerializer(serializers.Serializer):
+class FillListQuerySerializer(PageQuery, TimeWindowQuery):
     pair = Identifier(max_length=25, required=False)
     order_id = IntegerString(required=False, min_value=1)
 
@@ -316,3 +322,71 @@ class AssetBalanceSerializer(serializers.Serializer):
 
 class BalancesSerializer(serializers.Serializer):
     balances = AssetBalanceSerializer(many=True)
+
+
+# The orders of a batch as sent: each is parsed on its own (OrderCreateSerializer), so that a bad one gets its
+# own error and the others go ahead.
+@extend_schema_field(OrderCreateSerializer(many=True))
+class BatchOrders(serializers.ListField):
+    pass
+
+
+class OrderBatchSerializer(RefusesUnknownFields, serializers.Serializer):
+    """Up to 20 orders of this account, each with a result of its own."""
+
+    orders = BatchOrders(min_length=1, max_length=batch.MAX_ITEMS,
+                         help_text=f"1 to {batch.MAX_ITEMS} orders, each as `POST /v1/orders` takes it.")
+
+
+class OrderCancelBatchSerializer(RefusesUnknownFields, serializers.Serializer):
+    """Up to 20 orders to cancel, by `order_ids` or by `client_order_ids` (one of the two)."""
+
+    order_ids = serializers.ListField(child=IntegerString(min_value=1), min_length=1, max_length=batch.MAX_ITEMS,
+                                      required=False, help_text=f"1 to {batch.MAX_ITEMS} order ids.")
+    client_order_ids = serializers.ListField(
+        child=IdentifierPattern(CLIENT_ORDER_ID), min_length=1, max_length=batch.MAX_ITEMS, required=False,
+        help_text=f"Or 1 to {batch.MAX_ITEMS} client_order_ids.",
+    )
+
+    def validate(self, data):
+        if ("order_ids" in data) == ("client_order_ids" in data):
+            raise serializers.ValidationError({"order_ids": ["Give either order_ids or client_order_ids."]})
+        return data
+
+
+class BatchResultSerializer(serializers.Serializer):
+    """One item's outcome: `order` when `status` is 2xx, else `error`."""
+
+    status = serializers.IntegerField(help_text="The HTTP status this item would have had as a request of its own.")
+    order = OrderSerializer(required=False, help_text="The order (2xx).")
+    error = ErrorDetailSerializer(required=False, help_text="Why this item was refused (4xx), as an error body's.")
+
+
+class BatchResultsSerializer(serializers.Serializer):
+    results = BatchResultSerializer(many=True, help_text="One per item, in the order given.")
+
+
+class CancelAllAfterSerializer(RefusesUnknownFields, serializers.Serializer):
+    """Arm, refresh or disarm the dead-man's switch."""
+
+    timeout_ms = IntegerString(
+        min_value=0, max_value=deadman.MAX_TIMEOUT_MS,
+        help_text=f"Cancel everything unless set again within this many ms: 0 disarms, else "
+                  f"{deadman.MIN_TIMEOUT_MS:,} to {deadman.MAX_TIMEOUT_MS:,}.",
+    )
+    pair = Identifier(max_length=25, required=False, help_text="Only this pair's orders (a switch of its own).")
+
+    def validate_timeout_ms(self, value: int) -> int:
+        if 0 < value < deadman.MIN_TIMEOUT_MS:
+            raise serializers.ValidationError(f"0 (disarm) or at least {deadman.MIN_TIMEOUT_MS:,}.")
+        return value
+
+
+class DeadManSwitchSerializer(serializers.Serializer):
+    """The dead-man's switch as set."""
+
+    pair = serializers.CharField(allow_null=True, help_text="The pair it covers; null: every pair.")
+    timeout_ms = serializers.IntegerField(help_text="As set; 0: disarmed.")
+    current_time = serializers.IntegerField(help_text="Server time when it was set (ms since the epoch).")
+    trigger_time = serializers.IntegerField(allow_null=True, help_text="When it fires unless set again (ms since "
+                                            "the epoch); null: disarmed.")

@@ -12,9 +12,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import CanRead, CanTrade
-from exchange.errors import ErrorCode, InvalidRequest
+from exchange.errors import ErrorCode, InvalidParameter
 from exchange.fields import parse_integer
 from exchange.openapi import error_responses
+from exchange.queries import PageQuery, time_lookups
 from trading import fees, services
 from trading.api import serializers
 from trading.markets import access_market
@@ -37,15 +38,14 @@ class HasTradingAccount(BasePermission):
 class NewestFirst(CursorPagination):
     """DRF's cursor pagination, strict: a bad ``limit`` is refused (DRF falls back to the default
     silently) and so is a cursor not made by ``encode_cursor`` (DRF's decoder takes "٣" for 3 and
-    passes a position such as "x" on to the query)."""
+    passes a position such as "x" on to the query), each with INVALID_PARAMETER. A list's query
+    serializer is a PageQuery, which declares both."""
 
     ordering = "-id"
     page_size_query_param = "limit"
 
     def get_page_size(self, request) -> int:
-        query = serializers.PageQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        return query.validated_data["limit"]
+        return PageQuery.parse(request)["limit"]
 
     def decode_cursor(self, request) -> Cursor | None:
         encoded = request.query_params.get(self.cursor_query_param)
@@ -61,7 +61,7 @@ class NewestFirst(CursorPagination):
         if offset is None or offset > self.offset_cutoff or reverse not in ("0", "1") or (
             position is not None and parse_integer(position) is None
         ):
-            raise InvalidRequest("Invalid cursor: follow the `next` link as given.")
+            raise InvalidParameter(self.cursor_query_param, "Not this list's cursor: follow the `next` link as given.")
         return Cursor(offset=offset, reverse=reverse == "1", position=position)
 
 
@@ -75,9 +75,7 @@ class AccountViewMixin:
     def filtered_page(self, query_serializer, rows, lookups: dict[str, str]) -> Response:
         """A page of ``rows`` narrowed by the query: to its pair, and by each other field given, with
         the lookup ``lookups`` names for it."""
-        query = query_serializer(data=self.request.query_params)
-        query.is_valid(raise_exception=True)
-        given = query.validated_data
+        given = query_serializer.parse(self.request)
         if "pair" in given:
             rows = rows.filter(market=access_market(given["pair"]))
         rows = rows.filter(**{lookup: given[name] for name, lookup in lookups.items() if name in given})
@@ -89,6 +87,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = serializers.OrderSerializer
     rate_weight = {"create": 1, "retrieve": 1, "cancel": 1, "list": 5, "cancel_all": 10}
+    query_serializer = {"list": serializers.OrderListQuerySerializer}
 
     def get_permissions(self):
         if self.action in ("create", "cancel", "cancel_all"):
@@ -139,7 +138,8 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         responses={200: serializers.OrderSerializer(many=True), **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
     )
     def list(self, request):
-        return self.filtered_page(serializers.OrderListQuerySerializer, self.get_queryset(), {"status": "status__in"})
+        return self.filtered_page(serializers.OrderListQuerySerializer, self.get_queryset(),
+                                  {"status": "status__in", **time_lookups("created_at")})
 
     @extend_schema(
         summary="Cancel an order (idempotent)",
@@ -176,6 +176,7 @@ class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     rate_weight = 5
     serializer_class = serializers.FillSerializer
+    query_serializer = serializers.FillListQuerySerializer
 
     @extend_schema(
         summary="Your fills, newest first",
@@ -184,7 +185,8 @@ class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
     )
     def list(self, request):
         return self.filtered_page(serializers.FillListQuerySerializer,
-                                  Fill.objects.filter(account=self.account).for_rendering(), {"order_id": "order_id"})
+                                  Fill.objects.filter(account=self.account).for_rendering(),
+                                  {"order_id": "order_id", **time_lookups("executed_at")})
 
 
 class BalancesView(AccountViewMixin, APIView):

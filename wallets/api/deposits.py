@@ -34,6 +34,7 @@ class DepositViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = DepositSerializer
     rate_weight = 5
+    query_serializer = WalletListQuerySerializer
 
     @extend_schema(
         summary="Your deposits, newest first",

@@ -63,6 +63,7 @@ class LedgerViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = LedgerEntrySerializer
     rate_weight = 5
+    query_serializer = LedgerQuerySerializer
 
     def paginate_queryset(self, queryset):
         # The page, the balances and the sums that give each entry's balance after, in one snapshot.

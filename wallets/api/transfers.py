@@ -69,6 +69,7 @@ class TransferViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = TransferSerializer
     rate_weight = {"create": 1, "list": 5}
+    query_serializer = {"list": WalletListQuerySerializer}
 
     def get_permissions(self):
         if self.action == "create":

@@ -85,6 +85,7 @@ class WithdrawalViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = WithdrawalSerializer
     rate_weight = {"create": 1, "retrieve": 1, "cancel": 1, "list": 5}
+    query_serializer = {"list": WithdrawalListQuerySerializer}
 
     def get_permissions(self):
         if self.action in ("create", "cancel"):

@@ -5,8 +5,9 @@ non-2xx response. Retries never risk a second effect:
 - a request that never reached the server (connection refused) or was refused before it ran (429)
   may be retried whatever it does;
 - after an ambiguous failure (read timeout, dropped connection, 5xx) only requests that are safe to
-  repeat are retried: GETs, `place_order` (its client_order_id makes the server return the first
-  order instead of creating a second) and `cancel_order` (idempotent on the server).
+  repeat are retried: GETs, `place_order` and `place_orders` (each order's client_order_id makes the
+  server return the first order instead of creating a second), `cancel_order` and `cancel_orders`
+  (idempotent on the server) and `cancel_all_after` (setting the switch again only moves its time).
 Each attempt is signed afresh: a new nonce and the current time, over the same body bytes.
 """
 
@@ -42,6 +43,21 @@ def decimal_string(name: str, value: Amount) -> str:
     if isinstance(value, str):
         return value
     raise TypeError(f"{name} must be a str or Decimal, not {type(value).__name__}")
+
+
+def order_body(pair: str, side: str, type: str, *, price: Amount | None = None, size: Amount | None = None,
+               funds: Amount | None = None, stop_price: Amount | None = None, time_in_force: str | None = None,
+               post_only: bool | None = None, stp: str | None = None, client_order_id: str | None = None,
+               trigger: str | None = None) -> dict[str, Any]:
+    """An order as POST /v1/orders takes it, with a client_order_id generated when none is given."""
+    body: dict[str, Any] = {"pair": pair, "side": side, "type": type}
+    for name, value in (("price", price), ("size", size), ("funds", funds), ("stop_price", stop_price)):
+        if value is not None:
+            body[name] = decimal_string(name, value)
+    optional = {"time_in_force": time_in_force, "post_only": post_only, "stp": stp, "trigger": trigger}
+    body.update({name: value for name, value in optional.items() if value is not None})
+    body["client_order_id"] = client_order_id or uuid.uuid4().hex
+    return body
 
 
 def path_part(value: Any) -> str:
@@ -84,8 +100,10 @@ class Client:
         private = depth is not None and depth > PUBLIC_MAX_DEPTH and self.key is not None
         return self._request("GET", f"/v1/orderbook/{path_part(pair)}", params={"depth": depth}, private=private)
 
-    def trades(self, pair: str, limit: int | None = None, before: int | None = None) -> dict:
-        return self._request("GET", f"/v1/trades/{path_part(pair)}", params={"limit": limit, "before": before})
+    def trades(self, pair: str, limit: int | None = None, before: int | None = None, start_time: int | None = None,
+               end_time: int | None = None) -> dict:
+        params = {"limit": limit, "before": before, "start_time": start_time, "end_time": end_time}
+        return self._request("GET", f"/v1/trades/{path_part(pair)}", params=params)
 
     def sync_clock(self) -> int:
         """Measure the clock offset with GET /v1/time (assuming a symmetric round trip); returns it in ms."""
@@ -105,13 +123,9 @@ class Client:
         """Create an order. Without a client_order_id one is generated, so that retries are safe; pass
         your own to find the order with get_order_by_client_id if every attempt fails. A stop's trigger:
         "above" or "below" its stop_price (default: above for a buy, below for a sell)."""
-        body: dict[str, Any] = {"pair": pair, "side": side, "type": type}
-        for name, value in (("price", price), ("size", size), ("funds", funds), ("stop_price", stop_price)):
-            if value is not None:
-                body[name] = decimal_string(name, value)
-        optional = {"time_in_force": time_in_force, "post_only": post_only, "stp": stp, "trigger": trigger}
-        body.update({name: value for name, value in optional.items() if value is not None})
-        body["client_order_id"] = client_order_id or uuid.uuid4().hex
+        body = order_body(pair, side, type, price=price, size=size, funds=funds, stop_price=stop_price,
+                          time_in_force=time_in_force, post_only=post_only, stp=stp, client_order_id=client_order_id,
+                          trigger=trigger)
         return self._request("POST", "/v1/orders", json_body=body, private=True, idempotent=True)
 
     def get_order(self, order_id: int | str) -> dict:
@@ -121,15 +135,27 @@ class Client:
         return self._request("GET", f"/v1/orders/client:{path_part(client_order_id)}", private=True)
 
     def list_orders(self, pair: str | None = None, status: str | list[str] | None = None,
-                    limit: int | None = None, cursor: str | None = None) -> dict:
-        """One page, newest first: `{"next", "previous", "results"}`. status: one, several, or "live"."""
+                    limit: int | None = None, cursor: str | None = None, start_time: int | None = None,
+                    end_time: int | None = None) -> dict:
+        """One page, newest first: `{"next", "previous", "results"}`. status: one, several, or "live";
+        created at or after start_time and before end_time (ms)."""
         if isinstance(status, (list, tuple)):
             status = ",".join(status)
-        params = {"pair": pair, "status": status, "limit": limit, "cursor": cursor}
+        params = {"pair": pair, "status": status, "limit": limit, "cursor": cursor, "start_time": start_time,
+                  "end_time": end_time}
         return self._request("GET", "/v1/orders", params=params, private=True)
 
     def cancel_order(self, order_id: int | str) -> dict:
         return self._request("POST", f"/v1/orders/{path_part(order_id)}/cancel", private=True, idempotent=True)
+    def place_orders(self, orders: list[dict]) -> dict:
+        """Create up to 20 orders in one request, each a dict of place_order's arguments (`pair`, `side`,
+        `type`, `price`...). Returns `{"results": [...]}`, one per order in the order given: `{"status":
+        201, "order": {...}}` (200 for an order its client_order_id made before) or `{"status": 4xx,
+        "error": {...}}`; the request itself raises only when refused as a whole. Each order without a
+        client_order_id gets one, so that a retry places none twice."""
+        body = {"orders": [order_body(**order) for order in orders]}
+        return self._request("POST", "/v1/orders/batch", json_body=body, private=True, idempotent=True)
+
 
     def cancel_all(self, pair: str | None = None) -> dict:
         # Not repeated after an ambiguous failure: a second run could cancel orders placed in between.
@@ -137,8 +163,9 @@ class Client:
         return self._request("POST", "/v1/orders/cancel-all", json_body=body, private=True, idempotent=False)
 
     def fills(self, pair: str | None = None, order_id: int | None = None, limit: int | None = None,
-              cursor: str | None = None) -> dict:
-        params = {"pair": pair, "order_id": order_id, "limit": limit, "cursor": cursor}
+              cursor: str | None = None, start_time: int | None = None, end_time: int | None = None) -> dict:
+        params = {"pair": pair, "order_id": order_id, "limit": limit, "cursor": cursor, "start_time": start_time,
+                  "end_time": end_time}
         return self._request("GET", "/v1/fills", params=params, private=True)
 
     def balances(self) -> dict:
@@ -147,11 +174,25 @@ class Client:
     def fees(self) -> dict:
         """This account's fee tier and its maker and taker rates per pair: `{"tier", "fees": [{"pair", ...}]}`."""
         return self._request("GET", "/v1/account/fees", private=True)
+    def cancel_orders(self, order_ids: list[int] | None = None, client_order_ids: list[str] | None = None) -> dict:
+        """Cancel up to 20 orders, by id or by client_order_id (one of the two). Returns `{"results": [...]}`,
+        one per id in the order given: `{"status": 200 | 202, "order": {...}}` or `{"status": 4xx, "error":
+        {...}}`."""
+        body = {"order_ids": order_ids} if client_order_ids is None else {"client_order_ids": client_order_ids}
+        return self._request("POST", "/v1/orders/cancel", json_body=body, private=True, idempotent=True)
+
 
     # Wallets (SPEC section 9). Lists are one page, newest first: `{"next", "previous", "results"}`;
     # start_time and end_time are in ms. Requests with a client id get a generated one, so retries are safe.
 
     def ledger(self, asset: str | None = None, wallet: str | None = None, kind: str | None = None,
+    def cancel_all_after(self, timeout_ms: int, pair: str | None = None) -> dict:
+        """The dead-man's switch: unless called again within timeout_ms (1,000 to 600,000), every live order
+        (of `pair` only, when given) is cancelled; 0 disarms it. Returns `{"pair", "timeout_ms",
+        "current_time", "trigger_time"}` (ms)."""
+        body: dict[str, Any] = {"timeout_ms": timeout_ms} if pair is None else {"timeout_ms": timeout_ms, "pair": pair}
+        return self._request("POST", "/v1/orders/cancel-all-after", json_body=body, private=True, idempotent=True)
+
                start_time: int | None = None, end_time: int | None = None, limit: int | None = None,
                cursor: str | None = None) -> dict:
         """Every balance change with the balance of its bucket after it."""

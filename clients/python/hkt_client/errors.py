@@ -11,6 +11,7 @@ import httpx
 # Mirrors ErrorCode in exchange/errors.py: code -> HTTP status.
 CODES: dict[str, int] = {
     "INVALID_REQUEST": 400,
+    "INVALID_PARAMETER": 400,
     "INSUFFICIENT_FUNDS": 400,
     "WITHDRAWAL_LIMIT_EXCEEDED": 400,
     "MISSING_AUTH_HEADERS": 401,

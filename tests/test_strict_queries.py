@@ -1,0 +1,168 @@
+"""Strict query strings (SPEC section 10): every /v1/ operation takes the query parameters it documents and
+refuses anything else with 400 INVALID_PARAMETER naming it; the lists' time windows."""
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.urls import resolve
+from drf_spectacular.generators import SchemaGenerator
+
+from exchange.fields import EPOCH
+from exchange.queries import declared_query, parameter_names
+from trading.models import Fill, MatcherCommand, Order, Trade
+
+from .conftest import ledger_snapshot
+from .test_public_api import assert_error
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+PAGED_LISTS = ["/v1/orders", "/v1/fills", "/v1/account/deposits", "/v1/account/transfers", "/v1/account/ledger",
+               "/v1/withdrawals", "/v1/earn/subscriptions"]
+EXAMPLE_PATH_VALUES = {"pair": "BTC-USD", "id": "1"}
+
+
+def operations() -> list[tuple[str, str, set[str]]]:
+    """Every /v1/ operation of the OpenAPI document: (method, path with example values, query parameters)."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    found = []
+    for template, methods in schema["paths"].items():
+        path = re.sub(r"\{(\w+)\}", lambda match: EXAMPLE_PATH_VALUES[match.group(1)], template)
+        for method, operation in methods.items():
+            query = {parameter["name"] for parameter in operation.get("parameters", []) if parameter["in"] == "query"}
+            found.append((method.upper(), path, query))
+    return found
+
+
+def refused(response, parameter: str) -> None:
+    assert_error(response, 400, "INVALID_PARAMETER")
+    assert response.json()["error"]["details"] == {"parameter": parameter}, response.json()
+
+
+def written():
+    return ledger_snapshot(), Order.objects.count(), MatcherCommand.objects.count()
+
+
+def test_each_operation_takes_exactly_the_query_parameters_it_documents(markets):
+    for method, path, documented in operations():
+        match = resolve(path)
+        assert parameter_names(declared_query(match.func, method.lower())) == documented, (method, path)
+
+
+def test_every_operation_refuses_a_parameter_it_does_not_take_and_writes_nothing(markets):
+    before = written()
+
+    for method, path, _ in operations():
+        response = Client().generic(method, f"{path}?colour=red", "{}", content_type="application/json")
+
+        refused(response, "colour")
+        assert "it takes" in response.json()["error"]["message"]
+    assert written() == before
+
+
+@pytest.mark.parametrize("query, parameter", [
+    ("limit=5&limit=6", "limit"), ("pair=", "pair"), ("pair=BTC-USD&status=", "status"), ("status", "status"),
+    ("limit=0", "limit"), ("limit=1001", "limit"), ("cursor=bm9wZQ", "cursor"), ("cursor=", "cursor"),
+    ("start_time=x", "start_time"), ("start_time=5&end_time=4", "end_time"), ("end_time=253402300800000", "end_time"),
+])
+def test_a_repeated_empty_or_out_of_range_parameter_is_refused_naming_it(as_trader, alice, query, parameter):
+    refused(as_trader(alice).get(f"/v1/orders?{query}"), parameter)
+
+
+@pytest.mark.parametrize("path", PAGED_LISTS)
+@pytest.mark.parametrize("query, parameter", [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=", "limit"),
+                                              ("cursor=x", "cursor"), ("limit=1&limit=1", "limit"),
+                                              ("start_time=-1", "start_time")])
+def test_every_paged_list_refuses_a_bad_page_or_window(as_trader, alice, path, query, parameter):
+    refused(as_trader(alice).get(f"{path}?{query}"), parameter)
+
+
+@pytest.mark.parametrize("query, parameter", [
+    ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=1&limit=2", "limit"), ("before=", "before"),
+    ("start_time=9&end_time=1", "end_time"), ("cursor=x", "cursor"),
+])
+def test_public_trades_refuse_bad_parameters(markets, query, parameter):
+    refused(Client().get(f"/v1/trades/BTC-USD?{query}"), parameter)
+
+
+def test_an_operation_without_parameters_refuses_any(markets):
+    refused(Client().get("/v1/markets?format=json"), "format")  # DRF would take it as a renderer choice
+    refused(Client().get("/v1/time?x"), "x")
+    assert Client().get("/v1/markets").status_code == 200
+
+
+def test_a_signed_request_with_a_bad_query_is_refused_before_its_signature_and_keeps_its_nonce(alice, make_key):
+    bot = make_key(alice)
+
+    refused(bot.get("/v1/orders?colour=red", nonce="nonce-kept-1"), "colour")
+    response = bot.get("/v1/orders?pair=BTC-USD", nonce="nonce-kept-1")
+
+    assert response.status_code == 200, response.content
+
+
+def test_a_bad_query_is_refused_before_authentication(markets):
+    refused(Client().get("/v1/orders?colour=red"), "colour")
+    assert_error(Client().get("/v1/orders?limit=5"), 401, "MISSING_AUTH_HEADERS")
+
+
+def at(ms: int):
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+@pytest.fixture
+def timed(alice, bob, trade):
+    """Three trades between alice (maker) and bob, their orders and fills at 1,000, 2,000 and 3,000 ms."""
+    for n, when in enumerate((1000, 2000, 3000)):
+        maker = trade(alice, side="sell", type="limit", price=Decimal("60000") + n, size=Decimal("0.01"))
+        taker = trade(bob, side="buy", type="market", size=Decimal("0.01"))
+        assert taker.status == Order.Status.FILLED
+        Order.objects.filter(pk__in=[maker.pk, taker.pk]).update(created_at=at(when))
+        Fill.objects.filter(order__in=[maker, taker]).update(executed_at=at(when))
+        Trade.objects.filter(taker_order=taker).update(executed_at=at(when))
+    return alice, bob
+
+
+def times(rows, field: str) -> list[int]:
+    return [row[field] for row in rows]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("start_time=2000", [3000, 2000]), ("end_time=2000", [1000]), ("start_time=1000&end_time=3000", [2000, 1000]),
+    ("start_time=3001", []), ("start_time=2000&end_time=2000", []),
+])
+def test_orders_fills_and_trades_take_a_time_window(timed, as_trader, query, expected):
+    alice, _ = timed
+    client = as_trader(alice)
+
+    orders = client.get(f"/v1/orders?{query}").json()["results"]
+    fills = client.get(f"/v1/fills?{query}").json()["results"]
+    trades = Client().get(f"/v1/trades/BTC-USD?{query}").json()["trades"]
+
+    assert times(orders, "created_at") == expected
+    assert times(fills, "time") == expected
+    assert times(trades, "time") == expected
+
+
+def test_a_time_window_pages_and_combines_with_the_other_filters(timed, as_trader):
+    alice, _ = timed
+    client = as_trader(alice)
+
+    first = client.get("/v1/orders?start_time=1000&limit=2&status=filled").json()
+    rest = client.get(first["next"].removeprefix("http://testserver")).json()
+    older = Client().get(f"/v1/trades/BTC-USD?end_time=3000&before={Trade.objects.order_by('-id')[1].pk}").json()
+
+    assert times(first["results"], "created_at") == [3000, 2000]
+    assert times(rest["results"], "created_at") == [1000] and rest["next"] is None
+    assert times(older["trades"], "time") == [1000]
+
+
+def test_a_next_link_keeps_the_window_it_was_made_with(timed, as_trader):
+    alice, _ = timed
+    client = as_trader(alice)
+
+    first = client.get("/v1/fills?end_time=3000&limit=1").json()
+    second = client.get(first["next"].removeprefix("http://testserver")).json()
+
+    assert times(first["results"] + second["results"], "time") == [2000, 1000] and second["next"] is None

@@ -1,0 +1,105 @@
+"""Batch endpoints: orders placed and cancelled by the list (trading/batch.py). Parse, call one service,
+render one result per item: the request is 200 whatever its items' outcomes, as Binance's batchOrders
+and Kraken's AddOrderBatch answer, each item with the status its own request would have had."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import CanTrade
+from exchange.errors import ErrorCode, InvalidFields
+from exchange.jsonparse import StrictJSONError, loads_strict
+from exchange.openapi import error_responses
+from trading import batch
+from trading.api import serializers
+from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount
+
+def batch_weight(request, key: str) -> int:
+    """One per item of the body's list ``key``; 1 for a body that is refused as a whole. Read from the
+    raw body: the weight is charged before DRF parses it (with a signed request's nonce)."""
+    try:
+        items = loads_strict(request._request.body).get(key)
+    except (StrictJSONError, AttributeError):  # not JSON, or not an object
+        return 1
+    return len(items) if isinstance(items, list) and 1 <= len(items) <= batch.MAX_ITEMS else 1
+
+
+def parse_order(item):
+    """The order an item asks for, or its INVALID_REQUEST naming the fields at fault."""
+    form = serializers.OrderCreateSerializer(data=item)
+    if form.is_valid():
+        return form.validated_data
+    return InvalidFields(dict(form.errors))
+
+
+def render(outcomes: list[batch.Outcome], ok_status) -> Response:
+    results = [
+        {"status": outcome.error.status, "error": {"code": outcome.error.code.value, "message": outcome.error.message,
+                                                    "details": outcome.error.details}}
+        if outcome.error else {"status": ok_status(outcome), "order": outcome.order}
+        for outcome in outcomes
+    ]
+    return Response(serializers.BatchResultsSerializer({"results": results}).data)
+
+
+class BatchView(AccountViewMixin, APIView):
+    permission_classes = [HasTradingAccount, CanTrade]
+    rate_weight_description = f"1 per item (1 to {batch.MAX_ITEMS})"
+    item_keys: tuple[str, ...]
+
+    def get_rate_weight(self, request) -> int:
+        return max(batch_weight(request, key) for key in self.item_keys)
+
+
+class OrderBatchView(BatchView):
+    item_keys = ("orders",)
+
+    @extend_schema(
+        operation_id="createOrders",
+        summary="Create up to 20 orders",
+        description="Each order as `POST /v1/orders` takes it, with the result that request would have had: "
+                    "`201` with the order, `200` with the order its `client_order_id` made before (a retry of "
+                    "the batch places nothing twice), or the error (a bad order is refused alone). The orders "
+                    "reach the matchers together, in the order given. The request is `200` whatever the items' "
+                    "outcomes; a body that is not a list of 1 to 20 is `400`. An item's error codes: "
+                    "INVALID_REQUEST, UNKNOWN_PAIR, INSUFFICIENT_FUNDS, MARKET_HALTED, DUPLICATE_CLIENT_ORDER_ID, "
+                    "POST_ONLY_WOULD_TAKE.",
+        request=serializers.OrderBatchSerializer,
+        responses={
+            200: serializers.BatchResultsSerializer,
+            **error_responses(*AUTH_ERRORS, ErrorCode.SERVICE_UNAVAILABLE),
+        },
+    )
+    def post(self, request):
+        form = serializers.OrderBatchSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        items = [parse_order(item) for item in form.validated_data["orders"]]
+        outcomes = batch.place_orders_and_wait(self.account, items)
+        return render(outcomes, lambda outcome: status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK)
+
+
+class OrderCancelBatchView(BatchView):
+    item_keys = ("order_ids", "client_order_ids")
+
+    @extend_schema(
+        operation_id="cancelOrders",
+        summary="Cancel up to 20 orders (idempotent)",
+        description="By `order_ids` or by `client_order_ids`, each with the result `POST /v1/orders/{id}/cancel` "
+                    "would have had: `200` with the order cancelled (also when repeated), `202` with "
+                    "`cancel_requested` when its matcher has not answered within 1 s in all, or the error. The "
+                    "cancels reach the matchers together. The request is `200` whatever the items' outcomes. An "
+                    "item's error codes: ORDER_NOT_FOUND, ORDER_ALREADY_CLOSED, MARKET_HALTED.",
+        request=serializers.OrderCancelBatchSerializer,
+        responses={
+            200: serializers.BatchResultsSerializer,
+            **error_responses(*AUTH_ERRORS, ErrorCode.SERVICE_UNAVAILABLE),
+        },
+    )
+    def post(self, request):
+        form = serializers.OrderCancelBatchSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        outcomes = batch.cancel_orders_and_wait(self.account, form.validated_data.get("order_ids", ()),
+                                                form.validated_data.get("client_order_ids", ()))
+        return render(outcomes, lambda outcome: status.HTTP_202_ACCEPTED if outcome.order.is_live
+                      else status.HTTP_200_OK)
