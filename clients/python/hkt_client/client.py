@@ -128,6 +128,15 @@ class Client:
                           trigger=trigger)
         return self._request("POST", "/v1/orders", json_body=body, private=True, idempotent=True)
 
+    def place_orders(self, orders: list[dict]) -> dict:
+        """Create up to 20 orders in one request, each a dict of place_order's arguments (`pair`, `side`,
+        `type`, `price`...). Returns `{"results": [...]}`, one per order in the order given: `{"status":
+        201, "order": {...}}` (200 for an order its client_order_id made before) or `{"status": 4xx,
+        "error": {...}}`; the request itself raises only when refused as a whole. Each order without a
+        client_order_id gets one, so that a retry places none twice."""
+        body = {"orders": [order_body(**order) for order in orders]}
+        return self._request("POST", "/v1/orders/batch", json_body=body, private=True, idempotent=True)
+
     def get_order(self, order_id: int | str) -> dict:
         return self._request("GET", f"/v1/orders/{path_part(order_id)}", private=True)
 
@@ -147,20 +156,25 @@ class Client:
 
     def cancel_order(self, order_id: int | str) -> dict:
         return self._request("POST", f"/v1/orders/{path_part(order_id)}/cancel", private=True, idempotent=True)
-    def place_orders(self, orders: list[dict]) -> dict:
-        """Create up to 20 orders in one request, each a dict of place_order's arguments (`pair`, `side`,
-        `type`, `price`...). Returns `{"results": [...]}`, one per order in the order given: `{"status":
-        201, "order": {...}}` (200 for an order its client_order_id made before) or `{"status": 4xx,
-        "error": {...}}`; the request itself raises only when refused as a whole. Each order without a
-        client_order_id gets one, so that a retry places none twice."""
-        body = {"orders": [order_body(**order) for order in orders]}
-        return self._request("POST", "/v1/orders/batch", json_body=body, private=True, idempotent=True)
 
+    def cancel_orders(self, order_ids: list[int] | None = None, client_order_ids: list[str] | None = None) -> dict:
+        """Cancel up to 20 orders, by id or by client_order_id (one of the two). Returns `{"results": [...]}`,
+        one per id in the order given: `{"status": 200 | 202, "order": {...}}` or `{"status": 4xx, "error":
+        {...}}`."""
+        body = {"order_ids": order_ids} if client_order_ids is None else {"client_order_ids": client_order_ids}
+        return self._request("POST", "/v1/orders/cancel", json_body=body, private=True, idempotent=True)
 
     def cancel_all(self, pair: str | None = None) -> dict:
         # Not repeated after an ambiguous failure: a second run could cancel orders placed in between.
         body = {} if pair is None else {"pair": pair}
         return self._request("POST", "/v1/orders/cancel-all", json_body=body, private=True, idempotent=False)
+
+    def cancel_all_after(self, timeout_ms: int, pair: str | None = None) -> dict:
+        """The dead-man's switch: unless called again within timeout_ms (1,000 to 600,000), every live order
+        (of `pair` only, when given) is cancelled; 0 disarms it. Returns `{"pair", "timeout_ms",
+        "current_time", "trigger_time"}` (ms)."""
+        body: dict[str, Any] = {"timeout_ms": timeout_ms} if pair is None else {"timeout_ms": timeout_ms, "pair": pair}
+        return self._request("POST", "/v1/orders/cancel-all-after", json_body=body, private=True, idempotent=True)
 
     def fills(self, pair: str | None = None, order_id: int | None = None, limit: int | None = None,
               cursor: str | None = None, start_time: int | None = None, end_time: int | None = None) -> dict:
@@ -174,25 +188,11 @@ class Client:
     def fees(self) -> dict:
         """This account's fee tier and its maker and taker rates per pair: `{"tier", "fees": [{"pair", ...}]}`."""
         return self._request("GET", "/v1/account/fees", private=True)
-    def cancel_orders(self, order_ids: list[int] | None = None, client_order_ids: list[str] | None = None) -> dict:
-        """Cancel up to 20 orders, by id or by client_order_id (one of the two). Returns `{"results": [...]}`,
-        one per id in the order given: `{"status": 200 | 202, "order": {...}}` or `{"status": 4xx, "error":
-        {...}}`."""
-        body = {"order_ids": order_ids} if client_order_ids is None else {"client_order_ids": client_order_ids}
-        return self._request("POST", "/v1/orders/cancel", json_body=body, private=True, idempotent=True)
-
 
     # Wallets (SPEC section 9). Lists are one page, newest first: `{"next", "previous", "results"}`;
     # start_time and end_time are in ms. Requests with a client id get a generated one, so retries are safe.
 
     def ledger(self, asset: str | None = None, wallet: str | None = None, kind: str | None = None,
-    def cancel_all_after(self, timeout_ms: int, pair: str | None = None) -> dict:
-        """The dead-man's switch: unless called again within timeout_ms (1,000 to 600,000), every live order
-        (of `pair` only, when given) is cancelled; 0 disarms it. Returns `{"pair", "timeout_ms",
-        "current_time", "trigger_time"}` (ms)."""
-        body: dict[str, Any] = {"timeout_ms": timeout_ms} if pair is None else {"timeout_ms": timeout_ms, "pair": pair}
-        return self._request("POST", "/v1/orders/cancel-all-after", json_body=body, private=True, idempotent=True)
-
                start_time: int | None = None, end_time: int | None = None, limit: int | None = None,
                cursor: str | None = None) -> dict:
         """Every balance change with the balance of its bucket after it."""
