@@ -1,4 +1,4 @@
-"""The WebSocket at /v1/ws (SPEC section 7): public book, trades and ticker channels, and after an
+"""The WebSocket at /v1/ws (SPEC section 7): public book, trades, ticker and candles channels, and after an
 ``auth`` operation the account's private orders, fills and balances channels.
 
 How a book subscription joins its snapshot to the deltas without gap or overlap: the connection
@@ -21,6 +21,7 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
@@ -28,15 +29,17 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
+from django.utils import timezone
 
 from accounts.authentication import SignedRequest, check_session_key, record_key_use, verify_signed_request
 from exchange.errors import (AuthenticationFailed, ErrorCode, ExchangeError, InternalError, InvalidRequest,
                              MessageTooLarge, PrivateEventsLost, SlowConsumer, SubscriptionLimit, UnknownPair)
-from exchange.fields import has_control_character
+from exchange.fields import has_control_character, to_milliseconds
 from exchange.jsonparse import StrictJSONError, loads_strict
 from exchange.net import client_address
 from marketdata import replay, services, streams
 from marketdata.account_events import AccountEvents
+from marketdata.candles import INTERVALS, latest_candle
 from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for
 from marketdata.transport import (close_when_read, pending_output_bytes, protocol_of, refuse_oversized_with_a_close,
                                   takes_frames, write_frame)
@@ -47,7 +50,7 @@ from trading.services import account_balances
 
 logger = logging.getLogger(__name__)
 
-PUBLIC_CHANNELS = {"orderbook", "trades", "ticker"}
+PUBLIC_CHANNELS = {"orderbook", "trades", "ticker", "candles"}
 PRIVATE_CHANNELS = {"orders", "fills", "balances"}
 MAX_SUBSCRIPTIONS = 50
 MAX_MESSAGE_BYTES = 16 * 1024
@@ -87,13 +90,27 @@ def check_sequence(value) -> int | None:
     return value
 
 
+class Channel(NamedTuple):
+    """One subscription: a channel's name, its pair (public channels) and interval (candles)."""
+
+    name: str
+    pair: str | None = None
+    interval: str | None = None
+
+    def described(self, type_: str) -> dict:
+        """The acknowledgement of a subscribe or an unsubscribe."""
+        message = {"type": type_, "channel": self.name, "pair": self.pair}
+        return message if self.interval is None else {**message, "interval": self.interval}
+
+
 @dataclass
 class Connection:
-    """What one socket is subscribed to and how far each of its books has been sent."""
+    """What one socket is subscribed to and how far each of its books and candles has been sent."""
 
-    subscriptions: set[tuple[str, str | None]] = field(default_factory=set)
+    subscriptions: set[Channel] = field(default_factory=set)
     book_sequences: dict[str, int] = field(default_factory=dict)
     book_markets: dict[str, tuple[float, object]] = field(default_factory=dict)  # pair -> (read at, Market)
+    candles_sent: dict[tuple[str, str], list] = field(default_factory=dict)  # (pair, interval) -> the last one's key
     account_id: int | None = None
     last_sent: float = field(default_factory=time.monotonic)
     private_sent: int = 0  # the "seq" of the last private message sent
@@ -105,7 +122,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # database connections through Daphne's one sync thread, a hop per message per connection;
     # these handlers reach the database only through database_sync_to_async, which does that itself.
     STREAM_HANDLERS = {"book.delta": "book_delta", "market.trades": "market_trades", "market.ticker": "market_ticker",
-                       "stream.heartbeat": "heartbeat", "stream.resumed": "resume",
+                       "market.candle": "market_candle", "stream.heartbeat": "heartbeat", "stream.resumed": "resume",
                        "stream.events_lost": "events_lost"}
 
     async def dispatch(self, message):
@@ -173,7 +190,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         for task in self.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        for group in {self.group_for(name, pair) for name, pair in self.state.subscriptions}:
+        for group in {self.group_for(channel) for channel in self.state.subscriptions}:
             await self.leave_group(group)
         self.state.subscriptions.clear()
 
@@ -256,35 +273,38 @@ class StreamConsumer(AsyncWebsocketConsumer):
         default_since = check_sequence(message.get("since_sequence"))
         if len(self.state.subscriptions | set(requested)) > MAX_SUBSCRIPTIONS:
             raise SubscriptionLimit(MAX_SUBSCRIPTIONS)
-        for name, pair in requested:
-            if name in PRIVATE_CHANNELS and self.state.account_id is None:
+        for channel in requested:
+            if channel.name in PRIVATE_CHANNELS and self.state.account_id is None:
                 raise AuthenticationFailed(ErrorCode.AUTHENTICATION_REQUIRED,
-                                           f"Send an auth op before subscribing to {name}.")
-        markets = {pair: await database_sync_to_async(access_market)(pair) for _, pair in requested if pair}
+                                           f"Send an auth op before subscribing to {channel.name}.")
+        markets = {pair: await database_sync_to_async(access_market)(pair) for _, pair, _ in requested if pair}
         markets[None] = None
-        for name, pair in requested:
-            pair = markets[pair].pair if pair else None
+        for channel in requested:
+            pair = markets[channel.pair].pair if channel.pair else None
             markets.setdefault(pair, markets.get(pair.upper()) if pair else None)
-            await self.join_group(self.group_for(name, pair))
-            self.state.subscriptions.add((name, pair))
-            await self.send_json({"type": "subscribed", "channel": name, "pair": pair})
-            await self.send_initial(name, markets.get(pair), since_sequences.get(pair, default_since))
+            channel = channel._replace(pair=pair)
+            await self.join_group(self.group_for(channel))
+            self.state.subscriptions.add(channel)
+            await self.send_json(channel.described("subscribed"))
+            await self.send_initial(channel, markets.get(pair), since_sequences.get(pair, default_since))
 
     async def unsubscribe(self, message):
-        for name, pair in self.parse_channels(message):
-            pair = pair.upper() if pair else None
-            self.state.subscriptions.discard((name, pair))
+        for channel in self.parse_channels(message):
+            name, pair = channel.name, channel.pair
+            self.state.subscriptions.discard(channel)
             if name == "orderbook":
                 self.state.book_sequences.pop(pair, None)
                 self.state.book_markets.pop(pair, None)
-            group = self.group_for(name, pair)
-            if not any(self.group_for(n, p) == group for n, p in self.state.subscriptions):
+            if name == "candles":
+                self.state.candles_sent.pop((pair, channel.interval), None)
+            group = self.group_for(channel)
+            if not any(self.group_for(other) == group for other in self.state.subscriptions):
                 await self.leave_group(group)
                 if name in PRIVATE_CHANNELS:  # events are not received until the next subscription
                     self.state.account_events.reset()
-            await self.send_json({"type": "unsubscribed", "channel": name, "pair": pair})
+            await self.send_json(channel.described("unsubscribed"))
 
-    def parse_channels(self, message) -> list[tuple[str, str | None]]:
+    def parse_channels(self, message) -> list[Channel]:
         channels = message.get("channels")
         if not isinstance(channels, list) or not channels:
             raise InvalidRequest('"channels" must be a non-empty list of {"name": ..., "pair": ...}.')
@@ -298,13 +318,20 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 raise InvalidRequest(f"The {name} channel needs a pair.")
             if name in PUBLIC_CHANNELS and not PAIR.fullmatch(pair):  # never looked up: "BTC\u0000", " BTC-USD"
                 raise UnknownPair(pair)
-            parsed.append((name, pair.upper() if name in PUBLIC_CHANNELS else None))
+            interval = channel.get("interval") if name == "candles" else None
+            if name == "candles" and (not isinstance(interval, str) or interval not in INTERVALS):
+                raise InvalidRequest(f"The candles channel needs an interval, one of {', '.join(INTERVALS)}.",
+                                     intervals=list(INTERVALS))
+            parsed.append(Channel(name, pair.upper() if name in PUBLIC_CHANNELS else None, interval))
         return parsed
 
-    def group_for(self, name: str, pair: str | None) -> str:
-        if name in PRIVATE_CHANNELS:
+    def group_for(self, channel: Channel) -> str:
+        if channel.name in PRIVATE_CHANNELS:
             return streams.account_group(self.state.account_id)
-        return {"orderbook": streams.book_group, "trades": streams.trades_group, "ticker": streams.ticker_group}[name](pair)
+        if channel.name == "candles":
+            return streams.candles_group(channel.pair, channel.interval)
+        return {"orderbook": streams.book_group, "trades": streams.trades_group,
+                "ticker": streams.ticker_group}[channel.name](channel.pair)
 
     def address(self) -> str:
         headers = dict(self.scope.get("headers", []))
@@ -312,13 +339,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin-1")}
         return client_address(meta)
 
-    async def send_initial(self, name: str, market, since_sequence: int | None) -> None:
-        if name == "orderbook":
+    async def send_initial(self, channel: Channel, market, since_sequence: int | None) -> None:
+        if channel.name == "orderbook":
             self.state.book_markets[market.pair] = (time.monotonic(), market)  # read just now (subscribe)
             await self.resynchronise(market, since_sequence)
-        elif name == "ticker":
+        elif channel.name == "ticker":
             await self.send_json(await database_sync_to_async(streams.ticker_message)(market))
-        elif name == "balances":
+        elif channel.name == "candles":
+            await self.send_latest_candle(market, channel.interval)
+        elif channel.name == "balances":
             await self.send_balances()
 
     # -- the order book
@@ -406,6 +435,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if missing:
                 return missing < 0  # not wanted: done with it; a gap: the handler resynchronises
             self.state.book_sequences[message["pair"]] = message["sequence"]
+        elif message["type"] == "market.candle" and not self.candle_is_new(message):
+            return True  # done with it
         self.state.last_sent = time.monotonic()
         for frame in message["frames"]:
             write_frame(self.socket, frame)
@@ -420,6 +451,34 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def market_ticker(self, event):
         await self.send_text(event["text"])
 
+    # -- candles
+
+    def candle_is_new(self, event) -> bool:
+        """Whether a candle message is ahead of what the subscription was sent (a later candle, more of
+        its trades, or its close), and if so, it is noted as sent. One published before the candle sent
+        on subscribe was read, and delivered after it, is not."""
+        key = (event["pair"], event["interval"])
+        if key not in self.state.candles_sent or event["key"] <= self.state.candles_sent[key]:
+            return False
+        self.state.candles_sent[key] = event["key"]
+        return True
+
+    async def market_candle(self, event):
+        if self.candle_is_new(event):
+            await self.send_text(event["text"])
+
+    async def send_latest_candle(self, market, interval: str) -> None:
+        """On subscribe (and after an outage): the pair's latest candle of the interval, if it has one,
+        closed when its interval is over."""
+        self.state.candles_sent[(market.pair, interval)] = []  # until one is sent, every candle is ahead
+        candle = await database_sync_to_async(latest_candle)(market, interval)
+        if candle is None:
+            return
+        message = streams.candle_message(market, interval, candle,
+                                         closed=candle.is_closed(interval, to_milliseconds(timezone.now())))
+        self.state.candles_sent[(market.pair, interval)] = message["key"]
+        await self.send_text(message["text"])
+
     # -- private channels
 
     async def account_changes(self, event):
@@ -427,7 +486,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         restarted = "event" in event and self.state.account_events.receive(event["event"], time.monotonic())
         if restarted:
             await self.events_lost({"details": restarted})
-        subscribed = {name for name, _ in self.state.subscriptions if name in PRIVATE_CHANNELS}
+        subscribed = {channel.name for channel in self.state.subscriptions if channel.name in PRIVATE_CHANNELS}
         if "orders" in subscribed and event["orders"]:
             orders = await database_sync_to_async(self.read_orders)(event["orders"])
             await self.send_private({"type": "orders", "channel": "orders", "orders": orders})
@@ -552,7 +611,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     await self.recheck_key()
                 if self.state.account_id is not None and now - renewed >= GROUP_REFRESH_SECONDS:
                     renewed = now
-                    if any(name in PRIVATE_CHANNELS for name, _ in self.state.subscriptions):
+                    if any(channel.name in PRIVATE_CHANNELS for channel in self.state.subscriptions):
                         await self.channel_layer.group_add(streams.account_group(self.state.account_id),
                                                            self.channel_name)
             except Exception:
@@ -576,19 +635,19 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def resume(self, message) -> None:
         """After a channel-layer outage: the account group joined again (the layer may have forgotten
         it), each book caught up from where this connection left it (replayed, or a snapshot), each
-        ticker sent afresh, then a heartbeat that is no longer degraded. Private events published
-        meanwhile failed before they were numbered, so no gap would show them: the client is told to
-        reconcile, and the numbering is followed afresh (Redis may have lost its counters)."""
+        ticker and latest candle sent afresh, then a heartbeat that is no longer degraded. Private events
+        published meanwhile failed before they were numbered, so no gap would show them: the client is
+        told to reconcile, and the numbering is followed afresh (Redis may have lost its counters)."""
         try:
-            if any(name in PRIVATE_CHANNELS for name, _ in self.state.subscriptions):
+            if any(channel.name in PRIVATE_CHANNELS for channel in self.state.subscriptions):
                 await self.channel_layer.group_add(streams.account_group(self.state.account_id), self.channel_name)
                 self.state.account_events.reset()
                 await self.events_lost({"details": {"reason": "the stream was interrupted"}})
             for pair, sent in list(self.state.book_sequences.items()):
                 await self.resynchronise(await self.book_market(pair), sent)
-            for name, pair in list(self.state.subscriptions):
-                if name == "ticker":
-                    await self.send_initial(name, await database_sync_to_async(access_market)(pair), None)
+            for channel in list(self.state.subscriptions):
+                if channel.name in ("ticker", "candles"):
+                    await self.send_initial(channel, await database_sync_to_async(access_market)(channel.pair), None)
         except Exception:  # the layer or the database failed again: the heartbeat below checks the books anew
             logger.exception("resuming a connection's streams failed")
         await self.heartbeat(message)

@@ -1,4 +1,5 @@
-"""What the WebSocket processes are told after a commit: book deltas, trades, ticker, account events.
+"""What the WebSocket processes are told after a commit: book deltas, trades, candles, ticker, account
+events.
 
 Trading announces (``trading.signals``); this module, connected in ``MarketdataConfig.ready``, turns
 the announcements into stream messages and hands them to the bus (``trading.backends``), which sends
@@ -6,6 +7,11 @@ them to the Channels groups that the consumers relay. A delta is recorded in the
 before it is sent, so a client resuming from any sequence finds it either in the buffer or, later,
 in its own channel. What reads the database (the ticker) is done on the committing thread's own
 connection, after the batch is handed over.
+
+Candles are published once per batch that trades, for every subscriber at once: this process keeps
+each interval's current candle and adds the batch's trades to it (marketdata.candles), in commit order;
+it reads one from the database only when it has not followed every batch of the pair (its first, or
+after a batch committed elsewhere or a publish that failed).
 """
 
 import json
@@ -14,7 +20,9 @@ import time
 from collections import defaultdict
 
 from marketdata import replay, streams
+from marketdata.candles import INTERVALS, IntervalCandle, candle_at
 from trading.backends import bus
+from trading.candles import batch_candle
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,26 @@ class TickerSchedule:
 tickers = TickerSchedule()
 
 
+class CandleState:
+    """Per pair: each interval's latest candle as published, and the book sequence of the last batch seen
+    (a batch that trades always moves the book), by which a batch not seen shows."""
+
+    def __init__(self):
+        self.latest: dict[str, dict[str, IntervalCandle]] = {}
+        self.sequences: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self.latest.clear()
+        self.sequences.clear()
+
+    def forget(self, pair: str) -> None:
+        self.latest.pop(pair, None)
+        self.sequences.pop(pair, None)
+
+
+candle_state = CandleState()
+
+
 def publish_batch(sender, result, **kwargs) -> None:
     """On commit of a matcher batch. A failure to publish never undoes the batch: clients see the
     sequence gap and resynchronise. The ticker is made after the batch is handed over, so that it
@@ -49,6 +77,7 @@ def publish_batch(sender, result, **kwargs) -> None:
     if result.trades or moved:
         tickers.owed.add(market.pair)
     bus().publish_in_order(send_batch, result)
+    publish_candles(market, result)
     if time.monotonic() - tickers.sent.get(market.pair, -TICKER_INTERVAL_SECONDS) >= TICKER_INTERVAL_SECONDS:
         publish_owed_ticker(sender, market)
 
@@ -86,6 +115,51 @@ def send_batch(result) -> None:
         bus().send(messages)
     except Exception:
         logger.exception("publishing a %s batch failed", market.pair)
+
+
+def publish_candles(market, result) -> None:
+    try:
+        updates = candle_updates(market, result)
+        if updates:
+            bus().publish_in_order(send_candles, market, updates)
+    except Exception:
+        candle_state.forget(market.pair)  # read afresh at the next batch
+        logger.exception("publishing the %s candles failed", market.pair)
+
+
+def candle_updates(market, result) -> list[tuple[str, IntervalCandle, bool]]:
+    """(interval, candle, closed) for each interval: the candle a batch that traded closed (its trades
+    are the first of a later interval), then the one it changed."""
+    pair, delta = market.pair, result.delta
+    if delta is not None:
+        if candle_state.sequences.get(pair, delta.sequence - 1) != delta.sequence - 1:
+            candle_state.latest.pop(pair, None)  # batches were committed without this process
+        candle_state.sequences[pair] = delta.sequence
+    if not result.trades:
+        return []
+    batch = batch_candle(market.pk, result.trades[0].executed_at,
+                         [(trade.price, trade.size, trade.price * trade.size) for trade in result.trades])
+    latest, updates = candle_state.latest.setdefault(pair, {}), []
+    for interval in INTERVALS:
+        part, current = IntervalCandle.of_batch(batch, interval), latest.get(interval)
+        if current is None:  # not followed yet: as committed, this batch included
+            current = candle_at(market, interval, part.time) or part
+        elif part.time == current.time:
+            current = current.merged(part)
+        elif part.time > current.time:
+            updates.append((interval, current, True))
+            current = part
+        else:  # the clock stepped back into an interval the subscribers have left (GET /v1/candles has it)
+            continue
+        latest[interval] = current
+        updates.append((interval, current, False))
+    return updates
+
+
+def send_candles(market, updates: list[tuple[str, IntervalCandle, bool]]) -> None:
+    bus().send([(streams.candles_group(market.pair, interval), streams.candle_message(market, interval, candle,
+                                                                                       closed=closed))
+                for interval, candle, closed in updates])
 
 
 def ticker_messages(market) -> list[tuple[str, dict]]:

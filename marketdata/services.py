@@ -1,19 +1,22 @@
-"""Read models of public market data: order book, ticker, recent trades, candles (markets: trading.markets).
+"""Read models of public market data: order book, tickers, recent trades, assets (markets:
+trading.markets; candles: marketdata.candles).
 
-They read what the matcher commits (BookState, BookLevel, Trade), never a cache of their own.
+They read what the matcher commits (BookState, BookLevel, Trade, Candle), never a cache of their own.
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Max, Min
+from django.db.models import Max, Min, OuterRef, Subquery
 from django.utils import timezone
 
 from exchange.errors import ErrorCode, Forbidden, InvalidParameter
-from trading.models import BookLevel, BookState, Candle, Market, Trade
+from exchange.fields import to_milliseconds
+from trading.models import Asset, BookLevel, BookState, Candle, Market, Trade
 from trading.backends import store
 from trading.sql import ExactSum
+from wallets.models import AssetWalletSettings
 
 PUBLIC_MAX_DEPTH = 100
 VERIFIED_MAX_DEPTH = 1000
@@ -25,6 +28,7 @@ MAX_TRADES_LIMIT = 1000
 @dataclass(frozen=True)
 class BookSnapshot:
     sequence: int
+    timestamp: int  # ms: server time of the snapshot
     bids: list[tuple[Decimal, Decimal]]
     asks: list[tuple[Decimal, Decimal]]
 
@@ -35,15 +39,17 @@ def book_sequence(market: Market) -> int:
 
 
 def order_book(market: Market, depth: int | None) -> BookSnapshot:
-    """The committed book, ``depth`` levels a side (all of them for None), and its sequence."""
+    """The committed book, ``depth`` levels a side (all of them for None), its sequence and the time it
+    was read."""
     with store().snapshot():
+        timestamp = to_milliseconds(timezone.now())
         sequence = book_sequence(market)
         levels = BookLevel.objects.filter(market=market).values_list("price", "size")
         bids = levels.filter(side=BookLevel.Side.BID).order_by("-price")
         asks = levels.filter(side=BookLevel.Side.ASK).order_by("price")
         if depth is not None:
             bids, asks = bids[:depth], asks[:depth]
-        return BookSnapshot(sequence, list(bids), list(asks))
+        return BookSnapshot(sequence, timestamp, list(bids), list(asks))
 
 
 def check_depth(depth: int, *, verified: bool) -> int:
@@ -58,16 +64,19 @@ def check_depth(depth: int, *, verified: bool) -> int:
 
 @dataclass(frozen=True)
 class Ticker:
+    market: Market
+    time: int  # ms: when it was read
     last_price: Decimal | None
     last_size: Decimal | None
     best_bid: Decimal | None
+    best_bid_size: Decimal | None
     best_ask: Decimal | None
+    best_ask_size: Decimal | None
     open_24h: Decimal | None
     high_24h: Decimal | None
     low_24h: Decimal | None
     volume_24h: Decimal
     quote_volume_24h: Decimal
-    circulating_supply: Decimal | None
 
     @property
     def change_24h(self) -> Decimal | None:
@@ -84,41 +93,54 @@ class Ticker:
     @property
     def market_cap(self) -> Decimal | None:
         """Circulating supply of the base asset valued at the last price, in the quote asset."""
-        if self.last_price is None or self.circulating_supply is None:
+        supply = self.market.base.circulating_supply
+        if self.last_price is None or supply is None:
             return None
-        return self.last_price * self.circulating_supply
+        return self.last_price * supply
+
+
+def column(rows, name: str) -> Subquery:
+    """The first row's ``name``, per market (rows filtered on OuterRef("pk"))."""
+    return Subquery(rows.values(name)[:1])
+
+
+def aggregated(rows, aggregate) -> Subquery:
+    """``aggregate`` over all the rows, per market (rows filtered on OuterRef("pk"))."""
+    return Subquery(rows.order_by().values("market").annotate(value=aggregate).values("value"))
+
+
+def tickers(markets) -> list[Ticker]:
+    """Each market's last trade, best bid and ask with their sizes, and last 24 h of trades at minute
+    resolution: the window holds the minute 24 h ago whole (as Binance's rolling ticker, whose window
+    is exact to the minute), from the matcher's per-minute candles. One query for every market, in
+    one snapshot."""
+    window_start = (timezone.now() - timedelta(hours=24)).replace(second=0, microsecond=0)
+    last = Trade.objects.filter(market=OuterRef("pk")).order_by("-id")
+    levels = BookLevel.objects.filter(market=OuterRef("pk"))
+    bids = levels.filter(side=BookLevel.Side.BID).order_by("-price")
+    asks = levels.filter(side=BookLevel.Side.ASK).order_by("price")
+    window = Candle.objects.filter(market=OuterRef("pk"), minute__gte=window_start)
+    with store().snapshot():
+        rows = list(markets.with_assets().order_by("pair").annotate(
+            last_price=column(last, "price"), last_size=column(last, "size"),
+            best_bid=column(bids, "price"), best_bid_size=column(bids, "size"),
+            best_ask=column(asks, "price"), best_ask_size=column(asks, "size"),
+            open_24h=column(window.order_by("minute"), "open"),
+            high_24h=aggregated(window, Max("high")), low_24h=aggregated(window, Min("low")),
+            volume_24h=aggregated(window, ExactSum("volume")),
+            quote_volume_24h=aggregated(window, ExactSum("quote_volume")),
+        ))
+        now = to_milliseconds(timezone.now())
+    return [Ticker(
+        market=row, time=now, last_price=row.last_price, last_size=row.last_size,
+        best_bid=row.best_bid, best_bid_size=row.best_bid_size, best_ask=row.best_ask, best_ask_size=row.best_ask_size,
+        open_24h=row.open_24h, high_24h=row.high_24h, low_24h=row.low_24h,
+        volume_24h=row.volume_24h or Decimal(0), quote_volume_24h=row.quote_volume_24h or Decimal(0),
+    ) for row in rows]
 
 
 def ticker(market: Market) -> Ticker:
-    """Last trade, best bid and ask, and the last 24 h of trades at minute resolution: the window
-    holds the minute 24 h ago whole (as Binance's rolling ticker, whose window is exact to the
-    minute), from the matcher's per-minute candles."""
-    with store().snapshot():
-        last = Trade.objects.newest_first(market).values("price", "size").first()
-        window = Candle.objects.filter(market=market,
-                                       minute__gte=(timezone.now() - timedelta(hours=24)).replace(second=0, microsecond=0))
-        first_in_window = window.order_by("minute").values_list("open", flat=True).first()
-        stats = window.aggregate(
-            high=Max("high"),
-            low=Min("low"),
-            volume=ExactSum("volume"),
-            quote_volume=ExactSum("quote_volume"),
-        )
-        best = BookLevel.objects.filter(market=market)
-        best_bid = best.filter(side=BookLevel.Side.BID).aggregate(p=Max("price"))["p"]
-        best_ask = best.filter(side=BookLevel.Side.ASK).aggregate(p=Min("price"))["p"]
-    return Ticker(
-        last_price=last and last["price"],
-        last_size=last and last["size"],
-        best_bid=best_bid,
-        best_ask=best_ask,
-        open_24h=first_in_window,
-        high_24h=stats["high"],
-        low_24h=stats["low"],
-        volume_24h=stats["volume"] or Decimal(0),
-        quote_volume_24h=stats["quote_volume"] or Decimal(0),
-        circulating_supply=market.base.circulating_supply,
-    )
+    return tickers(Market.objects.filter(pk=market.pk))[0]
 
 
 def recent_trades(market: Market, *, limit: int, before: int | None = None, start_time: datetime | None = None,
@@ -135,7 +157,13 @@ def recent_trades(market: Market, *, limit: int, before: int | None = None, star
     return list(trades[:limit])
 
 
-def minute_candles(market: Market, *, limit: int) -> list[Candle]:
-    """The pair's ``limit`` latest per-minute candles, oldest first (minutes without trades have none)."""
-    newest = Candle.objects.filter(market=market).order_by("-minute")[:limit]
-    return list(reversed(newest))
+def assets() -> list[AssetWalletSettings]:
+    """Every asset, by symbol, with what operators set for its wallets: the settings row, or the defaults
+    (an unsaved one) when they set nothing."""
+    chosen = AssetWalletSettings.objects.in_bulk()
+    listed = []
+    for asset in Asset.objects.order_by("symbol"):
+        wallet_settings = chosen.get(asset.pk) or AssetWalletSettings()
+        wallet_settings.asset = asset
+        listed.append(wallet_settings)
+    return listed

@@ -1,18 +1,16 @@
 """The WebSocket messages of SPEC section 7, built in one place for the publisher and the consumer.
 
-Channels groups: ``book.<PAIR>``, ``trades.<PAIR>``, ``ticker.<PAIR>`` for the public channels and
-``account.<id>`` for one account's private events.
+Channels groups: ``book.<PAIR>``, ``trades.<PAIR>``, ``ticker.<PAIR>``, ``candles.<PAIR>.<interval>`` for
+the public channels and ``account.<id>`` for one account's private events.
 """
 
 import json
 
-from django.utils import timezone
-
+from exchange.checksum import book_checksum
 from exchange.fields import to_milliseconds
 from exchange.money import format_amount
 from marketdata import services
-from marketdata.api.serializers import TickerSerializer
-from exchange.checksum import book_checksum
+from marketdata.api.serializers import candle_row, ticker_data
 
 
 def book_group(pair: str) -> str:
@@ -25,6 +23,10 @@ def trades_group(pair: str) -> str:
 
 def ticker_group(pair: str) -> str:
     return f"ticker.{pair}"
+
+
+def candles_group(pair: str, interval: str) -> str:
+    return f"candles.{pair}.{interval}"
 
 
 def account_group(account_id: int) -> str:
@@ -59,7 +61,7 @@ def book_snapshot(market) -> dict:
     book = services.order_book(market, depth=None)
     bids, asks = format_levels(market, book.bids), format_levels(market, book.asks)
     return {"type": "snapshot", "channel": "orderbook", "pair": market.pair, "sequence": book.sequence,
-            "bids": bids, "asks": asks, "checksum": book_checksum(bids, asks)}
+            "timestamp": book.timestamp, "bids": bids, "asks": asks, "checksum": book_checksum(bids, asks)}
 
 
 def trade_texts(market, trades) -> list[str]:
@@ -81,7 +83,15 @@ def trade_texts(market, trades) -> list[str]:
 
 
 def ticker_message(market) -> dict:
-    ticker = services.ticker(market)
-    data = {"market": market, "time": to_milliseconds(timezone.now()),
-            **{name: getattr(ticker, name) for name in TickerSerializer().fields if hasattr(ticker, name)}}
-    return {"type": "ticker", "channel": "ticker", **TickerSerializer(data, context={"market": market}).data}
+    return {"type": "ticker", "channel": "ticker", **ticker_data(services.ticker(market))}
+
+
+def candle_message(market, interval: str, candle, *, closed: bool) -> dict:
+    """The group message of one candle: routing fields, what orders it among the interval's messages
+    (``key``: its time, its trade count, whether closed), and ``text``, as every subscriber receives it:
+    ``{"type": "candle", "channel": "candles", "pair", "interval", "closed", "candle": [row]}``."""
+    group = candles_group(market.pair, interval)
+    sent = {"type": "candle", "channel": "candles", "pair": market.pair, "interval": interval, "closed": closed,
+            "candle": candle_row(market, candle)}
+    return {"type": "market.candle", "group": group, "pair": market.pair, "interval": interval,
+            "key": [candle.time, candle.trades, closed], "text": json.dumps(sent)}

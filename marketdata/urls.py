@@ -9,5 +9,4 @@ app_name = "market"
 urlpatterns = [
     path("", pages.market_page, name="home"),
     path("markets/<str:pair>", pages.market_page, name="page"),
-    path("markets/<str:pair>/candles", pages.candles, name="candles"),
 ]

@@ -119,6 +119,7 @@ def fresh_process_state():
         dispatch.reset()
         backends.reset()
         publishing.tickers.reset()
+        publishing.candle_state.reset()
 
     forget_matchers_and_publishing()
     markets.recent_markets.reset()

@@ -76,10 +76,14 @@ def test_markets_lists_pairs_with_grid_as_decimal_strings(api, markets):
 
 
 def test_orderbook_is_empty_before_any_order(api, btc_usd):
+    before = to_milliseconds(timezone.now())
     response = api.get("/v1/orderbook/BTC-USD")
+    after = to_milliseconds(timezone.now())
 
     assert response.status_code == 200
-    assert response.json() == {"pair": "BTC-USD", "sequence": 0, "bids": [], "asks": []}
+    body = response.json()
+    assert before <= body.pop("timestamp") <= after  # the server time of the snapshot
+    assert body == {"pair": "BTC-USD", "sequence": 0, "bids": [], "asks": []}
 
 
 def test_orderbook_shows_committed_levels_best_first_on_the_market_grid(api, rest):
@@ -89,6 +93,7 @@ def test_orderbook_shows_committed_levels_best_first_on_the_market_grid(api, res
 
     body = api.get("/v1/orderbook/BTC-USD?depth=1").json()
 
+    assert isinstance(body.pop("timestamp"), int)
     assert body == {"pair": "BTC-USD", "sequence": 5, "bids": [["63000.00", "0.75000000"]],
                     "asks": [["63005.00", "0.25000000"]]}
     full = api.get("/v1/orderbook/btc-usd").json()

@@ -3,11 +3,13 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from exchange.fields import DecimalString, IntegerString, MillisecondsField
+from exchange.fields import LAST_MILLISECOND, DecimalString, IntegerString, MillisecondsField
 from exchange.money import format_amount
 from exchange.queries import MAX_PAGE_SIZE, QuerySerializer, TimeWindowQuery
+from marketdata import candles
 from trading.api.serializers import FeeRate, format_rate
 from trading.models import Market, Trade
+from wallets.api.ledger import at_asset_precision
 
 
 def tick_size(context):
@@ -60,7 +62,6 @@ class MarketSerializer(serializers.ModelSerializer):
     def get_taker_fee(self, market: Market) -> str:
         return format_rate(self.context["fee_tier"].taker_fee_rate)
 
-
     @extend_schema_field(DecimalString)
     def get_min_notional(self, market: Market) -> str:
         return format_amount(market.min_notional, quote_precision({"market": market}))
@@ -83,6 +84,7 @@ class BookLevelsField(serializers.Field):
 class OrderBookSerializer(serializers.Serializer):
     pair = serializers.CharField(source="market.pair")
     sequence = serializers.IntegerField(help_text="The book's sequence; the WebSocket deltas continue from it.")
+    timestamp = serializers.IntegerField(help_text="Server time of the snapshot, ms since the Unix epoch.")
     bids = BookLevelsField(help_text="Best (highest) first.")
     asks = BookLevelsField(help_text="Best (lowest) first.")
 
@@ -100,7 +102,9 @@ class TickerSerializer(serializers.Serializer):
     last_price = DecimalString(step_from=tick_size, allow_null=True)
     last_size = DecimalString(step_from=lot_size, allow_null=True)
     best_bid = DecimalString(step_from=tick_size, allow_null=True)
+    best_bid_size = DecimalString(step_from=lot_size, allow_null=True, help_text="The size at the best bid.")
     best_ask = DecimalString(step_from=tick_size, allow_null=True)
+    best_ask_size = DecimalString(step_from=lot_size, allow_null=True, help_text="The size at the best ask.")
     open_24h = DecimalString(step_from=tick_size, allow_null=True)
     high_24h = DecimalString(step_from=tick_size, allow_null=True)
     low_24h = DecimalString(step_from=tick_size, allow_null=True)
@@ -109,7 +113,12 @@ class TickerSerializer(serializers.Serializer):
     volume_24h = DecimalString(step_from=lot_size, help_text="Base traded in the last 24 hours.")
     quote_volume_24h = DecimalString(step_from=quote_step, help_text="Quote traded in the last 24 hours.")
     market_cap = DecimalString(step_from=quote_precision, allow_null=True, help_text="Base circulating supply × last price, in quote.")
-    time = serializers.IntegerField()
+    time = serializers.IntegerField(help_text="Server time when it was read, ms since the Unix epoch.")
+
+
+def ticker_data(ticker) -> dict:
+    """A ticker (marketdata.services.Ticker) as the API and the ticker channel render it."""
+    return TickerSerializer(ticker, context={"market": ticker.market}).data
 
 
 class TradeSerializer(serializers.ModelSerializer):
@@ -133,3 +142,61 @@ class TradesQuerySerializer(TimeWindowQuery):
 class TradesSerializer(serializers.Serializer):
     pair = serializers.CharField(source="market.pair")
     trades = TradeSerializer(many=True, help_text="Newest first.")
+
+
+class CandleQuerySerializer(QuerySerializer):
+    interval = serializers.ChoiceField(choices=list(candles.INTERVALS), help_text="The candles' length.")
+    start = IntegerString(required=False, min_value=0, max_value=LAST_MILLISECOND,
+                          help_text="Candles from this time on (ms since the epoch): the page is the `limit` "
+                                    "intervals from the first one starting at or after it.")
+    end = IntegerString(required=False, min_value=0, max_value=LAST_MILLISECOND,
+                        help_text="Candles starting before this time (ms), exclusive; without `start`, the page is "
+                                  "the `limit` intervals before it. Default: the current interval included.")
+    limit = IntegerString(required=False, default=candles.DEFAULT_LIMIT, min_value=1, max_value=candles.MAX_LIMIT,
+                          help_text="How many intervals the page covers, hence the most candles it holds.")
+
+    def validate(self, data):
+        if "start" in data and "end" in data and data["start"] > data["end"]:
+            raise serializers.ValidationError({"end": ["Must not be before start."]})
+        return data
+
+
+def candle_row(market: Market, candle) -> list:
+    """``[time_ms, open, high, low, close, volume, quote_volume, trade_count]``, amounts on the market's grids."""
+    tick, lot = market.tick_size, market.lot_size
+    prices = (format_amount(price, tick) for price in (candle.open, candle.high, candle.low, candle.close))
+    return [candle.time, *prices, format_amount(candle.volume, lot), format_amount(candle.quote_volume, tick * lot),
+            candle.trades]
+
+
+CANDLE_ROW_SCHEMA = {
+    "type": "array",
+    "description": "[time, open, high, low, close, volume, quote_volume, trade_count]: the interval's start (ms), "
+                   "prices as decimal strings on the tick, volume in base, quote_volume in quote (decimal strings), "
+                   "and the number of trades.",
+    "items": {"oneOf": [{"type": "integer", "format": "int64"}, {"type": "string", "format": "decimal"}]},
+    "minItems": 8,
+    "maxItems": 8,
+    "example": [1714521600000, "63000.00", "63120.50", "62990.00", "63100.00", "12.50000000", "788125.0000000000", 421],
+}
+
+
+class AssetSerializer(serializers.Serializer):
+    """An asset and what operators set for its wallets (``wallets.models.AssetWalletSettings``)."""
+
+    symbol = serializers.CharField(source="asset.symbol")
+    name = serializers.CharField(source="asset.name")
+    precision = serializers.IntegerField(source="asset.precision", help_text="Decimal places of its amounts.")
+    deposit_enabled = serializers.BooleanField(help_text="Deposits are credited.")
+    withdraw_enabled = serializers.BooleanField(help_text="New withdrawals are accepted.")
+    withdraw_fee = serializers.SerializerMethodField(help_text="Charged on top of each withdrawal, in this asset.")
+    withdraw_min = serializers.SerializerMethodField(help_text="The smallest amount a withdrawal may ask for, "
+                                                               "before the fee (above zero in any case).")
+
+    @extend_schema_field(DecimalString)
+    def get_withdraw_fee(self, wallet_settings) -> str:
+        return at_asset_precision(wallet_settings.withdraw_fee, wallet_settings.asset)
+
+    @extend_schema_field(DecimalString)
+    def get_withdraw_min(self, wallet_settings) -> str:
+        return at_asset_precision(wallet_settings.withdraw_minimum, wallet_settings.asset)

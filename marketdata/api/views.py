@@ -11,7 +11,7 @@ from accounts.services import default_rate_tier
 from exchange.errors import ErrorCode
 from exchange.fields import parse_integer, to_milliseconds
 from exchange.openapi import error_responses
-from marketdata import services
+from marketdata import candles, services
 from marketdata.api import serializers
 from trading.markets import access_market
 from trading.models import Market
@@ -49,14 +49,19 @@ class TickerViewSet(viewsets.ViewSet):
         responses={200: serializers.TickerSerializer, **error_responses(ErrorCode.UNKNOWN_PAIR)},
     )
     def retrieve(self, request, pair: str):
-        market = access_market(pair)
-        ticker = services.ticker(market)
-        data = {
-            "market": market,
-            "time": to_milliseconds(timezone.now()),
-            **{name: getattr(ticker, name) for name in serializers.TickerSerializer().fields if hasattr(ticker, name)},
-        }
-        return Response(serializers.TickerSerializer(data, context={"market": market}).data)
+        return Response(serializers.ticker_data(services.ticker(access_market(pair))))
+
+
+class TickersView(APIView):
+    rate_weight = 2
+
+    @extend_schema(
+        summary="Every pair's ticker",
+        description="The tickers of all pairs in one call, by pair, with the fields of `GET /v1/ticker/{pair}`.",
+        responses={200: serializers.TickerSerializer(many=True), **error_responses()},
+    )
+    def get(self, request):
+        return Response([serializers.ticker_data(ticker) for ticker in services.tickers(Market.objects.all())])
 
 
 class OrderBookViewSet(viewsets.ViewSet):
@@ -84,7 +89,8 @@ class OrderBookViewSet(viewsets.ViewSet):
         book = services.order_book(market, depth)
         return Response(
             serializers.OrderBookSerializer(
-                {"market": market, "sequence": book.sequence, "bids": book.bids, "asks": book.asks},
+                {"market": market, "sequence": book.sequence, "timestamp": book.timestamp, "bids": book.bids,
+                 "asks": book.asks},
                 context={"market": market},
             ).data
         )
@@ -107,3 +113,49 @@ class TradeViewSet(viewsets.ViewSet):
         return Response(
             serializers.TradesSerializer({"market": market, "trades": trades}, context={"market": market}).data
         )
+
+
+class CandleViewSet(viewsets.ViewSet):
+    lookup_field = "pair"
+    lookup_value_regex = "[^/]+"
+    rate_weight_description = ("by the minutes a page spans (limit × interval): 1 up to 1,440, 2 up to 14,400, "
+                               "5 up to 144,000, 10 above")
+    query_serializer = serializers.CandleQuerySerializer
+
+    def get_rate_weight(self, request) -> int:
+        # From the query as sent; a query refused later costs what its values would (defaults for bad ones).
+        limit = parse_integer(request.query_params.get("limit", "")) or candles.DEFAULT_LIMIT
+        seconds = candles.INTERVALS.get(request.query_params.get("interval"), 60)
+        minutes = min(limit, candles.MAX_LIMIT) * seconds // 60
+        return 1 if minutes <= 1_440 else 2 if minutes <= 14_400 else 5 if minutes <= 144_000 else 10
+
+    @extend_schema(
+        summary="Candles (open, high, low, close, volume)",
+        description=(
+            "Rows `[time, open, high, low, close, volume, quote_volume, trade_count]`, oldest first. `time` is the "
+            "start of the interval (ms); intervals are aligned to the Unix epoch in UTC (days start at 00:00 UTC). "
+            "An interval without trades has no row: fill a gap with the previous close. A page covers at most "
+            "`limit` intervals: from `start` when given, else those up to `end` (default: up to the current "
+            "interval, which is included while it runs); the next page starts at this one's start plus "
+            "`limit` intervals."
+        ),
+        parameters=[PAIR_PARAMETER, serializers.CandleQuerySerializer],
+        responses={200: {"type": "array", "items": serializers.CANDLE_ROW_SCHEMA},
+                   **error_responses(ErrorCode.UNKNOWN_PAIR)},
+    )
+    def retrieve(self, request, pair: str):
+        query = serializers.CandleQuerySerializer.parse(request)
+        market = access_market(pair)
+        page = candles.candles(market, **query, now_ms=to_milliseconds(timezone.now()))
+        return Response([serializers.candle_row(market, candle) for candle in page])
+
+
+class AssetViewSet(viewsets.ViewSet):
+    @extend_schema(
+        summary="All assets",
+        description="Each asset's symbol, name and precision, whether deposits and withdrawals are open, and the "
+                    "withdrawal fee and minimum (an asset operators set nothing for: both open, no fee, no minimum).",
+        responses={200: serializers.AssetSerializer(many=True), **error_responses()},
+    )
+    def list(self, request):
+        return Response(serializers.AssetSerializer(services.assets(), many=True).data)

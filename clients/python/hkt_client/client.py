@@ -105,6 +105,20 @@ class Client:
         params = {"limit": limit, "before": before, "start_time": start_time, "end_time": end_time}
         return self._request("GET", f"/v1/trades/{path_part(pair)}", params=params)
 
+    def tickers(self) -> list[dict]:
+        """Every pair's ticker."""
+        return self._request("GET", "/v1/tickers")
+
+    def candles(self, pair: str, interval: str, start: int | None = None, end: int | None = None,
+                limit: int | None = None) -> list[list]:
+        """Rows `[time, open, high, low, close, volume, quote_volume, trade_count]`, oldest first; intervals
+        without trades have none. A page covers `limit` intervals (default 500) from `start`, else up to `end`."""
+        return self._request("GET", f"/v1/candles/{path_part(pair)}",
+                             params={"interval": interval, "start": start, "end": end, "limit": limit})
+
+    def assets(self) -> list[dict]:
+        return self._request("GET", "/v1/assets")
+
     def sync_clock(self) -> int:
         """Measure the clock offset with GET /v1/time (assuming a symmetric round trip); returns it in ms."""
         sent = now_ms()
