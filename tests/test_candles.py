@@ -325,26 +325,3 @@ def test_a_batch_makes_one_message_per_interval_whatever_the_number_of_subscribe
 
     assert sorted(made) == sorted(INTERVALS)
     assert all(message == received[0] for message in received)
-
-
-@sockets
-@pytest.mark.parametrize("channel", [
-    {"name": "candles", "pair": "BTC-USD"},
-    {"name": "candles", "pair": "BTC-USD", "interval": "2m"},
-    {"name": "candles", "pair": "BTC-USD", "interval": 60},
-])
-def test_a_candles_subscription_needs_an_interval(markets, channel):
-    async def body():
-        ws = await connect()
-        await op(ws, op="subscribe", channels=[channel])
-        error = await receive(ws)
-        await op(ws, op="ping")
-        pong = await receive(ws)
-        await ws.disconnect()
-        return error, pong
-
-    error, pong = run(body)
-
-    assert error["type"] == "error" and error["code"] == "INVALID_REQUEST"
-    assert error["details"]["intervals"] == list(INTERVALS)
-    assert pong == {"type": "pong"}  # nothing was subscribed: no "subscribed" came first

@@ -92,6 +92,10 @@ def levels(book: dict, side: str) -> list[list[str]]:
     ('{"op": "subscribe", "channels": [{"name": "trades"}]}', "INVALID_REQUEST"),
     ('{"op": "subscribe", "channels": [{"name": "trades", "pair": "DOGE-USD"}]}', "UNKNOWN_PAIR"),
     ('{"op": "subscribe", "channels": [{"name": "orders"}]}', "AUTHENTICATION_REQUIRED"),
+    # A candles subscription needs an interval of GET /v1/candles.
+    ('{"op": "subscribe", "channels": [{"name": "candles", "pair": "BTC-USD"}]}', "INVALID_REQUEST"),
+    ('{"op": "subscribe", "channels": [{"name": "candles", "pair": "BTC-USD", "interval": "2m"}]}', "INVALID_REQUEST"),
+    ('{"op": "subscribe", "channels": [{"name": "candles", "pair": "BTC-USD", "interval": 60}]}', "INVALID_REQUEST"),
     ('{"op": "auth", "key": "hkt_live_x"}', "MISSING_AUTH_HEADERS"),
     ('{"op": "ping", "pad": "' + "x" * MAX_MESSAGE_BYTES + '"}', "MESSAGE_TOO_LARGE"),
     ('{"op": []}', "INVALID_REQUEST"),
