@@ -4,12 +4,13 @@ matchers (orders cancelled, holds released), once, and by a watcher that was res
 import os
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from exchange.fields import EPOCH, to_milliseconds
 from trading import deadman
@@ -104,6 +105,32 @@ def test_a_refresh_that_commits_before_a_firing_that_read_it_due_wins(as_trader,
     arm(as_trader(alice), 1000)  # ... refreshed before it locked the row
 
     assert deadman.fire(switch_id, due(first)) is None
+    assert statuses(bids) == ["open"] * 3
+
+
+def test_a_firing_that_meets_a_refresh_in_progress_waits_for_it_and_finds_nothing_due(as_trader, alice, bids):
+    first = arm(as_trader(alice), 1000)
+    switch_id = DeadManSwitch.objects.get().pk
+    locked, done = threading.Event(), threading.Event()
+
+    def refresh():  # set_switch's transaction, held open until the firing has had time to queue behind it
+        try:
+            with transaction.atomic():
+                DeadManSwitch.objects.select_for_update().get(pk=switch_id)  # on SQLite the write lock
+                locked.set()
+                done.wait(0.5)
+                DeadManSwitch.objects.filter(pk=switch_id).update(trigger_at=due(first) + timedelta(hours=1))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=refresh)
+    thread.start()
+    locked.wait(30)
+    fired = deadman.fire(switch_id, due(first))
+    done.set()
+    thread.join()
+
+    assert fired is None
     assert statuses(bids) == ["open"] * 3
 
 

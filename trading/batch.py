@@ -37,13 +37,19 @@ def place_orders_and_wait(account, items: Sequence[OrderRequest | ExchangeError]
     or as accepted, ``pending``; a post-only order the matcher rejected is POST_ONLY_WOULD_TAKE."""
     outcomes = place_orders(account, items)
     services.take_states([outcome.order for outcome in outcomes if outcome.created], "the answer to a batch")
+    judge(outcomes, services.refuse_rejected)
+    return outcomes
+
+
+def judge(outcomes: list[Outcome], refuse) -> None:
+    """An item whose order, as its matcher left it, its own request would refuse (``refuse`` raises) gets
+    that error."""
     for outcome in outcomes:
         if outcome.order is not None:
             try:
-                services.refuse_rejected(outcome.order)
+                refuse(outcome.order)
             except ExchangeError as error:
                 outcome.error = error
-    return outcomes
 
 
 def place_orders(account, items: Sequence[OrderRequest | ExchangeError]) -> list[Outcome]:
@@ -103,12 +109,7 @@ def cancel_orders_and_wait(account, order_ids: Sequence[int] = (), client_order_
     outcomes = request_cancels(account, order_ids, client_order_ids)
     waiting = {outcome.order.pk: outcome.order for outcome in outcomes if outcome.order and outcome.order.is_live}
     services.take_states(list(waiting.values()), "the answer to a batch cancel", done=services.cancel_done)
-    for outcome in outcomes:
-        if outcome.order is not None:
-            try:
-                services.refuse_closed(outcome.order)
-            except ExchangeError as error:
-                outcome.error = error
+    judge(outcomes, services.refuse_closed)
     return outcomes
 
 

@@ -43,6 +43,12 @@ def render(outcomes: list[batch.Outcome], ok_status) -> Response:
     return Response(serializers.BatchResultsSerializer({"results": results}).data)
 
 
+def batch_operation(operation_id: str, summary: str, description: str, request):
+    return extend_schema(operation_id=operation_id, summary=summary, description=description, request=request,
+                         responses={200: serializers.BatchResultsSerializer,
+                                    **error_responses(*AUTH_ERRORS, ErrorCode.SERVICE_UNAVAILABLE)})
+
+
 class BatchView(AccountViewMixin, APIView):
     permission_classes = [HasTradingAccount, CanTrade]
     rate_weight_description = f"1 per item (1 to {batch.MAX_ITEMS})"
@@ -55,21 +61,16 @@ class BatchView(AccountViewMixin, APIView):
 class OrderBatchView(BatchView):
     item_keys = ("orders",)
 
-    @extend_schema(
-        operation_id="createOrders",
-        summary="Create up to 20 orders",
-        description="Each order as `POST /v1/orders` takes it, with the result that request would have had: "
-                    "`201` with the order, `200` with the order its `client_order_id` made before (a retry of "
-                    "the batch places nothing twice), or the error (a bad order is refused alone). The orders "
-                    "reach the matchers together, in the order given. The request is `200` whatever the items' "
-                    "outcomes; a body that is not a list of 1 to 20 is `400`. An item's error codes: "
-                    "INVALID_REQUEST, UNKNOWN_PAIR, INSUFFICIENT_FUNDS, MARKET_HALTED, DUPLICATE_CLIENT_ORDER_ID, "
-                    "POST_ONLY_WOULD_TAKE.",
-        request=serializers.OrderBatchSerializer,
-        responses={
-            200: serializers.BatchResultsSerializer,
-            **error_responses(*AUTH_ERRORS, ErrorCode.SERVICE_UNAVAILABLE),
-        },
+    @batch_operation(
+        "createOrders", "Create up to 20 orders",
+        "Each order as `POST /v1/orders` takes it, with the result that request would have had: "
+        "`201` with the order, `200` with the order its `client_order_id` made before (a retry of "
+        "the batch places nothing twice), or the error (a bad order is refused alone). The orders "
+        "reach the matchers together, in the order given. The request is `200` whatever the items' "
+        "outcomes; a body that is not a list of 1 to 20 is `400`. An item's error codes: "
+        "INVALID_REQUEST, UNKNOWN_PAIR, INSUFFICIENT_FUNDS, MARKET_HALTED, DUPLICATE_CLIENT_ORDER_ID, "
+        "POST_ONLY_WOULD_TAKE.",
+        serializers.OrderBatchSerializer,
     )
     def post(self, request):
         form = serializers.OrderBatchSerializer(data=request.data)
@@ -82,19 +83,14 @@ class OrderBatchView(BatchView):
 class OrderCancelBatchView(BatchView):
     item_keys = ("order_ids", "client_order_ids")
 
-    @extend_schema(
-        operation_id="cancelOrders",
-        summary="Cancel up to 20 orders (idempotent)",
-        description="By `order_ids` or by `client_order_ids`, each with the result `POST /v1/orders/{id}/cancel` "
-                    "would have had: `200` with the order cancelled (also when repeated), `202` with "
-                    "`cancel_requested` when its matcher has not answered within 1 s in all, or the error. The "
-                    "cancels reach the matchers together. The request is `200` whatever the items' outcomes. An "
-                    "item's error codes: ORDER_NOT_FOUND, ORDER_ALREADY_CLOSED, MARKET_HALTED.",
-        request=serializers.OrderCancelBatchSerializer,
-        responses={
-            200: serializers.BatchResultsSerializer,
-            **error_responses(*AUTH_ERRORS, ErrorCode.SERVICE_UNAVAILABLE),
-        },
+    @batch_operation(
+        "cancelOrders", "Cancel up to 20 orders (idempotent)",
+        "By `order_ids` or by `client_order_ids`, each with the result `POST /v1/orders/{id}/cancel` "
+        "would have had: `200` with the order cancelled (also when repeated), `202` with "
+        "`cancel_requested` when its matcher has not answered within 1 s in all, or the error. The "
+        "cancels reach the matchers together. The request is `200` whatever the items' outcomes. An "
+        "item's error codes: ORDER_NOT_FOUND, ORDER_ALREADY_CLOSED, MARKET_HALTED.",
+        serializers.OrderCancelBatchSerializer,
     )
     def post(self, request):
         form = serializers.OrderCancelBatchSerializer(data=request.data)
