@@ -259,3 +259,26 @@ def test_the_watcher_fires_what_is_due_once_a_run(as_trader, alice, bids):
 
     assert [run.stdout.strip() for run in runs] == ["fired 1 switch(es)", "fired 0 switch(es)"], runs
     assert statuses(bids) == ["cancelled"] * 3
+
+
+@pytest.mark.slow
+def test_in_production_the_periodic_watcher_fires_it_through_a_celery_matcher_once_restarted(stack):
+    from hkt_client import Client
+
+    from .signing import now_ms
+
+    production = stack.start_production(workers=1, ws_processes=1)
+    keys = stack.create_trader("dead-man", "USD=100000")
+    bot = Client(production.rest, keys["key"], keys["secret"])
+    order = bot.place_order("BTC-USD", "buy", "limit", price="60000", size="0.01")
+    production.supervise("ctl", "stop", "periodic:deadman")
+
+    armed = bot.cancel_all_after(1000)
+    wait_until(lambda: now_ms() > armed["trigger_time"] + 2000, what="the switch's time to pass")
+    unwatched = bot.get_order(order["order_id"])["status"]  # nothing fires it while its watcher is down
+    production.supervise("ctl", "start", "periodic:deadman")
+    wait_until(lambda: bot.get_order(order["order_id"])["status"] == "cancelled", timeout=60, what="the firing")
+
+    assert unwatched == "open"
+    usd = next(row for row in bot.balances()["balances"] if row["asset"] == "USD")
+    assert usd["spot"] == {"available": "100000.00", "locked": "0.00", "total": "100000.00"}
