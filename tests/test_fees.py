@@ -14,6 +14,7 @@ from accounts.models import Account, RateTier
 from accounts.services import fee_account
 from trading import fees
 from trading.models import Fill, Order
+from trading.sql import first_id_stamped_since
 from trading.tasks import assign_fee_tiers_task
 
 from .test_public_api import assert_error
@@ -202,7 +203,8 @@ def test_the_windows_first_fill_is_found_by_a_binary_search_over_ids(traders, tr
     for age in range(len(ids) + 2):
         expected = next((fill_id for fill_id, fill_age in zip(ids, range(len(ids), 0, -1)) if fill_age <= age), None)
         with django_assert_max_num_queries(8):
-            assert fees.first_fill_id_since(now - timedelta(days=age, minutes=1)) == expected, age
+            assert first_id_stamped_since(Fill.objects.all(), "executed_at",
+                                          now - timedelta(days=age, minutes=1)) == expected, age
 
 
 @pytest.mark.parametrize("threshold", [D("-1")])

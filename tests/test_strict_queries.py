@@ -8,9 +8,10 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 from django.urls import resolve
+from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
-from exchange.fields import EPOCH
+from exchange.fields import EPOCH, to_milliseconds
 from exchange.queries import declared_query, parameter_names
 from trading.models import Fill, MatcherCommand, Order, Trade
 
@@ -166,3 +167,20 @@ def test_a_next_link_keeps_the_window_it_was_made_with(timed, as_trader):
     second = client.get(first["next"].removeprefix("http://testserver")).json()
 
     assert times(first["results"] + second["results"], "time") == [2000, 1000] and second["next"] is None
+
+
+def test_a_trade_window_far_back_is_found_by_its_ends_not_by_a_walk(timed, django_assert_max_num_queries):
+    """Trades have no time index: each end of a window is a binary search over the pair's trade ids."""
+    trades = list(Trade.objects.order_by("pk"))
+    for days_ago, row in zip(range(len(trades), 0, -1), trades):  # a day apart, the oldest first
+        Trade.objects.filter(pk=row.pk).update(executed_at=timezone.now() - timedelta(days=days_ago))
+    middle = trades[1]
+    start = to_milliseconds(timezone.now() - timedelta(days=2, hours=1))
+    end = to_milliseconds(timezone.now() - timedelta(days=1, hours=1))
+
+    with django_assert_max_num_queries(20) as queries:
+        listed = Client().get(f"/v1/trades/BTC-USD?start_time={start}&end_time={end}").json()["trades"]
+
+    assert [trade["trade_id"] for trade in listed] == [middle.pk]
+    page = next(query["sql"] for query in reversed(queries.captured_queries) if "LIMIT" in query["sql"])
+    assert f'"trading_trade"."id" >= {middle.pk}' in page and f'"trading_trade"."id" < {trades[2].pk}' in page

@@ -26,7 +26,7 @@ from accounts import key_cache
 from accounts.models import Account, RateTier
 from exchange.fields import to_milliseconds
 from trading.models import Fill, Market
-from trading.sql import ExactSum
+from trading.sql import ExactSum, first_id_stamped_since
 
 logger = logging.getLogger(__name__)
 
@@ -44,28 +44,9 @@ def market_fees(tier: RateTier) -> list[tuple[str, Decimal, Decimal]]:
             for pair in Market.objects.order_by("pair").values_list("pair", flat=True)]
 
 
-def first_fill_id_since(moment: datetime) -> int | None:
-    """The first fill (by id) stamped at or after ``moment``, None if there is none: a binary search
-    by primary key, since an index on fills' time would cost every fill the matcher writes."""
-    ids = Fill.objects.order_by("pk").values_list("pk", flat=True)
-    low, last = ids.first(), ids.reverse().first()
-    if low is None:
-        return None
-    high, found = last + 1, None
-    while low < high:
-        middle = (low + high) // 2
-        fill_id, executed_at = (Fill.objects.filter(pk__gte=middle).order_by("pk")
-                                .values_list("pk", "executed_at").first())
-        if executed_at < moment:
-            low = fill_id + 1
-        else:
-            found, high = fill_id, middle
-    return found
-
-
 def volumes_since(since: datetime, asset: str) -> dict[int, Decimal]:
     """Each account's traded quote amount since ``since`` on the markets quoted in ``asset``."""
-    first = first_fill_id_since(since - ID_ORDER_SLACK)
+    first = first_id_stamped_since(Fill.objects.all(), "executed_at", since - ID_ORDER_SLACK)
     if first is None:
         return {}
     fills = Fill.objects.filter(pk__gte=first, executed_at__gte=since, market__quote__symbol=asset)
