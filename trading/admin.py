@@ -1,16 +1,21 @@
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Min, OuterRef, Subquery
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from accounts.models import Account
 from exchange.errors import ExchangeError
 from trading import ledger, services
-from trading.models import Asset, Balance, LedgerEntry, Market, Order, Wallet
+from trading.audit import run_audit
+from trading.models import AuditRun, Asset, Balance, LedgerEntry, Market, MatcherCommand, Order, Wallet
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -63,10 +68,21 @@ def off_grid_orders(market: Market, tick: Decimal, lot: Decimal) -> list[int]:
             or (size is not None and (size - filled) % lot) or (funds is not None and funds % (tick * lot))]
 
 
+def queued(aggregate):
+    """One aggregate of the pair's unprocessed matcher commands, as a subquery of the market row."""
+    commands = MatcherCommand.objects.filter(market=OuterRef("pk")).order_by().values("market")
+    return Subquery(commands.annotate(value=aggregate).values("value"))
+
+
 @admin.register(Market)
 class MarketAdmin(admin.ModelAdmin):
+    """The markets, and each pair's matcher as an operator watches it: its queue (the accepted commands it has not
+    processed), its lag (the age of the oldest of them), its committed sequence and batches and when it last
+    committed one; the actions halt a market or make it cancel only."""
+
     form = MarketForm
-    list_display = ("pair", "status", "tick_size", "lot_size", "min_size", "min_notional")
+    list_display = ("pair", "status", "queue_depth", "lag", "sequence", "batches", "last_batch_at", "tick_size",
+                    "lot_size", "min_size", "min_notional")
     list_filter = ("status",)
     search_fields = ("pair",)
     readonly_fields = ("pair", "status", "created_at")
@@ -75,6 +91,40 @@ class MarketAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # The pair's assets are fixed once orders may refer to it; status changes go through the actions.
         return (*self.readonly_fields, "base", "quote") if obj else self.readonly_fields
+
+    def get_queryset(self, request):
+        # One query for the page: each pair's queue counted through the (market, id) index of its commands.
+        return super().get_queryset(request).select_related("book_state").annotate(
+            queued_commands=queued(Count("id")), oldest_queued_at=queued(Min("queued_at")))
+
+    @admin.display(description="queue")
+    def queue_depth(self, market) -> int:
+        return market.queued_commands or 0
+
+    @admin.display(description="lag (s)")
+    def lag(self, market) -> str:
+        if market.oldest_queued_at is None:
+            return "-"
+        return f"{max(timezone.now() - market.oldest_queued_at, timedelta(0)).total_seconds():.1f}"
+
+    @staticmethod
+    def book_state(market):
+        return getattr(market, "book_state", None)
+
+    @admin.display(description="last sequence")
+    def sequence(self, market):
+        state = self.book_state(market)
+        return state and state.sequence
+
+    @admin.display(description="batches")
+    def batches(self, market):
+        state = self.book_state(market)
+        return state and state.batches
+
+    @admin.display(description="last batch")
+    def last_batch_at(self, market):
+        state = self.book_state(market)
+        return state and state.last_batch_at
 
     def change_status(self, request, queryset, status: str) -> None:
         for market in queryset:
@@ -165,3 +215,35 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     list_display = ("id", "created_at", "reason", "account", "asset", "wallet", "bucket", "amount", "reference", "memo")
     list_filter = ("reason", "bucket", "asset")
     search_fields = ("reference", "journal", "account__user__username")
+
+
+@admin.register(AuditRun)
+class AuditRunAdmin(ReadOnlyAdmin):
+    """The kept runs of the ledger audit (command, beat job or this page's button), the latest shown first."""
+
+    list_display = ("started_at", "clean", "problem_count", "duration", "trigger", "started_by")
+    list_filter = ("clean", "trigger")
+    fields = ("started_at", "trigger", "started_by", "duration", "clean", "problem_count", "counts", "problems")
+    change_list_template = "admin/trading/auditrun/change_list.html"
+
+    def has_run_permission(self, request) -> bool:
+        return request.user.has_perm("trading.run_audit")
+
+    def get_urls(self):
+        run = path("run/", self.admin_site.admin_view(require_POST(self.run_view)), name="trading_auditrun_run")
+        return [run, *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        context = {"latest_run": AuditRun.objects.first(), "can_run": self.has_run_permission(request)}
+        return super().changelist_view(request, {**(extra_context or {}), **context})
+
+    def run_view(self, request):
+        """Run the audit now, in this request, and keep its result (a POST: it writes a row)."""
+        if not self.has_run_permission(request):
+            raise PermissionDenied
+        run = run_audit(AuditRun.Trigger.ADMIN, started_by=request.user.get_username())
+        if run.clean:
+            messages.success(request, f"{run}.")
+        else:
+            messages.error(request, f"{run}; the first: {run.problems[0]}")
+        return redirect("admin:trading_auditrun_changelist")

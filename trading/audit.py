@@ -11,15 +11,19 @@ per-minute candles add up to the trades; and what the apps above register with `
 (each money movement record has its journal).
 """
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from decimal import Decimal
 
 from django.db.models import Count, F, Q, Sum
+from django.utils import timezone
 
 from accounts.models import Account
 from trading.batch_writer import settlement_reference
-from trading.models import Balance, BookLevel, Candle, Fill, LedgerEntry, Order, Side, Trade, Wallet
+from trading.models import (AuditRun, Balance, BookLevel, Candle, Fill, LedgerEntry, MatcherCommand, Order, Side, Trade,
+                            Wallet)
 from trading.backends import store
 from trading.sql import ExactSum
 
@@ -53,6 +57,24 @@ def audit() -> list[str]:
     snapshot: a batch committing while the audit reads must not look like a broken invariant."""
     with store().snapshot():
         return audit_snapshot()
+
+
+# The rows an audit run reports having read, counted in its snapshot.
+COUNTED = {"ledger_entries": LedgerEntry, "balances": Balance, "orders": Order, "trades": Trade,
+           "pending_commands": MatcherCommand}
+
+
+def run_audit(trigger: str, started_by: str = "") -> AuditRun:
+    """Audit as ``audit()`` does, while trading goes on, and keep the result (``AuditRun``), written
+    after the snapshot has ended."""
+    started_at, clock = timezone.now(), time.monotonic()
+    with store().snapshot():
+        counts = {name: model.objects.count() for name, model in COUNTED.items()}
+        problems = audit_snapshot()
+    return AuditRun.objects.create(
+        trigger=trigger, started_by=started_by, started_at=started_at,
+        duration=timedelta(seconds=time.monotonic() - clock), clean=not problems, problem_count=len(problems),
+        problems=problems[:AuditRun.KEPT_PROBLEMS], counts=counts)
 
 
 def audit_snapshot() -> list[str]:

@@ -113,8 +113,9 @@ def batch_statements(settlement: Settlement, commands: list[tuple], book: engine
         statements.append(run.upsert_statement(BookLevel, ["market", "side", "price", "size"], kept_levels,
                                                unique=["market", "side", "price"], update=["size"]))
     statements += [
-        run.update_statement(BookState, ["sequence", "batches", "last_priority"],
-                             [(market.pk, delta.sequence if delta else sequence, number, priority)], key=["market"]),
+        run.update_statement(BookState, ["sequence", "batches", "last_priority", "last_batch_at"],
+                             [(market.pk, delta.sequence if delta else sequence, number, priority, now)],
+                             key=["market"]),
         run.delete_statement(MatcherCommand, ["id"], [command[:1] for command in commands]),
     ]
     result = BatchResult(

@@ -1,5 +1,6 @@
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Now
 
 from exchange.money import DECIMAL_PLACES, MAX_DIGITS
 
@@ -199,6 +200,7 @@ class BookState(models.Model):
     sequence = models.BigIntegerField(default=0, help_text="+1 per published book delta; never reset.")
     batches = models.BigIntegerField(default=0, help_text="Batches committed; tells a matcher its memory is stale.")
     last_priority = models.BigIntegerField(default=0, help_text="Time priority given to the last order that rested.")
+    last_batch_at = models.DateTimeField(null=True, blank=True, help_text="When the last batch committed.")
 
 
 class BookLevel(models.Model):
@@ -347,6 +349,8 @@ class MatcherCommand(models.Model):
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="+", db_index=False)
     kind = models.CharField(max_length=6, choices=Kind.choices)
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # A database default: the order-entry statements insert commands in raw SQL without naming it.
+    queued_at = models.DateTimeField(db_default=Now(), help_text="When it was accepted (the matcher's lag).")
 
     class Meta:
         indexes = [models.Index(fields=["market", "id"])]
@@ -460,3 +464,32 @@ class DeadManSwitch(models.Model):
 
     def __str__(self) -> str:
         return f"dead-man's switch of account {self.account_id}" + (f" on {self.market}" if self.market_id else "")
+
+
+class AuditRun(models.Model):
+    """One run of the ledger audit (trading.audit.run_audit), kept so that an operator sees when the books were
+    last proven to balance, and what was wrong when they did not."""
+
+    class Trigger(models.TextChoices):
+        COMMAND = "command"  # manage.py audit_ledger
+        BEAT = "beat"  # the periodic Celery job
+        ADMIN = "admin"  # the admin's "Run the audit now"
+
+    KEPT_PROBLEMS = 100  # sentences kept per run; problem_count says how many there were
+
+    trigger = models.CharField(max_length=8, choices=Trigger.choices)
+    started_by = models.CharField(max_length=150, blank=True, help_text="The operator, for a run from the admin.")
+    started_at = models.DateTimeField()
+    duration = models.DurationField()
+    clean = models.BooleanField(help_text="Every invariant held.")
+    problem_count = models.PositiveIntegerField()
+    problems = models.JSONField(default=list, help_text="The first problems found, the first broken record first.")
+    counts = models.JSONField(default=dict, help_text="The rows of the snapshot it read.")
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("run_audit", "Can run the ledger audit")]
+
+    def __str__(self) -> str:
+        return f"audit {self.pk} at {self.started_at:%Y-%m-%d %H:%M:%S}: " + (
+            "clean" if self.clean else f"{self.problem_count} problem(s)")

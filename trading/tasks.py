@@ -4,6 +4,8 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from trading import dispatch, fees
+from trading.audit import run_audit
+from trading.models import AuditRun
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,18 @@ def assign_fee_tiers_task() -> dict:
     summary = fees.assign_fee_tiers().summary()
     logger.info("fee tiers: %s", summary)
     return summary
+
+
+@shared_task(name="trading.audit_ledger", ignore_result=True)
+def audit_ledger_task() -> int:
+    """Prove the books balance, while trading goes on, and keep the result (an AuditRun, shown in the admin).
+    Beat runs it every few minutes."""
+    run = run_audit(AuditRun.Trigger.BEAT)
+    if run.problem_count:
+        logger.error("ledger audit %s: %d problem(s); the first: %s", run.pk, run.problem_count, run.problems[0])
+    else:
+        logger.info("ledger audit %s: clean in %.1f s", run.pk, run.duration.total_seconds())
+    return run.pk
 
 
 @worker_ready.connect
