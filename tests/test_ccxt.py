@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,12 +23,14 @@ import requests
 from ccxt.base import errors as ccxt_errors
 from ccxt.test.exchange import base as checks  # ccxt's structure checks: checks.test_order(exchange, ...)
 from ccxt.test.exchange.base import test_shared_methods
+from django.utils import timezone
 from hkt_client.ccxt import EXCEPTIONS, hkt
 
 from accounts import keys
 from exchange.errors import ErrorCode
 from trading import services
-from trading.models import Market, Order
+from trading.models import Asset, Market, Order
+from wallets.models import WithdrawalAddress
 
 from .conftest import ledger_snapshot
 from .processes import process_env, wait_until
@@ -115,6 +118,19 @@ def test_ccxt_signs_what_it_sends_as_the_server_checks_it():
         assert headers["X-Api-Signature"] == keys.sign("s3cret", message)
     assert post["body"] == '{"pair":"BTC-USD","note":"café"}'
     assert get["url"] == "http://127.0.0.1:8000/v1/orders?status=filled%2Ccancelled&pair=BTC-USD"
+
+
+def test_each_request_costs_its_endpoints_weight():
+    cost = hkt().calculate_rate_limiter_cost
+
+    assert [cost("private", "POST", "orders/batch", {"orders": [{}] * 7}, {"cost": 1}),
+            cost("private", "POST", "orders/cancel", {"client_order_ids": ["a", "b"]}, {"cost": 1}),
+            cost("private", "GET", "orders", {}, {"cost": 5})] == [7, 2, 5]
+    assert [cost("public", "GET", "orderbook/{pair}", params, {"cost": 1})
+            for params in ({}, {"depth": 500}, {"depth": 1000})] == [1, 5, 10]
+    assert [cost("public", "GET", "candles/{pair}", params, {"cost": 1}) for params in (
+        {"interval": "1m", "limit": 1000}, {"interval": "15m", "limit": 960}, {"interval": "1h"},
+        {"interval": "1d", "limit": 1000})] == [1, 2, 5, 10]
 
 
 @IN_PROCESS
@@ -226,6 +242,9 @@ def test_refusals_raise_the_mapped_ccxt_exception_and_write_nothing(connect, tra
             {"clientOrderId": resting["clientOrderId"]})
     refused(ccxt_errors.AuthenticationError, connect(key, secret="0" * 64).fetch_balance)
     refused(ccxt_errors.InvalidNonce, connect(key, options={"timeDifference": 60_000}).fetch_balance)
+    corrected = connect(key, options={"timeDifference": 60_000, "adjustForTimeDifference": True})
+    corrected.load_markets()  # measures the difference with GET /v1/time
+    assert corrected.fetch_balance()["USD"]["total"] == 1000.0
     refused(ccxt_errors.PermissionDenied, connect(make_key(account, scope="read_only")).create_order,
             "BTC/USD", "limit", "buy", 0.01, 60000)
     refused(ccxt_errors.InvalidAddress, connect(make_key(account, scope="trade_withdraw", ip_allowlist=["127.0.0.1"]))
@@ -512,3 +531,43 @@ def test_a_bot_trades_through_ccxt_and_the_balances_are_exact(live, stack):
     # 0.5 ETH less the taker fee of 0.2 %.
     assert wallet(bob, "ETH") == {"available": "0.49900000", "locked": "0.00000000", "total": "0.49900000"}
     assert stack.audit()["problems"] == []
+
+
+@IN_PROCESS
+def test_candles_page_by_a_thousand_and_the_account_wide_calls(connect, trader, make_key):
+    maker_account, maker_key = trader(BTC="1", USD="100")
+    maker, taker = connect(maker_key, fetchHistoryCacheSize=5), connect(trader(USD="100000")[1])
+    ask = maker.create_order("BTC/USD", "limit", "sell", 0.3, 60000)
+    taker.create_order("BTC/USD", "limit", "buy", 0.1, 60000)
+
+    [fill] = maker.fetch_order_trades(ask["id"], "BTC/USD")
+    assert (fill["amount"], fill["takerOrMaker"], fill["fee"]) == (0.1, "maker", {"cost": 6.0, "currency": "USD"})
+    # 2,500 minutes from `since`: three pages, and the trade's candle once.
+    minute = fill["timestamp"] // 60_000 * 60_000
+    since = minute - 2_000 * 60_000
+    assert maker.fetch_ohlcv("BTC/USD", "1m", since, 2_500) == [[minute, 60000.0, 60000.0, 60000.0, 60000.0, 0.1]]
+    assert [entry["request"]["url"] for entry in maker.get_fetch_cache()][-3:] == [
+        f"{SERVER}/v1/candles/BTC-USD?interval=1m&start={since + offset * 60_000}&limit={limit}"
+        for offset, limit in ((0, 1000), (1000, 1000), (2000, 500))]
+
+    second = maker.create_order("BTC/USD", "limit", "sell", 0.1, 61000)
+    assert sorted((order["id"], order["status"]) for order in maker.cancel_all_orders("BTC/USD")) == [
+        (ask["id"], "canceled"), (second["id"], "canceled")]
+    assert [order["id"] for order in maker.fetch_canceled_orders("BTC/USD")] == [ask["id"], second["id"]]
+    armed = maker.cancel_all_orders_after(60_000, {"symbol": "BTC/USD"})
+    assert (armed["pair"], armed["timeout_ms"], armed["trigger_time"] - armed["current_time"]) == (
+        "BTC-USD", 60_000, 60_000)
+    assert maker.cancel_all_orders_after(0, {"symbol": "BTC/USD"})["trigger_time"] is None
+
+    # A withdrawal asked through ccxt, and read back.
+    usd = Asset.objects.get(symbol="USD")
+    usable = timezone.now() - timedelta(seconds=1)
+    WithdrawalAddress.objects.create(account=maker_account, asset=usd, address="US00BANK", created_at=usable,
+                                     usable_from=usable)
+    withdrawer = connect(make_key(maker_account, scope="trade_withdraw", ip_allowlist=["127.0.0.1"]))
+    asked = withdrawer.withdraw("USD", 50, "US00BANK", params={"clientWithdrawalId": "w-1"})
+    assert (asked["status"], asked["amount"], asked["addressTo"], asked["txid"], asked["info"]["client_withdrawal_id"]
+            ) == ("pending", 50.0, "US00BANK", None, "w-1")
+    assert withdrawer.fetch_withdrawal(asked["id"])["info"] == asked["info"]
+    assert [each["id"] for each in withdrawer.fetch_withdrawals("USD")] == [asked["id"]]
+    assert withdrawer.fetch_balance()["USD"]["used"] == 50.0

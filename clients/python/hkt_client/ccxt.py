@@ -262,6 +262,8 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         return self.safe_integer(self.publicGetTime(params), "time")
 
     def fetch_markets(self, params={}):
+        if self.options["adjustForTimeDifference"]:
+            self.load_time_difference()  # as ccxt's classes do: once, when the markets are loaded
         return [self.parse_market(market) for market in self.publicGetMarkets(params)]
 
     def parse_market(self, market):
