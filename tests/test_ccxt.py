@@ -551,7 +551,7 @@ def test_candles_page_by_a_thousand_and_the_account_wide_calls(connect, trader, 
         for offset, limit in ((0, 1000), (1000, 1000), (2000, 500))]
 
     second = maker.create_order("BTC/USD", "limit", "sell", 0.1, 61000)
-    assert sorted((order["id"], order["status"]) for order in maker.cancel_all_orders("BTC/USD")) == [
+    assert sorted((order["id"], order["status"]) for order in maker.cancel_all_orders()) == [
         (ask["id"], "canceled"), (second["id"], "canceled")]
     assert [order["id"] for order in maker.fetch_canceled_orders("BTC/USD")] == [ask["id"], second["id"]]
     armed = maker.cancel_all_orders_after(60_000, {"symbol": "BTC/USD"})
