@@ -77,7 +77,8 @@ def test_gunicorn_refuses_a_malformed_request_line_with_the_envelope(rest):
 def reached_the_application(response: httpx.Response, parameter: str) -> bool:
     """The long query got through whole to the application, which refuses a parameter it does not take."""
     error = response.json()["error"]
-    return (response.status_code, error["code"], error["details"]) == (400, "INVALID_PARAMETER", {"parameter": parameter})
+    return (response.status_code, error["code"], error["details"]) == (
+        400, "INVALID_PARAMETER", {"parameter": parameter})
 
 
 def test_under_its_limits_gunicorn_serves(rest):
