@@ -60,6 +60,17 @@ def time_lookups(field: str) -> dict[str, str]:
     return {"start_time": f"{field}__gte", "end_time": f"{field}__lt"}
 
 
+def serves(view_function: Callable, method: str) -> bool:
+    """Whether the DRF view ``view_function`` answers ``method`` with an operation (or its metadata, for
+    OPTIONS); any other method is 405 from DRF, whatever the query says."""
+    if method == "options":
+        return True
+    actions = getattr(view_function, "actions", None)  # a viewset's methods and their actions
+    handlers = set(actions) if actions is not None else {name for name in ("get", "post", "put", "patch", "delete")
+                                                          if hasattr(view_function.cls, name)}
+    return method in handlers or (method == "head" and "get" in handlers)
+
+
 def declared_query(view_function: Callable, method: str) -> type[QuerySerializer] | None:
     """The QuerySerializer of the DRF view ``view_function`` (as URL resolving gives it) for ``method``."""
     declared = getattr(view_function.cls, "query_serializer", None)

@@ -3,7 +3,7 @@ query, and query parameters the operation does not take (exchange/queries.py).""
 
 from exchange.errors import InvalidParameter, InvalidRequest, error_json_response
 from exchange.fields import has_control_character
-from exchange.queries import check_names, declared_query, parameter_names
+from exchange.queries import check_names, declared_query, parameter_names, serves
 
 
 class RefuseControlCharactersMiddleware:
@@ -27,7 +27,8 @@ class RefuseControlCharactersMiddleware:
 class StrictQueryMiddleware:
     """A query parameter that the resolved operation does not declare, one given more than once and
     one left empty are ``400 INVALID_PARAMETER``, before authentication: like a control character,
-    what the query holds is refused whoever sends it (and a signed request's nonce is not spent)."""
+    what the query holds is refused whoever sends it (and a signed request's nonce is not spent). A method
+    the path does not take is left to DRF's 405, whatever its query."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -37,6 +38,8 @@ class StrictQueryMiddleware:
 
     def process_view(self, request, view_function, view_args, view_kwargs):
         if not request.GET or not request.path.startswith("/v1/") or not hasattr(view_function, "cls"):
+            return None
+        if not serves(view_function, request.method.lower()):
             return None
         try:
             check_names(request.GET, parameter_names(declared_query(view_function, request.method.lower())))

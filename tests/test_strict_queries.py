@@ -184,3 +184,14 @@ def test_a_trade_window_far_back_is_found_by_its_ends_not_by_a_walk(timed, djang
     assert [trade["trade_id"] for trade in listed] == [middle.pk]
     page = next(query["sql"] for query in reversed(queries.captured_queries) if "LIMIT" in query["sql"])
     assert f'"trading_trade"."id" >= {middle.pk}' in page and f'"trading_trade"."id" < {trades[2].pk}' in page
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "TRACE", "PATCH"])
+def test_a_method_the_path_does_not_take_is_405_whatever_its_query(alice, make_key, method):
+    bot = make_key(alice)
+    for path, query in [("/v1/account/transfers", "asset=ETH&start_time=0"), ("/v1/orders/1", "colour=red"),
+                        ("/v1/trades/BTC-USD", "limit=5")]:
+        response = bot.request(method, f"{path}?{query}")
+
+        assert_error(response, 405, "METHOD_NOT_ALLOWED")
+        assert "GET" in response["Allow"]
