@@ -5,7 +5,7 @@ They read what the matcher commits (BookState, BookLevel, Trade, Candle), never 
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import Max, Min, OuterRef, Subquery
@@ -26,6 +26,7 @@ MAX_TRADES_LIMIT = 1000
 # A pair's trades are stamped with their batch's time, which a clock stepped back can make run back a
 # little: a window's ends are looked for this far outside it, and the times themselves decide.
 CLOCK_SLACK = timedelta(minutes=1)
+LAST_INSTANT = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,10 @@ def recent_trades(market: Market, *, limit: int, before: int | None = None, star
         first = first_id_stamped_since(pair_trades, "executed_at", start_time - CLOCK_SLACK)
         trades = trades.filter(executed_at__gte=start_time, id__gte=first if first is not None else 0)
     if end_time is not None:
-        after = first_id_stamped_since(pair_trades, "executed_at", end_time + CLOCK_SLACK)
         trades = trades.filter(executed_at__lt=end_time)
+        # An end within the slack of the last instant a time holds has no trade stamped after it to look for.
+        after = (first_id_stamped_since(pair_trades, "executed_at", end_time + CLOCK_SLACK)
+                 if end_time < LAST_INSTANT - CLOCK_SLACK else None)
         if after is not None:
             trades = trades.filter(id__lt=after)
     return list(trades[:limit])

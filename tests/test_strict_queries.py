@@ -132,6 +132,7 @@ def times(rows, field: str) -> list[int]:
 @pytest.mark.parametrize("query, expected", [
     ("start_time=2000", [3000, 2000]), ("end_time=2000", [1000]), ("start_time=1000&end_time=3000", [2000, 1000]),
     ("start_time=3001", []), ("start_time=2000&end_time=2000", []),
+    ("start_time=0&end_time=253402300799999", [3000, 2000, 1000]),  # the first and last instants a window may name
 ])
 def test_orders_fills_and_trades_take_a_time_window(timed, as_trader, query, expected):
     alice, _ = timed
