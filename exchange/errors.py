@@ -24,6 +24,8 @@ from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
+from exchange.logs import current
+
 logger = logging.getLogger(__name__)
 
 
@@ -401,12 +403,18 @@ class ServiceUnavailable(ExchangeError):
 
 
 def error_body(code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code.value, "message": message, "details": details or {}}}
+    """SPEC section 2's body, with the id of the request being served (exchange/request_ids.py) when there is one."""
+    error = {"code": code.value, "message": message, "details": details or {}}
+    request_id = current("request_id")
+    if request_id is not None:
+        error["request_id"] = request_id
+    return {"error": error}
 
 
 def with_retry_after(response, error: ExchangeError):
     if "retry_after" in error.details:
         response["Retry-After"] = str(error.details["retry_after"])
+    response.error_code = error.code.value  # for the request's log line (exchange/request_ids.py)
     return response
 
 

@@ -4,10 +4,18 @@ Options given on the command line win over these.
 """
 
 import json
+import logging
 import multiprocessing
 import os
 
-from gunicorn import util
+from django.conf import settings
+from gunicorn import glogging, util
+
+from exchange import logs
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
+
+refusals = logging.getLogger("exchange.requests")
 
 bind = os.environ.get("REST_BIND", "127.0.0.1:8001")
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count())
@@ -15,7 +23,20 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * multiprocessing.cpu_count
 # for the whole wait (docs/performance.md, "Order entry").
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS") or 16)
-accesslog = "-"
+# No access log of gunicorn's own: each request's line is Django's (exchange/request_ids.py), with its id.
+accesslog = None
+
+
+class Logger(glogging.Logger):
+    """gunicorn's own lines (starting, workers booted, timeouts) in the format of the others (settings.LOG_FORMAT)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(logs.FORMATTERS[settings.LOG_FORMAT]())
+
+
+logger_class = Logger
 # supervisord manages the processes; a control socket at gunicorn's default path would be one per host, shared.
 control_socket_disable = True
 
@@ -30,12 +51,18 @@ def write_error(sock, status_int, reason, mesg):
     """The envelope instead of gunicorn's HTML page for the requests it refuses itself (a malformed
     or oversized request line or header): gunicorn writes every such answer through this function."""
     from exchange.errors import ErrorCode, error_body
+    from exchange.request_ids import new_request_id
 
     code = ErrorCode.INTERNAL_ERROR if status_int >= 500 else ErrorCode.INVALID_REQUEST
-    body = json.dumps(error_body(code, f"{reason}: {mesg}" if mesg else reason)).encode()
+    # A request refused here never reached a trusted proxy check: its id is always a new one.
+    request_id = new_request_id()
+    with logs.log_context(request_id=request_id):
+        body = json.dumps(error_body(code, f"{reason}: {mesg}" if mesg else reason)).encode()
+        refusals.info("refused by gunicorn: %s %s", status_int, reason)
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+            f"X-Request-Id: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n").encode("latin-1")
     util.write_nonblock(sock, head + body)
 
 
 util.write_error = write_error
+

@@ -5,6 +5,7 @@ matcher running in-process, so the exchange starts on a bare laptop. Setting ``D
 ``REDIS_URL`` gives the production stack (PostgreSQL, Redis for broker, channel layer and cache).
 """
 
+import logging
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.management.utils import get_random_secret_key
 
+from exchange.logs import logging_config
 from exchange.money import configure_decimal_context
 
 configure_decimal_context()
@@ -105,6 +107,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "exchange.request_ids.RequestIdMiddleware",  # first: the id is on every log line and error body
+    "exchange.health.HealthMiddleware",  # /healthz, /readyz: before the Host check and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
     "exchange.ratelimit.RateLimitHeadersMiddleware",
     "exchange.strictinput.RefuseControlCharactersMiddleware",
@@ -302,9 +306,17 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-}
+# JSON lines for the production stack's log shippers, readable text on a laptop (DEBUG, or the embedded default
+# of `make run`); every line with its request's id and without secrets (exchange/logs.py).
+LOG_FORMAT = os.environ.get("LOG_FORMAT") or ("text" if DEBUG or not REDIS_URL else "json")
+LOGGING = logging_config(LOG_FORMAT, os.environ.get("LOG_LEVEL", "INFO"))
+# Each request's own line (exchange/request_ids.py) says what Django's 4xx warnings would repeat.
+LOGGING["loggers"] = {"django.request": {"level": "ERROR"}}
+# Python's warnings (a library's deprecation, a static directory missing) as log lines in that format too.
+logging.captureWarnings(True)
+
+# /readyz (exchange/health.py): what must answer for this process to take traffic, by name.
+READINESS_CHECKS = {"database": "exchange.health.database", **({"redis": "exchange.health.redis"} if REDIS_URL else {}),
+                    "matchers": "trading.lag.lagging_matchers"}
+# A matcher whose oldest queued command waits longer than this is behind: /readyz fails naming its pair.
+MATCHER_LAG_BUDGET_SECONDS = float(os.environ.get("MATCHER_LAG_BUDGET_SECONDS", "5"))

@@ -36,7 +36,9 @@ from exchange.errors import (AuthenticationFailed, ErrorCode, ExchangeError, Int
                              MessageTooLarge, PrivateEventsLost, SlowConsumer, SubscriptionLimit, UnknownPair)
 from exchange.fields import has_control_character, to_milliseconds
 from exchange.jsonparse import StrictJSONError, loads_strict
+from exchange.logs import log_context
 from exchange.net import client_address
+from exchange.request_ids import new_request_id
 from marketdata import replay, services, streams
 from marketdata.account_events import AccountEvents
 from marketdata.candles import INTERVALS, latest_candle
@@ -137,6 +139,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.busy = False
 
     async def __call__(self, scope, receive, send):
+        """Every line logged for the connection, from its tasks and database threads too, carries its id."""
+        with log_context(connection_id=new_request_id()):
+            await self.serve(scope, receive, send)
+
+    async def serve(self, scope, receive, send):
         """Channels' AsyncConsumer.__call__, with a third source of messages: the public streams
         this process's hub relays (marketdata.hub), taken one at a time with the others."""
         self.scope = scope
@@ -182,10 +189,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.socket is not None:
             refuse_oversized_with_a_close(self.socket, MAX_FRAME_BYTES)
         await self.accept()
+        logger.info("WebSocket connection from %s", self.address())
         hub_for(self.channel_layer).attach(self)
         self.tasks = [asyncio.create_task(self.send_heartbeats()), asyncio.create_task(self.write_outbox())]
 
     async def disconnect(self, code):
+        logger.info("WebSocket connection closed (%s)", code)
         hub_for(self.channel_layer).detach(self)
         for task in self.tasks:
             if task is not asyncio.current_task():
@@ -260,6 +269,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.state.account_id not in (None, key.account_id):
             raise InvalidRequest("This connection is already authenticated for another account.")
         self.state.account_id, self.key_id = key.account_id, key.public_id
+        logger.info("WebSocket connection authenticated: account %s", key.account_id)
         await database_sync_to_async(record_key_use)(verified.cached)
         await self.send_json({"type": "authenticated", "scope": key.scope})
 

@@ -155,7 +155,7 @@ def test_outside_the_sandbox_the_faucet_is_not_found_as_a_missing_path_is(produc
     for response, path in [(signed, FAUCET), (unsigned, FAUCET), (missing, "/v1/sandbox/tap")]:
         assert response.status_code == 404
         assert response.json() == {"error": {"code": "NOT_FOUND", "message": f"No endpoint at {path}.",
-                                             "details": {}}}
+                                             "details": {}, "request_id": response["X-Request-Id"]}}
     assert ledger_snapshot() == before
 
 

@@ -576,7 +576,8 @@ def test_a_bad_list_parameter_is_refused(trader, bot, query, field):
     response = bot.get(f"{WITHDRAWALS}?{query}")
 
     assert response.status_code == 400 and response.json()["error"] | {"message": ""} == {
-        "code": "INVALID_PARAMETER", "message": "", "details": {"parameter": field}}
+        "code": "INVALID_PARAMETER", "message": "", "details": {"parameter": field},
+        "request_id": response["X-Request-Id"]}
 
 
 def test_withdrawals_need_authentication(api, markets):

@@ -67,6 +67,12 @@ class ApiError(Exception):
         self.code, self.message, self.details, self.status = code, message, details or {}, status
         self.headers = headers or {}
 
+    @property
+    def request_id(self) -> str | None:
+        """The server's id for the request (its X-Request-Id), which names it in the server's logs: quote it in a
+        support request."""
+        return self.headers.get("x-request-id")
+
 
 class RateLimited(ApiError):
     @property
