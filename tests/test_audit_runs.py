@@ -4,18 +4,22 @@ clean while orders flow through the production topology."""
 
 import io
 import json
+import threading
 from decimal import Decimal
 
 import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
 from hkt_client import Client as ApiClient
 
 from exchange.celery import app
 from trading import dispatch
-from trading.models import AuditRun, Balance
+from trading.audit import audit_snapshot
+from trading.backends import store
+from trading.models import AuditRun, Balance, LedgerEntry
 from trading.tasks import audit_ledger_task
 
 from .conftest import balance_of
@@ -157,6 +161,32 @@ def test_the_audit_does_not_count_queued_commands_as_broken(alice, bob):
     assert error is None and report["pending_commands"] == 1
     dispatch.run_matcher("BTC-USD")
     assert audit_command()[0]["pending_commands"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_commits_while_the_audit_reads_and_the_audit_does_not_see_it(make_account, fund):
+    """The audit's snapshot takes no write lock (SQLite: a deferred transaction; PostgreSQL: REPEATABLE READ)."""
+    dora = make_account("dora")
+    fund(dora, "USD", "100")
+    failures = []
+
+    def deposit():
+        try:
+            fund(dora, "USD", "5")
+        except Exception as error:  # kept for the assert below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    with store().snapshot():
+        entries = LedgerEntry.objects.count()
+        writer = threading.Thread(target=deposit)
+        writer.start()
+        writer.join()
+        assert failures == []
+        assert LedgerEntry.objects.count() == entries and audit_snapshot() == []
+
+    assert LedgerEntry.objects.count() == entries + 2 and balance_of(dora, "USD").available == D("105")
 
 
 # -- on the production topology (PostgreSQL, gunicorn, a Celery matcher)

@@ -254,6 +254,22 @@ class SqliteStore(Store):
         return prepared(columns_of(model, names), [row])[0]
 
     @contextmanager
+    def snapshot(self):
+        """A DEFERRED transaction: in WAL mode it reads one state from its first read and never takes the write
+        lock, which an atomic block (IMMEDIATE) would hold until the audit ends, stopping trading meanwhile. A
+        transaction already open keeps its own."""
+        if connection.in_atomic_block:
+            yield
+            return
+        with self.cursor() as cursor:
+            cursor.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            with self.cursor() as cursor:
+                cursor.execute("ROLLBACK")  # it wrote nothing
+
+    @contextmanager
     def cursor(self):
         with connection.cursor() as cursor:
             yield cursor
