@@ -251,7 +251,8 @@ def test_cancel_of_a_filled_order_is_409_with_its_state(as_trader, alice, bob):
     response = as_trader(alice).post(f"/v1/orders/{order_id}/cancel")
 
     assert_error(response, 409, "ORDER_ALREADY_CLOSED")
-    assert response.json()["error"]["details"]["status"] == "filled"
+    assert response.json()["error"]["details"] | {"order_id": 0} == {"order_id": 0, "status": "filled",
+                                                                     "filled_size": "0.01000000"}
 
 
 def test_orders_of_other_accounts_are_not_found(as_trader, alice, bob):
@@ -293,7 +294,8 @@ def test_cancel_of_an_expired_or_rejected_order_is_409_with_its_state(as_trader,
     response = client.post(f"/v1/orders/{order_id}/cancel")
 
     assert_error(response, 409, "ORDER_ALREADY_CLOSED")
-    assert response.json()["error"]["details"]["status"] == status
+    assert response.json()["error"]["details"] | {"order_id": 0} == {"order_id": 0, "status": status,
+                                                                     "filled_size": "0.00000000"}  # not "0E-18"
     assert nothing_written() == before
 
 

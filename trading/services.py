@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 
 from exchange.errors import (OUTAGE_ERRORS, DuplicateClientOrderId, ErrorCode, ExchangeError, MarketHalted,
                              OrderAlreadyClosed, OrderNotFound, PostOnlyWouldTake, ServiceUnavailable, log_outage)
+from exchange.money import format_amount
 from trading import dispatch, ledger
 from trading.backends import store
 from trading.markets import access_market
@@ -244,7 +245,7 @@ def refuse_closed(order: Order) -> None:
     if order.status == Order.Status.CANCELLED:
         return
     if not order.is_live:
-        raise OrderAlreadyClosed(order.pk, order.status, str(order.filled_size))
+        raise OrderAlreadyClosed(order.pk, order.status, format_amount(order.filled_size, order.market.lot_size))
 
 
 def request_cancel(account, order_id: int) -> Order:
