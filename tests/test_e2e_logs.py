@@ -86,8 +86,11 @@ def test_an_end_to_end_run_logs_ids_and_never_a_secret_signature_or_key_id(tmp_p
     assert [line["message"] for line in lines if line.get("request_id") == too_long.headers["X-Request-Id"]] == [
         "refused by gunicorn: 431 Request Header Fields Too Large"]
 
-    websocket = [line for path, text in logs.items() if path.parent.name.startswith("websocket-")
-                 for line in json_lines(text)]
+    daphne_logs = [text for path, text in logs.items() if path.parent.name.startswith("websocket-")
+                   and path.name.startswith("daphne-")]
+    assert daphne_logs and [line for text in daphne_logs for line in text.splitlines() if not line.startswith("{")] \
+        == []  # every line is JSON
+    websocket = [line for text in daphne_logs for line in json_lines(text)]
     authenticated = [line for line in websocket if line["message"].startswith("WebSocket connection authenticated")]
     assert len(authenticated) == 1 and authenticated[0]["connection_id"]
     assert {line.get("connection_id") for line in websocket if line["message"].startswith("WebSocket connection")} \
