@@ -480,15 +480,15 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
             request["post_only"] = True
         cost = self.safe_value(params, "cost")
         if cost is not None:
-            request["funds"] = self.decimal(self.cost_to_precision(symbol, cost))
+            request["funds"] = self.cost_to_precision(symbol, cost)
         else:
-            request["size"] = self.decimal(self.amount_to_precision(symbol, amount))
+            request["size"] = self.amount_to_precision(symbol, amount)
         if not is_market:
-            request["price"] = self.decimal(self.price_to_precision(symbol, price))
+            request["price"] = self.price_to_precision(symbol, price)
         if given:
             (name, trigger_price), = given.items()
             request["type"] = "stop"
-            request["stop_price"] = self.decimal(self.price_to_precision(symbol, trigger_price))
+            request["stop_price"] = self.price_to_precision(symbol, trigger_price)
             closes_long = side == "sell"
             if name == "stopLossPrice":
                 request["trigger"] = "below" if closes_long else "above"
@@ -502,10 +502,6 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
                     request["trigger"] = TRIGGER_DIRECTIONS[direction]
         rest = self.omit(params, ["clientOrderId", "timeInForce", "postOnly", "cost", "triggerDirection", *triggers])
         return self.extend(request, rest)
-
-    def decimal(self, value):
-        """A number as ccxt formatted it, without an exponent (the server refuses "1e-05")."""
-        return self.number_to_string(value)
 
     def parse_batch_result(self, result, client_order_id):
         order = self.safe_dict(result, "order")
@@ -587,7 +583,7 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         client_order_ids = self.safe_list(params, "clientOrderIds")
         params = self.omit(params, "clientOrderIds")
         if client_order_ids is None:
-            asked, request = ids, {"order_ids": [str(order_id) for order_id in ids]}
+            asked, request = ids, {"order_ids": [int(order_id) for order_id in ids]}  # JSON integers
         else:
             asked, request = client_order_ids, {"client_order_ids": client_order_ids}
         response = self.privatePostOrdersCancel(self.extend(request, params))
@@ -665,7 +661,7 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
                                          "its tag or memo included")
         self.load_markets()
         currency = self.currency(code)
-        request = {"asset": currency["id"], "amount": self.decimal(self.currency_to_precision(code, amount)),
+        request = {"asset": currency["id"], "amount": self.currency_to_precision(code, amount),
                    "address": address, "client_withdrawal_id": self.safe_string(params, "clientWithdrawalId")
                    or uuid.uuid4().hex}
         response = self.privatePostWithdrawals(self.extend(request, self.omit(params, "clientWithdrawalId")))
@@ -698,7 +694,7 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         """Between this account's wallets: ``spot``, ``margin``, ``earn`` (available balances)."""
         self.load_markets()
         currency = self.currency(code)
-        request = {"asset": currency["id"], "amount": self.decimal(self.currency_to_precision(code, amount)),
+        request = {"asset": currency["id"], "amount": self.currency_to_precision(code, amount),
                    "from": fromAccount, "to": toAccount,
                    "client_transfer_id": self.safe_string(params, "clientTransferId") or uuid.uuid4().hex}
         response = self.privatePostAccountTransfers(self.extend(request, self.omit(params, "clientTransferId")))
