@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import ValidationError
 
 from exchange.errors import ExchangeError, InvalidFields, InvalidRequest
+from exchange.fields import parse_integer
 
 from earn.api.views import EarnProductSerializer, SubscriptionCreateSerializer, SubscriptionSerializer
 from earn.models import EarnProduct, Subscription
@@ -60,8 +61,10 @@ def refusal(error: Exception) -> str:
 @login_required
 @require_POST
 def subscribe_view(request):
-    form = SubscriptionCreateSerializer(data={name: request.POST[name] for name in ("product_id", "amount")
-                                              if name in request.POST})
+    given = {name: request.POST[name] for name in ("product_id", "amount") if name in request.POST}
+    if parse_integer(given.get("product_id", "")) is not None:  # a form's is text; the API takes a JSON number
+        given["product_id"] = parse_integer(given["product_id"])
+    form = SubscriptionCreateSerializer(data=given)
     try:
         form.is_valid(raise_exception=True)
         subscription, _ = subscribe(trading_account(request), form.validated_data)

@@ -81,6 +81,17 @@ class IntegerString(serializers.IntegerField):
         return value
 
 
+class JsonInteger(IntegerString):
+    """An integer in a JSON body: a JSON number ("5", a string, is refused as 5.0 is)."""
+
+    default_error_messages = {"not_a_number": "Must be a JSON integer, not a string."}
+
+    def to_internal_value(self, data) -> int:
+        if isinstance(data, str):
+            self.fail("not_a_number")
+        return super().to_internal_value(data)
+
+
 class StrictBoolean(serializers.BooleanField):
     """JSON true or false only: DRF's BooleanField also takes "yes", "1", 0 and "on"."""
 
@@ -95,10 +106,17 @@ class StrictBoolean(serializers.BooleanField):
 class StrictTextMixin:
     """A string field that refuses (never trims) surrounding whitespace and control characters."""
 
+    default_error_messages = {"not_a_string": "Must be a JSON string."}
+
     def __init__(self, *args, **kwargs):
         kwargs["trim_whitespace"] = False
         super().__init__(*args, **kwargs)
         self.validators.append(refuse_untrimmed_text)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):  # DRF would take 5 for "5"
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
 
 
 class Identifier(StrictTextMixin, serializers.CharField):

@@ -252,3 +252,24 @@ def test_an_api_key_id_no_key_could_have_is_refused_without_a_look_up(db, django
         response = Client().get("/v1/orders", **headers)
 
     assert_error(response, 401, "INVALID_API_KEY")
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/orders", {**LIMIT_BUY, "pair": 5}, "pair"),
+    ("/v1/orders", {**LIMIT_BUY, "client_order_id": 5}, "client_order_id"),
+    ("/v1/orders/cancel", {"client_order_ids": [0]}, "client_order_ids"),
+    ("/v1/orders/cancel", {"order_ids": ["1"]}, "order_ids"),
+    ("/v1/orders/cancel-all", {"pair": 5}, "pair"),
+    ("/v1/orders/cancel-all-after", {"timeout_ms": "60000"}, "timeout_ms"),
+    ("/v1/account/transfers", {"asset": 5, "amount": "1", "from": "spot", "to": "margin"}, "asset"),
+    ("/v1/earn/subscriptions", {"product_id": "1", "amount": "100"}, "product_id"),
+])
+def test_a_json_body_takes_each_field_in_its_own_json_type(signed, path, body, field):
+    # 5 is not the identifier "5", nor "1" the number 1: DRF would take either for the other.
+    before = written()
+
+    response = signed.post(path, body)
+
+    assert_error(response, 400, "INVALID_REQUEST")
+    assert field in response.json()["error"]["details"]["fields"]
+    assert written() == before

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 
 from accounts.permissions import CanTrade
 from exchange.errors import ErrorCode
-from exchange.fields import DecimalString, IdentifierPattern, IntegerString, MillisecondsField, to_milliseconds
+from exchange.fields import DecimalString, IdentifierPattern, JsonInteger, MillisecondsField, to_milliseconds
 from exchange.openapi import error_responses
 from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount, NewestFirst
 from wallets.api.made_once import made_once_responses, make_once
@@ -56,7 +56,7 @@ class EarnProductSerializer(serializers.ModelSerializer):
 
 
 class SubscriptionCreateSerializer(serializers.Serializer):
-    product_id = IntegerString(help_text="The product's id (`GET /v1/earn/products`).")
+    product_id = JsonInteger(help_text="The product's id (`GET /v1/earn/products`).")
     amount = DecimalString(help_text="At least the product's `min_amount`, at most the asset's precision in places.")
     client_subscription_id = IdentifierPattern(
         r"^[A-Za-z0-9_-]{1,64}$", required=False, help_text="Your id, unique per account: retries are safe."

@@ -4,7 +4,8 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from exchange.fields import DecimalString, Identifier, IdentifierPattern, IntegerString, MillisecondsField, StrictBoolean
+from exchange.fields import (DecimalString, Identifier, IdentifierPattern, IntegerString, JsonInteger, MillisecondsField,
+                             StrictBoolean)
 from exchange.money import format_amount
 from exchange.openapi import ErrorDetailSerializer
 from exchange.queries import PageQuery, TimeWindowQuery
@@ -341,7 +342,7 @@ class OrderBatchSerializer(RefusesUnknownFields, serializers.Serializer):
 class OrderCancelBatchSerializer(RefusesUnknownFields, serializers.Serializer):
     """Up to 20 orders to cancel, by `order_ids` or by `client_order_ids` (one of the two)."""
 
-    order_ids = serializers.ListField(child=IntegerString(min_value=1), min_length=1, max_length=batch.MAX_ITEMS,
+    order_ids = serializers.ListField(child=JsonInteger(min_value=1), min_length=1, max_length=batch.MAX_ITEMS,
                                       required=False, help_text=f"1 to {batch.MAX_ITEMS} order ids.")
     client_order_ids = serializers.ListField(
         child=IdentifierPattern(CLIENT_ORDER_ID), min_length=1, max_length=batch.MAX_ITEMS, required=False,
@@ -369,7 +370,7 @@ class BatchResultsSerializer(serializers.Serializer):
 class CancelAllAfterSerializer(RefusesUnknownFields, serializers.Serializer):
     """Arm, refresh or disarm the dead-man's switch."""
 
-    timeout_ms = IntegerString(
+    timeout_ms = JsonInteger(
         min_value=0, max_value=deadman.MAX_TIMEOUT_MS,
         help_text=f"Cancel everything unless set again within this many ms: 0 disarms, else "
                   f"{deadman.MIN_TIMEOUT_MS:,} to {deadman.MAX_TIMEOUT_MS:,}.",
