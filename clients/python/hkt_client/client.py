@@ -250,7 +250,7 @@ class Client:
         return self._request("GET", "/v1/earn/products")
 
     def subscribe(self, product_id: int, amount: Amount, client_subscription_id: str | None = None) -> dict:
-        body = {"product_id": str(product_id), "amount": decimal_string("amount", amount),
+        body = {"product_id": product_id, "amount": decimal_string("amount", amount),
                 "client_subscription_id": client_subscription_id or uuid.uuid4().hex}
         return self._request("POST", "/v1/earn/subscriptions", json_body=body, private=True, idempotent=True)
 
