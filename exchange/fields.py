@@ -17,6 +17,7 @@ from exchange.money import DECIMAL_PLACES, MAX_DIGITS, format_amount
 PLAIN_DECIMAL = re.compile(r"[0-9]{1,36}(\.[0-9]{1,36})?")
 PLAIN_INTEGER = re.compile(r"[0-9]{1,18}")  # fits a 64-bit id
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+PAIR_PATTERN = r"^[A-Za-z0-9]{2,12}-[A-Za-z0-9]{2,12}$"  # BASE-QUOTE of two assets, in any case
 
 
 def parse_integer(text: str) -> int | None:

@@ -122,7 +122,8 @@ def test_orderbook_deeper_than_100_needs_a_verified_account(api, btc_usd):
 
 
 @pytest.mark.parametrize("path", ["/v1/orderbook/DOGE-USD", "/v1/ticker/DOGE-USD", "/v1/trades/DOGE-USD",
-                                  "/v1/orderbook/nonsense"])
+                                  "/v1/orderbook/nonsense",
+                                  "/v1/ticker/btc-u%C5%BFd"])  # "ſ".upper() is "S": not a pair's name in any case
 def test_unknown_pair_is_404_unknown_pair(api, markets, path):
     response = api.get(path)
 

@@ -1,8 +1,10 @@
 """Markets as order entry and the read models take them: by pair, from a recent copy or locked."""
 
+import re
 import time
 
 from exchange.errors import UnknownPair
+from exchange.fields import PAIR_PATTERN
 from trading.models import Market
 
 # How long access_market(recent=True) may answer from this process's memory. Operators rarely edit
@@ -18,6 +20,7 @@ class RecentMarkets(dict):
 
 
 recent_markets = RecentMarkets()
+PAIR_SHAPE = re.compile(PAIR_PATTERN)
 
 
 def access_market(pair: str, *, recent: bool = False, lock: bool = False) -> Market:
@@ -27,6 +30,8 @@ def access_market(pair: str, *, recent: bool = False, lock: bool = False) -> Mar
     grids may be out of date; order entry checks them again when it writes the order). ``lock``:
     read the row itself and keep its status and grids from changing until the transaction ends.
     """
+    if not PAIR_SHAPE.fullmatch(pair):  # "btc-uſd" would be BTC-USD by str.upper(); no look-up for it
+        raise UnknownPair(pair)
     key = pair.upper()
     if recent:
         read_at, market = recent_markets.get(key, (float("-inf"), None))
