@@ -6,6 +6,7 @@ through the helpers here, which refuse all of that rather than normalise it.
 """
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -16,8 +17,25 @@ from exchange.money import DECIMAL_PLACES, MAX_DIGITS, format_amount
 
 PLAIN_DECIMAL = re.compile(r"[0-9]{1,36}(\.[0-9]{1,36})?")
 PLAIN_INTEGER = re.compile(r"[0-9]{1,18}")  # fits a 64-bit id
+LARGEST_INTEGER = 10**18 - 1  # the largest PLAIN_INTEGER
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 PAIR_PATTERN = r"^[A-Za-z0-9]{2,12}-[A-Za-z0-9]{2,12}$"  # BASE-QUOTE of two assets, in any case
+
+# The OpenAPI document's patterns (ECMA-262, as JSON Schema reads them), each exactly what the server takes.
+# A decimal an input takes: DecimalString's rule, and above zero (every amount a request gives is).
+POSITIVE_DECIMAL_PATTERN = (
+    r"^(?=[0-9]{1,36}(?:\.[0-9]{1,36})?$)(?=[0-9.]*[1-9])"
+    rf"0*(?:[1-9][0-9]{{0,{MAX_DIGITS - DECIMAL_PLACES - 1}}})?(?:\.(?:[0-9]{{0,{DECIMAL_PLACES - 1}}}[1-9])?0*)?$"
+)
+DECIMAL_OUTPUT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+SIGNED_DECIMAL_OUTPUT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+ASSET_PATTERN = r"^[A-Z0-9]{2,12}$"  # trading.models.Asset's constraint
+
+
+def one_or_more_of(names: Iterable[str]) -> str:
+    """The pattern of a comma-separated list of ``names`` (a filter such as ``status=open,filled``)."""
+    either = "|".join(re.escape(name) for name in names)
+    return f"^(?:{either})(?:,(?:{either}))*$"
 
 
 def parse_integer(text: str) -> int | None:
@@ -35,11 +53,11 @@ def refuse_untrimmed_text(value: str) -> None:
         raise serializers.ValidationError("No control characters or surrounding whitespace.")
 
 
-@extend_schema_field({"type": "string", "format": "decimal", "example": "63000.00"})
 class DecimalString(serializers.Field):
     """A non-negative decimal as a JSON string. Floats, exponents, NaN and signs are refused, not rounded.
 
-    Output keeps the places of ``step_from(context)`` (a market's tick or lot) when given.
+    Output keeps the places of ``step_from(context)`` (a market's tick or lot) when given; ``signed``: an
+    output that may be negative. Its OpenAPI schema (exchange/schema.py) has the pattern of its direction.
     """
 
     default_error_messages = {
@@ -48,8 +66,8 @@ class DecimalString(serializers.Field):
         "too_precise": f"At most {MAX_DIGITS - DECIMAL_PLACES} digits before and {DECIMAL_PLACES} after the point.",
     }
 
-    def __init__(self, *, step_from=None, **kwargs):
-        self.step_from = step_from
+    def __init__(self, *, step_from=None, signed=False, **kwargs):
+        self.step_from, self.signed = step_from, signed
         super().__init__(**kwargs)
 
     def to_internal_value(self, data) -> Decimal:
@@ -68,10 +86,20 @@ class DecimalString(serializers.Field):
         return format_amount(value, step)
 
 
+@extend_schema_field({"type": "string", "format": "decimal", "pattern": DECIMAL_OUTPUT_PATTERN})
+class FormattedDecimal(serializers.CharField):
+    """An amount a service gives already written as a decimal string (the OpenAPI document says so)."""
+
+
 class IntegerString(serializers.IntegerField):
-    """An integer from a query string (ASCII digits) or a JSON number; "3.0", "+3", " 3" and "٣" are refused."""
+    """An integer from a query string (ASCII digits) or a JSON number; "3.0", "+3", " 3" and "٣" are refused.
+    At most 18 digits (``LARGEST_INTEGER``), as a query string's: an id or time has no more."""
 
     default_error_messages = {"invalid": "Must be a whole number in ASCII digits (0-9), with no sign or spaces."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_value", LARGEST_INTEGER)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data) -> int:
         if isinstance(data, int) and not isinstance(data, bool):
@@ -105,12 +133,16 @@ class StrictBoolean(serializers.BooleanField):
 
 
 class StrictTextMixin:
-    """A string field that refuses (never trims) surrounding whitespace and control characters."""
+    """A string field that refuses (never trims) surrounding whitespace and control characters.
+
+    ``schema_pattern``: the shape the OpenAPI document gives it when the check is not a pattern (a pair, an
+    asset, a list of statuses are looked up); what does not match it is refused by that check."""
 
     default_error_messages = {"not_a_string": "Must be a JSON string."}
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, schema_pattern: str | None = None, **kwargs):
         kwargs["trim_whitespace"] = False
+        self.schema_pattern = schema_pattern
         super().__init__(*args, **kwargs)
         self.validators.append(refuse_untrimmed_text)
 
@@ -126,6 +158,20 @@ class Identifier(StrictTextMixin, serializers.CharField):
 
 class IdentifierPattern(StrictTextMixin, serializers.RegexField):
     pass
+
+
+class PairName(Identifier):
+    """A pair as a request names it: ``BASE-QUOTE`` in any case, looked up (another shape is UNKNOWN_PAIR)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=25, schema_pattern=PAIR_PATTERN, **kwargs)
+
+
+class AssetSymbol(Identifier):
+    """An asset's symbol as a request names it, looked up (another shape is an unknown asset)."""
+
+    def __init__(self, max_length=12, **kwargs):
+        super().__init__(max_length=max_length, schema_pattern=ASSET_PATTERN, **kwargs)
 
 
 @extend_schema_field({"type": "integer", "format": "int64", "description": "Milliseconds since the Unix epoch."})

@@ -19,7 +19,7 @@ from django.http import QueryDict
 from rest_framework import serializers
 
 from exchange.errors import InvalidParameter
-from exchange.fields import IntegerString, Milliseconds
+from exchange.fields import Identifier, IntegerString, Milliseconds
 
 MAX_PAGE_SIZE = 1000
 
@@ -41,8 +41,8 @@ class PageQuery(QuerySerializer):
     """What the cursor pagination reads (trading.api.views.NewestFirst)."""
 
     limit = IntegerString(required=False, default=100, min_value=1, max_value=MAX_PAGE_SIZE, help_text="Page size.")
-    cursor = serializers.CharField(required=False, trim_whitespace=False,
-                                   help_text="Where the page starts: take it from the previous page's `next` link.")
+    cursor = Identifier(required=False, schema_pattern=r"^[A-Za-z0-9+/]+={0,2}$",
+                        help_text="Where the page starts: take it from the previous page's `next` link.")
 
 
 class TimeWindowQuery(QuerySerializer):

@@ -293,11 +293,14 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI's default validator badge is an image from validator.swagger.io.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # Relative: the paths are served where the document is (a sandbox, production, a local server).
+    "SERVERS": [{"url": "/", "description": "The server this document is served from."}],
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "ErrorCode": "exchange.openapi.ERROR_CODE_CHOICES",
         "Side": "trading.models.Side",
         "OrderStatus": "trading.models.Order.Status",
+        "TimeInForce": "trading.models.Order.TimeInForce",
         "Wallet": "trading.models.Wallet",
     },
     "POSTPROCESSING_HOOKS": [

@@ -8,23 +8,23 @@ from rest_framework.views import APIView
 
 from accounts.permissions import CanTrade
 from exchange.errors import ErrorCode, NoEndpoint
-from exchange.fields import DecimalString, Identifier
+from exchange.fields import AssetSymbol, DecimalString, FormattedDecimal
 from exchange.openapi import error_responses
 from sandbox import services
-from trading.api.views import AUTH_ERRORS, HasTradingAccount
+from trading.api.views import HasTradingAccount
 
 
 class FaucetRequestSerializer(serializers.Serializer):
-    asset = Identifier(max_length=12, help_text="An asset symbol, e.g. USD.")
+    asset = AssetSymbol(help_text="An asset symbol, e.g. USD.")
     amount = DecimalString(help_text="Positive, at most the asset's precision in decimal places.")
 
 
 class FaucetCreditSerializer(serializers.Serializer):
     asset = serializers.CharField()
-    amount = serializers.CharField(help_text="Credited to the spot wallet's available balance.")
-    available = serializers.CharField(help_text="The spot available balance after the credit.")
-    remaining_today = serializers.CharField(help_text="What the faucet may still give of this asset until "
-                                            "the next UTC midnight.")
+    amount = FormattedDecimal(help_text="Credited to the spot wallet's available balance.")
+    available = FormattedDecimal(help_text="The spot available balance after the credit.")
+    remaining_today = FormattedDecimal(help_text="What the faucet may still give of this asset until the next UTC "
+                                                 "midnight.")
 
 
 class SandboxOnly:
@@ -39,6 +39,7 @@ class FaucetView(SandboxOnly, APIView):
     rate_weight = 1
 
     @extend_schema(
+        operation_id="requestFaucetFunds",
         summary="Sandbox only: credit testnet funds",
         description="Credits the spot wallet through the ledger, as a deposit. At most "
                     "`SANDBOX_FAUCET_DAILY_LIMITS` of an asset per account and UTC day (by default 100,000 USD, "
@@ -46,7 +47,8 @@ class FaucetView(SandboxOnly, APIView):
                     "midnight) and nothing credited. Outside the sandbox, 404 `NOT_FOUND`.",
         request=FaucetRequestSerializer,
         responses={200: FaucetCreditSerializer,
-                   **error_responses(*AUTH_ERRORS, ErrorCode.NOT_FOUND, ErrorCode.FAUCET_LIMIT_REACHED)},
+                   **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.NOT_FOUND,
+                                     ErrorCode.FAUCET_LIMIT_REACHED)},
     )
     def post(self, request):
         form = FaucetRequestSerializer(data=request.data)

@@ -224,5 +224,5 @@ def test_the_batch_endpoints_are_documented_with_their_items(api, markets):
         operation = schema["paths"][path]["post"]
         assert "200" in operation["responses"] and "400" in operation["responses"]
         assert "INVALID_PARAMETER" in operation["responses"]["400"]["description"]
-    assert "OrderCreateRequest" in json.dumps(schema["components"]["schemas"]["OrderBatchRequest"])
+    assert "`OrderRequest` schema" in json.dumps(schema["components"]["schemas"]["OrderBatchRequest"])
 

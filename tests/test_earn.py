@@ -265,7 +265,7 @@ def test_each_balance_change_is_announced_after_commit(trader, flexible, django_
 def test_the_api_document_lists_the_earn_endpoints_and_their_codes(api):
     paths = api.get("/v1/openapi.json").json()["paths"]
 
-    assert "401" not in paths["/v1/earn/products"]["get"]["responses"]  # public
+    assert "PERMISSION_DENIED" not in paths["/v1/earn/products"]["get"]["responses"]["403"]["description"]  # public
     create = paths["/v1/earn/subscriptions"]["post"]
     assert {"201", "200", "400", "401", "403", "409"} <= set(create["responses"])
     conflicts = create["responses"]["409"]["description"]
@@ -275,8 +275,8 @@ def test_the_api_document_lists_the_earn_endpoints_and_their_codes(api):
     redeem_op = paths["/v1/earn/subscriptions/{id}/redeem"]["post"]
     assert "SUBSCRIPTION_LOCKED" in redeem_op["responses"]["409"]["description"]
     assert "SUBSCRIPTION_NOT_FOUND" in redeem_op["responses"]["404"]["description"]
-    assert paths["/v1/earn/subscriptions"]["get"]["x-rate-limit-weight"] == "5"
-    assert create["x-rate-limit-weight"] == redeem_op["x-rate-limit-weight"] == "1"
+    assert paths["/v1/earn/subscriptions"]["get"]["x-rate-limit-weight"] == 5
+    assert create["x-rate-limit-weight"] == redeem_op["x-rate-limit-weight"] == 1
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

@@ -164,7 +164,7 @@ def test_the_openapi_document_lists_the_faucet_and_its_limit_error(api, db):
 
     faucet = document["paths"][FAUCET]["post"]
     assert "FAUCET_LIMIT_REACHED" in faucet["responses"]["429"]["description"]
-    assert faucet["x-rate-limit-weight"] == "1"
+    assert faucet["x-rate-limit-weight"] == 1
     assert "`FAUCET_LIMIT_REACHED` - 429" in document["components"]["schemas"]["ErrorCode"]["description"]
 
 

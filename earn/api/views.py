@@ -9,9 +9,10 @@ from rest_framework.response import Response
 
 from accounts.permissions import CanTrade
 from exchange.errors import ErrorCode
-from exchange.fields import DecimalString, IdentifierPattern, JsonInteger, MillisecondsField, to_milliseconds
+from exchange.fields import (LARGEST_INTEGER, DecimalString, IdentifierPattern, JsonInteger, MillisecondsField,
+                             to_milliseconds)
 from exchange.openapi import error_responses
-from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount, NewestFirst
+from trading.api.views import AccountViewMixin, HasTradingAccount, NewestFirst
 from wallets.api.made_once import made_once_responses, make_once
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 
@@ -22,7 +23,8 @@ from earn.subscriptions import ONE_DAY, SubscriptionRequest, redeem, shown_amoun
 INTEREST_NOTE = (f"Interest is paid daily, for each whole UTC day held (from the day after subscribing to the day "
                  f"before redeeming): amount × annual_rate / {DAYS_PER_YEAR}, rounded down to the asset's precision, "
                  "to the earn wallet's available balance.")
-SUBSCRIPTION_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The subscription_id.")
+SUBSCRIPTION_ID = OpenApiParameter("id", {"type": "integer", "minimum": 1, "maximum": LARGEST_INTEGER},
+                                   OpenApiParameter.PATH, description="The subscription_id.")
 
 
 def rate(value: Decimal) -> str:
@@ -56,7 +58,7 @@ class EarnProductSerializer(serializers.ModelSerializer):
 
 
 class SubscriptionCreateSerializer(serializers.Serializer):
-    product_id = JsonInteger(help_text="The product's id (`GET /v1/earn/products`).")
+    product_id = JsonInteger(min_value=1, help_text="The product's id (`GET /v1/earn/products`).")
     amount = DecimalString(help_text="At least the product's `min_amount`, at most the asset's precision in places.")
     client_subscription_id = IdentifierPattern(
         r"^[A-Za-z0-9_-]{1,64}$", required=False, help_text="Your id, unique per account: retries are safe."
@@ -110,9 +112,10 @@ class EarnProductViewSet(viewsets.GenericViewSet):
     serializer_class = EarnProductSerializer
 
     @extend_schema(
+        operation_id="listEarnProducts",
         summary="Earn products open to subscription",
         description="Every active earn product, public. " + INTEREST_NOTE,
-        responses={200: EarnProductSerializer(many=True), **error_responses()},
+        responses={200: EarnProductSerializer(many=True)},
     )
     def list(self, request):
         return Response(EarnProductSerializer(EarnProduct.objects.open(), many=True).data)
@@ -123,6 +126,8 @@ class SubscriptionViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = SubscriptionSerializer
     rate_weight = {"create": 1, "redeem": 1, "list": 5}
+    response_links = {name: {"redeemEarnSubscription": {"id": "$response.body#/subscription_id"}}
+                      for name in ("createEarnSubscription", "redeemEarnSubscription")}
     query_serializer = {"list": WalletListQuerySerializer}
 
     def get_permissions(self):
@@ -134,20 +139,23 @@ class SubscriptionViewSet(AccountViewMixin, viewsets.GenericViewSet):
         return Subscription.objects.filter(account=self.account).for_rendering()
 
     @extend_schema(
+        operation_id="createEarnSubscription",
         summary="Subscribe to an earn product",
         description="Moves `amount` of the product's asset from the spot wallet's available balance to the earn "
                     "wallet, locked there (transfers cannot move it) until redeemed. " + INTEREST_NOTE,
         request=SubscriptionCreateSerializer,
         responses={
             **made_once_responses(SubscriptionSerializer, "Subscribed.", "subscription", "client_subscription_id"),
-            **error_responses(*AUTH_ERRORS, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.EARN_PRODUCT_INACTIVE,
-                              ErrorCode.EARN_CAPACITY_EXCEEDED, ErrorCode.DUPLICATE_CLIENT_SUBSCRIPTION_ID),
+            **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.INSUFFICIENT_FUNDS,
+                              ErrorCode.EARN_PRODUCT_INACTIVE, ErrorCode.EARN_CAPACITY_EXCEEDED,
+                              ErrorCode.DUPLICATE_CLIENT_SUBSCRIPTION_ID),
         },
     )
     def create(self, request):
         return make_once(request, self.account, SubscriptionCreateSerializer, subscribe, SubscriptionSerializer)
 
     @extend_schema(
+        operation_id="redeemEarnSubscription",
         summary="Redeem a subscription (idempotent)",
         description="Moves the principal back to the spot wallet's available balance; it earns nothing for the day "
                     "of redemption. A locked product's subscription cannot be redeemed before `unlocks_at` "
@@ -155,17 +163,19 @@ class SubscriptionViewSet(AccountViewMixin, viewsets.GenericViewSet):
         parameters=[SUBSCRIPTION_ID],
         request=None,
         responses={200: OpenApiResponse(SubscriptionSerializer, description="Redeemed (also when repeated)."),
-                   **error_responses(*AUTH_ERRORS, ErrorCode.SUBSCRIPTION_NOT_FOUND, ErrorCode.SUBSCRIPTION_LOCKED)},
+                   **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.SUBSCRIPTION_NOT_FOUND,
+                                     ErrorCode.SUBSCRIPTION_LOCKED)},
     )
     @action(detail=True, methods=["post"])
     def redeem(self, request, pk: str):
         return Response(SubscriptionSerializer(redeem(self.account, int(pk))).data)
 
     @extend_schema(
+        operation_id="listEarnSubscriptions",
         summary="Your earn subscriptions, newest first",
         description=INTEREST_NOTE,
         parameters=[WalletListQuerySerializer],
-        responses={200: SubscriptionSerializer(many=True), **error_responses(*AUTH_ERRORS)},
+        responses={200: SubscriptionSerializer(many=True)},
     )
     def list(self, request):
         return self.filtered_page(WalletListQuerySerializer, self.get_queryset(), LOOKUPS)

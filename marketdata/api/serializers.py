@@ -3,10 +3,10 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from exchange.fields import LAST_MILLISECOND, DecimalString, IntegerString, MillisecondsField
+from exchange.fields import DECIMAL_OUTPUT_PATTERN, LAST_MILLISECOND, DecimalString, IntegerString, MillisecondsField
 from exchange.money import format_amount
 from exchange.queries import MAX_PAGE_SIZE, QuerySerializer, TimeWindowQuery
-from marketdata import candles
+from marketdata import candles, services
 from trading.api.serializers import FeeRate, format_rate
 from trading.models import Market, Trade
 from wallets.api.ledger import at_asset_precision
@@ -78,7 +78,8 @@ class MarketSerializer(serializers.ModelSerializer):
 class BookLevelsField(serializers.Field):
     def to_representation(self, levels):
         market = self.context["market"]
-        return [[format_amount(price, market.tick_size), format_amount(size, market.lot_size)] for price, size in levels]
+        return [[format_amount(price, market.tick_size), format_amount(size, market.lot_size)]
+                for price, size in levels]
 
 
 class OrderBookSerializer(serializers.Serializer):
@@ -93,6 +94,8 @@ class OrderBookQuerySerializer(QuerySerializer):
     depth = IntegerString(
         required=False,
         default=100,
+        min_value=1,
+        max_value=services.VERIFIED_MAX_DEPTH,
         help_text="Levels per side: 1-100 for everyone, up to 1,000 for a signed request from a verified account.",
     )
 
@@ -108,11 +111,14 @@ class TickerSerializer(serializers.Serializer):
     open_24h = DecimalString(step_from=tick_size, allow_null=True)
     high_24h = DecimalString(step_from=tick_size, allow_null=True)
     low_24h = DecimalString(step_from=tick_size, allow_null=True)
-    change_24h = DecimalString(step_from=tick_size, allow_null=True, help_text="last_price - open_24h; may be negative.")
-    change_24h_pct = DecimalString(step_from=percent_places, allow_null=True, help_text="Percent, two places; may be negative.")
+    change_24h = DecimalString(step_from=tick_size, allow_null=True, signed=True,
+                               help_text="last_price - open_24h; may be negative.")
+    change_24h_pct = DecimalString(step_from=percent_places, allow_null=True, signed=True,
+                                   help_text="Percent, two places; may be negative.")
     volume_24h = DecimalString(step_from=lot_size, help_text="Base traded in the last 24 hours.")
     quote_volume_24h = DecimalString(step_from=quote_step, help_text="Quote traded in the last 24 hours.")
-    market_cap = DecimalString(step_from=quote_precision, allow_null=True, help_text="Base circulating supply × last price, in quote.")
+    market_cap = DecimalString(step_from=quote_precision, allow_null=True,
+                               help_text="Base circulating supply × last price, in quote.")
     time = serializers.IntegerField(help_text="Server time when it was read, ms since the Unix epoch.")
 
 
@@ -174,7 +180,8 @@ CANDLE_ROW_SCHEMA = {
     "description": "[time, open, high, low, close, volume, quote_volume, trade_count]: the interval's start (ms), "
                    "prices as decimal strings on the tick, volume in base, quote_volume in quote (decimal strings), "
                    "and the number of trades.",
-    "items": {"oneOf": [{"type": "integer", "format": "int64"}, {"type": "string", "format": "decimal"}]},
+    "items": {"oneOf": [{"type": "integer", "format": "int64"},
+                        {"type": "string", "format": "decimal", "pattern": DECIMAL_OUTPUT_PATTERN}]},
     "minItems": 8,
     "maxItems": 8,
     "example": [1714521600000, "63000.00", "63120.50", "62990.00", "63100.00", "12.50000000", "788125.0000000000", 421],
@@ -182,7 +189,8 @@ CANDLE_ROW_SCHEMA = {
 
 
 class AssetSerializer(serializers.Serializer):
-    """An asset and what operators set for its wallets (``wallets.models.AssetWalletSettings``)."""
+    """An asset, and what operators set for its wallets: whether deposits and withdrawals are open, the
+    withdrawal fee and minimum."""
 
     symbol = serializers.CharField(source="asset.symbol")
     name = serializers.CharField(source="asset.name")

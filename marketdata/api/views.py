@@ -9,14 +9,15 @@ from rest_framework.views import APIView
 from accounts.models import ApiKey
 from accounts.services import default_rate_tier
 from exchange.errors import ErrorCode
-from exchange.fields import parse_integer, to_milliseconds
+from exchange.fields import PAIR_PATTERN, parse_integer, to_milliseconds
 from exchange.openapi import error_responses
 from marketdata import candles, services
 from marketdata.api import serializers
 from trading.markets import access_market
 from trading.models import Market
 
-PAIR_PARAMETER = OpenApiParameter("pair", str, OpenApiParameter.PATH, description="BASE-QUOTE, e.g. BTC-USD.")
+PAIR_PARAMETER = OpenApiParameter("pair", str, OpenApiParameter.PATH, pattern=PAIR_PATTERN,
+                                  description="BASE-QUOTE in any case, e.g. BTC-USD.")
 
 
 def is_verified_caller(request) -> bool:
@@ -24,15 +25,14 @@ def is_verified_caller(request) -> bool:
 
 
 class TimeView(APIView):
-    @extend_schema(summary="Server time", responses={200: serializers.TimeSerializer, **error_responses()})
+    @extend_schema(operation_id="getTime", summary="Server time", responses={200: serializers.TimeSerializer})
     def get(self, request):
         return Response({"time": to_milliseconds(timezone.now())})
 
 
 class MarketViewSet(viewsets.ViewSet):
-    @extend_schema(
-        summary="All trading pairs", responses={200: serializers.MarketSerializer(many=True), **error_responses()}
-    )
+    @extend_schema(operation_id="listMarkets", summary="All trading pairs",
+                   responses={200: serializers.MarketSerializer(many=True)})
     def list(self, request):
         markets = Market.objects.with_assets().order_by("pair")
         fee_tier = default_rate_tier()
@@ -44,6 +44,7 @@ class TickerViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"
 
     @extend_schema(
+        operation_id="getTicker",
         summary="Last trade, best bid/ask and 24-hour statistics",
         parameters=[PAIR_PARAMETER],
         responses={200: serializers.TickerSerializer, **error_responses(ErrorCode.UNKNOWN_PAIR)},
@@ -56,9 +57,10 @@ class TickersView(APIView):
     rate_weight = 2
 
     @extend_schema(
+        operation_id="listTickers",
         summary="Every pair's ticker",
         description="The tickers of all pairs in one call, by pair, with the fields of `GET /v1/ticker/{pair}`.",
-        responses={200: serializers.TickerSerializer(many=True), **error_responses()},
+        responses={200: serializers.TickerSerializer(many=True)},
     )
     def get(self, request):
         return Response([serializers.ticker_data(ticker) for ticker in services.tickers(Market.objects.all())])
@@ -68,6 +70,7 @@ class OrderBookViewSet(viewsets.ViewSet):
     lookup_field = "pair"
     lookup_value_regex = "[^/]+"
     rate_weight_description = "1 up to depth 100, 5 up to 500, 10 above"
+    rate_weight_max = 10
     query_serializer = serializers.OrderBookQuerySerializer
 
     def get_rate_weight(self, request) -> int:
@@ -75,6 +78,7 @@ class OrderBookViewSet(viewsets.ViewSet):
         return 1 if depth <= 100 else 5 if depth <= 500 else 10
 
     @extend_schema(
+        operation_id="getOrderBook",
         summary="Aggregated order book",
         parameters=[PAIR_PARAMETER, serializers.OrderBookQuerySerializer],
         responses={
@@ -102,6 +106,7 @@ class TradeViewSet(viewsets.ViewSet):
     query_serializer = serializers.TradesQuerySerializer
 
     @extend_schema(
+        operation_id="listTrades",
         summary="Recent public trades",
         parameters=[PAIR_PARAMETER, serializers.TradesQuerySerializer],
         responses={200: serializers.TradesSerializer, **error_responses(ErrorCode.UNKNOWN_PAIR)},
@@ -120,6 +125,7 @@ class CandleViewSet(viewsets.ViewSet):
     lookup_value_regex = "[^/]+"
     rate_weight_description = ("by the minutes a page spans (limit × interval): 1 up to 1,440, 2 up to 14,400, "
                                "5 up to 144,000, 10 above")
+    rate_weight_max = 10
     query_serializer = serializers.CandleQuerySerializer
 
     def get_rate_weight(self, request) -> int:
@@ -130,6 +136,7 @@ class CandleViewSet(viewsets.ViewSet):
         return 1 if minutes <= 1_440 else 2 if minutes <= 14_400 else 5 if minutes <= 144_000 else 10
 
     @extend_schema(
+        operation_id="listCandles",
         summary="Candles (open, high, low, close, volume)",
         description=(
             "Rows `[time, open, high, low, close, volume, quote_volume, trade_count]`, oldest first. `time` is the "
@@ -152,10 +159,11 @@ class CandleViewSet(viewsets.ViewSet):
 
 class AssetViewSet(viewsets.ViewSet):
     @extend_schema(
+        operation_id="listAssets",
         summary="All assets",
         description="Each asset's symbol, name and precision, whether deposits and withdrawals are open, and the "
                     "withdrawal fee and minimum (an asset operators set nothing for: both open, no fee, no minimum).",
-        responses={200: serializers.AssetSerializer(many=True), **error_responses()},
+        responses={200: serializers.AssetSerializer(many=True)},
     )
     def list(self, request):
         return Response(serializers.AssetSerializer(services.assets(), many=True).data)

@@ -10,7 +10,7 @@ from exchange.fields import to_milliseconds
 from exchange.openapi import error_responses
 from trading import deadman
 from trading.api import serializers
-from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount
+from trading.api.views import AccountViewMixin, HasTradingAccount
 
 
 class CancelAllAfterView(AccountViewMixin, APIView):
@@ -29,7 +29,7 @@ class CancelAllAfterView(AccountViewMixin, APIView):
                     f"server restarts; orders placed after it fired are not cancelled unless it is armed again.",
         request=serializers.CancelAllAfterSerializer,
         responses={200: serializers.DeadManSwitchSerializer,
-                   **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
+                   **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.UNKNOWN_PAIR)},
     )
     def post(self, request):
         form = serializers.CancelAllAfterSerializer(data=request.data)

@@ -1,11 +1,13 @@
 import copy
 from decimal import Decimal
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from exchange.fields import (DecimalString, Identifier, IdentifierPattern, IntegerString, JsonInteger, MillisecondsField,
-                             StrictBoolean)
+from exchange.fields import (DecimalString, Identifier, IdentifierPattern, IntegerString, JsonInteger,
+                             MillisecondsField, PairName, StrictBoolean, one_or_more_of)
 from exchange.money import format_amount
 from exchange.openapi import ErrorDetailSerializer
 from exchange.queries import PageQuery, TimeWindowQuery
@@ -40,9 +42,11 @@ class FieldsBuiltOnce:
 
 
 class RefusesUnknownFields:
-    # A body's fields that the serializer does not declare are refused, not ignored: a typo such as
-    # "prize" must not silently place a different order. (A comment: a docstring would describe every
-    # request body in the OpenAPI document.)
+    """A body's fields that the serializer does not declare are refused, not ignored: a typo such as
+    "prize" must not silently place a different order. The OpenAPI document says so of its body
+    (``additionalProperties: false``, exchange/schema.py)."""
+
+    refuses_unknown_fields = True
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
@@ -53,7 +57,7 @@ class RefusesUnknownFields:
 
 
 class OrderCreateSerializer(RefusesUnknownFields, FieldsBuiltOnce, serializers.Serializer):
-    pair = Identifier(max_length=25)
+    pair = PairName()
     side = serializers.ChoiceField(choices=Side.choices)
     type = serializers.ChoiceField(choices=Order.Type.choices)
     price = DecimalString(required=False, help_text="Limit price; for a stop, the limit it enters with.")
@@ -128,6 +132,76 @@ class OrderCreateSerializer(RefusesUnknownFields, FieldsBuiltOnce, serializers.S
         return OrderRequest(**{**data, "time_in_force": tif})
 
 
+# The order body by `type` and by the way it gives its amounts, as OrderCreateSerializer.validate judges it:
+# each way is a schema of its own, with the fields it takes, those it needs, and the values it refuses.
+COMMON_FIELDS = ["pair", "side", "type", "stp", "client_order_id"]
+POST_ONLY_NEEDS_GTC = {"not": {"required": ["post_only", "time_in_force"], "properties": {
+    "post_only": {"enum": [True]}, "time_in_force": {"enum": ["IOC", "FOK"]}}}}
+MARKET_LIKE = {"time_in_force": ["GTC"], "post_only": [True]}  # it cannot rest
+BY_FUNDS = {**MARKET_LIKE, "side": ["sell"], "time_in_force": ["GTC", "FOK"]}  # a buy; FOK needs a size
+ORDER_WAYS = {
+    Order.Type.LIMIT: [("Limit", ["price", "size"], [], {}, POST_ONLY_NEEDS_GTC)],
+    Order.Type.MARKET: [
+        ("MarketBySize", ["size"], [], MARKET_LIKE, {}),
+        ("MarketByFunds", ["funds"], [], BY_FUNDS, {}),
+    ],
+    Order.Type.STOP: [
+        ("StopLimit", ["stop_price", "price", "size"], ["trigger"], {}, POST_ONLY_NEEDS_GTC),
+        ("StopMarketBySize", ["stop_price", "size"], ["trigger"], MARKET_LIKE, {}),
+        ("StopMarketByFunds", ["stop_price", "funds"], ["trigger"], BY_FUNDS, {}),
+    ],
+}
+
+
+class OrderRequestSchema(OpenApiSerializerExtension):
+    """The order body in the OpenAPI document: a `oneOf` by `type` (its discriminator), each type a `oneOf` of
+    its ways, each way an object of exactly the fields it takes: what the document accepts is what
+    OrderCreateSerializer accepts, the market's grids and minimums aside."""
+
+    target_class = OrderCreateSerializer
+
+    def get_name(self, auto_schema, direction):
+        return "Order"  # the document adds "Request"
+
+    def map_serializer(self, auto_schema, direction):
+        fields = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)["properties"]
+
+        def component(name: str, schema: dict, suffix: str = "OrderRequest") -> str:
+            resolved = ResolvedComponent(name=f"{name}{suffix}", type=ResolvedComponent.SCHEMA, schema=schema,
+                                         object=f"{name}{suffix}")
+            auto_schema.registry.register_on_missing(resolved)
+            return resolved.ref["$ref"]
+
+        def refusing(field: str, values: list) -> dict:
+            """The field's own schema, these values excepted (its enum by name: ENUM_NAME_OVERRIDES)."""
+            own = fields[field]
+            if field == "post_only":
+                return {**own, "not": {"enum": values}}
+            name = {"side": "Side", "time_in_force": "TimeInForce"}[field]
+            return {"allOf": [{"$ref": f"#/components/schemas/{name}"}], "not": {"enum": values},
+                    "description": own.get("description", "")}
+
+        by_type = {}
+        for kind, ways in ORDER_WAYS.items():
+            refs = []
+            type_ref = component(kind.capitalize(), {"type": "string", "enum": [kind]}, "OrderType")
+            for name, needed, optional, refused, constraints in ways:
+                names = [*COMMON_FIELDS, *needed, *optional, "time_in_force", "post_only"]
+                properties = {field: fields[field] for field in names}
+                properties["type"] = {"$ref": type_ref}
+                properties.update({field: refusing(field, values) for field, values in refused.items()})
+                refs.append(component(name, {
+                    "type": "object",
+                    "description": f"A {kind} order{' given by ' + needed[-1] if len(ways) > 1 else ''}.",
+                    "properties": properties, "required": ["pair", "side", "type", *needed],
+                    "additionalProperties": False, **constraints,
+                }))
+            by_type[kind] = refs[0] if len(refs) == 1 else component(
+                kind.capitalize(), {"oneOf": [{"$ref": ref} for ref in refs], "description": f"A {kind} order."})
+        return {"oneOf": [{"$ref": ref} for ref in by_type.values()],
+                "discriminator": {"propertyName": "type", "mapping": by_type}}
+
+
 class OrderSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     order_id = serializers.IntegerField(source="pk")
     pair = serializers.CharField(source="market.pair")
@@ -141,6 +215,9 @@ class OrderSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     average_fill_price = serializers.SerializerMethodField()
     fee = serializers.SerializerMethodField(help_text="Fees so far, in fee_asset (the asset the order receives).")
     fee_asset = serializers.SerializerMethodField()
+    # Null or a direction, never blank (the model's choices would let the document say "").
+    trigger = serializers.ChoiceField(choices=Order.Trigger.choices, allow_null=True,
+                                      help_text="Stops only: above or below stop_price (null for other orders).")
     created_at = MillisecondsField()
     updated_at = MillisecondsField()
     done_at = MillisecondsField(allow_null=True)
@@ -189,7 +266,9 @@ class OrderSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     @extend_schema_field(DecimalString(allow_null=True))
     def get_average_fill_price(self, order) -> str | None:
         average = order.average_fill_price
-        return None if average is None else self._format(average.quantize(AVERAGE_PRICE_QUANTUM), order.market.tick_size)
+        if average is None:
+            return None
+        return self._format(average.quantize(AVERAGE_PRICE_QUANTUM), order.market.tick_size)
 
     @extend_schema_field(DecimalString)
     def get_fee(self, order) -> str:
@@ -208,7 +287,7 @@ def fee_step(order) -> Decimal:
 
 
 class CancelAllSerializer(serializers.Serializer):
-    pair = Identifier(max_length=25, required=False, help_text="Only this pair's orders.")
+    pair = PairName(required=False, help_text="Only this pair's orders.")
 
 
 class CancelAllResultSerializer(serializers.Serializer):
@@ -216,9 +295,9 @@ class CancelAllResultSerializer(serializers.Serializer):
 
 
 class OrderListQuerySerializer(PageQuery, TimeWindowQuery):
-    pair = Identifier(max_length=25, required=False)
+    pair = PairName(required=False)
     status = Identifier(
-        required=False,
+        required=False, schema_pattern=one_or_more_of(["live", *Order.Status.values]),
         help_text="One status, several separated by commas, or `live` (pending, untriggered, open, partially_filled).",
     )
 
@@ -265,7 +344,7 @@ class FillSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
 
 
 class FillListQuerySerializer(PageQuery, TimeWindowQuery):
-    pair = Identifier(max_length=25, required=False)
+    pair = PairName(required=False)
     order_id = IntegerString(required=False, min_value=1)
 
 
@@ -301,14 +380,14 @@ class WalletBalanceSerializer(serializers.Serializer):
 
 
 class AssetBalanceSerializer(serializers.Serializer):
-    """One asset: ``(asset, {wallet: (available, locked)})`` rendered at the asset's precision."""
+    """One asset's balances in each wallet, at the asset's precision."""
 
     asset = serializers.CharField()
     spot = WalletBalanceSerializer()
     margin = WalletBalanceSerializer()
     earn = WalletBalanceSerializer()
 
-    def to_representation(self, item):
+    def to_representation(self, item):  # (asset, {wallet: (available, locked)})
         asset, wallets = item
         step = Decimal(1).scaleb(-asset.precision)
         return {
@@ -326,8 +405,10 @@ class BalancesSerializer(serializers.Serializer):
 
 
 # The orders of a batch as sent: each is parsed on its own (OrderCreateSerializer), so that a bad one gets its
-# own error and the others go ahead.
-@extend_schema_field(OrderCreateSerializer(many=True))
+# own error and the others go ahead. So the request takes any item, and the document says so.
+@extend_schema_field({"type": "array", "items": {
+    "description": "An order as `POST /v1/orders` takes it (the `OrderRequest` schema); an item that is not one gets "
+                   "its own `INVALID_REQUEST` in `results`."}})
 class BatchOrders(serializers.ListField):
     pass
 
@@ -341,6 +422,8 @@ class OrderBatchSerializer(RefusesUnknownFields, serializers.Serializer):
 
 class OrderCancelBatchSerializer(RefusesUnknownFields, serializers.Serializer):
     """Up to 20 orders to cancel, by `order_ids` or by `client_order_ids` (one of the two)."""
+
+    body_constraints = {"oneOf": [{"required": ["order_ids"]}, {"required": ["client_order_ids"]}]}
 
     order_ids = serializers.ListField(child=JsonInteger(min_value=1), min_length=1, max_length=batch.MAX_ITEMS,
                                       required=False, help_text=f"1 to {batch.MAX_ITEMS} order ids.")
@@ -356,7 +439,7 @@ class OrderCancelBatchSerializer(RefusesUnknownFields, serializers.Serializer):
 
 
 class BatchResultSerializer(serializers.Serializer):
-    """One item's outcome: `order` when `status` is 2xx, else `error`."""
+    # One item's outcome: `order` when `status` is 2xx, else `error` (its schema: trading/api/batch.py).
 
     status = serializers.IntegerField(help_text="The HTTP status this item would have had as a request of its own.")
     order = OrderSerializer(required=False, help_text="The order (2xx).")
@@ -367,15 +450,21 @@ class BatchResultsSerializer(serializers.Serializer):
     results = BatchResultSerializer(many=True, help_text="One per item, in the order given.")
 
 
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": deadman.MAX_TIMEOUT_MS,
+                      "not": {"minimum": 1, "maximum": deadman.MIN_TIMEOUT_MS - 1}})
+class SwitchTimeout(JsonInteger):
+    """0, or from MIN_TIMEOUT_MS up (validate_timeout_ms): the document says so with its bounds."""
+
+
 class CancelAllAfterSerializer(RefusesUnknownFields, serializers.Serializer):
     """Arm, refresh or disarm the dead-man's switch."""
 
-    timeout_ms = JsonInteger(
+    timeout_ms = SwitchTimeout(
         min_value=0, max_value=deadman.MAX_TIMEOUT_MS,
         help_text=f"Cancel everything unless set again within this many ms: 0 disarms, else "
                   f"{deadman.MIN_TIMEOUT_MS:,} to {deadman.MAX_TIMEOUT_MS:,}.",
     )
-    pair = Identifier(max_length=25, required=False, help_text="Only this pair's orders (a switch of its own).")
+    pair = PairName(required=False, help_text="Only this pair's orders (a switch of its own).")
 
     def validate_timeout_ms(self, value: int) -> int:
         if 0 < value < deadman.MIN_TIMEOUT_MS:

@@ -22,11 +22,8 @@ from trading.markets import access_market
 from trading.models import Fill, Order
 
 ORDER_ID_PARAMETER = OpenApiParameter(
-    "id", str, OpenApiParameter.PATH, description="The order id, or `client:<client_order_id>`."
-)
-AUTH_ERRORS = (
-    ErrorCode.MISSING_AUTH_HEADERS, ErrorCode.INVALID_API_KEY, ErrorCode.API_KEY_REVOKED, ErrorCode.INVALID_SIGNATURE,
-    ErrorCode.TIMESTAMP_OUT_OF_WINDOW, ErrorCode.NONCE_REUSED, ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.IP_NOT_ALLOWED,
+    "id", str, OpenApiParameter.PATH, pattern=r"^(?:[1-9][0-9]{0,17}|client:[A-Za-z0-9_-]{1,64})$",
+    description="The order id, or `client:<client_order_id>`.",
 )
 
 
@@ -64,6 +61,15 @@ class NewestFirst(CursorPagination):
             raise InvalidParameter(self.cursor_query_param, "Not this list's cursor: follow the `next` link as given.")
         return Cursor(offset=offset, reverse=reverse == "1", position=position)
 
+    def get_paginated_response_schema(self, schema):
+        def link(which: str) -> dict:
+            return {"type": "string", "nullable": True, "format": "uri",
+                    "description": f"The {which} page, with this page's filters; null: none.",
+                    "example": "https://api.example.com/v1/orders?cursor=cD0xMjM0NQ%3D%3D&status=open"}
+
+        return {"type": "object", "required": ["next", "previous", "results"],
+                "properties": {"next": link("next (older)"), "previous": link("previous (newer)"), "results": schema}}
+
 
 class AccountViewMixin:
     permission_classes = [HasTradingAccount, CanRead]
@@ -87,6 +93,9 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = serializers.OrderSerializer
     rate_weight = {"create": 1, "retrieve": 1, "cancel": 1, "list": 5, "cancel_all": 10}
+    response_links = {name: {"getOrder": {"id": "$response.body#/order_id"},
+                             "cancelOrder": {"id": "$response.body#/order_id"}}
+                      for name in ("createOrder", "getOrder", "cancelOrder")}
     query_serializer = {"list": serializers.OrderListQuerySerializer}
 
     def get_permissions(self):
@@ -106,14 +115,17 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         return Response(serializers.OrderSerializer(order).data, status=http_status)
 
     @extend_schema(
+        operation_id="createOrder",
         summary="Create an order",
         request=serializers.OrderCreateSerializer,
         responses={
             201: OpenApiResponse(serializers.OrderSerializer, description="Accepted; the state after matching when "
                                  "the matcher answered within 1 s, else (or when an outage hides its answer) "
                                  "`pending`."),
-            200: OpenApiResponse(serializers.OrderSerializer, description="A retry: the order this client_order_id made."),
-            **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.MARKET_HALTED,
+            200: OpenApiResponse(serializers.OrderSerializer,
+                                 description="A retry: the order this client_order_id made."),
+            **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.UNKNOWN_PAIR, ErrorCode.INSUFFICIENT_FUNDS,
+                              ErrorCode.MARKET_HALTED,
                               ErrorCode.DUPLICATE_CLIENT_ORDER_ID, ErrorCode.POST_ONLY_WOULD_TAKE,
                               ErrorCode.SERVICE_UNAVAILABLE),
         },
@@ -125,23 +137,26 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         return self.render(order, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(
+        operation_id="getOrder",
         summary="Fetch an order",
         parameters=[ORDER_ID_PARAMETER],
-        responses={200: serializers.OrderSerializer, **error_responses(*AUTH_ERRORS, ErrorCode.ORDER_NOT_FOUND)},
+        responses={200: serializers.OrderSerializer, **error_responses(ErrorCode.ORDER_NOT_FOUND)},
     )
     def retrieve(self, request, pk: str):
         return self.render(self.access(pk))
 
     @extend_schema(
+        operation_id="listOrders",
         summary="List orders, newest first",
         parameters=[serializers.OrderListQuerySerializer],
-        responses={200: serializers.OrderSerializer(many=True), **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
+        responses={200: serializers.OrderSerializer(many=True), **error_responses(ErrorCode.UNKNOWN_PAIR)},
     )
     def list(self, request):
         return self.filtered_page(serializers.OrderListQuerySerializer, self.get_queryset(),
                                   {"status": "status__in", **time_lookups("created_at")})
 
     @extend_schema(
+        operation_id="cancelOrder",
         summary="Cancel an order (idempotent)",
         parameters=[ORDER_ID_PARAMETER],
         request=None,
@@ -149,7 +164,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
             200: OpenApiResponse(serializers.OrderSerializer, description="Cancelled (also when repeated)."),
             202: OpenApiResponse(serializers.OrderSerializer, description="Cancel queued; the matcher has not "
                                  "answered within 1 s. `cancel_requested` is true; poll the order."),
-            **error_responses(*AUTH_ERRORS, ErrorCode.ORDER_NOT_FOUND, ErrorCode.ORDER_ALREADY_CLOSED,
+            **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.ORDER_NOT_FOUND, ErrorCode.ORDER_ALREADY_CLOSED,
                               ErrorCode.MARKET_HALTED, ErrorCode.SERVICE_UNAVAILABLE),
         },
     )
@@ -159,17 +174,19 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         return self.render(order, status.HTTP_200_OK if not order.is_live else status.HTTP_202_ACCEPTED)
 
     @extend_schema(
+        operation_id="cancelAllOrders",
         summary="Cancel all live orders, optionally of one pair",
         request=serializers.CancelAllSerializer,
         responses={202: serializers.CancelAllResultSerializer,
-                   **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR, ErrorCode.SERVICE_UNAVAILABLE)},
+                   **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.UNKNOWN_PAIR)},
     )
     @action(detail=False, methods=["post"], url_path="cancel-all")
     def cancel_all(self, request):
         form = serializers.CancelAllSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         orders = services.cancel_all_and_wait(self.account, form.validated_data.get("pair"))
-        return Response({"orders": serializers.OrderSerializer(orders, many=True).data}, status=status.HTTP_202_ACCEPTED)
+        return Response({"orders": serializers.OrderSerializer(orders, many=True).data},
+                        status=status.HTTP_202_ACCEPTED)
 
 
 class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
@@ -179,9 +196,10 @@ class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
     query_serializer = serializers.FillListQuerySerializer
 
     @extend_schema(
+        operation_id="listFills",
         summary="Your fills, newest first",
         parameters=[serializers.FillListQuerySerializer],
-        responses={200: serializers.FillSerializer(many=True), **error_responses(*AUTH_ERRORS, ErrorCode.UNKNOWN_PAIR)},
+        responses={200: serializers.FillSerializer(many=True), **error_responses(ErrorCode.UNKNOWN_PAIR)},
     )
     def list(self, request):
         return self.filtered_page(serializers.FillListQuerySerializer,
@@ -193,8 +211,9 @@ class BalancesView(AccountViewMixin, APIView):
     rate_weight = 2
 
     @extend_schema(
+        operation_id="getBalances",
         summary="Balances per asset: spot, margin and earn wallets",
-        responses={200: serializers.BalancesSerializer, **error_responses(*AUTH_ERRORS)},
+        responses={200: serializers.BalancesSerializer},
     )
     def get(self, request):
         return Response(serializers.BalancesSerializer({"balances": services.account_balances(self.account)}).data)
@@ -204,10 +223,11 @@ class FeesView(AccountViewMixin, APIView):
     rate_weight = 1
 
     @extend_schema(
+        operation_id="getAccountFees",
         summary="Your fee rates per market",
         description="The maker and taker rates of your fee tier, for every market. Operators may assign tiers by "
                     "30-day trading volume; a change of tier applies from the next request and the next trade.",
-        responses={200: serializers.AccountFeesSerializer, **error_responses(*AUTH_ERRORS)},
+        responses={200: serializers.AccountFeesSerializer},
     )
     def get(self, request):
         tier = self.account.rate_tier

@@ -7,8 +7,7 @@ from rest_framework import serializers, viewsets
 
 from exchange.fields import DecimalString, MillisecondsField
 from exchange.money import format_amount
-from exchange.openapi import error_responses
-from trading.api.views import AUTH_ERRORS, AccountViewMixin, NewestFirst
+from trading.api.views import AccountViewMixin, NewestFirst
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 from wallets.models import Deposit
 
@@ -37,9 +36,10 @@ class DepositViewSet(AccountViewMixin, viewsets.GenericViewSet):
     query_serializer = WalletListQuerySerializer
 
     @extend_schema(
+        operation_id="listDeposits",
         summary="Your deposits, newest first",
         parameters=[WalletListQuerySerializer],
-        responses={200: DepositSerializer(many=True), **error_responses(*AUTH_ERRORS)},
+        responses={200: DepositSerializer(many=True)},
     )
     def list(self, request):
         return self.filtered_page(

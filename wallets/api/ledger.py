@@ -5,17 +5,16 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, viewsets
 
-from exchange.fields import MillisecondsField
+from exchange.fields import DECIMAL_OUTPUT_PATTERN, SIGNED_DECIMAL_OUTPUT_PATTERN, MillisecondsField
 from exchange.money import format_amount
-from exchange.openapi import error_responses
-from trading.api.views import AUTH_ERRORS, AccountViewMixin, NewestFirst
+from trading.api.views import AccountViewMixin, NewestFirst
 from trading.models import LedgerEntry, Wallet
 from wallets import statements
 from wallets.api.queries import LEDGER_LOOKUPS, LedgerQuerySerializer
 
-SIGNED_DECIMAL = {"type": "string", "format": "decimal", "example": "-0.00150000",
-                  "description": "A decimal string, negative for a debit."}
-DECIMAL = {"type": "string", "format": "decimal", "example": "1.25000000"}
+SIGNED_DECIMAL = {"type": "string", "format": "decimal", "pattern": SIGNED_DECIMAL_OUTPUT_PATTERN,
+                  "example": "-0.00150000", "description": "A decimal string, negative for a debit."}
+DECIMAL = {"type": "string", "format": "decimal", "pattern": DECIMAL_OUTPUT_PATTERN, "example": "1.25000000"}
 
 
 def at_asset_precision(value: Decimal, asset) -> str:
@@ -70,6 +69,7 @@ class LedgerViewSet(AccountViewMixin, viewsets.GenericViewSet):
         return statements.page_with_balances_after(self.account, queryset, super().paginate_queryset)
 
     @extend_schema(
+        operation_id="listLedgerEntries",
         summary="Your ledger: every balance change, newest first, with the balance after it",
         description="One entry per change of one bucket (`available` or `locked`) of one wallet's balance of an "
                     "asset: order holds and releases, trades, fees, deposits, withdrawals, transfers, interest "
@@ -77,7 +77,7 @@ class LedgerViewSet(AccountViewMixin, viewsets.GenericViewSet):
                     "entries of a wallet's bucket add up to its balance. Testnet money in the sandbox is a "
                     "`deposit`.",
         parameters=[LedgerQuerySerializer],
-        responses={200: LedgerEntrySerializer(many=True), **error_responses(*AUTH_ERRORS)},
+        responses={200: LedgerEntrySerializer(many=True)},
     )
     def list(self, request):
         return self.filtered_page(LedgerQuerySerializer, statements.entries_of(self.account), LEDGER_LOOKUPS)

@@ -3,7 +3,7 @@ also one wallet and kinds."""
 
 from rest_framework import serializers
 
-from exchange.fields import Identifier
+from exchange.fields import AssetSymbol, Identifier, one_or_more_of
 from exchange.queries import PageQuery, TimeWindowQuery, time_lookups
 from trading.models import Asset, Wallet
 from wallets.statements import KINDS, REASONS_OF_KIND
@@ -14,7 +14,7 @@ LEDGER_LOOKUPS = {**LOOKUPS, "wallet": "wallet", "kind": "reason__in"}
 
 
 class WalletListQuerySerializer(PageQuery, TimeWindowQuery):
-    asset = Identifier(max_length=16, required=False, help_text="Only this asset's.")
+    asset = AssetSymbol(max_length=16, required=False, help_text="Only this asset's.")
 
     def validate_asset(self, symbol: str) -> Asset:
         asset = Asset.objects.filter(symbol=symbol).first()
@@ -25,7 +25,8 @@ class WalletListQuerySerializer(PageQuery, TimeWindowQuery):
 
 class LedgerQuerySerializer(WalletListQuerySerializer):
     wallet = serializers.ChoiceField(choices=Wallet.choices, required=False, help_text="Only this wallet's.")
-    kind = Identifier(required=False, help_text=f"One kind, or several separated by commas: {', '.join(KINDS)}.")
+    kind = Identifier(required=False, schema_pattern=one_or_more_of(KINDS),
+                      help_text=f"One kind, or several separated by commas: {', '.join(KINDS)}.")
 
     def validate_kind(self, value: str) -> list[str]:
         """The ledger reasons the kinds stand for."""

@@ -7,10 +7,10 @@ from rest_framework import serializers, viewsets
 
 from accounts.permissions import CanTrade
 from exchange.errors import ErrorCode
-from exchange.fields import DecimalString, Identifier, IdentifierPattern, MillisecondsField
+from exchange.fields import AssetSymbol, DecimalString, IdentifierPattern, MillisecondsField
 from exchange.money import format_amount
 from exchange.openapi import error_responses
-from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount, NewestFirst
+from trading.api.views import AccountViewMixin, HasTradingAccount, NewestFirst
 from trading.models import Wallet
 from wallets.api.made_once import made_once_responses, make_once
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
@@ -32,7 +32,7 @@ class FromField:
 class TransferCreateSerializer(FromField, serializers.Serializer):
     """A transfer between two of your own wallets, from the available balance of `from`."""
 
-    asset = Identifier(max_length=12, help_text="The asset's symbol, e.g. `BTC`.")
+    asset = AssetSymbol(help_text="The asset's symbol, e.g. `BTC`.")
     amount = DecimalString(help_text="Greater than zero.")
     from_wallet = serializers.ChoiceField(choices=Wallet.choices, help_text="The wallet debited.")
     to = serializers.ChoiceField(choices=Wallet.choices, help_text="The wallet credited; not the same as `from`.")
@@ -80,23 +80,26 @@ class TransferViewSet(AccountViewMixin, viewsets.GenericViewSet):
         return Transfer.objects.filter(account=self.account).select_related("asset")
 
     @extend_schema(
+        operation_id="createTransfer",
         summary="Move funds between your own wallets",
         description="Moves `amount` of `asset` from one of the account's wallets (`spot`, `margin`, `earn`) to "
                     "another, from the available balance. " + WALLETS_NOTE,
         request=TransferCreateSerializer,
         responses={
             **made_once_responses(TransferSerializer, "Done: both balances changed.", "transfer", "client_transfer_id"),
-            **error_responses(*AUTH_ERRORS, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.DUPLICATE_CLIENT_TRANSFER_ID),
+            **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.INSUFFICIENT_FUNDS,
+                              ErrorCode.DUPLICATE_CLIENT_TRANSFER_ID),
         },
     )
     def create(self, request):
         return make_once(request, self.account, TransferCreateSerializer, make_transfer, TransferSerializer)
 
     @extend_schema(
+        operation_id="listTransfers",
         summary="Your transfers between wallets, newest first",
         description=WALLETS_NOTE,
         parameters=[WalletListQuerySerializer],
-        responses={200: TransferSerializer(many=True), **error_responses(*AUTH_ERRORS)},
+        responses={200: TransferSerializer(many=True)},
     )
     def list(self, request):
         return self.filtered_page(WalletListQuerySerializer, self.get_queryset(), LOOKUPS)

@@ -7,9 +7,11 @@ from rest_framework.response import Response
 
 from accounts.permissions import CanWithdraw
 from exchange.errors import ErrorCode
-from exchange.fields import DecimalString, Identifier, IdentifierPattern, MillisecondsField
+from exchange.fields import (LARGEST_INTEGER, AssetSymbol, DecimalString, Identifier, IdentifierPattern,
+                             MillisecondsField, one_or_more_of)
 from exchange.openapi import error_responses
-from trading.api.views import AUTH_ERRORS, AccountViewMixin, HasTradingAccount, NewestFirst
+from trading.api.serializers import RefusesUnknownFields
+from trading.api.views import AccountViewMixin, HasTradingAccount, NewestFirst
 from wallets.api.made_once import made_once_responses, make_once
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 from wallets.models import Withdrawal
@@ -19,13 +21,14 @@ from wallets.withdrawals import (
 
 STATES = ("States: `pending_review` (held, awaiting an operator), `approved`, `sent` (paid out; `tx_id` is the "
           "network's transaction id), `rejected` and `cancelled` (the hold released).")
-WITHDRAWAL_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="The withdrawal's id.")
+WITHDRAWAL_ID = OpenApiParameter("id", {"type": "integer", "minimum": 1, "maximum": LARGEST_INTEGER},
+                                 OpenApiParameter.PATH, description="The withdrawal's id.")
 
 
-class WithdrawalCreateSerializer(serializers.Serializer):
+class WithdrawalCreateSerializer(RefusesUnknownFields, serializers.Serializer):
     """A withdrawal to an address in your address book for the asset."""
 
-    asset = Identifier(max_length=12, help_text="The asset's symbol, e.g. `BTC`.")
+    asset = AssetSymbol(help_text="The asset's symbol, e.g. `BTC`.")
     amount = DecimalString(help_text="What the address receives; the fee is held and charged on top.")
     address = IdentifierPattern(rf"^{ADDRESS.pattern}$", help_text="An address in your address book for this asset, "
                                                                    "past its waiting period; matched exactly.")
@@ -34,10 +37,6 @@ class WithdrawalCreateSerializer(serializers.Serializer):
     )
 
     def validate(self, data) -> WithdrawalRequest:
-        # A misspelt field (a client id, say) must not make a different withdrawal than the one meant.
-        unknown = sorted(set(self.initial_data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return WithdrawalRequest(asset=data["asset"], amount=data["amount"], address=data["address"],
                                  client_withdrawal_id=data.get("client_withdrawal_id"))
 
@@ -71,7 +70,8 @@ class WithdrawalSerializer(serializers.ModelSerializer):
 
 
 class WithdrawalListQuerySerializer(WalletListQuerySerializer):
-    status = Identifier(required=False, help_text="One state, or several separated by commas.")
+    status = Identifier(required=False, schema_pattern=one_or_more_of(Withdrawal.Status.values),
+                        help_text="One state, or several separated by commas.")
 
     def validate_status(self, value: str) -> list[str]:
         unknown = [name for name in value.split(",") if name not in Withdrawal.Status.values]
@@ -85,6 +85,9 @@ class WithdrawalViewSet(AccountViewMixin, viewsets.GenericViewSet):
     pagination_class = NewestFirst
     serializer_class = WithdrawalSerializer
     rate_weight = {"create": 1, "retrieve": 1, "cancel": 1, "list": 5}
+    response_links = {name: {"getWithdrawal": {"id": "$response.body#/id"},
+                             "cancelWithdrawal": {"id": "$response.body#/id"}}
+                      for name in ("createWithdrawal", "getWithdrawal", "cancelWithdrawal")}
     query_serializer = {"list": WithdrawalListQuerySerializer}
 
     def get_permissions(self):
@@ -96,6 +99,7 @@ class WithdrawalViewSet(AccountViewMixin, viewsets.GenericViewSet):
         return Response(WithdrawalSerializer(withdrawal).data, status=http_status)
 
     @extend_schema(
+        operation_id="createWithdrawal",
         summary="Withdraw to an address in your address book",
         description="Needs a `trade_withdraw` key. Holds `amount` + the asset's fee from the spot wallet's available "
                     "balance until the withdrawal is sent (then settled) or rejected or cancelled (then released). "
@@ -105,19 +109,21 @@ class WithdrawalViewSet(AccountViewMixin, viewsets.GenericViewSet):
         responses={
             **made_once_responses(WithdrawalSerializer, "Requested: pending review, amount + fee held.", "withdrawal",
                                   "client_withdrawal_id"),
-            **error_responses(*AUTH_ERRORS, ErrorCode.INSUFFICIENT_FUNDS, ErrorCode.WITHDRAWAL_LIMIT_EXCEEDED,
-                              ErrorCode.WITHDRAWAL_ADDRESS_NOT_ALLOWED, ErrorCode.WITHDRAWAL_ADDRESS_NOT_YET_USABLE,
-                              ErrorCode.WITHDRAWALS_DISABLED, ErrorCode.DUPLICATE_CLIENT_WITHDRAWAL_ID),
+            **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.INSUFFICIENT_FUNDS,
+                              ErrorCode.WITHDRAWAL_LIMIT_EXCEEDED, ErrorCode.WITHDRAWAL_ADDRESS_NOT_ALLOWED,
+                              ErrorCode.WITHDRAWAL_ADDRESS_NOT_YET_USABLE, ErrorCode.WITHDRAWALS_DISABLED,
+                              ErrorCode.DUPLICATE_CLIENT_WITHDRAWAL_ID),
         },
     )
     def create(self, request):
         return make_once(request, self.account, WithdrawalCreateSerializer, request_withdrawal, WithdrawalSerializer)
 
     @extend_schema(
+        operation_id="listWithdrawals",
         summary="Your withdrawals, newest first",
         description=STATES,
         parameters=[WithdrawalListQuerySerializer],
-        responses={200: WithdrawalSerializer(many=True), **error_responses(*AUTH_ERRORS)},
+        responses={200: WithdrawalSerializer(many=True)},
     )
     def list(self, request):
         return self.filtered_page(WithdrawalListQuerySerializer,
@@ -125,15 +131,17 @@ class WithdrawalViewSet(AccountViewMixin, viewsets.GenericViewSet):
                                   {**LOOKUPS, "status": "status__in"})
 
     @extend_schema(
+        operation_id="getWithdrawal",
         summary="Fetch a withdrawal",
         description=STATES,
         parameters=[WITHDRAWAL_ID],
-        responses={200: WithdrawalSerializer, **error_responses(*AUTH_ERRORS, ErrorCode.WITHDRAWAL_NOT_FOUND)},
+        responses={200: WithdrawalSerializer, **error_responses(ErrorCode.WITHDRAWAL_NOT_FOUND)},
     )
     def retrieve(self, request, pk: str):
         return self.render(access_withdrawal(self.account, int(pk)))
 
     @extend_schema(
+        operation_id="cancelWithdrawal",
         summary="Cancel a withdrawal pending review (idempotent)",
         description="Releases the hold. Only while `pending_review`; cancelling a cancelled withdrawal returns it "
                     "unchanged. Needs a `trade_withdraw` key.",
@@ -141,7 +149,8 @@ class WithdrawalViewSet(AccountViewMixin, viewsets.GenericViewSet):
         request=None,
         responses={
             200: OpenApiResponse(WithdrawalSerializer, description="Cancelled (also when repeated)."),
-            **error_responses(*AUTH_ERRORS, ErrorCode.WITHDRAWAL_NOT_FOUND, ErrorCode.WITHDRAWAL_NOT_CANCELLABLE),
+            **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.WITHDRAWAL_NOT_FOUND,
+                              ErrorCode.WITHDRAWAL_NOT_CANCELLABLE),
         },
     )
     @action(detail=True, methods=["post"])
