@@ -163,7 +163,7 @@ def test_the_audit_does_not_count_queued_commands_as_broken(alice, bob):
     assert audit_command()[0]["pending_commands"] == 0
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the rate tiers a new account needs
 def test_a_write_commits_while_the_audit_reads_and_the_audit_does_not_see_it(make_account, fund):
     """The audit's snapshot takes no write lock (SQLite: a deferred transaction; PostgreSQL: REPEATABLE READ)."""
     dora = make_account("dora")
