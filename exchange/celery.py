@@ -3,7 +3,7 @@ import os
 from logging.config import dictConfig
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, task_failure, task_retry
 from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
@@ -18,3 +18,18 @@ def log_as_the_servers_do(loglevel=None, **kwargs):
     """Workers' lines in the format of the servers' (settings.LOGGING: JSON or text, redacted, exchange/logs.py) at
     the level ``--loglevel`` says, instead of Celery's own format."""
     dictConfig({**settings.LOGGING, "root": {**settings.LOGGING["root"], "level": loglevel or logging.INFO}})
+
+
+# The metrics are imported when a task ends, not with this module: `import exchange` loads it before Django is set up.
+@task_failure.connect
+def count_failure(sender=None, **kwargs):
+    from exchange.metrics import CELERY_TASK_FAILURES
+
+    CELERY_TASK_FAILURES.labels(sender.name).inc()
+
+
+@task_retry.connect
+def count_retry(sender=None, **kwargs):
+    from exchange.metrics import CELERY_TASK_RETRIES
+
+    CELERY_TASK_RETRIES.labels(sender.name).inc()

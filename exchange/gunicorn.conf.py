@@ -11,7 +11,7 @@ import os
 from django.conf import settings
 from gunicorn import glogging, util
 
-from exchange import logs
+from exchange import logs, metrics
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "exchange.settings")
 
@@ -37,6 +37,12 @@ class Logger(glogging.Logger):
 
 
 logger_class = Logger
+
+
+def child_exit(server, worker):
+    """A worker that exited (restarted, killed) no longer counts in the live gauges of /metrics."""
+    metrics.mark_process_dead(worker.pid)
+
 # supervisord manages the processes; a control socket at gunicorn's default path would be one per host, shared.
 control_socket_disable = True
 

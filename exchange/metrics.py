@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
+from exchange.errors import ErrorCode
+
 # Seconds, from a cached read (a millisecond) to an order create waiting on a busy matcher (a second).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -35,8 +37,8 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
 HTTP_REQUESTS = Counter(
     "exchange_http_requests_total",
-    "HTTP requests answered, by endpoint (the route's pattern, 'unmatched' when none), method, status and "
-    "error code (empty when none). Not the probes nor /metrics.",
+    "HTTP requests answered, by endpoint (its URL's name, e.g. order-list, order-detail, admin:index; "
+    "'unmatched' when none), method, status and error code (empty when none). Not the probes nor /metrics.",
     ["endpoint", "method", "status", "code"])
 HTTP_REQUEST_DURATION = Histogram(
     "exchange_http_request_duration_seconds",
@@ -51,6 +53,9 @@ AUTH_REFUSALS = Counter(
     "exchange_auth_refusals_total",
     "Requests refused for their credentials, by error code and transport ('rest' or 'websocket').",
     ["code", "transport"])
+# The codes AUTH_REFUSALS counts: the 401s, and the 403s about the key rather than the request.
+AUTH_CODES = frozenset(code.value for code in ErrorCode if code.status == 401) | {
+    ErrorCode.INSUFFICIENT_SCOPE.value, ErrorCode.IP_NOT_ALLOWED.value}
 
 # -- Matching, per pair (the matcher's process: a Celery worker, or the web process on the embedded default)
 
@@ -80,7 +85,7 @@ TRADES = Counter(
     ["pair"])
 BOOK_DEPTH = Gauge(
     "exchange_book_depth_levels",
-    "Price levels on each side of the pair's book ('bid', 'ask') after its last committed batch.",
+    "Price levels on each side of the pair's book ('bid', 'ask') after its last matched batch.",
     ["pair", "side"], multiprocess_mode="mostrecent")
 
 # -- WebSocket (Daphne processes)
@@ -156,11 +161,26 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def forget_dead_processes(path: str) -> None:
+    """The live gauges of the processes that are gone (a Daphne process or a matcher killed and restarted by
+    supervisord, which tells no one): the directory is this host's, so their pids say whether they run."""
+    for name in os.listdir(path):
+        if name.startswith("gauge_live"):
+            pid = int(name.removesuffix(".db").rsplit("_", 1)[1])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                multiprocess.mark_process_dead(pid, path)
+            except PermissionError:
+                pass  # alive, another user's
+
+
 def exposition() -> bytes:
     """The text a scrape returns: every process's values (or this one's) and the values read now."""
     registry = CollectorRegistry()
-    if multiprocess_dir():
-        multiprocess.MultiProcessCollector(registry)
+    if path := multiprocess_dir():
+        forget_dead_processes(path)
+        multiprocess.MultiProcessCollector(registry, path)
     else:
         registry.register(REGISTRY)
     registry.register(ScrapedValues())

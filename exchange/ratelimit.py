@@ -18,6 +18,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from rest_framework.throttling import BaseThrottle
 
+from exchange import metrics
 from exchange.backends import chosen
 from exchange.errors import OUTAGE_ERRORS, ErrorCode, error_body, error_json_response, log_outage, ServiceUnavailable
 from exchange.net import budget_address, client_address
@@ -104,6 +105,8 @@ class WeightedRateThrottle(BaseThrottle):
         else:
             self.decision = prepaid.decision
         request._request.rate_limit = self.decision
+        if not self.decision.allowed:
+            metrics.RATE_LIMIT_REFUSALS.labels("address" if prepaid is None else "key").inc()
         on_admitted = getattr(request._request, "on_admitted", None)
         if self.decision.allowed and on_admitted is not None:
             on_admitted()
@@ -146,6 +149,8 @@ class RateLimitHeadersMiddleware:
                 response = JsonResponse(error_body(ErrorCode.RATE_LIMITED, "Too many refused requests from "
                                                    f"{client_address(request.META)}; retry later.",
                                                    {"retry_after": decision.retry_after}), status=429)
+                response.error_code = ErrorCode.RATE_LIMITED.value  # for the request's log line and metrics
+                metrics.RATE_LIMIT_REFUSALS.labels("address").inc()
         response["X-RateLimit-Limit"] = str(decision.limit)
         response["X-RateLimit-Remaining"] = str(decision.remaining)
         response["X-RateLimit-Reset"] = str(decision.reset_seconds)

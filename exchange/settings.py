@@ -109,6 +109,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "exchange.request_ids.RequestIdMiddleware",  # first: the id is on every log line and error body
     "exchange.health.HealthMiddleware",  # /healthz, /readyz: before the Host check and the HTTPS redirect
+    "exchange.metrics_http.MetricsMiddleware",  # /metrics (before the Host check too); each request's metrics
     "django.middleware.security.SecurityMiddleware",
     "exchange.ratelimit.RateLimitHeadersMiddleware",
     "exchange.strictinput.RefuseControlCharactersMiddleware",
@@ -323,3 +324,5 @@ READINESS_CHECKS = {"database": "exchange.health.database", **({"redis": "exchan
                     "matchers": "trading.lag.lagging_matchers"}
 # A matcher whose oldest queued command waits longer than this is behind: /readyz fails naming its pair.
 MATCHER_LAG_BUDGET_SECONDS = float(os.environ.get("MATCHER_LAG_BUDGET_SECONDS", "5"))
+# The operators' token for GET /metrics (exchange/metrics_http.py: Authorization: Bearer ...); unset: no /metrics.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.authentication import SignedRequest, check_session_key, record_key_use, verify_signed_request
+from exchange import metrics
 from exchange.errors import (AuthenticationFailed, ErrorCode, ExchangeError, InternalError, InvalidRequest,
                              MessageTooLarge, PrivateEventsLost, SlowConsumer, SubscriptionLimit, UnknownPair)
 from exchange.fields import has_control_character, to_milliseconds
@@ -189,18 +190,26 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.socket is not None:
             refuse_oversized_with_a_close(self.socket, MAX_FRAME_BYTES)
         await self.accept()
+        metrics.WS_CONNECTIONS_OPENED.inc()
+        metrics.WS_CONNECTIONS.inc()
+        self.counted = True  # in WS_CONNECTIONS, until the first disconnect (a close with an error is followed by another)
         logger.info("WebSocket connection from %s", self.address())
         hub_for(self.channel_layer).attach(self)
         self.tasks = [asyncio.create_task(self.send_heartbeats()), asyncio.create_task(self.write_outbox())]
 
     async def disconnect(self, code):
         logger.info("WebSocket connection closed (%s)", code)
+        if getattr(self, "counted", False):
+            self.counted = False
+            metrics.WS_CONNECTIONS.dec()
         hub_for(self.channel_layer).detach(self)
         for task in self.tasks:
             if task is not asyncio.current_task():
                 task.cancel()
         for group in {self.group_for(channel) for channel in self.state.subscriptions}:
             await self.leave_group(group)
+        for channel in self.state.subscriptions:
+            metrics.WS_SUBSCRIPTIONS.labels(channel.name).dec()
         self.state.subscriptions.clear()
 
     async def join_group(self, group: str) -> None:
@@ -246,6 +255,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
                                      op=op)
             await self.operations[op](message)
         except ExchangeError as error:
+            if op == "auth" and error.code in metrics.AUTH_CODES:
+                metrics.AUTH_REFUSALS.labels(error.code, "websocket").inc()
             await self.send_json(error_json(error, op))
         except Exception:
             # Never a dropped connection without a reason (SPEC section 7).
@@ -294,6 +305,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
             markets.setdefault(pair, markets.get(pair.upper()) if pair else None)
             channel = channel._replace(pair=pair)
             await self.join_group(self.group_for(channel))
+            if channel not in self.state.subscriptions:
+                metrics.WS_SUBSCRIPTIONS.labels(channel.name).inc()
             self.state.subscriptions.add(channel)
             await self.send_json(channel.described("subscribed"))
             await self.send_initial(channel, markets.get(pair), since_sequences.get(pair, default_since))
@@ -301,6 +314,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def unsubscribe(self, message):
         for channel in self.parse_channels(message):
             name, pair = channel.name, channel.pair
+            if channel in self.state.subscriptions:
+                metrics.WS_SUBSCRIPTIONS.labels(name).dec()
             self.state.subscriptions.discard(channel)
             if name == "orderbook":
                 self.state.book_sequences.pop(pair, None)
@@ -450,6 +465,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.state.last_sent = time.monotonic()
         for frame in message["frames"]:
             write_frame(self.socket, frame)
+        metrics.WS_MESSAGES_SENT.inc(len(message["frames"]))
         return True
 
     # -- other public channels
@@ -544,6 +560,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def send_json(self, content: dict) -> None:
         await self.send_text(json.dumps(content))
 
+    async def send(self, text_data=None, bytes_data=None, close=False):
+        """Every text message written to the client but the frames the hub built (write_now counts those)."""
+        if text_data is not None:
+            metrics.WS_MESSAGES_SENT.inc()
+        await super().send(text_data, bytes_data, close)
+
     async def send_text(self, text: str) -> None:
         if self.closing:
             return
@@ -586,6 +608,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if reason is None:
             reason = f"slow consumer: more than {settings.WS_MAX_PENDING_BYTES} bytes waiting to be read"
             details = {"limit": settings.WS_MAX_PENDING_BYTES}
+        metrics.WS_SLOW_CONSUMERS.inc()
         await self.close_with_error(SLOW_CONSUMER_CLOSE_CODE, SlowConsumer(reason, **details))
 
     async def close_with_error(self, close_code: int, error: ExchangeError, op: str | None = None) -> None:

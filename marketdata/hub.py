@@ -23,6 +23,7 @@ from collections import defaultdict
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from exchange import metrics
 from marketdata import services
 from marketdata.transport import prepare
 from trading.backends import bus
@@ -106,6 +107,8 @@ class StreamHub:
             self.probes_back = self.probes_sent
             if message["type"] == "hub.probe":
                 continue
+            if "sent_at" in message:
+                metrics.WS_RELAY_LATENCY.observe(max(0.0, time.time() - message["sent_at"]))
             if message["type"] == "book.delta":
                 self.relayed[message["pair"]] = max(self.relayed.get(message["pair"], 0), message["sequence"])
             texts = message["texts"] if "texts" in message else [message["text"]]

@@ -20,6 +20,7 @@ import functools
 import logging
 import re
 import threading
+import time
 import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
@@ -565,9 +566,11 @@ class Bus:
         # that the numbers follow the order of the sends; one round trip numbers all of a batch's.
         numbers = iter(self.number_account_events([message["account"] for _, message in messages
                                                    if message["type"] == "account.changes"]))
+        sent_at = time.time()  # for the relay latency the hubs measure (marketdata/hub.py)
         for group, message in messages:
+            message = {**message, "sent_at": sent_at}
             if message["type"] == "account.changes":
-                message = {**message, "event": next(numbers)}
+                message["event"] = next(numbers)
             try:
                 await layer.group_send(group, message)
             except redis.exceptions.ConnectionError:

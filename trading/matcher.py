@@ -14,6 +14,7 @@ any thread (Redis), a backlog is drained by the pipeline (``trading.pipeline``).
 
 import gc
 import logging
+import time
 
 from django.db import connection, transaction
 from django.db.models import BooleanField
@@ -22,6 +23,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import fee_account
+from exchange import metrics
 from exchange.money import EXACT
 from trading import engine
 from trading.backends import bus, store
@@ -45,9 +47,41 @@ def grid(market: Market) -> tuple:
     return market.tick_size, market.lot_size
 
 
+class PairMetrics:
+    """The pair's matcher metrics (exchange/metrics.py), their labels bound once."""
+
+    def __init__(self, pair: str):
+        self.commands = metrics.MATCHER_COMMANDS.labels(pair)
+        self.lag = metrics.MATCHER_LAG.labels(pair)
+        self.batch_size = metrics.MATCHER_BATCH_SIZE.labels(pair)
+        self.batch_write = metrics.MATCHER_BATCH_WRITE.labels(pair)
+        self.sequence = metrics.MATCHER_LAST_SEQUENCE.labels(pair)
+        self.trades = metrics.TRADES.labels(pair)
+        self.bid_levels = metrics.BOOK_DEPTH.labels(pair, "bid")
+        self.ask_levels = metrics.BOOK_DEPTH.labels(pair, "ask")
+
+    def matched(self, commands: list[tuple], book: engine.OrderBook) -> None:
+        """Each command's wait since its acceptance (its row's last field, queued_at); the book's depth."""
+        now = time.time()
+        metrics.observe_many(self.lag, [now - command[-1].timestamp() for command in commands])
+        bids, asks = book.level_counts()
+        self.bid_levels.set(bids)
+        self.ask_levels.set(asks)
+
+    def committed(self, result: BatchResult, write_started: float) -> None:
+        self.batch_write.observe(time.perf_counter() - write_started)
+        self.batch_size.observe(result.commands)
+        self.commands.inc(result.commands)
+        if result.trades:
+            self.trades.inc(len(result.trades))
+        if result.delta is not None:
+            self.sequence.set(result.delta.sequence)
+
+
 class PairMatcher:
     def __init__(self, pair: str):
         self.pair = pair
+        self.metrics = PairMetrics(pair)
         self.market: Market | None = None
         self.fee_account_id: int | None = None
         self.book: engine.OrderBook | None = None
@@ -127,8 +161,8 @@ class PairMatcher:
         return state
 
     def queued_commands(self, market_id: int, taken: list[int] = (), limit: int = 0) -> list[tuple]:
-        """Up to ``limit`` (BATCH_SIZE) queued commands, oldest first, with their orders' fields; not those
-        in ``taken`` (taken by batches whose writes have not committed yet, which delete them)."""
+        """Up to ``limit`` (BATCH_SIZE) queued commands, oldest first, with their orders' fields and, last,
+        when each was queued; not those in ``taken`` (taken by batches whose writes have not committed yet, which delete them)."""
         commands = MatcherCommand.objects.filter(market_id=market_id)
         if taken:
             commands = commands.alias(taken=RawSQL(
@@ -136,7 +170,7 @@ class PairMatcher:
                 output_field=BooleanField(),
             )).filter(taken=False)
         return store().select_rows(commands.order_by("pk").values_list(
-            "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS))[:limit or BATCH_SIZE])
+            "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS), "queued_at")[:limit or BATCH_SIZE])
 
     def run_batch(self) -> BatchResult | None:
         """Process up to BATCH_SIZE queued commands in one transaction; None when the queue is empty."""
@@ -158,7 +192,7 @@ class PairMatcher:
         """Run the commands through the book and settle the events into the statements that write the
         batch. Only memory changes here (and trade and fill ids are taken from their sequences)."""
         events = []
-        for _, kind, *order_row in commands:
+        for _, kind, *order_row, _ in commands:
             if kind == MatcherCommand.Kind.NEW:
                 order = self.orders[order_row[0]] = WorkingOrder(*order_row)
                 events.extend(self.book.apply(self.engine_command(order)))
@@ -175,6 +209,7 @@ class PairMatcher:
                        for account in Account.objects.filter(pk__in=account_ids).select_related("rate_tier")},
         )
         settlement.apply(events)
+        self.metrics.matched(commands, self.book)
         self.batches += 1
         self.priority = settlement.priority
         for order in settlement.changed.values():
@@ -191,9 +226,14 @@ class PairMatcher:
         on commit."""
         if state.batches != matched.number - 1:
             raise StaleBook(f"{self.pair}: batch {matched.number} would follow batch {state.batches}")
+        started = time.perf_counter()
         store().execute(matched.statements)
-        transaction.on_commit(lambda: batch_committed.send(PairMatcher, result=matched.result))
+        transaction.on_commit(lambda: self.announce(matched.result, started))
         return matched.result
+
+    def announce(self, result: BatchResult, write_started: float) -> None:
+        self.metrics.committed(result, write_started)
+        batch_committed.send(PairMatcher, result=result)
 
     def drain(self) -> list[BatchResult]:
         """Run batches until the queue is empty: pipelined (outside any transaction of the caller's)

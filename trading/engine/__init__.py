@@ -712,6 +712,10 @@ class OrderBook:
         keys = self._ask_keys
         return -keys[-1] if keys else None
 
+    def level_counts(self) -> tuple[int, int]:
+        """(bid levels, ask levels) with resting size."""
+        return len(self._bid_keys), len(self._ask_keys)
+
     def level_size(self, side: str, price: int) -> int:
         if side == _BUY:
             level = self._bid_levels.get(price)
