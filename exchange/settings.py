@@ -110,6 +110,7 @@ MIDDLEWARE = [
     "exchange.request_ids.RequestIdMiddleware",  # first: the id is on every log line and error body
     "exchange.health.HealthMiddleware",  # /healthz, /readyz: before the Host check and the HTTPS redirect
     "exchange.metrics_http.MetricsMiddleware",  # /metrics (before the Host check too); each request's metrics
+    "exchange.slow_requests.SlowRequestsMiddleware",  # times the rest: the admin's slowest recent requests
     "django.middleware.security.SecurityMiddleware",
     "exchange.ratelimit.RateLimitHeadersMiddleware",
     "exchange.strictinput.RefuseControlCharactersMiddleware",
@@ -191,6 +192,7 @@ if REDIS_URL:
     RATE_LIMIT_WINDOWS = "exchange.ratelimit_backends.RedisWindows"
     NONCE_TOKENS = "accounts.key_cache_backends.RedisTokens"
     REPLAY_BUFFER = "marketdata.replay_backends.RedisReplay"
+    SLOW_REQUESTS_STORE = "exchange.slow_request_backends.RedisSlowRequests"
 else:
     # The local cache holds nonces for their key's drift window: at its default 300 entries it forgot
     # the oldest under a few dozen signed requests a second, and a replay would pass.
@@ -201,6 +203,10 @@ else:
     RATE_LIMIT_WINDOWS = "exchange.ratelimit_backends.InProcessWindows"
     NONCE_TOKENS = "accounts.key_cache_backends.LocalTokens"
     REPLAY_BUFFER = "marketdata.replay_backends.LocalReplay"
+    SLOW_REQUESTS_STORE = "exchange.slow_request_backends.LocalSlowRequests"
+# The admin's slowest recent requests (exchange/slow_requests.py): how many, over how long.
+SLOW_REQUESTS_KEEP = int(os.environ.get("SLOW_REQUESTS_KEEP", "50"))
+SLOW_REQUESTS_WINDOW_SECONDS = int(os.environ.get("SLOW_REQUESTS_WINDOW_SECONDS", "3600"))
 
 # WebSocket health: a heartbeat after this many quiet seconds, and a connection with more than this many
 # bytes it has not read yet is closed as a slow consumer (Daphne also sends keepalive pings, see bin/).

@@ -2,6 +2,7 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Min, OuterRef, Subquery
@@ -12,10 +13,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.models import Account
+from exchange import slow_requests
 from exchange.errors import ExchangeError
 from trading import ledger, services
 from trading.audit import run_audit
-from trading.models import AuditRun, Asset, Balance, LedgerEntry, Market, MatcherCommand, Order, Wallet
+from trading.models import Asset, AuditRun, Balance, LedgerEntry, Market, MatcherCommand, Order, SlowRequest, Wallet
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -247,3 +249,20 @@ class AuditRunAdmin(ReadOnlyAdmin):
         else:
             messages.error(request, f"{run}; the first: {run.problems[0]}")
         return redirect("admin:trading_auditrun_changelist")
+
+
+@admin.register(SlowRequest)
+class SlowRequestAdmin(ReadOnlyAdmin):
+    """The slowest requests of the last hour served by any process, slowest first: one page, no rows to open."""
+
+    def get_urls(self):
+        page = path("", self.admin_site.admin_view(self.changelist_view), name="trading_slowrequest_changelist")
+        return [page]
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "title": "Slowest recent requests",
+                   "opts": self.model._meta, "requests": slow_requests.slowest(),
+                   "keep": settings.SLOW_REQUESTS_KEEP, "minutes": settings.SLOW_REQUESTS_WINDOW_SECONDS // 60}
+        return TemplateResponse(request, "admin/trading/slowrequest/change_list.html", context)

@@ -493,3 +493,14 @@ class AuditRun(models.Model):
     def __str__(self) -> str:
         return f"audit {self.pk} at {self.started_at:%Y-%m-%d %H:%M:%S}: " + (
             "clean" if self.clean else f"{self.problem_count} problem(s)")
+
+
+class SlowRequest(models.Model):
+    """No table: the admin's page of the slowest recent requests (exchange/slow_requests.py keeps them in Redis or
+    in memory), here for its place in the admin index and its permission, trading.view_slowrequest."""
+
+    class Meta:
+        managed = False
+        default_permissions = ("view",)
+        verbose_name = "slowest recent request"
+        verbose_name_plural = "slowest recent requests"
