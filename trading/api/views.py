@@ -112,7 +112,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         return services.access_order(self.account, int(lookup), **kwargs)
 
     def render(self, order: Order, http_status=status.HTTP_200_OK) -> Response:
-        return Response(serializers.OrderSerializer(order).data, status=http_status)
+        return Response(serializers.OrderSerializer.render(order), status=http_status)
 
     @extend_schema(
         operation_id="createOrder",
@@ -131,9 +131,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         },
     )
     def create(self, request):
-        form = serializers.OrderCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        order, created = services.place_order_and_wait(self.account, form.validated_data)
+        order, created = services.place_order_and_wait(self.account, serializers.parse_order(request.data))
         return self.render(order, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @extend_schema(
