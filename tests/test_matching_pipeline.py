@@ -9,8 +9,9 @@ import pytest
 from django.db import connection
 
 from exchange.errors import ExchangeError
-from trading import dispatch, engine, pipeline, services
+from trading import dispatch, pipeline, services
 from trading.backends import PostgresStore
+from trading.engine_impl import engine
 from trading.matcher import PairMatcher
 from trading.settlement import ORDER_FIELDS, WorkingOrder
 from trading.audit import audit
@@ -57,7 +58,7 @@ def backlog(monkeypatch, make_account, fund, btc_usd):
 
 
 def reference_trades(market) -> list[tuple]:
-    """The queue through the pure engine alone: (maker, taker, price ticks, size lots) per trade."""
+    """The queue through the engine alone: (maker, taker, price ticks, size lots) per trade."""
     matcher = PairMatcher(market.pair)
     matcher.load(BookState.objects.get_or_create(market=market)[0])
     book = engine.OrderBook(market.pair)

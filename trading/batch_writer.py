@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from exchange.checksum import CHECKSUM_DEPTH
-from trading import engine, ledger
+from trading import ledger
 from trading.backends import store
 from trading.candles import batch_candle, candle_statement
+from trading.engine_impl import engine
 from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Side, Trade
 from trading.settlement import WRITTEN_ORDER_FIELDS, Settlement, TradeRecord
 from trading.sql import Statement

@@ -25,9 +25,9 @@ from accounts.models import Account
 from accounts.services import fee_account
 from exchange import metrics
 from exchange.money import EXACT
-from trading import engine
 from trading.backends import bus, store
 from trading.batch_writer import BatchResult, MatchedBatch, batch_statements
+from trading.engine_impl import engine
 from trading.models import BookState, Market, MatcherCommand, Order, Trade
 from trading.pipeline import Pipeline, StaleBook
 from trading.settlement import ORDER_FIELDS, Settlement, WorkingOrder, to_units

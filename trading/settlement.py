@@ -15,7 +15,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import NamedTuple
 
 from exchange.money import DECIMAL_PLACES, EXACT
-from trading import engine
+from trading.engine_impl import engine
 from trading.ledger import Bucket, Journal, Posting, Reason
 from trading.models import Fill, Order, Side
 

@@ -8,8 +8,8 @@ from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from exchange.fields import (DecimalString, Identifier, IdentifierPattern, IntegerString, JsonInteger,
-                             MillisecondsField, PAIR_PATTERN, PairName, StrictBoolean, one_or_more_of)
+from exchange.fields import (PAIR_PATTERN, DecimalString, Identifier, IdentifierPattern, IntegerString,
+                             JsonInteger, MillisecondsField, PairName, StrictBoolean, one_or_more_of)
 from exchange.money import format_amount
 from exchange.openapi import ErrorDetailSerializer
 from exchange.queries import PageQuery, TimeWindowQuery
