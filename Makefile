@@ -14,15 +14,21 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e clients/python
 	touch $(STAMP)
 
+# The engine compiled by mypyc (trading.engine_impl runs it); without a C compiler, or if mypyc refuses
+# the source, a warning and the pure engine.
+ENGINE_BUILD := trading/engine/_compiled.sha256
+$(ENGINE_BUILD): trading/engine/__init__.py $(STAMP)
+	-$(BIN)/python bin/build-engine
+
 # Embedded default: SQLite, in-memory channel layer, in-process matcher, Daphne on $HOST:$PORT (127.0.0.1:8000);
 # the sandbox (demo key, simulated traders) unless EXCHANGE_ENVIRONMENT=production.
-run: $(STAMP)
+run: $(STAMP) $(ENGINE_BUILD)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bin/run-local
 
-test: $(STAMP)
+test: $(STAMP) $(ENGINE_BUILD)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Production topology under supervisord against PostgreSQL and Redis (DATABASE_URL, REDIS_URL, SECRET_KEY
 # must be set); `bin/supervise stop` (or Ctrl-C) stops it all.
-production: $(STAMP)
+production: $(STAMP) $(ENGINE_BUILD)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bin/run-production

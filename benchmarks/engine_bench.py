@@ -4,11 +4,16 @@ Run from the repository root:
 
     .venv/bin/python benchmarks/engine_bench.py            # 1,000,000 messages
     .venv/bin/python benchmarks/engine_bench.py -n 200000 --repeat 5
+    ENGINE_IMPL=pure .venv/bin/python benchmarks/engine_bench.py   # the pure module, not the compiled build
+
+The engine is the one the exchange runs (trading.engine_impl): the mypyc build of trading.engine where
+`make` built it, else the pure module; ENGINE_IMPL=pure|compiled forces either.
 
 Both engines get exactly the same messages (benchmarks/streams.py), built
 into their native call arguments before the clock starts; each run starts
 from an empty book.  Runs alternate between the engines and the median is
-reported, with min-max, because a 2-core machine is noisy.
+reported, with min-max, because a 2-core machine is noisy.  Times are the process's CPU time (a
+shared machine steals wall time; one thread, so CPU time is the engine's); --wall times the wall clock.
 
 "messages/s" counts input messages (orders + cancels), the like-for-like
 figure.  "events/s" counts the events our engine returns per second.
@@ -34,7 +39,11 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from benchmarks import streams  # noqa: E402
-from trading.engine import CancelOrder, NewOrder, OrderBook, Trade  # noqa: E402
+from trading.engine_impl import engine
+
+CancelOrder, NewOrder, OrderBook, Trade = engine.CancelOrder, engine.NewOrder, engine.OrderBook, engine.Trade
+ENGINE_KIND = 'compiled' if engine.__name__.endswith('._compiled') else 'pure'
+ENGINE_MODULE = engine.__name__
 
 try:
     from lightmatchingengine.lightmatchingengine import LightMatchingEngine
@@ -71,14 +80,14 @@ def to_commands(records: list[tuple]) -> list:
     return commands
 
 
-def run_ours(commands: list) -> tuple[float, int, int]:
+def run_ours(commands: list, clock) -> tuple[float, int, int]:
     book = OrderBook(PAIR)
     apply = book.apply
     n_events = 0
-    start = time.perf_counter()
+    start = clock()
     for command in commands:
         n_events += len(apply(command))
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     return elapsed, n_events, book
 
 
@@ -102,7 +111,7 @@ def to_lme_ops(records: list[tuple]) -> list[tuple]:
     return ops
 
 
-def run_lme(ops: list[tuple]):
+def run_lme(ops: list[tuple], clock):
     """Timed run of lightmatchingengine; returns (seconds, trade records, engine)."""
     engine = LightMatchingEngine()
     book = engine.order_books[PAIR] = LmeBook()
@@ -110,7 +119,7 @@ def run_lme(ops: list[tuple]):
     cancel_order = engine.cancel_order
     known = book.order_id_map
     n_trades = 0
-    start = time.perf_counter()
+    start = clock()
     for op, a, b, side in ops:
         if op == 2:
             # Its cancel_order asserts if the order's level is gone (filled).
@@ -122,7 +131,7 @@ def run_lme(ops: list[tuple]):
         n_trades += len(trades)
         if op == 1 and order.leaves_qty:
             cancel_order(order.order_id, PAIR)   # IOC / market: no resting
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     return elapsed, n_trades, engine
 
 
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--no-gc', action='store_true',
                         help='disable the cyclic GC while timing')
     parser.add_argument('--skip-lme', action='store_true')
+    parser.add_argument('--wall', action='store_true', help='time the wall clock, not CPU time')
     parser.add_argument('--check', action='store_true',
                         help='also compare traded volume of both engines (untimed)')
     args = parser.parse_args(argv)
@@ -171,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     print('  mix: ' + ', '.join(f'{k} {v / len(records):.1%}' for k, v in sorted(kinds.items())))
     prices = {rec[4] for rec in records if rec[0] == 'limit'}
     print(f'  limit prices span {len(prices)} levels ({min(prices)}..{max(prices)})')
-    print(f'python {sys.version.split()[0]}, gc {"off" if args.no_gc else "on"}')
+    clock = time.perf_counter if args.wall else time.process_time
+    print(f'python {sys.version.split()[0]}, gc {"off" if args.no_gc else "on"}, '
+          f'engine {ENGINE_KIND} ({ENGINE_MODULE}), {"wall" if args.wall else "CPU"} time')
 
     use_lme = LightMatchingEngine is not None and not args.skip_lme
     # The pre-built inputs (millions of tuples) are not part of either engine:
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         gc.collect()
         if args.no_gc:
             gc.disable()
-        elapsed, n_events, book = run_ours(commands)
+        elapsed, n_events, book = run_ours(commands, clock)
         gc.enable()
         ours.append(elapsed)
         del book
@@ -194,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             gc.collect()
             if args.no_gc:
                 gc.disable()
-            elapsed, lme_trades, engine = run_lme(ops)
+            elapsed, lme_trades, engine = run_lme(ops, clock)
             del engine
             gc.enable()
             theirs.append(elapsed)
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
               f'median {statistics.median(times):.2f}s){extra}')
         return median
 
-    ours_rate = line('trading.engine', ours)
+    ours_rate = line(f'trading.engine {ENGINE_KIND}', ours)
     events_rate = statistics.median(n_events / t for t in ours)
     print(f'{"":<22} {events_rate:>10,.0f} events/s    ({n_events:,} events returned)')
     if use_lme:

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
-from trading.engine import CancelOrder, NewOrder, OrderBook
+import os
+
+import pytest
+
+from trading import engine_impl
+from trading.engine import CancelOrder, NewOrder
 
 PAIR = 'BTC-USD'
+IMPLEMENTATIONS = ('pure', 'compiled')
+
+
+def implementation(name):
+    """trading.engine itself, or its mypyc build: skipped where it was not built (no C compiler), a failure
+    where ENGINE_IMPL=compiled demands it (CI)."""
+    if name == 'pure':
+        return engine_impl.pure
+    try:
+        return engine_impl.compiled()
+    except ImportError as error:
+        if os.environ.get('ENGINE_IMPL') == 'compiled':
+            pytest.fail(f'ENGINE_IMPL=compiled, but {error}')
+        pytest.skip(f'only the pure engine runs here: {error}')
+
+
+def translated(engine, commands):
+    """The same commands as ``engine``'s own classes: each build accepts only its own."""
+    return [getattr(engine, type(command).__name__)(*command) for command in commands]
 
 
 def limit(order_id, side, price, size, account=None, **options):
@@ -28,10 +52,10 @@ def cancel(order_id):
     return CancelOrder(order_id)
 
 
-def book_with(*commands):
-    """A fresh book after applying ``commands`` (touched levels drained)."""
-    book = OrderBook(PAIR)
-    for command in commands:
+def book_with(*commands, engine=engine_impl.pure):
+    """A fresh book of ``engine`` after applying ``commands`` (touched levels drained)."""
+    book = engine.OrderBook(PAIR)
+    for command in translated(engine, commands):
         book.apply(command)
     book.drain_touched_levels()
     return book

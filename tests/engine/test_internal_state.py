@@ -9,12 +9,12 @@ import pytest
 from .helpers import book_with, cancel, limit, stop
 
 
-def sound_book():
+def sound_book(engine):
     """Two bid and two ask levels, a lazily cancelled order and a waiting stop."""
     return book_with(
         limit(1, 'sell', 101, 2), limit(2, 'sell', 101, 3), limit(7, 'sell', 101, 1),
         limit(3, 'sell', 102, 1), limit(4, 'buy', 99, 5), limit(5, 'buy', 98, 1),
-        stop(6, 'buy', 105, size=1), cancel(2))
+        stop(6, 'buy', 105, size=1), cancel(2), engine=engine)
 
 
 def drift_level_size(book):
@@ -54,9 +54,9 @@ def miscount_cancelled_entries(book):
     (lose_a_stop_from_its_heap, 'waiting stop 6 is missing from its trigger heap'),
     (miscount_cancelled_entries, 'ask level 101: 0 counted cancelled, 1 queued'),
 ])
-def test_a_corrupted_book_fails_validation_naming_the_broken_invariant(corrupt, broken):
+def test_a_corrupted_book_fails_validation_naming_the_broken_invariant(engine, corrupt, broken):
     # given a book that validates
-    book = sound_book()
+    book = sound_book(engine)
     book.validate_internal_state()
     # when a bug breaks one of its invariants
     corrupt(book)
@@ -65,9 +65,9 @@ def test_a_corrupted_book_fails_validation_naming_the_broken_invariant(corrupt, 
         book.validate_internal_state()
 
 
-def test_an_orphaned_index_entry_fails_validation():
+def test_an_orphaned_index_entry_fails_validation(engine):
     # given a book whose index still holds an order no level queues
-    book = sound_book()
+    book = sound_book(engine)
     level = book._ask_levels[-102]
     level.orders.clear()
     level.total = 0

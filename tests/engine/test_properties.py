@@ -3,11 +3,9 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trading.engine import (
-    CancelOrder, Cancelled, Expired, Filled, NewOrder, OrderBook, Rejected, Trade,
-)
+from trading.engine import CancelOrder, NewOrder
 
-from .helpers import PAIR, typed
+from .helpers import PAIR, translated, typed
 from .reference_model import ReferenceBook
 
 # Few accounts and a narrow price band so that crossing, level queues and
@@ -73,61 +71,64 @@ def to_commands(raw):
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw_commands)
-def test_engine_agrees_with_reference_model_event_for_event(raw):
-    # given the same random stream for the engine and the naive model
-    engine, model = OrderBook(PAIR), ReferenceBook()
-    for command in to_commands(raw):
+def test_engine_agrees_with_reference_model_event_for_event(engine, raw):
+    # given the same random stream for the engine (pure or compiled) and the naive model
+    book, model = engine.OrderBook(PAIR), ReferenceBook()
+    commands = to_commands(raw)
+    for command, own in zip(commands, translated(engine, commands)):
         # when each command is applied to both
-        got = engine.apply(command)
+        got = book.apply(own)
         expected = model.apply(command)
-        engine.validate_internal_state()
+        book.validate_internal_state()
         # then events (with their types), touched levels and prices agree
         assert typed(got) == typed(expected), command
-        assert engine.drain_touched_levels() == model.touched, command
+        assert book.drain_touched_levels() == model.touched, command
         model.touched = set()
-        assert engine.last_trade_price == model.last_trade_price
+        assert book.last_trade_price == model.last_trade_price
     # and so does the final book
-    assert engine.depth() == model.depth()
-    assert [(o.order_id, o.remaining) for o in engine.open_orders()] == [
+    assert book.depth() == model.depth()
+    assert [(o.order_id, o.remaining) for o in book.open_orders()] == [
         (o.order_id, o.remaining)
         for o in sorted(model.resting, key=lambda o: (o.side != 'buy',
                                                       -o.price if o.side == 'buy' else o.price,
                                                       o.arrival))]
-    assert [s.order_id for s in engine.stop_orders()] == [
+    assert [s.order_id for s in book.stop_orders()] == [
         s.order_id for s in model.waiting_stops]
 
 
 class Ledger:
     """Per-order bookkeeping from the event stream alone."""
 
-    def __init__(self):
+    def __init__(self, engine):
+        self.engine = engine
         self.orders = {}         # order_id -> NewOrder
         self.traded = {}         # order_id -> lots traded
         self.spent = {}          # order_id -> notional spent (funds orders)
         self.terminal = {}       # order_id -> terminal event
 
     def record(self, command, events):
-        if isinstance(command, NewOrder):
+        engine = self.engine
+        if isinstance(command, engine.NewOrder):
             self.orders[command.order_id] = command
         for event in events:
-            if isinstance(event, Trade):
+            if isinstance(event, engine.Trade):
                 assert event.maker_account_id != event.taker_account_id
                 assert event.size > 0
                 for order_id in (event.maker_order_id, event.taker_order_id):
                     self.traded[order_id] = self.traded.get(order_id, 0) + event.size
                 self.spent[event.taker_order_id] = (
                     self.spent.get(event.taker_order_id, 0) + event.size * event.price)
-            elif isinstance(event, (Filled, Cancelled, Expired, Rejected)):
+            elif isinstance(event, (engine.Filled, engine.Cancelled, engine.Expired, engine.Rejected)):
                 assert event.order_id not in self.terminal, event
                 self.terminal[event.order_id] = event
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw_commands)
-def test_invariants_hold_after_every_command(raw):
-    book = OrderBook(PAIR)
-    ledger = Ledger()
-    for command in to_commands(raw):
+def test_invariants_hold_after_every_command(engine, raw):
+    book = engine.OrderBook(PAIR)
+    ledger = Ledger(engine)
+    for command in translated(engine, to_commands(raw)):
         events = book.apply(command)
         book.validate_internal_state()
         ledger.record(command, events)
@@ -150,7 +151,7 @@ def test_invariants_hold_after_every_command(raw):
         waiting = book.stop_order(order_id)
         assert (terminal is not None) + (resting is not None) + (waiting is not None) == 1
         if order.size is None:                       # funds market buy
-            left = 0 if isinstance(terminal, Filled) else getattr(terminal, 'remaining', None)
+            left = 0 if isinstance(terminal, engine.Filled) else getattr(terminal, 'remaining', None)
             if left is not None:
                 assert ledger.spent.get(order_id, 0) + left == order.funds
             continue
@@ -158,24 +159,25 @@ def test_invariants_hold_after_every_command(raw):
             assert traded + resting.remaining == order.size
         elif waiting is not None:
             assert traded == 0
-        elif isinstance(terminal, Filled):
+        elif isinstance(terminal, engine.Filled):
             assert traded == order.size
-        elif isinstance(terminal, Rejected):
+        elif isinstance(terminal, engine.Rejected):
             assert traded == 0
         else:
             assert traded + terminal.remaining == order.size
 
 
-def test_engine_agrees_with_reference_model_on_long_seeded_streams():
+def test_engine_agrees_with_reference_model_on_long_seeded_streams(engine):
     # given long streams (deeper queues, many levels emptied and reused)
     from .test_book import random_stream
     for seed in (1, 2, 3):
-        engine, model = OrderBook(PAIR), ReferenceBook()
+        book, model = engine.OrderBook(PAIR), ReferenceBook()
+        commands = random_stream(seed, 2_000)
         # when both run them
-        for command in random_stream(seed, 2_000):
+        for command, own in zip(commands, translated(engine, commands)):
             # then they agree on every event and touched level
-            assert typed(engine.apply(command)) == typed(model.apply(command)), command
-            engine.validate_internal_state()
-            assert engine.drain_touched_levels() == model.touched
+            assert typed(book.apply(own)) == typed(model.apply(command)), command
+            book.validate_internal_state()
+            assert book.drain_touched_levels() == model.touched
             model.touched = set()
-        assert engine.depth() == model.depth()
+        assert book.depth() == model.depth()

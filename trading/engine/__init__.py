@@ -178,18 +178,20 @@ class StopTrigger(StrEnum):
 # --------------------------------------------------------------------------
 
 class NewOrder(NamedTuple):
+    # The str fields take a member of their enum or the equal plain str (the compiled build checks
+    # the declared types, so they say str).
     order_id: int
     account_id: int
-    side: Side
-    type: OrderType
+    side: str                      # Side
+    type: str                      # OrderType
     price: int | None = None
     size: int | None = None
     funds: int | None = None
     stop_price: int | None = None
-    time_in_force: TimeInForce = TimeInForce.GTC
+    time_in_force: str = TimeInForce.GTC
     post_only: bool = False
-    stp: SelfTradePrevention = SelfTradePrevention.CANCEL_OLDEST
-    trigger: StopTrigger | None = None   # stops only; None: above for a buy, below for a sell
+    stp: str = SelfTradePrevention.CANCEL_OLDEST
+    trigger: str | None = None     # StopTrigger, stops only; None: above for a buy, below for a sell
 
 
 class CancelOrder(NamedTuple):
@@ -831,7 +833,8 @@ class OrderBook:
             check(seq not in sequences and 0 < seq <= self._stop_seq,
                   f'waiting stop {order_id} has a bad sequence number {seq}')
             sequences.add(seq)
-            trigger = command.stop_price if above else -command.stop_price
+            stop_price = command.stop_price or 0     # an accepted stop has one (_check_stop)
+            trigger = stop_price if above else -stop_price
             check((above, (trigger, seq, order_id)) in heaps,
                   f'waiting stop {order_id} is missing from its trigger heap')
         for heap in (self._above_stops, self._below_stops):
@@ -842,7 +845,7 @@ class OrderBook:
     # Recovery
     # ------------------------------------------------------------------
 
-    def load_resting(self, order_id: int, account_id: int, side: Side,
+    def load_resting(self, order_id: int, account_id: int, side: str,
                      price: int, remaining: int) -> None:
         """Re-add a resting order at the back of its level, without matching.
 
