@@ -3,6 +3,7 @@ scrape it, and that its counters move by what the requests did. tests/test_e2e_m
 the production processes."""
 
 import pytest
+from celery import shared_task
 from django.test import Client
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -155,3 +156,21 @@ def test_observe_many_is_observe_for_each_value():
             other = exposed[name, tuple(("pair", "TEST-EACH") if label == ("pair", "TEST-MANY") else label
                                         for label in labels)]
             assert value == pytest.approx(other)
+
+
+@shared_task(name="tests.metrics.fails", bind=True, max_retries=1)
+def failing_task(self, retry: bool):
+    """Fails, or (``retry``) asks for one retry, which succeeds."""
+    if not retry:
+        raise ValueError("this task fails")
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+
+
+def test_celery_failures_and_retries_are_counted_by_task():
+    before = samples(generate_latest(REGISTRY).decode())
+    failing_task.apply(args=[False])
+    failing_task.apply(args=[True])
+    changed = moved(before, samples(generate_latest(REGISTRY).decode()))
+    assert changed == {key("exchange_celery_task_failures_total", task="tests.metrics.fails"): 1,
+                       key("exchange_celery_task_retries_total", task="tests.metrics.fails"): 1}
