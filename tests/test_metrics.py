@@ -2,6 +2,10 @@
 scrape it, and that its counters move by what the requests did. tests/test_e2e_metrics.py does the same across
 the production processes."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from celery import shared_task
 from django.test import Client
@@ -174,3 +178,16 @@ def test_celery_failures_and_retries_are_counted_by_task():
     changed = moved(before, samples(generate_latest(REGISTRY).decode()))
     assert changed == {key("exchange_celery_task_failures_total", task="tests.metrics.fails"): 1,
                        key("exchange_celery_task_retries_total", task="tests.metrics.fails"): 1}
+
+
+def test_a_process_gone_keeps_its_counts_but_leaves_the_live_gauges(tmp_path):
+    """In multiprocess mode (tmp_path as the directory): one process opens a connection and exits without any
+    cleanup, as a killed one would; another's scrape still counts the opening, not the connection."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "exchange.settings"}
+    opened = "from exchange import metrics\nmetrics.WS_CONNECTIONS_OPENED.inc()\nmetrics.WS_CONNECTIONS.inc()\n"
+    subprocess.run([sys.executable, "-c", opened], env=env, check=True)
+    scraped = subprocess.run([sys.executable, "-c", opened + "print(metrics.exposition().decode())"], env=env,
+                             check=True, capture_output=True, text=True).stdout
+    values = samples(scraped)
+    assert values[key("exchange_ws_connections_opened_total")] == 2
+    assert values[key("exchange_ws_connections")] == 1
