@@ -164,3 +164,63 @@ def test_candles_follow_the_trades_minute_by_minute_also_across_a_restart(alice,
     quote = D("95010").quantize(exact)
     assert audit() == [f"market {btc_usd.pk}: candles count {(5, volumes['candles'], quote)} "
                        f"but the trades {(5, volumes['trades'], quote)}"]
+
+
+def order_state(order) -> tuple:
+    order.refresh_from_db()
+    return order.status, order.filled_size, order.executed_value, order.fee, order.hold_remaining
+
+
+def test_a_resting_order_the_matcher_keeps_no_copy_of_settles_to_the_cent_across_a_restart(alice, bob, trade):
+    """An unfilled resting order lives only in the book: its fills, fees, hold and release are rebuilt
+    from what the book and the trade say, in the batch that trades it and after a restart."""
+    from trading import dispatch
+    from trading.audit import audit
+
+    bid = trade(alice, side="buy", type="limit", price=D("63000"), size=D("0.5"))
+    priority = bid.book_priority
+    assert bid.pk not in dispatch.matcher_for("BTC-USD").orders  # plain: the book holds all of it
+    trade(bob, side="sell", type="limit", price=D("62900"), size=D("0.2"))
+
+    # maker fee 0.1 % in what it receives (BTC); the hold left is exactly 63,000 per BTC still wanted
+    assert order_state(bid) == ("partially_filled", D("0.2"), D("12600"), D("0.0002"), D("18900"))
+    assert bid.book_priority == priority
+    assert dispatch.matcher_for("BTC-USD").orders[bid.pk].filled_size == D("0.2")  # filled: kept
+
+    dispatch.reset()  # a restarted matcher rebuilds the filled order whole, the plain ones from the book
+    trade(bob, side="sell", type="limit", price=D("63000"), size=D("0.3"))
+    assert order_state(bid) == ("filled", D("0.5"), D("31500"), D("0.0005"), D("0"))
+    assert bid.pk not in dispatch.matcher_for("BTC-USD").orders
+    assert (balance_of(alice, "USD").available, balance_of(alice, "USD").locked) == (D("68500"), D("0"))
+    assert balance_of(alice, "BTC").available == D("10.4995")
+    assert audit() == []
+
+
+def test_plain_resting_orders_cancelled_by_self_trade_prevention_and_by_their_owner_release_exactly(
+        alice, bob, trade, django_capture_on_commit_callbacks):
+    from trading import dispatch, services
+    from trading.audit import audit
+    from trading.backends import bus
+
+    buy = trade(alice, side="buy", type="limit", price=D("63000"), size=D("0.1"))
+    other = trade(alice, side="buy", type="limit", price=D("62000.5"), size=D("0.3"))
+    dispatch.reset()  # both rebuilt from the database, with no working copy
+    # alice's own sell meets her resting buys: each is cancelled (cancel_oldest), its hold released
+    sell = trade(alice, side="sell", type="limit", price=D("62000"), size=D("0.2"), stp="cancel_oldest")
+    assert order_state(buy) == ("cancelled", D("0"), D("0"), D("0"), D("0"))
+    assert buy.cancel_reason == "self_trade" and buy.book_priority is not None
+    assert order_state(other)[0] == "cancelled" and other.hold_remaining == 0
+    assert sell.status == "open"
+    assert (balance_of(alice, "USD").available, balance_of(alice, "USD").locked) == (D("100000"), D("0"))
+
+    bid = trade(bob, side="buy", type="limit", price=D("61000"), size=D("0.25"))
+    dispatch.reset()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.request_cancel(bob, bid.pk)
+    bus().wait_published()  # the hand-over goes out on the bus's publisher thread, where it has one
+    state = dispatch.wait_for_state(bid.pk, 0.5, done=services.cancel_done)
+    handed_over = services.take_state(bid, state)  # not read back
+    assert (handed_over.status, handed_over.hold_remaining, handed_over.filled_size) == ("cancelled", 0, 0)
+    assert order_state(bid) == ("cancelled", D("0"), D("0"), D("0"), D("0"))
+    assert (balance_of(bob, "USD").available, balance_of(bob, "USD").locked) == (D("100000"), D("0"))
+    assert audit() == []

@@ -136,6 +136,17 @@ class PostgresStore(Store):
             for statement in statements:
                 cursor.execute(statement.sql, statement.params)
 
+    def stream_rows(self, queryset, chunk: int = 20_000):
+        """The rows of a ``values_list()`` queryset (as select_rows), fetched ``chunk`` at a time through a
+        server-side cursor (in the caller's transaction, or one of its own): a million rows never sit in
+        memory at once."""
+        sql, params = queryset.query.sql_with_params()
+        with (transaction.atomic(savepoint=False), connection.wrap_database_errors,
+              psycopg.ServerCursor(connection.connection, "stream_rows") as cursor):
+            cursor.itersize = chunk
+            cursor.execute(sql, params)
+            yield from cursor
+
     def reserve_ids(self, counts: dict) -> dict:
         """New primary keys, {model: count} -> {model: [ids]}, in one round trip."""
         wanted = {model: count for model, count in counts.items() if count}
@@ -164,11 +175,15 @@ class PostgresStore(Store):
         return Statement(f'INSERT INTO "{model._meta.db_table}" ({names_of(columns)}) SELECT * FROM {unnest(columns)}',
                          arrays(rows))
 
-    def update_statement(self, model, fields: list[str], rows: list[tuple], *, key=("id",), add: bool = False):
+    def update_statement(self, model, fields: list[str], rows: list[tuple], *, key=("id",), add: bool = False,
+                         keep: tuple[str, ...] = ()):
+        """``add``: add the values to the stored ones; ``keep``: those fields keep their stored value
+        where the row gives None."""
         key = list(key)
         keys, columns = columns_of(model, key), columns_of(model, fields)
-        assignments = ", ".join(f'"{column.column}" = ' + (f't."{column.column}" + ' if add else "")
-                                + f'v."{column.column}"' for column in columns)
+        assignments = ", ".join(f'"{column.column}" = ' + (
+            f'COALESCE(v."{column.column}", t."{column.column}")' if column.name in keep else
+            (f't."{column.column}" + ' if add else "") + f'v."{column.column}"') for column in columns)
         matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in keys)
         values = arrays(rows)
         if key == ["id"]:
@@ -299,15 +314,20 @@ class SqliteStore(Store):
     def select_rows(self, queryset) -> list[tuple]:
         return list(queryset)
 
+    def stream_rows(self, queryset, chunk: int = 20_000):
+        return queryset.iterator(chunk_size=chunk)
+
     def insert_statement(self, model, fields: list[str], rows: list[tuple]) -> Statement:
         columns = columns_of(model, fields)
         return Statement(f'INSERT INTO "{model._meta.db_table}" ({names_of(columns)}) '
                          f"VALUES ({', '.join(['%s'] * len(columns))})", prepared(columns, rows), many=True)
 
-    def update_statement(self, model, fields: list[str], rows: list[tuple], *, key=("id",), add: bool = False):
+    def update_statement(self, model, fields: list[str], rows: list[tuple], *, key=("id",), add: bool = False,
+                         keep: tuple[str, ...] = ()):
         keys, columns = columns_of(model, list(key)), columns_of(model, fields)
-        assignments = ", ".join(f'"{column.column}" = ' + (self.add(f'"{column.column}"', "%s") if add else "%s")
-                                for column in columns)
+        assignments = ", ".join(f'"{column.column}" = ' + (
+            f'COALESCE(%s, "{column.column}")' if column.name in keep else
+            self.add(f'"{column.column}"', "%s") if add else "%s") for column in columns)
         matching = " AND ".join(f'"{column.column}" = %s' for column in keys)
         return Statement(f'UPDATE "{model._meta.db_table}" SET {assignments} WHERE {matching}',
                          [[*values[len(keys):], *values[:len(keys)]] for values in prepared(keys + columns, rows)],

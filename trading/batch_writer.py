@@ -106,8 +106,10 @@ def batch_statements(settlement: Settlement, commands: list[tuple], book: engine
     changed = settlement.changed
     states = {order_id: order.state(now) for order_id, order in changed.items()}
     if states:
+        # An order rebuilt from the book has no book priority at hand (WorkingOrder.resting): it keeps its own.
         statements.append(run.update_statement(Order, WRITTEN_ORDER_FIELDS,
-                                               [(order_id, *state) for order_id, state in states.items()]))
+                                               [(order_id, *state) for order_id, state in states.items()],
+                                               keep=("book_priority",)))
     if removed_levels:
         statements.append(run.delete_statement(BookLevel, ["market", "side", "price"], removed_levels))
     if kept_levels:

@@ -28,9 +28,9 @@ from exchange.money import EXACT
 from trading.backends import bus, store
 from trading.batch_writer import BatchResult, MatchedBatch, batch_statements
 from trading.engine_impl import engine
-from trading.models import BookState, Market, MatcherCommand, Order, Trade
+from trading.models import BookState, Market, MatcherCommand, Order, Side, Trade
 from trading.pipeline import Pipeline, StaleBook
-from trading.settlement import ORDER_FIELDS, Settlement, WorkingOrder, to_units
+from trading.settlement import ORDER_FIELDS, Settlement, WorkingOrder, plain_resting, to_units
 from trading.signals import batch_committed, drain_finished
 from trading.sql import id_array
 
@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 # create waiting for its batch still gets its result within its wait (docs/performance.md).
 BATCH_SIZE = 2000
 RESTING = (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
+# What the rebuild reads of every resting order (plain_resting's arguments, and the book's).
+RESTING_FIELDS = ("id", "account_id", "side", "price", "size", "status", "filled_size", "executed_value", "fee",
+                  "hold_remaining")
+READ_CHUNK = 500  # ids per read of whole rows (SQLite's limit on parameters)
 
 
 def grid(market: Market) -> tuple:
@@ -85,7 +89,10 @@ class PairMatcher:
         self.market: Market | None = None
         self.fee_account_id: int | None = None
         self.book: engine.OrderBook | None = None
-        self.orders: dict[int, WorkingOrder] = {}  # the orders on the book, resting or waiting stops
+        # Working copies of the orders on the book that the book alone cannot give back: waiting stops,
+        # and resting orders with fills; a plain resting order is rebuilt from the book when an event
+        # names it (book_orders).
+        self.orders: dict[int, WorkingOrder] = {}
         self.batches = -1  # the batches the book holds: committed, or matched and being written
         self.sequence = 0
         self.priority = 0
@@ -114,7 +121,8 @@ class PairMatcher:
         )
 
     def load(self, state: BookState) -> None:
-        """Rebuild the book from the committed open orders, in their time priority."""
+        """Rebuild the book from the committed open orders, in their time priority; keep a working copy
+        only of those the book alone cannot give back (``trading.settlement.plain_resting``)."""
         self.market = Market.objects.with_assets().get(pk=state.market_id)
         self.fee_account_id = fee_account().pk
         tick, lot = self.market.tick_size, self.market.lot_size
@@ -122,15 +130,23 @@ class PairMatcher:
         last_price = Trade.objects.filter(market=self.market).order_by("-id").values_list("price", flat=True).first()
         # The last trade may be off a grid made coarser since (stops trigger on it): the nearest tick.
         book.last_trade_price = None if last_price is None else int(EXACT.divide(last_price, tick).to_integral_value())
-        live = Order.objects.filter(market=self.market, status__in=(*RESTING, Order.Status.UNTRIGGERED))
-        orders = [WorkingOrder(*row) for row in live.order_by("book_priority", "pk").values_list(*ORDER_FIELDS)]
+        live = Order.objects.filter(market=self.market)
+        resting = live.filter(status__in=RESTING).order_by("book_priority", "pk").values_list(*RESTING_FIELDS)
+        kept, load_resting = [], book.load_resting
+        # One streamed read of a few columns: a million resting orders load in seconds, and only those
+        # with fills (or a hold other than their size needs) are read whole below.
+        for order_id, account_id, side, price, size, status, filled, value, fee, hold in store().stream_rows(resting):
+            left = size - filled
+            load_resting(order_id, account_id, side, to_units(price, tick), to_units(left, lot))
+            if not plain_resting(side, price, left, status, filled, value, fee, hold):
+                kept.append(order_id)
+        orders = [WorkingOrder(*row) for row in live.filter(status=Order.Status.UNTRIGGERED).order_by("pk")
+                  .values_list(*ORDER_FIELDS)]
         for order in orders:
-            if order.status in RESTING:
-                book.load_resting(order.id, order.account_id, order.side, to_units(order.limit_price, tick),
-                                  to_units(order.size - order.filled_size, lot))
-        for order in sorted(orders, key=lambda order: order.id):
-            if order.status == Order.Status.UNTRIGGERED:
-                book.load_stop(self.engine_command(order))
+            book.load_stop(self.engine_command(order))
+        for start in range(0, len(kept), READ_CHUNK):
+            orders += [WorkingOrder(*row) for row in live.filter(pk__in=kept[start:start + READ_CHUNK])
+                       .values_list(*ORDER_FIELDS)]
         book.drain_touched_levels()
         self.book, self.batches, self.sequence, self.priority = book, state.batches, state.sequence, state.last_priority
         self.orders = {order.id: order for order in orders}
@@ -202,9 +218,10 @@ class PairMatcher:
         for event in events:
             if type(event) is engine.Trade:
                 account_ids.update((event.maker_account_id, event.taker_account_id))
+        self.orders.update(self.book_orders(events, commands))
         settlement = Settlement(
-            market=self.market, orders=self.orders, fee_account_id=self.fee_account_id, now=timezone.now(),
-            priority=self.priority,
+            market=self.market, orders=self.orders,
+            fee_account_id=self.fee_account_id, now=timezone.now(), priority=self.priority,
             fee_rates={account.pk: (account.rate_tier.maker_fee_rate, account.rate_tier.taker_fee_rate)
                        for account in Account.objects.filter(pk__in=account_ids).select_related("rate_tier")},
         )
@@ -212,14 +229,67 @@ class PairMatcher:
         self.metrics.matched(commands, self.book)
         self.batches += 1
         self.priority = settlement.priority
-        for order in settlement.changed.values():
-            if order.status not in Order.LIVE_STATUSES:
-                del self.orders[order.id]
+        self.keep(settlement.changed.values())
         matched = batch_statements(settlement, commands, self.book, number=self.batches, sequence=self.sequence,
                                    priority=self.priority)
         if matched.result.delta is not None:
             self.sequence = matched.result.delta.sequence
         return matched
+
+    def book_orders(self, events: list, commands: list[tuple]) -> dict[int, WorkingOrder]:
+        """The orders the events name that rested plainly before the batch (no working copy), rebuilt
+        from the book: unfilled, each holding what its size at the start of the batch needs, that size
+        being the lots it traded in the batch plus what it has left (on the book, or when cancelled)."""
+        tick, lot, orders = self.market.tick_size, self.market.lot_size, self.orders
+        known: dict[int, tuple] = {}  # order id: (account id, side, price)
+        lots: dict[int, int] = {}  # order id: lots traded as a maker in the batch, then plus what is left
+        for event in events:
+            kind = type(event)
+            if kind is engine.Trade:
+                if event.maker_order_id not in orders:
+                    maker_side = Side.SELL if event.taker_side == Side.BUY else Side.BUY
+                    known[event.maker_order_id] = (event.maker_account_id, maker_side, event.price * tick)
+                    lots[event.maker_order_id] = lots.get(event.maker_order_id, 0) + event.size
+            elif kind is engine.Cancelled and event.order_id not in orders:
+                lots[event.order_id] = lots.get(event.order_id, 0) + event.remaining
+        if not lots:
+            return {}
+        for order_id in lots:
+            resting = self.book.open_order(order_id)
+            if resting is not None:  # traded, and rests still
+                lots[order_id] += resting.remaining
+        missing = [order_id for order_id in lots if order_id not in known]
+        if missing:
+            # Cancelled without trading: by a command (its row says who and where), or by self-trade
+            # prevention (read: what an order is and where it rests never changes once it is accepted).
+            rows = {row[2]: row for row in commands}
+            unread = [order_id for order_id in missing if order_id not in rows]
+            read = {row[0]: row[1:] for row in store().select_rows(Order.objects.filter(pk__in=unread).values_list(
+                "pk", "account_id", "side", "price"))} if unread else {}
+            for order_id in missing:
+                row = rows.get(order_id)
+                known[order_id] = ((row[3], row[4], row[6]) if row is not None else read[order_id])
+        market = self.market
+        return {order_id: WorkingOrder.resting(order_id, account_id, side, price, lots[order_id] * lot,
+                                               market.base_id if side == Side.SELL else market.quote_id)
+                for order_id, (account_id, side, price) in known.items()}
+
+    def keep(self, changed) -> None:
+        """Keep the working copies the book alone cannot give back: a waiting stop, a resting order with
+        fills; drop closed orders and plain resting ones."""
+        tick, lot = self.market.tick_size, self.market.lot_size
+        for order in changed:
+            status = order.status
+            if status == Order.Status.UNTRIGGERED:
+                self.orders[order.id] = order
+                continue
+            if status in RESTING:
+                resting = self.book.open_order(order.id)
+                if not plain_resting(order.side, resting.price * tick, resting.remaining * lot, status,
+                                     order.filled_size, order.executed_value, order.fee, order.hold_remaining):
+                    self.orders[order.id] = order
+                    continue
+            self.orders.pop(order.id, None)
 
     def write(self, matched: MatchedBatch, state: BookState) -> BatchResult:
         """Write a matched batch in the caller's transaction, on top of the batch before it; announce it

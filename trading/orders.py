@@ -7,6 +7,7 @@ from decimal import ROUND_CEILING, Decimal
 
 from exchange.errors import InvalidField, MarketHalted
 from trading.models import BookLevel, Market, Order, Side
+from trading.settlement import limit_hold
 
 # A market buy given by size may pay at most this much above the book's price for its size when it
 # was accepted (or above the stop price, for a stop-market buy): its hold is size × that price, and
@@ -129,8 +130,7 @@ def price_to_buy(market: Market, size: Decimal) -> Decimal:
 
 def hold_for(market: Market, request: OrderRequest, protection: Decimal | None) -> tuple[int, Decimal]:
     """(asset id, amount) to move from available to locked when the order is accepted."""
-    if request.side == Side.SELL:
-        return market.base_id, request.size
     if request.funds is not None:
         return market.quote_id, request.funds
-    return market.quote_id, (request.price or protection) * request.size
+    asset_id = market.base_id if request.side == Side.SELL else market.quote_id
+    return asset_id, limit_hold(request.side, request.price or protection, request.size)

@@ -22,6 +22,7 @@ from trading.models import Fill, Order, Side
 logger = logging.getLogger(__name__)
 
 FEE_QUANTUM = Decimal(1).scaleb(-DECIMAL_PLACES)
+ZERO = Decimal(0)
 CLOSING_STATUS = {
     engine.Filled: Order.Status.FILLED,
     engine.Cancelled: Order.Status.CANCELLED,
@@ -36,6 +37,19 @@ def to_units(value: Decimal, step: Decimal) -> int:
     if rest:
         raise ValueError(f"{value} is not a multiple of {step}")
     return int(units)
+
+
+def limit_hold(side: str, price: Decimal, size: Decimal) -> Decimal:
+    """What an order of ``size`` at limit ``price`` holds: the size for a sell, what it may spend for a buy."""
+    return size if side == Side.SELL else price * size
+
+
+def plain_resting(side: str, price: Decimal, left: Decimal, status: str, filled: Decimal, executed_value: Decimal,
+                  fee: Decimal, hold: Decimal) -> bool:
+    """Whether an order resting at ``price`` with ``left`` to fill is exactly what ``WorkingOrder.resting``
+    rebuilds from the book (unfilled, holding what its size needs): then the matcher need not keep it."""
+    return (status == Order.Status.OPEN and not filled and not executed_value and not fee
+            and hold == limit_hold(side, price, left))
 
 
 def charge(amount: Decimal, rate: Decimal) -> Decimal:
@@ -71,6 +85,17 @@ class WorkingOrder:
     done_at: datetime | None = None
     reject_reason: str = ""
     cancel_reason: str = ""
+
+    @classmethod
+    def resting(cls, order_id: int, account_id: int, side: str, price: Decimal, size: Decimal,
+                hold_asset_id: int) -> "WorkingOrder":
+        """An order resting on the book since before the batch, known from the book alone: unfilled, and
+        holding exactly what its size needs at its price (the matcher keeps no copy of such an order:
+        see ``plain_resting``). Its book priority stays as stored (None: not written); the fields that
+        neither settlement nor the order's state read are a GTC limit order's."""
+        return cls(order_id, account_id, side, Order.Type.LIMIT, price, size, None, None, None, Order.TimeInForce.GTC,
+                   False, Order.SelfTradePrevention.CANCEL_OLDEST, None, Order.Status.OPEN, ZERO, ZERO, ZERO,
+                   hold_asset_id, limit_hold(side, price, size), None)
 
     @property
     def limit_price(self) -> Decimal | None:
@@ -113,7 +138,7 @@ class TradeRecord(NamedTuple):
 @dataclass
 class Settlement:
     """Settles one batch's events against the orders they name (``orders``: the matcher's working
-    copies, closed ones removed by the caller once settled)."""
+    copies, and the plain resting orders it rebuilt from the book for this batch)."""
 
     market: object  # a Market: its grids, its assets, its pair
     orders: dict[int, WorkingOrder]
