@@ -96,29 +96,35 @@ def redis_key(number: int | str) -> str:
     return f"slow_requests:{number}"
 
 
+# Keep the request if it is among the slice's slowest, and answer the slice's floor: one command, atomic.
+ADD_SCRIPT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then return '0' end
+return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+"""
+
+
 class RedisSlowRequests(SlicedStore):
     """Production: a sorted set per slice (score: milliseconds) shared by every process, trimmed to the slowest
-    and expiring with the window; a record is one pipelined round trip that answers the new floor."""
+    and expiring with the window; a record is one script, which answers the new floor."""
 
     def __init__(self):
         super().__init__()
         self.redis = get_redis()
+        self.add_script = self.redis.register_script(ADD_SCRIPT)
 
     def add(self, number: int, timed: TimedRequest) -> float:
-        key, keep = redis_key(number), settings.SLOW_REQUESTS_KEEP
-        pipe = self.redis.pipeline()
-        pipe.zadd(key, {timed.to_json(): timed.milliseconds})
-        pipe.zremrangebyrank(key, 0, -keep - 1)
-        pipe.expire(key, math.ceil(settings.SLOW_REQUESTS_WINDOW_SECONDS + slice_seconds()))
-        pipe.zrange(key, 0, 0, withscores=True)
-        pipe.zcard(key)
+        expiry = math.ceil(settings.SLOW_REQUESTS_WINDOW_SECONDS + slice_seconds())
         try:
-            *_, fastest, count = pipe.execute()
+            floor = self.add_script(keys=[redis_key(number)],
+                                    args=[timed.to_json(), timed.milliseconds, settings.SLOW_REQUESTS_KEEP, expiry])
         except redis.RedisError as error:
             # Redis away: record nothing more this slice rather than add its timeouts to every request.
             logger.warning("slowest requests not recorded until the next slice: %s", error)
             return math.inf
-        return fastest[0][1] if count >= keep else 0.0
+        return float(floor)
 
     def read(self, numbers: range) -> list[TimedRequest]:
         pipe = self.redis.pipeline(transaction=False)

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import redis
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -17,10 +18,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from exchange import slow_requests
-from exchange.slow_request_backends import SLICES, RedisSlowRequests, slice_of, slice_seconds
+from exchange.redis import get_redis
+from exchange.slow_request_backends import ADD_SCRIPT, SLICES, RedisSlowRequests, slice_of, slice_seconds
 from exchange.slow_requests import TimedRequest
 
-from .processes import ROOT, process_env
+from .processes import ROOT, free_port, process_env
 
 pytestmark = pytest.mark.django_db
 PAGE = "/admin/trading/slowrequest/"
@@ -180,3 +182,19 @@ def test_recording_a_request_costs_no_query(admin_client, alice):
         return len(queries)
 
     assert queries_of_one_page(recorded=True) == queries_of_one_page(recorded=False)
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="the shared store is the production stack's (REDIS_URL)")
+def test_with_its_redis_away_the_store_costs_requests_one_try_a_slice(caplog):
+    store = slow_requests.store()
+    away = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    store.add_script = away.register_script(ADD_SCRIPT)
+    try:
+        answered = [Client().get("/v1/time") for _ in range(3)]
+    finally:
+        store.add_script = get_redis().register_script(ADD_SCRIPT)
+
+    assert [response.status_code for response in answered] == [200, 200, 200]
+    warned = [r.getMessage() for r in caplog.records if r.name == "exchange.slow_request_backends"]
+    assert len(warned) == 1 and warned[0].startswith("slowest requests not recorded until the next slice: Error")
+    assert store.floor == math.inf and not store.is_slower(10 ** 9, time.time())
