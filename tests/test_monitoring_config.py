@@ -123,6 +123,27 @@ def compose() -> dict:
     return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
 
 
+def strings(tree):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from strings(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from strings(value)
+    elif isinstance(tree, str):
+        yield tree
+
+
+# What Compose interpolates: ${NAME}, ${NAME:-default}, ${NAME:?error} (and -, ?); $$ is a literal $.
+INTERPOLATION = re.compile(r"\$\{[A-Za-z_]\w*(?::?[-?][^${}]*)?\}")
+
+
+def test_every_dollar_in_the_compose_file_is_an_interpolation_compose_accepts():
+    for text in strings(compose()):
+        left = INTERPOLATION.sub("", text.replace("$$", ""))
+        assert "$" not in left, text
+
+
 def test_the_compose_file_starts_the_stack_and_prometheus_scrapes_the_exchange_with_its_token():
     services = compose()["services"]
     assert set(services) == {"postgres", "redis", "setup", "exchange", "prometheus", "grafana"}
