@@ -27,6 +27,7 @@ FUNCTIONS = {"rate", "increase", "irate", "sum", "max", "min", "avg", "count", "
              "label_values", "clamp_min", "topk", "delta", "deriv", "abs"}
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
 TARGET_LABELS = {"job", "instance"}  # what Prometheus adds to every scraped series
+PROMETHEUS_SERIES = {"up": TARGET_LABELS}  # what Prometheus records of each scrape itself
 
 
 def registry() -> dict[str, set[str]]:
@@ -81,20 +82,41 @@ def expressions(dashboard: dict) -> list[str]:
 def test_every_metric_and_label_on_the_dashboard_is_defined_and_every_metric_is_shown():
     dashboard = json.loads(DASHBOARD.read_text())
     defined = registry()
-    shown = set()
-    for expr in expressions(dashboard):
-        names, labels = parse(expr)
-        assert names, expr
-        unknown = names - defined.keys()
-        assert not unknown, f"{expr!r} names metrics exchange/metrics.py does not define: {sorted(unknown)}"
-        available = set().union(*(defined[name] for name in names)) | TARGET_LABELS
-        assert labels <= available, f"{expr!r} uses labels its metrics do not have: {sorted(labels - available)}"
-        shown |= names
+    shown = check_queries(expressions(dashboard), defined)
 
     families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in shown}
     missing = {name for name in defined if name not in shown and re.sub(r"_(bucket|sum|count)$", "", name)
                not in families}
     assert not missing, f"metrics defined in exchange/metrics.py with no panel: {sorted(missing)}"
+
+
+def check_queries(exprs: list[str], known: dict[str, set[str]]) -> set[str]:
+    """The metrics the expressions use, each defined, with labels it has; else the test fails naming the expression."""
+    used = set()
+    for expr in exprs:
+        names, labels = parse(expr)
+        assert names, expr
+        unknown = names - known.keys()
+        assert not unknown, f"{expr!r} names metrics exchange/metrics.py does not define: {sorted(unknown)}"
+        available = set().union(*(known[name] for name in names)) | TARGET_LABELS
+        assert labels <= available, f"{expr!r} uses labels its metrics do not have: {sorted(labels - available)}"
+        used |= names
+    return used
+
+
+def test_every_alert_queries_defined_metrics_and_prometheus_loads_the_rules():
+    prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+
+    check_queries([" ".join(rule["expr"].split()) for rule in alerts], {**registry(), **PROMETHEUS_SERIES})
+
+    assert {"MatcherLagging", "LedgerAuditProblems", "LedgerAuditStale", "ExchangeDown"} <= {
+        rule["alert"] for rule in alerts}
+    job, = prometheus["scrape_configs"]
+    assert f'up{{job="{job["job_name"]}"}}' in next(r["expr"] for r in alerts if r["alert"] == "ExchangeDown")
+    mounted, = prometheus["rule_files"]
+    assert f"./alerts.yml:{mounted}:ro" in compose()["services"]["prometheus"]["volumes"]
 
 
 def test_the_parser_catches_a_renamed_metric_or_label():
