@@ -47,8 +47,9 @@ from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for
 from marketdata.transport import (close_when_read, pending_output_bytes, protocol_of, refuse_oversized_with_a_close,
                                   takes_frames, write_frame)
 from trading.markets import RECENT_MARKET_SECONDS, access_market
-from trading.api.serializers import AssetBalanceSerializer, FillSerializer, OrderSerializer
-from trading.models import Fill, Order
+from trading.api.serializers import AssetBalanceSerializer
+from trading.backends import bus
+from trading.rendering import render_fills, render_orders
 from trading.services import account_balances
 
 logger = logging.getLogger(__name__)
@@ -216,6 +217,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if group.startswith("account."):
             await hub_for(self.channel_layer).start_once()
             await self.channel_layer.group_add(group, self.channel_name)
+            await self.note_private_subscriber()
         else:
             await hub_for(self.channel_layer).join(group, self)
 
@@ -513,11 +515,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if restarted:
             await self.events_lost({"details": restarted})
         subscribed = {channel.name for channel in self.state.subscriptions if channel.name in PRIVATE_CHANNELS}
+        # Rendered once by the publisher for every connection of the account, else read here.
+        rendered = event.get("rendered")
+        if rendered is None and (event["orders"] or event["fills"]):
+            await self.note_private_subscriber()
         if "orders" in subscribed and event["orders"]:
-            orders = await database_sync_to_async(self.read_orders)(event["orders"])
+            orders = (rendered["orders"] if rendered is not None else
+                      await database_sync_to_async(self.read_orders)(event["orders"]))
             await self.send_private({"type": "orders", "channel": "orders", "orders": orders})
         if "fills" in subscribed and event["fills"]:
-            fills = await database_sync_to_async(self.read_fills)(event["fills"])
+            fills = (rendered["fills"] if rendered is not None else
+                     await database_sync_to_async(self.read_fills)(event["fills"]))
             await self.send_private({"type": "fills", "channel": "fills", "fills": fills})
         if "balances" in subscribed:
             await self.send_balances()
@@ -533,12 +541,18 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.send_json({**message, "seq": self.state.private_sent})
 
     def read_orders(self, order_ids: list[int]) -> list[dict]:
-        orders = Order.objects.filter(pk__in=order_ids, account_id=self.state.account_id).for_rendering()
-        return OrderSerializer(orders.order_by("pk"), many=True).data
+        return render_orders(order_ids, self.state.account_id)
 
     def read_fills(self, fill_ids: list[int]) -> list[dict]:
-        fills = Fill.objects.filter(pk__in=fill_ids, account_id=self.state.account_id).for_rendering()
-        return FillSerializer(fills.order_by("pk"), many=True).data
+        return render_fills(fill_ids, self.state.account_id)
+
+    async def note_private_subscriber(self) -> None:
+        """Have the publisher render this account's changes once for all its connections (a Redis write:
+        off the event loop)."""
+        try:
+            await asyncio.to_thread(bus().note_private_subscriber, self.state.account_id)
+        except Exception:  # the connection reads its events itself meanwhile
+            logger.warning("could not note a private subscriber", exc_info=True)
 
     async def send_balances(self) -> None:
         def read():

@@ -23,6 +23,7 @@ from marketdata import replay, streams
 from marketdata.candles import INTERVALS, IntervalCandle, candle_at
 from trading.backends import bus
 from trading.candles import batch_candle
+from trading.rendering import render_fills, render_orders
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,9 @@ def send_batch(result) -> None:
             per_account[account_id]["orders"].append(order_id)
         for account_id, fill_id in result.fills:
             per_account[account_id]["fills"].append(fill_id)
-        messages += [account_changes(account_id, **changes) for account_id, changes in per_account.items()]
+        rendered = rendered_changes(per_account)
+        messages += [account_changes(account_id, **changes, rendered=rendered.get(account_id))
+                     for account_id, changes in per_account.items()]
         bus().send(messages)
     except Exception:
         logger.exception("publishing a %s batch failed", market.pair)
@@ -183,9 +186,31 @@ def publish_owed_ticker(sender, market, **kwargs) -> None:
         logger.exception("publishing the %s ticker failed", market.pair)
 
 
-def account_changes(account_id: int, orders=(), fills=()) -> tuple[str, dict]:
-    return streams.account_group(account_id), {"type": "account.changes", "account": account_id,
-                                               "orders": list(orders), "fills": list(fills)}
+def rendered_changes(per_account: dict[int, dict]) -> dict[int, dict]:
+    """The changed orders and fills rendered once, in one read, for the accounts with a connection on their
+    private channels (``bus().private_subscribers``): not read again by each of their connections."""
+    accounts = bus().private_subscribers(list(per_account))
+    if not accounts:
+        return {}
+    owners = {}
+    for account_id in accounts:
+        for kind in ("orders", "fills"):
+            owners.update(((kind, item), account_id) for item in per_account[account_id][kind])
+    rendered = {account_id: {"orders": [], "fills": []} for account_id in accounts}
+    for kind, key, rows in (("orders", "order_id", render_orders), ("fills", "fill_id", render_fills)):
+        ids = [item for owner_kind, item in owners if owner_kind == kind]
+        for row in rows(ids) if ids else ():
+            rendered[owners[kind, row[key]]][kind].append(row)
+    return rendered
+
+
+def account_changes(account_id: int, orders=(), fills=(), rendered: dict | None = None) -> tuple[str, dict]:
+    """An account event: the ids of its changed orders and fills and, where the publisher rendered them, the
+    rendered ones (``rendered_changes``)."""
+    message = {"type": "account.changes", "account": account_id, "orders": list(orders), "fills": list(fills)}
+    if rendered is not None:
+        message["rendered"] = rendered
+    return streams.account_group(account_id), message
 
 
 def publish_account_changes(sender, account_id: int, order_ids=(), **kwargs) -> None:

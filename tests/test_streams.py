@@ -384,6 +384,54 @@ def test_private_channels_carry_only_the_accounts_own_events(markets, traders):
         ("sell", "0.30000000", "taker", "tp-1")]
 
 
+def test_a_batchs_orders_and_fills_are_rendered_once_for_all_of_an_accounts_connections(markets, traders,
+                                                                                        monkeypatch):
+    """The publisher renders a matched batch's changes once for an account with private subscribers; its
+    connections read nothing back. A connection given an event without them (the note of its account
+    lapsed) reads them itself and renews the note."""
+    from marketdata import consumers
+    from trading.backends import bus
+
+    alice, bob = traders
+    reads = []
+    for name in ("read_orders", "read_fills"):
+        def counted(self, ids, read=getattr(consumers.StreamConsumer, name), name=name):
+            reads.append(name)
+            return read(self, ids)
+        monkeypatch.setattr(consumers.StreamConsumer, name, counted)
+
+    async def fills(ws) -> list[dict]:
+        return (await receive(ws, "fills"))["fills"]
+
+    async def body():
+        sockets = [(await signed_in(alice))[0] for _ in range(2)]
+        for ws in sockets:
+            await op(ws, op="subscribe", channels=[{"name": "fills"}])
+            await receive(ws, "subscribed")
+        await place(bob, side="buy", type="limit", price=D("62000"), size=D("1"))
+        await place(alice, side="sell", type="limit", price=D("62000"), size=D("0.3"))
+        rendered = [await fills(ws) for ws in sockets]
+        reads_after_rendered = list(reads)
+        with monkeypatch.context() as lapsed:  # the account's note lapses
+            lapsed.setattr(type(bus()), "private_subscribers", lambda self, account_ids: set())
+            await place(alice, side="sell", type="limit", price=D("62000"), size=D("0.2"))
+            read_back = [await fills(ws) for ws in sockets]
+        reads_after_lapse = list(reads)
+        await place(alice, side="sell", type="limit", price=D("62000"), size=D("0.1"))
+        rendered_again = [await fills(ws) for ws in sockets]
+        for ws in sockets:
+            await ws.disconnect()
+        return rendered, reads_after_rendered, read_back, reads_after_lapse, rendered_again
+
+    rendered, reads_after_rendered, read_back, reads_after_lapse, rendered_again = run(body)
+    assert reads_after_rendered == []
+    assert rendered[0] == rendered[1] and [f["size"] for f in rendered[0]] == ["0.30000000"]
+    assert reads_after_lapse == ["read_fills", "read_fills"]  # one per connection
+    assert read_back[0] == read_back[1] and [f["size"] for f in read_back[0]] == ["0.20000000"]
+    assert reads == reads_after_lapse  # rendered once more
+    assert rendered_again[0] == rendered_again[1] and [f["size"] for f in rendered_again[0]] == ["0.10000000"]
+
+
 def test_the_balances_channel_carries_deposits_and_transfers(markets, traders):
     alice, _ = traders
 

@@ -571,6 +571,10 @@ class Bus:
     """How messages for the WebSocket processes leave this process (Channels groups)."""
 
     publishes_from_any_thread = False
+    # An account noted as having a connection on its private channels gets each batch's changed orders
+    # and fills rendered once by the publisher (marketdata.publishing). A note lapses after this long;
+    # a connection given an event without the rendering reads the rows itself and renews the note.
+    PRIVATE_NOTE_SECONDS = 600
 
     def reset(self) -> None:
         pass
@@ -637,6 +641,16 @@ class RedisBus(Bus):
             pipeline.incr(f"account-events:{account_id}")
         return pipeline.execute()
 
+    def note_private_subscriber(self, account_id: int) -> None:
+        get_redis().set(f"private-subscribers:{account_id}", 1, ex=self.PRIVATE_NOTE_SECONDS)
+
+    def private_subscribers(self, account_ids: list[int]) -> set[int]:
+        """Those of the accounts noted as having a connection on their private channels."""
+        if not account_ids:
+            return set()
+        noted = get_redis().mget([f"private-subscribers:{account_id}" for account_id in account_ids])
+        return {account_id for account_id, note in zip(account_ids, noted) if note is not None}
+
     def publish_in_order(self, send: Callable, *args) -> None:
         """``send(*args)`` on the publisher thread: what is handed over goes out in that order."""
         with self.start_lock:
@@ -663,11 +677,13 @@ class LocalBus(Bus):
     def __init__(self):
         self.serving_loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
         self.events: dict[int, int] = defaultdict(int)
+        self.noted: dict[int, float] = {}  # account id: when a private subscriber was last noted
         self.lock = threading.Lock()
 
     def reset(self) -> None:
         with self.lock:
             self.events.clear()
+            self.noted.clear()
 
     def serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
         self.serving_loops.add(loop)
@@ -686,6 +702,15 @@ class LocalBus(Bus):
                 self.events[account_id] += 1
                 numbers.append(self.events[account_id])
             return numbers
+
+    def note_private_subscriber(self, account_id: int) -> None:
+        with self.lock:
+            self.noted[account_id] = time.monotonic()
+
+    def private_subscribers(self, account_ids: list[int]) -> set[int]:
+        since = time.monotonic() - self.PRIVATE_NOTE_SECONDS
+        with self.lock:
+            return {account_id for account_id in account_ids if self.noted.get(account_id, since) > since}
 
     def publish_in_order(self, send: Callable, *args) -> None:
         """``send(*args)`` now; a failure is logged, as on a publisher thread (the work is committed)."""
