@@ -33,7 +33,7 @@ def refused_code(account, request: OrderRequest) -> str:
     return refused.value.code
 
 
-def test_an_order_its_matcher_command_and_its_hold_take_two_statements_on_postgresql(alice):
+def test_an_order_its_matcher_command_and_its_hold_take_one_statement_on_postgresql(alice):
     services.place_order(alice, limit_buy())  # the market is now in this process's memory
 
     with CaptureQueriesContext(connection) as queries:
@@ -41,7 +41,7 @@ def test_an_order_its_matcher_command_and_its_hold_take_two_statements_on_postgr
 
     statements = [q["sql"] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
     # SQLite: the order, its command, the hold's conditional update and its entries.
-    assert len(statements) == (2 if connection.vendor == "postgresql" else 4)
+    assert len(statements) == (1 if connection.vendor == "postgresql" else 4)
     assert created and MatcherCommand.objects.filter(order=order, kind=MatcherCommand.Kind.NEW).exists()
     assert LedgerEntry.objects.filter(reference=f"order:{order.pk}").count() == 2
     assert balance_of(alice, "USD").locked == D("630") + D("620")

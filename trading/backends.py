@@ -236,23 +236,35 @@ class PostgresStore(Store):
             return bool(cursor.rowcount)
 
     def __init__(self):
-        self.insert_order_statements: dict[str, str] = {}
+        self.insert_order_statements: dict[tuple[str, str, str], str] = {}
 
-    def insert_order(self, insert: str, fields: list, params: list, market_id: int) -> int | None:
-        """Insert an order with ``insert`` (its SELECT's placeholders left to fill) and queue it."""
-        sql = self.insert_order_statements.get(insert)
+    def insert_order(self, insert: str, fields: list, params: list, market_id: int,
+                     hold: Callable[..., tuple[str, list, Statement]]) -> tuple[int | None, bool]:
+        """Insert an order with ``insert`` (its SELECT's placeholders left to fill), queue it and hold its
+        funds (``hold``: ledger.hold_statement for a reference, which is "order:" and the order's id);
+        (its id, whether the hold was made), (None, False) when ``insert`` inserted nothing."""
+        update, update_params, entries = hold(reference="order:")
+        sql = self.insert_order_statements.get((insert, update, entries.sql))
         if sql is None:
-            # The SELECT's parameters are typed only by their casts (they would be text otherwise);
-            # the order's NEW command goes in the same statement.
+            # The SELECT's parameters are typed only by their casts (they would be text otherwise). The
+            # order's NEW command and its hold go in the same statement, the hold only if the order was
+            # inserted, and its entries only if the hold was made, their reference completed with the id.
             placeholders = ", ".join(f"CAST(%s AS {field.cast_db_type(connection)})" for field in fields)
-            sql = self.insert_order_statements[insert] = (
+            into, _, rows = entries.sql.partition(" SELECT * FROM ")
+            columns = into[into.index("(") + 1:into.rindex(")")]
+            values = ", ".join(f"v.{name} || placed.id" if name == '"reference"' else f"v.{name}"
+                               for name in columns.split(", "))
+            sql = self.insert_order_statements[(insert, update, entries.sql)] = (
                 f"WITH placed AS ({insert.format(placeholders=placeholders)} RETURNING id), "
                 "queued AS (INSERT INTO trading_matchercommand (market_id, kind, order_id) "
-                "SELECT %s, %s, id FROM placed) SELECT id FROM placed")
+                "SELECT %s, %s, id FROM placed), "
+                f"held AS ({update} AND EXISTS (SELECT FROM placed) RETURNING id), "
+                f"entered AS ({into} SELECT {values} FROM held CROSS JOIN placed CROSS JOIN {rows} AS v({columns})) "
+                "SELECT id, EXISTS (SELECT FROM held) FROM placed")
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, market_id, MatcherCommand.Kind.NEW])
+            cursor.execute(sql, [*params, market_id, MatcherCommand.Kind.NEW, *update_params, *entries.params])
             row = cursor.fetchone()
-        return row and row[0]
+        return (row[0], row[1]) if row else (None, False)
 
 
 class SqliteStore(Store):
@@ -363,14 +375,15 @@ class SqliteStore(Store):
         self.execute([entries])
         return True
 
-    def insert_order(self, insert: str, fields: list, params: list, market_id: int) -> int | None:
+    def insert_order(self, insert: str, fields: list, params: list, market_id: int,
+                     hold: Callable[..., tuple[str, list, Statement]]) -> tuple[int | None, bool]:
         with connection.cursor() as cursor:
             cursor.execute(insert.format(placeholders=", ".join(["%s"] * len(fields))) + " RETURNING id", params)
             row = cursor.fetchone()
         if row is None:
-            return None
+            return None, False
         MatcherCommand.objects.create(market_id=market_id, kind=MatcherCommand.Kind.NEW, order_id=row[0])
-        return row[0]
+        return row[0], self.hold(*hold(reference=f"order:{row[0]}"))
 
 
 _BASE_TYPE = re.compile(r"\(\d+(, *\d+)?\)")  # the length or precision of a type: varchar(8), numeric(36, 18)

@@ -187,6 +187,13 @@ def hold_funds(account_id: int, asset_id: int, amount: Decimal, *, reference: st
     the journal's two entries are written only if it did: where ``apply_journal`` takes four
     statements (create missing rows, lock, update, insert), every order pays for this one.
     """
+    if not store().hold(*hold_statement(account_id, asset_id, amount, reference=reference)):
+        refuse_hold(account_id, asset_id, amount)
+
+
+def hold_statement(account_id: int, asset_id: int, amount: Decimal, *, reference: str) -> tuple[str, list, Statement]:
+    """hold_funds's statement, for Store.hold: the conditional balance update (its SQL and parameters),
+    and the journal's entries."""
     journal = bucket_transfer(account_id, asset_id, amount, source=Bucket.AVAILABLE, target=Bucket.LOCKED,
                               reason=Reason.ORDER_HOLD, reference=reference)
     check_journal(journal)
@@ -195,8 +202,11 @@ def hold_funds(account_id: int, asset_id: int, amount: Decimal, *, reference: st
               "WHERE account_id = %s AND asset_id = %s AND wallet = %s AND available >= %s")
     params = [as_amount(-amount, connection), as_amount(amount, connection), account_id, asset_id, Wallet.SPOT,
               as_amount(amount, connection)]
-    if store().hold(update, params, entries_statement([journal])):
-        return
+    return update, params, entries_statement([journal])
+
+
+def refuse_hold(account_id: int, asset_id: int, amount: Decimal) -> None:
+    """The INSUFFICIENT_FUNDS of a hold whose statement changed nothing."""
     row = Balance.objects.filter(account_id=account_id, asset_id=asset_id, wallet=Wallet.SPOT).first()
     available = row.available if row else Decimal(0)
     refuse_shortfalls([(row or Balance(account_id=account_id, asset_id=asset_id), Bucket.AVAILABLE,

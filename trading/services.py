@@ -104,6 +104,10 @@ class MarketChanged(Exception):
     """The market row is no longer as the copy an order was checked against (status or grids)."""
 
 
+class HoldShort(Exception):
+    """The order was written but its hold was not made: (account id, asset id, amount)."""
+
+
 def do_place_order(account, request: OrderRequest) -> Order:
     message = "The database failed while committing the order, which may have been placed: look it up by its id"
     with committing(message + (" or client_order_id." if request.client_order_id else ".")) as commit:
@@ -114,14 +118,17 @@ def do_place_order(account, request: OrderRequest) -> Order:
 
 
 def write_order(account, request: OrderRequest) -> Order:
-    """Check the order, write it with its matcher command and hold its funds, in the caller's transaction."""
+    """Check the order, write it with its matcher command and hold its funds, in the caller's transaction
+    (which a refusal must roll back: the order is written when its hold is found short)."""
     try:
-        order = accept(account, access_market(request.pair, recent=True), request)
-    except (ExchangeError, MarketChanged):
-        # This process's copy of the market may be out of date (halted, resumed, new grids since it
-        # was read): judge the order again against the row, which stays as read until commit.
-        order = accept(account, access_market(request.pair, lock=True), request)
-    ledger.hold_funds(order.account_id, order.hold_asset_id, order.hold_remaining, reference=f"order:{order.pk}")
+        try:
+            order = accept(account, access_market(request.pair, recent=True), request)
+        except (ExchangeError, MarketChanged):
+            # This process's copy of the market may be out of date (halted, resumed, new grids since it
+            # was read): judge the order again against the row, which stays as read until commit.
+            order = accept(account, access_market(request.pair, lock=True), request)
+    except HoldShort as short:
+        ledger.refuse_hold(*short.args)
     return order
 
 
@@ -169,8 +176,9 @@ def order_fields() -> list:
 
 
 def insert_order(order: Order) -> None:
-    """INSERT the order and its NEW matcher command if its market row is still online with the grids
-    of ``order.market``; raise MarketChanged, writing nothing, if not.
+    """INSERT the order and its NEW matcher command, and hold its funds, if its market row is still
+    online with the grids of ``order.market``; raise MarketChanged, writing nothing, if not, and
+    HoldShort when the available balance is short.
 
     The market may be a copy this process read a while ago: a halt or a grid change made by any
     process is seen here, in the statement that writes the order, rather than by reading the market
@@ -181,9 +189,13 @@ def insert_order(order: Order) -> None:
     params += [market.pk, Market.Status.ONLINE]
     for name in MARKET_GRIDS:
         params.append(Market._meta.get_field(name).get_db_prep_save(getattr(market, name), connection))
-    order_id = store().insert_order(insert_order_sql(), fields, params, market.pk)
+    hold = (order.account_id, order.hold_asset_id, order.hold_remaining)
+    order_id, held = store().insert_order(insert_order_sql(), fields, params, market.pk,
+                                          functools.partial(ledger.hold_statement, *hold))
     if order_id is None:
         raise MarketChanged(market.pair)
+    if not held:
+        raise HoldShort(*hold)
     order.pk = order_id
     order._state.adding, order._state.db = False, connection.alias
 
