@@ -141,7 +141,7 @@ __all__ = [
     'POST_ONLY_WOULD_TAKE',
 ]
 
-POST_ONLY_WOULD_TAKE = 'POST_ONLY_WOULD_TAKE'
+POST_ONLY_WOULD_TAKE: Final = 'POST_ONLY_WOULD_TAKE'
 
 
 # String enums: members equal (and hash like) their values, so callers may
@@ -255,6 +255,19 @@ class CancelRejected(NamedTuple):
     reason: str = 'not_found'
 
 
+# The event classes again, as constants: the compiled build reads these from C statics, where the
+# classes' own names are a dict lookup in the module's globals at every use.
+_TRADE: Final = Trade
+_FILLED: Final = Filled
+_RESTED: Final = Rested
+_CANCELLED: Final = Cancelled
+_EXPIRED: Final = Expired
+_REJECTED: Final = Rejected
+_TRIGGERED: Final = Triggered
+_UNTRIGGERED: Final = Untriggered
+_CANCEL_REJECTED: Final = CancelRejected
+
+
 class OpenOrder(NamedTuple):
     """Read-only view of a resting order (see :meth:`OrderBook.open_order`)."""
     order_id: int
@@ -289,7 +302,7 @@ _ABOVE: Final = StopTrigger.ABOVE.value
 _NO_LIMIT: Final = -(10 ** 60)
 # tuple.__new__ builds a NamedTuple without its Python-level __new__: half the cost, on every
 # Trade/Filled/Rested (docs/performance.md).
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
 
 # A resting order is a small list indexed by the names below, not an object:
@@ -416,11 +429,11 @@ class OrderBook:
         if opp_keys and opp_keys[-1] >= threshold:
             # The order crosses: it will take liquidity.
             if post_only:
-                append(_new(Rejected, (order_id, POST_ONLY_WOULD_TAKE)))
+                append(_new(_REJECTED, (order_id, POST_ONLY_WOULD_TAKE)))
                 return
             if tif == _FOK and not self._fok_fillable(is_buy, threshold, account_id,
                                                       left, stp):
-                append(_new(Expired, (order_id, size)))
+                append(_new(_EXPIRED, (order_id, size)))
                 return
             # The maker walk: best level first while it crosses, FIFO within a
             # level, at the maker's price.  ``left`` is lots, or notional funds
@@ -458,7 +471,7 @@ class OrderBook:
                             del index[maker_id]
                             maker[_REMAINING] = 0
                             level.total -= maker_remaining
-                            append(_new(Cancelled, (maker_id, maker_remaining,
+                            append(_new(_CANCELLED, (maker_id, maker_remaining,
                                                     'self_trade')))
                         if stp != _CANCEL_OLDEST:
                             stopped = True
@@ -471,17 +484,17 @@ class OrderBook:
                         del index[maker_id]
                         level.total -= maker_remaining
                         want -= maker_remaining
-                        append(_new(Trade, (maker_id, order_id, maker_account,
+                        append(_new(_TRADE, (maker_id, order_id, maker_account,
                                             account_id, side, trade_price,
                                             maker_remaining)))
-                        append(_new(Filled, (maker_id,)))
+                        append(_new(_FILLED, (maker_id,)))
                         if not want:
                             break
                     else:
                         # The taker is used up here; the maker keeps its place.
                         maker[_REMAINING] = maker_remaining - want
                         level.total -= want
-                        append(_new(Trade, (maker_id, order_id, maker_account,
+                        append(_new(_TRADE, (maker_id, order_id, maker_account,
                                             account_id, side, trade_price, want)))
                         want = 0
                         break
@@ -502,20 +515,20 @@ class OrderBook:
                     self._note_trades(first_price, last_price)
             if stopped:
                 # Only ever set while something remained to fill.
-                append(_new(Cancelled, (order_id, left, 'self_trade')))
+                append(_new(_CANCELLED, (order_id, left, 'self_trade')))
                 return
 
         # For a market buy by funds, what is left (never rested) is funds.
         if not left:
-            append(_new(Filled, (order_id,)))
+            append(_new(_FILLED, (order_id,)))
         elif price is None or tif != _GTC:
-            append(_new(Expired, (order_id, left)))
+            append(_new(_EXPIRED, (order_id, left)))
         else:
             # Rest at the back of the level (the most common outcome).
             key = price if is_buy else -price
             self._rest(is_buy, [order_id, account_id, left, key])
             self._touched.add(key)
-            append(_new(Rested, (order_id, side, price, left)))
+            append(_new(_RESTED, (order_id, side, price, left)))
 
     def _open_level(self, is_buy: bool, key: int) -> _Level:
         """Put level ``key`` (new or emptied) back on its side's sorted keys."""
@@ -582,11 +595,11 @@ class OrderBook:
         if order is None:
             waiting = self._stops.pop(order_id, None)
             if waiting is None:
-                events.append(_new(CancelRejected, (order_id, 'not_found')))
+                events.append(_new(_CANCEL_REJECTED, (order_id, 'not_found')))
                 return
             stop = waiting[1]
             remaining = stop.size if stop.size is not None else stop.funds
-            events.append(_new(Cancelled, (order_id, remaining, 'user')))
+            events.append(_new(_CANCELLED, (order_id, remaining, 'user')))
             self._maybe_compact_stops()
             return
         key = order[_KEY]
@@ -606,7 +619,7 @@ class OrderBook:
                 level.orders = deque([o for o in level.orders if o[_REMAINING]])
                 level.dead = 0
         self._touched.add(key)
-        events.append(_new(Cancelled, (order_id, remaining, 'user')))
+        events.append(_new(_CANCELLED, (order_id, remaining, 'user')))
 
     # ------------------------------------------------------------------
     # Stops
@@ -638,11 +651,11 @@ class OrderBook:
         above = self._fires_above(command, is_buy)
         last = self.last_trade_price
         if last is not None and (last >= command.stop_price if above else last <= command.stop_price):
-            events.append(_new(Triggered, (command.order_id,)))
+            events.append(_new(_TRIGGERED, (command.order_id,)))
             self._enter_triggered(command, events)
             return
         self._add_stop(command, above)
-        events.append(_new(Untriggered, (command.order_id,)))
+        events.append(_new(_UNTRIGGERED, (command.order_id,)))
 
     def _add_stop(self, command, above):
         self._stop_seq += 1
@@ -700,7 +713,7 @@ class OrderBook:
             if not pending:
                 return
             command = pending.popleft()
-            events.append(_new(Triggered, (command.order_id,)))
+            events.append(_new(_TRIGGERED, (command.order_id,)))
             self._enter_triggered(command, events)
 
     def _maybe_compact_stops(self):
