@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +63,8 @@ def measure(requests: int, batches: int) -> dict:
 
     pair = PairMetrics("BENCH-USD")
     book = SimpleNamespace(level_counts=lambda: (1200, 1300))
-    queued = datetime.now(UTC) - timedelta(milliseconds=50)
-    commands = [(i, "new", i, queued + timedelta(microseconds=i)) for i in range(BATCH)]
+    queued = time.time() - 0.05
+    commands = [(i, "new", i, queued + i / 1e6) for i in range(BATCH)]
     result = BatchResult(market=None, commands=BATCH, states={}, orders=[], trades=[None] * 300, fills=[],
                          delta=BookDelta(sequence=1, bids=[], asks=[], top_bids=[], top_asks=[]))
     started = time.process_time()

@@ -117,6 +117,10 @@ def test_counters_move_by_what_the_requests_did(alice, bob, make_key, token, dja
     assert after[key("exchange_book_depth_levels", pair="BTC-USD", side="ask")] == 0
     assert after[key("exchange_matcher_last_sequence", pair="BTC-USD")] == 2
     assert after[key("exchange_matcher_queue_depth", pair="BTC-USD")] == 0
+    # The waits are read in seconds since the epoch on both vendors: a time zone mixed up would be hours.
+    waited = (after[key("exchange_matcher_lag_seconds_sum", pair="BTC-USD")]
+              - before.get(key("exchange_matcher_lag_seconds_sum", pair="BTC-USD"), 0))
+    assert 0 <= waited < 600
 
 
 def test_rate_limit_refusals_are_counted_by_budget(db, markets, token, settings):

@@ -65,9 +65,10 @@ class PairMetrics:
         self.ask_levels = metrics.BOOK_DEPTH.labels(pair, "ask")
 
     def matched(self, commands: list[tuple], book: engine.OrderBook) -> None:
-        """Each command's wait since its acceptance (its row's last field, queued_at); the book's depth."""
+        """Each command's wait since its acceptance (its row's last field, queued_at in epoch seconds); the
+        book's depth."""
         now = time.time()
-        metrics.observe_many(self.lag, [now - command[-1].timestamp() for command in commands])
+        metrics.observe_many(self.lag, [now - command[-1] for command in commands])
         bids, asks = book.level_counts()
         self.bid_levels.set(bids)
         self.ask_levels.set(asks)
@@ -178,7 +179,7 @@ class PairMatcher:
 
     def queued_commands(self, market_id: int, taken: list[int] = (), limit: int = 0) -> list[tuple]:
         """Up to ``limit`` (BATCH_SIZE) queued commands, oldest first, with their orders' fields and, last,
-        when each was queued; not those in ``taken`` (taken by batches whose writes have not committed yet, which delete them)."""
+        when each was queued (epoch seconds); not those in ``taken`` (taken by batches whose writes have not committed yet, which delete them)."""
         commands = MatcherCommand.objects.filter(market_id=market_id)
         if taken:
             commands = commands.alias(taken=RawSQL(
@@ -186,7 +187,8 @@ class PairMatcher:
                 output_field=BooleanField(),
             )).filter(taken=False)
         return store().select_rows(commands.order_by("pk").values_list(
-            "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS), "queued_at")[:limit or BATCH_SIZE])
+            "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS),
+            store().epoch_seconds(MatcherCommand, "queued_at"))[:limit or BATCH_SIZE])
 
     def run_batch(self) -> BatchResult | None:
         """Process up to BATCH_SIZE queued commands in one transaction; None when the queue is empty."""
