@@ -127,6 +127,8 @@ def test_failed_wake_ups_keep_one_retry_per_pair_and_back_off(monkeypatch):
         def start(self):
             pass
 
+        cancel = join = start
+
     monkeypatch.setattr(dispatch.threading, "Timer", RecordedTimer)
     monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: dispatch.retry_later(pair))  # fails every time
 
@@ -139,3 +141,30 @@ def test_failed_wake_ups_keep_one_retry_per_pair_and_back_off(monkeypatch):
     btc = [delay for delay, args in scheduled if args == ["BTC-USD"]]
     assert btc == [5.0, 40.0, 60.0, 60.0, 60.0, 60.0]  # every failure counts, also the waiting ones
     assert [delay for delay, args in scheduled if args == ["ETH-USD"]] == [5.0]
+
+
+def test_reset_cancels_pending_retries_and_waits_for_a_draining_one(monkeypatch):
+    """A retry left by one test would drain the pair during a later one: its transaction raced that test's
+    flush of the database, a deadlock seen in CI."""
+    draining, release, woken = threading.Event(), threading.Event(), []
+
+    def slow_wake_up(pair):
+        if pair == "ETH-USD":
+            draining.set()
+            release.wait()
+        woken.append(pair)
+
+    monkeypatch.setattr(dispatch, "wake_matcher", slow_wake_up)
+    monkeypatch.setattr(dispatch, "RETRY_SECONDS", 0.01)
+    before = set(threading.enumerate())
+    dispatch.retry_later("ETH-USD")  # fires at once and drains until released
+    draining.wait()
+    monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)
+    dispatch.retry_later("BTC-USD")  # pending
+    timers = set(threading.enumerate()) - before
+    threading.Timer(0.2, release.set).start()  # while reset waits (were it not waiting, ETH-USD would be missing)
+
+    dispatch.reset()
+
+    assert len(timers) == 2 and not any(timer.is_alive() for timer in timers)
+    assert woken == ["ETH-USD"]

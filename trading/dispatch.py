@@ -30,7 +30,16 @@ _pair_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def reset() -> None:
-    """Forget this process's matchers and retries (tests: a new process)."""
+    """Forget this process's matchers and retries (tests: a new process). A retry timer is cancelled, or
+    waited for if it is draining: a drain left to a later test would race its flush of the database (a
+    deadlock) or match its orders behind its back."""
+    while _retry_timers:
+        with _retry_lock:
+            timers = list(_retry_timers)
+            _retry_timers.clear()
+        for timer in timers:  # one draining may start another, found by the next turn
+            timer.cancel()
+            timer.join()
     _matchers.clear()
     _failures.clear()
     _retry_pending.clear()
@@ -72,6 +81,7 @@ _failures: dict[str, int] = {}  # pair -> wake-ups or drains failed in a row in 
 # pair -> its one pending retry: the Celery task that will run again (its id), or None for a timer here
 _retry_pending: dict[str, str | None] = {}
 _retry_lock = threading.Lock()
+_retry_timers: set[threading.Timer] = set()  # started here and not ended (reset stops them)
 
 
 def retry_later(pair: str) -> None:
@@ -86,7 +96,9 @@ def retry_later(pair: str) -> None:
     logger.warning("waking the matcher of %s again in %.0f s", pair, delay)
     timer = threading.Timer(delay, wake_in_thread, args=[pair])
     timer.daemon = True
-    timer.start()
+    with _retry_lock:  # listed before it can end (wake_in_thread)
+        _retry_timers.add(timer)
+        timer.start()
 
 
 def wake_in_thread(pair: str) -> None:
@@ -96,6 +108,8 @@ def wake_in_thread(pair: str) -> None:
         wake_matcher(pair)
     finally:
         connections.close_all()  # this thread's own connections; it ends here
+        with _retry_lock:
+            _retry_timers.discard(threading.current_thread())
 
 
 def drain_failed(pair: str, task_id: str) -> float | None:
