@@ -286,14 +286,15 @@ def run_batched() -> dict:
     before = counts()
     try:
         with Stopwatch() as watch:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             results = matcher.drain()
+            cpu = time.process_time() - cpu  # this process's threads: matching, writing, publishing
     finally:
         batch_committed.disconnect(committed)
     after = counts()
     stamps = [started] + [stamp for stamp, _ in commits]
     batch_times = [(stamps[i + 1] - stamps[i], processed) for i, (_, processed) in enumerate(commits)]
-    return {"seconds": watch.seconds, "batches": len(results), "batch_times": batch_times,
+    return {"seconds": watch.seconds, "cpu_seconds": cpu, "batches": len(results), "batch_times": batch_times,
             "orders_changed": sum(len(r.orders) for r in results),
             "commands": sum(r.commands for r in results),
             **{key: after[key] - before[key] for key in ("trades", "fills", "ledger")},
@@ -567,7 +568,8 @@ def main() -> None:
         print()
         print(f"Batched drain: {batched['commands']:,} commands in {batched['batches']} batches, "
               f"{batched['trades']:,} trades, {batched['fills']:,} fills, {batched['ledger']:,} ledger rows, "
-              f"{batched['seconds']:.2f} s; left queued {batched['left_queued']}, pending {batched['left_pending']}; "
+              f"{batched['seconds']:.2f} s ({batched['cpu_seconds']:.2f} s of this process's CPU, "
+              f"{batched['cpu_seconds'] / max(batched['commands'], 1) * 1e6:.0f} us a command); left queued {batched['left_queued']}, pending {batched['left_pending']}; "
               f"audit: {'OK' if not problems else problems[:3]} ({audit_watch.seconds:.1f} s, not timed)")
         per_batch = sorted(s for s, _ in batched["batch_times"])
         if per_batch:

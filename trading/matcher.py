@@ -278,20 +278,16 @@ class PairMatcher:
 
     def keep(self, changed) -> None:
         """Keep the working copies the book alone cannot give back: a waiting stop, a resting order with
-        fills; drop closed orders and plain resting ones."""
-        tick, lot = self.market.tick_size, self.market.lot_size
+        fills; drop closed orders and plain resting ones (an open order has its whole size left)."""
+        orders = self.orders
         for order in changed:
             status = order.status
-            if status == Order.Status.UNTRIGGERED:
-                self.orders[order.id] = order
-                continue
-            if status in RESTING:
-                resting = self.book.open_order(order.id)
-                if not plain_resting(order.side, resting.price * tick, resting.remaining * lot, status,
-                                     order.filled_size, order.executed_value, order.fee, order.hold_remaining):
-                    self.orders[order.id] = order
-                    continue
-            self.orders.pop(order.id, None)
+            if status == Order.Status.UNTRIGGERED or (status in RESTING and not plain_resting(
+                    order.side, order.price, order.size, status, order.filled_size, order.executed_value, order.fee,
+                    order.hold_remaining)):
+                orders[order.id] = order
+            else:
+                orders.pop(order.id, None)
 
     def write(self, matched: MatchedBatch, state: BookState) -> BatchResult:
         """Write a matched batch in the caller's transaction, on top of the batch before it; announce it
