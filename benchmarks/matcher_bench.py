@@ -29,7 +29,8 @@ What it does, all in one run so that the ratios mean something on a noisy machin
      the next batches.
 4. Baseline (b): raw psycopg COPY of 1,000-row batches (one commit each) into a scratch table
    created LIKE trading_ledgerentry (same columns, defaults, indexes and checks; no foreign keys).
-5. Baseline (c): the pure engine (trading.engine, no database) on the same commands.
+5. Baseline (c): the matcher's engine alone (trading.engine_impl: compiled or pure; no database) on the
+   same commands.
 
 Prints figures only; asserts nothing about speed. Databases are dropped WITH (FORCE) at the end,
 and the Redis db is flushed.
@@ -334,7 +335,7 @@ def run_batches(matcher, batches: int) -> tuple[int, int]:
 def run_phases(batches: int, batch_size: int | None = None) -> dict:
     """Phases of run_batch (see PhaseTimer), after a first batch that loads the book."""
     import trading.matcher
-    from trading import backends, batch_writer, engine, ledger
+    from trading import backends, batch_writer, engine_impl, ledger
     from trading.settlement import Settlement
 
     saved_batch_size = trading.matcher.BATCH_SIZE
@@ -342,8 +343,11 @@ def run_phases(batches: int, batch_size: int | None = None) -> dict:
     matcher = fresh_matcher()
     matcher.run_batch()  # loads the book: not part of the steady state, and not wrapped
     store = type(backends.store())
+    # A compiled engine's class cannot be patched: its time then counts in the rest (ENGINE_IMPL=pure to see it).
+    engine_phase = ([(engine_impl.engine.OrderBook, "apply", "engine OrderBook.apply")]
+                    if engine_impl.engine is engine_impl.pure else [])
     timer = PhaseTimer([(trading.matcher.PairMatcher, "queued_commands", "read the queued commands and their orders"),
-                        (engine.OrderBook, "apply", "engine OrderBook.apply"),
+                        *engine_phase,
                         (Settlement, "apply", "events to order states, trades and postings (Settlement.apply)"),
                         (store, "reserve_ids", "reserve trade and fill ids"),
                         (Settlement, "trade_rows", "trade and fill rows (with the ids)"),
@@ -463,8 +467,8 @@ def time_ticker(repeat: int = 5) -> tuple[float, int]:
 
 
 def run_engine_only() -> dict:
-    """The pure engine on the same commands, in the same order (no database, no Decimal rows)."""
-    from trading import engine
+    """The matcher's engine alone on the same commands, in the same order (no database, no Decimal rows)."""
+    from trading.engine_impl import engine
     from trading.settlement import ORDER_FIELDS, WorkingOrder
     from trading.models import BookState, Market, MatcherCommand
 
@@ -483,7 +487,7 @@ def run_engine_only() -> dict:
     with Stopwatch() as watch:
         for command in commands:
             events += len(book.apply(command))
-    return {"seconds": watch.seconds, "commands": len(commands), "events": events}
+    return {"seconds": watch.seconds, "commands": len(commands), "events": events, "engine": engine.__name__}
 
 
 def main() -> None:
@@ -593,7 +597,7 @@ def main() -> None:
              rate(batched["ledger"], batched["seconds"]), "rows/s"],
             ["baseline (b): raw COPY, 1,000-row batches, commit each", f"{copy['rows']:,} rows",
              f"{copy['seconds']:.2f}", rate(copy["rows"], copy["seconds"]), "rows/s"],
-            ["baseline (c): pure engine, same commands, no database", f"{engine_only['commands']:,} commands",
+            [f"baseline (c): engine ({engine_only['engine']}), same commands, no database", f"{engine_only['commands']:,} commands",
              f"{engine_only['seconds']:.3f}", rate(engine_only["commands"], engine_only["seconds"]), "commands/s"],
         ]
         print(table(["measurement", "work", "seconds", "rate", "unit"], rows))
