@@ -19,6 +19,8 @@ import logging
 import time
 from collections import defaultdict
 
+from django.db import connection
+
 from marketdata import replay, streams
 from marketdata.candles import INTERVALS, IntervalCandle, candle_at
 from trading.backends import bus
@@ -189,7 +191,17 @@ def publish_owed_ticker(sender, market, **kwargs) -> None:
 def rendered_changes(per_account: dict[int, dict]) -> dict[int, dict]:
     """The changed orders and fills rendered once, in one read, for the accounts with a connection on their
     private channels (``bus().private_subscribers``): not read again by each of their connections."""
-    accounts = bus().private_subscribers(list(per_account))
+    try:
+        return render_once(per_account, bus().private_subscribers(list(per_account)))
+    except Exception:
+        # Never at the cost of the batch's other messages: the connections read the rows themselves.
+        logger.exception("rendering a batch's orders and fills failed")
+        if not connection.in_atomic_block:
+            connection.close()  # a broken connection is opened again for the next batch
+        return {}
+
+
+def render_once(per_account: dict[int, dict], accounts: set[int]) -> dict[int, dict]:
     if not accounts:
         return {}
     owners = {}

@@ -432,6 +432,26 @@ def test_a_batchs_orders_and_fills_are_rendered_once_for_all_of_an_accounts_conn
     assert rendered_again[0] == rendered_again[1] and [f["size"] for f in rendered_again[0]] == ["0.10000000"]
 
 
+def test_a_rendering_that_fails_leaves_the_connections_to_read_the_batch_themselves(markets, traders, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(publishing, "render_fills", broken)
+    alice, bob = traders
+
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "fills"}])
+        await receive(ws, "subscribed")
+        await place(bob, side="buy", type="limit", price=D("62000"), size=D("1"))
+        await place(alice, side="sell", type="limit", price=D("62000"), size=D("0.3"))
+        fills = (await receive(ws, "fills"))["fills"]
+        await ws.disconnect()
+        return fills
+
+    assert [f["size"] for f in run(body)] == ["0.30000000"]
+
+
 def test_the_balances_channel_carries_deposits_and_transfers(markets, traders):
     alice, _ = traders
 
