@@ -214,7 +214,7 @@ WS_HEARTBEAT_SECONDS = float(os.environ.get("WS_HEARTBEAT_SECONDS", "5"))
 WS_MAX_PENDING_BYTES = int(os.environ.get("WS_MAX_PENDING_BYTES", str(4 * 1024 * 1024)))
 WS_WRITE_LOW_WATER_BYTES = int(os.environ.get("WS_WRITE_LOW_WATER_BYTES", str(256 * 1024)))
 
-# "celery": each pair's orders go to its own Celery queue (match.<PAIR>), consumed by one worker.
+# "celery": each pair's matcher is a loop in the Celery worker serving its queue match.<PAIR>, woken through Redis.
 # "inprocess": the same matcher runs in the web process, after the accepting commit (embedded default).
 MATCHER_MODE = os.environ.get("MATCHER_MODE", "celery" if REDIS_URL else "inprocess")
 # The backend objects where the stacks differ (trading.backends): chosen here, once.

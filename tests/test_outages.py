@@ -3,23 +3,19 @@ Retry-After, never 500, and an order or cancel that was committed is answered wi
 
 import socket
 from contextlib import contextmanager
-from decimal import Decimal
 
 import pytest
-from celery.exceptions import Retry
 from django.db import OperationalError, connection, connections
 from django.test import Client
 
 from accounts import key_cache
 from exchange.errors import OUTAGE_RETRY_AFTER_SECONDS
 from exchange.redis import get_redis
-from trading import dispatch, services
+from trading import dispatch
 from trading import backends
 from trading.backends import CeleryMatchers
 from trading.matcher import PairMatcher
 from trading.models import MatcherCommand, Order
-from trading.orders import OrderRequest
-from trading.tasks import match_pair
 
 from .processes import free_port
 
@@ -224,68 +220,3 @@ def test_after_failed_in_process_drains_a_new_order_is_matched_at_once(as_trader
 
     assert response.json()["status"] == "open"
     assert set(Order.objects.values_list("status", flat=True)) == {Order.Status.OPEN}
-
-
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_a_celery_matcher_with_a_retry_pending_drains_a_new_orders_wake_up_at_once(alice, settings, monkeypatch):
-    """The worker's task body, run here: one retry per pair backs off, and a new order's wake-up is
-    queued and drains now rather than waiting for it."""
-    settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
-    queued = []
-    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: queued.append(pair))
-    retries = []
-
-    def retry(exc, countdown):
-        retries.append(countdown)
-        return Retry()
-
-    monkeypatch.setattr(match_pair, "retry", retry)
-
-    def run_task(task_id: str):
-        match_pair.push_request(id=task_id)
-        try:
-            return match_pair.run("BTC-USD")
-        finally:
-            match_pair.pop_request()
-
-    services.place_order(alice, OrderRequest(**{**LIMIT_BUY, "price": Decimal("63000"), "size": Decimal("0.01")}))
-    for _ in range(2):  # the woken task fails, and so does its first retry
-        with database_down(), pytest.raises(Retry):
-            run_task("first")
-    services.place_order(alice, OrderRequest(**{**LIMIT_BUY, "price": Decimal("63000"), "size": Decimal("0.01")}))
-    with database_down():
-        assert run_task("second") == 0  # fails too, and leaves the retrying to the pending one
-
-    assert retries == [5.0, 10.0]
-    assert queued == ["BTC-USD", "BTC-USD"]  # the new order's wake-up was not held back by the retry
-
-    run_task("third")
-    assert list(Order.objects.values_list("status", flat=True)) == [Order.Status.OPEN] * 2
-    assert MatcherCommand.objects.count() == 0
-    with database_down(), pytest.raises(Retry):
-        run_task("first")
-    assert retries[-1] == 5.0  # the backoff starts again
-
-
-def test_a_retry_that_cannot_be_queued_leaves_the_pair_to_a_timer_not_stuck(alice, settings, monkeypatch):
-    """The broker down too: the task that was to be the pair's pending retry could not queue it, so a
-    timer here wakes the pair instead, and the next failing task is not told a retry is pending."""
-    settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
-    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)
-    timers = []
-    monkeypatch.setattr(dispatch, "retry_later", timers.append)
-
-    def retry(exc, countdown):
-        raise ConnectionRefusedError("the broker is down")
-
-    monkeypatch.setattr(match_pair, "retry", retry)
-    services.place_order(alice, OrderRequest(**{**LIMIT_BUY, "price": Decimal("63000"), "size": Decimal("0.01")}))
-    match_pair.push_request(id="first")
-    try:
-        with database_down():
-            assert match_pair.run("BTC-USD") == 0
-    finally:
-        match_pair.pop_request()
-
-    assert timers == ["BTC-USD"]
-    assert dispatch.drain_failed("BTC-USD", "next") is not None  # not told that a retry is pending

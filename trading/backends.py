@@ -5,9 +5,10 @@
   one array literal per column in one pipeline of statements; SQLite, the single-process embedded
   default, runs executemany, and adds amounts (text there) with its registered EXACT_ADD function.
 - The **matchers** (``MATCHER_BACKEND``): how accepted work wakes a pair's single matcher and how a
-  waiting request gets its order's state back. Celery: one worker per pair (queue ``match.<PAIR>``),
-  woken once per burst (a Redis flag), replying through Redis lists. In-process: the matcher runs
-  right after the accepting transaction commits, in the same process.
+  waiting request gets its order's state back. Celery: a long-lived loop per pair in the Celery worker
+  that serves the pair's queue ``match.<PAIR>``, waiting on the pair's wake-up list in Redis, replying
+  through Redis lists. In-process: the matcher runs right after the accepting transaction commits, in
+  the same process.
 - The **bus** (``MESSAGE_BUS``): how committed changes reach the WebSocket processes. Redis: sent
   from one publisher thread, in commit order, on one event loop; account events numbered in Redis.
   Local: the in-memory channel layer, sent on the serving event loop, numbered in this process.
@@ -30,11 +31,11 @@ from datetime import datetime
 from decimal import Decimal
 
 import psycopg
+import redis
 import redis.exceptions
 from asgiref.sync import async_to_sync
-from celery import current_app
 from channels.layers import get_channel_layer
-from django.core.cache import cache
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import FloatField
 from django.db.models.expressions import RawSQL
@@ -461,12 +462,16 @@ class Matchers:
 
 
 class CeleryMatchers(Matchers):
-    """Each pair's own queue ``match.<PAIR>``, consumed by exactly one worker process with concurrency 1.
-    A wake-up is queued only when none is already waiting (a Redis flag): a burst of orders costs one
-    task, and the worker drains the pair's whole queue in batches. The matcher pushes each order's
-    state to a Redis list that its request waits on."""
+    """Each pair's matcher is a loop (``trading.dispatch.MatcherLoops``) in the Celery worker that serves
+    the pair's queue ``match.<PAIR>``. A commit wakes it through the pair's wake-up list in Redis, which
+    holds at most one entry: a burst of orders while the loop drains leaves one wake-up, and the next
+    drain takes them all. The matcher pushes each order's state to a Redis list
+    that its request waits on."""
 
-    WAKE_FLAG_SECONDS = 30
+    WAKE_PREFIX = "matcher-wake-ups:"
+    # A blocked wait ends by this long at the latest; the client's socket timeout lies beyond it, so a
+    # Redis host gone silent does not hold the waiter forever.
+    WAIT_SECONDS_MAX = 60.0
     REPLY_SECONDS = 30
     REPLY_PREFIX = "order-processed:"
     # One round trip for a whole batch, the states as one string rather than a key and an argument
@@ -482,36 +487,41 @@ end
 
     def __init__(self):
         self.script = None
+        self.waiting_client = None
 
     def reset(self) -> None:
-        self.script = None
+        self.script = self.waiting_client = None
 
     @staticmethod
     def queue_name(pair: str) -> str:
         return f"match.{pair}"
 
-    @staticmethod
-    def wake_flag(pair: str) -> str:
-        return f"matcher-wake:{pair}"
+    def wake_key(self, pair: str) -> str:
+        return f"{self.WAKE_PREFIX}{pair}"
 
     def reply_key(self, order_id: int) -> str:
         return f"{self.REPLY_PREFIX}{order_id}"
 
     def wake(self, pair: str, drain: Callable[[str], int]) -> None:
-        if not cache.add(self.wake_flag(pair), 1, timeout=self.WAKE_FLAG_SECONDS):
-            return  # a wake-up is already queued
-        try:
-            self.queue_wake_up(pair)
-        except Exception:
-            cache.delete(self.wake_flag(pair))  # else the flag would stop every wake-up until it expires
-            raise
+        self.queue_wake_up(pair)
 
     def queue_wake_up(self, pair: str) -> None:
-        current_app.send_task("trading.match_pair", args=[pair], queue=self.queue_name(pair))
+        """One round trip; the list keeps one entry, however many commits wake a loop that is busy."""
+        pipeline = get_redis().pipeline(transaction=False)
+        pipeline.lpush(self.wake_key(pair), 1)
+        pipeline.ltrim(self.wake_key(pair), 0, 0)
+        pipeline.execute()
 
-    def draining(self, pair: str) -> None:
-        """Before a drain: work queued from now on wakes the matcher again."""
-        cache.delete(self.wake_flag(pair))
+    def wait_for_wake_up(self, pairs: list[str], timeout: float) -> str | None:
+        """The pair (one of ``pairs``) whose wake-up came within ``timeout``, taken: a commit from now on
+        wakes it again; None when none came."""
+        if self.waiting_client is None:
+            # A client of the waiter's own: its blocked wait holds a connection for its whole length.
+            self.waiting_client = redis.Redis.from_url(
+                **{**settings.REDIS_CLIENT, "socket_timeout": self.WAIT_SECONDS_MAX + 5})
+        timeout = min(max(timeout, 0.01), self.WAIT_SECONDS_MAX)
+        popped = self.waiting_client.blpop([self.wake_key(pair) for pair in pairs], timeout=timeout)
+        return None if popped is None else popped[0].decode().removeprefix(self.WAKE_PREFIX)
 
     def reply(self, states: dict[int, tuple | None]) -> None:
         if not states:
@@ -561,9 +571,6 @@ class InProcessMatchers(Matchers):
 
     def wake(self, pair: str, drain: Callable[[str], int]) -> None:
         drain(pair)
-
-    def draining(self, pair: str) -> None:
-        pass
 
     def reply(self, states: dict[int, tuple | None]) -> None:
         with self.lock:

@@ -1,9 +1,10 @@
 """How accepted work reaches a pair's single matcher, and how a request gets its order's state back.
 
-The matchers backend (``trading.backends``) carries both: a Celery queue per pair and Redis lists in
-production, the matcher run in this process in the embedded default. Here: waking a pair's matcher
-after a commit, retrying with backoff while its drains fail, and handing each processed order's
-state, from the matcher's post-commit hook, to the request waiting for it.
+The matchers backend (``trading.backends``) carries both: a long-lived loop per pair in its Celery
+worker and Redis lists in production, the matcher run in this process in the embedded default. Here:
+waking a pair's matcher after a commit, the loops (``MatcherLoops``), retrying with backoff while drains
+fail, and handing each processed order's state, from the matcher's post-commit hook, to the request
+waiting for it.
 """
 
 import logging
@@ -16,6 +17,7 @@ from django.db import connections
 
 from trading.backends import bus, matchers
 from trading.matcher import PairMatcher
+from trading.models import MatcherCommand
 from trading.signals import batch_committed
 
 logger = logging.getLogger(__name__)
@@ -24,6 +26,9 @@ logger = logging.getLogger(__name__)
 REPLY_WAIT_SECONDS = 1.0
 RETRY_SECONDS = 5.0  # after a wake-up or an in-process drain failed, doubling while it keeps failing
 RETRY_MAX_SECONDS = 60.0
+# A matcher loop looks at its queue this often when no wake-up comes: a lost wake-up (a web process
+# killed between its commit and the wake-up, Redis restarting) delays its commands by this at most.
+POLL_SECONDS = 5.0
 
 _matchers: dict[str, PairMatcher] = {}
 _pair_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -52,9 +57,8 @@ def matcher_for(pair: str) -> PairMatcher:
 
 
 def run_matcher(pair: str) -> int:
-    """Drain the pair's queue in this process (the Celery task body, or the in-process path)."""
+    """Drain the pair's queue in this process (a matcher loop's drain, or the in-process path)."""
     with _pair_locks[pair]:
-        matchers().draining(pair)
         return len(matcher_for(pair).drain())
 
 
@@ -78,8 +82,7 @@ def retry_delay(failures: int) -> float:
 
 
 _failures: dict[str, int] = {}  # pair -> wake-ups or drains failed in a row in this process
-# pair -> its one pending retry: the Celery task that will run again (its id), or None for a timer here
-_retry_pending: dict[str, str | None] = {}
+_retry_pending: set[str] = set()  # pairs with a retry timer waiting in this process
 _retry_lock = threading.Lock()
 _retry_timers: set[threading.Timer] = set()  # started here and not ended (reset stops them)
 
@@ -91,7 +94,7 @@ def retry_later(pair: str) -> None:
         _failures[pair] = _failures.get(pair, 0) + 1
         if pair in _retry_pending:
             return
-        _retry_pending[pair] = None
+        _retry_pending.add(pair)
         delay = retry_delay(_failures[pair])
     logger.warning("waking the matcher of %s again in %.0f s", pair, delay)
     timer = threading.Timer(delay, wake_in_thread, args=[pair])
@@ -103,7 +106,7 @@ def retry_later(pair: str) -> None:
 
 def wake_in_thread(pair: str) -> None:
     with _retry_lock:
-        _retry_pending.pop(pair, None)
+        _retry_pending.discard(pair)
     try:
         wake_matcher(pair)
     finally:
@@ -112,32 +115,81 @@ def wake_in_thread(pair: str) -> None:
             _retry_timers.discard(threading.current_thread())
 
 
-def drain_failed(pair: str, task_id: str) -> float | None:
-    """In a Celery matcher: the delay before this task runs again as the pair's one pending retry, or
-    None when another task already is that retry (it will drain what this one could not)."""
-    with _retry_lock:
-        _failures[pair] = _failures.get(pair, 0) + 1
-        if _retry_pending.setdefault(pair, task_id) != task_id:
-            return None
-        return retry_delay(_failures[pair])
+class MatcherLoops:
+    """The matchers of the pairs one Celery worker serves (its queues ``match.<PAIR>``), each a long-lived
+    loop on a thread of its own (``serve``), woken by one waiter thread for them all: a blocked wait on
+    the pairs' wake-up lists, and every POLL_SECONDS without a wake-up one look for queued commands, so
+    that idle pairs cost one round trip to Redis and one query per poll, whatever their number."""
+
+    def __init__(self, pairs: list[str]):
+        self.pairs = pairs
+        self.stopping = threading.Event()
+        self.woken = {pair: threading.Event() for pair in pairs}
+        self.threads = [threading.Thread(target=serve, args=[pair, self.woken[pair], self.stopping],
+                                         name=f"matcher-{pair}") for pair in pairs]
+        self.threads.append(threading.Thread(target=self.wait_for_wake_ups, name="matcher-wake-ups"))
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Each loop finishes the drain at hand."""
+        self.stopping.set()
+        for woken in self.woken.values():
+            woken.set()
+        wake_matcher(self.pairs[0])  # ends the waiter's wait now (or, Redis down, at its next poll)
+        for thread in self.threads:
+            thread.join()
+
+    def wait_for_wake_ups(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    pair = matchers().wait_for_wake_up(self.pairs, POLL_SECONDS)
+                except Exception as error:  # Redis is restarting: poll meanwhile
+                    logger.warning("the matchers cannot wait for wake-ups (%r); polling", error)
+                    self.stopping.wait(1.0)
+                    pair = None
+                for due in [pair] if pair is not None else queued_pairs(self.pairs):
+                    self.woken[due].set()
+        finally:
+            connections.close_all()  # this thread's own connections; it ends here
 
 
-def retry_not_queued(pair: str, task_id: str) -> None:
-    """This task was to be the pair's pending retry but could not be queued: a timer in this process
-    takes its place, so the pair is not left waiting for a retry that never comes."""
-    with _retry_lock:
-        if _retry_pending.get(pair) == task_id:
-            del _retry_pending[pair]
-    retry_later(pair)
+def serve(pair: str, woken: threading.Event, stopping: threading.Event) -> None:
+    """The pair's matcher as one long-lived loop, until ``stopping`` is set: drain, then wait until
+    ``woken`` is set (a wake-up, or the poll found commands queued). It drains first of all: a matcher
+    (re)started finishes what was queued while it was down. A failed drain (the database restarting)
+    is tried again after retry_delay, or at once when a new commit wakes it. Two loops for one pair
+    (workers overlapping in a deploy) are safe: each batch locks the pair's BookState and follows the
+    last one committed (``trading.matcher``)."""
+    failures, due = 0, True
+    try:
+        while not stopping.is_set():
+            if due:
+                woken.clear()  # a wake-up from now on drains again, after this drain
+                try:
+                    run_matcher(pair)
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    logger.exception("the matcher of %s failed; draining again in %.0f s or at the next wake-up",
+                                     pair, retry_delay(failures))
+                    connections.close_all()  # the next try opens a fresh connection
+            due = woken.wait(retry_delay(failures) if failures else None) or failures > 0
+    finally:
+        connections.close_all()  # this thread's own connections; it ends here
 
 
-def drain_succeeded(pair: str, task_id: str) -> None:
-    """The database is back: the next failure backs off from the start. A pending retry stays
-    pending (one drain of an empty queue) unless this task was it."""
-    with _retry_lock:
-        _failures.pop(pair, None)
-        if _retry_pending.get(pair) == task_id:
-            del _retry_pending[pair]
+def queued_pairs(pairs: list[str]) -> list[str]:
+    """Those of the pairs with queued commands (all of them when the database cannot say: a drain will tell)."""
+    try:
+        return list(MatcherCommand.objects.filter(market__pair__in=pairs).values_list("market__pair", flat=True)
+                    .distinct().order_by())
+    except Exception:
+        connections.close_all()
+        return pairs
 
 
 def reply_to_requests(sender, result, **kwargs) -> None:

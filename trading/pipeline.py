@@ -1,5 +1,6 @@
 """A drain with each batch in its own transaction, and under a backlog, batch N written and committed on
-a second thread and connection while batch N+1 is matched.
+a second thread and connection while batch N+1 is matched. The first batch is read, matched and
+written in the transaction that locks the book: without a backlog, a drain is that one transaction.
 
 A write is one pipeline of statements: its thread waits on the database while the matcher's thread
 matches, and the two cores work at once. Each write checks, under the pair's lock, that it follows
@@ -47,17 +48,29 @@ class Pipeline:
 
     def drain(self, batch_size: int) -> list[BatchResult]:
         matcher = self.matcher
-        with transaction.atomic():
-            if matcher.lock_book() is None:
-                return []
-        results, writes, writer, chain = [], deque(), None, WriteChain()
+        try:
+            with transaction.atomic():
+                state = matcher.lock_book()
+                if state is None:
+                    return []
+                commands = matcher.queued_commands(state.market_id, limit=FIRST_BATCH_SIZE)
+                if not commands:
+                    return []
+                results = [matcher.write(matcher.match(commands), state)]
+        except BaseException:
+            matcher.book = None  # memory may be ahead of the database: rebuild before the next batch
+            raise
+        if len(commands) < FIRST_BATCH_SIZE:
+            # No backlog: one transaction and one read of the queue. A command that commits from now
+            # on (or committed behind one with a higher id) wakes the matcher again.
+            return results
+        writes, writer, chain = deque(), None, WriteChain()
         try:
             while True:
                 if writes and (len(writes) >= PIPELINE_DEPTH or writes[0][0].done()):
                     results.append(writes.popleft()[0].result())
                     continue
-                limit = batch_size if results or writes else FIRST_BATCH_SIZE
-                commands = matcher.queued_commands(matcher.market.pk, [i for _, ids in writes for i in ids], limit)
+                commands = matcher.queued_commands(matcher.market.pk, [i for _, ids in writes for i in ids], batch_size)
                 if not commands:
                     if not writes:
                         break
@@ -65,7 +78,7 @@ class Pipeline:
                     results.append(writes.popleft()[0].result())
                     continue
                 matched = matcher.match(commands)
-                if writes or len(commands) == limit:
+                if writes or len(commands) == batch_size:
                     writer = writer or self.writer()
                     writes.append((writer.submit(self.write_in_chain, chain, matched), matched.command_ids))
                 else:

@@ -1,0 +1,153 @@
+"""The Celery matcher as one long-lived loop per pair (``trading.dispatch.serve``), run here in a thread as
+its worker runs it: woken through the pair's wake-up list in Redis, finding by its poll what a lost
+wake-up left queued, retrying a failed drain without holding back a new wake-up; and two writers of one
+pair never both committing a batch."""
+
+import threading
+from contextlib import contextmanager
+from decimal import Decimal
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import OperationalError, connections
+
+from trading import dispatch, matcher, pipeline, services
+from trading.audit import audit
+from trading.backends import CeleryMatchers
+from trading.matcher import PairMatcher
+from trading.models import MatcherCommand, Order, Trade
+from trading.orders import OrderRequest
+from trading.pipeline import StaleBook
+
+from .processes import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+needs_redis = pytest.mark.skipif(not django_settings.REDIS_URL, reason="the loop waits on Redis")
+
+PAIR = "BTC-USD"
+
+
+def place(account, side: str = "buy", pair: str = PAIR) -> None:
+    services.place_order(account, OrderRequest(pair=pair, side=side, type="limit", price=Decimal("3000"),
+                                               size=Decimal("0.01")))
+
+
+def statuses() -> set[str]:
+    return set(Order.objects.values_list("status", flat=True))
+
+
+@pytest.fixture
+def celery_matchers(settings, monkeypatch):
+    """Celery mode, no wake-up left in Redis by another test; ``drained`` is set after each drain the
+    loop tried (whether it worked or failed)."""
+    settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
+    while CeleryMatchers().wait_for_wake_up([PAIR], 0.01):
+        pass
+    drained = threading.Event()
+    run_matcher = dispatch.run_matcher
+
+    def recorded(pair):
+        try:
+            return run_matcher(pair)
+        finally:
+            drained.set()
+
+    monkeypatch.setattr(dispatch, "run_matcher", recorded)
+    return drained
+
+
+@contextmanager
+def serving(pairs=(PAIR,)):
+    loops = dispatch.MatcherLoops(list(pairs))
+    loops.start()
+    try:
+        yield
+    finally:
+        loops.stop()
+
+
+@needs_redis
+def test_a_restarted_loop_first_drains_what_was_queued_while_it_was_down(celery_matchers, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "POLL_SECONDS", 3600.0)
+    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)  # no loop ran: no one woken
+    place(alice)
+    assert statuses() == {Order.Status.PENDING}
+
+    with serving():
+        wait_until(lambda: statuses() == {Order.Status.OPEN}, timeout=30)
+
+    assert MatcherCommand.objects.count() == 0
+
+
+@needs_redis
+def test_a_commit_wakes_its_pairs_loop_among_the_workers_loops(celery_matchers, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "POLL_SECONDS", 3600.0)  # only the wake-ups can bring the orders in
+    with serving([PAIR, "ETH-USD", "ETH-BTC"]):
+        assert celery_matchers.wait(30)
+        place(alice)
+        place(alice, pair="ETH-USD")
+        wait_until(lambda: statuses() == {Order.Status.OPEN}, timeout=30)
+
+    assert MatcherCommand.objects.count() == 0
+
+
+@needs_redis
+def test_a_lost_wake_up_is_found_by_the_poll(celery_matchers, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "POLL_SECONDS", 0.2)
+    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)  # every wake-up is lost
+    with serving():
+        assert celery_matchers.wait(30)  # past its first drain, which found nothing
+        place(alice)
+        wait_until(lambda: statuses() == {Order.Status.OPEN}, timeout=30)
+
+    assert MatcherCommand.objects.count() == 0
+
+
+@needs_redis
+def test_a_failed_drain_backs_off_but_a_new_wake_up_drains_at_once(celery_matchers, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)  # the back-off never ends within this test
+    monkeypatch.setattr(dispatch, "POLL_SECONDS", 3600.0)
+    drain, failures = PairMatcher.drain, iter(range(1))
+
+    def database_restarting(self):
+        if next(failures, None) is not None:
+            raise OperationalError("the database system is starting up")
+        return drain(self)
+
+    monkeypatch.setattr(PairMatcher, "drain", database_restarting)
+    with serving():
+        assert celery_matchers.wait(30)  # its first drain failed; it backs off
+        place(alice)
+        wait_until(lambda: statuses() == {Order.Status.OPEN}, timeout=30)
+
+
+def test_two_writers_of_one_pair_never_both_commit_a_batch(alice, bob, monkeypatch):
+    """Two matchers of one pair (two workers overlapping in a deploy), each with its own book, draining the
+    same queue at once in small batches: every command is matched once, the books balance."""
+    monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: None)  # the two below drain it
+    for _ in range(20):
+        place(alice, "sell")
+        place(bob, "buy")
+    monkeypatch.setattr(pipeline, "FIRST_BATCH_SIZE", 3)
+    monkeypatch.setattr(matcher, "BATCH_SIZE", 3)
+
+    def writer():
+        own = PairMatcher(PAIR)
+        try:
+            while MatcherCommand.objects.exists():
+                try:
+                    own.drain()
+                except StaleBook:
+                    pass  # the other one committed in between, twice: this one rebuilds and goes on
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert statuses() == {Order.Status.FILLED}
+    assert Trade.objects.count() == 20
+    assert audit() == []
