@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -101,6 +102,8 @@ def parse_args(argv=None):
                         help="gthread threads per worker: a create holds its thread until the matcher commits")
     parser.add_argument("--connect-concurrency", type=int, default=10, help="handshakes in flight per process")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, raw data)")
+    parser.add_argument("--gc", default="freeze", choices=["freeze", "default"],
+                        help="subscribers: gc.freeze() once connected (default), or the collector as it comes")
     # worker roles
     parser.add_argument("--url")
     parser.add_argument("--out")
@@ -244,6 +247,25 @@ def write_whole(path: str, data: str | bytes) -> None:
     os.replace(path + ".part", path)
 
 
+def gc_timeline(freeze: bool) -> list[list[int]]:
+    """[start (time.time_ns), duration (ns)] of each full collection from now on, filled in as they happen."""
+    if freeze:
+        gc.collect()
+        gc.freeze()
+    timeline, started = [], [0, 0]
+
+    def record(phase: str, info: dict) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[:] = time.time_ns(), time.perf_counter_ns()
+        else:
+            timeline.append([started[0], time.perf_counter_ns() - started[1]])
+
+    gc.callbacks.append(record)
+    return timeline
+
+
 async def subscriber_main(args) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -272,6 +294,10 @@ async def subscriber_main(args) -> None:
     await asyncio.wait([opening, asyncio.ensure_future(stop.wait())], timeout=75, return_when=asyncio.FIRST_COMPLETED)
     conns = [c for c in (opening.result() if opening.done() else []) if c is not None]
     subscribed = len(conns)
+    # A full collection walked the 250 connections' objects (80-190 ms, stamping every arrival meanwhile
+    # late): what exists once connected is kept out of the collector's walks, and each full collection
+    # left is recorded, to be set beside the latencies.
+    full_collections = gc_timeline(args.gc == "freeze")
     t_ready = time.time_ns()
     write_whole(args.out + ".ready", json.dumps({"subscribed": subscribed, "seconds": (t_ready - t_start) / 1e9,
                                                      "errors": connect_errors[:5]}))
@@ -289,6 +315,7 @@ async def subscriber_main(args) -> None:
         "dups": sum(c.dups for c in conns), "resync_snapshots": sum(c.resyncs for c in conns),
         "others": [o for c in conns for o in c.others],
         "closed": [c.closed for c in conns if c.closed is not None],  # before the stop: abort() reports later
+        "full_collections": full_collections,
     }
     write_whole(args.out + ".json", json.dumps(summary))
 
@@ -618,7 +645,7 @@ class Bench:
             out = str(self.tmp / f"sub-{tag}-{i}")
             outs.append(out)
             started.append(self.role("subscribers (WebSocket clients)", "subscriber", f"sub-{tag}-{i}",
-                                     "--url", self.ws, "--connections", str(n), "--out", out,
+                                     "--url", self.ws, "--connections", str(n), "--out", out, "--gc", self.args.gc,
                                      "--connect-concurrency", str(self.args.connect_concurrency)))
         self.wait_files([Path(o + ".ready") for o in outs], started, timeout=90)
         ready = [json.loads(Path(o + ".ready").read_text()) for o in outs]
@@ -796,6 +823,8 @@ class Bench:
             "errors": [k for k in others if k.startswith("error")],
             "closed": [c for s in summaries for c in s["closed"]],
             "connect_errors": [e for s in summaries for e in s["connect_errors"]],
+            "full_collections": sorted(took for s in summaries for start, took in s.get("full_collections", [])
+                                       if w0 <= start < w1),
             "backlog_max": max((d for t, d in self.backlog if w0 <= t < w1), default=0),
             "dropped_by_layer": self.dropped_by_layer(w0, window["stopped"]),
         }
@@ -895,6 +924,9 @@ class Bench:
         rows += [
             ["commit -> first subscriber p50 / p99 (ms, deltas delivered)", dist(fan["first"]), dist(base["first"])],
             ["fan-out spread, last - first arrival p50 / p99 (ms)", dist(fan["spread"]), dist(base["spread"])],
+            ["subscribers' full GC collections in the window: count, longest (ms)",
+             *(f"{len(f['full_collections'])}, {f['full_collections'][-1] / 1e6 if f['full_collections'] else 0:.0f}"
+               for f in (fan, base))],
             ["Redis backlog for Daphne, max / at end (capacity 500)", f"{fan['backlog_max']} / {fan['backlog_end']}",
              f"{base['backlog_max']} / {base['backlog_end']}"],
             ["book deltas dropped by the channel layer (over capacity)", *both("dropped_by_layer", str)],

@@ -156,6 +156,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.queued_streams = 0  # relayed messages put in stream_queue and not handled yet
         self.busy = False  # a message is being handled
         self.socket = protocol_of(send)  # Daphne's: public messages can be written straight to it
+        self.low_water = settings.WS_WRITE_LOW_WATER_BYTES  # read per write, so not through Django's lazy settings
         self.base_send = send
         try:
             await await_many_dispatch([receive, self.channel_receive, self.stream_queue.get], self.dispatch)
@@ -281,7 +282,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         key = verified.key
         if self.state.account_id not in (None, key.account_id):
             raise InvalidRequest("This connection is already authenticated for another account.")
+        public_only = self.state.account_id is None
         self.state.account_id, self.key_id = key.account_id, key.public_id
+        if public_only:  # its upkeep may be asleep until a heartbeat is due: from now on it has more to watch
+            self.tasks[0].cancel()
+            self.tasks[0] = asyncio.create_task(self.send_heartbeats())
         logger.info("WebSocket connection authenticated: account %s", key.account_id)
         await database_sync_to_async(record_key_use)(verified.cached)
         await self.send_json({"type": "authenticated", "scope": key.scope})
@@ -455,19 +460,20 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.stream_queue.put_nowait(message)
 
     def write_now(self, message) -> bool:
-        if self.socket is None or not takes_frames(self.socket) or not self.can_send_now():
+        socket = self.socket
+        if socket is None or not takes_frames(socket) or not self.can_send_now():
             return False
         if message["type"] == "book.delta":
-            missing = self.deltas_missing_before(message)
-            if missing:
-                return missing < 0  # not wanted: done with it; a gap: the handler resynchronises
+            sent = self.state.book_sequences.get(message["pair"])
+            if sent is None or message["sequence"] != sent + 1:
+                # not wanted, or already in the snapshot or replay sent: done with it; a gap: the handler resynchronises
+                return sent is None or message["sequence"] <= sent
             self.state.book_sequences[message["pair"]] = message["sequence"]
         elif message["type"] == "market.candle" and not self.candle_is_new(message):
             return True  # done with it
-        self.state.last_sent = time.monotonic()
-        for frame in message["frames"]:
-            write_frame(self.socket, frame)
-        metrics.WS_MESSAGES_SENT.inc(len(message["frames"]))
+        self.state.last_sent = message["relayed_at"]
+        write_frame(socket, message["frame"])
+        message["written"] += 1
         return True
 
     # -- other public channels
@@ -575,7 +581,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.send_text(json.dumps(content))
 
     async def send(self, text_data=None, bytes_data=None, close=False):
-        """Every text message written to the client but the frames the hub built (write_now counts those)."""
+        """Every text message written to the client but the frames the hub wrote at once (it counts those)."""
         if text_data is not None:
             metrics.WS_MESSAGES_SENT.inc()
         await super().send(text_data, bytes_data, close)
@@ -598,7 +604,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.closing or self.outbox or self.writing:
             return False
         pending = pending_output_bytes(self.socket)
-        return pending is None or pending <= settings.WS_WRITE_LOW_WATER_BYTES
+        return pending is None or pending <= self.low_water
 
     async def write_outbox(self) -> None:
         while True:
@@ -606,7 +612,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.outbox_ready.clear()
             while self.outbox and not self.closing:
                 pending = pending_output_bytes(self.socket)
-                if pending is not None and pending > settings.WS_WRITE_LOW_WATER_BYTES:
+                if pending is not None and pending > self.low_water:
                     await asyncio.sleep(0.005)
                     continue
                 text = self.outbox.popleft()
@@ -645,7 +651,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
         interval = settings.WS_HEARTBEAT_SECONDS
         key_checked = renewed = time.monotonic()
         while True:
-            await asyncio.sleep(interval / 4)
+            # A connection with only public streams that keeps being sent something has nothing to do
+            # until a heartbeat may be due: a wake-up per connection costs CPU (docs/performance.md).
+            public_only = self.key_id is None and self.state.account_id is None
+            quiet_in = self.state.last_sent + interval - time.monotonic() if public_only else 0
+            await asyncio.sleep(max(interval / 4, quiet_in))
             now = time.monotonic()
             if now - self.state.last_sent >= interval:
                 self.queue_heartbeat()

@@ -3,8 +3,8 @@
 With a channel per connection, the channel layer stores, sends and decodes every delta once per
 subscriber. Instead, each process (each event loop) joins a public group once, on its own channel,
 and hands each message to its local connections subscribed to that group. The message's WebSocket
-frames are built here, once per process, so a connection that can take the message at once has it
-written straight to its socket; the others handle it in order with the rest of their messages (see
+frames are built here, once per process, as one string of bytes, so a connection that can take the
+message at once has it written straight to its socket in one call; the others handle it in order with the rest of their messages (see
 consumers.StreamConsumer.relay).
 
 The channel layer can lose its groups (a Redis restart or flush) or be unreachable for a while. Each
@@ -112,12 +112,15 @@ class StreamHub:
             if message["type"] == "book.delta":
                 self.relayed[message["pair"]] = max(self.relayed.get(message["pair"], 0), message["sequence"])
             texts = message["texts"] if "texts" in message else [message["text"]]
-            message["frames"] = [prepare(text) for text in texts]
+            message["frame"] = prepare(texts)
+            message["relayed_at"] = time.monotonic()
+            message["written"] = 0  # connections the frame was written to at once (the others count their own)
             for member in tuple(self.members.get(message.get("group"), ())):
                 try:
                     member.relay(message)
                 except Exception:  # one connection's failure must not stop the stream for the others
                     logger.exception("relaying %s to a connection failed", message["type"])
+            metrics.WS_MESSAGES_SENT.inc(message["written"] * len(texts))
 
     async def refresh_groups(self) -> None:
         while True:

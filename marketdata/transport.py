@@ -24,7 +24,7 @@ def pending_output_bytes(protocol) -> int | None:
     if protocol is None:
         return None
     transport = protocol.transport
-    return len(transport.dataBuffer) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
 def refuse_oversized_with_a_close(protocol, max_bytes: int) -> None:
@@ -48,11 +48,12 @@ def close_when_read(protocol, code: int, reason: str, wait_seconds: float) -> No
     protocol.sendClose(code=code, reason=reason)
 
 
-def prepare(text: str) -> bytes:
-    """A server text message framed once (autobahn's broadcast framing), to be written to many
-    connections: server frames are not masked, so the bytes are the same for every connection and
-    the same as Daphne's own ``send`` writes."""
-    return PreparedMessage(text.encode(), isBinary=False, applyMask=False, doNotCompress=True).payloadHybi
+def prepare(texts: list[str]) -> bytes:
+    """Server text messages framed once (autobahn's broadcast framing), to be written to many
+    connections in one write: server frames are not masked, so the bytes are the same for every
+    connection and the same as Daphne's own ``send`` writes, message after message."""
+    return b"".join(PreparedMessage(text.encode(), isBinary=False, applyMask=False, doNotCompress=True).payloadHybi
+                    for text in texts)
 
 
 def takes_frames(protocol) -> bool:
@@ -70,12 +71,14 @@ def write_frame(protocol, frame: bytes) -> None:
     and only what the kernel does not take is left to Twisted.
     """
     transport = protocol.transport
-    if not pending_output_bytes(protocol):
+    if not transport.dataBuffer and not transport._tempDataLen:  # Twisted empties dataBuffer once all is written
         try:
-            frame = frame[transport.socket.send(frame):]
+            sent = transport.socket.send(frame)
         except BlockingIOError:
-            pass
+            sent = 0
         except OSError:
             return  # the connection is gone; Twisted sees it on its next read
-    if frame:
-        transport.write(frame)
+        if sent == len(frame):
+            return
+        frame = frame[sent:]
+    transport.write(frame)

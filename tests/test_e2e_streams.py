@@ -146,16 +146,22 @@ def delta_text(pair: str, sequence: int, pad: int = 0) -> str:
                        "asks": [], "checksum": 0, "pad": "x" * pad})
 
 
-def publish_deltas(stack, pair: str, texts: dict[int, str]) -> None:
-    """Book deltas into the stack's channel layer, as the matcher's publish_batch sends them."""
+def publish(stack, messages: list[dict]) -> None:
+    """Messages into the stack's channel layer, each to its ``group``, in order, as the matcher's publish_batch
+    sends them."""
     async def send_all():
         layer = RedisChannelLayer(hosts=[{"address": stack.env["REDIS_URL"]}], capacity=500)
-        for sequence, text in texts.items():
-            await layer.group_send(f"book.{pair}", {"type": "book.delta", "group": f"book.{pair}", "pair": pair,
-                                                    "sequence": sequence, "text": text})
+        for message in messages:
+            await layer.group_send(message["group"], message)
         await layer.close_pools()
 
     asyncio.run(send_all())
+
+
+def publish_deltas(stack, pair: str, texts: dict[int, str]) -> None:
+    """Book deltas into the stack's channel layer."""
+    publish(stack, [{"type": "book.delta", "group": f"book.{pair}", "pair": pair, "sequence": sequence, "text": text}
+                    for sequence, text in texts.items()])
 
 
 def next_of_type(client, type_: str) -> str:
@@ -198,9 +204,15 @@ def raw_subscriber(port: int, pair: str) -> socket.socket:
     while not response.endswith(b"\r\n\r\n"):
         response += recv_exactly(sock, 1)
     assert response.startswith(b"HTTP/1.1 101")
-    payload, mask = subscribe_message(pair).encode(), os.urandom(4)
-    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    send_masked(sock, subscribe_message(pair))
     return sock
+
+
+def send_masked(sock: socket.socket, text: str) -> None:
+    """A client's text frame (masked, RFC 6455 section 5.3) of under 126 bytes."""
+    payload, mask = text.encode(), os.urandom(4)
+    assert len(payload) < 126
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
 
 def read_frame(sock: socket.socket) -> str:
@@ -243,6 +255,39 @@ def test_relayed_deltas_reach_a_reader_byte_for_byte_while_a_stalled_subscriber_
     assert deltas == list(range(sequence + 1, sequence + 1 + len(deltas))) and len(deltas) < 400
     assert received[-1]["type"] == "error" and received[-1]["code"] == "SLOW_CONSUMER"
     assert closed == {"code": 4008}
+
+
+def test_every_subscriber_of_a_process_reads_the_publishers_messages_byte_for_byte_in_order(stack):
+    """The hub frames each message once (several texts together) and writes the same bytes to each of its
+    connections: what several real clients of one Daphne process read is exactly the server framing of
+    the publisher's texts, message after message, whatever their length encoding."""
+    ws_url = stack.start_daphne(WS_HEARTBEAT_SECONDS="600")
+    readers = [raw_subscriber(int(ws_url.rsplit(":", 1)[1]), "ETH-USD") for _ in range(6)]
+    snapshots = set()
+    for reader in readers:
+        send_masked(reader, json.dumps({"op": "subscribe", "channels": [{"name": "trades", "pair": "ETH-USD"}]}))
+        send_masked(reader, json.dumps({"op": "ping"}))
+        replies = []
+        while not replies or replies[-1]["type"] != "pong":  # subscribed (twice) and the snapshot before it
+            replies.append(json.loads(read_frame(reader)))
+        snapshots.update(reply["sequence"] for reply in replies if reply["type"] == "snapshot")
+    (sequence,) = snapshots
+    deltas = {sequence + i: delta_text("ETH-USD", sequence + i, pad=i % 200) for i in range(1, 301)}
+    deltas[sequence + 301] = delta_text("ETH-USD", sequence + 301, pad=70_000)  # a 64-bit length
+    trades = [[json.dumps({"type": "trade", "channel": "trades", "pair": "ETH-USD", "trade_id": 3 * i + k})
+               for k in range(i % 3 + 1)] for i in range(60)]
+    expected_deltas = b"".join(server_frame(text) for text in deltas.values())
+    expected_trades = b"".join(server_frame(text) for texts in trades for text in texts)
+
+    publish_deltas(stack, "ETH-USD", deltas)
+    read_deltas = [recv_exactly(reader, len(expected_deltas)) for reader in readers]
+    publish(stack, [{"type": "market.trades", "group": "trades.ETH-USD", "texts": texts} for texts in trades])
+    read_trades = [recv_exactly(reader, len(expected_trades)) for reader in readers]
+    for reader in readers:
+        reader.close()
+
+    assert read_deltas == [expected_deltas] * len(readers)
+    assert read_trades == [expected_trades] * len(readers)
 
 
 def test_daphne_processes_sharing_the_port_each_relay_the_stream_to_their_own_subscribers(stack):

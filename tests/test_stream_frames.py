@@ -29,7 +29,17 @@ def test_a_prepared_frame_is_what_daphnes_send_writes(length):
     protocol.sendMessage(text.encode())  # Daphne's serverSend for {"type": "websocket.send", "text": text}
 
     assert takes_frames(protocol)
-    assert prepare(text) == transport.value()
+    assert prepare([text]) == transport.value()
+
+
+def test_messages_prepared_together_are_daphnes_sends_in_order():
+    protocol, transport = open_server_protocol()
+    texts = ["a", "b" * 200, "c" * 70_000]
+
+    for text in texts:
+        protocol.sendMessage(text.encode())
+
+    assert prepare(texts) == transport.value()
 
 
 def test_a_closing_socket_takes_no_frames():
