@@ -57,6 +57,17 @@ def test_a_restarted_numbering_is_reported_at_once_and_followed_from_there():
     assert events.receive(2, now=0) is None and events.overdue(now=GRACE_SECONDS * 2) == []
 
 
+def test_a_restarted_numbering_whose_first_events_arrive_out_of_order_is_reported_once():
+    """The web process and the matcher publish for one account at once, just after Redis restarted."""
+    events = AccountEvents()
+    for number in (10, 11):
+        events.receive(number, now=0)
+
+    assert events.receive(2, now=0) == {"expected": 12, "received": 2}
+    assert events.receive(1, now=0) is None and events.receive(3, now=0) is None
+    assert events.overdue(now=GRACE_SECONDS * 2) == []
+
+
 def test_reset_forgets_everything():
     events = AccountEvents()
     for number in (1, 5):

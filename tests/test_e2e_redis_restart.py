@@ -151,8 +151,11 @@ def test_streams_and_replay_protection_survive_a_redis_restart(tmp_path, redis_s
                        what="degraded heartbeats while Redis is down")
             redis_server.start()
             up_at = time.monotonic()
-            wait_until(lambda: [h for h in book_stream.since(up_at, "heartbeat") if not h["degraded"]],
-                       what="a heartbeat no longer degraded")
+            # Every stream's Daphne back on Redis (the private one's too): the matcher, woken at once, may
+            # publish the orders below before a process still reconnecting would have them.
+            wait_until(lambda: all([h for h in stream.since(up_at, "heartbeat") if not h["degraded"]]
+                                   for stream in (book_stream, trade_stream, orders_stream)),
+                       what="a heartbeat no longer degraded on every stream")
 
             # After: orders flow again; the ask is taken in part, twice (trades), and a new ask rests.
             takers = [place(taker, "buy", "63100", "0.002") for _ in range(2)]
