@@ -89,6 +89,22 @@ def test_lock_rows_returns_exactly_the_keyed_rows_in_primary_key_order(alice, bo
     ]
 
 
+def test_a_compiled_read_run_with_other_parameters_reads_what_its_queryset_would(alice, bob, trade):
+    """The matcher's reads are compiled once (store().compiled) and run with each batch's parameters."""
+    for account, price in ((alice, D("63000.5")), (bob, D("64000.25")), (bob, D("65000"))):
+        trade(account, side="sell", type="limit", price=price, size=D("0.00123"), post_only=True)
+
+    def orders(account):
+        return Order.objects.filter(account=account).order_by("-pk").values_list(
+            "pk", "side", "price", "size", "post_only", "status")
+
+    read = store().compiled(orders(alice))
+    assert store().read(read, [alice.pk]) == list(orders(alice))
+    assert store().read(read, [bob.pk]) == list(orders(bob))
+    assert [row[2:5] for row in store().read(read, [bob.pk])] == [(D("65000"), D("0.00123"), True),
+                                                                   (D("64000.25"), D("0.00123"), True)]
+
+
 def test_texts_and_timestamps_come_back_exactly_as_written(alice, trade):
     """Array literals quote every text: quotes, backslashes, commas, braces, the word NULL, empty."""
     from datetime import datetime, timezone

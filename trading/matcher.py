@@ -15,6 +15,7 @@ any thread (Redis), a backlog is drained by the pipeline (``trading.pipeline``).
 import gc
 import logging
 import time
+from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import BooleanField
@@ -25,7 +26,7 @@ from accounts.models import Account
 from accounts.services import fee_account
 from exchange import metrics
 from exchange.money import EXACT
-from trading.backends import bus, store
+from trading.backends import CompiledRead, bus, store
 from trading.batch_writer import BatchResult, MatchedBatch, batch_statements
 from trading.engine_impl import engine
 from trading.models import BookState, Market, MatcherCommand, Order, Side, Trade
@@ -49,6 +50,17 @@ READ_CHUNK = 500  # ids per read of whole rows (SQLite's limit on parameters)
 def grid(market: Market) -> tuple:
     """What the book's integer ticks and lots are counted in."""
     return market.tick_size, market.lot_size
+
+
+class LockedState(NamedTuple):
+    """The pair's BookState row as a batch locks it, with its market's status and grid (tick, lot)."""
+
+    market_id: int
+    sequence: int
+    batches: int
+    last_priority: int
+    status: str
+    grid: tuple
 
 
 class PairMetrics:
@@ -98,6 +110,9 @@ class PairMatcher:
         self.sequence = 0
         self.priority = 0
         self.pipeline = Pipeline(self)
+        # The batch's two reads, compiled once (store().compiled): the ORM would build them again per batch.
+        self.lock_read: CompiledRead | None = None
+        self.queue_reads: dict[tuple[bool, int], CompiledRead] = {}  # by (whether some are taken, limit)
 
     def engine_command(self, order: WorkingOrder) -> engine.NewOrder:
         """A market or stop-market buy given by size enters as IOC (or FOK) limit at its protection price."""
@@ -121,7 +136,7 @@ class PairMatcher:
             trigger=order.trigger,
         )
 
-    def load(self, state: BookState) -> None:
+    def load(self, state: LockedState) -> None:
         """Rebuild the book from the committed open orders, in their time priority; keep a working copy
         only of those the book alone cannot give back (``trading.settlement.plain_resting``)."""
         self.market = Market.objects.with_assets().get(pk=state.market_id)
@@ -157,38 +172,47 @@ class PairMatcher:
 
     # -- one batch
 
-    def lock_state(self) -> BookState:
-        """The pair's BookState, with its market's status, locked for this batch (made on the first)."""
-        states = BookState.objects.select_for_update(of=("self",)).select_related("market")
-        state = states.filter(market__pair=self.pair).first()
-        if state is None:
+    def lock_state(self) -> LockedState:
+        """The pair's BookState, with its market's status and grid, locked for this batch (made on the first)."""
+        if self.lock_read is None:
+            self.lock_read = store().compiled(
+                BookState.objects.select_for_update(of=("self",)).filter(market__pair=self.pair).order_by("pk")
+                .values_list(*LockedState._fields[:4], "market__status", "market__tick_size", "market__lot_size")[:1])
+        rows = store().read(self.lock_read, [self.pair])
+        if not rows:
             BookState.objects.get_or_create(market=Market.objects.get(pair=self.pair))
-            state = states.get(market__pair=self.pair)
-        return state
+            rows = store().read(self.lock_read, [self.pair])
+        *fields, tick, lot = rows[0]
+        return LockedState(*fields, (tick, lot))
 
-    def lock_book(self) -> BookState | None:
+    def lock_book(self) -> LockedState | None:
         """Lock the pair's state and make sure the book in memory is the committed one; None when the
         market is halted (frozen: its queue waits for the resume)."""
         state = self.lock_state()
-        if state.market.status == Market.Status.HALTED:
+        if state.status == Market.Status.HALTED:
             return None
         if (self.book is None or state.batches != self.batches or self.market.pk != state.market_id
-                or grid(self.market) != grid(state.market)):  # an operator changed the grid (trading/admin.py)
+                or grid(self.market) != state.grid):  # an operator changed the grid (trading/admin.py)
             self.load(state)
         return state
 
     def queued_commands(self, market_id: int, taken: list[int] = (), limit: int = 0) -> list[tuple]:
         """Up to ``limit`` (BATCH_SIZE) queued commands, oldest first, with their orders' fields and, last,
         when each was queued (epoch seconds); not those in ``taken`` (taken by batches whose writes have not committed yet, which delete them)."""
-        commands = MatcherCommand.objects.filter(market_id=market_id)
-        if taken:
-            commands = commands.alias(taken=RawSQL(
-                f'"{MatcherCommand._meta.db_table}"."id" = ANY(%s::bigint[])', [id_array(taken)],
-                output_field=BooleanField(),
-            )).filter(taken=False)
-        return store().select_rows(commands.order_by("pk").values_list(
-            "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS),
-            store().epoch_seconds(MatcherCommand, "queued_at"))[:limit or BATCH_SIZE])
+        limit = limit or BATCH_SIZE
+        params = [market_id, id_array(taken)] if taken else [market_id]
+        read = self.queue_reads.get((bool(taken), limit))
+        if read is None:  # compiled once per shape: the parameters above are the queryset's, in its order
+            commands = MatcherCommand.objects.filter(market_id=market_id)
+            if taken:
+                commands = commands.alias(taken=RawSQL(
+                    f'"{MatcherCommand._meta.db_table}"."id" = ANY(%s::bigint[])', params[1:],
+                    output_field=BooleanField(),
+                )).filter(taken=False)
+            read = self.queue_reads[(bool(taken), limit)] = store().compiled(commands.order_by("pk").values_list(
+                "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS),
+                store().epoch_seconds(MatcherCommand, "queued_at"))[:limit])
+        return store().read(read, params)
 
     def run_batch(self) -> BatchResult | None:
         """Process up to BATCH_SIZE queued commands in one transaction; None when the queue is empty."""
@@ -289,7 +313,7 @@ class PairMatcher:
             else:
                 orders.pop(order.id, None)
 
-    def write(self, matched: MatchedBatch, state: BookState) -> BatchResult:
+    def write(self, matched: MatchedBatch, state: LockedState) -> BatchResult:
         """Write a matched batch in the caller's transaction, on top of the batch before it; announce it
         on commit."""
         if state.batches != matched.number - 1:

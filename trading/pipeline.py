@@ -103,7 +103,7 @@ class Pipeline:
         try:
             with transaction.atomic():
                 state = self.matcher.lock_state()
-                if state.market.status == Market.Status.HALTED:
+                if state.status == Market.Status.HALTED:
                     raise MarketHalted(self.matcher.pair)
                 return self.matcher.write(matched, state)
         except BaseException:
