@@ -15,9 +15,12 @@ app.autodiscover_tasks()
 
 @setup_logging.connect
 def log_as_the_servers_do(loglevel=None, **kwargs):
-    """Workers' lines in the format of the servers' (settings.LOGGING: JSON or text, redacted, exchange/logs.py) at
-    the level ``--loglevel`` says, instead of Celery's own format."""
-    dictConfig({**settings.LOGGING, "root": {**settings.LOGGING["root"], "level": loglevel or logging.INFO}})
+    """Workers' lines in the format of the servers' (settings.LOGGING: JSON or text, redacted, exchange/logs.py),
+    instead of Celery's own, at the more talkative of ``--loglevel`` and ``LOG_LEVEL`` (so that LOG_LEVEL=DEBUG
+    shows the matchers' lines for each order, as it does the servers')."""
+    levels = [logging.getLevelName(str(level).upper()) if not isinstance(level, int) else level
+              for level in (loglevel or logging.INFO, settings.LOGGING["root"]["level"])]
+    dictConfig({**settings.LOGGING, "root": {**settings.LOGGING["root"], "level": min(levels)}})
 
 
 # The metrics are imported when a task ends, not with this module: `import exchange` loads it before Django is set up.

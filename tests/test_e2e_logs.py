@@ -38,8 +38,9 @@ def test_an_end_to_end_run_logs_ids_and_never_a_secret_signature_or_key_id(tmp_p
                                  "Content-Type": "application/json"}, timeout=10)
 
         # Signed requests: an order that rests, one that trades against it, a read, a bad signature.
-        assert signed("POST", "/v1/orders", json.dumps({"pair": "BTC-USD", "side": "sell", "type": "limit",
-                                                         "price": "100", "size": "0.5"})).status_code == 201
+        sold = signed("POST", "/v1/orders", json.dumps({"pair": "BTC-USD", "side": "sell", "type": "limit",
+                                                         "price": "100", "size": "0.5"}))
+        assert sold.status_code == 201
         Client(rest, bob["key"], bob["secret"]).place_order("BTC-USD", "buy", "limit", price="100", size="0.5")
         assert signed("GET", "/v1/account/balances").status_code == 200
         refused = signed("GET", "/v1/orders", secret="f" * 64)
@@ -98,3 +99,7 @@ def test_an_end_to_end_run_logs_ids_and_never_a_secret_signature_or_key_id(tmp_p
 
     matcher = logs[tmp_path / "matcher-BTC-USD.log"]
     assert any(line["message"].endswith(" ready.") for line in json_lines(matcher))
+    # The matcher's line for the order carries the id of the request that placed it.
+    placed = [line for line in json_lines(matcher)
+              if line["message"].startswith(f"BTC-USD: new order {sold.json()['order_id']} matched in batch ")]
+    assert [line.get("request_id") for line in placed] == [sold.headers["X-Request-Id"]]

@@ -1,7 +1,10 @@
+import logging
+import re
 from decimal import Decimal
 
 import pytest
 
+from exchange import logs
 from trading.models import BookLevel, LedgerEntry, MatcherCommand, Order
 
 from .conftest import balance_of, ledger_snapshot
@@ -394,3 +397,20 @@ def test_stop_order_waits_unseen_then_triggers_on_a_trade(as_trader, alice, bob)
 
     stop = as_trader(alice).get(f"/v1/orders/{stop['order_id']}").json()
     assert stop["status"] == "filled" and stop["average_fill_price"] == "61000.00"
+
+
+def test_the_matchers_line_for_an_order_carries_the_id_of_the_request_that_queued_it(as_trader, alice, caplog):
+    caplog.set_level(logging.DEBUG, logger="trading.matcher")
+    caplog.handler.addFilter(logs.ContextFilter())
+    client = as_trader(alice)
+    placed = client.post("/v1/orders", LIMIT_BUY, format="json")
+    order_id = placed.json()["order_id"]
+    cancelled = client.post(f"/v1/orders/{order_id}/cancel")
+
+    lines = {record.getMessage(): record.request_id for record in caplog.records if record.name == "trading.matcher"}
+    new = [message for message in lines if re.fullmatch(rf"BTC-USD: new order {order_id} matched in batch \d+: open", message)]
+    cancel = [message for message in lines
+              if re.fullmatch(rf"BTC-USD: cancel order {order_id} matched in batch \d+: cancelled", message)]
+    assert len(new) == 1 and lines[new[0]] == placed["X-Request-Id"]
+    assert len(cancel) == 1 and lines[cancel[0]] == cancelled["X-Request-Id"]
+    assert placed["X-Request-Id"] != cancelled["X-Request-Id"]

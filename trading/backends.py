@@ -43,6 +43,7 @@ from django.db.models.expressions import RawSQL
 
 from exchange.backends import chosen
 from exchange.redis import get_redis
+from exchange.request_ids import current_request_id
 from trading.models import MatcherCommand
 from trading.sql import Statement, columns_of, names_of
 
@@ -283,13 +284,14 @@ class PostgresStore(Store):
                                for name in columns.split(", "))
             sql = self.insert_order_statements[(insert, update, entries.sql)] = (
                 f"WITH placed AS ({insert.format(placeholders=placeholders)} RETURNING id), "
-                "queued AS (INSERT INTO trading_matchercommand (market_id, kind, order_id) "
-                "SELECT %s, %s, id FROM placed), "
+                "queued AS (INSERT INTO trading_matchercommand (market_id, kind, order_id, request_id) "
+                "SELECT %s, %s, id, %s FROM placed), "
                 f"held AS ({update} AND EXISTS (SELECT FROM placed) RETURNING id), "
                 f"entered AS ({into} SELECT {values} FROM held CROSS JOIN placed CROSS JOIN {rows} AS v({columns})) "
                 "SELECT id, EXISTS (SELECT FROM held) FROM placed")
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, market_id, MatcherCommand.Kind.NEW, *update_params, *entries.params])
+            cursor.execute(sql, [*params, market_id, MatcherCommand.Kind.NEW, current_request_id(), *update_params,
+                                 *entries.params])
             row = cursor.fetchone()
         return (row[0], row[1]) if row else (None, False)
 
@@ -428,7 +430,8 @@ class SqliteStore(Store):
             row = cursor.fetchone()
         if row is None:
             return None, False
-        MatcherCommand.objects.create(market_id=market_id, kind=MatcherCommand.Kind.NEW, order_id=row[0])
+        MatcherCommand.objects.create(market_id=market_id, kind=MatcherCommand.Kind.NEW, order_id=row[0],
+                                      request_id=current_request_id())
         return row[0], self.hold(*hold(reference=f"order:{row[0]}"))
 
 

@@ -25,13 +25,14 @@ from django.utils import timezone
 from accounts.models import Account
 from accounts.services import fee_account
 from exchange import metrics
+from exchange.logs import log_context
 from exchange.money import EXACT
 from trading.backends import CompiledRead, bus, store
 from trading.batch_writer import BatchResult, MatchedBatch, batch_statements
 from trading.engine_impl import engine
 from trading.models import BookState, Market, MatcherCommand, Order, Side, Trade
 from trading.pipeline import Pipeline, StaleBook
-from trading.settlement import ORDER_FIELDS, Settlement, WorkingOrder, plain_resting, to_units
+from trading.settlement import ORDER_FIELDS, WRITTEN_ORDER_FIELDS, Settlement, WorkingOrder, plain_resting, to_units
 from trading.signals import batch_committed, drain_finished
 from trading.sql import id_array
 
@@ -197,8 +198,9 @@ class PairMatcher:
         return state
 
     def queued_commands(self, market_id: int, taken: list[int] = (), limit: int = 0) -> list[tuple]:
-        """Up to ``limit`` (BATCH_SIZE) queued commands, oldest first, with their orders' fields and, last,
-        when each was queued (epoch seconds); not those in ``taken`` (taken by batches whose writes have not committed yet, which delete them)."""
+        """Up to ``limit`` (BATCH_SIZE) queued commands, oldest first, with their orders' fields, the id of the
+        request that queued each and, last, when it was queued (epoch seconds); not those in ``taken`` (taken
+        by batches whose writes have not committed yet, which delete them)."""
         limit = limit or BATCH_SIZE
         params = [market_id, id_array(taken)] if taken else [market_id]
         read = self.queue_reads.get((bool(taken), limit))
@@ -210,7 +212,7 @@ class PairMatcher:
                     output_field=BooleanField(),
                 )).filter(taken=False)
             read = self.queue_reads[(bool(taken), limit)] = store().compiled(commands.order_by("pk").values_list(
-                "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS),
+                "pk", "kind", *(f"order__{name}" for name in ORDER_FIELDS), "request_id",
                 store().epoch_seconds(MatcherCommand, "queued_at"))[:limit])
         return store().read(read, params)
 
@@ -234,7 +236,7 @@ class PairMatcher:
         """Run the commands through the book and settle the events into the statements that write the
         batch. Only memory changes here (and trade and fill ids are taken from their sequences)."""
         events = []
-        for _, kind, *order_row, _ in commands:
+        for _, kind, *order_row, _, _ in commands:
             if kind == MatcherCommand.Kind.NEW:
                 order = self.orders[order_row[0]] = WorkingOrder(*order_row)
                 events.extend(self.book.apply(self.engine_command(order)))
@@ -260,7 +262,20 @@ class PairMatcher:
                                    priority=self.priority)
         if matched.result.delta is not None:
             self.sequence = matched.result.delta.sequence
+        self.log_commands(commands, matched.result)
         return matched
+
+    def log_commands(self, commands: list[tuple], result: BatchResult) -> None:
+        """At DEBUG, a line for each command with the id of the request that queued it (its ``request_id``
+        field), so an operator can follow one order from the web's log into the matcher's."""
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        status = WRITTEN_ORDER_FIELDS.index("status")
+        for _, kind, order_id, *_, request_id, _ in commands:
+            state = result.states.get(order_id)
+            with log_context(request_id=request_id or ""):
+                logger.debug("%s: %s order %s matched in batch %s: %s", self.pair, kind, order_id, self.batches,
+                             "unchanged" if state is None else state[status])
 
     def book_orders(self, events: list, commands: list[tuple]) -> dict[int, WorkingOrder]:
         """The orders the events name that rested plainly before the batch (no working copy), rebuilt

@@ -351,6 +351,8 @@ class MatcherCommand(models.Model):
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="+", db_index=False)
     # A database default: the order-entry statements insert commands in raw SQL without naming it.
     queued_at = models.DateTimeField(db_default=Now(), help_text="When it was accepted (the matcher's lag).")
+    # The request that queued it (exchange/request_ids.py), on the matcher's log lines for its order.
+    request_id = models.CharField(max_length=128, null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["market", "id"])]

@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from exchange.errors import (OUTAGE_ERRORS, DuplicateClientOrderId, ErrorCode, ExchangeError, MarketHalted,
                              OrderAlreadyClosed, OrderNotFound, PostOnlyWouldTake, ServiceUnavailable, log_outage)
 from exchange.money import format_amount
+from exchange.request_ids import current_request_id
 from trading import dispatch, ledger
 from trading.backends import store
 from trading.markets import access_market
@@ -280,7 +281,8 @@ def queue_cancel(order: Order) -> bool:
         raise MarketHalted(order.market.pair, Market.Status.HALTED)
     order.cancel_requested = True
     order.save(update_fields=["cancel_requested", "updated_at"])
-    MatcherCommand.objects.create(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order)
+    MatcherCommand.objects.create(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order,
+                                  request_id=current_request_id())
     return True
 
 
@@ -328,7 +330,9 @@ def queue_cancel_all(commit: Commit, orders: QuerySet[Order]) -> list[Order]:
         order.cancel_requested = True
     Order.objects.bulk_update(orders, ["cancel_requested"])
     MatcherCommand.objects.bulk_create(
-        MatcherCommand(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order) for order in orders
+        MatcherCommand(market=order.market, kind=MatcherCommand.Kind.CANCEL, order=order,
+                       request_id=current_request_id())
+        for order in orders
     )
     if orders:
         commit.wrote(sorted({order.market.pair for order in orders}), order_ids=[order.pk for order in orders])
