@@ -30,12 +30,25 @@ class AccountEvents:
     last: int | None = None  # the number of the last event received in order
     gaps: list[Gap] = field(default_factory=list)  # noticed, not yet reported
     reported: set[int] = field(default_factory=set)  # reported lost, and may still arrive late
+    # numbered before the first event followed, until the next in order: may arrive late, without a report
+    crossing: set[int] = field(default_factory=set)
 
     def receive(self, number: int, now: float) -> dict | None:
         """Take the event numbered ``number``; the report of a restarted numbering, else None."""
-        expected = None if self.last is None else self.last + 1
-        if expected is None or number == expected:
+        if self.last is None:
+            # Following starts here (a subscription, or the reset after a reported outage): an earlier event
+            # arriving just after this one (another publisher's, crossing it) is no loss to this connection.
             self.last = number
+            self.crossing = set(range(max(number - LATE_EVENTS, 1), number))
+            return None
+        expected = self.last + 1
+        if number == expected:
+            self.last = number
+            if self.crossing:  # followed in order since: a lower number now means a restarted numbering
+                self.crossing = set()
+            return None
+        if number in self.crossing:
+            self.crossing.discard(number)
             return None
         if number == self.last:  # sent twice: a send retried after a lost reply (marketdata.publishing)
             return None
@@ -45,11 +58,9 @@ class AccountEvents:
             self.gaps.append(Gap(expected, number, set(range(max(expected, number - LATE_EVENTS), number)), now))
             self.last = number
             return None
+        # A restarted numbering, followed afresh from here (its earlier events may still cross this one).
         self.reset()
-        self.last = number
-        # The restarted numbering's earlier events (another publisher's, arriving just after this one)
-        # are covered by this report.
-        self.reported.update(range(max(number - LATE_EVENTS, 1), number))
+        self.receive(number, now)
         return {"expected": expected, "received": number}
 
     def arrived_late(self, number: int) -> bool:
@@ -78,3 +89,4 @@ class AccountEvents:
         self.last = None
         self.gaps.clear()
         self.reported.clear()
+        self.crossing = set()
