@@ -83,6 +83,10 @@ TRADES = Counter(
     "exchange_trades_total",
     "Trades committed.",
     ["pair"])
+MATCHER_DRAIN_FAILURES = Counter(
+    "exchange_matcher_drain_failures_total",
+    "Drains of the pair's queue that raised (each is logged and retried; a failed batch changed nothing).",
+    ["pair"])
 BOOK_DEPTH = Gauge(
     "exchange_book_depth_levels",
     "Price levels on each side of the pair's book ('bid', 'ask') after its last matched batch.",

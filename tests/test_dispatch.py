@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
+from prometheus_client import REGISTRY
 
 from trading import backends, dispatch
 from trading.backends import CeleryMatchers
@@ -46,9 +47,14 @@ def test_a_failed_publish_neither_fails_the_request_nor_keeps_the_order_from_the
     assert MatcherCommand.objects.count() == 0
 
 
+def drain_failures(pair: str) -> float:
+    return REGISTRY.get_sample_value("exchange_matcher_drain_failures_total", {"pair": pair}) or 0.0
+
+
 def test_a_failed_in_process_drain_is_retried_without_a_new_order(as_trader, alice, monkeypatch):
     monkeypatch.setattr(dispatch, "RETRY_SECONDS", 0.2)
     monkeypatch.setattr(PairMatcher, "drain", failing_once(PairMatcher.drain))
+    failures_before = drain_failures("BTC-USD"), drain_failures("ETH-USD")
 
     response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
 
@@ -58,6 +64,8 @@ def test_a_failed_in_process_drain_is_retried_without_a_new_order(as_trader, ali
         time.sleep(0.05)
     assert Order.objects.get().status == Order.Status.OPEN
     assert MatcherCommand.objects.count() == 0
+    # The failure is counted for its pair (exchange_matcher_drain_failures_total), the retry's success is not.
+    assert (drain_failures("BTC-USD"), drain_failures("ETH-USD")) == (failures_before[0] + 1, failures_before[1])
 
 
 def test_wake_matchers_drains_what_a_crash_left_queued(as_trader, alice, monkeypatch):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from django.db import connections
 
+from exchange import metrics
 from trading.backends import bus, matchers
 from trading.matcher import PairMatcher
 from trading.models import MatcherCommand
@@ -59,7 +60,11 @@ def matcher_for(pair: str) -> PairMatcher:
 def run_matcher(pair: str) -> int:
     """Drain the pair's queue in this process (a matcher loop's drain, or the in-process path)."""
     with _pair_locks[pair]:
-        return len(matcher_for(pair).drain())
+        try:
+            return len(matcher_for(pair).drain())
+        except Exception:
+            metrics.MATCHER_DRAIN_FAILURES.labels(pair).inc()
+            raise
 
 
 def wake_matcher(pair: str) -> None:
