@@ -15,10 +15,12 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 # The engine compiled by mypyc (trading.engine_impl runs it); without a C compiler, or if mypyc refuses
-# the source, a warning and the pure engine.
-ENGINE_BUILD := trading/engine/_compiled.sha256
+# the source, a warning and the pure engine. Tried once per engine source and install, whatever the outcome
+# (run bin/build-engine again once a compiler is installed).
+ENGINE_BUILD := $(VENV)/.engine-build-tried
 $(ENGINE_BUILD): trading/engine/__init__.py $(STAMP)
 	-$(BIN)/python bin/build-engine
+	touch $@
 
 # Embedded default: SQLite, in-memory channel layer, in-process matcher, Daphne on $HOST:$PORT (127.0.0.1:8000);
 # the sandbox (demo key, simulated traders) unless EXCHANGE_ENVIRONMENT=production.
