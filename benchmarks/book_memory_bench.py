@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -62,19 +63,28 @@ print(json.dumps({"before": before, **memory(), "seconds": seconds}))
 """
 
 REBUILD = MEMORY + """
-import json, sys, time
+import json, os, sys, time
 import django
 django.setup()
-from django.db import transaction
+from django.db import connection, transaction
 from trading.matcher import PairMatcher
+
+def cpu_of(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+with connection.cursor() as cursor:
+    cursor.execute("SELECT pg_backend_pid()")
+    backend = cursor.fetchone()[0]
+print(json.dumps({"backend": backend}), flush=True)
 before = memory()["VmRSS"]
 matcher = PairMatcher(sys.argv[1])
-started, cpu = time.perf_counter(), time.process_time()
+started, cpu, server = time.perf_counter(), time.process_time(), cpu_of(backend)
 with transaction.atomic():
     matcher.lock_book()
-seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-print(json.dumps({"before": before, **memory(), "seconds": seconds, "cpu": cpu, "resting": len(matcher.book),
-                  "copies": len(matcher.orders)}))
+seconds, cpu, server = time.perf_counter() - started, time.process_time() - cpu, cpu_of(backend) - server
+print(json.dumps({"before": before, **memory(), "seconds": seconds, "cpu": cpu, "server": server,
+                  "resting": len(matcher.book), "copies": len(matcher.orders)}))
 """
 
 
@@ -82,7 +92,9 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--orders", type=int, default=1_000_000, help="resting orders (default 1,000,000)")
     parser.add_argument("--runs", type=int, default=3, help="rebuilds per code tree (default 3)")
-    parser.add_argument("--old", type=Path, help="a checkout of older code to alternate with")
+    parser.add_argument("--old", type=Path, action="append", default=[],
+                        help="a checkout of older code to alternate with (again for more)")
+    parser.add_argument("--database", default="bench_book", help="the name the test database's starts with")
     return parser.parse_args()
 
 
@@ -93,6 +105,44 @@ def run(code: str, args: list[str], env: dict, tree: Path) -> dict:
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command's name (state, ppid, ...)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rebuild(env: dict, tree: Path) -> dict:
+    """A rebuild in a fresh process; PostgreSQL's CPU for it is its backend's (measured by that process)
+    and the parallel workers' that backend started (sampled here every 50 ms while they run: a worker
+    that ends between two samples loses at most its last 50 ms)."""
+    process = subprocess.Popen([sys.executable, "-c", REBUILD, PAIR], cwd=tree, env={**env, "PYTHONPATH": str(tree)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    backend = json.loads(process.stdout.readline() or "{}").get("backend")
+    postmaster = backend and int(stat(backend)[1])
+    workers: dict[int, float] = {}
+    while process.poll() is None and postmaster:
+        with open(f"/proc/{postmaster}/task/{postmaster}/children") as f:
+            children = f.read().split()
+        for child in map(int, children):
+            try:
+                with open(f"/proc/{child}/cmdline") as f:
+                    if f"parallel worker for PID {backend}" in f.read():
+                        workers[child] = cpu_seconds(child)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        time.sleep(0.05)
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(err[-3000:])
+    return {**json.loads(out.strip().splitlines()[-1]), "workers": sum(workers.values()),
+            "load": os.getloadavg()[0]}
 
 
 def fill_book(stack, orders: int) -> None:
@@ -143,23 +193,24 @@ def main() -> None:
     print(f"engine alone, {args.orders:,} resting orders: {engine['VmRSS']:.0f} MB resident "
           f"({engine['VmRSS'] - engine['before']:.0f} MB over the {engine['before']:.0f} MB of a bare process), "
           f"peak {engine['VmHWM']:.0f} MB; applied in {engine['seconds']:.1f} s of CPU")
-    stack = bench_stack("bench_book")
+    stack = bench_stack(args.database)
     with stack:
         fill_book(stack, args.orders)
-        trees = [("this tree", ROOT)] + ([("old", args.old)] if args.old else [])
+        trees = [("this tree", ROOT)] + [(f"old {tree.name}", tree) for tree in args.old]
         rows = []
         for number in range(args.runs):
             for name, tree in trees:
-                result = run(REBUILD, [PAIR], stack.env, tree)
-                rows.append([name, str(number + 1), f"{result['seconds']:.1f}", f"{result['cpu']:.1f}",
+                result = rebuild(stack.env, tree)
+                rows.append([name, str(number + 1), f"{result['seconds']:.1f}", f"{result['cpu']:.2f}",
+                             f"{result['server']:.2f} + {result['workers']:.2f}", f"{result['load']:.1f}",
                              f"{result['VmRSS']:.0f}", f"{result['VmRSS'] - result['before']:.0f}",
                              f"{result['VmHWM']:.0f}", f"{result['resting']:,}", f"{result['copies']:,}"])
                 print(" | ".join(rows[-1]), flush=True)
     shutil.rmtree(stack.tmp, ignore_errors=True)
     print()
     print(f"Rebuild of a book of {args.orders:,} resting orders from PostgreSQL, each run a fresh process:")
-    print(table(["code", "run", "rebuild s", "CPU s", "RSS MB", "of which the book", "peak RSS MB", "resting",
-                 "working copies"], rows))
+    print(table(["code", "run", "rebuild s", "CPU s", "PostgreSQL CPU s (backend + workers)", "load average",
+                 "RSS MB", "of which the book", "peak RSS MB", "resting", "working copies"], rows))
 
 
 if __name__ == "__main__":

@@ -196,6 +196,46 @@ def test_a_resting_order_the_matcher_keeps_no_copy_of_settles_to_the_cent_across
     assert audit() == []
 
 
+def test_a_rebuilt_book_is_the_book_before_the_restart_its_rows_as_python_makes_them(alice, bob, btc_usd, trade):
+    """The store reads the book in the engine's integers (PostgreSQL computes them in its SQL): each row is
+    what ``book_row`` makes of the order's amounts, and the rebuilt book is the one the matcher held."""
+    import pytest
+    from django.db import DataError
+
+    from trading import dispatch
+    from trading.backends import BOOK_COLUMNS, store
+    from trading.matcher import RESTING, book_row
+
+    trade(alice, side="sell", type="limit", price=D("63000"), size=D("0.5"))
+    trade(alice, side="sell", type="limit", price=D("63000.5"), size=D("0.3"))
+    first = trade(bob, side="buy", type="limit", price=D("62000"), size=D("0.25"))
+    trade(alice, side="buy", type="limit", price=D("62000"), size=D("0.1"))
+    trade(bob, side="buy", type="limit", price=D("63000"), size=D("0.2"))  # fills part of the first ask
+    odd = trade(bob, side="buy", type="limit", price=D("61000"), size=D("0.1"))
+    held = dispatch.matcher_for("BTC-USD").book.open_orders()
+    Order.objects.filter(pk=odd.pk).update(hold_remaining=D("6100.01"))  # more than its size needs
+
+    resting = Order.objects.filter(market=btc_usd, status__in=RESTING)
+    tick, lot = btc_usd.tick_size, btc_usd.lot_size
+    rows = [row for part in store().resting_book(resting, tick, lot, book_row, chunk=2) for row in part]
+    expected = [book_row(tick, lot, *values)
+                for values in resting.order_by("book_priority", "pk").values_list(*BOOK_COLUMNS[1:])]
+    assert rows == expected
+    assert [plain for *_, plain in rows] == [False, True, True, True, False]  # filled ask first, then odd
+    assert rows[2][:5] == (first.pk, bob.pk, True, 6200000, 25000000)
+
+    dispatch.reset()
+    after = trade(bob, side="buy", type="limit", price=D("60000"), size=D("0.1"))  # the rebuild, then this
+    matcher = dispatch.matcher_for("BTC-USD")
+    assert [order for order in matcher.book.open_orders() if order.order_id != after.pk] == held
+    assert sorted(matcher.orders) == [rows[0][0], odd.pk]  # working copies of those alone
+    assert matcher.orders[odd.pk].hold_remaining == D("6100.01")
+
+    Order.objects.filter(pk=odd.pk).update(price=D("61000.005"))  # off the grid: the read refuses it
+    with pytest.raises((ValueError, DataError)):
+        [part for part in store().resting_book(resting, tick, lot, book_row)]
+
+
 def test_plain_resting_orders_cancelled_by_self_trade_prevention_and_by_their_owner_release_exactly(
         alice, bob, trade, django_capture_on_commit_callbacks):
     from trading import dispatch, services

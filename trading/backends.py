@@ -18,6 +18,7 @@ Every other module calls these objects and never asks which stack it is on.
 
 import asyncio
 import functools
+import itertools
 import logging
 import re
 import threading
@@ -44,10 +45,17 @@ from django.db.models.expressions import RawSQL
 from exchange.backends import chosen
 from exchange.redis import get_redis
 from exchange.request_ids import current_request_id
-from trading.models import MatcherCommand
+from trading.models import MatcherCommand, Order, Side
 from trading.sql import Statement, columns_of, names_of
 
 logger = logging.getLogger(__name__)
+
+# What a matcher's rebuild reads of each resting order (store().resting_book): its time priority, then
+# what the book and plain_resting need.
+BOOK_COLUMNS = ("book_priority", "id", "account_id", "side", "price", "size", "status", "filled_size",
+                "executed_value", "fee", "hold_remaining")
+# Two million resting orders fit in this (one million take 118 MB): the rebuild's sort stays in memory.
+BOOK_SORT_MEMORY = "256MB"
 
 
 def store() -> "Store":
@@ -157,16 +165,31 @@ class PostgresStore(Store):
             for statement in statements:
                 cursor.execute(statement.sql, statement.params)
 
-    def stream_rows(self, queryset, chunk: int = 20_000):
-        """The rows of a ``values_list()`` queryset (as select_rows), fetched ``chunk`` at a time through a
-        server-side cursor (in the caller's transaction, or one of its own): a million rows never sit in
-        memory at once."""
-        sql, params = queryset.query.sql_with_params()
+    def resting_book(self, resting, tick: Decimal, lot: Decimal, convert: Callable[..., tuple],
+                     chunk: int = 20_000):
+        """The book of the ``resting`` orders (a queryset) in time priority, lists of ``chunk`` rows (id,
+        account_id, is_buy, price in ticks, size left in lots, whether ``plain_resting``), computed by the
+        server: it sends five integers and a flag a row instead of six amounts for the client to parse.
+        One division per amount (the subquery kept apart by OFFSET 0, or each use would divide again); an
+        amount off the grid fails the read (the cast of a message to bigint). Streamed through a server-side
+        cursor in binary, in the caller's transaction or one of its own; sorted in memory, not on disk."""
+        inner, params = resting.order_by().values_list(*BOOK_COLUMNS).query.sql_with_params()
+        whole = "CASE WHEN {0} = trunc({0}) THEN {0}::bigint ELSE ('order ' || id || ' is off the grid')::bigint END"
+        sql = (f"SELECT id, account_id, is_buy, {whole.format('ticks')}, {whole.format('lots')}, plain FROM ("
+               "SELECT book_priority, id, account_id, side = %s AS is_buy, price / %s AS ticks, "
+               "(size - filled_size) / %s AS lots, status = %s AND filled_size = 0 AND executed_value = 0 "
+               "AND fee = 0 AND hold_remaining = CASE WHEN side = %s THEN size ELSE price * size END AS plain "
+               f"FROM ({inner}) o OFFSET 0) t ORDER BY book_priority, id")
+        params = [Side.BUY, tick, lot, Order.Status.OPEN, Side.SELL, *params]
         with (transaction.atomic(savepoint=False), connection.wrap_database_errors,
-              psycopg.ServerCursor(connection.connection, "stream_rows") as cursor):
-            cursor.itersize = chunk
-            cursor.execute(sql, params)
-            yield from cursor
+              psycopg.ServerCursor(connection.connection, "resting_book") as cursor):
+            connection.connection.execute(f"SET LOCAL work_mem = '{BOOK_SORT_MEMORY}'")
+            cursor.execute(sql, params, binary=True)
+            rows = cursor.fetchmany(chunk)  # the sort runs now
+            connection.connection.execute("RESET work_mem")
+            while rows:
+                yield rows
+                rows = cursor.fetchmany(chunk)
 
     def reserve_ids(self, counts: dict) -> dict:
         """New primary keys, {model: count} -> {model: [ids]}, in one round trip."""
@@ -356,8 +379,13 @@ class SqliteStore(Store):
     def select_rows(self, queryset) -> list[tuple]:
         return list(queryset)
 
-    def stream_rows(self, queryset, chunk: int = 20_000):
-        return queryset.iterator(chunk_size=chunk)
+    def resting_book(self, resting, tick: Decimal, lot: Decimal, convert: Callable[..., tuple],
+                     chunk: int = 20_000):
+        """Amounts are text here, so ``convert(tick, lot, *row)`` makes each row of BOOK_COLUMNS (but the
+        first) a row of the book in Python."""
+        rows = resting.order_by("book_priority", "pk").values_list(*BOOK_COLUMNS[1:]).iterator(chunk_size=chunk)
+        while part := list(itertools.islice(rows, chunk)):
+            yield [convert(tick, lot, *row) for row in part]
 
     def read(self, compiled: "CompiledRead", params: list) -> list[tuple]:
         """A compiled read's rows with the fields' conversions (amounts are text here), as the queryset gives them."""
@@ -658,16 +686,23 @@ class Bus:
     def wait_published(self) -> None:
         pass
 
+    async def groups_with_members(self, layer, groups: list[str]) -> set[str]:
+        """Of ``groups``, those a send may reach (all of them, unless the layer can tell cheaply)."""
+        return set(groups)
+
     async def send_in_order(self, layer, messages: list[tuple[str, dict]]) -> None:
         # Account events are numbered as they are sent, on the one loop this process sends from, so
         # that the numbers follow the order of the sends; one round trip numbers all of a batch's.
         numbers = iter(self.number_account_events([message["account"] for _, message in messages
                                                    if message["type"] == "account.changes"]))
         sent_at = time.time()  # for the relay latency the hubs measure (marketdata/hub.py)
+        listened = await self.groups_with_members(layer, [group for group, _ in messages])
         for group, message in messages:
             message = {**message, "sent_at": sent_at}
             if message["type"] == "account.changes":
                 message["event"] = next(numbers)
+            if group not in listened:
+                continue
             try:
                 await layer.group_send(group, message)
             except redis.exceptions.ConnectionError:
@@ -705,6 +740,27 @@ class RedisBus(Bus):
                 self.loop = asyncio.new_event_loop()
                 threading.Thread(target=self.loop.run_forever, name="channel-layer-publisher", daemon=True).start()
         asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    async def groups_with_members(self, layer, groups: list[str]) -> set[str]:
+        """Those of ``groups`` with a member, read for all of them in one round trip per Redis host:
+        channels_redis's group_send takes two to find a group empty (the candles of six intervals, the
+        accounts with no connection), which made most of a light batch's publishing. Expired members are
+        dropped first, as group_send drops them."""
+        expired, hosts = int(time.time()) - layer.group_expiry, defaultdict(list)
+        for group in dict.fromkeys(groups):
+            hosts[layer.consistent_hash(group)].append(group)
+        listened = set()
+        try:
+            for host, names in hosts.items():
+                pipeline = layer.connection(host).pipeline(transaction=False)
+                for group in names:
+                    pipeline.zremrangebyscore(layer._group_key(group), min=0, max=expired)
+                    pipeline.zcard(layer._group_key(group))
+                counts = (await pipeline.execute())[1::2]
+                listened.update(group for group, count in zip(names, counts) if count)
+        except redis.exceptions.ConnectionError:
+            return set(groups)  # after a Redis restart: each group_send tries again on a fresh connection
+        return listened
 
     def number_account_events(self, account_ids: list[int]) -> list[int]:
         if not account_ids:

@@ -15,6 +15,7 @@ any thread (Redis), a backlog is drained by the pipeline (``trading.pipeline``).
 import gc
 import logging
 import time
+from decimal import Decimal
 from typing import NamedTuple
 
 from django.db import connection, transaction
@@ -42,10 +43,16 @@ logger = logging.getLogger(__name__)
 # create waiting for its batch still gets its result within its wait (docs/performance.md).
 BATCH_SIZE = 2000
 RESTING = (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED)
-# What the rebuild reads of every resting order (plain_resting's arguments, and the book's).
-RESTING_FIELDS = ("id", "account_id", "side", "price", "size", "status", "filled_size", "executed_value", "fee",
-                  "hold_remaining")
 READ_CHUNK = 500  # ids per read of whole rows (SQLite's limit on parameters)
+
+
+def book_row(tick: Decimal, lot: Decimal, order_id: int, account_id: int, side: str, price: Decimal, size: Decimal,
+             status: str, filled: Decimal, value: Decimal, fee: Decimal, hold: Decimal) -> tuple:
+    """A resting order's row of the book (``store().resting_book``, which PostgreSQL computes in its SQL):
+    (id, account_id, is_buy, price in ticks, size left in lots, whether ``plain_resting``)."""
+    left = size - filled
+    return (order_id, account_id, side == Side.BUY, to_units(price, tick), to_units(left, lot),
+            plain_resting(side, price, left, status, filled, value, fee, hold))
 
 
 def grid(market: Market) -> tuple:
@@ -148,15 +155,16 @@ class PairMatcher:
         # The last trade may be off a grid made coarser since (stops trigger on it): the nearest tick.
         book.last_trade_price = None if last_price is None else int(EXACT.divide(last_price, tick).to_integral_value())
         live = Order.objects.filter(market=self.market)
-        resting = live.filter(status__in=RESTING).order_by("book_priority", "pk").values_list(*RESTING_FIELDS)
-        kept, load_resting = [], book.load_resting
-        # One streamed read of a few columns: a million resting orders load in seconds, and only those
-        # with fills (or a hold other than their size needs) are read whole below.
-        for order_id, account_id, side, price, size, status, filled, value, fee, hold in store().stream_rows(resting):
-            left = size - filled
-            load_resting(order_id, account_id, side, to_units(price, tick), to_units(left, lot))
-            if not plain_resting(side, price, left, status, filled, value, fee, hold):
-                kept.append(order_id)
+        kept = []
+        # One streamed read of the book in the engine's integers, a chunk at a time: a million resting
+        # orders load in seconds, and only those with fills (or a hold other than their size needs) are
+        # read whole below.
+        for rows in store().resting_book(live.filter(status__in=RESTING), tick, lot, book_row):
+            book.load_resting_many(rows)
+            kept += [row[0] for row in rows if not row[5]]
+            # Frozen as it grows (as all of it is below): else the collector's passes, triggered by the
+            # book's own new objects, walk the whole growing book again and again.
+            gc.freeze()
         orders = [WorkingOrder(*row) for row in live.filter(status=Order.Status.UNTRIGGERED).order_by("pk")
                   .values_list(*ORDER_FIELDS)]
         for order in orders:

@@ -130,6 +130,38 @@ def test_load_resting_rejects_bad_input(args):
     assert book.depth() == ([], [(101, 1)])
 
 
+def test_load_resting_many_builds_the_book_load_resting_builds(engine):
+    # given rows in original time priority (ids out of order, a later item ignored)
+    rows = [(7, 70, False, 100, 2, 'x'), (3, 30, False, 100, 1, 'x'), (9, 90, True, 98, 5, 'x'),
+            (4, 40, True, 99, 1, 'x'), (8, 80, False, 102, 3, 'x')]
+    one_by_one, many = engine.OrderBook(PAIR), engine.OrderBook(PAIR)
+    for order_id, account_id, is_buy, price, remaining, _ in rows:
+        one_by_one.load_resting(order_id, account_id, 'buy' if is_buy else 'sell', price, remaining)
+    many.load_resting_many(rows)
+    # then the two books hold the same orders in the same priority, and nothing is touched
+    assert many.open_orders() == one_by_one.open_orders()
+    assert many.depth() == one_by_one.depth() == ([(99, 1), (98, 5)], [(100, 3), (102, 3)])
+    assert many.drain_touched_levels() == set()
+    many.validate_internal_state()
+    # and a taker meets them in that priority: 7 before 3
+    events = many.apply(engine.NewOrder(20, 200, 'buy', 'limit', 100, 3))
+    assert [e.maker_order_id for e in events if isinstance(e, engine.Trade)] == [7, 3]
+
+
+@pytest.mark.parametrize('rows', [
+    [(1, 10, True, 100, 0)],                         # nothing remaining
+    [(1, 10, True, 0, 1)],                           # bad price
+    [(5, 10, True, 90, 1)],                          # duplicate id
+    [(1, 10, True, 99, 1), (2, 10, True, 101, 1)],   # the second crosses the ask at 101
+    [(1, 10, False, 95, 1), (2, 10, True, 96, 1)],   # a bid above a loaded ask
+])
+def test_load_resting_many_rejects_bad_rows(engine, rows):
+    book = engine.OrderBook(PAIR)
+    book.load_resting(5, 50, 'sell', 101, 1)
+    with pytest.raises(ValueError):
+        book.load_resting_many(rows)
+
+
 def test_load_stop_rejects_non_stop():
     with pytest.raises(ValueError):
         OrderBook(PAIR).load_stop(limit(1, 'buy', 100, 1))

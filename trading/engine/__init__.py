@@ -104,10 +104,12 @@ aggregate changed since the previous drain; ``open_order(id)`` ->
 Recovery
 --------
 ``load_resting(order_id, account_id, side, price, remaining)`` appends a
-resting order at the back of its level (call it in original time priority; raises ValueError if it would cross)
-and ``load_stop(NewOrder)`` re-adds a waiting stop (call it in original
-acceptance order).  Neither matches, triggers, emits events or marks
-touched levels.
+resting order at the back of its level (call it in original time priority; raises ValueError if it would cross),
+``load_resting_many(rows)`` appends many, each row beginning (order_id,
+account_id, is_buy, price, remaining), checking once at the end that the
+book does not cross, and ``load_stop(NewOrder)`` re-adds a waiting stop (call
+it in original acceptance order).  None of them matches, triggers, emits
+events or marks touched levels.
 
 Implementation notes (why it is fast)
 -------------------------------------
@@ -882,14 +884,39 @@ class OrderBook:
         """
         if side not in _SIDES:
             raise ValueError(f'side must be buy or sell, not {side!r}')
-        if price <= 0 or remaining <= 0:
-            raise ValueError('price and remaining must be positive')
-        if order_id in self._orders or order_id in self._stops:
-            raise ValueError(f'order {order_id} is already on the book')
         is_buy = side == _BUY
         opposite = self.best_ask() if is_buy else self.best_bid()
         if opposite is not None and (price >= opposite if is_buy else price <= opposite):
             raise ValueError(f'order {order_id} would cross the book')
+        self._load(order_id, account_id, is_buy, price, remaining)
+
+    def load_resting_many(self, rows: list[tuple]) -> None:
+        """Re-add resting orders, each row beginning (order_id, account_id,
+        is_buy, price, remaining) (later items are ignored), at the back of
+        their levels in the order given, without matching.
+
+        Call in original time priority.  Raises ValueError as load_resting
+        does, the book then partly loaded (discard it).  Whether the book
+        crosses is checked once, after the last row: the best bid only rises
+        and the best ask only falls as orders are added, so a row that crossed
+        when added leaves the book crossed.
+        """
+        for row in rows:
+            order_id: int = row[0]
+            account_id: int = row[1]
+            is_buy: bool = row[2]
+            price: int = row[3]
+            remaining: int = row[4]
+            self._load(order_id, account_id, is_buy, price, remaining)
+        bid, ask = self.best_bid(), self.best_ask()
+        if bid is not None and ask is not None and bid >= ask:
+            raise ValueError(f'the loaded orders cross the book (bid {bid}, ask {ask})')
+
+    def _load(self, order_id: int, account_id: int, is_buy: bool, price: int, remaining: int) -> None:
+        if price <= 0 or remaining <= 0:
+            raise ValueError('price and remaining must be positive')
+        if order_id in self._orders or order_id in self._stops:
+            raise ValueError(f'order {order_id} is already on the book')
         self._rest(is_buy, [order_id, account_id, remaining, price if is_buy else -price])
 
     def _rest(self, is_buy: bool, order: list) -> None:
