@@ -5,6 +5,8 @@ import pytest
 from django.utils import timezone
 
 from exchange.fields import to_milliseconds
+from marketdata import services
+from marketdata.api.serializers import TickerSerializer, ticker_data
 from trading.models import Market, Trade
 
 from .conftest import trader_fixture
@@ -170,6 +172,27 @@ def test_ticker_24h_statistics_and_market_cap(api, print_trade, rest):
     assert body["volume_24h"] == "0.85000000"
     assert Decimal(body["quote_volume_24h"]) == Decimal("30000") + Decimal("16500") + Decimal("6300")
     assert body["market_cap"] == "1247400000000.00"  # 63,000 × 19,800,000 BTC, at USD precision
+
+
+def test_a_pairs_ticker_is_read_afresh_as_its_window_slides_and_renders_as_its_serializer(print_trade, rest,
+                                                                                          monkeypatch):
+    """The one-pair read is compiled once: each call fills in its own pair and window start."""
+    print_trade("60000", "0.5", ago=timedelta(hours=23, minutes=30))
+    print_trade("63000", "0.1")
+    rest("sell", "63000.01", "1")
+    btc = Market.objects.with_assets().get(pair="BTC-USD")
+    assert services.ticker(Market.objects.get(pair="ETH-USD")).last_price is None
+
+    now = services.ticker(btc)
+    an_hour_on = timezone.now() + timedelta(hours=1)
+    monkeypatch.setattr(timezone, "now", lambda: an_hour_on)
+    later = services.ticker(btc)
+
+    assert (now.open_24h, now.volume_24h, now.last_price) == (60000, Decimal("0.6"), 63000)
+    assert (later.open_24h, later.volume_24h, later.last_price) == (63000, Decimal("0.1"), 63000)
+    assert later.best_ask == Decimal("63000.01")
+    for ticker in (now, later):
+        assert ticker_data(ticker) == TickerSerializer(ticker, context={"market": btc}).data
 
 
 def test_trades_newest_first_with_paging(api, print_trade):
