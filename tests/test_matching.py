@@ -203,7 +203,7 @@ def test_a_rebuilt_book_is_the_book_before_the_restart_its_rows_as_python_makes_
     from django.db import DataError
 
     from trading import dispatch
-    from trading.backends import BOOK_COLUMNS, store
+    from trading.backends import BOOK_COLUMNS, in_steps, store
     from trading.matcher import RESTING, book_row
 
     trade(alice, side="sell", type="limit", price=D("63000"), size=D("0.5"))
@@ -223,6 +223,8 @@ def test_a_rebuilt_book_is_the_book_before_the_restart_its_rows_as_python_makes_
     assert rows == expected
     assert [plain for *_, plain in rows] == [False, True, True, True, False]  # filled ask first, then odd
     assert rows[2][:5] == (first.pk, bob.pk, True, 6200000, 25000000)
+    # PostgreSQL counts in steps by the exact inverse where there is one, else by dividing
+    assert in_steps("price", tick) == ("price * %s", D(100)) and in_steps("size", D("0.03")) == ("size / %s", D("0.03"))
 
     dispatch.reset()
     after = trade(bob, side="buy", type="limit", price=D("60000"), size=D("0.1"))  # the rebuild, then this

@@ -18,7 +18,6 @@ Every other module calls these objects and never asks which stack it is on.
 
 import asyncio
 import functools
-import itertools
 import logging
 import re
 import threading
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, Inexact
 from typing import NamedTuple
 
 import psycopg
@@ -43,6 +42,7 @@ from django.db.models import FloatField
 from django.db.models.expressions import RawSQL
 
 from exchange.backends import chosen
+from exchange.money import EXACT
 from exchange.redis import get_redis
 from exchange.request_ids import current_request_id
 from trading.models import MatcherCommand, Order, Side
@@ -56,6 +56,15 @@ BOOK_COLUMNS = ("book_priority", "id", "account_id", "side", "price", "size", "s
                 "executed_value", "fee", "hold_remaining")
 # Two million resting orders fit in this (one million take 118 MB): the rebuild's sort stays in memory.
 BOOK_SORT_MEMORY = "256MB"
+
+
+def in_steps(amount: str, step: Decimal) -> tuple[str, Decimal]:
+    """SQL counting ``amount`` in ``step``s, and its parameter: a product by the exact inverse where there is
+    one (0.01: 100), which PostgreSQL computes in a fraction of a division's time, else the quotient."""
+    try:
+        return f"{amount} * %s", EXACT.divide(1, step)
+    except Inexact:
+        return f"{amount} / %s", step
 
 
 def store() -> "Store":
@@ -170,17 +179,18 @@ class PostgresStore(Store):
         """The book of the ``resting`` orders (a queryset) in time priority, lists of ``chunk`` rows (id,
         account_id, is_buy, price in ticks, size left in lots, whether ``plain_resting``), computed by the
         server: it sends five integers and a flag a row instead of six amounts for the client to parse.
-        One division per amount (the subquery kept apart by OFFSET 0, or each use would divide again); an
-        amount off the grid fails the read (the cast of a message to bigint). Streamed through a server-side
-        cursor in binary, in the caller's transaction or one of its own; sorted in memory, not on disk."""
+        One product or quotient per amount (the subquery kept apart by OFFSET 0, or each use would compute
+        it again); an amount off the grid fails the read (the cast of a message to bigint). Streamed through
+        a server-side cursor in binary, in the caller's transaction or one of its own; sorted in memory."""
         inner, params = resting.order_by().values_list(*BOOK_COLUMNS).query.sql_with_params()
         whole = "CASE WHEN {0} = trunc({0}) THEN {0}::bigint ELSE ('order ' || id || ' is off the grid')::bigint END"
+        (ticks, per_tick), (lots, per_lot) = in_steps("price", tick), in_steps("(size - filled_size)", lot)
         sql = (f"SELECT id, account_id, is_buy, {whole.format('ticks')}, {whole.format('lots')}, plain FROM ("
-               "SELECT book_priority, id, account_id, side = %s AS is_buy, price / %s AS ticks, "
-               "(size - filled_size) / %s AS lots, status = %s AND filled_size = 0 AND executed_value = 0 "
-               "AND fee = 0 AND hold_remaining = CASE WHEN side = %s THEN size ELSE price * size END AS plain "
+               f"SELECT book_priority, id, account_id, side = %s AS is_buy, {ticks} AS ticks, {lots} AS lots, "
+               "status = %s AND filled_size = 0 AND executed_value = 0 AND fee = 0 "
+               "AND hold_remaining = CASE WHEN side = %s THEN size ELSE price * size END AS plain "
                f"FROM ({inner}) o OFFSET 0) t ORDER BY book_priority, id")
-        params = [Side.BUY, tick, lot, Order.Status.OPEN, Side.SELL, *params]
+        params = [Side.BUY, per_tick, per_lot, Order.Status.OPEN, Side.SELL, *params]
         with (transaction.atomic(savepoint=False), connection.wrap_database_errors,
               psycopg.ServerCursor(connection.connection, "resting_book") as cursor):
             connection.connection.execute(f"SET LOCAL work_mem = '{BOOK_SORT_MEMORY}'")
@@ -382,10 +392,15 @@ class SqliteStore(Store):
     def resting_book(self, resting, tick: Decimal, lot: Decimal, convert: Callable[..., tuple],
                      chunk: int = 20_000):
         """Amounts are text here, so ``convert(tick, lot, *row)`` makes each row of BOOK_COLUMNS (but the
-        first) a row of the book in Python."""
-        rows = resting.order_by("book_priority", "pk").values_list(*BOOK_COLUMNS[1:]).iterator(chunk_size=chunk)
-        while part := list(itertools.islice(rows, chunk)):
-            yield [convert(tick, lot, *row) for row in part]
+        first) a row of the book in Python; read by a plain cursor, each stored amount (exact text) made a
+        Decimal here, where Django's per-field converters cost twice all the rest."""
+        sql, params = resting.order_by("book_priority", "pk").values_list(*BOOK_COLUMNS[1:]).query.sql_with_params()
+        with self.cursor() as cursor:
+            cursor.execute(sql, params)
+            while part := cursor.fetchmany(chunk):
+                yield [convert(tick, lot, order_id, account_id, side, Decimal(price), Decimal(size), status,
+                               Decimal(filled), Decimal(value), Decimal(fee), Decimal(hold))
+                       for order_id, account_id, side, price, size, status, filled, value, fee, hold in part]
 
     def read(self, compiled: "CompiledRead", params: list) -> list[tuple]:
         """A compiled read's rows with the fields' conversions (amounts are text here), as the queryset gives them."""
