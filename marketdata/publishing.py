@@ -79,8 +79,7 @@ def publish_batch(sender, result, **kwargs) -> None:
     moved = result.delta is not None and top_of_book_moved(market, result.delta)  # remembered also when it traded
     if result.trades or moved:
         tickers.owed.add(market.pair)
-    bus().publish_in_order(send_batch, result)
-    publish_candles(market, result)
+    bus().publish_in_order(send_batch, result, changed_candles(market, result))
     if time.monotonic() - tickers.sent.get(market.pair, -TICKER_INTERVAL_SECONDS) >= TICKER_INTERVAL_SECONDS:
         publish_owed_ticker(sender, market)
 
@@ -92,9 +91,9 @@ def top_of_book_moved(market, delta) -> bool:
     return moved
 
 
-def send_batch(result) -> None:
-    """The delta first and on its own (subscribers' books wait for nothing else), then the trades and
-    each account's changes."""
+def send_batch(result, candles: list[tuple[str, IntervalCandle, bool]] = ()) -> None:
+    """The delta first and on its own (subscribers' books wait for nothing else), then the trades, each
+    account's changes and the ``candles`` the batch changed, in one send."""
     market = result.market
     if result.delta is not None:
         try:
@@ -117,19 +116,21 @@ def send_batch(result) -> None:
         rendered = rendered_changes(per_account)
         messages += [account_changes(account_id, **changes, rendered=rendered.get(account_id))
                      for account_id, changes in per_account.items()]
+        messages += [(streams.candles_group(market.pair, interval),
+                      streams.candle_message(market, interval, candle, closed=closed))
+                     for interval, candle, closed in candles]
         bus().send(messages)
     except Exception:
         logger.exception("publishing a %s batch failed", market.pair)
 
 
-def publish_candles(market, result) -> None:
+def changed_candles(market, result) -> list[tuple[str, IntervalCandle, bool]]:
     try:
-        updates = candle_updates(market, result)
-        if updates:
-            bus().publish_in_order(send_candles, market, updates)
+        return candle_updates(market, result)
     except Exception:
         candle_state.forget(market.pair)  # read afresh at the next batch
         logger.exception("publishing the %s candles failed", market.pair)
+        return []
 
 
 def candle_updates(market, result) -> list[tuple[str, IntervalCandle, bool]]:
@@ -159,12 +160,6 @@ def candle_updates(market, result) -> list[tuple[str, IntervalCandle, bool]]:
         latest[interval] = current
         updates.append((interval, current, False))
     return updates
-
-
-def send_candles(market, updates: list[tuple[str, IntervalCandle, bool]]) -> None:
-    bus().send([(streams.candles_group(market.pair, interval), streams.candle_message(market, interval, candle,
-                                                                                       closed=closed))
-                for interval, candle, closed in updates])
 
 
 def ticker_messages(market) -> list[tuple[str, dict]]:
