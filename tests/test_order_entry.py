@@ -94,3 +94,17 @@ def test_a_retry_gets_the_first_order_even_when_the_request_would_now_be_refused
     assert (poor_retry.pk, poor_created) == (first.pk, False)
     assert (halted_retry.pk, halted_created) == (first.pk, False)
     assert refused_code(alice, limit_buy(size="2", client_order_id="bot-1")) == ErrorCode.DUPLICATE_CLIENT_ORDER_ID
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_order_statement_prepared_on_a_connection_outlives_a_rollback_and_is_prepared_again_on_a_new_one(alice):
+    first, _ = services.place_order(alice, limit_buy())
+    assert refused_code(alice, limit_buy(size="1000")) == ErrorCode.INSUFFICIENT_FUNDS  # rolled back
+    second, _ = services.place_order(alice, limit_buy(price="62000"))
+    connection.close()
+    third, _ = services.place_order(alice, limit_buy(price="61000"))
+
+    orders = [first.pk, second.pk, third.pk]
+    assert Order.objects.filter(pk__in=orders).count() == 3
+    assert LedgerEntry.objects.filter(reference__in=[f"order:{pk}" for pk in orders]).count() == 6
+    assert balance_of(alice, "USD").locked == D("630") + D("620") + D("610")

@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
 from exchange.errors import InvalidField, MarketHalted
@@ -35,7 +35,7 @@ class OrderRequest:
         trigger left out or given as its side's default is one trigger)."""
         canonical = {
             name: format(value.normalize(), "f") if isinstance(value, Decimal) else value
-            for name, value in asdict(self).items()
+            for name, value in vars(self).items()  # the fields (asdict would deep-copy every value)
         }
         canonical["pair"] = self.pair.upper()
         if self.trigger is None or self.trigger == default_trigger(self.side):
