@@ -44,10 +44,11 @@ import io
 import os
 import pstats
 import random
+import re
 import shutil
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from contextlib import ExitStack
 from datetime import date
 from decimal import Decimal
@@ -271,6 +272,18 @@ def counts() -> dict:
             "pending": Order.objects.filter(status=Order.Status.PENDING).count()}
 
 
+def order_updates() -> tuple[int, int]:
+    """Updates of order rows so far in this database, and how many of them were HOT updates (no index entry):
+    the statistics of the backends that have exited (closing the connections ends them)."""
+    from django.db import connection, connections
+
+    connections.close_all()
+    time.sleep(0.5)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'trading_order'")
+        return cursor.fetchone()
+
+
 def run_batched() -> dict:
     """Drain the queue as the worker does. Each batch's time is from the previous batch's commit (or
     the start) to its own: on PostgreSQL the batches are written on the matcher's writer thread
@@ -300,6 +313,63 @@ def run_batched() -> dict:
             "commands": sum(r.commands for r in results),
             **{key: after[key] - before[key] for key in ("trades", "fills", "ledger")},
             "left_queued": after["queued"], "left_pending": after["pending"]}
+
+
+def run_sequential_cpu() -> dict:
+    """The whole queue drained one batch at a time on one connection (``run_batch``, no writer thread), with
+    the CPU time of this process and of the PostgreSQL backend serving it (from /proc): per unit of work,
+    which the machine's other load inflates far less than the wall time of the pipelined drain."""
+    from django.db import connection
+
+    from trading.backends import bus
+
+    matcher = fresh_matcher()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        stat = Path(f"/proc/{cursor.fetchone()[0]}/stat")
+
+    def backend_cpu() -> float:
+        utime, stime = stat.read_text().rsplit(")", 1)[1].split()[11:13]  # fields 14 and 15
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+    server, client, commands = backend_cpu(), time.process_time(), 0
+    with Stopwatch() as watch:
+        while (result := matcher.run_batch()) is not None:
+            commands += result.commands
+    bus().wait_published()  # before the next clone's Redis flush
+    return {"commands": commands, "seconds": watch.seconds, "client": time.process_time() - client,
+            "server": backend_cpu() - server}
+
+
+def run_explained() -> dict:
+    """The whole queue drained as ``run_sequential_cpu`` does, each of the batches' write statements run under
+    EXPLAIN (ANALYZE, WAL): per kind of statement, its server time (with its triggers) and the WAL records
+    and bytes of its plan (not counting its triggers'). WAL is the same on a loaded machine as on a quiet one."""
+    from trading.backends import bus, store
+
+    run, matcher = store(), fresh_matcher()
+    kinds = defaultdict(lambda: [0, 0.0, 0, 0])  # statement kind: statements, ms, WAL records, WAL bytes
+
+    def explained(statements) -> None:
+        with run.cursor() as cursor:
+            for statement in statements:
+                cursor.execute("EXPLAIN (ANALYZE, WAL, FORMAT JSON) " + statement.sql, statement.params)
+                plan = cursor.fetchone()[0][0]
+                verb = re.match(r'\s*(?:WITH .*? AS \(\s*)?(UPDATE|INSERT INTO|DELETE FROM)\s+"?(\w+)', statement.sql)
+                kind = kinds[f"{verb[1].split()[0]} {verb[2]}" if verb else statement.sql[:30]]
+                kind[0] += 1
+                kind[1] += plan["Execution Time"]
+                kind[2] += plan["Plan"].get("WAL Records", 0)
+                kind[3] += plan["Plan"].get("WAL Bytes", 0)
+
+    run.execute, batches = explained, 0
+    try:
+        while matcher.run_batch() is not None:
+            batches += 1
+    finally:
+        del run.execute
+    bus().wait_published()
+    return {"batches": batches, "kinds": dict(kinds)}
 
 
 def run_single(limit: int, cap_seconds: float) -> dict:
@@ -529,7 +599,7 @@ def main() -> None:
               f"bulk in {bulk_seconds:.1f} s; {queued:,} commands queued in all")
 
         clones = {}
-        for name in ("batched", "single", "profile"):
+        for name in ("batched", "single", "profile", "sequential", "explained"):
             use_database(stack.database)  # which closes every connection: nothing may be connected to a template
             clones[name] = databases.enter_context(stack.clone(name))
 
@@ -537,7 +607,9 @@ def main() -> None:
         flush_redis(stack)
         use_database(clones["batched"].database)
         engine_only = run_engine_only()
+        updates_before = order_updates()
         batched = run_batched()
+        updated, hot = (after - before for after, before in zip(order_updates(), updates_before))
         from trading.audit import audit
 
         with Stopwatch() as audit_watch:
@@ -554,6 +626,14 @@ def main() -> None:
         use_database(clones["profile"].database)
         phases = run_phases(args.profile_batches)
         profile = run_profile(args.profile_batches)
+
+        flush_redis(stack)
+        use_database(clones["sequential"].database)
+        sequential = run_sequential_cpu()
+
+        flush_redis(stack)
+        use_database(clones["explained"].database)
+        explained = run_explained()
         use_database(stack.database)
 
         cpu = sampler.stop()
@@ -579,7 +659,8 @@ def main() -> None:
         if per_batch:
             print(f"  per {batch_size}-command batch: median {per_batch[len(per_batch) // 2] * 1000:.0f} ms, "
                   f"max {per_batch[-1] * 1000:.0f} ms; order rows updated per batch: "
-                  f"{batched['orders_changed'] / batched['batches']:,.0f} on average")
+                  f"{batched['orders_changed'] / batched['batches']:,.0f} on average; order row updates "
+                  f"{updated:,}, of which HOT (no index entry) {hot:,} ({hot / max(updated, 1):.0%})")
             in_order = [f"{seconds * 1000:.0f}" for seconds, _ in batched["batch_times"]]
             print(f"  batch times in order (ms): {' '.join(in_order)}")
         rows = [
@@ -606,6 +687,16 @@ def main() -> None:
               if prefix_time and single["seconds"] else "")
         print(f"  marketdata.services.ticker() (sent after each batch that trades or moves the top of the book) with "
               f"{ticker_ms[1]:,} trades in its 24 h window: {ticker_ms[0]:.1f} ms")
+        print(f"  the whole queue again, one batch at a time on one connection: {sequential['commands']:,} commands in "
+              f"{sequential['seconds']:.2f} s; CPU per command {sequential['client'] / sequential['commands'] * 1e6:.0f} us "
+              f"in this process, {sequential['server'] / sequential['commands'] * 1e6:.0f} us in its PostgreSQL backend")
+        print(f"  the same, each write statement under EXPLAIN (ANALYZE, WAL), per {batch_size}-command batch "
+              f"({explained['batches']} batches; WAL of the statement's plan, not of its triggers):")
+        print(table(["statement", "ms", "WAL records", "WAL kB"],
+                    [[kind, f"{ms / explained['batches']:.1f}", f"{records / explained['batches']:,.0f}",
+                      f"{wal / explained['batches'] / 1024:,.0f}"]
+                     for kind, (_, ms, records, wal) in sorted(explained["kinds"].items(), key=lambda item: -item[1][1])]))
+        print(f"  drain / COPY baseline: {batched['commands'] / batched['seconds'] / (copy['rows'] / copy['seconds']):.3f}")
         print(f"  aim >= 20,000 orders/s per pair: drain reaches "
               f"{batched['commands'] / batched['seconds'] / 20_000:.0%} of it")
 

@@ -63,7 +63,7 @@ class MarketForm(forms.ModelForm):
 def off_grid_orders(market: Market, tick: Decimal, lot: Decimal) -> list[int]:
     """Ids of the market's live orders with a price, stop or protection price, remaining size or
     funds off the grid (the matcher counts them in whole ticks and lots)."""
-    live = Order.objects.filter(market=market, status__in=Order.LIVE_STATUSES).values_list(
+    live = Order.objects.live(market).values_list(
         "pk", "price", "stop_price", "protection_price", "size", "filled_size", "funds")
     return [pk for pk, price, stop, protection, size, filled, funds in live
             if any(value is not None and value % tick for value in (price, stop, protection))

@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from accounts.models import Account
 from trading.batch_writer import settlement_reference
-from trading.models import (AuditRun, Balance, BookLevel, Candle, Fill, LedgerEntry, MatcherCommand, Order, Side, Trade,
-                            Wallet)
+from trading.models import (AuditRun, Balance, BookLevel, Candle, Fill, LedgerEntry, LiveOrder, MatcherCommand, Order,
+                            Side, Trade, Wallet)
 from trading.backends import store
 from trading.sql import ExactSum
 
@@ -126,14 +126,18 @@ def audit_snapshot() -> list[str]:
     for order_id, size in Fill.objects.values_list("order", "size").iterator(chunk_size=5000):
         filled[order_id] += size
     resting = defaultdict(Decimal)
+    listed = dict(LiveOrder.objects.values_list("order", "market"))
     for order in Order.objects.iterator(chunk_size=5000):
         if order.filled_size != filled[order.pk]:
             problems.append(f"order {order.pk}: filled {order.filled_size} but its fills add to {filled[order.pk]}")
+        if order.is_live != (listed.pop(order.pk, None) == order.market_id):
+            problems.append(f"order {order.pk} is {order.status} but {'not ' * order.is_live}listed as live")
         if not order.is_live and order.hold_remaining:
             problems.append(f"order {order.pk} is {order.status} but still holds {order.hold_remaining}")
         if order.status in (Order.Status.OPEN, Order.Status.PARTIALLY_FILLED):
             resting[(order.market_id, "bid" if order.side == "buy" else "ask", order.price)] += order.remaining_size
     levels = {(m, side, price): size for m, side, price, size in BookLevel.objects.values_list("market", "side", "price", "size")}
+    problems += [f"live order {order_id} does not exist" for order_id in listed]
     if levels != dict(resting):
         problems.append("the book levels are not the resting orders")
     for market_id in {m for m, _, _ in levels}:

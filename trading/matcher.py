@@ -154,7 +154,7 @@ class PairMatcher:
         last_price = Trade.objects.filter(market=self.market).order_by("-id").values_list("price", flat=True).first()
         # The last trade may be off a grid made coarser since (stops trigger on it): the nearest tick.
         book.last_trade_price = None if last_price is None else int(EXACT.divide(last_price, tick).to_integral_value())
-        live = Order.objects.filter(market=self.market)
+        live = Order.objects.live(self.market)
         kept = []
         # One streamed read of the book in the engine's integers, a chunk at a time: a million resting
         # orders load in seconds, and only those with fills (or a hold other than their size needs) are
