@@ -50,6 +50,7 @@ import math
 import os
 import platform
 import random
+import selectors
 import shutil
 import signal
 import subprocess
@@ -104,6 +105,9 @@ def parse_args(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, raw data)")
     parser.add_argument("--gc", default="freeze", choices=["freeze", "default"],
                         help="subscribers: gc.freeze() once connected (default), or the collector as it comes")
+    parser.add_argument("--tick-ms", type=float, default=0.0,
+                        help="subscribers: read their sockets every TICK ms instead of being woken by each frame "
+                             "(default 0: woken by each)")
     # worker roles
     parser.add_argument("--url")
     parser.add_argument("--out")
@@ -264,6 +268,30 @@ def gc_timeline(freeze: bool) -> list[list[int]]:
 
     gc.callbacks.append(record)
     return timeline
+
+
+class TickSelector(selectors.DefaultSelector):
+    """Polls, and sleeps a tick when nothing is ready, instead of waiting in epoll: on loopback a process
+    waiting in epoll is woken by every frame the server writes, in the server's send() (its CPU) and
+    preempting it, which a client on another machine would not cost the server. Arrivals are then
+    stamped up to a tick late (latencies overstated, not understated)."""
+
+    def __init__(self, tick: float):
+        super().__init__()
+        self.tick = tick
+
+    def select(self, timeout=None):
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        time.sleep(self.tick if timeout is None else min(self.tick, timeout))
+        return super().select(0)
+
+
+def subscriber_loop(args) -> asyncio.AbstractEventLoop:
+    if args.tick_ms <= 0:
+        return asyncio.new_event_loop()
+    return asyncio.SelectorEventLoop(TickSelector(args.tick_ms / 1000))
 
 
 async def subscriber_main(args) -> None:
@@ -646,6 +674,7 @@ class Bench:
             outs.append(out)
             started.append(self.role("subscribers (WebSocket clients)", "subscriber", f"sub-{tag}-{i}",
                                      "--url", self.ws, "--connections", str(n), "--out", out, "--gc", self.args.gc,
+                                     "--tick-ms", str(self.args.tick_ms),
                                      "--connect-concurrency", str(self.args.connect_concurrency)))
         self.wait_files([Path(o + ".ready") for o in outs], started, timeout=90)
         ready = [json.loads(Path(o + ".ready").read_text()) for o in outs]
@@ -1021,8 +1050,8 @@ def main_role(args) -> int:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    roles = {"subscriber": lambda a: asyncio.run(subscriber_main(a)), "bot": bot_main, "poller": poller_main,
-             "injector": injector_main, "monitor": monitor_main}
+    roles = {"subscriber": lambda a: subscriber_loop(a).run_until_complete(subscriber_main(a)), "bot": bot_main,
+             "poller": poller_main, "injector": injector_main, "monitor": monitor_main}
     if arguments.role in roles:
         roles[arguments.role](arguments)
     else:

@@ -156,6 +156,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.queued_streams = 0  # relayed messages put in stream_queue and not handled yet
         self.busy = False  # a message is being handled
         self.socket = protocol_of(send)  # Daphne's: public messages can be written straight to it
+        self.frames: list[bytes] = []  # for the socket, from messages the hub read together (flush_frames)
         self.low_water = settings.WS_WRITE_LOW_WATER_BYTES  # read per write, so not through Django's lazy settings
         self.base_send = send
         try:
@@ -460,8 +461,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.stream_queue.put_nowait(message)
 
     def write_now(self, message) -> bool:
-        socket = self.socket
-        if socket is None or not takes_frames(socket) or not self.can_send_now():
+        """The checks of can_send_now and write_frame inlined: this runs once per connection per message."""
+        protocol = self.socket
+        if protocol is None or self.closing or self.outbox or self.writing or not takes_frames(protocol):
+            return False
+        transport = protocol.transport
+        # both empty: Twisted holds nothing for the socket, and nothing need be counted
+        if (transport.dataBuffer or transport._tempDataLen) and pending_output_bytes(protocol) > self.low_water:
             return False
         if message["type"] == "book.delta":
             sent = self.state.book_sequences.get(message["pair"])
@@ -472,9 +478,19 @@ class StreamConsumer(AsyncWebsocketConsumer):
         elif message["type"] == "market.candle" and not self.candle_is_new(message):
             return True  # done with it
         self.state.last_sent = message["relayed_at"]
-        write_frame(socket, message["frame"])
         message["written"] += 1
+        if message["due"] is None:
+            write_frame(transport, message["frame"])
+        else:  # one of several messages read together: written with the others after the last
+            if not self.frames:
+                message["due"].append(self)
+            self.frames.append(message["frame"])
         return True
+
+    def flush_frames(self) -> None:
+        """The frames of several messages the hub read together, in one write."""
+        frames, self.frames = b"".join(self.frames), []
+        write_frame(self.socket.transport, frames)
 
     # -- other public channels
 

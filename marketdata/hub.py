@@ -21,6 +21,7 @@ import weakref
 from collections import defaultdict
 
 from channels.db import database_sync_to_async
+from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
 from exchange import metrics
@@ -48,6 +49,7 @@ class StreamHub:
         self.channel: str | None = None
         self.members: dict[str, set] = defaultdict(set)  # group -> consumers (anything with relay(message))
         self.relay_task: asyncio.Task | None = None
+        self.reader: RedisReader | None = None
         self.refresh_task: asyncio.Task | None = None
         self.lock = asyncio.Lock()
         self.relayed: dict[str, int] = {}  # pair -> highest delta sequence relayed
@@ -61,7 +63,11 @@ class StreamHub:
 
     async def start(self) -> None:
         if self.channel is None:
-            self.channel = await self.layer.new_channel()
+            # A name of its own before the "!": channels_redis keeps one sorted set per such name, so this
+            # one holds this hub's messages only (not those of the process's connections' own channels)
+            # and is read by the hub alone (RedisReader).
+            self.channel = await self.layer.new_channel(prefix=f"hub.{uuid.uuid4().hex[:12]}")
+            self.reader = RedisReader(self.layer, self.channel) if isinstance(self.layer, RedisChannelLayer) else None
             self.relay_task = asyncio.create_task(self.relay())
             self.refresh_task = asyncio.create_task(self.refresh_groups())
             self.watch_task = asyncio.create_task(self.watch())
@@ -92,35 +98,50 @@ class StreamHub:
                 del self.members[group]
                 await self.layer.group_discard(group, self.channel)
 
+    async def receive(self) -> list[dict]:
+        """The next messages for this process's connections: at least one (from Redis, all those waiting)."""
+        if self.reader is None:
+            return [await self.layer.receive(self.channel)]
+        return await self.reader.read()
+
     async def relay(self) -> None:
         while True:
             try:
-                message = await self.layer.receive(self.channel)
+                messages = await self.receive()
             except Exception as error:
                 if asyncio.current_task().cancelling():
                     raise  # channels_redis can turn a cancellation into another error: it must still end this
                 self.interrupt(f"the stream relay could not receive: {error!r}")
                 await asyncio.sleep(RECEIVE_RETRY_SECONDS)
                 continue
-            # Any message of a group shows this process's groups are still there: a probe dropped by a
-            # full channel under load must not read as an outage.
-            self.probes_back = self.probes_sent
-            if message["type"] == "hub.probe":
-                continue
-            if "sent_at" in message:
-                metrics.WS_RELAY_LATENCY.observe(max(0.0, time.time() - message["sent_at"]))
-            if message["type"] == "book.delta":
-                self.relayed[message["pair"]] = max(self.relayed.get(message["pair"], 0), message["sequence"])
-            texts = message["texts"] if "texts" in message else [message["text"]]
-            message["frame"] = prepare(texts)
-            message["relayed_at"] = time.monotonic()
-            message["written"] = 0  # connections the frame was written to at once (the others count their own)
-            for member in tuple(self.members.get(message.get("group"), ())):
-                try:
-                    member.relay(message)
-                except Exception:  # one connection's failure must not stop the stream for the others
-                    logger.exception("relaying %s to a connection failed", message["type"])
-            metrics.WS_MESSAGES_SENT.inc(message["written"] * len(texts))
+            # Each connection is written once for all the messages read together: one send for several.
+            due = [] if len(messages) > 1 else None
+            for message in messages:
+                self.relay_one(message, due)
+            for member in due or ():
+                member.flush_frames()
+
+    def relay_one(self, message: dict, due: list | None) -> None:
+        # Any message of a group shows this process's groups are still there: a probe dropped by a
+        # full channel under load must not read as an outage.
+        self.probes_back = self.probes_sent
+        if message["type"] == "hub.probe":
+            return
+        if "sent_at" in message:
+            metrics.WS_RELAY_LATENCY.observe(max(0.0, time.time() - message["sent_at"]))
+        if message["type"] == "book.delta":
+            self.relayed[message["pair"]] = max(self.relayed.get(message["pair"], 0), message["sequence"])
+        texts = message["texts"] if "texts" in message else [message["text"]]
+        message["frame"] = prepare(texts)
+        message["relayed_at"] = time.monotonic()
+        message["written"] = 0  # connections the frame was written to at once (the others count their own)
+        message["due"] = due  # None: written at once; else the connections given frames to write after the batch
+        for member in tuple(self.members.get(message.get("group"), ())):
+            try:
+                member.relay(message)
+            except Exception:  # one connection's failure must not stop the stream for the others
+                logger.exception("relaying %s to a connection failed", message["type"])
+        metrics.WS_MESSAGES_SENT.inc(message["written"] * len(texts))
 
     async def refresh_groups(self) -> None:
         while True:
@@ -175,6 +196,34 @@ class StreamHub:
             committed = await database_sync_to_async(services.book_sequence)(market)
             self.committed[market.pair] = (time.monotonic(), committed)
         return max(committed, self.relayed.get(market.pair, 0))
+
+
+class RedisReader:
+    """Reads the hub's channel of a channels_redis layer itself: after each message (BZPOPMIN) whatever
+    arrived meanwhile, in one ZPOPMIN. The layer's own receive takes one message a time through four
+    round trips to Redis (a backup copy of each, for consumers that must not lose one), under a lock
+    shared with every connection's channel of the process; a public message lost with its process
+    (which takes its connections with it) needs no backup."""
+
+    BATCH = 64
+
+    def __init__(self, layer, channel: str):
+        self.layer = layer
+        local = layer.non_local_name(channel)
+        self.key, self.index = layer.prefix + local, layer.consistent_hash(local)
+
+    async def read(self) -> list[dict]:
+        connection = self.layer.connection(self.index)
+        popped = await connection.zpopmin(self.key, self.BATCH)
+        while not popped:
+            found = await connection.bzpopmin(self.key, timeout=self.layer.brpop_timeout)
+            popped = [found[1:]] if found is not None else []
+        messages = []
+        for member, _ in popped:
+            message = self.layer.deserialize(member)
+            message.pop("__asgi_channel__", None)
+            messages.append(message)
+        return messages
 
 
 def hub_for(layer) -> StreamHub:

@@ -62,15 +62,14 @@ def takes_frames(protocol) -> bool:
     return protocol.state == protocol.STATE_OPEN and protocol._perMessageCompress is None
 
 
-def write_frame(protocol, frame: bytes) -> None:
-    """Write a prepared frame behind everything Daphne was handed before it.
+def write_frame(transport, frame: bytes) -> None:
+    """Write prepared frames behind everything Daphne was handed before them.
 
     Not through autobahn's sendData (which formats its debug-log arguments on every call) nor
     Twisted's write alone (which waits for the next loop turn, at the price of two epoll changes):
-    when nothing is waiting ahead, the frame goes to the socket at once, as asyncio's transports do,
+    when nothing is waiting ahead, the frames go to the socket at once, as asyncio's transports do,
     and only what the kernel does not take is left to Twisted.
     """
-    transport = protocol.transport
     if not transport.dataBuffer and not transport._tempDataLen:  # Twisted empties dataBuffer once all is written
         try:
             sent = transport.socket.send(frame)

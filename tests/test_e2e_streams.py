@@ -5,6 +5,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -260,8 +261,10 @@ def test_relayed_deltas_reach_a_reader_byte_for_byte_while_a_stalled_subscriber_
 def test_every_subscriber_of_a_process_reads_the_publishers_messages_byte_for_byte_in_order(stack):
     """The hub frames each message once (several texts together) and writes the same bytes to each of its
     connections: what several real clients of one Daphne process read is exactly the server framing of
-    the publisher's texts, message after message, whatever their length encoding."""
+    the publisher's texts, message after message, whatever their length encoding; also when the hub
+    reads many messages together (published while Daphne is stopped) and writes them in one go."""
     ws_url = stack.start_daphne(WS_HEARTBEAT_SECONDS="600")
+    daphne = stack.started[-1][1]
     readers = [raw_subscriber(int(ws_url.rsplit(":", 1)[1]), "ETH-USD") for _ in range(6)]
     snapshots = set()
     for reader in readers:
@@ -279,7 +282,11 @@ def test_every_subscriber_of_a_process_reads_the_publishers_messages_byte_for_by
     expected_deltas = b"".join(server_frame(text) for text in deltas.values())
     expected_trades = b"".join(server_frame(text) for texts in trades for text in texts)
 
-    publish_deltas(stack, "ETH-USD", deltas)
+    os.killpg(daphne.pid, signal.SIGSTOP)
+    try:
+        publish_deltas(stack, "ETH-USD", deltas)
+    finally:
+        os.killpg(daphne.pid, signal.SIGCONT)
     read_deltas = [recv_exactly(reader, len(expected_deltas)) for reader in readers]
     publish(stack, [{"type": "market.trades", "group": "trades.ETH-USD", "texts": texts} for texts in trades])
     read_trades = [recv_exactly(reader, len(expected_trades)) for reader in readers]
