@@ -3,10 +3,11 @@ events.
 
 Trading announces (``trading.signals``); this module, connected in ``MarketdataConfig.ready``, turns
 the announcements into stream messages and hands them to the bus (``trading.backends``), which sends
-them to the Channels groups that the consumers relay. A delta is recorded in the replay buffer
-before it is sent, so a client resuming from any sequence finds it either in the buffer or, later,
-in its own channel. What reads the database (the ticker) is done on the committing thread's own
-connection, after the batch is handed over.
+them to the Channels groups that the consumers relay. A committed batch's Redis work is one round trip
+(``send_batch``), and it includes the matcher's answer to the requests waiting for the batch's orders.
+A delta is recorded in the replay buffer before it is sent, so a client resuming from any sequence
+finds it either in the buffer or, later, in its own channel. What reads the database (the ticker) is
+done on the committing thread's own connection, after the batch is handed over.
 
 Candles are published once per batch that trades, for every subscriber at once: this process keeps
 each interval's current candle and adds the batch's trades to it (marketdata.candles), in commit order;
@@ -21,9 +22,10 @@ from collections import defaultdict
 
 from django.db import connection
 
+from exchange.redis import Reply, RoundTrip
 from marketdata import replay, streams
 from marketdata.candles import INTERVALS, IntervalCandle, candle_at
-from trading.backends import bus
+from trading.backends import bus, matchers
 from trading.candles import batch_candle
 from trading.rendering import render_fills, render_orders
 
@@ -92,33 +94,69 @@ def top_of_book_moved(market, delta) -> bool:
 
 
 def send_batch(result, candles: list[tuple[str, IntervalCandle, bool]] = ()) -> None:
-    """The delta first and on its own (subscribers' books wait for nothing else), then the trades, each
-    account's changes and the ``candles`` the batch changed, in one send."""
+    """One round trip to Redis (the delta into the replay buffer, which of the batch's accounts have a
+    private subscriber, the numbers of their events, each processed order's state for the request waiting
+    for it: ``matchers().reply``), then one send: the delta first, the trades, each account's changes and
+    the ``candles`` the batch changed. Subscribers' books wait for nothing else: where accounts' changes
+    are rendered (a database read), the delta goes out before. A part that fails costs only itself and
+    what needs it: the work is committed."""
     market = result.market
+    per_account = defaultdict(lambda: {"orders": [], "fills": []})
+    for account_id, order_id in result.orders:
+        per_account[account_id]["orders"].append(order_id)
+    for account_id, fill_id in result.fills:
+        per_account[account_id]["fills"].append(fill_id)
+    trip, delta, recorded = RoundTrip(), [], None
     if result.delta is not None:
         try:
-            message = streams.book_delta(market, result.delta)
-            replay.record_delta(market.pair, message)
-            bus().send([(streams.book_group(market.pair), message)])
+            delta = [(streams.book_group(market.pair), streams.book_delta(market, result.delta))]
+            recorded = replay.record_delta(market.pair, delta[0][1], trip)
         except Exception:
             logger.exception("publishing a %s delta failed", market.pair)
+    subscribers = bus().private_subscribers(list(per_account), trip)
+    numbers = bus().number_account_events(list(per_account), trip)
+    replied = matchers().reply(result.states, trip)
+    trip.run()
+    succeeded(replied, "answering the requests of a %s batch failed", market)
+    if recorded is not None and not succeeded(recorded, "publishing a %s delta failed", market):
+        delta = []
+    # Where the read failed, the accounts' connections read the rows themselves.
+    accounts = subscribers.value if succeeded(subscribers, "reading a %s batch's private subscribers failed",
+                                              market) else set()
+    if accounts and delta:
+        send_logged(market, delta)  # before the accounts' changes are rendered, a database read
+        delta = []
+    rendered = rendered_changes(per_account, accounts)
     try:
         messages = []
         if result.trades:
             group = streams.trades_group(market.pair)
             messages.append((group, {"type": "market.trades", "group": group,
                                      "texts": streams.trade_texts(market, result.trades)}))
-        per_account = defaultdict(lambda: {"orders": [], "fills": []})
-        for account_id, order_id in result.orders:
-            per_account[account_id]["orders"].append(order_id)
-        for account_id, fill_id in result.fills:
-            per_account[account_id]["fills"].append(fill_id)
-        rendered = rendered_changes(per_account)
-        messages += [account_changes(account_id, **changes, rendered=rendered.get(account_id))
-                     for account_id, changes in per_account.items()]
+        for (account_id, changes), number in zip(per_account.items(), numbers.result()):
+            group, message = account_changes(account_id, **changes, rendered=rendered.get(account_id))
+            messages.append((group, {**message, "event": number}))
         messages += [(streams.candles_group(market.pair, interval),
                       streams.candle_message(market, interval, candle, closed=closed))
                      for interval, candle, closed in candles]
+    except Exception:
+        logger.exception("publishing a %s batch failed", market.pair)
+        messages = []
+    send_logged(market, delta + messages)
+
+
+def succeeded(reply: Reply, failure: str, market) -> bool:
+    """Whether the commands of ``reply`` succeeded; ``failure`` (of the pair) logged if not."""
+    try:
+        reply.result()
+        return True
+    except Exception:
+        logger.exception(failure, market.pair)
+        return False
+
+
+def send_logged(market, messages: list[tuple[str, dict]]) -> None:
+    try:
         bus().send(messages)
     except Exception:
         logger.exception("publishing a %s batch failed", market.pair)
@@ -183,11 +221,11 @@ def publish_owed_ticker(sender, market, **kwargs) -> None:
         logger.exception("publishing the %s ticker failed", market.pair)
 
 
-def rendered_changes(per_account: dict[int, dict]) -> dict[int, dict]:
-    """The changed orders and fills rendered once, in one read, for the accounts with a connection on their
-    private channels (``bus().private_subscribers``): not read again by each of their connections."""
+def rendered_changes(per_account: dict[int, dict], accounts: set[int]) -> dict[int, dict]:
+    """The changed orders and fills rendered once, in one read, for the ``accounts`` with a connection on
+    their private channels (``bus().private_subscribers``): not read again by each of their connections."""
     try:
-        return render_once(per_account, bus().private_subscribers(list(per_account)))
+        return render_once(per_account, accounts)
     except Exception:
         # Never at the cost of the batch's other messages: the connections read the rows themselves.
         logger.exception("rendering a batch's orders and fills failed")

@@ -6,6 +6,7 @@ settings.REPLAY_BUFFER (marketdata/replay_backends.py).
 """
 
 from exchange.backends import chosen
+from exchange.redis import Reply, RoundTrip
 
 
 def buffer():
@@ -16,8 +17,9 @@ def stream_key(pair: str) -> str:
     return f"book-deltas:{pair}"
 
 
-def record_delta(pair: str, message: dict) -> None:
-    buffer().record(pair, message)
+def record_delta(pair: str, message: dict, trip: RoundTrip) -> Reply:
+    """Queued in ``trip``: the delta is recorded once it has run, unless its Reply holds an error."""
+    return buffer().record(pair, message, trip)
 
 
 def deltas_since(pair: str, sequence: int, committed: int, must_reach: int | None = None) -> list[dict] | None:

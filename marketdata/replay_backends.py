@@ -4,7 +4,7 @@ the one a process uses. Each keeps about REPLAY_DEPTH deltas per pair, in sequen
 import json
 from collections import defaultdict, deque
 
-from exchange.redis import get_redis
+from exchange.redis import Reply, RoundTrip, get_redis
 from marketdata.replay import stream_key
 
 REPLAY_DEPTH = 2000
@@ -16,8 +16,9 @@ class LocalReplay:
     def __init__(self):
         self.deltas: dict[str, deque] = defaultdict(lambda: deque(maxlen=REPLAY_DEPTH))  # the depth when first used
 
-    def record(self, pair: str, message: dict) -> None:
+    def record(self, pair: str, message: dict, trip: RoundTrip) -> Reply:
         self.deltas[pair].append(message)
+        return Reply()
 
     def since(self, pair: str, sequence: int) -> list[dict]:
         """The buffered deltas from ``sequence`` on."""
@@ -35,9 +36,11 @@ class RedisReplay:
     def __init__(self):
         self.redis = get_redis()
 
-    def record(self, pair: str, message: dict) -> None:
-        self.redis.xadd(stream_key(pair), {"m": json.dumps(message)}, id=f"{message['sequence']}-0",
-                        maxlen=REPLAY_DEPTH, approximate=False)
+    def record(self, pair: str, message: dict, trip: RoundTrip) -> Reply:
+        """Queued in ``trip`` (the batch's round trip, marketdata.publishing)."""
+        return trip.queue(lambda pipeline: pipeline.xadd(stream_key(pair), {"m": json.dumps(message)},
+                                                         id=f"{message['sequence']}-0", maxlen=REPLAY_DEPTH,
+                                                         approximate=False))
 
     def since(self, pair: str, sequence: int) -> list[dict]:
         """The buffered deltas from ``sequence`` on."""

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.db import connections
 from prometheus_client import REGISTRY
 
+from exchange.redis import RoundTrip
 from trading import backends, dispatch
 from trading.backends import CeleryMatchers
 from trading.matcher import PairMatcher
@@ -108,7 +109,9 @@ def test_a_cancel_is_not_answered_by_a_state_left_from_the_create(as_trader, ali
     settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
     monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)  # this test runs the matcher
     left_over = Order.objects.values_list(*WRITTEN_ORDER_FIELDS).get(pk=order_id)
-    backends.matchers().reply({order_id: left_over})
+    trip = RoundTrip()
+    backends.matchers().reply({order_id: left_over}, trip)
+    trip.run()
 
     def matcher_worker():
         dispatch.run_matcher("BTC-USD")

@@ -14,6 +14,7 @@ from channels.testing import WebsocketCommunicator
 from accounts.keys import create_api_key, prehash, sign
 from exchange.asgi import application
 from exchange.checksum import book_checksum
+from exchange.redis import Reply
 from marketdata import publishing, replay, replay_backends
 from marketdata.consumers import MAX_MESSAGE_BYTES
 from trading import services
@@ -413,7 +414,7 @@ def test_a_batchs_orders_and_fills_are_rendered_once_for_all_of_an_accounts_conn
         rendered = [await fills(ws) for ws in sockets]
         reads_after_rendered = list(reads)
         with monkeypatch.context() as lapsed:  # the account's note lapses
-            lapsed.setattr(type(bus()), "private_subscribers", lambda self, account_ids: set())
+            lapsed.setattr(type(bus()), "private_subscribers", lambda self, account_ids, trip: Reply(set()))
             await place(alice, side="sell", type="limit", price=D("62000"), size=D("0.2"))
             read_back = [await fills(ws) for ws in sockets]
         reads_after_lapse = list(reads)

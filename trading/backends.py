@@ -43,7 +43,7 @@ from django.db.models.expressions import RawSQL
 
 from exchange.backends import chosen
 from exchange.money import EXACT
-from exchange.redis import get_redis
+from exchange.redis import Reply, RoundTrip, get_redis
 from exchange.request_ids import current_request_id
 from trading.models import MatcherCommand, Order, Side
 from trading.sql import Statement, columns_of, names_of
@@ -575,9 +575,10 @@ class CeleryMatchers(Matchers):
     WAIT_SECONDS_MAX = 60.0
     REPLY_SECONDS = 30
     REPLY_PREFIX = "order-processed:"
-    # One round trip for a whole batch, the states as one string rather than a key and an argument
-    # each: the script makes each key itself (reply_key); fine on one Redis server, where Redis
-    # Cluster would want each key declared.
+    # One command for a whole batch, the states as one string rather than a key and an argument each:
+    # the script makes each key itself (reply_key); fine on one Redis server, where Redis Cluster would
+    # want each key declared. Sent whole (EVAL) in the batch's round trip: Redis keeps it compiled, and
+    # a restarted Redis needs no SCRIPT LOAD.
     REPLY_SCRIPT = """
 for line in string.gmatch(ARGV[2], '[^\\n]+') do
     local key = ARGV[1] .. string.match(line, '^%d+')
@@ -587,11 +588,10 @@ end
 """
 
     def __init__(self):
-        self.script = None
         self.waiting_client = None
 
     def reset(self) -> None:
-        self.script = self.waiting_client = None
+        self.waiting_client = None
 
     @staticmethod
     def queue_name(pair: str) -> str:
@@ -624,17 +624,17 @@ end
         popped = self.waiting_client.blpop([self.wake_key(pair) for pair in pairs], timeout=timeout)
         return None if popped is None else popped[0].decode().removeprefix(self.WAKE_PREFIX)
 
-    def reply(self, states: dict[int, tuple | None]) -> None:
+    def reply(self, states: dict[int, tuple | None], trip: RoundTrip) -> Reply:
+        """Queue each order's state for the request waiting on it in ``trip`` (the batch's round trip)."""
         if not states:
-            return
-        if self.script is None:
-            self.script = get_redis().register_script(self.REPLY_SCRIPT)
+            return Reply()
         lines = "\n".join(
             f"{order_id}" if state is None else
             STATE_SEPARATOR.join([str(order_id), *(NONE_TEXT if value is None else str(value) for value in state)])
             for order_id, state in states.items()
         )
-        self.script(args=[self.REPLY_PREFIX, lines, self.REPLY_SECONDS])
+        return trip.queue(lambda pipeline: pipeline.eval(self.REPLY_SCRIPT, 0, self.REPLY_PREFIX, lines,
+                                                         self.REPLY_SECONDS))
 
     @staticmethod
     def decode(line: bytes) -> list:
@@ -673,11 +673,12 @@ class InProcessMatchers(Matchers):
     def wake(self, pair: str, drain: Callable[[str], int]) -> None:
         drain(pair)
 
-    def reply(self, states: dict[int, tuple | None]) -> None:
+    def reply(self, states: dict[int, tuple | None], trip: RoundTrip) -> Reply:
         with self.lock:
             self.states.update(states)
             while len(self.states) > self.KEPT_STATES:
                 self.states.popitem(last=False)
+        return Reply()
 
     def wait(self, order_id: int, timeout: float) -> tuple | list | None:
         """The order's state if its matcher ran (it ran before the request got here)."""
@@ -722,15 +723,20 @@ class Bus:
         return set(groups)
 
     async def send_in_order(self, layer, messages: list[tuple[str, dict]]) -> None:
-        # Account events are numbered as they are sent, on the one loop this process sends from, so
-        # that the numbers follow the order of the sends; one round trip numbers all of a batch's.
-        numbers = iter(self.number_account_events([message["account"] for _, message in messages
-                                                   if message["type"] == "account.changes"]))
+        # Account events not numbered yet (a batch's are, by the publisher thread: marketdata.publishing)
+        # are numbered as they are sent, on the one loop this process sends from, so that the numbers
+        # follow the order of the sends; one round trip numbers all of them.
+        trip = RoundTrip()
+        numbered = self.number_account_events([message["account"] for _, message in messages
+                                               if message["type"] == "account.changes" and "event" not in message],
+                                              trip)
+        trip.run()
+        numbers = iter(numbered.result())
         sent_at = time.time()  # for the relay latency the hubs measure (marketdata/hub.py)
         listened = await self.groups_with_members(layer, [group for group, _ in messages])
         for group, message in messages:
             message = {**message, "sent_at": sent_at}
-            if message["type"] == "account.changes":
+            if message["type"] == "account.changes" and "event" not in message:
                 message["event"] = next(numbers)
             if group not in listened:
                 continue
@@ -793,23 +799,23 @@ class RedisBus(Bus):
             return set(groups)  # after a Redis restart: each group_send tries again on a fresh connection
         return listened
 
-    def number_account_events(self, account_ids: list[int]) -> list[int]:
+    def number_account_events(self, account_ids: list[int], trip: RoundTrip) -> Reply:
+        """The next event number of each account (a list), taken in ``trip``."""
         if not account_ids:
-            return []
-        pipeline = get_redis().pipeline(transaction=False)
-        for account_id in account_ids:
-            pipeline.incr(f"account-events:{account_id}")
-        return pipeline.execute()
+            return Reply([])
+        return trip.queue(lambda pipeline: [pipeline.incr(f"account-events:{account_id}") for account_id in account_ids])
 
     def note_private_subscriber(self, account_id: int) -> None:
         get_redis().set(f"private-subscribers:{account_id}", 1, ex=self.PRIVATE_NOTE_SECONDS)
 
-    def private_subscribers(self, account_ids: list[int]) -> set[int]:
-        """Those of the accounts noted as having a connection on their private channels."""
+    def private_subscribers(self, account_ids: list[int], trip: RoundTrip) -> Reply:
+        """Those of the accounts noted as having a connection on their private channels (a set), read in
+        ``trip``."""
         if not account_ids:
-            return set()
-        noted = get_redis().mget([f"private-subscribers:{account_id}" for account_id in account_ids])
-        return {account_id for account_id, note in zip(account_ids, noted) if note is not None}
+            return Reply(set())
+        return trip.queue(lambda pipeline: pipeline.mget([f"private-subscribers:{account_id}" for account_id in account_ids]),
+                          lambda results: {account_id for account_id, note in zip(account_ids, results[0])
+                                           if note is not None})
 
     def publish_in_order(self, send: Callable, *args) -> None:
         """``send(*args)`` on the publisher thread: what is handed over goes out in that order."""
@@ -855,22 +861,22 @@ class LocalBus(Bus):
         else:
             async_to_sync(awaiting)(coroutine)  # no connection here to receive it
 
-    def number_account_events(self, account_ids: list[int]) -> list[int]:
+    def number_account_events(self, account_ids: list[int], trip: RoundTrip) -> Reply:
         with self.lock:
             numbers = []
             for account_id in account_ids:
                 self.events[account_id] += 1
                 numbers.append(self.events[account_id])
-            return numbers
+            return Reply(numbers)
 
     def note_private_subscriber(self, account_id: int) -> None:
         with self.lock:
             self.noted[account_id] = time.monotonic()
 
-    def private_subscribers(self, account_ids: list[int]) -> set[int]:
+    def private_subscribers(self, account_ids: list[int], trip: RoundTrip) -> Reply:
         since = time.monotonic() - self.PRIVATE_NOTE_SECONDS
         with self.lock:
-            return {account_id for account_id in account_ids if self.noted.get(account_id, since) > since}
+            return Reply({account_id for account_id in account_ids if self.noted.get(account_id, since) > since})
 
     def publish_in_order(self, send: Callable, *args) -> None:
         """``send(*args)`` now; a failure is logged, as on a publisher thread (the work is committed)."""

@@ -3,8 +3,8 @@
 The matchers backend (``trading.backends``) carries both: a long-lived loop per pair in its Celery
 worker and Redis lists in production, the matcher run in this process in the embedded default. Here:
 waking a pair's matcher after a commit, the loops (``MatcherLoops``), retrying with backoff while drains
-fail, and handing each processed order's state, from the matcher's post-commit hook, to the request
-waiting for it.
+fail, and a request waiting for its order's state, which the matcher hands over (``matchers().reply``) in
+its batch's one round trip of publishing (``marketdata.publishing.send_batch``).
 """
 
 import logging
@@ -16,10 +16,9 @@ from collections.abc import Callable
 from django.db import connections
 
 from exchange import metrics
-from trading.backends import bus, matchers
+from trading.backends import matchers
 from trading.matcher import PairMatcher
 from trading.models import MatcherCommand
-from trading.signals import batch_committed
 
 logger = logging.getLogger(__name__)
 
@@ -195,15 +194,6 @@ def queued_pairs(pairs: list[str]) -> list[str]:
     except Exception:
         connections.close_all()
         return pairs
-
-
-def reply_to_requests(sender, result, **kwargs) -> None:
-    """The matcher's post-commit hook: each processed order's state to the request waiting for it, off
-    the matcher's thread where the bus has a publisher thread."""
-    bus().publish_in_order(matchers().reply, result.states)
-
-
-batch_committed.connect(reply_to_requests, dispatch_uid="trading.dispatch.reply_to_requests")
 
 
 def wait_for_state(order_id: int, timeout: float = REPLY_WAIT_SECONDS,

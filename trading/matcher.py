@@ -259,7 +259,8 @@ class PairMatcher:
             market=self.market, orders=self.orders,
             fee_account_id=self.fee_account_id, now=timezone.now(), priority=self.priority,
             fee_rates={account.pk: (account.rate_tier.maker_fee_rate, account.rate_tier.taker_fee_rate)
-                       for account in Account.objects.filter(pk__in=account_ids).select_related("rate_tier")},
+                       for account in (Account.objects.filter(pk__in=account_ids).select_related("rate_tier")
+                                       if account_ids else ())},  # a batch without trades: nothing built
         )
         settlement.apply(events)
         self.metrics.matched(commands, self.book)
