@@ -18,12 +18,12 @@ def upsert_rows(*args, **kwargs) -> None:
     store().execute([store().upsert_statement(*args, **kwargs)])
 
 
-def update_rows(*args) -> None:
-    store().execute([store().update_statement(*args)])
+def update_rows(*args, **kwargs) -> None:
+    store().execute([store().update_statement(*args, **kwargs)])
 
 
-def insert_rows(*args) -> None:
-    store().execute([store().insert_statement(*args)])
+def insert_rows(*args, **kwargs) -> None:
+    store().execute([store().insert_statement(*args, **kwargs)])
 
 
 def levels(market) -> dict:
@@ -76,6 +76,24 @@ def test_update_rows_writes_nulls_and_exact_amounts(alice, trade):
     rows = dict((pk, rest) for pk, *rest in Order.objects.filter(account=alice).values_list(
         "pk", "book_priority", "done_at", "fee"))
     assert rows == {first.pk: [None, None, WIDEST], second.pk: [None, None, D(0)]}
+
+
+def test_fields_the_same_in_every_row_are_written_to_every_row(btc_usd, alice, trade):
+    """``same``: a field given once for all the rows (the batch's time, its market), on both stacks."""
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 12, 6, 10, 11, 12, 345678, tzinfo=UTC)
+    ids = store().reserve_ids({BookLevel: 2})[BookLevel]
+    insert_rows(BookLevel, ["id", "side", "price"], [(ids[0], "ask", D("101")), (ids[1], "bid", D("99"))],
+                same={"market": btc_usd.pk, "size": WIDEST})
+    assert levels(btc_usd) == {("ask", D("101")): WIDEST, ("bid", D("99")): WIDEST}
+
+    orders = [trade(alice, side="sell", type="limit", price=D(63000 + n), size=D("0.1")) for n in range(2)]
+    update_rows(Order, ["reject_reason"], [(orders[0].pk, "a"), (orders[1].pk, "b")],
+                same={"done_at": when, "fee": WIDEST})
+    rows = Order.objects.filter(pk__in=[order.pk for order in orders]).order_by("pk").values_list(
+        "reject_reason", "done_at", "fee")
+    assert list(rows) == [("a", when, WIDEST), ("b", when, WIDEST)]
 
 
 def test_lock_rows_returns_exactly_the_keyed_rows_in_primary_key_order(alice, bob):

@@ -92,6 +92,14 @@ def prepared(columns, rows) -> list[list]:
     return [[column.get_db_prep_save(value, connection) for column, value in zip(columns, row)] for row in rows]
 
 
+def with_same(fields: list[str], rows: list[tuple], same: dict | None) -> tuple[list[str], list[tuple]]:
+    """The fields and rows with ``same``'s fields added to every row (for executemany)."""
+    if not same:
+        return fields, rows
+    values = tuple(same.values())
+    return [*fields, *same], [(*row, *values) for row in rows]
+
+
 class Store:
     """The statements of one database vendor. A statement builder needs at least one row."""
 
@@ -231,20 +239,24 @@ class PostgresStore(Store):
             cursor.execute(compiled.sql, params)
             return cursor.fetchall()
 
-    def insert_statement(self, model, fields: list[str], rows: list[tuple]) -> Statement:
-        columns = columns_of(model, fields)
-        return Statement(f'INSERT INTO "{model._meta.db_table}" ({names_of(columns)}) SELECT * FROM {unnest(columns)}',
-                         arrays(rows))
+    def insert_statement(self, model, fields: list[str], rows: list[tuple], same: dict | None = None) -> Statement:
+        """``same``: fields of the same value in every row, {field: value}, sent once each."""
+        columns, same = columns_of(model, fields), same or {}
+        fixed = columns_of(model, list(same))
+        return Statement(f'INSERT INTO "{model._meta.db_table}" ({names_of(columns + fixed)}) '
+                         f"SELECT *{''.join(f', %s::{base_type(column)}' for column in fixed)} FROM {unnest(columns)}",
+                         [*same.values(), *arrays(rows)])
 
     def update_statement(self, model, fields: list[str], rows: list[tuple], *, key=("id",), add: bool = False,
-                         keep: tuple[str, ...] = ()):
+                         keep: tuple[str, ...] = (), same: dict | None = None):
         """``add``: add the values to the stored ones; ``keep``: those fields keep their stored value
-        where the row gives None."""
-        key = list(key)
+        where the row gives None; ``same``: fields set to one value in every row, {field: value}."""
+        key, same = list(key), same or {}
         keys, columns = columns_of(model, key), columns_of(model, fields)
-        assignments = ", ".join(f'"{column.column}" = ' + (
+        assignments = ", ".join([*(f'"{column.column}" = ' + (
             f'COALESCE(v."{column.column}", t."{column.column}")' if column.name in keep else
-            (f't."{column.column}" + ' if add else "") + f'v."{column.column}"') for column in columns)
+            (f't."{column.column}" + ' if add else "") + f'v."{column.column}"') for column in columns),
+            *(f'"{column.column}" = %s::{base_type(column)}' for column in columns_of(model, list(same)))])
         matching = " AND ".join(f't."{column.column}" = v."{column.column}"' for column in keys)
         values = arrays(rows)
         if key == ["id"]:
@@ -252,7 +264,7 @@ class PostgresStore(Store):
             # the whole table joined with the unnest().
             matching, values = matching + ' AND t."id" = ANY(%s::bigint[])', [*values, values[0]]
         return Statement(f'UPDATE "{model._meta.db_table}" AS t SET {assignments} FROM {unnest(keys + columns)} '
-                         f"AS v({names_of(keys + columns)}) WHERE {matching}", values)
+                         f"AS v({names_of(keys + columns)}) WHERE {matching}", [*same.values(), *values])
 
     def upsert_statement(self, model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str]):
         columns = columns_of(model, fields)
@@ -436,13 +448,15 @@ class SqliteStore(Store):
             converted.append(tuple(row))
         return converted
 
-    def insert_statement(self, model, fields: list[str], rows: list[tuple]) -> Statement:
+    def insert_statement(self, model, fields: list[str], rows: list[tuple], same: dict | None = None) -> Statement:
+        fields, rows = with_same(fields, rows, same)
         columns = columns_of(model, fields)
         return Statement(f'INSERT INTO "{model._meta.db_table}" ({names_of(columns)}) '
                          f"VALUES ({', '.join(['%s'] * len(columns))})", prepared(columns, rows), many=True)
 
     def update_statement(self, model, fields: list[str], rows: list[tuple], *, key=("id",), add: bool = False,
-                         keep: tuple[str, ...] = ()):
+                         keep: tuple[str, ...] = (), same: dict | None = None):
+        fields, rows = with_same(fields, rows, same)
         keys, columns = columns_of(model, list(key)), columns_of(model, fields)
         assignments = ", ".join(f'"{column.column}" = ' + (
             f'COALESCE(%s, "{column.column}")' if column.name in keep else
@@ -510,9 +524,14 @@ def unnest(columns) -> str:
 
 
 @functools.cache
+def base_type(column) -> str:
+    """A column's type without its length or precision, worked out once per column (db_type costs
+    microseconds per call)."""
+    return _BASE_TYPE.sub("", column.db_type(connection))
+
+
 def array_type(column) -> str:
-    """A column's array type, worked out once per column (db_type costs microseconds per call)."""
-    return _BASE_TYPE.sub("", column.db_type(connection)) + "[]"
+    return base_type(column) + "[]"
 
 
 def locking_query(model, columns, select: str) -> str:

@@ -1,9 +1,10 @@
 """The statements that write one matched batch, and what the batch tells the world once committed.
 
-Everything a batch changes commits in ONE transaction: order states, trades and fills, the
-settlement journal, the minute's candle, the changed book levels, the book's sequence, and the
-deletion of the commands it processed. Rows go out through the store (``trading.backends``) as a
-few bulk statements in one pipeline, not as model instances (docs/performance.md).
+Everything a batch changes commits in ONE transaction: order states (and the LiveOrder rows of the
+orders it closed), trades and fills, the settlement journal, the minute's candle, the changed book
+levels, the book's sequence, and the deletion of the commands it processed. Rows go out through the
+store (``trading.backends``) as a few bulk statements in one pipeline, not as model instances
+(docs/performance.md).
 """
 
 from dataclasses import dataclass
@@ -14,15 +15,15 @@ from trading import ledger
 from trading.backends import store
 from trading.candles import batch_candle, candle_statement
 from trading.engine_impl import engine
-from trading.models import BookLevel, BookState, Fill, Market, MatcherCommand, Order, Side, Trade
-from trading.settlement import WRITTEN_ORDER_FIELDS, Settlement, TradeRecord
+from trading.models import BookLevel, BookState, Fill, LiveOrder, Market, MatcherCommand, Order, Trade
+from trading.settlement import BUY, WRITTEN_ORDER_FIELDS, Settlement, TradeRecord
 from trading.sql import Statement
 
 BOOK_SIDE = {"buy": BookLevel.Side.BID, "sell": BookLevel.Side.ASK}
-TRADE_FIELDS = ["id", "market", "price", "size", "quote_amount", "taker_side", "maker_order", "taker_order",
-                "executed_at", "batch"]
-FILL_FIELDS = ["id", "trade", "order", "account", "market", "side", "liquidity", "price", "size", "fee",
-               "fee_asset", "executed_at"]
+# The columns of a trade and a fill that differ from row to row (Settlement.trade_rows); the market, the time
+# and the batch are the same for all of a batch's rows, and go in once per statement.
+TRADE_FIELDS = ["id", "price", "size", "quote_amount", "taker_side", "maker_order", "taker_order"]
+FILL_FIELDS = ["id", "trade", "order", "account", "side", "liquidity", "price", "size", "fee", "fee_asset"]
 
 
 @dataclass
@@ -73,7 +74,7 @@ def book_changes(book: engine.OrderBook, market: Market, sequence: int) -> tuple
     removed, kept = [], []
     for side, price_ticks in touched:
         price, size = price_ticks * tick, book.level_size(side, price_ticks) * lot
-        (delta.bids if side == Side.BUY else delta.asks).append((price, size))
+        (delta.bids if side == BUY else delta.asks).append((price, size))
         if size:
             kept.append((market_id, BOOK_SIDE[side], price, size))
         else:
@@ -94,11 +95,13 @@ def batch_statements(settlement: Settlement, commands: list[tuple], book: engine
     market, now, run = settlement.market, settlement.now, store()
     delta, kept_levels, removed_levels = book_changes(book, market, sequence)
     ids = run.reserve_ids({Trade: len(settlement.trades), Fill: 2 * len(settlement.trades)})
-    trade_rows, fill_rows, trades = settlement.trade_rows(ids[Trade], ids[Fill], number)
+    trade_rows, fill_rows, trades = settlement.trade_rows(ids[Trade], ids[Fill])
     statements = []
     if trade_rows:
-        statements += [run.insert_statement(Trade, TRADE_FIELDS, trade_rows),
-                       run.insert_statement(Fill, FILL_FIELDS, fill_rows),
+        statements += [run.insert_statement(Trade, TRADE_FIELDS, trade_rows,
+                                            same={"market": market.pk, "executed_at": now, "batch": number}),
+                       run.insert_statement(Fill, FILL_FIELDS, fill_rows,
+                                            same={"market": market.pk, "executed_at": now}),
                        candle_statement(batch_candle(market.pk, now, [trade[2:5] for trade in settlement.trades]))]
     journal = settlement.journal(settlement_reference(market.pair, number))
     if journal is not None:
@@ -107,9 +110,12 @@ def batch_statements(settlement: Settlement, commands: list[tuple], book: engine
     states = {order_id: order.state(now) for order_id, order in changed.items()}
     if states:
         # An order rebuilt from the book has no book priority at hand (WorkingOrder.resting): it keeps its own.
-        statements.append(run.update_statement(Order, WRITTEN_ORDER_FIELDS,
-                                               [(order_id, *state) for order_id, state in states.items()],
-                                               keep=("book_priority",)))
+        statements.append(run.update_statement(Order, WRITTEN_ORDER_FIELDS[:-1],
+                                               [(order_id, *state[:-1]) for order_id, state in states.items()],
+                                               keep=("book_priority",), same={WRITTEN_ORDER_FIELDS[-1]: now}))
+    closed = [(order_id,) for order_id, order in changed.items() if order.done_at is not None]
+    if closed:
+        statements.append(run.delete_statement(LiveOrder, ["order"], closed))
     if removed_levels:
         statements.append(run.delete_statement(BookLevel, ["market", "side", "price"], removed_levels))
     if kept_levels:

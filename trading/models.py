@@ -344,9 +344,9 @@ class Order(models.Model):
 class LiveOrder(models.Model):
     """An order not done yet (no ``done_at``: pending, untriggered, open or partially filled), and its market.
 
-    Kept by triggers on the order table (migration 0018), whoever inserts an order and whichever statement
-    closes it (the matcher's, setting ``done_at``): the order table then needs no index on its status, which
-    every batch changes (docs/performance.md). ``trading.audit`` checks that these are the live orders."""
+    Added by a trigger on the order table (migration 0018), whoever inserts an order; removed by the matcher's
+    batch that closes the order (sets its ``done_at``; ``trading.batch_writer``): the order table then needs
+    no index on its status, which every batch changes (docs/performance.md). ``trading.audit`` checks that these are the live orders."""
 
     order = models.OneToOneField(Order, primary_key=True, on_delete=models.CASCADE, related_name="live",
                                  db_constraint=False)
