@@ -165,9 +165,10 @@ def run_worker(config: str, n: int, warmup: int) -> dict:
 def post_orders(account, n_post: int, warmup: int) -> dict:
     """Signed POST /v1/orders in process: its latency and where the web side spends it.
 
-    With Redis (the Celery matchers) no matcher runs here: wait_for_state is stubbed to return at once,
-    so this is the web worker's own cost of a create, without the wait for the matcher. On the embedded
-    default the matcher runs inline in the request (on commit), as it does in that configuration."""
+    With Redis (the Celery matchers) no matcher runs here: the wait is stubbed to return at once (a
+    create's wake-up still sent), so this is the web worker's own cost of a create, without the wait for
+    the matcher. On the embedded default the matcher runs inline in the request (on commit), as it does
+    in that configuration."""
     import random
     from decimal import Decimal
 
@@ -191,9 +192,11 @@ def post_orders(account, n_post: int, warmup: int) -> dict:
                        reference="bench", memo="auth_bench funding")
     key, secret = create_api_key(account, label="auth bench trade", scope="trade", ip_allowlist=[])
     stubbed = settings.MATCHER_BACKEND.endswith("CeleryMatchers")
-    saved_wait = dispatch.wait_for_state
+    saved_waits = dispatch.wait_for_state, dispatch.wake_and_wait_for_state
     if stubbed:
         dispatch.wait_for_state = lambda order_id, timeout=dispatch.REPLY_WAIT_SECONDS, done=None: None
+        dispatch.wake_and_wait_for_state = lambda pair, order_id, timeout=dispatch.REPLY_WAIT_SECONDS: (
+            dispatch.wake_matcher(pair))
     handler = WSGIHandler()
     rng = random.Random(3)
     statuses: dict[int, int] = {}
@@ -231,6 +234,8 @@ def post_orders(account, n_post: int, warmup: int) -> dict:
             (serializers.OrderCreateSerializer, "is_valid", "OrderCreateSerializer.is_valid"),
             (services, "place_order", "services.place_order (+ inline matcher on the embedded default)"),
             (dispatch, "wait_for_state", "dispatch.wait_for_state" + (" (stubbed)" if stubbed else "")),
+            (dispatch, "wake_and_wait_for_state",
+             "dispatch.wake_and_wait_for_state" + (" (wait stubbed)" if stubbed else "")),
             (services, "take_state", "services.take_state (the matcher's state on the order)"),
             (OrderViewSet, "render", "OrderViewSet.render (serialize)"),
         ], orm=False)
@@ -238,7 +243,7 @@ def post_orders(account, n_post: int, warmup: int) -> dict:
         with timer:
             phased = sum(call() for _ in range(phased_n))
     finally:
-        dispatch.wait_for_state = saved_wait
+        dispatch.wait_for_state, dispatch.wake_and_wait_for_state = saved_waits
     return {
         "median_ms": statistics.median(timings) * 1000, "p90_ms": percentile(timings, 90) * 1000,
         "p99_ms": percentile(timings, 99) * 1000, "n": len(timings), "statuses": statuses, "stubbed": stubbed,

@@ -190,7 +190,9 @@ async def drive(port: int, kind: str, keys: list[dict], seconds: float, warmup: 
     }
 
 
-def classify(port: int, database: str):
+def classify(port: int, database: str, matcher: int):
+    """Process groups; the matcher is this stack's by its pid (another stack's matcher of the pair, such
+    as a running sandbox's, serves another queue and counts among the others)."""
     own = os.getpid()
 
     def group(pid: int, comm: str, cmdline: str) -> str:
@@ -198,7 +200,7 @@ def classify(port: int, database: str):
             return "load generator (this process)"
         if "gunicorn" in cmdline and f":{port}" in cmdline:
             return "gunicorn (all workers + arbiter)"
-        if "celery" in cmdline and f"match.{PAIR}" in cmdline:
+        if pid == matcher:
             return "celery matcher"
         if comm.startswith("postgres") or cmdline.startswith("postgres"):
             return "postgres: this database" if f" {database} " in f"{cmdline} " else "postgres: other backends"
@@ -232,13 +234,13 @@ def run_config(spec: str, template, keys: list[dict], args) -> dict:
         raise ValueError(f"unknown configuration {spec!r}")
     with template.clone(f"{kind}{shape.replace('x', '_')}") as stack:
         result = {"config": spec, "database": stack.database}
-        stack.start_matcher(PAIR)
+        matcher = stack.start_matcher(PAIR)
         port = int(stack.start_rest(int(workers), *options).rsplit(":", 1)[1])
         matcher_log, web_log = stack.log(f"matcher-{PAIR}"), stack.log(f"gunicorn-{port}")
 
         result["get"] = asyncio.run(drive(port, "get", keys[: args.bots], args.get_duration, 1.0, 0.0,
                                           args.timeout, f"{spec}-get"))
-        sampler = CpuSampler(classify(port, stack.database))
+        sampler = CpuSampler(classify(port, stack.database, matcher.pid))
 
         async def post_with_cpu():
             task = asyncio.ensure_future(drive(port, "post", keys[: args.bots], args.duration, args.warmup,

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.db import connections
 from prometheus_client import REGISTRY
 
-from exchange.redis import RoundTrip
+from exchange.redis import RoundTrip, get_redis
 from trading import backends, dispatch
 from trading.backends import CeleryMatchers
 from trading.matcher import PairMatcher
@@ -91,13 +91,28 @@ def test_a_wake_up_that_cannot_be_sent_is_retried(as_trader, alice, settings, mo
     def broker_down(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", broker_down)
+    monkeypatch.setattr(CeleryMatchers, "wake_up_commands", broker_down)  # a create wakes in its wait's round trip
     monkeypatch.setattr(CeleryMatchers, "wait", lambda self, order_id, timeout: None)
 
     response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
 
     assert response.status_code == 201 and response.json()["status"] == "pending"
     assert retried == ["BTC-USD"]
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the wake-up and the wait are Redis lists")
+def test_a_create_wakes_its_matcher_where_it_waits_for_the_answer(as_trader, alice, settings):
+    """Celery mode, no matcher running: the create answers pending once its wait ends, its pair's wake-up sent
+    (in the wait's round trip) and its order queued for the matcher."""
+    settings.MATCHER_BACKEND = "trading.backends.CeleryMatchers"
+    wake_key = CeleryMatchers().wake_key("BTC-USD")
+    get_redis().delete(wake_key)
+
+    response = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
+
+    assert response.status_code == 201 and response.json()["status"] == "pending"
+    assert get_redis().lrange(wake_key, 0, -1) == [b"1"]
+    assert MatcherCommand.objects.get().order_id == int(response.json()["order_id"])
 
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="the matcher's answers go through Redis")

@@ -338,21 +338,22 @@ class PostgresStore(Store):
             # The SELECT's parameters are typed only by their casts (they would be text otherwise). The
             # order's NEW command and its hold go in the same statement, the hold only if the order was
             # inserted, and its entries only if the hold was made, their reference completed with the id.
+            # Constants are written in: psycopg converts an EXECUTE of over 50 parameters anew each
+            # time, at twice the client's CPU (docs/performance.md, "Order entry").
             placeholders = ", ".join(f"CAST(%s AS {field.cast_db_type(connection)})" for field in fields)
             into, _, rows = entries.sql.partition(" SELECT * FROM ")
             columns = into[into.index("(") + 1:into.rindex(")")]
             values = ", ".join(f"v.{name} || placed.id" if name == '"reference"' else f"v.{name}"
                                for name in columns.split(", "))
             sql = self.insert_order_statements[(insert, update, entries.sql)] = (
-                f"WITH placed AS ({insert.format(placeholders=placeholders)} RETURNING id), "
+                f"WITH placed AS ({insert.format(placeholders=placeholders)} RETURNING id, market_id), "
                 "queued AS (INSERT INTO trading_matchercommand (market_id, kind, order_id, request_id) "
-                "SELECT %s, %s, id, %s FROM placed), "
+                f"SELECT market_id, '{MatcherCommand.Kind.NEW}', id, %s FROM placed), "
                 f"held AS ({update} AND EXISTS (SELECT FROM placed) RETURNING id), "
                 f"entered AS ({into} SELECT {values} FROM held CROSS JOIN placed CROSS JOIN {rows} AS v({columns})) "
                 "SELECT id, EXISTS (SELECT FROM held) FROM placed")
         with connection.cursor() as cursor:
-            self.execute_prepared(cursor, sql, [*params, market_id, MatcherCommand.Kind.NEW, current_request_id(),
-                                                *update_params, *entries.params])
+            self.execute_prepared(cursor, sql, [*params, current_request_id(), *update_params, *entries.params])
             row = cursor.fetchone()
         return (row[0], row[1]) if row else (None, False)
 
@@ -580,6 +581,11 @@ class Matchers:
     def reset(self) -> None:
         pass
 
+    def wake_and_wait(self, pair: str, drain: Callable[[str], int], order_id: int, timeout: float):
+        """Wake the pair's matcher, then wait for the order's state (dispatch.wake_and_wait_for_state)."""
+        self.wake(pair, drain)
+        return self.wait(order_id, timeout)
+
 
 class CeleryMatchers(Matchers):
     """Each pair's matcher is a loop (``trading.dispatch.MatcherLoops``) in the Celery worker that serves
@@ -627,10 +633,11 @@ end
 
     def queue_wake_up(self, pair: str) -> None:
         """One round trip; the list keeps one entry, however many commits wake a loop that is busy."""
-        pipeline = get_redis().pipeline(transaction=False)
+        self.wake_up_commands(get_redis().pipeline(transaction=False), pair).execute()
+
+    def wake_up_commands(self, pipeline: redis.client.Pipeline, pair: str) -> redis.client.Pipeline:
         pipeline.lpush(self.wake_key(pair), 1)
-        pipeline.ltrim(self.wake_key(pair), 0, 0)
-        pipeline.execute()
+        return pipeline.ltrim(self.wake_key(pair), 0, 0)
 
     def wait_for_wake_up(self, pairs: list[str], timeout: float) -> str | None:
         """The pair (one of ``pairs``) whose wake-up came within ``timeout``, taken: a commit from now on
@@ -663,6 +670,12 @@ end
         """The next state the matcher pushed for the order within ``timeout`` (its fields, as text),
         [] when the order's command changed nothing; None when none came."""
         popped = get_redis().blpop([self.reply_key(order_id)], timeout=max(timeout, 0.001))
+        return None if popped is None else self.decode(popped[1])
+
+    def wake_and_wait(self, pair: str, drain: Callable[[str], int], order_id: int, timeout: float) -> list | None:
+        """wake, then wait, in one round trip: the wait's BLPOP queued behind the wake-up's commands."""
+        pipeline = self.wake_up_commands(get_redis().pipeline(transaction=False), pair)
+        popped = pipeline.blpop([self.reply_key(order_id)], timeout=max(timeout, 0.001)).execute()[-1]
         return None if popped is None else self.decode(popped[1])
 
     def latest(self, order_ids: list[int]) -> dict[int, list]:

@@ -73,11 +73,28 @@ def wake_matcher(pair: str) -> None:
     try:
         matchers().wake(pair, run_matcher)
     except Exception:
-        # The commands stay queued; a failed batch changed nothing.
-        logger.exception("could not run or wake the matcher of %s", pair)
-        retry_later(pair)
+        wake_failed(pair)
     else:
         _failures.pop(pair, None)
+
+
+def wake_and_wait_for_state(pair: str, order_id: int, timeout: float = REPLY_WAIT_SECONDS) -> list | None:
+    """wake_matcher, then wait_for_state for the order's first state (a create's, which the drain it
+    wakes answers): Redis takes both in one round trip. If that fails, the wake-up is retried as
+    wake_matcher's and the wait made alone (an outage raises there, as from wait_for_state)."""
+    try:
+        state = matchers().wake_and_wait(pair, run_matcher, order_id, timeout)
+    except Exception:
+        wake_failed(pair)
+        return wait_for_state(order_id, timeout)
+    _failures.pop(pair, None)
+    return state
+
+
+def wake_failed(pair: str) -> None:
+    # The commands stay queued; a failed batch changed nothing.
+    logger.exception("could not run or wake the matcher of %s", pair)
+    retry_later(pair)
 
 
 def retry_delay(failures: int) -> float:

@@ -56,11 +56,11 @@ class Commit:
         self.details: dict | None = None
         self.pairs: Iterable[str] = ()
 
-    def wrote(self, pairs: Iterable[str], **details) -> None:
-        """The work is queued: its pairs' matchers are woken after the commit (or, should the commit
-        fail in an outage, at once: see committing)."""
+    def wrote(self, pairs: Iterable[str], *, wake: bool = True, **details) -> None:
+        """The work is queued: its pairs' matchers are woken after the commit, or by the caller when not
+        ``wake`` (or, should the commit fail in an outage, at once: see committing)."""
         self.pairs, self.details = list(pairs), details
-        for pair in self.pairs:
+        for pair in self.pairs if wake else ():
             transaction.on_commit(lambda pair=pair: dispatch.wake_matcher(pair))
 
 
@@ -83,15 +83,16 @@ def committing(message: str):
         raise ServiceUnavailable(message, **commit.details) from error
 
 
-def place_order(account, request: OrderRequest) -> tuple[Order, bool]:
-    """Accept an order: check it, hold its funds, queue it for the pair's matcher, in one transaction.
+def place_order(account, request: OrderRequest, *, wake: bool = True) -> tuple[Order, bool]:
+    """Accept an order: check it, hold its funds, queue it for the pair's matcher, in one transaction,
+    and wake the matcher after the commit (unless not ``wake``: then a created order's caller does).
 
     Returns (order, created). Repeating a request with the same client_order_id returns the first
     order with created=False, also when the two requests race (the unique index decides), and also
     when the repeat itself would now be refused (funds, market status): the lookup happens only then.
     """
     try:
-        return do_place_order(account, request), True
+        return do_place_order(account, request, wake), True
     except ServiceUnavailable:
         raise  # the order may have been made; the lookup would meet the same outage
     except (ExchangeError, IntegrityError):
@@ -109,11 +110,11 @@ class HoldShort(Exception):
     """The order was written but its hold was not made: (account id, asset id, amount)."""
 
 
-def do_place_order(account, request: OrderRequest) -> Order:
+def do_place_order(account, request: OrderRequest, wake: bool = True) -> Order:
     message = "The database failed while committing the order, which may have been placed: look it up by its id"
     with committing(message + (" or client_order_id." if request.client_order_id else ".")) as commit:
         order = write_order(account, request)
-        commit.wrote([order.market.pair], order_id=order.pk, client_order_id=order.client_order_id)
+        commit.wrote([order.market.pair], wake=wake, order_id=order.pk, client_order_id=order.client_order_id)
         announce_orders(account, [order])
     return order
 
@@ -187,7 +188,7 @@ def insert_order(order: Order) -> None:
     """
     market, fields = order.market, order_fields()
     params = [field.get_db_prep_save(field.pre_save(order, add=True), connection) for field in fields]
-    params += [market.pk, Market.Status.ONLINE]
+    params.append(market.pk)
     for name in MARKET_GRIDS:
         params.append(Market._meta.get_field(name).get_db_prep_save(getattr(market, name), connection))
     hold = (order.account_id, order.hold_asset_id, order.hold_remaining)
@@ -203,10 +204,12 @@ def insert_order(order: Order) -> None:
 
 @functools.cache
 def insert_order_sql() -> str:
-    """insert_order's statement, its SELECT's placeholders left to the store to fill."""
+    """insert_order's statement, its SELECT's placeholders left to the store to fill. The status is
+    written in (a constant): each parameter less counts (PostgresStore.insert_order)."""
     columns = ", ".join(connection.ops.quote_name(field.column) for field in order_fields())
     return (f"INSERT INTO trading_order ({columns}) SELECT {{placeholders}} FROM trading_market "
-            f"WHERE id = %s AND status = %s AND {' AND '.join(f'{name} = %s' for name in MARKET_GRIDS)}")
+            f"WHERE id = %s AND status = '{Market.Status.ONLINE}' AND "
+            f"{' AND '.join(f'{name} = %s' for name in MARKET_GRIDS)}")
 
 
 WRITTEN_FIELDS = [Order._meta.get_field(name) for name in WRITTEN_ORDER_FIELDS]
@@ -228,10 +231,14 @@ def still_live(state) -> bool:
     return state[0] in Order.LIVE_STATUSES
 
 
-def waited_state(order_id: int, what: str, timeout: float = dispatch.REPLY_WAIT_SECONDS, done=None):
-    """dispatch.wait_for_state, or None when an outage hides the answer: the work is committed, so
-    the order as committed is the answer."""
+def waited_state(order_id: int, what: str, timeout: float = dispatch.REPLY_WAIT_SECONDS, done=None,
+                 wake: str | None = None):
+    """dispatch.wait_for_state (with ``wake``, a pair: dispatch.wake_and_wait_for_state, its matcher
+    woken first), or None when an outage hides the answer: the work is committed, so the order as
+    committed is the answer."""
     try:
+        if wake is not None:
+            return dispatch.wake_and_wait_for_state(wake, order_id, timeout)
         return dispatch.wait_for_state(order_id, timeout, done)
     except OUTAGE_ERRORS as error:
         log_outage(what, error)
@@ -241,9 +248,9 @@ def waited_state(order_id: int, what: str, timeout: float = dispatch.REPLY_WAIT_
 def place_order_and_wait(account, request: OrderRequest) -> tuple[Order, bool]:
     """place_order, then the new order as its matcher left it (waiting up to REPLY_WAIT_SECONDS), or as
     accepted, ``pending``; a post-only order the matcher rejected is SPEC's POST_ONLY_WOULD_TAKE."""
-    order, created = place_order(account, request)
-    if created:
-        take_state(order, waited_state(order.pk, f"the answer to order {order.pk}"))
+    order, created = place_order(account, request, wake=False)
+    if created:  # its matcher woken and waited for in one round trip
+        take_state(order, waited_state(order.pk, f"the answer to order {order.pk}", wake=order.market.pair))
     refuse_rejected(order)
     return order, created
 
