@@ -69,8 +69,9 @@ def serving(pairs=(PAIR,)):
 @needs_redis
 def test_a_restarted_loop_first_drains_what_was_queued_while_it_was_down(celery_matchers, alice, monkeypatch):
     monkeypatch.setattr(dispatch, "POLL_SECONDS", 3600.0)
-    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)  # no loop ran: no one woken
-    place(alice)
+    with monkeypatch.context() as down:  # no loop ran: no one woken (stopping the loop below wakes its waiter)
+        down.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)
+        place(alice)
     assert statuses() == {Order.Status.PENDING}
 
     with serving():
