@@ -11,7 +11,8 @@ A stack as the end-to-end tests start it (tests/stack.py: PostgreSQL, Redis db 3
 starts them (``--pool solo``, concurrency 1), ``--workers`` of them with the pairs' queues ``match.<PAIR>``
 dealt out among them. After ``--settle`` seconds (each matcher has drained its empty queue), the process
 CPU time (utime + stime from /proc, not wall time: the machine may be shared) of the workers and of this
-database's PostgreSQL backends is taken over ``--seconds``. Redis is shared with other work, so its own CPU
+database's PostgreSQL backends is taken over ``--seconds``; PostgreSQL's autovacuum workers on this database
+(a new database's tables get analyzed while it idles) apart. Redis is shared with other work, so its own CPU
 is not counted. Prints figures; asserts nothing.
 """
 
@@ -66,7 +67,7 @@ def main() -> None:
                 return "workers"
             postgres = comm.startswith("postgres") or cmdline.startswith("postgres")
             if postgres and f" {stack.database} " in f"{cmdline} ":
-                return "postgres backends"
+                return "postgres autovacuum" if "autovacuum" in cmdline else "postgres backends"
             return "other"
 
         sampler = CpuSampler(group)
@@ -77,7 +78,7 @@ def main() -> None:
         workers = sum(1 for _, kind, _ in sampler.per_pid.values() if kind == "workers")
         print(f"{args.pairs} idle pairs on {args.workers} worker process(es), {seconds:.0f} s measured "
               f"({workers} worker processes used CPU)")
-        for name in ("workers", "postgres backends"):
+        for name in ("workers", "postgres backends", "postgres autovacuum"):
             used = cpu.get(name, 0.0)
             print(f"  {name}: {used * 1000:.2f} ms of CPU per second ({used * 100:.3f} % of a core), "
                   f"{used * 1000 / args.pairs:.3f} ms/s per pair")

@@ -152,3 +152,12 @@ def test_two_writers_of_one_pair_never_both_commit_a_batch(alice, bob, monkeypat
     assert statuses() == {Order.Status.FILLED}
     assert Trade.objects.count() == 20
     assert audit() == []
+
+
+def test_the_poll_names_the_pairs_with_queued_commands_and_no_other(alice, markets, monkeypatch):
+    monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: None)  # the order stays queued
+    place(alice)
+    loops = dispatch.MatcherLoops([PAIR, "ETH-USD", "ETH-BTC"])
+
+    assert loops.queued_pairs() == [PAIR]
+    assert loops.queued_pairs() == [PAIR]  # the compiled statement, run again
