@@ -10,6 +10,8 @@ bin/start-websocket, --procs subscriber processes of ws_fanout.py (its lean clie
 connected), and the injector of ws_fanout.py sending synthetic deltas with channels_redis group_send at
 each rate for --seconds. The figure is Daphne's CPU time (utime + stime from /proc) over the step, divided
 by the messages the subscribers received in it; the machine is shared, so CPU time, not wall time.
+First, Daphne's CPU with the subscribers connected and nothing sent for --idle-seconds (its fixed upkeep,
+heartbeats to quiet connections included).
 Redis database $BENCH_WS_REDIS_DB (default 11) is flushed before and after. Prints figures; asserts nothing.
 """
 
@@ -24,7 +26,7 @@ from array import array
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_stack, machine_cpu, table  # noqa: E402
+from _common import bench_stack, machine_cpu, proc_cpu, table  # noqa: E402
 from tests.processes import stop  # noqa: E402
 from ws_fanout import REDIS_URL, SCRIPT  # noqa: E402
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per rate")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--procs", type=int, default=4, help="subscriber processes")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="Daphne's CPU with nothing sent, first")
     parser.add_argument("--tick-ms", default="0",
                         help="the subscribers' tick (ws_fanout.py --tick-ms; default 0: woken by each frame)")
     args = parser.parse_args()
@@ -59,6 +62,13 @@ def main() -> None:
             time.sleep(0.2)
         subscribed = sum(json.loads(Path(o + ".ready").read_text())["subscribed"] for o in outs)
         time.sleep(2)
+
+        def daphne_cpu() -> float:  # the launcher's session: supervisord and its Daphne process
+            return sum(process.cpu for process in proc_cpu().values() if process.group == daphne.pid)
+
+        idle0, idle_t0 = daphne_cpu(), time.monotonic()
+        time.sleep(args.idle_seconds)
+        idle = (daphne_cpu() - idle0) / (time.monotonic() - idle_t0)
         machine0 = machine_cpu()
         injector = stack.start("injector", [sys.executable, str(SCRIPT), "--role", "injector", "--rates", args.rates,
                                             "--step-seconds", str(args.seconds), "--start-seq", "0",
@@ -84,7 +94,7 @@ def main() -> None:
         busy = ((machine1[0] - machine0[0]) - (machine1[1] - machine0[1])) / max(machine1[0] - machine0[0], 1e-9)
         print(f"subscribers' tick {args.tick_ms} ms; {subscribed}/{args.subscribers} subscribed, {len(sent_at)} deltas "
               f"sent; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; machine {busy * 2:.2f} of 2 "
-              "cores busy")
+              f"cores busy; Daphne idle (connected, nothing sent) {idle * 1000:.1f} ms of CPU a second")
         print(table(["deltas/s", "sent", "delivered", "Daphne cores", "Daphne us a message"], rows))
 
 

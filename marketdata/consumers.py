@@ -44,8 +44,8 @@ from marketdata import replay, services, streams
 from marketdata.account_events import AccountEvents
 from marketdata.candles import INTERVALS, latest_candle
 from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for
-from marketdata.transport import (close_when_read, pending_output_bytes, protocol_of, refuse_oversized_with_a_close,
-                                  takes_frames, write_frame)
+from marketdata.transport import (STATE_OPEN, close_when_read, pending_output_bytes, protocol_of,
+                                  refuse_oversized_with_a_close, takes_frames, write_frame)
 from trading.markets import RECENT_MARKET_SECONDS, access_market
 from trading.api.serializers import AssetBalanceSerializer
 from trading.backends import bus
@@ -193,6 +193,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.socket is not None:
             refuse_oversized_with_a_close(self.socket, MAX_FRAME_BYTES)
         await self.accept()
+        # Daphne's transport, when prepared frames can be written to it: the socket is open (Daphne's accept
+        # completes the handshake) and compresses nothing, which a handshake settles for good.
+        self.frames_transport = self.socket.transport if self.socket is not None and takes_frames(self.socket) else None
         metrics.WS_CONNECTIONS_OPENED.inc()
         metrics.WS_CONNECTIONS.inc()
         self.counted = True  # in WS_CONNECTIONS, until the first disconnect (a close with an error is followed by another)
@@ -461,13 +464,14 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.stream_queue.put_nowait(message)
 
     def write_now(self, message) -> bool:
-        """The checks of can_send_now and write_frame inlined: this runs once per connection per message."""
-        protocol = self.socket
-        if protocol is None or self.closing or self.outbox or self.writing or not takes_frames(protocol):
+        """The checks of can_send_now and write_frame inlined: this runs once per connection per message, and
+        reads as few of autobahn's and Twisted's objects as it can (their large attribute tables, one
+        connection after another, cost more than the checks)."""
+        transport = self.frames_transport
+        if transport is None or self.closing or self.outbox or self.writing or self.socket.state != STATE_OPEN:
             return False
-        transport = protocol.transport
-        # both empty: Twisted holds nothing for the socket, and nothing need be counted
-        if (transport.dataBuffer or transport._tempDataLen) and pending_output_bytes(protocol) > self.low_water:
+        held = transport.dataBuffer or transport._tempDataLen  # both empty: Twisted holds nothing for the socket
+        if held and pending_output_bytes(self.socket) > self.low_water:
             return False
         if message["type"] == "book.delta":
             sent = self.state.book_sequences.get(message["pair"])
@@ -480,7 +484,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.state.last_sent = message["relayed_at"]
         message["written"] += 1
         if message["due"] is None:
-            write_frame(transport, message["frame"])
+            if held:
+                transport.write(message["frame"])  # behind what Twisted holds
+            else:
+                message["at_once"].append(transport)
         else:  # one of several messages read together: written with the others after the last
             if not self.frames:
                 message["due"].append(self)
@@ -490,7 +497,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     def flush_frames(self) -> None:
         """The frames of several messages the hub read together, in one write."""
         frames, self.frames = b"".join(self.frames), []
-        write_frame(self.socket.transport, frames)
+        write_frame(self.frames_transport, frames)
 
     # -- other public channels
 

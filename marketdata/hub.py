@@ -26,7 +26,7 @@ from django.conf import settings
 
 from exchange import metrics
 from marketdata import services
-from marketdata.transport import prepare
+from marketdata.transport import prepare, write_at_once
 from trading.backends import bus
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class StreamHub:
         self.lock = asyncio.Lock()
         self.relayed: dict[str, int] = {}  # pair -> highest delta sequence relayed
         self.committed: dict[str, tuple[float, int]] = {}  # pair -> (when read, committed sequence)
+        self.reading: dict[str, asyncio.Task] = {}  # pair -> the read of its committed sequence under way
         # Every local connection (public streams or not), told when the stream is interrupted and back.
         self.connections: weakref.WeakSet = weakref.WeakSet()
         self.probe_group = f"stream-probe.{uuid.uuid4().hex}"
@@ -136,11 +137,13 @@ class StreamHub:
         message["relayed_at"] = time.monotonic()
         message["written"] = 0  # connections the frame was written to at once (the others count their own)
         message["due"] = due  # None: written at once; else the connections given frames to write after the batch
+        message["at_once"] = []  # transports Twisted holds nothing for: the frame is sent to each after the loop
         for member in tuple(self.members.get(message.get("group"), ())):
             try:
                 member.relay(message)
             except Exception:  # one connection's failure must not stop the stream for the others
                 logger.exception("relaying %s to a connection failed", message["type"])
+        write_at_once(message["at_once"], message["frame"])
         metrics.WS_MESSAGES_SENT.inc(message["written"] * len(texts))
 
     async def refresh_groups(self) -> None:
@@ -190,12 +193,22 @@ class StreamHub:
 
     async def latest_sequence(self, market) -> int:
         """The pair's latest sequence as this process knows it: the highest relayed, or the committed
-        one (read at most once per half heartbeat interval per pair, for every connection here)."""
+        one (read at most once per half heartbeat interval per pair, for every connection here: connections
+        that subscribed together come to their heartbeats together, and share one read)."""
         read_at, committed = self.committed.get(market.pair, (float("-inf"), 0))
         if time.monotonic() - read_at > settings.WS_HEARTBEAT_SECONDS / 2:
-            committed = await database_sync_to_async(services.book_sequence)(market)
-            self.committed[market.pair] = (time.monotonic(), committed)
+            if market.pair not in self.reading:
+                self.reading[market.pair] = asyncio.create_task(self.read_committed(market))
+            committed = await asyncio.shield(self.reading[market.pair])  # a waiter cancelled leaves the read to the others
         return max(committed, self.relayed.get(market.pair, 0))
+
+    async def read_committed(self, market) -> int:
+        try:
+            committed = await database_sync_to_async(services.book_sequence)(market)
+        finally:
+            del self.reading[market.pair]
+        self.committed[market.pair] = (time.monotonic(), committed)
+        return committed
 
 
 class RedisReader:

@@ -566,3 +566,25 @@ def test_a_connection_whose_handlers_fall_behind_is_cut_off_as_a_slow_consumer(m
 
     assert error["code"] == "SLOW_CONSUMER" and error["details"] == {"limit_messages": 3}
     assert closed["type"] == "websocket.close" and closed["code"] == 4008
+
+
+def test_heartbeats_due_together_share_one_read_of_the_committed_sequence(monkeypatch):
+    from types import SimpleNamespace
+
+    from marketdata import hub as hubs
+
+    reads = []
+
+    def book_sequence(market):
+        reads.append(market.pair)
+        return 41
+
+    monkeypatch.setattr(hubs.services, "book_sequence", book_sequence)
+    hub, market = hubs.StreamHub(layer=None), SimpleNamespace(pair="BTC-USD")
+    hub.relayed["BTC-USD"] = 40
+
+    async def body():  # connections that subscribed together: their heartbeats come due together
+        return await asyncio.gather(*(hub.latest_sequence(market) for _ in range(20)))
+
+    assert run(body) == [41] * 20
+    assert reads == ["BTC-USD"]
