@@ -359,7 +359,7 @@ def main() -> None:
     post_rows = []
     for result in results:
         post = result["post"]
-        note = ("web side only: wait_for_state stubbed, no matcher running" if post["stubbed"]
+        note = ("web side only: the wait for the matcher stubbed, none running" if post["stubbed"]
                 else "matcher runs inline (embedded default)")
         post_rows.append([result["config"], note, f"{post['median_ms']:.2f}", f"{post['p90_ms']:.2f}",
                           f"{post['p99_ms']:.2f}", f"{result['variants']['signed']['median_ms']:.2f}",
