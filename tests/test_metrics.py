@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exchange import metrics
+from trading import dispatch
 from trading.audit import run_audit
 from trading.models import AuditRun
 
@@ -135,10 +136,11 @@ def test_rate_limit_refusals_are_counted_by_budget(db, markets, token, settings)
                        code="RATE_LIMITED")] == 1
 
 
-def test_the_queue_and_the_last_audit_are_read_at_scrape(alice, token, django_capture_on_commit_callbacks, make_key):
-    with django_capture_on_commit_callbacks(execute=False):  # accepted, its matcher not woken
-        assert make_key(alice).post("/v1/orders", {"pair": "ETH-USD", "side": "buy", "type": "limit",
-                                                   "price": "100", "size": "1"}).status_code == 201
+def test_the_queue_and_the_last_audit_are_read_at_scrape(alice, token, make_key, monkeypatch):
+    # Accepted, its matcher not woken: a create wakes it in the round trip that waits for its answer.
+    monkeypatch.setattr(dispatch, "wake_and_wait_for_state", lambda pair, order_id, timeout: None)
+    assert make_key(alice).post("/v1/orders", {"pair": "ETH-USD", "side": "buy", "type": "limit",
+                                               "price": "100", "size": "1"}).status_code == 201
     values = scrape()
     assert values[key("exchange_matcher_queue_depth", pair="ETH-USD")] == 1
     assert values[key("exchange_matcher_oldest_command_age_seconds", pair="ETH-USD")] >= 0
