@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 FEE_QUANTUM = Decimal(1).scaleb(-DECIMAL_PLACES)
 AVAILABLE, LOCKED, FEE, TRADE = Bucket.AVAILABLE, Bucket.LOCKED, Reason.FEE, Reason.TRADE
-# A plain string to compare sides with on the per-trade path: a str compared with a TextChoices member
+# Plain strings to compare sides with on the per-trade and per-level paths: a str compared with a TextChoices member
 # takes seven times as long.
-BUY = Side.BUY.value
+BUY, SELL = Side.BUY.value, Side.SELL.value
 ZERO = Decimal(0)
 CLOSING_STATUS = {
     engine.Filled: Order.Status.FILLED,
