@@ -20,6 +20,7 @@ import uuid
 import weakref
 from collections import defaultdict
 
+import redis
 from channels.db import database_sync_to_async
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
@@ -166,12 +167,12 @@ class StreamHub:
                 if self.interrupted or not self.probes_sent:
                     async with self.lock:
                         for group in [self.probe_group, *self.members]:
-                            await asyncio.wait_for(self.layer.group_add(group, self.channel), LAYER_CALL_SECONDS)
+                            await layer_call(self.layer.group_add, group, self.channel)
                     self.probes_back = self.probes_sent
                     self.resume()
                 self.probes_sent += 1
                 probe = {"type": "hub.probe", "group": self.probe_group, "turn": self.probes_sent}
-                await asyncio.wait_for(self.layer.group_send(self.probe_group, probe), LAYER_CALL_SECONDS)
+                await layer_call(self.layer.group_send, self.probe_group, probe)
             except Exception as error:
                 if asyncio.current_task().cancelling():
                     raise
@@ -209,6 +210,16 @@ class StreamHub:
             del self.reading[market.pair]
         self.committed[market.pair] = (time.monotonic(), committed)
         return committed
+
+
+async def layer_call(call, *args):
+    """``call(*args)``, a failure after LAYER_CALL_SECONDS; a refused connection tried once more: after a
+    Redis restart the first command on each pooled connection fails (the server closed it), which is no
+    outage, and would interrupt the streams a second time once they had resumed."""
+    try:
+        return await asyncio.wait_for(call(*args), LAYER_CALL_SECONDS)
+    except redis.exceptions.ConnectionError:
+        return await asyncio.wait_for(call(*args), LAYER_CALL_SECONDS)
 
 
 class RedisReader:
