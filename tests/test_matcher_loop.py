@@ -161,3 +161,23 @@ def test_the_poll_names_the_pairs_with_queued_commands_and_no_other(alice, marke
 
     assert loops.queued_pairs() == [PAIR]
     assert loops.queued_pairs() == [PAIR]  # the compiled statement, run again
+
+
+@needs_redis
+def test_an_idle_loop_closes_its_connection_and_still_drains_the_next_wake_up(celery_matchers, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "IDLE_SECONDS", 0.2)
+    closed = threading.Event()
+    close_all = connections.close_all
+
+    def recorded():
+        closed.set()
+        close_all()
+
+    monkeypatch.setattr(connections, "close_all", recorded)
+    with serving():
+        assert celery_matchers.wait(30)  # past its first drain
+        assert closed.wait(30)
+        place(alice)
+        wait_until(lambda: statuses() == {Order.Status.OPEN}, timeout=30)
+
+    assert MatcherCommand.objects.count() == 0

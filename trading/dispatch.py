@@ -31,6 +31,9 @@ RETRY_MAX_SECONDS = 60.0
 # A matcher loop looks at its queue this often when no wake-up comes: a lost wake-up (a web process
 # killed between its commit and the wake-up, Redis restarting) delays its commands by this at most.
 POLL_SECONDS = 5.0
+# A matcher loop woken by nothing for this long closes its database connection: an idle backend is not
+# free to PostgreSQL (docs/performance.md, "The matcher between batches").
+IDLE_SECONDS = 60.0
 
 _matchers: dict[str, PairMatcher] = {}
 _pair_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -217,7 +220,9 @@ def serve(pair: str, woken: threading.Event, stopping: threading.Event) -> None:
                     logger.exception("the matcher of %s failed; draining again in %.0f s or at the next wake-up",
                                      pair, retry_delay(failures))
                     connections.close_all()  # the next try opens a fresh connection
-            due = woken.wait(retry_delay(failures) if failures else None) or failures > 0
+            due = woken.wait(retry_delay(failures) if failures else IDLE_SECONDS) or failures > 0
+            if not due:
+                connections.close_all()  # idle: opened again by the next drain
     finally:
         connections.close_all()  # this thread's own connections; it ends here
 
