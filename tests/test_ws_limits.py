@@ -11,6 +11,7 @@ import pytest
 from django.conf import settings
 
 from accounts.keys import create_api_key
+from exchange.redis import get_redis
 from marketdata import consumers, publishing
 from marketdata.hub import StreamHub
 
@@ -168,3 +169,23 @@ def test_account_events_a_moment_out_of_order_are_not_reported_and_a_restarted_n
     errors = [m["details"] for m in run(body) if m["type"] == "error"]
 
     assert errors == [{"expected": 11, "received": 3}]
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="account events are numbered in Redis")
+def test_an_account_event_no_connection_receives_takes_no_number(markets, alice):
+    counter = f"account-events:{alice.pk}"
+    get_redis().delete(counter)
+    publishing.publish_account_changes(None, alice.pk, order_ids=[1])  # no connection on its private channels
+    unnumbered = get_redis().get(counter)
+
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        await receive(ws, "subscribed")
+        await asyncio.to_thread(publishing.publish_account_changes, None, alice.pk, order_ids=[1])
+        message = await receive(ws, "orders", timeout=10)
+        await ws.disconnect()
+        return message
+
+    assert unnumbered is None
+    assert run(body)["seq"] == 1 and get_redis().get(counter) == b"1"

@@ -755,23 +755,24 @@ class Bus:
         return set(groups)
 
     async def send_in_order(self, layer, messages: list[tuple[str, dict]]) -> None:
+        sent_at = time.time()  # for the relay latency the hubs measure (marketdata/hub.py)
+        listened = await self.groups_with_members(layer, [group for group, _ in messages])
+        messages = [(group, message) for group, message in messages if group in listened]
         # Account events not numbered yet (a batch's are, by the publisher thread: marketdata.publishing)
         # are numbered as they are sent, on the one loop this process sends from, so that the numbers
-        # follow the order of the sends; one round trip numbers all of them.
+        # follow the order of the sends; one round trip numbers all of them. Only those sent: a connection
+        # follows the numbers from the first event it receives, so an event no one receives needs none
+        # (a create's, for an account with no private subscriber, costs no round trip).
         trip = RoundTrip()
         numbered = self.number_account_events([message["account"] for _, message in messages
                                                if message["type"] == "account.changes" and "event" not in message],
                                               trip)
         trip.run()
         numbers = iter(numbered.result())
-        sent_at = time.time()  # for the relay latency the hubs measure (marketdata/hub.py)
-        listened = await self.groups_with_members(layer, [group for group, _ in messages])
         for group, message in messages:
             message = {**message, "sent_at": sent_at}
             if message["type"] == "account.changes" and "event" not in message:
                 message["event"] = next(numbers)
-            if group not in listened:
-                continue
             try:
                 await layer.group_send(group, message)
             except redis.exceptions.ConnectionError:
