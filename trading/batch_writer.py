@@ -24,6 +24,9 @@ BOOK_SIDE = {"buy": BookLevel.Side.BID, "sell": BookLevel.Side.ASK}
 # and the batch are the same for all of a batch's rows, and go in once per statement.
 TRADE_FIELDS = ["id", "price", "size", "quote_amount", "taker_side", "maker_order", "taker_order"]
 FILL_FIELDS = ["id", "trade", "order", "account", "side", "liquidity", "price", "size", "fee", "fee_asset"]
+# An order's written state but its last field, updated_at: the batch's time for every order (WorkingOrder.state),
+# which goes in once per statement.
+*ORDER_STATE_FIELDS, UPDATED_AT = WRITTEN_ORDER_FIELDS
 
 
 @dataclass
@@ -112,9 +115,9 @@ def batch_statements(settlement: Settlement, commands: list[tuple], book: engine
     states = {order_id: order.state(now) for order_id, order in changed.items()}
     if states:
         # An order rebuilt from the book has no book priority at hand (WorkingOrder.resting): it keeps its own.
-        statements.append(run.update_statement(Order, WRITTEN_ORDER_FIELDS[:-1],
+        statements.append(run.update_statement(Order, ORDER_STATE_FIELDS,
                                                [(order_id, *state[:-1]) for order_id, state in states.items()],
-                                               keep=("book_priority",), same={WRITTEN_ORDER_FIELDS[-1]: now}))
+                                               keep=("book_priority",), same={UPDATED_AT: now}))
     closed = [(order_id,) for order_id, order in changed.items() if order.done_at is not None]
     if closed:
         statements.append(run.delete_statement(LiveOrder, ["order"], closed))
