@@ -261,4 +261,4 @@ def account_changes(account_id: int, orders=(), fills=(), rendered: dict | None 
 def publish_account_changes(sender, account_id: int, order_ids=(), **kwargs) -> None:
     """Tell an account's connections which of its orders changed (they read them back), or that its
     balances did."""
-    bus().send([account_changes(account_id, order_ids)])
+    bus().send_if_followed(*account_changes(account_id, order_ids))

@@ -1,15 +1,19 @@
 """Our database backends (exchange.db_backends): every amount goes in and comes back exactly on both
 stacks; on SQLite as fixed-width text, with exact EXACT_SUM and EXACT_ADD over it."""
 
+import time
 from decimal import Decimal
 from uuid import uuid4
 
+import psycopg
 import pytest
 from django.db import connection
 from django.db.models import F, Sum
 
 from trading.models import Balance, BookLevel, LedgerEntry
 from trading.sql import ExactSum
+
+from .stack import POSTGRES
 
 D = Decimal
 # 36 digits, 18 after the point: the widest amount an AmountField holds.
@@ -123,3 +127,30 @@ def test_exact_add_updates_and_upserts_amounts(btc_usd, make_account):
             "ON CONFLICT (market_id, side, price) DO UPDATE SET size = EXACT_ADD(size, excluded.size)",
             [btc_usd.pk, "bid", size.get_db_prep_value(D(100), connection), size.get_db_prep_value(amount, connection)])
     assert BookLevel.objects.get(market=btc_usd, price=D(100)).size == WIDEST
+
+
+def last_query_of(pid: int) -> str:
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        return admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_health_check_asks_the_server_only_about_a_connection_it_closed():
+    """CONN_HEALTH_CHECKS' check of an idle connection sends nothing; one whose backend was terminated is
+    found unusable, and the next query runs on a new connection."""
+    pid = raw("SELECT pg_backend_pid()")[0][0]
+    raw("SELECT 'before the check'")
+    assert connection.is_usable()
+    assert last_query_of(pid) == "SELECT 'before the check'"  # no SELECT 1 sent
+
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+    for _ in range(200):  # the terminated backend's notice reaches the socket
+        if not connection.is_usable():
+            break
+        time.sleep(0.01)
+    assert not connection.is_usable()
+    connection.close_if_unusable_or_obsolete()  # what Django does as a request starts
+    connection.health_check_done = False
+    assert raw("SELECT pg_backend_pid()")[0][0] != pid

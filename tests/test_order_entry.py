@@ -105,6 +105,11 @@ def test_the_order_statement_prepared_on_a_connection_outlives_a_rollback_and_is
     third, _ = services.place_order(alice, limit_buy(price="61000"))
 
     orders = [first.pk, second.pk, third.pk]
+    if connection.vendor == "postgresql":  # prepared by the server: the new connection ran it once
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT generic_plans + custom_plans FROM pg_prepared_statements "
+                           "WHERE statement LIKE 'WITH placed AS (INSERT INTO trading_order %%'")
+            assert cursor.fetchall() == [(1,)]
     assert Order.objects.filter(pk__in=orders).count() == 3
     assert LedgerEntry.objects.filter(reference__in=[f"order:{pk}" for pk in orders]).count() == 6
     assert balance_of(alice, "USD").locked == D("630") + D("620") + D("610")

@@ -14,6 +14,7 @@ from accounts.keys import create_api_key
 from exchange.redis import get_redis
 from marketdata import consumers, publishing
 from marketdata.hub import StreamHub
+from trading.backends import RedisBus
 
 from .conftest import ledger_snapshot
 from .signing import now_ms
@@ -189,3 +190,27 @@ def test_an_account_event_no_connection_receives_takes_no_number(markets, alice)
 
     assert unnumbered is None
     assert run(body)["seq"] == 1 and get_redis().get(counter) == b"1"
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the Redis bus")
+def test_an_event_no_connection_follows_is_not_handed_to_the_publishers_loop(markets, alice):
+    fresh = RedisBus()
+    fresh.send_if_followed(*publishing.account_changes(alice.pk, [1]))
+    started_by_unfollowed = fresh.loop is not None
+
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        await receive(ws, "subscribed")
+        await asyncio.to_thread(fresh.send_if_followed, *publishing.account_changes(alice.pk, [1]))
+        message = await receive(ws, "orders", timeout=10)
+        await ws.disconnect()
+        return message
+
+    try:
+        message = run(body)
+    finally:
+        if fresh.loop is not None:
+            fresh.loop.call_soon_threadsafe(fresh.loop.stop)
+    assert not started_by_unfollowed
+    assert message["type"] == "orders" and fresh.loop is not None

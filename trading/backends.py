@@ -310,22 +310,6 @@ class PostgresStore(Store):
 
     def __init__(self):
         self.insert_order_statements: dict[tuple[str, str, str], str] = {}
-        # psycopg connection -> {statement: the name it is prepared under on that connection}
-        self.prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-    def execute_prepared(self, cursor, sql: str, params: list) -> None:
-        """Run ``sql`` as a statement prepared once per connection (PREPARE outlives a transaction's
-        rollback): the server skips parsing and planning it, and the client sends and quotes only the
-        short EXECUTE, where psycopg would convert the whole text on every call (it caches only
-        statements under 4,096 characters and 50 parameters)."""
-        prepared = self.prepared.setdefault(connection.connection, {})
-        name = prepared.get(sql)
-        if name is None:
-            name = f"exchange_{len(prepared)}"
-            numbers = iter(range(1, len(params) + 1))
-            cursor.execute(f"PREPARE {name} AS " + re.sub("%s", lambda _: f"${next(numbers)}", sql))
-            prepared[sql] = name
-        cursor.execute(f"EXECUTE {name}({', '.join(['%s'] * len(params))})", params)
 
     def insert_order(self, insert: str, fields: list, params: list, market_id: int,
                      hold: Callable[..., tuple[str, list, Statement]]) -> tuple[int | None, bool]:
@@ -338,7 +322,7 @@ class PostgresStore(Store):
             # The SELECT's parameters are typed only by their casts (they would be text otherwise). The
             # order's NEW command and its hold go in the same statement, the hold only if the order was
             # inserted, and its entries only if the hold was made, their reference completed with the id.
-            # Constants are written in: psycopg converts an EXECUTE of over 50 parameters anew each
+            # Constants are written in: psycopg converts a statement of over 50 parameters anew each
             # time, at twice the client's CPU (docs/performance.md, "Order entry").
             placeholders = ", ".join(f"CAST(%s AS {field.cast_db_type(connection)})" for field in fields)
             into, _, rows = entries.sql.partition(" SELECT * FROM ")
@@ -352,8 +336,8 @@ class PostgresStore(Store):
                 f"held AS ({update} AND EXISTS (SELECT FROM placed) RETURNING id), "
                 f"entered AS ({into} SELECT {values} FROM held CROSS JOIN placed CROSS JOIN {rows} AS v({columns})) "
                 "SELECT id, EXISTS (SELECT FROM held) FROM placed")
-        with connection.cursor() as cursor:
-            self.execute_prepared(cursor, sql, [*params, current_request_id(), *update_params, *entries.params])
+        with connection.prepared_cursor() as cursor:
+            cursor.execute(sql, [*params, current_request_id(), *update_params, *entries.params])
             row = cursor.fetchone()
         return (row[0], row[1]) if row else (None, False)
 
@@ -788,6 +772,10 @@ class Bus:
         if layer is not None and messages:
             self.run(self.send_in_order(layer, messages))
 
+    def send_if_followed(self, group: str, message: dict) -> None:
+        """send the message, unless a look from the calling thread finds its group without a member."""
+        self.send([(group, message)])
+
 
 class RedisBus(Bus):
     """Redis channel layer: committed batches go out on one publisher thread, in commit order, so that
@@ -803,6 +791,7 @@ class RedisBus(Bus):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.publisher: ThreadPoolExecutor | None = None
         self.backlog = threading.BoundedSemaphore(self.PUBLISH_BACKLOG)
+        self.layer_clients: "weakref.WeakKeyDictionary[object, list[redis.Redis]]" = weakref.WeakKeyDictionary()
 
     def run(self, coroutine) -> None:
         with self.start_lock:
@@ -837,6 +826,28 @@ class RedisBus(Bus):
         if not account_ids:
             return Reply([])
         return trip.queue(lambda pipeline: [pipeline.incr(f"account-events:{account_id}") for account_id in account_ids])
+
+    def send_if_followed(self, group: str, message: dict) -> None:
+        """An event for an account no connection follows (a bot's create, most often) costs one ZCARD on
+        the calling thread, not a hand-over to the publisher's loop and its round trip there."""
+        layer = get_channel_layer()
+        if layer is not None and self.has_members(layer, group):
+            self.send([(group, message)])  # whose send_in_order reads the members again, expired ones dropped
+
+    def has_members(self, layer, group: str) -> bool:
+        """Whether ``group`` has a member, expired ones included, asked by a redis-py client of the calling
+        thread's kind. True when that cannot be told (a host not given by its address, an outage): the
+        send then finds out, and meets any outage, as before."""
+        clients = self.layer_clients.get(layer)
+        if clients is None:
+            if not all("address" in host for host in layer.hosts):
+                return True
+            clients = self.layer_clients[layer] = [
+                redis.Redis.from_url(host["address"], **settings.REDIS_TIMEOUTS) for host in layer.hosts]
+        try:
+            return bool(clients[layer.consistent_hash(group)].zcard(layer._group_key(group)))
+        except redis.exceptions.RedisError:
+            return True
 
     def note_private_subscriber(self, account_id: int) -> None:
         get_redis().set(f"private-subscribers:{account_id}", 1, ex=self.PRIVATE_NOTE_SECONDS)
