@@ -43,7 +43,7 @@ from exchange.request_ids import new_request_id
 from marketdata import replay, services, streams
 from marketdata.account_events import AccountEvents
 from marketdata.candles import INTERVALS, latest_candle
-from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for
+from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for, layer_call
 from marketdata.transport import (STATE_OPEN, close_when_read, pending_output_bytes, protocol_of,
                                   refuse_oversized_with_a_close, takes_frames, write_frame)
 from trading.markets import RECENT_MARKET_SECONDS, access_market
@@ -184,6 +184,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.closing = False
         self.key_id: str | None = None  # the key the connection authenticated with
         self.heartbeat_queued = False
+        self.resume_due = False  # the hub has resumed, this connection's own resume is not handled yet
         self.outbox: deque[str] = deque()
         self.outbox_bytes = 0
         self.outbox_ready = asyncio.Event()
@@ -709,6 +710,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     def stream_resumed(self) -> None:
         """Called by the hub once it has joined its groups again (handled in order: resume)."""
+        self.resume_due = True
         self.queued_streams += 1
         self.stream_queue.put_nowait({"type": "stream.resumed"})
 
@@ -720,7 +722,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         told to reconcile, and the numbering is followed afresh (Redis may have lost its counters)."""
         try:
             if any(channel.name in PRIVATE_CHANNELS for channel in self.state.subscriptions):
-                await self.channel_layer.group_add(streams.account_group(self.state.account_id), self.channel_name)
+                await layer_call(self.channel_layer.group_add, streams.account_group(self.state.account_id),
+                                 self.channel_name)
                 self.state.account_events.reset()
                 await self.events_lost({"details": {"reason": "the stream was interrupted"}})
             for pair, sent in list(self.state.book_sequences.items()):
@@ -730,16 +733,19 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     await self.send_initial(channel, await database_sync_to_async(access_market)(channel.pair), None)
         except Exception:  # the layer or the database failed again: the heartbeat below checks the books anew
             logger.exception("resuming a connection's streams failed")
+        self.resume_due = False
         await self.heartbeat(message)
 
     async def heartbeat(self, message) -> None:
         """The last sequence of each subscribed book. One this connection has not reached (a delta
         lost on the way, the last before a quiet spell) is repaired first, so a heartbeat never
         claims a sequence the client was not sent. While the channel layer is down (degraded), the
-        repair waits for the hub's resume: it needs the layer's replay buffer."""
+        repair waits for the hub's resume: it needs the layer's replay buffer; and a heartbeat queued
+        before the connection's own resume stays degraded, since its account group may not be joined
+        again yet (events published meanwhile would not reach it)."""
         self.heartbeat_queued = False
         hub = hub_for(self.channel_layer)
-        if hub.interrupted:
+        if hub.interrupted or self.resume_due:
             return await self.send_json({"type": "heartbeat", "sequences": dict(self.state.book_sequences),
                                          "degraded": True})
         for pair, sent in list(self.state.book_sequences.items()):

@@ -8,12 +8,13 @@ import threading
 from decimal import Decimal
 
 import pytest
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from accounts.keys import create_api_key
 from exchange.redis import get_redis
 from marketdata import consumers, publishing
-from marketdata.hub import StreamHub
+from marketdata.hub import StreamHub, hub_for
 from trading.backends import RedisBus
 
 from .conftest import ledger_snapshot
@@ -214,3 +215,27 @@ def test_an_event_no_connection_follows_is_not_handed_to_the_publishers_loop(mar
             fresh.loop.call_soon_threadsafe(fresh.loop.stop)
     assert not started_by_unfollowed
     assert message["type"] == "orders" and fresh.loop is not None
+
+
+def test_a_heartbeat_waiting_when_the_hub_resumes_stays_degraded_until_the_connection_has_resumed(markets, alice):
+    """After a channel-layer outage the hub joins its groups again, then each connection joins its account
+    group again in its own turn: a heartbeat handled before that turn must not tell the client the stream
+    is whole, since an event published meanwhile would not reach it."""
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        await receive(ws, "subscribed")
+        hub = hub_for(get_channel_layer())
+        [connection] = [c for c in hub.connections if c.state.account_id == alice.pk]
+        hub.interrupt("a test")
+        during = await receive(ws, "heartbeat")
+        connection.queue_heartbeat()  # waiting in the connection's queue as the hub resumes
+        hub.resume()
+        after = [await receive(ws, "heartbeat") for _ in range(2)]
+        await ws.disconnect()
+        return during, after
+
+    during, after = run(body)
+
+    assert during["degraded"] is True
+    assert [heartbeat["degraded"] for heartbeat in after] == [True, False]
