@@ -774,7 +774,14 @@ class Bus:
 
     def send_if_followed(self, group: str, message: dict) -> None:
         """send the message, unless a look from the calling thread finds its group without a member."""
-        self.send([(group, message)])
+        layer = get_channel_layer()
+        if layer is not None and self.has_members(layer, group):
+            self.run(self.send_in_order(layer, [(group, message)]))
+
+    def has_members(self, layer, group: str) -> bool:
+        """Whether ``group`` may have a member, told without a hand-over to async code (yes, unless the
+        layer can tell cheaply)."""
+        return True
 
 
 class RedisBus(Bus):
@@ -827,17 +834,12 @@ class RedisBus(Bus):
             return Reply([])
         return trip.queue(lambda pipeline: [pipeline.incr(f"account-events:{account_id}") for account_id in account_ids])
 
-    def send_if_followed(self, group: str, message: dict) -> None:
-        """An event for an account no connection follows (a bot's create, most often) costs one ZCARD on
-        the calling thread, not a hand-over to the publisher's loop and its round trip there."""
-        layer = get_channel_layer()
-        if layer is not None and self.has_members(layer, group):
-            self.send([(group, message)])  # whose send_in_order reads the members again, expired ones dropped
-
     def has_members(self, layer, group: str) -> bool:
-        """Whether ``group`` has a member, expired ones included, asked by a redis-py client of the calling
-        thread's kind. True when that cannot be told (a host not given by its address, an outage): the
-        send then finds out, and meets any outage, as before."""
+        """Whether ``group`` has a member, expired ones included: one ZCARD by a redis-py client of the
+        calling thread's kind, so that an event for an account no connection follows (a bot's create, most
+        often) costs no hand-over to the publisher's loop (whose send_in_order reads the members again,
+        expired ones dropped). True when that cannot be told (a host not given by its address, an
+        outage): the send then finds out, and meets any outage, as before."""
         clients = self.layer_clients.get(layer)
         if clients is None:
             if not all("address" in host for host in layer.hosts):
