@@ -159,6 +159,7 @@ class ProcessCpu(NamedTuple):
     cpu: float  # seconds, user + system
     start: int  # clock ticks after boot: tells a reused pid apart
     group: int  # session id: a process started in a session of its own, with all it starts (supervisord's programs too)
+    system: float  # seconds of ``cpu`` in the kernel
 
 
 def proc_cpu() -> dict[int, ProcessCpu]:
@@ -177,7 +178,7 @@ def proc_cpu() -> dict[int, ProcessCpu]:
         comm = stat[stat.index("(") + 1: stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2:].split()
         out[int(entry)] = ProcessCpu(comm, cmdline, (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[19]),
-                                     int(fields[3]))
+                                     int(fields[3]), int(fields[12]) / CLK_TCK)
     return out
 
 

@@ -470,8 +470,9 @@ def injector_main(args) -> None:
     rates = [float(r) for r in args.rates.split(",")]
     group = streams.book_group(PAIR)
 
-    def daphne_cpu() -> float:  # every Daphne process: the launcher's session
-        return sum(process.cpu for process in proc_cpu().values() if process.group == args.daphne_group)
+    def daphne_cpu() -> tuple[float, float]:  # every Daphne process (the launcher's session): all, in the kernel
+        daphne = [process for process in proc_cpu().values() if process.group == args.daphne_group]
+        return sum(process.cpu for process in daphne), sum(process.system for process in daphne)
 
     async def run() -> dict:
         layer = get_channel_layer()
@@ -484,9 +485,9 @@ def injector_main(args) -> None:
                 await layer.group_send(group, synthetic_delta(sequence))
                 k += 1
                 await asyncio.sleep(max(0.0, t0 + k / rate - time.monotonic()))
-            wall = time.monotonic() - t0
+            wall, cpu1 = time.monotonic() - t0, daphne_cpu()
             steps.append({"rate": rate, "w0": start_ns, "w1": time.time_ns(), "sent": k,
-                          "daphne_cores": (daphne_cpu() - cpu0) / wall})
+                          "daphne_cores": (cpu1[0] - cpu0[0]) / wall, "daphne_system_cores": (cpu1[1] - cpu0[1]) / wall})
             await asyncio.sleep(1.0)
         return {"steps": steps, "sent": sent}
 

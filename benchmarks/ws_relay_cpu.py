@@ -9,7 +9,9 @@ No matcher and no REST: a fresh database (for the subscribers' snapshots), ONE D
 bin/start-websocket, --procs subscriber processes of ws_fanout.py (its lean client, heaps frozen once
 connected), and the injector of ws_fanout.py sending synthetic deltas with channels_redis group_send at
 each rate for --seconds. The figure is Daphne's CPU time (utime + stime from /proc) over the step, divided
-by the messages the subscribers received in it; the machine is shared, so CPU time, not wall time.
+by the messages the subscribers received in it (and the part of it in the kernel, stime: on loopback the
+sender's send() also runs the receiver's TCP input and wakes it); the machine is shared, so CPU time, not
+wall time.
 First, Daphne's CPU with the subscribers connected and nothing sent for --idle-seconds (its fixed upkeep,
 heartbeats to quiet connections included).
 Redis database $BENCH_WS_REDIS_DB (default 11) is flushed before and after. Prints figures; asserts nothing.
@@ -89,13 +91,15 @@ def main() -> None:
             in_step = {seq for seq, at in injected["sent"] if step["w0"] <= at <= step["w1"]}
             delivered = sum(1 for seq in seqs if seq in in_step)
             wall = (step["w1"] - step["w0"]) / 1e9
+            per_message = wall / max(delivered, 1) * 1e6
             rows.append([f"{step['rate']:g}", step["sent"], delivered, f"{step['daphne_cores']:.3f}",
-                         f"{step['daphne_cores'] * wall / max(delivered, 1) * 1e6:.1f}"])
+                         f"{step['daphne_cores'] * per_message:.1f}", f"{step['daphne_system_cores'] * per_message:.1f}"])
         busy = ((machine1[0] - machine0[0]) - (machine1[1] - machine0[1])) / max(machine1[0] - machine0[0], 1e-9)
         print(f"subscribers' tick {args.tick_ms} ms; {subscribed}/{args.subscribers} subscribed, {len(sent_at)} deltas "
               f"sent; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start; machine {busy * 2:.2f} of 2 "
               f"cores busy; Daphne idle (connected, nothing sent) {idle * 1000:.1f} ms of CPU a second")
-        print(table(["deltas/s", "sent", "delivered", "Daphne cores", "Daphne us a message"], rows))
+        print(table(["deltas/s", "sent", "delivered", "Daphne cores", "Daphne us a message", "of which in the kernel"],
+                    rows))
 
 
 if __name__ == "__main__":

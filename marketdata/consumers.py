@@ -7,7 +7,8 @@ publishes a delta only after committing it, so every delta is either already in 
 (sequence <= S, dropped here) or still ahead of it, and then it reaches this connection's channel
 after the group join and is forwarded. Channels hands a consumer its messages one at a time, so
 deltas that arrive while the snapshot is being read wait in the channel until it has been sent (and
-the direct writes of ``relay`` wait too: they happen only while the consumer handles nothing).
+the direct writes of ``relay`` and of the hub wait too: they happen only while the consumer handles
+nothing).
 A delta whose sequence is not the next one (the channel layer dropped messages for a slow
 connection, or a matcher died between commit and publish) triggers a resynchronisation from the
 replay buffer, or a fresh snapshot when the buffer does not reach back that far. ``since_sequence``
@@ -44,7 +45,7 @@ from marketdata import replay, services, streams
 from marketdata.account_events import AccountEvents
 from marketdata.candles import INTERVALS, latest_candle
 from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for, layer_call
-from marketdata.transport import (STATE_OPEN, close_when_read, pending_output_bytes, protocol_of,
+from marketdata.transport import (STATE_OPEN, close_when_read, notify_writes, pending_output_bytes, protocol_of,
                                   refuse_oversized_with_a_close, takes_frames, write_frame)
 from trading.markets import RECENT_MARKET_SECONDS, access_market
 from trading.api.serializers import AssetBalanceSerializer
@@ -131,6 +132,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message):
         self.busy = True
+        if self.direct_in:
+            self.release_direct()
         try:
             handler = self.STREAM_HANDLERS.get(message["type"])
             if handler is None:
@@ -157,6 +160,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.busy = False  # a message is being handled
         self.socket = protocol_of(send)  # Daphne's: public messages can be written straight to it
         self.frames: list[bytes] = []  # for the socket, from messages the hub read together (flush_frames)
+        self.direct_in: list = []  # the hub's groups that write to this connection directly (hub.Group)
         self.low_water = settings.WS_WRITE_LOW_WATER_BYTES  # read per write, so not through Django's lazy settings
         self.base_send = send
         try:
@@ -197,6 +201,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         # Daphne's transport, when prepared frames can be written to it: the socket is open (Daphne's accept
         # completes the handshake) and compresses nothing, which a handshake settles for good.
         self.frames_transport = self.socket.transport if self.socket is not None and takes_frames(self.socket) else None
+        if self.frames_transport is not None:
+            notify_writes(self.frames_transport, self.release_direct)
+            self.direct_socket = (self.frames_transport.socket.send, self.frames_transport.write)
         metrics.WS_CONNECTIONS_OPENED.inc()
         metrics.WS_CONNECTIONS.inc()
         self.counted = True  # in WS_CONNECTIONS, until the first disconnect (a close with an error is followed by another)
@@ -206,6 +213,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         logger.info("WebSocket connection closed (%s)", code)
+        self.release_direct()  # nothing more written to it directly (a close with an error comes here first)
         if getattr(self, "counted", False):
             self.counted = False
             metrics.WS_CONNECTIONS.dec()
@@ -443,7 +451,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # -- relayed public messages written straight to the socket
 
     def relay(self, message) -> None:
-        """Called by this process's hub (marketdata.hub) for each message of a public group joined.
+        """Called by this process's hub (marketdata.hub) for each message of a public group joined, but
+        while the connection is in the group's direct writes (hub.Group: it took the last message here).
 
         When nothing of this connection's is being handled or waiting, the message is in order and
         the client keeps up, the frame the hub built goes straight to Daphne's socket: no task switch,
@@ -461,13 +470,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
                         f"slow consumer: more than {MAX_QUEUED_STREAM_MESSAGES} messages waiting to be handled",
                         {"limit_messages": MAX_QUEUED_STREAM_MESSAGES}))
                 return
-            self.queued_streams += 1
-            self.stream_queue.put_nowait(message)
+            self.queue_stream(message)
 
     def write_now(self, message) -> bool:
-        """The checks of can_send_now and write_frame inlined: this runs once per connection per message, and
-        reads as few of autobahn's and Twisted's objects as it can (their large attribute tables, one
-        connection after another, cost more than the checks)."""
+        """The checks of can_send_now and write_frame inlined, and reading as few of autobahn's and Twisted's
+        objects as they can (their large attribute tables, one connection after another, cost more than the
+        checks). A message that can go at once is left to the hub to write, with the others that can."""
         transport = self.frames_transport
         if transport is None or self.closing or self.outbox or self.writing or self.socket.state != STATE_OPEN:
             return False
@@ -483,17 +491,35 @@ class StreamConsumer(AsyncWebsocketConsumer):
         elif message["type"] == "market.candle" and not self.candle_is_new(message):
             return True  # done with it
         self.state.last_sent = message["relayed_at"]
+        if message["due"] is None and not held:
+            message["at_once"].append(self)  # the hub writes it (and may keep writing it directly: hub.Group)
+            return True
         message["written"] += 1
         if message["due"] is None:
-            if held:
-                transport.write(message["frame"])  # behind what Twisted holds
-            else:
-                message["at_once"].append(transport)
+            transport.write(message["frame"])  # behind what Twisted holds
         else:  # one of several messages read together: written with the others after the last
             if not self.frames:
                 message["due"].append(self)
             self.frames.append(message["frame"])
         return True
+
+    def release_direct(self) -> None:
+        """Out of every group's direct writes (hub.Group): before this connection handles or queues a
+        message, or Twisted is handed anything for its socket (notify_writes), or it closes."""
+        for group in self.direct_in:
+            group.release(self)
+        self.direct_in = []
+
+    def caught_up(self, relayed_at: float, pair: str | None, sequence: int | None) -> None:
+        """What a group wrote directly, noted: when, and the book's last sequence."""
+        self.state.last_sent = max(self.state.last_sent, relayed_at)
+        if sequence is not None and pair in self.state.book_sequences:
+            self.state.book_sequences[pair] = sequence
+
+    def note_direct_writes(self) -> None:
+        """What the groups wrote directly noted, the connection staying in their direct writes."""
+        for group in self.direct_in:
+            group.note_sent(self)
 
     def flush_frames(self) -> None:
         """The frames of several messages the hub read together, in one write."""
@@ -678,14 +704,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
             # A connection with only public streams that keeps being sent something has nothing to do
             # until a heartbeat may be due: a wake-up per connection costs CPU (docs/performance.md).
             public_only = self.key_id is None and self.state.account_id is None
+            self.note_direct_writes()
             quiet_in = self.state.last_sent + interval - time.monotonic() if public_only else 0
             await asyncio.sleep(max(interval / 4, quiet_in))
             now = time.monotonic()
+            self.note_direct_writes()
             if now - self.state.last_sent >= interval:
                 self.queue_heartbeat()
             for lost in self.state.account_events.overdue(now):  # sent in order with the stream
-                self.queued_streams += 1
-                self.stream_queue.put_nowait({"type": "stream.events_lost", "details": lost})
+                self.queue_stream({"type": "stream.events_lost", "details": lost})
             try:
                 if self.key_id is not None and now - key_checked >= KEY_RECHECK_SECONDS:
                     key_checked = now
@@ -701,8 +728,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     def queue_heartbeat(self) -> None:
         if not self.heartbeat_queued:
             self.heartbeat_queued = True
-            self.queued_streams += 1
-            self.stream_queue.put_nowait({"type": "stream.heartbeat"})
+            self.queue_stream({"type": "stream.heartbeat"})
 
     def stream_interrupted(self) -> None:
         """Called by the hub when the channel layer fails: the client hears of it at once."""
@@ -711,8 +737,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
     def stream_resumed(self) -> None:
         """Called by the hub once it has joined its groups again (handled in order: resume)."""
         self.resume_due = True
+        self.queue_stream({"type": "stream.resumed"})
+
+    def queue_stream(self, message: dict) -> None:
+        """Handled in order after what is queued already, and before any public message relayed after it."""
+        self.release_direct()
         self.queued_streams += 1
-        self.stream_queue.put_nowait({"type": "stream.resumed"})
+        self.stream_queue.put_nowait(message)
 
     async def resume(self, message) -> None:
         """After a channel-layer outage: the account group joined again (the layer may have forgotten

@@ -5,7 +5,8 @@ subscriber. Instead, each process (each event loop) joins a public group once, o
 and hands each message to its local connections subscribed to that group. The message's WebSocket
 frames are built here, once per process, as one string of bytes, so a connection that can take the
 message at once has it written straight to its socket in one call; the others handle it in order with the rest of their messages (see
-consumers.StreamConsumer.relay).
+consumers.StreamConsumer.relay). A connection that took a message at once and has done nothing since
+takes the group's next message, if it follows on, with no check of its own (Group.direct).
 
 The channel layer can lose its groups (a Redis restart or flush) or be unreachable for a while. Each
 hub sends a probe every PROBE_SECONDS to a group only its own channel belongs to: when a probe fails
@@ -18,7 +19,6 @@ import logging
 import time
 import uuid
 import weakref
-from collections import defaultdict
 
 import redis
 from channels.db import database_sync_to_async
@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 # Channel layers drop a group member group_expiry (a day) after it joined: members re-join hourly.
 GROUP_REFRESH_SECONDS = 3600
 PROBE_SECONDS = 1.0
+# Messages a connection can be written by its group's direct writes: each is the same for every connection
+# that took the group's previous message at once (a candle is not: each connection notes its own).
+DIRECT_TYPES = frozenset({"book.delta", "market.trades", "market.ticker"})
 # A probe not back after this many more have been sent means the groups were lost. Generous: a probe
 # waits behind the stream's own messages in the process's channel.
 PROBE_TURNS = 3
@@ -44,11 +47,59 @@ RECEIVE_RETRY_SECONDS = 0.5
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamHub]" = weakref.WeakKeyDictionary()
 
 
+class Group:
+    """A public group's connections in this process.
+
+    Those in ``slow`` are each given every message (their ``relay``), and check it against what they were
+    sent and what they hold. Those in ``direct`` took the group's last message at once and have done
+    nothing since (handled no message, queued none, had nothing handed to Twisted: they leave the set
+    first, ``release_direct``), so the next message, if it follows on, is written to their sockets with
+    no check of theirs, and what they were sent is noted on them only when they leave the set
+    (``caught_up``). Per message and connection that reads only the socket's own object: on a busy
+    machine, autobahn's protocol, Twisted's transport and the consumer, read one connection after
+    another, cost more than the checks (docs/performance.md, "WebSocket fan-out").
+    """
+
+    def __init__(self):
+        self.slow: set = set()
+        self.direct: dict = {}  # member -> (its socket's send, its transport's write)
+        self.relayed_at = 0.0  # the last message's
+        self.pair: str | None = None  # of the last book delta
+        self.sequence: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.slow or self.direct)
+
+    def follows_on(self, message: dict) -> bool:
+        """Whether every direct member can be written ``message`` as it was the last one."""
+        if message["type"] == "book.delta":
+            return self.sequence is not None and message["sequence"] == self.sequence + 1
+        return message["type"] in DIRECT_TYPES
+
+    def admit(self, member) -> None:
+        self.slow.discard(member)
+        self.direct[member] = member.direct_socket
+        member.direct_in.append(self)
+
+    def release(self, member) -> None:
+        """``member`` leaves the direct set, knowing what it was written meanwhile."""
+        del self.direct[member]
+        self.slow.add(member)
+        self.note_sent(member)
+
+    def note_sent(self, member) -> None:
+        member.caught_up(self.relayed_at, self.pair, self.sequence)
+
+    def release_all(self) -> None:
+        for member in list(self.direct):
+            member.release_direct()
+
+
 class StreamHub:
     def __init__(self, layer):
         self.layer = layer
         self.channel: str | None = None
-        self.members: dict[str, set] = defaultdict(set)  # group -> consumers (anything with relay(message))
+        self.groups: dict[str, Group] = {}  # consumers (anything with relay(message)) of each public group joined
         self.relay_task: asyncio.Task | None = None
         self.reader: RedisReader | None = None
         self.refresh_task: asyncio.Task | None = None
@@ -89,15 +140,21 @@ class StreamHub:
     async def join(self, group: str, member) -> None:
         async with self.lock:
             await self.start()
-            if not self.members[group]:
+            if group not in self.groups:
                 await self.layer.group_add(group, self.channel)
-            self.members[group].add(member)
+                self.groups[group] = Group()
+            self.groups[group].slow.add(member)
 
     async def leave(self, group: str, member) -> None:
         async with self.lock:
-            self.members[group].discard(member)
-            if not self.members[group] and self.channel is not None:
-                del self.members[group]
+            members = self.groups.get(group)
+            if members is None:
+                return
+            if member in members.direct:
+                member.release_direct()
+            members.slow.discard(member)
+            if not members and self.channel is not None:
+                del self.groups[group]
                 await self.layer.group_discard(group, self.channel)
 
     async def receive(self) -> list[dict]:
@@ -133,24 +190,38 @@ class StreamHub:
             metrics.WS_RELAY_LATENCY.observe(max(0.0, time.time() - message["sent_at"]))
         if message["type"] == "book.delta":
             self.relayed[message["pair"]] = max(self.relayed.get(message["pair"], 0), message["sequence"])
+        members = self.groups.get(message.get("group"))
+        if members is None:
+            return
         texts = message["texts"] if "texts" in message else [message["text"]]
-        message["frame"] = prepare(texts)
+        message["frame"] = frame = prepare(texts)
         message["relayed_at"] = time.monotonic()
-        message["written"] = 0  # connections the frame was written to at once (the others count their own)
+        message["written"] = 0  # connections given the frame by their own relay (the others are counted below)
         message["due"] = due  # None: written at once; else the connections given frames to write after the batch
-        message["at_once"] = []  # transports Twisted holds nothing for: the frame is sent to each after the loop
-        for member in tuple(self.members.get(message.get("group"), ())):
+        message["at_once"] = []  # members Twisted holds nothing for: the frame is sent to each after the loop
+        direct = due is None and message["type"] in DIRECT_TYPES
+        if members.direct and not (direct and members.follows_on(message)):
+            members.release_all()
+        for member in tuple(members.slow):
             try:
                 member.relay(message)
             except Exception:  # one connection's failure must not stop the stream for the others
                 logger.exception("relaying %s to a connection failed", message["type"])
-        write_at_once(message["at_once"], message["frame"])
-        metrics.WS_MESSAGES_SENT.inc(message["written"] * len(texts))
+        at_once = message["at_once"]
+        if direct:
+            for member in at_once:
+                members.admit(member)
+            at_once = []
+        members.relayed_at = message["relayed_at"]
+        if message["type"] == "book.delta":
+            members.pair, members.sequence = message["pair"], message["sequence"]
+        written = write_at_once([*members.direct.values(), *(member.direct_socket for member in at_once)], frame)
+        metrics.WS_MESSAGES_SENT.inc((message["written"] + written) * len(texts))
 
     async def refresh_groups(self) -> None:
         while True:
             await asyncio.sleep(GROUP_REFRESH_SECONDS)
-            for group in [self.probe_group, *self.members]:
+            for group in [self.probe_group, *self.groups]:
                 try:
                     await self.layer.group_add(group, self.channel)
                 except Exception:
@@ -166,7 +237,7 @@ class StreamHub:
             try:
                 if self.interrupted or not self.probes_sent:
                     async with self.lock:
-                        for group in [self.probe_group, *self.members]:
+                        for group in [self.probe_group, *self.groups]:
                             await layer_call(self.layer.group_add, group, self.channel)
                     self.probes_back = self.probes_sent
                     self.resume()

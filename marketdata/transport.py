@@ -64,6 +64,24 @@ def takes_frames(protocol) -> bool:
     return protocol.state == STATE_OPEN and protocol._perMessageCompress is None
 
 
+def notify_writes(transport, callback) -> None:
+    """``callback()`` before Twisted is handed anything for the socket: Daphne's and autobahn's own
+    writes (a handler's message, a ping, a close frame) and the rest of a frame the kernel did not take.
+    Frames are written straight to the socket only while Twisted holds nothing for it: the hub's
+    direct writes stop at the first such write, until a connection's full checks pass again."""
+    write, write_sequence = transport.write, transport.writeSequence
+
+    def notified_write(data):
+        callback()
+        write(data)
+
+    def notified_write_sequence(data):
+        callback()
+        write_sequence(data)
+
+    transport.write, transport.writeSequence = notified_write, notified_write_sequence
+
+
 def write_frame(transport, frame: bytes) -> None:
     """Write prepared frames behind everything Daphne was handed before them.
 
@@ -74,21 +92,26 @@ def write_frame(transport, frame: bytes) -> None:
     if transport.dataBuffer or transport._tempDataLen:  # Twisted empties dataBuffer once all is written
         transport.write(frame)
     else:
-        write_at_once((transport,), frame)
+        write_at_once([(transport.socket.send, transport.write)], frame)
 
 
-def write_at_once(transports, frame: bytes) -> None:
-    """The same frames straight to each socket, for transports Twisted holds nothing for, as asyncio's
-    transports write; only what a kernel does not take is left to Twisted. The hub sends to every
-    connection in one loop after the checks of them all, so the sends follow one another closely: a
-    client woken by one (on the same machine) then preempts the loop less often."""
-    size = len(frame)
-    for transport in transports:
+def write_at_once(sockets, frame: bytes) -> int:
+    """The same frames straight to each socket, given as (its ``send``, its transport's ``write``), for
+    sockets Twisted holds nothing for, as asyncio's transports write; only what a kernel does not take
+    is left to Twisted, once every socket has been sent to (a write may change what ``sockets``
+    iterates over: see notify_writes). The sends follow one another closely: a client woken by one
+    (on the same machine) then preempts the loop less often. Returns the sockets written to."""
+    size, written, rests = len(frame), 0, []
+    for send, write in sockets:
         try:
-            sent = transport.socket.send(frame)
+            sent = send(frame)
         except BlockingIOError:
             sent = 0
         except OSError:
             continue  # the connection is gone; Twisted sees it on its next read
+        written += 1
         if sent != size:
-            transport.write(frame[sent:])
+            rests.append((write, frame[sent:]))
+    for write, rest in rests:
+        write(rest)
+    return written

@@ -195,9 +195,13 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def raw_subscriber(port: int, pair: str) -> socket.socket:
+def raw_subscriber(port: int, pair: str, receive_buffer: int | None = None) -> socket.socket:
     """A WebSocket client that sees the server's bytes as they are: handshake, then a masked subscribe frame."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock = socket.socket()
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(60)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
@@ -295,6 +299,56 @@ def test_every_subscriber_of_a_process_reads_the_publishers_messages_byte_for_by
 
     assert read_deltas == [expected_deltas] * len(readers)
     assert read_trades == [expected_trades] * len(readers)
+
+
+def test_connections_written_directly_keep_their_order_through_a_ping_a_stale_delta_and_a_stall(stack):
+    """Once a connection has taken a delta at once, the hub writes it the group's next deltas with no check
+    of its own (hub.Group) until it does anything else: here a client's ping, a delta that does not follow
+    on, a socket the kernel stops taking. Deltas published one at a time (each read alone, so each is
+    written at once): every reader reads each in order, its pong where it asked, the stale one to none;
+    heartbeats after the direct writes carry the last sequence written; the subscriber that stopped
+    reading reads them all, byte for byte, once it reads again, and is written at once again after."""
+    ws_url = stack.start_daphne(WS_HEARTBEAT_SECONDS="3", WS_MAX_PENDING_BYTES="100000000")
+    port = int(ws_url.rsplit(":", 1)[1])
+    readers = [raw_subscriber(port, "ETH-USD") for _ in range(3)]
+    stalled = raw_subscriber(port, "ETH-USD", receive_buffer=65536)
+    sequences = set()
+    for sock in [*readers, stalled]:
+        assert json.loads(read_frame(sock))["type"] == "subscribed"
+        sequences.add(json.loads(read_frame(sock))["sequence"])
+    (sequence,) = sequences
+    texts = {sequence + i: delta_text("ETH-USD", sequence + i, pad=150_000) for i in range(1, 42)}  # 6 MB
+    read, pongs = [[] for _ in readers], []
+
+    for i in range(1, 41):
+        publish_deltas(stack, "ETH-USD", {sequence + i: texts[sequence + i]})
+        for reader, frames in zip(readers, read):
+            frames.append(read_frame(reader))
+        if i % 10 == 3:
+            send_masked(readers[0], json.dumps({"op": "ping"}))
+            pongs.append(json.loads(read_frame(readers[0])))
+    publish_deltas(stack, "ETH-USD", {sequence + 38: texts[sequence + 38], sequence + 41: texts[sequence + 41]})
+    for reader, frames in zip(readers, read):
+        frames.append(read_frame(reader))
+    heartbeats = [json.loads(read_frame(reader)) for reader in readers]  # the stream is quiet: within 3 s
+    stalled_read = [read_frame(stalled) for _ in texts]
+    after = delta_text("ETH-USD", sequence + 42)
+    publish_deltas(stack, "ETH-USD", {sequence + 42: after})
+    after_read = [next_delta(sock) for sock in [*readers, stalled]]
+    for sock in [*readers, stalled]:
+        sock.close()
+
+    assert read == [list(texts.values())] * len(readers)
+    assert pongs == [{"type": "pong"}] * 4
+    assert heartbeats == [{"type": "heartbeat", "sequences": {"ETH-USD": sequence + 41}, "degraded": False}] * 3
+    assert stalled_read == list(texts.values())
+    assert after_read == [after] * 4
+
+
+def next_delta(sock: socket.socket) -> str:
+    while json.loads(text := read_frame(sock))["type"] != "delta":  # heartbeats meanwhile
+        pass
+    return text
 
 
 def test_daphne_processes_sharing_the_port_each_relay_the_stream_to_their_own_subscribers(stack):
