@@ -203,7 +203,7 @@ class CpuSampler:
 
     def _tick(self) -> None:
         now = proc_cpu()
-        for pid, (comm, cmdline, cpu, started, _) in now.items():
+        for pid, (comm, cmdline, cpu, started, _, _) in now.items():
             previous = self.last.get(pid)
             # a pid not seen at the previous sample (or reused: another start time) started since
             used = cpu if previous is None or previous[3] != started else cpu - previous[2]

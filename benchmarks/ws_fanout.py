@@ -542,7 +542,7 @@ class CpuWindow:
         after, machine_after = proc_cpu(), machine_cpu()
         wall = time.monotonic() - self.t0
         used: dict[str, float] = {}
-        for pid, (comm, _, cpu, _, pgrp) in after.items():
+        for pid, (comm, _, cpu, _, pgrp, _) in after.items():
             before = self.before.get(pid)
             delta = cpu - (before.cpu if before is not None else 0.0)
             if delta <= 0:
