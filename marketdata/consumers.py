@@ -71,6 +71,7 @@ MAX_QUEUED_STREAM_MESSAGES = 10_000  # relayed public messages waiting for this 
 KEY_RECHECK_SECONDS = 10  # how soon a revoked key's socket is closed
 KEY_REFUSED_CLOSE_CODE = 4003
 LAYER_RETRY_SECONDS = 0.5
+RESUME_RETRY_SECONDS = 1.0  # a resume that could not join the account group again is tried again after this
 
 
 def error_json(error: ExchangeError, op: str | None = None) -> dict:
@@ -750,11 +751,16 @@ class StreamConsumer(AsyncWebsocketConsumer):
         it), each book caught up from where this connection left it (replayed, or a snapshot), each
         ticker and latest candle sent afresh, then a heartbeat that is no longer degraded. Private events
         published meanwhile failed before they were numbered, so no gap would show them: the client is
-        told to reconcile, and the numbering is followed afresh (Redis may have lost its counters)."""
+        told to reconcile, and the numbering is followed afresh (Redis may have lost its counters).
+        When the account group cannot be joined again, the heartbeat stays degraded and the whole resume
+        is tried again after RESUME_RETRY_SECONDS: until then the account's events do not reach it."""
+        rejoined = True
         try:
             if any(channel.name in PRIVATE_CHANNELS for channel in self.state.subscriptions):
+                rejoined = False
                 await layer_call(self.channel_layer.group_add, streams.account_group(self.state.account_id),
                                  self.channel_name)
+                rejoined = True
                 self.state.account_events.reset()
                 await self.events_lost({"details": {"reason": "the stream was interrupted"}})
             for pair, sent in list(self.state.book_sequences.items()):
@@ -764,8 +770,15 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     await self.send_initial(channel, await database_sync_to_async(access_market)(channel.pair), None)
         except Exception:  # the layer or the database failed again: the heartbeat below checks the books anew
             logger.exception("resuming a connection's streams failed")
-        self.resume_due = False
+        if rejoined:
+            self.resume_due = False
+        else:
+            self.tasks.append(asyncio.create_task(self.resume_later()))
         await self.heartbeat(message)
+
+    async def resume_later(self) -> None:
+        await asyncio.sleep(RESUME_RETRY_SECONDS)
+        self.stream_resumed()
 
     async def heartbeat(self, message) -> None:
         """The last sequence of each subscribed book. One this connection has not reached (a delta

@@ -8,6 +8,7 @@ import threading
 from decimal import Decimal
 
 import pytest
+import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -239,3 +240,50 @@ def test_a_heartbeat_waiting_when_the_hub_resumes_stays_degraded_until_the_conne
 
     assert during["degraded"] is True
     assert [heartbeat["degraded"] for heartbeat in after] == [True, False]
+
+
+def test_a_resume_that_cannot_join_the_account_group_again_stays_degraded_and_is_tried_again(markets, alice,
+                                                                                             monkeypatch):
+    """The layer failing again at the connection's resume (both tries of its account group's join): the
+    heartbeat stays degraded, since the account's events would not reach the connection, and the resume
+    is made again a moment later, when the join succeeds: the client is told to reconcile, and only then
+    that the stream is whole."""
+    monkeypatch.setattr(consumers, "RESUME_RETRY_SECONDS", 0.2)
+    group = f"account.{alice.pk}"
+
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        await receive(ws, "subscribed")
+        layer = get_channel_layer()
+        hub = hub_for(layer)
+        [connection] = [c for c in hub.connections if c.state.account_id == alice.pk]
+        hub.interrupt("a test")
+        await receive(ws, "heartbeat")
+        await layer.group_discard(group, connection.channel_name)  # forgotten with the layer's groups
+        group_add, joins = layer.group_add, []
+
+        async def failing_twice(name, channel):
+            joins.append(name)
+            if name == group and joins.count(group) <= 2:
+                raise redis.exceptions.ConnectionError("the layer failed again")
+            return await group_add(name, channel)
+
+        monkeypatch.setattr(layer, "group_add", failing_twice)
+        hub.resume()
+        seen = []
+        while not seen or seen[-1] != {"type": "heartbeat", "sequences": {}, "degraded": False}:
+            seen.append(await receive(ws, timeout=10))
+        await layer.group_send(group, {"type": "account.changes", "account": alice.pk, "event": 1, "orders": [],
+                                       "fills": [], "group": group})
+        await op(ws, op="ping")
+        after = await receive(ws)
+        await ws.disconnect()
+        return seen, joins, after
+
+    seen, joins, after = run(body)
+
+    assert [m["type"] if m["type"] != "heartbeat" else m["degraded"] for m in seen] == [True, "error", False]
+    assert seen[1]["code"] == "PRIVATE_EVENTS_LOST"
+    assert joins.count(group) == 3
+    assert after == {"type": "pong"}
