@@ -452,8 +452,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # -- relayed public messages written straight to the socket
 
     def relay(self, message) -> None:
-        """Called by this process's hub (marketdata.hub) for each message of a public group joined, but
-        while the connection is in the group's direct writes (hub.Group: it took the last message here).
+        """Called by this process's hub (marketdata.hub) for each message of a public group joined, except
+        while the connection is in the group's direct writes (hub.Group: it took the group's last message at
+        once and has done nothing since).
 
         When nothing of this connection's is being handled or waiting, the message is in order and
         the client keeps up, the frame the hub built goes straight to Daphne's socket: no task switch,
