@@ -526,7 +526,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
     def flush_frames(self) -> None:
         """The frames of several messages the hub read together, in one write."""
         frames, self.frames = b"".join(self.frames), []
-        write_frame(self.frames_transport, frames)
+        write_frame(self.frames_transport, self.direct_socket, frames)
 
     # -- other public channels
 

@@ -71,10 +71,10 @@ class Group:
         return bool(self.slow or self.direct)
 
     def follows_on(self, message: dict) -> bool:
-        """Whether every direct member can be written ``message`` as it was the last one."""
-        if message["type"] == "book.delta":
-            return self.sequence is not None and message["sequence"] == self.sequence + 1
-        return message["type"] in DIRECT_TYPES
+        """Whether every direct member can be written ``message`` (one of DIRECT_TYPES) as it was the last one:
+        a book delta must be the next in sequence."""
+        return message["type"] != "book.delta" or (self.sequence is not None
+                                                     and message["sequence"] == self.sequence + 1)
 
     def admit(self, member) -> None:
         self.slow.discard(member)

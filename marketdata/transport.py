@@ -82,17 +82,18 @@ def notify_writes(transport, callback) -> None:
     transport.write, transport.writeSequence = notified_write, notified_write_sequence
 
 
-def write_frame(transport, frame: bytes) -> None:
+def write_frame(transport, socket: tuple, frame: bytes) -> None:
     """Write prepared frames behind everything Daphne was handed before them.
 
     Not through autobahn's sendData (which formats its debug-log arguments on every call) nor
     Twisted's write alone (which waits for the next loop turn, at the price of two epoll changes):
-    when nothing is waiting ahead, the frames go to the socket at once (write_at_once).
+    when nothing is waiting ahead, the frames go to the socket at once (write_at_once: ``socket`` is
+    the transport's socket's ``send`` and the transport's ``write``).
     """
     if transport.dataBuffer or transport._tempDataLen:  # Twisted empties dataBuffer once all is written
         transport.write(frame)
     else:
-        write_at_once([(transport.socket.send, transport.write)], frame)
+        write_at_once([socket], frame)
 
 
 def write_at_once(sockets, frame: bytes) -> int:
