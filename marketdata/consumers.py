@@ -209,8 +209,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         metrics.WS_CONNECTIONS.inc()
         self.counted = True  # in WS_CONNECTIONS, until the first disconnect (a close with an error is followed by another)
         logger.info("WebSocket connection from %s", self.address())
-        hub_for(self.channel_layer).attach(self)
-        self.tasks = [asyncio.create_task(self.send_heartbeats()), asyncio.create_task(self.write_outbox())]
+        hub_for(self.channel_layer).attach(self)  # its upkeep is the hub's until it signs in (StreamHub.keep_up)
+        self.tasks = [asyncio.create_task(self.write_outbox())]
 
     async def disconnect(self, code):
         logger.info("WebSocket connection closed (%s)", code)
@@ -298,9 +298,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
             raise InvalidRequest("This connection is already authenticated for another account.")
         public_only = self.state.account_id is None
         self.state.account_id, self.key_id = key.account_id, key.public_id
-        if public_only:  # its upkeep may be asleep until a heartbeat is due: from now on it has more to watch
-            self.tasks[0].cancel()
-            self.tasks[0] = asyncio.create_task(self.send_heartbeats())
+        if public_only:  # from now on its upkeep has more to watch than heartbeats: a task of its own
+            hub_for(self.channel_layer).signed_in(self)
+            self.tasks.append(asyncio.create_task(self.send_heartbeats()))
         logger.info("WebSocket connection authenticated: account %s", key.account_id)
         await database_sync_to_async(record_key_use)(verified.cached)
         await self.send_json({"type": "authenticated", "scope": key.scope})
@@ -697,22 +697,16 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await self.close(code=close_code, reason=error.message)
 
     async def send_heartbeats(self) -> None:
-        """On a quiet connection, a heartbeat handled in order with the stream (heartbeat); and now and
-        then, the signed-in key checked again and the account group renewed. A failed step is logged
-        and tried again at its next turn: this task must outlive a database or Redis blip."""
+        """A signed-in connection's upkeep, every quarter heartbeat interval: a heartbeat when quiet
+        (keep_up), lost private events announced, and now and then the key checked again and the account
+        group renewed. A failed step is logged and tried again at its next turn: this task must outlive
+        a database or Redis blip."""
         interval = settings.WS_HEARTBEAT_SECONDS
         key_checked = renewed = time.monotonic()
         while True:
-            # A connection with only public streams that keeps being sent something has nothing to do
-            # until a heartbeat may be due: a wake-up per connection costs CPU (docs/performance.md).
-            public_only = self.key_id is None and self.state.account_id is None
-            self.note_direct_writes()
-            quiet_in = self.state.last_sent + interval - time.monotonic() if public_only else 0
-            await asyncio.sleep(max(interval / 4, quiet_in))
+            await asyncio.sleep(interval / 4)
             now = time.monotonic()
-            self.note_direct_writes()
-            if now - self.state.last_sent >= interval:
-                self.queue_heartbeat()
+            self.keep_up(now, interval)
             for lost in self.state.account_events.overdue(now):  # sent in order with the stream
                 self.queue_stream({"type": "stream.events_lost", "details": lost})
             try:
@@ -726,6 +720,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
                                                            self.channel_name)
             except Exception:
                 logger.exception("WebSocket upkeep failed; retrying at its next turn")
+
+    def keep_up(self, now: float, interval: float) -> None:
+        """A heartbeat, handled in order with the stream, when nothing was sent for ``interval`` (what the
+        groups wrote directly noted first)."""
+        self.note_direct_writes()
+        if now - self.state.last_sent >= interval:
+            self.queue_heartbeat()
 
     def queue_heartbeat(self) -> None:
         if not self.heartbeat_queued:

@@ -109,6 +109,9 @@ class StreamHub:
         self.reading: dict[str, asyncio.Task] = {}  # pair -> the read of its committed sequence under way
         # Every local connection (public streams or not), told when the stream is interrupted and back.
         self.connections: weakref.WeakSet = weakref.WeakSet()
+        # Those with public streams only, whose upkeep (heartbeats) is this hub's pass (keep_up).
+        self.public_only: weakref.WeakSet = weakref.WeakSet()
+        self.upkeep_task: asyncio.Task | None = None
         self.probe_group = f"stream-probe.{uuid.uuid4().hex}"
         self.probes_sent = self.probes_back = 0
         self.interrupted = False
@@ -133,9 +136,31 @@ class StreamHub:
 
     def attach(self, connection) -> None:
         self.connections.add(connection)
+        self.public_only.add(connection)
+        if self.upkeep_task is None:
+            self.upkeep_task = asyncio.create_task(self.keep_up())
+
+    def signed_in(self, connection) -> None:
+        """``connection`` keeps itself up from now on (consumers.StreamConsumer.send_heartbeats)."""
+        self.public_only.discard(connection)
 
     def detach(self, connection) -> None:
         self.connections.discard(connection)
+        self.public_only.discard(connection)
+
+    async def keep_up(self) -> None:
+        """One pass over the connections with public streams only every quarter heartbeat interval, each
+        sent a heartbeat if quiet for an interval: a timer per connection was half of Daphne's CPU with
+        quiet connections (docs/performance.md)."""
+        while True:
+            interval = settings.WS_HEARTBEAT_SECONDS
+            await asyncio.sleep(interval / 4)
+            now = time.monotonic()
+            for connection in tuple(self.public_only):
+                try:
+                    connection.keep_up(now, interval)
+                except Exception:  # one connection's failure must not stop the others' heartbeats
+                    logger.exception("a connection's upkeep failed")
 
     async def join(self, group: str, member) -> None:
         async with self.lock:

@@ -518,6 +518,41 @@ def test_quiet_streams_get_heartbeats_with_the_book_sequence(markets, traders, s
     assert heartbeat["sequences"] == {"BTC-USD": snapshot["sequence"]}
 
 
+def test_public_connections_get_heartbeats_from_one_pass_and_signed_in_ones_from_their_own_upkeep(
+        markets, traders, settings):
+    """The hub keeps up every public-only connection in one pass; a connection that signs in leaves the pass
+    and is kept up by its own task. Both get a heartbeat after each interval of quiet, not sooner."""
+    from marketdata.hub import hub_for
+
+    settings.WS_HEARTBEAT_SECONDS = 0.2
+    alice, _ = traders
+
+    async def three_heartbeats(ws):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(3):
+            await receive(ws, "heartbeat", timeout=2)
+        return loop.time() - started
+
+    async def body():
+        public, _, _ = await subscribed_to_the_book(alice)
+        private, _ = await signed_in(alice)
+        await op(private, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD"}])
+        await receive(private, "snapshot")
+        hub = hub_for(get_channel_layer())
+        kept_by_the_hub = set(hub.public_only)
+        took = await asyncio.gather(three_heartbeats(public), three_heartbeats(private))
+        await public.disconnect()
+        await private.disconnect()
+        return kept_by_the_hub, took, len(hub.public_only)
+
+    kept_by_the_hub, took, kept_after = run(body)
+
+    assert len(kept_by_the_hub) == 1 and next(iter(kept_by_the_hub)).key_id is None and kept_after == 0
+    # The first heartbeat may come at once (the snapshot was an interval ago); the next two an interval apart each.
+    assert all(0.35 <= seconds < 2 for seconds in took), took
+
+
 def test_subscription_limit(markets):
     async def body():
         ws = await connect()
