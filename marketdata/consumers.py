@@ -298,8 +298,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             raise InvalidRequest("This connection is already authenticated for another account.")
         public_only = self.state.account_id is None
         self.state.account_id, self.key_id = key.account_id, key.public_id
-        if public_only:  # from now on its upkeep has more to watch than heartbeats: a task of its own
-            hub_for(self.channel_layer).signed_in(self)
+        if public_only:  # out of the hub's pass (StreamHub.public_only): more to watch, on a task of its own
             self.tasks.append(asyncio.create_task(self.send_heartbeats()))
         logger.info("WebSocket connection authenticated: account %s", key.account_id)
         await database_sync_to_async(record_key_use)(verified.cached)

@@ -109,8 +109,6 @@ class StreamHub:
         self.reading: dict[str, asyncio.Task] = {}  # pair -> the read of its committed sequence under way
         # Every local connection (public streams or not), told when the stream is interrupted and back.
         self.connections: weakref.WeakSet = weakref.WeakSet()
-        # Those with public streams only, whose upkeep (heartbeats) is this hub's pass (keep_up).
-        self.public_only: weakref.WeakSet = weakref.WeakSet()
         self.upkeep_task: asyncio.Task | None = None
         self.probe_group = f"stream-probe.{uuid.uuid4().hex}"
         self.probes_sent = self.probes_back = 0
@@ -136,17 +134,17 @@ class StreamHub:
 
     def attach(self, connection) -> None:
         self.connections.add(connection)
-        self.public_only.add(connection)
         if self.upkeep_task is None:
             self.upkeep_task = asyncio.create_task(self.keep_up())
 
-    def signed_in(self, connection) -> None:
-        """``connection`` keeps itself up from now on (consumers.StreamConsumer.send_heartbeats)."""
-        self.public_only.discard(connection)
-
     def detach(self, connection) -> None:
         self.connections.discard(connection)
-        self.public_only.discard(connection)
+
+    @property
+    def public_only(self) -> list:
+        """The connections not signed in, whose upkeep is this hub's pass (keep_up); one that signs in keeps
+        itself up from then on (consumers.StreamConsumer.send_heartbeats)."""
+        return [connection for connection in self.connections if connection.state.account_id is None]
 
     async def keep_up(self) -> None:
         """One pass over the connections with public streams only every quarter heartbeat interval, each
@@ -156,7 +154,7 @@ class StreamHub:
             interval = settings.WS_HEARTBEAT_SECONDS
             await asyncio.sleep(interval / 4)
             now = time.monotonic()
-            for connection in tuple(self.public_only):
+            for connection in self.public_only:
                 try:
                     connection.keep_up(now, interval)
                 except Exception:  # one connection's failure must not stop the others' heartbeats
