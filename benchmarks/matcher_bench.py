@@ -19,8 +19,9 @@ What it does, all in one run so that the ratios mean something on a noisy machin
    budget: at ~100 commands/s, 20,000 through the services would take over 3 minutes by itself.
 3. That database is the template of one clone per measurement, so each starts from the same queue:
    - batched: ``trading.dispatch.matcher_for("BTC-USD").drain()`` (BATCH_SIZE as shipped; each batch
-     written on the matcher's writer thread while the next is matched), then ``trading.audit.audit()``
-     on the result (not timed);
+     written on the matcher's writer thread while the next is matched; like every measurement here, with
+     the cyclic collector as a matcher worker runs it: no automatic full passes), then
+     ``trading.audit.audit()`` on the result (not timed);
    - baseline (a): one transaction per command (``trading.matcher.BATCH_SIZE = 1``) over a prefix
      of the same queue, compared with the batched rate over the same prefix; then the phases of
      one-command batches;
@@ -591,6 +592,9 @@ def main() -> None:
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")  # planner statistics, as autovacuum keeps them on a live database
         queued = counts()["queued"]
+        from trading.dispatch import without_automatic_full_collections
+
+        without_automatic_full_collections()  # the drains below run with the collector as a matcher worker's
         print(f"setup (migrate, markets, accounts) {setup.seconds:.1f} s; accepted {acceptance['news']:,} orders + "
               f"{acceptance['cancels']:,} cancels ({acceptance['profiled_commands']:,} under cProfile in "
               f"{acceptance['profiled_seconds']:.1f} s, then {acceptance['phases']['title'].split(': ', 1)[1]} under "

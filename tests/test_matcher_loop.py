@@ -3,7 +3,9 @@ its worker runs it: woken through the pair's wake-up list in Redis, finding by i
 wake-up left queued, retrying a failed drain without holding back a new wake-up; and two writers of one
 pair never both committing a batch."""
 
+import gc
 import threading
+import weakref
 from contextlib import contextmanager
 from decimal import Decimal
 
@@ -181,3 +183,35 @@ def test_an_idle_loop_closes_its_connection_and_still_drains_the_next_wake_up(ce
         wait_until(lambda: statuses() == {Order.Status.OPEN}, timeout=30)
 
     assert MatcherCommand.objects.count() == 0
+
+
+class Cycle:
+    """An object that refers to itself: only the cyclic collector frees it."""
+
+    def __init__(self):
+        self.itself = self
+
+
+@needs_redis
+def test_while_loops_run_the_heap_is_collected_whole_by_their_waiter_not_by_the_collector(celery_matchers, markets,
+                                                                                           monkeypatch):
+    monkeypatch.setattr(dispatch, "POLL_SECONDS", 0.2)
+    monkeypatch.setattr(dispatch, "FULL_COLLECTION_SECONDS", 3600.0)
+    thresholds = gc.get_threshold()
+    freed = threading.Event()
+    with serving():
+        assert celery_matchers.wait(30)  # past its first drain, whose book load froze the heap of then
+        gc.collect()  # the heap the collector's own rule (a full pass once it grows by a quarter) counts from
+        cycle = Cycle()
+        weakref.finalize(cycle, freed.set)
+        gc.collect(1)  # it survives the young generations: now in the oldest
+        del cycle
+        # Survivors enough for that rule, made through young collections by the hundred.
+        grown = [[] for _ in range(max(len(gc.get_objects()), 200_000))]
+        assert not freed.is_set()
+
+        monkeypatch.setattr(dispatch, "FULL_COLLECTION_SECONDS", 0.0)
+        assert freed.wait(30)  # the waiter's pass, at its next poll
+
+    assert len(grown) > 0
+    assert gc.get_threshold() == thresholds

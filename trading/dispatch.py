@@ -7,6 +7,7 @@ fail, and a request waiting for its order's state, which the matcher hands over 
 its batch's one round trip of publishing (``marketdata.publishing.send_batch``).
 """
 
+import gc
 import logging
 import threading
 import time
@@ -34,6 +35,11 @@ POLL_SECONDS = 5.0
 # A matcher loop woken by nothing for this long closes its database connection: an idle backend is not
 # free to PostgreSQL (docs/performance.md, "The matcher between batches").
 IDLE_SECONDS = 60.0
+# A matcher worker's long-lived objects are mostly its books, which the cyclic collector's automatic full
+# passes walked again and again, finding next to nothing: a fifth of a backlog's drain (docs/performance.md,
+# "The collector in a matcher worker"). The worker makes one full pass this often instead.
+FULL_COLLECTION_SECONDS = 600.0
+NO_AUTOMATIC_FULL_COLLECTION = 2**31 - 1  # as the oldest generation's threshold: never reached
 
 _matchers: dict[str, PairMatcher] = {}
 _pair_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -69,6 +75,15 @@ def run_matcher(pair: str) -> int:
         except Exception:
             metrics.MATCHER_DRAIN_FAILURES.labels(pair).inc()
             raise
+
+
+def without_automatic_full_collections() -> tuple[int, int, int]:
+    """The collector as a process serving matchers runs it: the young generations collected as by default,
+    the whole heap only when the process asks (MatcherLoops, every FULL_COLLECTION_SECONDS). Returns the
+    thresholds before, for gc.set_threshold."""
+    before = gc.get_threshold()
+    gc.set_threshold(before[0], before[1], NO_AUTOMATIC_FULL_COLLECTION)
+    return before
 
 
 def wake_matcher(pair: str) -> None:
@@ -145,7 +160,9 @@ class MatcherLoops:
     """The matchers of the pairs one Celery worker serves (its queues ``match.<PAIR>``), each a long-lived
     loop on a thread of its own (``serve``), woken by one waiter thread for them all: a blocked wait on
     the pairs' wake-up lists, and every POLL_SECONDS without a wake-up one look for queued commands, so
-    that idle pairs cost one round trip to Redis and one query per poll, whatever their number."""
+    that idle pairs cost one round trip to Redis and one query per poll, whatever their number. While they
+    run, the process's cyclic garbage is collected in full by the waiter every FULL_COLLECTION_SECONDS,
+    not by the collector's automatic passes (without_automatic_full_collections)."""
 
     def __init__(self, pairs: list[str]):
         self.pairs = pairs
@@ -155,8 +172,10 @@ class MatcherLoops:
         self.threads = [threading.Thread(target=serve, args=[pair, self.woken[pair], self.stopping],
                                          name=f"matcher-{pair}") for pair in pairs]
         self.threads.append(threading.Thread(target=self.wait_for_wake_ups, name="matcher-wake-ups"))
+        self.thresholds_before: tuple[int, int, int] | None = None
 
     def start(self) -> None:
+        self.thresholds_before = without_automatic_full_collections()
         for thread in self.threads:
             thread.start()
 
@@ -168,8 +187,10 @@ class MatcherLoops:
         wake_matcher(self.pairs[0])  # ends the waiter's wait now (or, Redis down, at its next poll)
         for thread in self.threads:
             thread.join()
+        gc.set_threshold(*self.thresholds_before)
 
     def wait_for_wake_ups(self) -> None:
+        collected_at = time.monotonic()
         try:
             while not self.stopping.is_set():
                 try:
@@ -180,6 +201,9 @@ class MatcherLoops:
                     pair = None
                 for due in [pair] if pair is not None else self.queued_pairs():
                     self.woken[due].set()
+                if time.monotonic() - collected_at >= FULL_COLLECTION_SECONDS:
+                    gc.collect()
+                    collected_at = time.monotonic()
         finally:
             connections.close_all()  # this thread's own connections; it ends here
 
