@@ -36,8 +36,8 @@ POLL_SECONDS = 5.0
 # free to PostgreSQL (docs/performance.md, "The matcher between batches").
 IDLE_SECONDS = 60.0
 # A matcher worker's long-lived objects are mostly its books, which the cyclic collector's automatic full
-# passes walked again and again, finding next to nothing: a fifth of a backlog's drain (docs/performance.md,
-# "The collector in a matcher worker"). The worker makes one full pass this often instead.
+# passes walked again and again, finding next to nothing: a tenth of a long backlog's drain
+# (docs/performance.md, "The collector in a matcher worker"). The worker makes one full pass this often instead.
 FULL_COLLECTION_SECONDS = 600.0
 NO_AUTOMATIC_FULL_COLLECTION = 2**31 - 1  # as the oldest generation's threshold: never reached
 
