@@ -5,11 +5,13 @@ pair never both committing a batch."""
 
 import gc
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
+import redis.exceptions
 from django.conf import settings as django_settings
 from django.db import OperationalError, connections
 
@@ -215,3 +217,106 @@ def test_while_loops_run_the_heap_is_collected_whole_by_their_waiter_not_by_the_
         assert freed.wait(30)  # the waiter's pass, at its next poll
 
     assert gc.get_threshold() == thresholds
+
+
+@needs_redis
+def test_a_lost_wake_up_is_found_by_the_poll_while_another_pair_of_the_worker_is_busy(celery_matchers, alice,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(dispatch, "POLL_SECONDS", 0.3)
+    queue_wake_up = CeleryMatchers.queue_wake_up
+    # ETH-USD's wake-ups are lost (a web process killed after its commit); BTC-USD's arrive, every 0.1 s.
+    monkeypatch.setattr(CeleryMatchers, "queue_wake_up",
+                        lambda self, pair: None if pair == "ETH-USD" else queue_wake_up(self, pair))
+    quiet = threading.Event()
+
+    def busy_pair():
+        while not quiet.wait(0.1):
+            queue_wake_up(CeleryMatchers(), PAIR)
+
+    with serving([PAIR, "ETH-USD"]):
+        assert celery_matchers.wait(30)
+        busy = threading.Thread(target=busy_pair)
+        busy.start()
+        try:
+            place(alice, pair="ETH-USD")
+            wait_until(lambda: statuses() == {Order.Status.OPEN}, timeout=30)
+        finally:
+            quiet.set()
+            busy.join()
+
+    assert MatcherCommand.objects.count() == 0
+
+
+@needs_redis
+def test_the_poll_does_not_cut_short_the_back_off_of_a_drain_that_keeps_failing(celery_matchers, alice, monkeypatch):
+    monkeypatch.setattr(dispatch, "RETRY_SECONDS", 3600.0)  # the back-off never ends within this test
+    monkeypatch.setattr(dispatch, "POLL_SECONDS", 0.1)
+    monkeypatch.setattr(CeleryMatchers, "queue_wake_up", lambda self, pair: None)  # no commit wakes it
+    drains = []
+
+    def failing(self):
+        drains.append(self.pair)
+        raise ValueError("a command no drain can match")
+
+    monkeypatch.setattr(PairMatcher, "drain", failing)
+    place(alice)  # queued, and found by every poll
+    with serving():
+        assert celery_matchers.wait(30)  # its first drain failed: it backs off
+        polled = threading.Event()
+        queued_pairs = dispatch.MatcherLoops.queued_pairs
+
+        def counted(loops):
+            polled.set()
+            return queued_pairs(loops)
+
+        monkeypatch.setattr(dispatch.MatcherLoops, "queued_pairs", counted)
+        for _ in range(5):  # five polls that found the command queued
+            polled.clear()
+            assert polled.wait(30)
+
+    assert drains == [PAIR]
+    assert MatcherCommand.objects.count() == 1
+
+
+class Finalized:
+    pass
+
+
+def test_a_rebuild_frees_the_garbage_of_before_rather_than_freezing_it(alice, monkeypatch):
+    """A failed drain leaves cyclic garbage (its error's traceback holds the frames that hold its batch); the
+    book's rebuild freezes what lives, which the collector then never walks again."""
+    monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: None)
+    place(alice)
+    freed = threading.Event()
+    gc.disable()  # nothing collected behind the test's back: only the rebuild's own doing counts
+    try:
+        garbage = [Finalized()]
+        garbage.append(garbage)
+        weakref.finalize(garbage[0], freed.set)
+        del garbage
+        PairMatcher(PAIR).drain()  # loads the book
+        gc.collect()  # the waiter's full pass
+    finally:
+        gc.enable()
+    assert statuses() == {Order.Status.OPEN}
+    assert freed.is_set()
+
+
+def test_the_waiters_wait_on_a_hung_redis_ends_soon_after_the_wait_would_have(settings):
+    """A Redis that takes connections and answers nothing (stopped, not down): the waiter must get back to its
+    poll of the database, not sit out the longest wait a client allows (WAIT_SECONDS_MAX)."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    settings.REDIS_CLIENT = {**settings.REDIS_CLIENT, "url": f"redis://127.0.0.1:{server.getsockname()[1]}/0"}
+    started = time.monotonic()
+    try:
+        with pytest.raises(redis.exceptions.TimeoutError):
+            CeleryMatchers().wait_for_wake_up([PAIR], 0.2)
+    finally:
+        server.close()
+    assert accepted  # it did connect, and heard nothing
+    # Its socket timeout: the wait rounded up to a second, and the slack (not WAIT_SECONDS_MAX); a second of margin.
+    assert time.monotonic() - started < 1 + CeleryMatchers.WAIT_SLACK_SECONDS + 1

@@ -19,6 +19,7 @@ Every other module calls these objects and never asks which stack it is on.
 import asyncio
 import functools
 import logging
+import math
 import re
 import threading
 import time
@@ -579,9 +580,11 @@ class CeleryMatchers(Matchers):
     that its request waits on."""
 
     WAKE_PREFIX = "matcher-wake-ups:"
-    # A blocked wait ends by this long at the latest; the client's socket timeout lies beyond it, so a
-    # Redis host gone silent does not hold the waiter forever.
+    # A blocked wait ends by this long at the latest. The waiter's socket timeout lies WAIT_SLACK_SECONDS
+    # beyond the longest wait it was asked for: a Redis that hangs (stopped, not down) ends the wait soon
+    # after it would have ended anyway, and the matchers poll the database meanwhile.
     WAIT_SECONDS_MAX = 60.0
+    WAIT_SLACK_SECONDS = 2.0
     REPLY_SECONDS = 30
     REPLY_PREFIX = "order-processed:"
     # One command for a whole batch, the states as one string rather than a key and an argument each:
@@ -598,6 +601,7 @@ end
 
     def __init__(self):
         self.waiting_client = None
+        self.waiting_client_wait = 0.0  # the longest wait its socket timeout allows
 
     def reset(self) -> None:
         self.waiting_client = None
@@ -626,11 +630,14 @@ end
     def wait_for_wake_up(self, pairs: list[str], timeout: float) -> str | None:
         """The pair (one of ``pairs``) whose wake-up came within ``timeout``, taken: a commit from now on
         wakes it again; None when none came."""
-        if self.waiting_client is None:
-            # A client of the waiter's own: its blocked wait holds a connection for its whole length.
-            self.waiting_client = redis.Redis.from_url(
-                **{**settings.REDIS_CLIENT, "socket_timeout": self.WAIT_SECONDS_MAX + 5})
         timeout = min(max(timeout, 0.01), self.WAIT_SECONDS_MAX)
+        if self.waiting_client is None or self.waiting_client_wait < timeout:
+            # A client of the waiter's own: its blocked wait holds a connection for its whole length.
+            if self.waiting_client is not None:
+                self.waiting_client.close()
+            wait = math.ceil(timeout)  # whole seconds: waits a little longer than the first do not make a new client
+            self.waiting_client, self.waiting_client_wait = redis.Redis.from_url(
+                **{**settings.REDIS_CLIENT, "socket_timeout": wait + self.WAIT_SLACK_SECONDS}), wait
         popped = self.waiting_client.blpop([self.wake_key(pair) for pair in pairs], timeout=timeout)
         return None if popped is None else popped[0].decode().removeprefix(self.WAKE_PREFIX)
 

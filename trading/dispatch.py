@@ -159,17 +159,21 @@ def wake_in_thread(pair: str) -> None:
 class MatcherLoops:
     """The matchers of the pairs one Celery worker serves (its queues ``match.<PAIR>``), each a long-lived
     loop on a thread of its own (``serve``), woken by one waiter thread for them all: a blocked wait on
-    the pairs' wake-up lists, and every POLL_SECONDS without a wake-up one look for queued commands, so
-    that idle pairs cost one round trip to Redis and one query per poll, whatever their number. While they
-    run, the process's cyclic garbage is collected in full by the waiter every FULL_COLLECTION_SECONDS,
-    not by the collector's automatic passes (without_automatic_full_collections)."""
+    the pairs' wake-up lists, and every POLL_SECONDS, whatever wake-ups came meanwhile, one look for
+    queued commands, so that idle pairs cost one round trip to Redis and one query per poll, whatever
+    their number, and a pair whose wake-up was lost waits POLL_SECONDS at most however busy the others are.
+    The poll does not wake a pair whose loop is backing off after failed drains (``backing_off``): that loop
+    tries again on its own clock, or at a commit's wake-up. While they run, the process's cyclic garbage
+    is collected in full by the waiter every FULL_COLLECTION_SECONDS, not by the collector's automatic
+    passes (without_automatic_full_collections)."""
 
     def __init__(self, pairs: list[str]):
         self.pairs = pairs
         self.stopping = threading.Event()
         self.woken = {pair: threading.Event() for pair in pairs}
+        self.backing_off: set[str] = set()  # pairs whose last drain failed (serve)
         self.queued_read: CompiledRead | None = None  # the poll's statement (queued_pairs)
-        self.threads = [threading.Thread(target=serve, args=[pair, self.woken[pair], self.stopping],
+        self.threads = [threading.Thread(target=serve, args=[pair, self.woken[pair], self.stopping, self.backing_off],
                                          name=f"matcher-{pair}") for pair in pairs]
         self.threads.append(threading.Thread(target=self.wait_for_wake_ups, name="matcher-wake-ups"))
         self.thresholds_before: tuple[int, int, int] | None = None
@@ -190,17 +194,23 @@ class MatcherLoops:
         gc.set_threshold(*self.thresholds_before)
 
     def wait_for_wake_ups(self) -> None:
-        collected_at = time.monotonic()
+        collected_at = polled_at = time.monotonic()
         try:
             while not self.stopping.is_set():
+                redis_down = False
                 try:
-                    pair = matchers().wait_for_wake_up(self.pairs, POLL_SECONDS)
-                except Exception as error:  # Redis is restarting: poll meanwhile
+                    pair = matchers().wait_for_wake_up(self.pairs, polled_at + POLL_SECONDS - time.monotonic())
+                except Exception as error:  # Redis is restarting: poll meanwhile, every second
                     logger.warning("the matchers cannot wait for wake-ups (%r); polling", error)
                     self.stopping.wait(1.0)
-                    pair = None
-                for due in [pair] if pair is not None else self.queued_pairs():
-                    self.woken[due].set()
+                    pair, redis_down = None, True
+                if pair is not None:
+                    self.woken[pair].set()
+                if redis_down or time.monotonic() - polled_at >= POLL_SECONDS:
+                    polled_at = time.monotonic()
+                    for due in self.queued_pairs():
+                        if due not in self.backing_off:
+                            self.woken[due].set()
                 if time.monotonic() - collected_at >= FULL_COLLECTION_SECONDS:
                     gc.collect()
                     collected_at = time.monotonic()
@@ -224,13 +234,14 @@ class MatcherLoops:
             return self.pairs
 
 
-def serve(pair: str, woken: threading.Event, stopping: threading.Event) -> None:
+def serve(pair: str, woken: threading.Event, stopping: threading.Event, backing_off: set[str]) -> None:
     """The pair's matcher as one long-lived loop, until ``stopping`` is set: drain, then wait until
     ``woken`` is set (a wake-up, or the poll found commands queued). It drains first of all: a matcher
     (re)started finishes what was queued while it was down. A failed drain (the database restarting)
-    is tried again after retry_delay, or at once when a new commit wakes it. Two loops for one pair
-    (workers overlapping in a deploy) are safe: each batch locks the pair's BookState and follows the
-    last one committed (``trading.matcher``)."""
+    is tried again after retry_delay, or at once when a new commit wakes it; meanwhile the pair is in
+    ``backing_off``, which the poll leaves alone. Two loops for one pair (workers overlapping in a
+    deploy) are safe: each batch locks the pair's BookState and follows the last one committed
+    (``trading.matcher``)."""
     failures, due = 0, True
     try:
         while not stopping.is_set():
@@ -239,8 +250,10 @@ def serve(pair: str, woken: threading.Event, stopping: threading.Event) -> None:
                 try:
                     run_matcher(pair)
                     failures = 0
+                    backing_off.discard(pair)
                 except Exception:
                     failures += 1
+                    backing_off.add(pair)
                     logger.exception("the matcher of %s failed; draining again in %.0f s or at the next wake-up",
                                      pair, retry_delay(failures))
                     connections.close_all()  # the next try opens a fresh connection
