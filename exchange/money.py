@@ -10,6 +10,7 @@ import functools
 
 MAX_DIGITS = 36
 DECIMAL_PLACES = 18
+AMOUNT_LIMIT = decimal.Decimal(10) ** (MAX_DIGITS - DECIMAL_PLACES)  # every stored amount is less than this
 
 EXACT = decimal.Context(
     prec=80,

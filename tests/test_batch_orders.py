@@ -66,14 +66,15 @@ def test_each_item_gets_its_own_error_and_a_refused_one_writes_nothing(as_trader
     as_trader(bob).post("/v1/orders", {**buy("59000"), "side": "sell", "size": "0.5"}, format="json")  # an ask
     good = buy("58000")
     orders = [good, buy("58000", prize="1"), buy("58000", size="100"), {**good, "pair": "DOGE-USD"},
-              buy("60000", post_only=True), "not an order", buy("58001")]
+              buy("60000", post_only=True), "not an order", buy("58001"),
+              buy("58000", size="99999999999999")]  # a hold past what any amount holds (10^18)
 
     items = results(as_trader(alice).post(BATCH, {"orders": orders}, format="json"))
 
-    assert [item["status"] for item in items] == [201, 400, 400, 404, 409, 400, 201]
+    assert [item["status"] for item in items] == [201, 400, 400, 404, 409, 400, 201, 400]
     codes = [item.get("error", {}).get("code") for item in items]
     assert codes == [None, "INVALID_REQUEST", "INSUFFICIENT_FUNDS", "UNKNOWN_PAIR", "POST_ONLY_WOULD_TAKE",
-                     "INVALID_REQUEST", None]
+                     "INVALID_REQUEST", None, "INSUFFICIENT_FUNDS"]
     assert items[1]["error"]["details"] == {"fields": {"prize": ["Unknown field."]}}
     rejected = Order.objects.get(pk=items[4]["error"]["details"]["order_id"])
     assert rejected.status == Order.Status.REJECTED  # as the single endpoint leaves it

@@ -96,6 +96,23 @@ def test_insufficient_funds_is_refused_and_writes_nothing(as_trader, alice):
     assert nothing_written() == before
 
 
+@pytest.mark.parametrize("order", [
+    {**LIMIT_BUY, "price": "999999999999999999", "size": "99999999999"},
+    {**LIMIT_BUY, "size": "99999999999999"},  # at the usual price
+    {"pair": "BTC-USD", "side": "buy", "type": "stop", "stop_price": "63000", "size": "99999999999999"},
+])
+def test_a_buy_holding_more_than_any_balance_can_is_refused_as_short_and_writes_nothing(as_trader, alice, order):
+    """Each of price and size may have 18 integer digits; what a buy holds, their product, may then be past
+    what an amount holds (10^18): refused as any hold beyond the balance, on every stack."""
+    before = nothing_written()
+
+    response = as_trader(alice).post("/v1/orders", order, format="json")
+
+    assert_error(response, 400, "INSUFFICIENT_FUNDS")
+    assert response.json()["error"]["details"]["shortfalls"][0]["asset"] == "USD"
+    assert nothing_written() == before
+
+
 @pytest.mark.parametrize("status", ["halted", "cancel_only"])
 def test_halted_and_cancel_only_markets_refuse_new_orders(as_trader, alice, btc_usd, status):
     btc_usd.status = status

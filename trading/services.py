@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 
 from exchange.errors import (OUTAGE_ERRORS, DuplicateClientOrderId, ErrorCode, ExchangeError, MarketHalted,
                              OrderAlreadyClosed, OrderNotFound, PostOnlyWouldTake, ServiceUnavailable, log_outage)
-from exchange.money import format_amount
+from exchange.money import AMOUNT_LIMIT, format_amount
 from exchange.request_ids import current_request_id
 from trading import dispatch, ledger
 from trading.backends import store
@@ -147,6 +147,8 @@ def accept(account, market: Market, request: OrderRequest) -> Order:
     check_against_market(market, request)
     protection = protection_price(market, request)
     hold_asset_id, hold_amount = hold_for(market, request, protection)
+    if hold_amount >= AMOUNT_LIMIT:  # price x size past what any balance (or the column) can hold: short
+        raise HoldShort(account.pk, hold_asset_id, hold_amount)
     order = Order(
         account=account,
         market=market,
