@@ -8,17 +8,21 @@ transport and the transport's buffer can be found from there. Under any other se
 terminated in Daphne) these return None and the checks and the direct writes are skipped.
 """
 
+import errno
 from functools import partial
 
 from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+from twisted.internet.abstract import FileDescriptor
 
 STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
 
 def protocol_of(send):
-    """Daphne's WebSocket protocol behind an ASGI ``send``, when it writes to a plain TCP transport."""
+    """Daphne's WebSocket protocol behind an ASGI ``send``, when it writes to Twisted's own TCP transport. Not
+    through a wrapper such as TLS terminated in Daphne, whose attributes are those of the TCP transport
+    beneath it: a frame written to that socket would go around the encryption."""
     protocol = send.args[0] if isinstance(send, partial) and send.args else None
-    return protocol if hasattr(getattr(protocol, "transport", None), "dataBuffer") else None
+    return protocol if isinstance(getattr(protocol, "transport", None), FileDescriptor) else None
 
 
 def pending_output_bytes(protocol) -> int | None:
@@ -108,8 +112,10 @@ def write_at_once(sockets, frame: bytes) -> int:
             sent = send(frame)
         except BlockingIOError:
             sent = 0
-        except OSError:
-            continue  # the connection is gone; Twisted sees it on its next read
+        except OSError as error:
+            if error.errno != errno.ENOBUFS:
+                continue  # the connection is gone; Twisted sees it on its next read
+            sent = 0  # no buffers for now: Twisted keeps the frame for later, as it does with its own writes
         written += 1
         if sent != size:
             rests.append((write, frame[sent:]))
