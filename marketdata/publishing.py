@@ -127,22 +127,37 @@ def send_batch(result, candles: list[tuple[str, IntervalCandle, bool]] = ()) -> 
         send_logged(market, delta)  # before the accounts' changes are rendered, a database read
         delta = []
     rendered = rendered_changes(per_account, accounts)
-    try:
-        messages = []
-        if result.trades:
-            group = streams.trades_group(market.pair)
-            messages.append((group, {"type": "market.trades", "group": group,
-                                     "texts": streams.trade_texts(market, result.trades)}))
+
+    def trades() -> list:
+        group = streams.trades_group(market.pair)
+        return [(group, {"type": "market.trades", "group": group,
+                         "texts": streams.trade_texts(market, result.trades)})] if result.trades else []
+
+    def account_events() -> list:
+        events = []
         for (account_id, changes), number in zip(per_account.items(), numbers.result()):
             group, message = account_changes(account_id, **changes, rendered=rendered.get(account_id))
-            messages.append((group, {**message, "event": number}))
-        messages += [(streams.candles_group(market.pair, interval),
-                      streams.candle_message(market, interval, candle, closed=closed))
-                     for interval, candle, closed in candles]
-    except Exception:
-        logger.exception("publishing a %s batch failed", market.pair)
-        messages = []
+            events.append((group, {**message, "event": number}))
+        return events
+
+    def candle_messages() -> list:
+        return [(streams.candles_group(market.pair, interval), streams.candle_message(market, interval, candle,
+                                                                                      closed=closed))
+                for interval, candle, closed in candles]
+
+    messages = []
+    for part, build in (("trades", trades), ("account events", account_events), ("candles", candle_messages)):
+        messages += built(build, f"publishing a %s batch's {part} failed", market)
     send_logged(market, delta + messages)
+
+
+def built(build, failure: str, market) -> list:
+    """The messages ``build()`` makes, or none, ``failure`` (of the pair) logged."""
+    try:
+        return build()
+    except Exception:
+        logger.exception(failure, market.pair)
+        return []
 
 
 def succeeded(reply: Reply, failure: str, market) -> bool:

@@ -41,3 +41,29 @@ def test_the_top_of_book_is_remembered_after_a_batch_that_traded(btc_usd):
     publishing.publish_batch(None, traded)
 
     assert publishing.tickers.top_of_book["BTC-USD"] == ([], top)
+
+
+@pytest.mark.django_db
+def test_a_batch_whose_account_events_could_not_be_numbered_still_publishes_its_trades(btc_usd, monkeypatch):
+    """A part of a batch's publishing that fails costs only itself: the trades need no event numbers."""
+    from exchange.redis import Reply
+    from trading.backends import bus
+
+    sent = []
+    monkeypatch.setattr(type(bus()), "send", lambda self, messages: sent.extend(messages))
+
+    def numbering_failed(self, account_ids, trip):
+        reply = Reply()
+        reply.error = RuntimeError("INCR failed")
+        return reply
+
+    monkeypatch.setattr(type(bus()), "number_account_events", numbering_failed)
+    now = datetime.now(timezone.utc)
+    result = BatchResult(market=btc_usd, commands=1, states={}, orders=[(7, 1)], fills=[(7, 1)],
+                         trades=[TradeRecord(1, D("63000"), D("0.2"), "buy", now)],
+                         delta=BookDelta(sequence=1, bids=[], asks=[(D("63000"), D("0.1"))], top_bids=[],
+                                         top_asks=[(D("63000"), D("0.1"))]))
+
+    publishing.send_batch(result)
+
+    assert [message["type"] for _, message in sent] == ["book.delta", "market.trades"]
