@@ -238,6 +238,50 @@ def test_a_rebuilt_book_is_the_book_before_the_restart_its_rows_as_python_makes_
         [part for part in store().resting_book(resting, tick, lot, book_row)]
 
 
+def test_waiting_stops_that_one_price_fires_trigger_in_the_order_the_engine_took_them_across_a_restart(
+        alice, bob, funded, btc_usd, trade, django_capture_on_commit_callbacks):
+    """Commands reach the matcher in commit order, not id order: a restarted matcher must rank the waiting
+    stops as the one before it did, or a level goes to another account."""
+    from trading import dispatch, services
+    from trading.orders import OrderRequest
+
+    stop = {"side": "buy", "type": "stop", "stop_price": D("63100"), "price": D("63200"), "size": D("0.1")}
+    with django_capture_on_commit_callbacks(execute=False):  # queued; no matcher runs yet
+        first, _ = services.place_order(alice, OrderRequest(pair="BTC-USD", **stop))
+        second, _ = services.place_order(bob, OrderRequest(pair="BTC-USD", **stop))
+    queued = MatcherCommand.objects.get(order=first)  # first's transaction committed last: queued behind second's
+    queued.delete()
+    MatcherCommand.objects.create(market=btc_usd, kind=MatcherCommand.Kind.NEW, order=first)
+    dispatch.matcher_for("BTC-USD").drain()
+    assert set(Order.objects.filter(pk__in=[first.pk, second.pk]).values_list("status", flat=True)) == {"untriggered"}
+
+    dispatch.reset()  # restarted: the stops come back from the database
+    carol = funded("carol", USD="100000", BTC="10")
+    trade(carol, side="sell", type="limit", price=D("63200"), size=D("0.1"))  # room for one of the stops
+    trade(carol, side="sell", type="limit", price=D("63100"), size=D("0.01"))
+    trade(alice, side="buy", type="limit", price=D("63100"), size=D("0.01"))  # a trade at 63,100 fires both
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (second.status, first.status) == ("filled", "open")  # the engine took second's stop first
+    assert audit() == []
+
+
+def test_a_tick_that_does_not_divide_the_last_trade_price_leaves_the_pair_trading(alice, bob, btc_usd, trade):
+    """A rebuild puts the last trade price (what stops trigger on) on the new grid, at its nearest tick."""
+    from trading import markets
+
+    trade(alice, side="sell", type="limit", price=D("63000.10"), size=D("0.1"))
+    trade(bob, side="buy", type="limit", price=D("63000.10"), size=D("0.1"))  # the last trade: 63,000.10
+    Market.objects.filter(pk=btc_usd.pk).update(tick_size=D("0.3"))  # coarser; no live order is off it
+    markets.recent_markets.reset()
+
+    placed = trade(alice, side="sell", type="limit", price=D("63000.30"), size=D("0.1"))
+
+    assert placed.status == "open"
+    assert not MatcherCommand.objects.exists()
+
+
 def test_plain_resting_orders_cancelled_by_self_trade_prevention_and_by_their_owner_release_exactly(
         alice, bob, trade, django_capture_on_commit_callbacks):
     from trading import dispatch, services

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import BooleanField
+from django.db.models import BooleanField, F
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -27,7 +27,6 @@ from accounts.models import Account
 from accounts.services import fee_account
 from exchange import metrics
 from exchange.logs import log_context
-from exchange.money import EXACT
 from trading.backends import CompiledRead, bus, store
 from trading.batch_writer import BatchResult, MatchedBatch, batch_statements
 from trading.engine_impl import engine
@@ -156,7 +155,7 @@ class PairMatcher:
         book = engine.OrderBook(self.pair)
         last_price = Trade.objects.filter(market=self.market).order_by("-id").values_list("price", flat=True).first()
         # The last trade may be off a grid made coarser since (stops trigger on it): the nearest tick.
-        book.last_trade_price = None if last_price is None else int(EXACT.divide(last_price, tick).to_integral_value())
+        book.last_trade_price = None if last_price is None else int((last_price / tick).to_integral_value())
         live = Order.objects.live(self.market)
         kept = []
         # One streamed read of the book in the engine's integers, a chunk at a time: a million resting
@@ -168,8 +167,9 @@ class PairMatcher:
             # Frozen as it grows (as all of it is below): else the collector's passes, triggered by the
             # book's own new objects, walk the whole growing book again and again.
             gc.freeze()
-        orders = [WorkingOrder(*row) for row in live.filter(status=Order.Status.UNTRIGGERED).order_by("pk")
-                  .values_list(*ORDER_FIELDS)]
+        # Waiting stops in the order the engine took them (stops written before they had a priority first).
+        orders = [WorkingOrder(*row) for row in live.filter(status=Order.Status.UNTRIGGERED)
+                  .order_by(F("book_priority").asc(nulls_first=True), "pk").values_list(*ORDER_FIELDS)]
         for order in orders:
             book.load_stop(self.engine_command(order))
         for start in range(0, len(kept), READ_CHUNK):

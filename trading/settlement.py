@@ -169,7 +169,11 @@ class Settlement:
             elif kind in CLOSING_STATUS:
                 self.close(self.touch(event.order_id), CLOSING_STATUS[kind], getattr(event, "reason", ""))
             elif kind is engine.Untriggered:
-                self.touch(event.order_id).status = Order.Status.UNTRIGGERED
+                order = self.touch(event.order_id)
+                order.status = Order.Status.UNTRIGGERED
+                # The stops that one price fires trigger in the order the engine took them: kept for a rebuild.
+                self.priority += 1
+                order.book_priority = self.priority
             elif kind is engine.CancelRejected:
                 order = self.orders.get(event.order_id)
                 if order is not None and order.status in Order.LIVE_STATUSES:
