@@ -275,6 +275,32 @@ def test_cancel_of_a_filled_order_is_409_with_its_state(as_trader, alice, bob):
                                                                      "filled_size": "0.01000000"}
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_cancel_queued_behind_the_fill_of_its_order_is_409_with_the_fill(as_trader, alice, bob, monkeypatch, batch):
+    """The fill's batch commits before the one that takes the cancel, which then changes nothing: the answer
+    is the order as that fill left it, not the row as the cancel read it, still open."""
+    from trading import matcher, pipeline, services
+    from trading.orders import OrderRequest
+
+    monkeypatch.setattr(matcher, "BATCH_SIZE", 1)  # each command a batch of its own
+    monkeypatch.setattr(pipeline, "FIRST_BATCH_SIZE", 1)
+    client = as_trader(alice)
+    order_id = client.post("/v1/orders", LIMIT_BUY, format="json").json()["order_id"]
+    services.place_order(bob, OrderRequest(pair="BTC-USD", side="sell", type="limit", price=D("63000"),
+                                           size=D("0.01")), wake=False)  # queued ahead of the cancel
+
+    if batch:
+        item = client.post("/v1/orders/cancel", {"order_ids": [order_id]}, format="json").json()["results"][0]
+        status, error = item["status"], item["error"]
+    else:
+        response = client.post(f"/v1/orders/{order_id}/cancel")
+        status, error = response.status_code, response.json()["error"]
+
+    assert Order.objects.get(pk=order_id).status == "filled"
+    assert (status, error["code"]) == (409, "ORDER_ALREADY_CLOSED")
+    assert (error["details"]["status"], error["details"]["filled_size"]) == ("filled", "0.01000000")
+
+
 def test_orders_of_other_accounts_are_not_found(as_trader, alice, bob):
     order_id = as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json").json()["order_id"]
 

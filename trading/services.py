@@ -218,9 +218,12 @@ WRITTEN_FIELDS = [Order._meta.get_field(name) for name in WRITTEN_ORDER_FIELDS]
 
 
 def take_state(order: Order, state) -> Order:
-    """The order with the state its matcher handed over (dispatch.wait_for_state), or when none
-    (an outage, no answer in time) as committed: its fields as a read of the row gives them."""
-    if state:
+    """The order with the state its matcher handed over (dispatch.wait_for_state); when its command
+    changed nothing ([]: a cancel of an order that a batch before it closed), as its row is now; when
+    none came (an outage, no answer in time), as committed: its fields as a read of the row gives them."""
+    if state == []:
+        order.refresh_from_db(fields=[field.attname for field in WRITTEN_FIELDS])
+    elif state:
         for field, value in zip(WRITTEN_FIELDS, state):
             setattr(order, field.attname, field.to_python(value))
     else:
@@ -302,7 +305,7 @@ def cancel_and_wait(account, order_id: int) -> Order:
     order = request_cancel(account, order_id)
     if order.is_live:
         state = waited_state(order.pk, f"the answer to the cancel of order {order.pk}", done=cancel_done)
-        if state:
+        if state is not None:
             take_state(order, state)
     refuse_closed(order)
     return order
@@ -365,7 +368,7 @@ def take_states(orders: list[Order], what: str, done=None) -> None:
     states = {}
     for order_id in last_per_pair.values():
         state = waited_state(order_id, what, max(deadline - time.monotonic(), 0), done=done)
-        if state:
+        if state is not None:
             states[order_id] = state
     try:
         states.update(dispatch.latest_states([order.pk for order in orders if order.pk not in states]))
