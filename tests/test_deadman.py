@@ -134,6 +134,24 @@ def test_a_firing_that_meets_a_refresh_in_progress_waits_for_it_and_finds_nothin
     assert statuses(bids) == ["open"] * 3
 
 
+@pytest.mark.parametrize("timeout_ms", [1000, 0])
+def test_a_refresh_or_disarm_after_the_trigger_time_the_watcher_missed_fires_the_switch_first(
+        as_trader, alice, bids, timeout_ms):
+    """The watcher was down (or behind) when the switch fell due: the bot's late refresh saves no order."""
+    from django.utils import timezone
+
+    arm(as_trader(alice), 1000)
+    DeadManSwitch.objects.update(trigger_at=timezone.now() - timedelta(seconds=30))  # due, not fired
+
+    body = arm(as_trader(alice), timeout_ms)
+
+    assert statuses(bids) == ["cancelled"] * 3
+    switch = DeadManSwitch.objects.get()
+    assert switch.fired_at is not None
+    assert (body["trigger_time"] is not None) == bool(timeout_ms)  # then armed afresh, or disarmed
+    assert deadman.fire_due() == 0
+
+
 def test_zero_disarms_it(as_trader, alice, bids):
     arm(as_trader(alice), 1000)
 

@@ -7,9 +7,10 @@ The trigger time is a row (DeadManSwitch), so it outlives any process. A watcher
 ``periodic`` role) and a child of ``bin/run-local`` beside the server in the embedded default, where
 its cancels are matched in its own process, as ``manage.py wake_matchers`` does (the server's matcher
 sees another writer's batch and reloads its book). Setting and firing lock the row: a refresh that
-commits first moves the trigger time, and the firing, which checks it again under the lock, finds
-nothing due; a firing that commits first disarms it, and the refresh arms it afresh. Two watchers
-racing fire a switch once.
+commits before the trigger time moves it, and the firing, which checks it again under the lock, finds
+nothing due; a firing that commits first disarms it, and the refresh arms it afresh; a refresh (or a
+disarm) that comes after the trigger time fires the switch first, whether a watcher got to it or not.
+Two watchers racing fire a switch once.
 """
 
 import logging
@@ -33,17 +34,21 @@ FIRED_PER_LOOK = 100
 
 def set_switch(account, timeout_ms: int, pair: str | None = None) -> tuple[DeadManSwitch, datetime]:
     """Arm (or refresh) the switch to fire ``timeout_ms`` from now, or disarm it with 0; returns it and
-    the time it was set at. Disarming a switch never armed writes nothing."""
+    the time it was set at. Disarming a switch never armed writes nothing. A switch whose time had come
+    before this request fires first, whether the watcher got to it or not: a refresh or a disarm that
+    comes too late saves no order."""
     market = access_market(pair) if pair is not None else None
-    with transaction.atomic():
+    with services.committing(services.CANCELS_MAY_BE_REQUESTED) as commit:
         now = timezone.now()  # after any firing this waited for: the new timeout counts from here
+        switch = DeadManSwitch.objects.select_for_update().filter(account=account, market=market).first()
+        if switch is not None and switch.trigger_at is not None and switch.trigger_at <= now:
+            fire_locked(commit, switch, now)
         if timeout_ms:
             switch, _ = DeadManSwitch.objects.update_or_create(
                 account=account, market=market,
                 defaults={"timeout_ms": timeout_ms, "trigger_at": now + timedelta(milliseconds=timeout_ms)},
             )
             return switch, now
-        switch = DeadManSwitch.objects.select_for_update().filter(account=account, market=market).first()
         if switch is None:
             return DeadManSwitch(account=account, market=market, timeout_ms=0), now
         switch.timeout_ms, switch.trigger_at = 0, None
@@ -66,13 +71,18 @@ def fire(switch_id: int, now: datetime) -> list[Order] | None:
         switch = DeadManSwitch.objects.select_for_update().filter(pk=switch_id, trigger_at__lte=now).first()
         if switch is None:
             return None
-        orders = Order.objects.filter(account_id=switch.account_id, status__in=Order.LIVE_STATUSES)
-        if switch.market_id is not None:
-            orders = orders.filter(market_id=switch.market_id)
-        cancelled = services.queue_cancel_all(commit, orders)
-        switch.trigger_at, switch.fired_at = None, now
-        switch.save(update_fields=["trigger_at", "fired_at", "updated_at"])
-    logger.info("%s fired: cancels queued for %d orders", switch, len(cancelled))
+        return fire_locked(commit, switch, now)
+
+
+def fire_locked(commit: services.Commit, switch: DeadManSwitch, now: datetime) -> list[Order]:
+    """In ``commit``'s transaction, the switch's row locked and due: queue the cancels and disarm it."""
+    orders = Order.objects.filter(account_id=switch.account_id, status__in=Order.LIVE_STATUSES)
+    if switch.market_id is not None:
+        orders = orders.filter(market_id=switch.market_id)
+    cancelled = services.queue_cancel_all(commit, orders)
+    switch.trigger_at, switch.fired_at = None, now
+    switch.save(update_fields=["trigger_at", "fired_at", "updated_at"])
+    transaction.on_commit(lambda: logger.info("%s fired: cancels queued for %d orders", switch, len(cancelled)))
     return cancelled
 
 
