@@ -72,6 +72,8 @@ def test_operator_credits_then_debits_through_the_ledger(admin_client, make_acco
     {"amount": "10", "memo": ""},
     {"amount": "1e3", "memo": "exponent"},
     {"amount": "0", "memo": "zero"},
+    {"amount": "0.0000000000000000001", "memo": "finer than an amount is kept"},
+    {"amount": "1000000000000000000", "memo": "more than an amount holds"},
 ])
 def test_refused_adjustments_write_nothing(admin_client, make_account, markets, form):
     account = make_account()

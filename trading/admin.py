@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from accounts.models import Account
 from exchange import slow_requests
 from exchange.errors import ExchangeError
+from exchange.money import AMOUNT_LIMIT, DECIMAL_PLACES, MAX_DIGITS
 from trading import ledger, services
 from trading.audit import run_audit
 from trading.models import Asset, AuditRun, Balance, LedgerEntry, Market, MatcherCommand, Order, SlowRequest, Wallet
@@ -162,6 +163,9 @@ class AdjustBalanceForm(forms.Form):
             raise forms.ValidationError("Enter a plain decimal such as 100.5 or -100.5.") from None
         if not amount.is_finite() or amount == 0 or "e" in text.lower():
             raise forms.ValidationError("Enter a non-zero plain decimal such as 100.5 or -100.5.")
+        if abs(amount) >= AMOUNT_LIMIT or amount.normalize().as_tuple().exponent < -DECIMAL_PLACES:
+            raise forms.ValidationError(f"At most {MAX_DIGITS - DECIMAL_PLACES} digits before and {DECIMAL_PLACES} "
+                                        "after the point: a balance holds no more.")
         return amount
 
 
