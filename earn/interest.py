@@ -154,6 +154,25 @@ def interest_journals() -> Iterable[RecordJournal]:
             interest_reference(subscription.pk, accrual.period))
 
 
+def unowed_interest() -> list[str]:
+    """Accruals no subscription owed (trading.audit): a day not held (from the day after subscribing to
+    its last day), or more than ``amount × annual_rate / 365`` unrounded, which a day's interest, rounded
+    down, never exceeds (the asset's precision, which an operator may change, is not needed for that)."""
+    problems = []
+    accruals = InterestAccrual.objects.select_related("subscription").only(
+        "period", "amount", "subscription__amount", "subscription__annual_rate", "subscription__created_at",
+        "subscription__last_period").order_by("pk")
+    for accrual in accruals.iterator(chunk_size=5000):
+        subscription, day = accrual.subscription, accrual.period
+        if not utc_day(subscription.created_at) < day <= (subscription.last_period or day):
+            problems.append(f"interest accrual {accrual.pk}: subscription {subscription.pk} did not earn on "
+                            f"{day.isoformat()}")
+        elif accrual.amount * DAYS_PER_YEAR > subscription.amount * subscription.annual_rate:
+            problems.append(f"interest accrual {accrual.pk}: {accrual.amount.normalize():f} for {day.isoformat()}, "
+                            f"more than subscription {subscription.pk}'s rate pays a day")
+    return problems
+
+
 def record_shortfall(subscription: Subscription, period: date, needed: Decimal, payer: int) -> InterestShortfall:
     available = Balance.objects.filter(account_id=payer, asset_id=subscription.asset_id, wallet=Wallet.SPOT
                                        ).values_list("available", flat=True).first() or Decimal(0)

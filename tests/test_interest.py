@@ -146,6 +146,26 @@ def test_a_redeemed_subscription_is_paid_the_days_it_was_held_and_nothing_after(
     assert audit() == []
 
 
+@pytest.mark.parametrize("period, amount", [(8, "0.10"), (1, "0.10"), (4, "0.11")])  # after, first day, over
+def test_the_audit_names_interest_no_subscription_owed(trader, make_product, fund_interest, clock, period, amount):
+    """The accruals' journals match their rows; the audit also asks whether the row was owed: a day held
+    (the day after subscribing to the last), at no more than the rate."""
+    from earn.interest import accrue_period
+
+    clock.set(at(1))
+    subscription = subscribed(trader, make_product("USD", annual_rate="0.0365"), "1000")  # 0.10 a day
+    fund_interest("USD", "100")
+    clock.set(at(6))
+    redeem(trader, subscription.pk)  # last day held: day 5
+    subscription.refresh_from_db()
+    assert audit() == []
+
+    accrue_period(subscription, day(period), Decimal(amount), interest_account().pk)  # a faulty run's payment
+
+    problems = audit()
+    assert len(problems) == 1 and f"subscription {subscription.pk}" in problems[0], problems
+
+
 def test_a_day_whose_interest_rounds_to_zero_is_settled_without_a_ledger_entry(trader, make_product,
                                                                                fund_interest, clock):
     clock.set(at(1))
