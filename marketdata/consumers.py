@@ -257,7 +257,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise InvalidRequest("Send JSON text frames.")
-            if len(text_data) > MAX_MESSAGE_BYTES:
+            # Characters first: at most four bytes each in UTF-8, so only a text near the limit is encoded.
+            if len(text_data) > MAX_MESSAGE_BYTES or (len(text_data) > MAX_MESSAGE_BYTES // 4 and len(
+                    text_data.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES):
                 raise MessageTooLarge(f"Messages are at most {MAX_MESSAGE_BYTES} bytes.")
             try:
                 message = loads_strict(text_data)
@@ -368,7 +370,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 raise InvalidRequest(f"The candles channel needs an interval, one of {', '.join(INTERVALS)}.",
                                      intervals=list(INTERVALS))
             parsed.append(Channel(name, pair.upper() if name in PUBLIC_CHANNELS else None, interval))
-        return parsed
+        return list(dict.fromkeys(parsed))  # a channel named twice is one subscription: one ack, one snapshot
 
     def group_for(self, channel: Channel) -> str:
         if channel.name in PRIVATE_CHANNELS:
@@ -529,12 +531,19 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     # -- other public channels
 
+    def follows(self, group: str) -> bool:
+        """Whether a subscription of the connection's is to ``group``: a message queued while the connection was
+        busy (an unsubscribe waiting for the hub) can reach it after the client was told it had left."""
+        return any(self.group_for(channel) == group for channel in self.state.subscriptions)
+
     async def market_trades(self, event):
-        for text in event["texts"]:
-            await self.send_text(text)
+        if self.follows(event["group"]):
+            for text in event["texts"]:
+                await self.send_text(text)
 
     async def market_ticker(self, event):
-        await self.send_text(event["text"])
+        if self.follows(event["group"]):
+            await self.send_text(event["text"])
 
     # -- candles
 
@@ -567,11 +576,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
     # -- private channels
 
     async def account_changes(self, event):
+        subscribed = {channel.name for channel in self.state.subscriptions if channel.name in PRIVATE_CHANNELS}
+        if not subscribed:  # read after an unsubscribe: not followed, or the next subscription would count a gap
+            return
         # A publisher of the previous release (a rolling deploy) does not number its events.
         restarted = "event" in event and self.state.account_events.receive(event["event"], time.monotonic())
         if restarted:
             await self.events_lost({"details": restarted})
-        subscribed = {channel.name for channel in self.state.subscriptions if channel.name in PRIVATE_CHANNELS}
         # Rendered once by the publisher for every connection of the account, else read here.
         rendered = event.get("rendered")
         if rendered is None and (event["orders"] or event["fills"]):
