@@ -99,7 +99,8 @@ def levels(book: dict, side: str) -> list[list[str]]:
     ('{"op": "subscribe", "channels": [{"name": "candles", "pair": "BTC-USD", "interval": 60}]}', "INVALID_REQUEST"),
     ('{"op": "auth", "key": "hkt_live_x"}', "MISSING_AUTH_HEADERS"),
     ('{"op": "ping", "pad": "' + "x" * MAX_MESSAGE_BYTES + '"}', "MESSAGE_TOO_LARGE"),
-    ('{"op": "ping", "pad": "' + "\u20ac" * (MAX_MESSAGE_BYTES // 3) + '"}', "MESSAGE_TOO_LARGE"),  # bytes, not characters
+    # The limit is in UTF-8 bytes, not characters: three bytes each.
+    ('{"op": "ping", "pad": "' + "\u20ac" * (MAX_MESSAGE_BYTES // 3) + '"}', "MESSAGE_TOO_LARGE"),
     ('{"op": []}', "INVALID_REQUEST"),
     ('{"op": {"a": 1}}', "INVALID_REQUEST"),
     ('{"op": "subscribe", "channels": [{"name": ["orderbook"], "pair": "BTC-USD"}]}', "INVALID_REQUEST"),
