@@ -282,23 +282,27 @@ class Finalized:
     pass
 
 
-def test_a_rebuild_frees_the_garbage_of_before_rather_than_freezing_it(alice, monkeypatch):
+def test_a_rebuild_frees_the_garbage_of_before_rather_than_freezing_it(alice, bob, monkeypatch):
     """A failed drain leaves cyclic garbage (its error's traceback holds the frames that hold its batch); the
     book's rebuild freezes what lives, which the collector then never walks again."""
     monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: None)
     place(alice)
+    matcher = PairMatcher(PAIR)
+    matcher.drain()  # its book loaded
+    place(bob, side="sell")
     freed = threading.Event()
     gc.disable()  # nothing collected behind the test's back: only the rebuild's own doing counts
     try:
-        garbage = [Finalized()]
+        garbage = [Finalized()]  # what a failed drain leaves
         garbage.append(garbage)
         weakref.finalize(garbage[0], freed.set)
         del garbage
-        PairMatcher(PAIR).drain()  # loads the book
+        matcher.book = None  # as after that failure: rebuilt before the next batch
+        matcher.drain()
         gc.collect()  # the waiter's full pass
     finally:
         gc.enable()
-    assert statuses() == {Order.Status.OPEN}
+    assert Order.objects.filter(side="sell").get().status == Order.Status.FILLED  # rebuilt, then matched
     assert freed.is_set()
 
 

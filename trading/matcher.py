@@ -146,9 +146,10 @@ class PairMatcher:
     def load(self, state: LockedState) -> None:
         """Rebuild the book from the committed open orders, in their time priority; keep a working copy
         only of those the book alone cannot give back (``trading.settlement.plain_resting``)."""
-        # The garbage of before (a failed drain's traceback and the batch its frames hold) is freed first:
-        # the freezes below would keep it for good.
-        gc.collect()
+        if self.market is not None:
+            # A rebuild, after a failure: its garbage (the failed drain's traceback and the batch its frames
+            # hold) is freed first, which the freezes below would keep for good.
+            gc.collect()
         self.market = Market.objects.with_assets().get(pk=state.market_id)
         self.fee_account_id = fee_account().pk
         tick, lot = self.market.tick_size, self.market.lot_size
