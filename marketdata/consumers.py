@@ -257,9 +257,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise InvalidRequest("Send JSON text frames.")
-            # Characters first: at most four bytes each in UTF-8, so only a text near the limit is encoded.
-            if len(text_data) > MAX_MESSAGE_BYTES or (len(text_data) > MAX_MESSAGE_BYTES // 4 and len(
-                    text_data.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES):
+            # In UTF-8 bytes; a text with more characters than that is not encoded to know it.
+            if (len(text_data) > MAX_MESSAGE_BYTES
+                    or len(text_data.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES):
                 raise MessageTooLarge(f"Messages are at most {MAX_MESSAGE_BYTES} bytes.")
             try:
                 message = loads_strict(text_data)

@@ -41,17 +41,17 @@ def set_switch(account, timeout_ms: int, pair: str | None = None) -> tuple[DeadM
     with services.committing(services.CANCELS_MAY_BE_REQUESTED) as commit:
         now = timezone.now()  # after any firing this waited for: the new timeout counts from here
         switch = DeadManSwitch.objects.select_for_update().filter(account=account, market=market).first()
-        if switch is not None and switch.trigger_at is not None and switch.trigger_at <= now:
-            fire_locked(commit, switch, now)
-        if timeout_ms:
-            switch, _ = DeadManSwitch.objects.update_or_create(
-                account=account, market=market,
-                defaults={"timeout_ms": timeout_ms, "trigger_at": now + timedelta(milliseconds=timeout_ms)},
-            )
-            return switch, now
+        trigger_at = now + timedelta(milliseconds=timeout_ms) if timeout_ms else None
         if switch is None:
-            return DeadManSwitch(account=account, market=market, timeout_ms=0), now
-        switch.timeout_ms, switch.trigger_at = 0, None
+            if not timeout_ms:
+                return DeadManSwitch(account=account, market=market, timeout_ms=0), now
+            # Created, or updated if a request racing this one created it first.
+            switch, _ = DeadManSwitch.objects.update_or_create(
+                account=account, market=market, defaults={"timeout_ms": timeout_ms, "trigger_at": trigger_at})
+            return switch, now
+        if switch.trigger_at is not None and switch.trigger_at <= now:
+            fire_locked(commit, switch, now)
+        switch.timeout_ms, switch.trigger_at = timeout_ms, trigger_at
         switch.save(update_fields=["timeout_ms", "trigger_at", "updated_at"])
         return switch, now
 
