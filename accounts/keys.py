@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts import key_cache
 from accounts.models import Account, ApiKey
 from accounts.secrets import encrypt_secret
-from exchange.errors import InvalidFields
+from exchange.errors import InvalidFields, InvalidRequest
 from exchange.net import parse_address
 
 SECRET_BYTES = 32  # 256 bits
@@ -49,6 +49,14 @@ def check_key_settings(scope: str, ip_allowlist: list[str], drift_tolerance_ms: 
         raise InvalidFields(errors, "Invalid key settings.")
 
 
+def check_room_for_a_key(account: Account) -> None:
+    """Under the account row's lock, so that concurrent creates cannot pass the cap together."""
+    Account.objects.select_for_update().only("pk").get(pk=account.pk)
+    if ApiKey.objects.filter(account=account, revoked_at__isnull=True).count() >= ApiKey.MAX_LIVE_PER_ACCOUNT:
+        raise InvalidRequest(f"An account has at most {ApiKey.MAX_LIVE_PER_ACCOUNT} live keys: revoke one first.",
+                             limit=ApiKey.MAX_LIVE_PER_ACCOUNT)
+
+
 @transaction.atomic
 def create_api_key(
     account: Account, *, label: str, scope: str, ip_allowlist: list[str],
@@ -57,6 +65,7 @@ def create_api_key(
     """Returns the key and its secret; the secret is never available again."""
     ip_allowlist = normalize_allowlist(ip_allowlist)
     check_key_settings(scope, ip_allowlist, drift_tolerance_ms)
+    check_room_for_a_key(account)
     secret = secrets.token_hex(SECRET_BYTES)
     key = ApiKey.objects.create(
         account=account,

@@ -85,6 +85,8 @@ class ApiKey(models.Model):
         TRADE_WITHDRAW = "trade_withdraw", "Trade and withdraw"
 
     MIN_DRIFT_MS, DEFAULT_DRIFT_MS, MAX_DRIFT_MS = 1_000, 5_000, 60_000
+    # Each key has its own rate budget, so keys are capped per account (Binance's cap is also 30).
+    MAX_LIVE_PER_ACCOUNT = 30
 
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="api_keys")
     public_id = models.CharField(max_length=40, unique=True, editable=False)

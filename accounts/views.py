@@ -55,7 +55,7 @@ def sign_up(request):
 @login_required
 def key_list(request):
     keys = own_keys(request).active_first()
-    return render(request, "accounts/key_list.html", {"keys": keys})
+    return render(request, "accounts/key_list.html", {"keys": keys, "live_key_limit": ApiKey.MAX_LIVE_PER_ACCOUNT})
 
 
 @sensitive_variables()  # the new key's secret passes through a local, unused here

@@ -13,11 +13,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from accounts.keys import create_api_key
+from accounts.keys import create_api_key, revoke_api_keys
 from accounts.models import Account, ApiKey
 from accounts.services import open_account
+from exchange.errors import InvalidRequest
 from trading.models import Order
 
+from .racing import race
 from .signing import SignedClient
 
 PASSWORD = "a-long-passw0rd!"
@@ -275,6 +277,47 @@ def test_bad_allowlist_entry_is_a_field_error_and_changes_nothing(holder):
     assert ApiKey.objects.values().get() == before
     created = client.post(NEW_KEY, key_fields(ip_allowlist="10.0.0.0/33"))
     assert form_errors(created, "ip_allowlist") and ApiKey.objects.count() == 1
+
+
+def test_an_account_holds_at_most_its_cap_of_live_keys(holder, make_account):
+    """Each key has its own rate budget: more keys must not mean an unbounded budget."""
+    account, client = holder
+    keys = [create_api_key(account, label=f"bot {n}", scope="read_only", ip_allowlist=[])[0]
+            for n in range(ApiKey.MAX_LIVE_PER_ACCOUNT)]
+
+    refused = client.post(NEW_KEY, key_fields(label="one too many"))
+
+    assert refused.status_code == 200
+    assert refused.context["form"].non_field_errors() == [
+        f"An account has at most {ApiKey.MAX_LIVE_PER_ACCOUNT} live keys: revoke one first."]
+    assert not ApiKey.objects.filter(label="one too many").exists()
+    other, _ = create_api_key(make_account("other"), label="another account's", scope="trade", ip_allowlist=[])
+    assert other.revoked_at is None  # the cap is per account
+    assert client.post(revoke_url(keys[0])).status_code == 302
+    key, _ = create_key_through_the_page(client, label="after a revoke")
+    assert key.account == account
+    assert ApiKey.objects.filter(account=account, revoked_at__isnull=True).count() == ApiKey.MAX_LIVE_PER_ACCOUNT
+    assert f"at most {ApiKey.MAX_LIVE_PER_ACCOUNT} live keys".encode() in client.get(KEYS).content
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_creates_racing_for_the_last_place_under_the_cap_make_one_key(make_account):
+    account = make_account("racer")
+    for n in range(ApiKey.MAX_LIVE_PER_ACCOUNT):
+        create_api_key(account, label=f"bot {n}", scope="read_only", ip_allowlist=[])
+
+    def create(label):
+        try:
+            return create_api_key(account, label=label, scope="read_only", ip_allowlist=[])[0].label
+        except InvalidRequest as error:
+            return error.details["limit"]
+
+    for round_ in range(4):  # each round one place freed, and four creates racing for it
+        live = ApiKey.objects.filter(account=account, revoked_at__isnull=True)
+        revoke_api_keys(ApiKey.objects.filter(pk=live.first().pk))
+        results = race(create, [f"racer {round_}.{n}" for n in range(4)])
+        assert [result for result in results if isinstance(result, int)] == [ApiKey.MAX_LIVE_PER_ACCOUNT] * 3
+        assert ApiKey.objects.filter(account=account, revoked_at__isnull=True).count() == ApiKey.MAX_LIVE_PER_ACCOUNT
 
 
 def test_another_users_key_is_not_found(holder, make_account):
