@@ -11,6 +11,7 @@ one round trip, before the permission checks (accounts/authentication.py): the t
 that decision, and a request refused in between gets its charge back (RateLimitHeadersMiddleware).
 """
 
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -70,6 +71,25 @@ def decide(entries: list[tuple[int, int]], now: int, limit: int, cost: int, allo
                     retry_after = second + window - now
                     break
     return Decision(allowed, limit, max(0, limit - used), reset, retry_after, now)
+
+
+class MessageAllowance:
+    """A WebSocket connection's own messages: ``burst`` at once, then ``per_second`` (a token bucket).
+    In the connection's process: a connection lives in one."""
+
+    def __init__(self, per_second: float, burst: int):
+        self.per_second, self.burst = per_second, burst
+        self.tokens, self.refilled_at = float(burst), time.monotonic()
+
+    def take(self) -> float:
+        """0 when a message may be handled now (and it is counted), else the seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled_at) * self.per_second)
+        self.refilled_at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.per_second
 
 
 def windows():

@@ -35,11 +35,13 @@ from django.utils import timezone
 from accounts.authentication import SignedRequest, check_session_key, record_key_use, verify_signed_request
 from exchange import metrics
 from exchange.errors import (AuthenticationFailed, ErrorCode, ExchangeError, InternalError, InvalidRequest,
-                             MessageTooLarge, PrivateEventsLost, SlowConsumer, SubscriptionLimit, UnknownPair)
+                             MessageTooLarge, PrivateEventsLost, RateLimited, SlowConsumer, SubscriptionLimit,
+                             UnknownPair)
 from exchange.fields import has_control_character, to_milliseconds
 from exchange.jsonparse import StrictJSONError, loads_strict
 from exchange.logs import log_context
 from exchange.net import client_address
+from exchange.ratelimit import MessageAllowance
 from exchange.request_ids import new_request_id
 from marketdata import replay, services, streams
 from marketdata.account_events import AccountEvents
@@ -58,6 +60,9 @@ logger = logging.getLogger(__name__)
 PUBLIC_CHANNELS = {"orderbook", "trades", "ticker", "candles"}
 PRIVATE_CHANNELS = {"orders", "fills", "balances"}
 MAX_SUBSCRIPTIONS = 50
+# A connection's own messages (auth, subscribe, ping...): enough for every subscription one message at a
+# time, then a steady 10 a second (Binance allows 5); past that each is refused with RATE_LIMITED.
+MESSAGE_BURST, MESSAGES_PER_SECOND = 60, 10
 MAX_MESSAGE_BYTES = 16 * 1024
 # Larger frames and messages are refused by the server (Daphne's autobahn) with a close, code 1009:
 # it does not buffer them for the consumer to refuse with MESSAGE_TOO_LARGE.
@@ -194,6 +199,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.outbox_bytes = 0
         self.outbox_ready = asyncio.Event()
         self.writing = False
+        self.allowance = MessageAllowance(MESSAGES_PER_SECOND, MESSAGE_BURST)
         self.operations = {"subscribe": self.subscribe, "unsubscribe": self.unsubscribe, "auth": self.authenticate,
                            "ping": self.ping}
         if self.socket is not None:
@@ -255,6 +261,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         op = None
         try:
+            if wait := self.allowance.take():
+                raise RateLimited(f"A connection sends at most {MESSAGES_PER_SECOND} messages a second "
+                                  f"({MESSAGE_BURST} at once); this one was not read.", round(wait, 3))
             if text_data is None:
                 raise InvalidRequest("Send JSON text frames.")
             # In UTF-8 bytes; a text with more characters than that is not encoded to know it.

@@ -61,6 +61,36 @@ def test_bad_input_gets_a_coded_error_never_reaches_the_database_and_the_connect
     assert ledger_snapshot() == before
 
 
+def test_a_connection_sending_past_its_allowance_is_refused_each_message_until_it_refills(markets, monkeypatch):
+    # A slow refill, so that the test's own pace cannot refill the bucket between two messages.
+    monkeypatch.setattr(consumers, "MESSAGE_BURST", 3)
+    monkeypatch.setattr(consumers, "MESSAGES_PER_SECOND", 0.5)
+    subscribe = {"op": "subscribe", "channels": [{"name": "trades", "pair": "BTC-USD"}]}
+
+    async def body():
+        ws = await connect()
+        for _ in range(3):
+            await op(ws, op="ping")
+        pongs = [await receive(ws, "pong") for _ in range(3)]
+        await op(ws, **subscribe)
+        refused = await receive(ws)
+        await op(ws, op="ping")
+        refused_again = await receive(ws)
+        await asyncio.sleep(refused_again["details"]["retry_after"] + 0.1)
+        await op(ws, **subscribe)
+        taken = await receive(ws)
+        await ws.disconnect()
+        return pongs, refused, refused_again, taken
+
+    pongs, refused, refused_again, taken = run(body)
+
+    assert pongs == [{"type": "pong"}] * 3
+    assert refused["type"] == "error" and refused["code"] == "RATE_LIMITED" and refused["op"] is None
+    assert 0 < refused["details"]["retry_after"] <= 2
+    assert refused_again["code"] == "RATE_LIMITED"  # a refused message does not count, nor is it read
+    assert taken == {"type": "subscribed", "channel": "trades", "pair": "BTC-USD"}  # not subscribed before
+
+
 @pytest.mark.parametrize("overrides", [
     {"key": "hkt_live_\u0000"},
     {"key": " hkt_live_x"},
