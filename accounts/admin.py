@@ -23,11 +23,11 @@ class AccountAdmin(admin.ModelAdmin):
     readonly_fields = ("kind", "created_at")
     actions = ("verify_accounts", "unverify_accounts")
 
-    @admin.action(description="Verify selected accounts")
+    @admin.action(description="Verify selected accounts", permissions=["change"])
     def verify_accounts(self, request, queryset):
         self.set_verified(request, queryset, True)
 
-    @admin.action(description="Remove verification from selected accounts")
+    @admin.action(description="Remove verification from selected accounts", permissions=["change"])
     def unverify_accounts(self, request, queryset):
         self.set_verified(request, queryset, False)
 
@@ -81,7 +81,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # keys are created where their secret can be shown once: the account pages
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
         live = list(queryset.filter(revoked_at__isnull=True))
         keys.revoke_api_keys(queryset.filter(pk__in=[key.pk for key in live]))

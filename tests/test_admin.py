@@ -3,8 +3,10 @@ from decimal import Decimal
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
-from accounts.models import Account
+from accounts.keys import create_api_key
+from accounts.models import Account, ApiKey
 from trading import dispatch, services
 from trading.models import LedgerEntry, Market, Order
 
@@ -95,6 +97,33 @@ def test_staff_without_the_adjust_permission_cannot_adjust(client, make_account,
 
     assert response.status_code == 403
     assert balance_of(account, "USD") is None
+
+
+@pytest.mark.parametrize("model_path,action", [
+    ("trading/market", "halt"), ("trading/market", "set_cancel_only"), ("trading/market", "resume"),
+    ("accounts/account", "verify_accounts"), ("accounts/account", "unverify_accounts"),
+    ("accounts/apikey", "revoke_keys"),
+])
+def test_staff_who_may_only_view_cannot_run_an_action_that_changes(client, markets, make_account, model_path, action):
+    staff = get_user_model().objects.create_user("viewer", password="pw-123456!", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(codename__in=["view_market", "view_account", "view_apikey"]))
+    client.force_login(staff)
+    account = make_account()
+    Account.objects.filter(pk=account.pk).update(verified=action == "unverify_accounts")
+    key, _ = create_api_key(account, label="bot", scope="trade", ip_allowlist=[])
+    market = markets["ETH-USD"]
+    Market.objects.filter(pk=market.pk).update(status="halted" if action == "resume" else "online")
+    before = (Market.objects.values().get(pk=market.pk), Account.objects.values().get(pk=account.pk),
+              ApiKey.objects.values().get(pk=key.pk))
+    target = {"trading/market": market, "accounts/account": account, "accounts/apikey": key}[model_path]
+
+    page = client.get(f"/admin/{model_path}/")
+    response = run_action(client, model_path, action, [target.pk])
+
+    assert page.status_code == 200 and f'value="{action}"'.encode() not in page.content
+    assert response.status_code == 200  # the list again, "No action selected", nothing done
+    assert (Market.objects.values().get(pk=market.pk), Account.objects.values().get(pk=account.pk),
+            ApiKey.objects.values().get(pk=key.pk)) == before
 
 
 def test_ledger_entries_and_balances_are_read_only_in_admin(admin_client, make_account, fund):

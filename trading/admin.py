@@ -135,15 +135,15 @@ class MarketAdmin(admin.ModelAdmin):
             self.log_change(request, market, f"Set status to {status}.")
         self.message_user(request, f"{queryset.count()} market(s) set to {status}.")
 
-    @admin.action(description="Halt: refuse new orders and cancels")
+    @admin.action(description="Halt: refuse new orders and cancels", permissions=["change"])
     def halt(self, request, queryset):
         self.change_status(request, queryset, Market.Status.HALTED)
 
-    @admin.action(description="Cancel only: accept cancels, refuse new orders")
+    @admin.action(description="Cancel only: accept cancels, refuse new orders", permissions=["change"])
     def set_cancel_only(self, request, queryset):
         self.change_status(request, queryset, Market.Status.CANCEL_ONLY)
 
-    @admin.action(description="Resume trading")
+    @admin.action(description="Resume trading", permissions=["change"])
     def resume(self, request, queryset):
         self.change_status(request, queryset, Market.Status.ONLINE)
 
