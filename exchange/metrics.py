@@ -20,6 +20,7 @@ lock and checks its arguments each time), and a batch's many values go into a hi
 """
 
 import bisect
+import logging
 import os
 from collections.abc import Callable, Iterable
 
@@ -27,6 +28,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 
 from exchange.errors import ErrorCode
+
+logger = logging.getLogger(__name__)
 
 # Seconds, from a cached read (a millisecond) to an order create waiting on a busy matcher (a second).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -134,14 +137,18 @@ SCRAPED = {
     "exchange_matcher_queue_depth": (
         "Commands accepted and not yet matched, per pair (read from the database at scrape).", ["pair"]),
     "exchange_matcher_oldest_command_age_seconds": (
-        "Age of the pair's oldest queued command, 0 when none (read at scrape; /readyz's lag).", ["pair"]),
+        "Age of the pair's oldest queued command, 0 when none or the market is halted (read at scrape; /readyz's "
+        "lag).", ["pair"]),
     "exchange_ledger_audit_problems": (
         "Problems the last ledger audit found (0: the books balance).", []),
     "exchange_ledger_audit_last_run_timestamp_seconds": (
         "When the last ledger audit started, seconds since the epoch.", []),
     "exchange_ledger_audit_duration_seconds": (
         "How long the last ledger audit took.", []),
+    "exchange_scraped_reads_failed": (
+        "Readers of these scraped metrics that failed at this scrape (the database away): theirs are missing.", []),
 }
+SCRAPE_FAILURES = "exchange_scraped_reads_failed"
 
 Reader = Callable[[], Iterable[tuple[str, tuple[str, ...], float]]]
 _readers: list[Reader] = []
@@ -154,10 +161,20 @@ def register_reader(reader: Reader) -> None:
 
 class ScrapedValues:
     def collect(self):
+        """A reader that fails (the database away) leaves out its metrics only: the process's own counters
+        are what an operator needs most during such an outage."""
         families = {name: GaugeMetricFamily(name, help_, labels=labels) for name, (help_, labels) in SCRAPED.items()}
+        failed = 0
         for reader in _readers:
-            for name, labels, value in reader():
+            try:
+                samples = list(reader())
+            except Exception:
+                logger.warning("the scraped metrics of %s could not be read", reader.__name__, exc_info=True)
+                failed += 1
+                continue
+            for name, labels, value in samples:
                 families[name].add_metric(list(labels), value)
+        families[SCRAPE_FAILURES].add_metric([], failed)
         return families.values()
 
 

@@ -6,16 +6,21 @@ import os
 import subprocess
 import sys
 
+from datetime import timedelta
+
 import pytest
 from celery import shared_task
+from django.db import OperationalError
+from django.db.models import QuerySet
 from django.test import Client
+from django.utils import timezone
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exchange import metrics
-from trading import dispatch
+from trading import dispatch, services
 from trading.audit import run_audit
-from trading.models import AuditRun
+from trading.models import AuditRun, Market, MatcherCommand
 
 from .conftest import trader_fixture
 
@@ -152,6 +157,38 @@ def test_the_queue_and_the_last_audit_are_read_at_scrape(alice, token, make_key,
     assert values[key("exchange_ledger_audit_problems")] == run.problem_count == 0
     assert values[key("exchange_ledger_audit_last_run_timestamp_seconds")] == run.started_at.timestamp()
     assert values[key("exchange_ledger_audit_duration_seconds")] == run.duration.total_seconds()
+
+
+def test_a_halted_markets_queue_is_no_lag(alice, token, make_key, monkeypatch):
+    """A halted market's queue waits for the resume: /readyz does not count it, nor may MatcherLagging."""
+    monkeypatch.setattr(dispatch, "wake_and_wait_for_state", lambda pair, order_id, timeout: None)
+    assert make_key(alice).post("/v1/orders", {"pair": "ETH-USD", "side": "buy", "type": "limit",
+                                               "price": "100", "size": "1"}).status_code == 201
+    MatcherCommand.objects.update(queued_at=timezone.now() - timedelta(seconds=60))
+    assert scrape()[key("exchange_matcher_oldest_command_age_seconds", pair="ETH-USD")] >= 60
+
+    services.set_market_status(Market.objects.get(pair="ETH-USD").pk, Market.Status.HALTED)
+    values = scrape()
+
+    assert values[key("exchange_matcher_oldest_command_age_seconds", pair="ETH-USD")] == 0
+    assert values[key("exchange_matcher_queue_depth", pair="ETH-USD")] == 1
+    assert Client().get("/readyz").status_code == 200
+
+
+def test_the_processs_metrics_are_served_while_the_database_is_away(db, markets, token, monkeypatch):
+    assert scrape()[key("exchange_scraped_reads_failed")] == 0
+
+    def database_away(queryset):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(QuerySet, "_fetch_all", database_away)
+    response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert response.status_code == 200
+    values = samples(response.content.decode())
+    assert values[key("exchange_scraped_reads_failed")] == 2  # the queues and the last audit
+    assert not any(name == "exchange_matcher_queue_depth" for name, _ in values)
+    assert any(name == "exchange_http_requests_total" for name, _ in values)
 
 
 def test_observe_many_is_observe_for_each_value():

@@ -8,15 +8,16 @@ from trading.models import AuditRun, Market, MatcherCommand
 
 
 def matcher_queues():
-    """Each market's queued commands and the age of its oldest (0 when none)."""
+    """Each market's queued commands and the age of its oldest (0 when none, or when the market is halted:
+    its queue waits for the resume, and /readyz does not count it either)."""
     now = timezone.now()
     queued = {pair: (count, oldest) for pair, count, oldest in MatcherCommand.objects.values("market__pair").annotate(
         count=Count("id"), oldest=Min("queued_at")).values_list("market__pair", "count", "oldest")}
-    for pair in Market.objects.order_by("pair").values_list("pair", flat=True):
+    for pair, status in Market.objects.order_by("pair").values_list("pair", "status"):
         count, oldest = queued.get(pair, (0, None))
         yield "exchange_matcher_queue_depth", (pair,), count
-        yield "exchange_matcher_oldest_command_age_seconds", (pair,), 0 if oldest is None else (
-            now - oldest).total_seconds()
+        yield "exchange_matcher_oldest_command_age_seconds", (pair,), 0 if oldest is None or (
+            status == Market.Status.HALTED) else (now - oldest).total_seconds()
 
 
 def last_audit():
