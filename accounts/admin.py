@@ -4,6 +4,7 @@ from django import forms
 
 from accounts import keys
 from accounts.models import Account, ApiKey, RateTier
+from accounts.services import DEFAULT_TIER_NAME
 from exchange.errors import ExchangeError
 
 
@@ -12,6 +13,10 @@ class RateTierAdmin(admin.ModelAdmin):
     list_display = ("name", "weight_per_minute", "maker_fee_rate", "taker_fee_rate", "min_30d_volume")
     search_fields = ("name",)
     ordering = ("min_30d_volume", "name")
+
+    def get_readonly_fields(self, request, obj=None):
+        # New accounts are opened on the default tier, found by its name.
+        return ("name",) if obj is not None and obj.name == DEFAULT_TIER_NAME else ()
 
 
 @admin.register(Account)

@@ -6,7 +6,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from accounts.keys import create_api_key
-from accounts.models import Account, ApiKey
+from accounts.models import Account, ApiKey, RateTier
+from accounts.services import open_account
 from trading import dispatch, services
 from trading.models import LedgerEntry, Market, Order
 
@@ -124,6 +125,23 @@ def test_staff_who_may_only_view_cannot_run_an_action_that_changes(client, marke
     assert response.status_code == 200  # the list again, "No action selected", nothing done
     assert (Market.objects.values().get(pk=market.pk), Account.objects.values().get(pk=account.pk),
             ApiKey.objects.values().get(pk=key.pk)) == before
+
+
+def test_the_default_tier_keeps_its_name_as_new_accounts_are_opened_on_it(admin_client, markets, django_user_model):
+    retail = RateTier.objects.get(name="retail")
+    fields = {"name": "Retail (default)", "weight_per_minute": 600, "maker_fee_rate": retail.maker_fee_rate,
+              "taker_fee_rate": retail.taker_fee_rate, "min_30d_volume": retail.min_30d_volume}
+
+    response = admin_client.post(f"/admin/accounts/ratetier/{retail.pk}/change/", fields)
+
+    assert response.status_code == 302
+    retail.refresh_from_db()
+    assert (retail.name, retail.weight_per_minute) == ("retail", 600)  # the rest of the row is the operator's
+    assert open_account(django_user_model.objects.create_user("newcomer")).rate_tier == retail
+    other = RateTier.objects.exclude(pk=retail.pk).values().first()
+    renamed = admin_client.post(f"/admin/accounts/ratetier/{other['id']}/change/", {
+        **{name: "" if other[name] is None else other[name] for name in fields}, "name": "renamed"})
+    assert renamed.status_code == 302 and RateTier.objects.get(pk=other["id"]).name == "renamed"
 
 
 def test_ledger_entries_and_balances_are_read_only_in_admin(admin_client, make_account, fund):
