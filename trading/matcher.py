@@ -186,10 +186,14 @@ class PairMatcher:
     # -- one batch
 
     def lock_state(self) -> LockedState:
-        """The pair's BookState, with its market's status and grid, locked for this batch (made on the first)."""
+        """The pair's BookState, with its market's status and grid, locked for this batch (made on the first).
+
+        The market row is locked too (FOR NO KEY UPDATE: orders' foreign keys still insert), so that a
+        halt or a grid change waits for the batch in flight, and a batch that waited for one reads the
+        row as committed (PostgreSQL reads a joined row again after the wait only if it locks it)."""
         if self.lock_read is None:
             self.lock_read = store().compiled(
-                BookState.objects.select_for_update(of=("self",)).filter(market__pair=self.pair).order_by("pk")
+                BookState.objects.select_for_update(no_key=True).filter(market__pair=self.pair).order_by("pk")
                 .values_list(*LockedState._fields[:4], "market__status", "market__tick_size", "market__lot_size")[:1])
         rows = store().read(self.lock_read, [self.pair])
         if not rows:
