@@ -109,6 +109,12 @@ class Subscription(Movement):
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
 
+    @property
+    def lock_days(self) -> int:
+        """The product's term when subscribed (an operator may change the product's since): the lock runs
+        from ``created_at`` to ``unlocks_at``."""
+        return (self.unlocks_at - self.created_at).days
+
     def __str__(self) -> str:
         return f"subscription {self.pk}: {self.amount} {self.asset} ({self.status})"
 

@@ -214,6 +214,21 @@ def test_a_locked_subscription_cannot_be_redeemed_before_it_unlocks(trader, make
     assert balance_of(trader, "BTC").available == 2
 
 
+def test_a_subscription_keeps_the_term_it_was_made_with_when_its_product_changes(trader, make_product, make_key):
+    product = make_product("BTC", lock_days=30, min_amount="0.1")
+    subscription = subscribed(trader, product, "1")
+    product.lock_days = 0  # an operator makes the product flexible: subscriptions keep their lock
+    product.save()
+    bot = make_key(trader)
+
+    [shown] = bot.get("/v1/earn/subscriptions").json()["results"]
+    refused = bot.post(redeem_path(subscription.pk))
+
+    assert_error(refused, 409, "SUBSCRIPTION_LOCKED")
+    assert shown["lock_days"] == 30 and shown["unlocks_at"] - shown["time"] == 30 * 86_400_000
+    assert bot.get("/v1/earn/products").json()[0]["lock_days"] == 0
+
+
 def test_redeeming_what_is_not_yours_is_not_found(trader, funded, flexible, make_key):
     theirs = subscribed(funded("erin", USD="100"), flexible, "100")
     bot = make_key(trader)

@@ -77,7 +77,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     asset = serializers.CharField(source="asset.symbol")
     amount = serializers.SerializerMethodField(help_text="The principal.")
     annual_rate = serializers.SerializerMethodField(help_text="The product's rate when subscribed, kept for good.")
-    lock_days = serializers.IntegerField(source="product.lock_days")
+    lock_days = serializers.IntegerField(help_text="The product's term when subscribed, kept for good (0: flexible).")
     status = serializers.ChoiceField(choices=Subscription.Status.choices)
     interest = serializers.SerializerMethodField(help_text="The interest paid so far.")
     accrued_until = serializers.SerializerMethodField(
