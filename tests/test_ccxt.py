@@ -549,6 +549,16 @@ def test_candles_page_by_a_thousand_and_the_account_wide_calls(connect, trader, 
     assert [entry["request"]["url"] for entry in maker.get_fetch_cache()][-3:] == [
         f"{SERVER}/v1/candles/BTC-USD?interval=1m&start={since + offset * 60_000}&limit={limit}"
         for offset, limit in ((0, 1000), (1000, 1000), (2000, 500))]
+    # An `until` inside the first page: the pages past it are not asked for (the server refuses them).
+    assert maker.fetch_ohlcv("BTC/USD", "1m", minute - 100 * 60_000, 1_500, {"until": minute + 60_000}) == [
+        [minute, 60000.0, 60000.0, 60000.0, 60000.0, 0.1]]
+    # Without `since`, the intervals up to the server's now, whatever our clock says once corrected.
+    behind = connect(maker_key)
+    clock = behind.milliseconds
+    behind.milliseconds = lambda: clock() - 180_000  # three minutes behind the server's
+    behind.load_time_difference()
+    assert behind.fetch_ohlcv("BTC/USD", "1m", None, 1_000) == behind.fetch_ohlcv("BTC/USD", "1m", None, 1_500) == [
+        [minute, 60000.0, 60000.0, 60000.0, 60000.0, 0.1]]
 
     second = maker.create_order("BTC/USD", "limit", "sell", 0.1, 61000)
     assert sorted((order["id"], order["status"]) for order in maker.cancel_all_orders()) == [

@@ -389,13 +389,15 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
                                {} if limit is None else {"limit": limit}, params)
             return self.parse_ohlcvs(self.publicGetCandlesPair(page), market, timeframe)
         step = self.parse_timeframe(timeframe) * 1000
-        if since is None:
-            last = ((self.milliseconds() if until is None else until - 1) // step) * step
+        if since is None:  # "now" is the server's, as on one page: our clock corrected, as nonce() is
+            last = ((self.nonce() if until is None else until - 1) // step) * step
             since = last - (limit - 1) * step
         rows = []
         for offset in range(0, limit, MAX_PAGE):
-            page = self.extend(request, {"start": since + offset * step, "limit": min(MAX_PAGE, limit - offset)},
-                               params)
+            start = since + offset * step
+            if until is not None and start >= until:  # the server refuses a page that ends before it starts
+                break
+            page = self.extend(request, {"start": start, "limit": min(MAX_PAGE, limit - offset)}, params)
             rows += self.publicGetCandlesPair(page)
         return self.parse_ohlcvs(rows, market, timeframe)
 
