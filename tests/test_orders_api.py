@@ -429,6 +429,36 @@ def test_market_buy_by_size_is_bounded_and_releases_unused_hold(as_trader, alice
     assert Order.objects.get(pk=order["order_id"]).protection_price == D("66150")  # 63,000 + 5 %
 
 
+@pytest.mark.parametrize("order", [
+    {"type": "stop", "stop_price": "999999999999999999.00", "size": "0.0001"},
+    {"type": "market", "size": "0.0001"},  # reaching the ask below
+])
+def test_a_buy_whose_protection_price_would_pass_the_highest_price_is_refused_for_its_hold(as_trader, alice, bob,
+                                                                                           order):
+    """Stop price or worst ask plus 5 % can pass what a price column holds: the bound is the highest price."""
+    as_trader(alice).post("/v1/orders", {**LIMIT_BUY, "side": "sell", "price": "999999999999999999.00",
+                                         "size": "0.0001"}, format="json")
+    before = ledger_snapshot()
+
+    refused = as_trader(bob).post("/v1/orders", {"pair": "BTC-USD", "side": "buy", **order}, format="json")
+
+    # Held: 0.0001 x 999,999,999,999,999,999.99, which bob's 100,000 USD does not cover.
+    assert_error(refused, 400, "INSUFFICIENT_FUNDS")
+    assert ledger_snapshot() == before
+
+
+def test_a_protection_price_is_at_most_the_highest_price(as_trader, alice, bob, fund):
+    as_trader(alice).post("/v1/orders", {**LIMIT_BUY, "side": "sell", "price": "999999999999999999.00",
+                                         "size": "0.0001"}, format="json")
+    fund(bob, "USD", "200000000000000")
+
+    order = as_trader(bob).post("/v1/orders", {"pair": "BTC-USD", "side": "buy", "type": "market", "size": "0.0001"},
+                                format="json").json()
+
+    assert order["status"] == "filled" and order["executed_value"] == "99999999999999.9999"
+    assert Order.objects.get(pk=order["order_id"]).protection_price == D("999999999999999999.99")
+
+
 def test_stop_order_waits_unseen_then_triggers_on_a_trade(as_trader, alice, bob):
     stop = as_trader(alice).post("/v1/orders", {"pair": "BTC-USD", "side": "sell", "type": "stop",
                                                 "stop_price": "62000", "size": "0.1"}, format="json").json()

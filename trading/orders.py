@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
 from exchange.errors import InvalidField, MarketHalted
+from exchange.money import AMOUNT_LIMIT
 from trading.models import BookLevel, Market, Order, Side
 from trading.settlement import limit_hold
 
@@ -111,7 +112,13 @@ def protection_price(market: Market, request: OrderRequest) -> Decimal | None:
         reference = price_to_buy(market, request.size)
     else:
         return None
-    return ceil_to_tick(reference * (1 + MARKET_BUY_COLLAR), market.tick_size)
+    return min(ceil_to_tick(reference * (1 + MARKET_BUY_COLLAR), market.tick_size), highest_price(market.tick_size))
+
+
+def highest_price(tick: Decimal) -> Decimal:
+    """The highest price on the tick grid that a price column holds: no order rests above it, so a
+    protection price above it would bound nothing more, and could not be stored."""
+    return ((AMOUNT_LIMIT / tick).to_integral_value(rounding=ROUND_CEILING) - 1) * tick
 
 
 def price_to_buy(market: Market, size: Decimal) -> Decimal:
