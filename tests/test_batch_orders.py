@@ -114,6 +114,21 @@ def test_one_client_order_id_twice_in_a_batch_makes_one_order(as_trader, alice):
     assert Order.objects.count() == 1
 
 
+def test_an_item_repeating_a_client_order_id_of_its_batch_answers_as_the_order_was_left(as_trader, alice, bob):
+    """As two requests would: the repeat shows the order as its matcher left it, not as it was accepted."""
+    as_trader(alice).post("/v1/orders", {**buy("63000", size="0.5"), "side": "sell"}, format="json")
+    taker = buy("63000", size="0.1", client_order_id="taker")
+    post_only = buy("63000", size="0.1", client_order_id="maker", post_only=True)
+
+    filled = results(as_trader(bob).post(BATCH, {"orders": [taker, taker]}, format="json"))
+    rejected = results(as_trader(bob).post(BATCH, {"orders": [post_only, post_only]}, format="json"))
+
+    assert [(item["status"], item["order"]["status"]) for item in filled] == [(201, "filled"), (200, "filled")]
+    assert [(item["status"], item["error"]["code"]) for item in rejected] == [(409, "POST_ONLY_WOULD_TAKE")] * 2
+    single_retry = as_trader(bob).post("/v1/orders", post_only, format="json")
+    assert_error(single_retry, 409, "POST_ONLY_WOULD_TAKE")
+
+
 @pytest.mark.parametrize("body", [
     {"orders": []}, {"orders": [buy("60000")] * 21}, {"orders": buy("60000")}, {"orders": "x"}, {},
     {"orders": [buy("60000")], "pair": "BTC-USD"}, [buy("60000")],

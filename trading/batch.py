@@ -36,7 +36,11 @@ def place_orders_and_wait(account, items: Sequence[OrderRequest | ExchangeError]
     """place_orders, then each new order as its matcher left it (waiting up to REPLY_WAIT_SECONDS in all),
     or as accepted, ``pending``; a post-only order the matcher rejected is POST_ONLY_WOULD_TAKE."""
     outcomes = place_orders(account, items)
-    services.take_states([outcome.order for outcome in outcomes if outcome.created], "the answer to a batch")
+    made = {outcome.order.pk: outcome.order for outcome in outcomes if outcome.created}
+    services.take_states(list(made.values()), "the answer to a batch")
+    for outcome in outcomes:  # an item repeating the client_order_id of an earlier one: that order, as left
+        if outcome.order is not None and outcome.order.pk in made:
+            outcome.order = made[outcome.order.pk]
     judge(outcomes, services.refuse_rejected)
     return outcomes
 
