@@ -175,7 +175,7 @@ def test_request_bodies_refuse_unknown_fields_where_the_server_does(document):
 
     assert {"LimitOrderRequest", "MarketBySizeOrderRequest", "MarketByFundsOrderRequest", "StopLimitOrderRequest",
             "StopMarketBySizeOrderRequest", "StopMarketByFundsOrderRequest", "OrderBatchRequest",
-            "OrderCancelBatchRequest", "CancelAllAfterRequest", "WithdrawalCreateRequest"} <= closed
+            "OrderCancelBatchRequest", "CancelAllRequest", "CancelAllAfterRequest", "WithdrawalCreateRequest"} <= closed
     assert "TransferCreateRequest" not in closed  # the server ignores a field it does not take there
 
 

@@ -108,6 +108,18 @@ def test_cancel_all_refuses_a_pair_with_surrounding_whitespace(signed):
     assert written() == before
 
 
+@pytest.mark.parametrize("body", [{"pairs": "BTC-USD"}, {"symbol": "BTC-USD"}, {"pair": "BTC-USD", "side": "buy"}])
+def test_cancel_all_refuses_a_field_it_does_not_take_rather_than_cancel_more(signed, body):
+    """A misspelt "pair" must not widen the cancel to every pair."""
+    before = written()
+
+    response = signed.post("/v1/orders/cancel-all", body)
+
+    assert_error(response, 400, "INVALID_REQUEST")
+    assert sorted(response.json()["error"]["details"]["fields"]) == sorted(set(body) - {"pair"})
+    assert written() == before
+
+
 @pytest.mark.parametrize("query", ["depth=²", "depth=٣", "depth=%EF%BC%93", "depth=+3", "depth=%203", "depth=3.0",
                                    "depth=1_0"])
 def test_order_book_depth_takes_ascii_digits_only(markets, query):

@@ -370,7 +370,9 @@ def fee_step(order) -> Decimal:
     return Decimal(1).scaleb(-order.market.fee_asset(order.side).precision)
 
 
-class CancelAllSerializer(serializers.Serializer):
+class CancelAllSerializer(RefusesUnknownFields, serializers.Serializer):
+    """A misspelt field refused: ignored, it would widen the cancel to every pair."""
+
     pair = PairName(required=False, help_text="Only this pair's orders.")
 
 
