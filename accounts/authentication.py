@@ -56,8 +56,6 @@ def check_shape(signed: SignedRequest) -> int:
     if not NONCE.fullmatch(signed.nonce):
         raise AuthenticationFailed(ErrorCode.MISSING_AUTH_HEADERS,
                                    "X-Api-Nonce must be 8 to 64 characters of A-Z a-z 0-9 _ -.")
-    if not SIGNATURE.fullmatch(signed.signature):
-        raise AuthenticationFailed(ErrorCode.INVALID_SIGNATURE, "X-Api-Signature must be 64 hex digits (HMAC-SHA256).")
     if not KEY_ID.fullmatch(signed.key_id):  # no look-up for what no key is (a NUL would reach the database)
         raise AuthenticationFailed(ErrorCode.INVALID_API_KEY, "Unknown API key.")
     return int(signed.timestamp)
@@ -163,6 +161,9 @@ def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timesta
             ErrorCode.TIMESTAMP_OUT_OF_WINDOW,
             f"X-Api-Timestamp is {timestamp - server_time:+d} ms from server time; this key allows "
             f"±{key.drift_tolerance_ms} ms.", server_time=server_time, tolerance_ms=key.drift_tolerance_ms)
+    # In its place in the order of the checks (docs/api.md), and before compare_digest, which takes ASCII only.
+    if not SIGNATURE.fullmatch(signed.signature):
+        raise AuthenticationFailed(ErrorCode.INVALID_SIGNATURE, "X-Api-Signature must be 64 hex digits (HMAC-SHA256).")
     message = keys.prehash(signed.timestamp, signed.nonce, signed.method, signed.path, signed.body)
     try:
         secret = decrypt_secret(key.secret_ciphertext)

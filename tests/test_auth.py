@@ -104,6 +104,29 @@ def test_bad_signature(trader, make_key, tamper):
     assert nothing_written() == before
 
 
+@pytest.mark.parametrize("standing,code,status", [
+    ("unknown", "INVALID_API_KEY", 401), ("revoked", "API_KEY_REVOKED", 401), ("off the allowlist", "IP_NOT_ALLOWED", 403),
+    ("late", "TIMESTAMP_OUT_OF_WINDOW", 401), ("good", "INVALID_SIGNATURE", 401),
+])
+@pytest.mark.parametrize("signature", ["ab", "é" * 64, "g" * 64])
+def test_a_malformed_signature_is_checked_in_the_signatures_place(trader, make_key, standing, code, status,
+                                                                  signature):
+    """docs/api.md's order: key, revocation, allowlist and timestamp before the signature, whatever its shape."""
+    bot = make_key(trader, ip_allowlist=["10.0.0.0/8"] if standing == "off the allowlist" else (),
+                   remote_addr="203.0.113.9")
+    if standing == "unknown":
+        bot.key_id = "hkt_live_000000000000000000000000"
+    if standing == "revoked":
+        ApiKey.objects.update(revoked_at="2026-01-01T00:00:00Z")
+    before = nothing_written()
+
+    response = bot.post("/v1/orders", ORDER, headers={"X-Api-Signature": signature},
+                        timestamp=now_ms() - 60_000 if standing == "late" else None)
+
+    assert_error(response, status, code)
+    assert nothing_written() == before
+
+
 @pytest.mark.parametrize("offset", [-4500, 4500])
 def test_clock_skew_just_inside_the_tolerance_is_accepted(trader, make_key, offset):
     response = make_key(trader).post("/v1/orders", ORDER, timestamp=now_ms() + offset)
