@@ -24,7 +24,7 @@ from accounts.secrets import decrypt_secret
 from exchange.errors import (OUTAGE_ERRORS, AuthenticationFailed, ErrorCode, ExchangeError, Forbidden,
                              ServiceUnavailable, log_outage)
 from exchange.fields import to_milliseconds
-from exchange.net import client_address
+from exchange.net import client_address, parse_address
 from exchange.ratelimit import Charge, Prepaid, key_budget, view_weight
 
 HEADERS = ("X-Api-Key", "X-Api-Timestamp", "X-Api-Nonce", "X-Api-Signature")
@@ -140,7 +140,8 @@ def check_standing(cached: key_cache.CachedKey | None, address: str) -> ApiKey:
     if not cached.user_active:
         raise AuthenticationFailed(ErrorCode.API_KEY_REVOKED, "This API key's user has been deactivated.")
     if not keys.ip_allowed(key, address):
-        raise Forbidden(ErrorCode.IP_NOT_ALLOWED, f"{address} is not on this key's IP allowlist", address=address)
+        compared = str(parse_address(address) or address)  # what an allowlist entry must hold
+        raise Forbidden(ErrorCode.IP_NOT_ALLOWED, f"{compared} is not on this key's IP allowlist", address=compared)
     return key
 
 

@@ -1,7 +1,6 @@
 """API key services: create (the secret is returned once), change, revoke, and the checks auth applies."""
 
 import hmac
-import ipaddress
 import secrets
 from hashlib import sha256
 
@@ -13,7 +12,7 @@ from accounts import key_cache
 from accounts.models import Account, ApiKey
 from accounts.secrets import encrypt_secret
 from exchange.errors import InvalidFields, InvalidRequest
-from exchange.net import parse_address
+from exchange.net import parse_address, parse_network
 
 SECRET_BYTES = 32  # 256 bits
 
@@ -28,7 +27,7 @@ def normalize_allowlist(entries: list[str]) -> list[str]:
     networks, bad = [], []
     for entry in entries:
         try:
-            networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            networks.append(str(parse_network(entry.strip())))
         except ValueError:
             bad.append(entry)
     if bad:
@@ -101,7 +100,7 @@ def ip_allowed(key: ApiKey, address: str) -> bool:
     if not key.ip_allowlist:
         return True
     ip = parse_address(address)
-    return ip is not None and any(ip in ipaddress.ip_network(entry) for entry in key.ip_allowlist)
+    return ip is not None and any(ip in parse_network(entry) for entry in key.ip_allowlist)
 
 
 def prehash(timestamp: str, nonce: str, method: str, path: str, body: bytes) -> bytes:

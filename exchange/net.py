@@ -8,9 +8,21 @@ from django.conf import settings
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def parse_network(entry: str) -> Network:
+    """An address or CIDR range (ValueError if it is neither); IPv4-mapped IPv6 (::ffff:10.0.0.0/104) as
+    the IPv4 range it is, as parse_address takes such an address: else it could never match."""
+    network = ipaddress.ip_network(entry, strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 and network.subnet_of(MAPPED):
+        return ipaddress.IPv4Network((network.network_address.ipv4_mapped, network.prefixlen - 96))
+    return network
+
+
 @cache
 def trusted_proxies() -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(entry, strict=False) for entry in settings.TRUSTED_PROXIES)
+    return tuple(parse_network(entry) for entry in settings.TRUSTED_PROXIES)
 
 
 def parse_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -198,9 +198,36 @@ def test_address_outside_the_allowlist_is_named(trader, make_key):
     (["2001:db8::/32"], "2001:db8:1::5"),
     (["2001:db8::1", "10.0.0.0/8"], "2001:db8::1"),
     (["203.0.113.9"], "::ffff:203.0.113.9"),  # an IPv4 peer as a dual-stack socket reports it
+    (["::ffff:203.0.113.9"], "::ffff:203.0.113.9"),  # ... and an entry written that way
+    (["::ffff:203.0.113.0/120"], "203.0.113.9"),
 ])
 def test_ipv4_ipv6_and_cidr_allowlists(trader, make_key, allowlist, address):
     assert make_key(trader, ip_allowlist=allowlist, remote_addr=address).post("/v1/orders", ORDER).status_code == 201
+
+
+def test_an_ipv4_mapped_entry_is_kept_as_the_ipv4_range_it_is(trader, make_key):
+    key, _ = create_api_key(trader, label="bot", scope="trade", ip_allowlist=["::ffff:203.0.113.9", "::ffff:10.0.0.0/104"])
+    assert key.ip_allowlist == ["203.0.113.9/32", "10.0.0.0/8"]
+
+    bot = make_key(trader, remote_addr="203.0.113.9")
+    stored = ApiKey.objects.get(public_id=bot.key_id)
+    stored.ip_allowlist = ["::ffff:203.0.113.0/120"]  # a row stored before entries were kept so
+    stored.save()
+    assert bot.post("/v1/orders", ORDER).status_code == 201
+
+
+def test_the_address_an_allowlist_refusal_names_is_the_one_to_allowlist(trader, make_key):
+    bot = make_key(trader, ip_allowlist=["10.0.0.0/8"], remote_addr="::ffff:203.0.113.9")
+    refused = bot.post("/v1/orders", ORDER)
+    assert_error(refused, 403, "IP_NOT_ALLOWED")
+    named = refused.json()["error"]["details"]["address"]
+    assert named == "203.0.113.9" and refused.json()["error"]["message"].startswith("203.0.113.9 ")
+
+    key = ApiKey.objects.get()
+    key.ip_allowlist = [named]
+    key.save()
+
+    assert bot.post("/v1/orders", ORDER).status_code == 201
 
 
 def test_ipv6_outside_its_range_is_refused(trader, make_key):
@@ -230,11 +257,14 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy(trader, make_key, settin
     assert response.status_code == 201
 
 
-def test_a_trusted_proxy_is_recognised_behind_a_dual_stack_socket(trader, make_key, settings):
-    settings.TRUSTED_PROXIES = ["127.0.0.1"]
+@pytest.mark.parametrize("proxy,peer", [
+    ("127.0.0.1", "::ffff:127.0.0.1"), ("::ffff:127.0.0.1", "::ffff:127.0.0.1"), ("::ffff:127.0.0.0/104", "127.0.0.1"),
+])
+def test_a_trusted_proxy_is_recognised_behind_a_dual_stack_socket(trader, make_key, settings, proxy, peer):
+    settings.TRUSTED_PROXIES = [proxy]
     trusted_proxies.cache_clear()
     try:
-        bot = make_key(trader, ip_allowlist=["203.0.113.9"], remote_addr="::ffff:127.0.0.1")
+        bot = make_key(trader, ip_allowlist=["203.0.113.9"], remote_addr=peer)
         response = bot.post("/v1/orders", ORDER, headers={"X-Forwarded-For": "203.0.113.9"})
     finally:
         trusted_proxies.cache_clear()
