@@ -137,8 +137,8 @@ SCRAPED = {
     "exchange_matcher_queue_depth": (
         "Commands accepted and not yet matched, per pair (read from the database at scrape).", ["pair"]),
     "exchange_matcher_oldest_command_age_seconds": (
-        "Age of the pair's oldest queued command, 0 when none or the market is halted (read at scrape; /readyz's "
-        "lag).", ["pair"]),
+        ("Age of the pair's oldest queued command, 0 when none or the market is halted (read at scrape; "
+         "/readyz's lag)."), ["pair"]),
     "exchange_ledger_audit_problems": (
         "Problems the last ledger audit found (0: the books balance).", []),
     "exchange_ledger_audit_last_run_timestamp_seconds": (

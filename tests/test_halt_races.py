@@ -24,8 +24,8 @@ def crossing(monkeypatch, funded, btc_usd):
     """A resting sell and a crossing buy, queued while the matcher is down."""
     monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: None)
     seller, buyer = funded("seller", BTC="1"), funded("buyer", USD="100000")
-    services.place_order(seller, OrderRequest("BTC-USD", "sell", "limit", price=Decimal("63000"), size=Decimal("0.1")))
-    services.place_order(buyer, OrderRequest("BTC-USD", "buy", "limit", price=Decimal("63000"), size=Decimal("0.1")))
+    services.place_order(seller, OrderRequest("BTC-USD", "sell", "limit", price=Decimal(63000), size=Decimal("0.1")))
+    services.place_order(buyer, OrderRequest("BTC-USD", "buy", "limit", price=Decimal(63000), size=Decimal("0.1")))
 
 
 def in_thread(target) -> threading.Thread:

@@ -5,7 +5,6 @@ the production processes."""
 import os
 import subprocess
 import sys
-
 from datetime import timedelta
 
 import pytest
