@@ -11,6 +11,7 @@ one round trip, before the permission checks (accounts/authentication.py): the t
 that decision, and a request refused in between gets its charge back (RateLimitHeadersMiddleware).
 """
 
+import math
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -74,22 +75,26 @@ def decide(entries: list[tuple[int, int]], now: int, limit: int, cost: int, allo
 
 
 class MessageAllowance:
-    """A WebSocket connection's own messages: ``burst`` at once, then ``per_second`` (a token bucket).
-    In the connection's process: a connection lives in one."""
+    """A WebSocket connection's own messages: ``burst`` at once, then ``per_second``. In the connection's
+    process (a connection lives in one), as GCRA does it: the time by which the messages taken would have
+    been paced out, in integer nanoseconds, so that a client waiting the wait it is given is not refused
+    again by a rounding."""
 
     def __init__(self, per_second: float, burst: int):
-        self.per_second, self.burst = per_second, burst
-        self.tokens, self.refilled_at = float(burst), time.monotonic()
+        self.interval = round(1_000_000_000 / per_second)
+        self.slack = (burst - 1) * self.interval
+        self.paced_until = 0
 
     def take(self) -> float:
-        """0 when a message may be handled now (and it is counted), else the seconds until one may."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.refilled_at) * self.per_second)
-        self.refilled_at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.per_second
+        """0 when a message may be handled now (and it is counted), else the seconds until one may, rounded
+        up to the millisecond."""
+        now = time.monotonic_ns()
+        paced_until = max(self.paced_until, now)
+        early = paced_until - now - self.slack
+        if early > 0:
+            return math.ceil(early / 1_000_000) / 1000
+        self.paced_until = paced_until + self.interval
+        return 0.0
 
 
 def windows():

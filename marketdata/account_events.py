@@ -33,6 +33,11 @@ class AccountEvents:
     # numbered before the first event followed, until the next in order: may arrive late, without a report
     crossing: set[int] = field(default_factory=set)
 
+    def repeats(self, number: int) -> bool:
+        """Whether ``number`` is the last event's again: a send retried after a lost reply
+        (trading.backends.Bus.send_in_order), whose changes the connection has already sent on."""
+        return number == self.last
+
     def receive(self, number: int, now: float) -> dict | None:
         """Take the event numbered ``number``; the report of a restarted numbering, else None."""
         if self.last is None:

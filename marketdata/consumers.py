@@ -263,7 +263,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         try:
             if wait := self.allowance.take():
                 raise RateLimited(f"A connection sends at most {MESSAGES_PER_SECOND} messages a second "
-                                  f"({MESSAGE_BURST} at once); this one was not read.", round(wait, 3))
+                                  f"({MESSAGE_BURST} at once); this one was not read.", wait)
             if text_data is None:
                 raise InvalidRequest("Send JSON text frames.")
             # In UTF-8 bytes; a text with more characters than that is not encoded to know it.
@@ -588,7 +588,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
         subscribed = {channel.name for channel in self.state.subscriptions if channel.name in PRIVATE_CHANNELS}
         if not subscribed:  # read after an unsubscribe: not followed, or the next subscription would count a gap
             return
-        # A publisher of the previous release (a rolling deploy) does not number its events.
+        # A publisher of the previous release (a rolling deploy) does not number its events, nor does one
+        # whose numbering failed (trading.backends.event_numbers).
+        if "event" in event and self.state.account_events.repeats(event["event"]):
+            return
         restarted = "event" in event and self.state.account_events.receive(event["event"], time.monotonic())
         if restarted:
             await self.events_lost({"details": restarted})

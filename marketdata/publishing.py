@@ -25,7 +25,7 @@ from django.db import connection
 from exchange.redis import Reply, RoundTrip
 from marketdata import replay, streams
 from marketdata.candles import INTERVALS, IntervalCandle, candle_at
-from trading.backends import bus, matchers
+from trading.backends import bus, event_numbers, matchers
 from trading.candles import batch_candle
 from trading.rendering import render_fills, render_orders
 
@@ -135,9 +135,9 @@ def send_batch(result, candles: list[tuple[str, IntervalCandle, bool]] = ()) -> 
 
     def account_events() -> list:
         events = []
-        for (account_id, changes), number in zip(per_account.items(), numbers.result()):
+        for (account_id, changes), number in zip(per_account.items(), event_numbers(numbers, len(per_account))):
             group, message = account_changes(account_id, **changes, rendered=rendered.get(account_id))
-            events.append((group, {**message, "event": number}))
+            events.append((group, message if number is None else {**message, "event": number}))
         return events
 
     def candle_messages() -> list:

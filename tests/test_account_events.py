@@ -97,5 +97,6 @@ def test_an_event_sent_twice_is_taken_without_a_report():
     for number in (4, 5):
         events.receive(number, now=0)
 
+    assert events.repeats(5) and not events.repeats(4) and not events.repeats(6)
     assert events.receive(5, now=0) is None
     assert events.receive(6, now=0) is None and events.overdue(now=GRACE_SECONDS * 2) == []

@@ -1,6 +1,9 @@
 import time
+from types import SimpleNamespace
 
 import pytest
+
+from exchange import ratelimit
 
 from .test_public_api import assert_error
 
@@ -111,3 +114,21 @@ def test_ipv6_addresses_share_their_64s_budget(api, markets, settings):
 
     assert codes == [200, 200, 429]
     assert other_network.status_code == 200
+
+
+@pytest.mark.parametrize("short_by_ns", [1, 100_000, 400_000, 30_000_000, 99_600_000])
+def test_a_websocket_connections_refusal_says_how_long_to_wait_and_waiting_that_long_is_enough(monkeypatch,
+                                                                                               short_by_ns):
+    """Rounded up to the millisecond: never 0, never a wait after which the next message is refused again."""
+    clock = [10**12]
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(monotonic_ns=lambda: clock[0]))
+    allowance = ratelimit.MessageAllowance(per_second=10, burst=2)
+    assert allowance.take() == allowance.take() == 0  # the burst
+
+    clock[0] += 100_000_000 - short_by_ns  # a tenth of a second, but for short_by_ns
+    wait = allowance.take()
+    clock[0] += round(wait * 1e9)
+
+    assert 0 < wait <= short_by_ns / 1e9 + 0.001
+    assert allowance.take() == 0
+    assert allowance.take() > 0  # that one was counted

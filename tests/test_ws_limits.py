@@ -13,10 +13,10 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from accounts.keys import create_api_key
-from exchange.redis import get_redis
+from exchange.redis import Reply, get_redis
 from marketdata import consumers, publishing
 from marketdata.hub import StreamHub, hub_for
-from trading.backends import RedisBus
+from trading.backends import RedisBus, bus
 
 from .conftest import ledger_snapshot
 from .signing import now_ms
@@ -202,6 +202,67 @@ def test_account_events_a_moment_out_of_order_are_not_reported_and_a_restarted_n
     errors = [m["details"] for m in run(body) if m["type"] == "error"]
 
     assert errors == [{"expected": 11, "received": 3}]
+
+
+def test_an_account_event_sent_twice_is_delivered_once(markets, alice):
+    """A send retried after a lost reply (Bus.send_in_order) arrives twice with one number."""
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        await receive(ws, "subscribed")
+        event = {"type": "account.changes", "account": alice.pk, "event": 41, "orders": [1], "fills": [],
+                 "rendered": {"orders": [{"order_id": 1}], "fills": []}, "group": f"account.{alice.pk}"}
+        for number in (41, 41, 42):
+            await ws.send_input({**event, "event": number})
+        await op(ws, op="ping")
+        seen = []
+        while not seen or seen[-1]["type"] != "pong":
+            seen.append(await receive(ws))
+        await ws.disconnect()
+        return seen
+
+    assert [(m["type"], m.get("seq")) for m in run(body)] == [("orders", 1), ("orders", 2), ("pong", None)]
+
+
+def test_a_batchs_account_events_go_out_unnumbered_when_their_numbering_fails(markets, alice, bob, monkeypatch):
+    """The round trip that numbers them failing once (a connection reset): the fill still reaches the
+    account, and the next event's number follows with no loss reported."""
+    numbering = type(bus()).number_account_events
+    failed = []
+
+    def failing_once(self, account_ids, trip):
+        if account_ids and not failed:
+            failed.append(account_ids)
+            reply = Reply()
+            reply.error = redis.exceptions.ConnectionError("Connection reset by peer")
+            return reply
+        return numbering(self, account_ids, trip)
+
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "fills"}])
+        await receive(ws, "subscribed")
+        await place(bob, side="buy", type="limit", price=Decimal("62000"), size=Decimal("1"))
+        monkeypatch.setattr(type(bus()), "number_account_events", failing_once)
+        await place(alice, side="sell", type="limit", price=Decimal("62000"), size=Decimal("0.3"))
+        first = await asyncio.wait_for(receive(ws, "fills"), 10)  # heartbeats would keep receive() waiting
+        monkeypatch.setattr(type(bus()), "number_account_events", numbering)
+        await place(alice, side="sell", type="limit", price=Decimal("62000"), size=Decimal("0.2"))
+        second = await asyncio.wait_for(receive(ws, "fills"), 10)
+        await asyncio.sleep(2.5)  # past the grace a late event is given before a gap is reported
+        await op(ws, op="ping")
+        rest = []
+        while not rest or rest[-1]["type"] != "pong":
+            rest.append(await receive(ws))
+        await ws.disconnect()
+        return first, second, rest
+
+    first, second, rest = run(body)
+
+    assert failed
+    assert [fill["size"] for fill in first["fills"]] == ["0.30000000"]
+    assert [fill["size"] for fill in second["fills"]] == ["0.20000000"]
+    assert [m for m in rest if m["type"] == "error"] == []
 
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="account events are numbered in Redis")

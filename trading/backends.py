@@ -723,6 +723,17 @@ class InProcessMatchers(Matchers):
 # -- the bus
 
 
+def event_numbers(numbered: Reply, count: int) -> list[int | None]:
+    """The numbers ``Bus.number_account_events`` took for ``count`` events, or None for each where its round
+    trip failed (logged): such events go out unnumbered, as a publisher of the previous release sends them
+    (a connection follows the numbers of those that carry one), rather than be dropped unannounced."""
+    try:
+        return numbered.result()
+    except redis.exceptions.RedisError:
+        logger.warning("account events could not be numbered: sent without numbers", exc_info=True)
+        return [None] * count
+
+
 class Bus:
     """How messages for the WebSocket processes leave this process (Channels groups)."""
 
@@ -755,15 +766,17 @@ class Bus:
         # follows the numbers from the first event it receives, so an event no one receives needs none
         # (a create's, for an account with no private subscriber, costs no round trip).
         trip = RoundTrip()
-        numbered = self.number_account_events([message["account"] for _, message in messages
-                                               if message["type"] == "account.changes" and "event" not in message],
-                                              trip)
+        unnumbered = [message["account"] for _, message in messages
+                      if message["type"] == "account.changes" and "event" not in message]
+        numbered = self.number_account_events(unnumbered, trip)
         trip.run()
-        numbers = iter(numbered.result())
+        numbers = iter(event_numbers(numbered, len(unnumbered)))
         for group, message in messages:
             message = {**message, "sent_at": sent_at}
             if message["type"] == "account.changes" and "event" not in message:
-                message["event"] = next(numbers)
+                number = next(numbers)
+                if number is not None:
+                    message["event"] = number
             try:
                 await layer.group_send(group, message)
             except redis.exceptions.ConnectionError:
