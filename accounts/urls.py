@@ -8,8 +8,7 @@ app_name = "accounts"
 urlpatterns = [
     path("", views.home, name="index"),
     path("signup/", views.sign_up, name="signup"),
-    path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html",
-                                                redirect_authenticated_user=True), name="login"),
+    path("login/", views.LogInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),  # POST only (Django 5)
     path("keys/", views.key_list, name="keys"),
     path("keys/new/", views.key_create, name="key_create"),

@@ -8,8 +8,11 @@ session, so a reload shows the secret no more. The secret itself is never in the
 or a URL.
 """
 
+from urllib.parse import urlsplit
+
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
@@ -34,6 +37,18 @@ def own_keys(request):
 
 def home(request):
     return render(request, "accounts/home.html")
+
+
+class LogInView(auth_views.LoginView):
+    """Django's, but a ``next`` naming the log-in page itself goes to LOGIN_REDIRECT_URL for a signed-in
+    user, where Django raises (a redirection loop): a link anyone can send must not answer 500."""
+
+    template_name = "accounts/login.html"
+    redirect_authenticated_user = True
+
+    def get_redirect_url(self):
+        url = super().get_redirect_url()
+        return "" if url and urlsplit(url).path == self.request.path else url
 
 
 @sensitive_post_parameters("password1", "password2")

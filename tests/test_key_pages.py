@@ -117,6 +117,18 @@ def test_log_in_and_log_out(holder_with_password):
     assert client.get(KEYS).status_code == 302
 
 
+@pytest.mark.parametrize("next_", ["/account/login/", "/account/login/?next=/account/keys/", "/account/keys/new/"])
+def test_a_signed_in_holder_sent_to_log_in_goes_on_and_never_in_a_loop(holder, next_):
+    """A link anyone can send: ``next`` naming the log-in page itself must not answer 500 (Django's loop check)."""
+    _, client = holder
+    client.raise_request_exception = False
+
+    response = client.get(f"/account/login/?next={next_}")
+
+    assert response.status_code == 302
+    assert response["Location"] == (KEYS if next_.startswith("/account/login/") else next_)
+
+
 def test_secret_is_shown_exactly_once(holder, markets):  # markets: the market page at / lists some
     account, client = holder
 
