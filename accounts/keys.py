@@ -36,12 +36,24 @@ def normalize_allowlist(entries: list[str]) -> list[str]:
     return sorted(set(networks), key=networks.index)
 
 
+# The widest range a key that can withdraw may allow: an allowlist of 0.0.0.0/0 is none at all.
+WITHDRAW_PREFIX = {4: 8, 6: 32}
+
+
+def too_broad(entry: str) -> bool:
+    network = parse_network(entry)
+    return network.prefixlen < WITHDRAW_PREFIX[network.version]
+
+
 def check_key_settings(scope: str, ip_allowlist: list[str], drift_tolerance_ms: int) -> None:
     errors = {}
     if scope not in ApiKey.Scope.values:
         errors["scope"] = [f"One of {', '.join(ApiKey.Scope.values)}."]
     if scope == ApiKey.Scope.TRADE_WITHDRAW and not ip_allowlist:
         errors["ip_allowlist"] = ["A key that can withdraw must be limited to an IP allowlist."]
+    elif scope == ApiKey.Scope.TRADE_WITHDRAW and (broad := [entry for entry in ip_allowlist if too_broad(entry)]):
+        errors["ip_allowlist"] = [(f"A key that can withdraw takes IPv4 ranges of /{WITHDRAW_PREFIX[4]} or narrower "
+                                   f"and IPv6 ranges of /{WITHDRAW_PREFIX[6]} or narrower, not {', '.join(broad)}.")]
     if not ApiKey.MIN_DRIFT_MS <= drift_tolerance_ms <= ApiKey.MAX_DRIFT_MS:
         errors["drift_tolerance_ms"] = [f"Between {ApiKey.MIN_DRIFT_MS} and {ApiKey.MAX_DRIFT_MS} ms."]
     if errors:

@@ -293,6 +293,23 @@ def test_withdraw_keys_need_an_allowlist(trader):
     assert not ApiKey.objects.exists()
 
 
+@pytest.mark.parametrize("allowlist,refused", [
+    (["0.0.0.0/0"], "0.0.0.0/0"), (["::/0"], "::/0"), (["203.0.113.9", "128.0.0.0/1"], "128.0.0.0/1"),
+    (["2001:db8::/31"], "2001:db8::/31"), (["::ffff:0.0.0.0/96"], "0.0.0.0/0"), (["10.0.0.0/8", "2001:db8::/32"], None),
+])
+def test_a_withdraw_keys_allowlist_must_name_addresses_not_the_internet(trader, allowlist, refused):
+    if refused is None:
+        assert create_api_key(trader, label="w", scope="trade_withdraw", ip_allowlist=allowlist)[0].pk
+        return
+    with pytest.raises(ExchangeError) as error:
+        create_api_key(trader, label="w", scope="trade_withdraw", ip_allowlist=allowlist)
+
+    [message] = error.value.details["fields"]["ip_allowlist"]
+    assert message.endswith(f"not {refused}.")
+    assert not ApiKey.objects.exists()
+    assert create_api_key(trader, label="t", scope="trade", ip_allowlist=allowlist)[0].pk  # a trade key may
+
+
 def test_bad_allowlist_entries_and_drift_are_refused(trader):
     with pytest.raises(ExchangeError) as refused:
         create_api_key(trader, label="x", scope="trade", ip_allowlist=["10.0.0.0/33", "example.com"],
