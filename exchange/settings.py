@@ -7,11 +7,14 @@ matcher running in-process, so the exchange starts on a bare laptop. Setting ``D
 
 import logging
 import os
+import re
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 
 from exchange.logs import logging_config
@@ -38,8 +41,19 @@ if EXCHANGE_ENVIRONMENT not in {"production", "sandbox"}:
 
 
 def env_amounts(name: str, default: str) -> dict[str, str]:
-    """Comma-separated ASSET=AMOUNT pairs: "USD=100000,BTC=10"."""
-    return dict(item.split("=", 1) for item in env_list(name, default))
+    """Comma-separated ASSET=AMOUNT pairs: "USD=100000,BTC=10", each amount a decimal of 0 or more (0: none);
+    anything else stops the process at start, rather than every account opening later."""
+    amounts = {}
+    for item in env_list(name, default):
+        asset, _, amount = item.partition("=")
+        try:
+            valid = Decimal(amount).is_finite() and Decimal(amount) >= 0 and re.fullmatch(r"[A-Z0-9]{2,12}", asset)
+        except InvalidOperation:
+            valid = False
+        if not valid:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not ASSET=AMOUNT with an amount of 0 or more.")
+        amounts[asset] = amount
+    return amounts
 
 
 # The sandbox's testnet money (sandbox/services.py), per asset: the faucet's limit per account and UTC

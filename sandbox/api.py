@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import CanTrade
-from exchange.errors import ErrorCode, NoEndpoint
+from exchange.errors import ErrorCode, not_found_view
 from exchange.fields import AssetSymbol, DecimalString, FormattedDecimal
 from exchange.openapi import error_responses
 from sandbox import services
@@ -28,10 +28,13 @@ class FaucetCreditSerializer(serializers.Serializer):
 
 
 class SandboxOnly:
-    def initial(self, request, *args, **kwargs):
+    """Outside the sandbox the endpoint is a path that does not exist, to the byte (no DRF headers such as
+    ``Allow``): answered before DRF's dispatch, by the site's own 404."""
+
+    def dispatch(self, request, *args, **kwargs):
         if not services.in_sandbox():
-            raise NoEndpoint(request.path)
-        super().initial(request, *args, **kwargs)
+            return not_found_view(request)
+        return super().dispatch(request, *args, **kwargs)
 
 
 class FaucetView(SandboxOnly, APIView):

@@ -5,9 +5,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
 from exchange.errors import ErrorCode
+from exchange.settings import env_amounts
 from trading.audit import audit
 from trading.models import Asset, LedgerEntry
 
@@ -156,6 +158,10 @@ def test_outside_the_sandbox_the_faucet_is_not_found_as_a_missing_path_is(produc
         assert response.status_code == 404
         assert response.json() == {"error": {"code": "NOT_FOUND", "message": f"No endpoint at {path}.",
                                              "details": {}, "request_id": response["X-Request-Id"]}}
+    # To the byte: the same headers, the same body but for the path and the request's id.
+    assert sorted(unsigned.headers) == sorted(missing.headers)
+    assert unsigned.content.replace(FAUCET.encode(), b"PATH").replace(unsigned["X-Request-Id"].encode(), b"ID") == (
+        missing.content.replace(b"/v1/sandbox/tap", b"PATH").replace(missing["X-Request-Id"].encode(), b"ID"))
     assert ledger_snapshot() == before
 
 
@@ -185,6 +191,27 @@ def test_signing_up_in_the_sandbox_starts_with_money_through_the_ledger(sandbox,
     entries = LedgerEntry.objects.filter(account=account)
     assert {(e.reason, e.reference) for e in entries} == {("faucet", "sandbox:starting-balance")}
     assert audit() == []
+
+
+def test_an_asset_given_0_in_the_starting_balances_is_not_credited(sandbox, settings, markets, django_user_model):
+    settings.SANDBOX_STARTING_BALANCES = {"USD": "10000", "BTC": "0", "ETH": "0.000"}
+
+    sign_up("newcomer")
+
+    account = django_user_model.objects.get(username="newcomer").account
+    assert balance_of(account, "USD").available == Decimal("10000")
+    assert balance_of(account, "BTC") is None and balance_of(account, "ETH") is None
+    assert audit() == []
+
+
+@pytest.mark.parametrize("value", ["USD=-1", "USD=abc", "USD=NaN", "USD=Infinity", "USD", "=5", "USD=1,BTC=", "U SD=1"])
+def test_a_malformed_amounts_setting_stops_the_process_at_start(monkeypatch, value):
+    monkeypatch.setenv("SANDBOX_STARTING_BALANCES", value)
+
+    with pytest.raises(ImproperlyConfigured, match="SANDBOX_STARTING_BALANCES"):
+        env_amounts("SANDBOX_STARTING_BALANCES", "USD=1")
+    monkeypatch.setenv("SANDBOX_STARTING_BALANCES", "USD=10000,BTC=0")
+    assert env_amounts("SANDBOX_STARTING_BALANCES", "USD=1") == {"USD": "10000", "BTC": "0"}
 
 
 def test_the_starting_balance_does_not_count_against_the_faucet(sandbox, markets, make_account, make_key):
