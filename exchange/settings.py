@@ -225,6 +225,10 @@ SLOW_REQUESTS_WINDOW_SECONDS = int(os.environ.get("SLOW_REQUESTS_WINDOW_SECONDS"
 # WebSocket health: a heartbeat after this many quiet seconds, and a connection with more than this many
 # bytes it has not read yet is closed as a slow consumer (Daphne also sends keepalive pings, see bin/).
 WS_HEARTBEAT_SECONDS = float(os.environ.get("WS_HEARTBEAT_SECONDS", "5"))
+# A connection's own messages (auth, subscribe, ping...): enough for every subscription one message at a
+# time, then a steady 10 a second (Binance allows 5); past that each is refused with RATE_LIMITED.
+WS_MESSAGE_BURST = int(os.environ.get("WS_MESSAGE_BURST", "60"))
+WS_MESSAGES_PER_SECOND = float(os.environ.get("WS_MESSAGES_PER_SECOND", "10"))
 WS_MAX_PENDING_BYTES = int(os.environ.get("WS_MAX_PENDING_BYTES", str(4 * 1024 * 1024)))
 WS_WRITE_LOW_WATER_BYTES = int(os.environ.get("WS_WRITE_LOW_WATER_BYTES", str(256 * 1024)))
 

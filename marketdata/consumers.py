@@ -60,9 +60,6 @@ logger = logging.getLogger(__name__)
 PUBLIC_CHANNELS = {"orderbook", "trades", "ticker", "candles"}
 PRIVATE_CHANNELS = {"orders", "fills", "balances"}
 MAX_SUBSCRIPTIONS = 50
-# A connection's own messages (auth, subscribe, ping...): enough for every subscription one message at a
-# time, then a steady 10 a second (Binance allows 5); past that each is refused with RATE_LIMITED.
-MESSAGE_BURST, MESSAGES_PER_SECOND = 60, 10
 MAX_MESSAGE_BYTES = 16 * 1024
 # Larger frames and messages are refused by the server (Daphne's autobahn) with a close, code 1009:
 # it does not buffer them for the consumer to refuse with MESSAGE_TOO_LARGE.
@@ -199,7 +196,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.outbox_bytes = 0
         self.outbox_ready = asyncio.Event()
         self.writing = False
-        self.allowance = MessageAllowance(MESSAGES_PER_SECOND, MESSAGE_BURST)
+        self.allowance = MessageAllowance(settings.WS_MESSAGES_PER_SECOND, settings.WS_MESSAGE_BURST)
         self.operations = {"subscribe": self.subscribe, "unsubscribe": self.unsubscribe, "auth": self.authenticate,
                            "ping": self.ping}
         if self.socket is not None:
@@ -262,8 +259,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         op = None
         try:
             if wait := self.allowance.take():
-                raise RateLimited(f"A connection sends at most {MESSAGES_PER_SECOND} messages a second "
-                                  f"({MESSAGE_BURST} at once); this one was not read.", wait)
+                raise RateLimited(f"A connection sends at most {settings.WS_MESSAGES_PER_SECOND:g} messages a "
+                                  f"second ({settings.WS_MESSAGE_BURST} at once); this one was not read.", wait)
             if text_data is None:
                 raise InvalidRequest("Send JSON text frames.")
             # In UTF-8 bytes; a text with more characters than that is not encoded to know it.

@@ -103,7 +103,9 @@ def test_followers_rebuild_the_book_exactly_also_after_a_disconnect(stack):
 
 def test_a_client_too_slow_to_keep_up_is_disconnected_with_a_reason(stack):
     stack.manage("shell", "-c", DEEP_BOOK)  # 800 levels a side: every snapshot is about 45 kB
-    ws_url = stack.start_daphne(WS_MAX_PENDING_BYTES="1000000", WS_WRITE_LOW_WATER_BYTES="65536")
+    # Its subscribes are the load: an allowance that takes them all.
+    ws_url = stack.start_daphne(WS_MAX_PENDING_BYTES="1000000", WS_WRITE_LOW_WATER_BYTES="65536",
+                                WS_MESSAGE_BURST="1000")
     ws_url = ws_url.replace("http://", "ws://") + "/v1/ws"
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)

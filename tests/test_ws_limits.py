@@ -61,10 +61,9 @@ def test_bad_input_gets_a_coded_error_never_reaches_the_database_and_the_connect
     assert ledger_snapshot() == before
 
 
-def test_a_connection_sending_past_its_allowance_is_refused_each_message_until_it_refills(markets, monkeypatch):
+def test_a_connection_sending_past_its_allowance_is_refused_each_message_until_it_refills(markets, settings):
     # A slow refill, so that the test's own pace cannot refill the bucket between two messages.
-    monkeypatch.setattr(consumers, "MESSAGE_BURST", 3)
-    monkeypatch.setattr(consumers, "MESSAGES_PER_SECOND", 0.5)
+    settings.WS_MESSAGE_BURST, settings.WS_MESSAGES_PER_SECOND = 3, 0.5
     subscribe = {"op": "subscribe", "channels": [{"name": "trades", "pair": "BTC-USD"}]}
 
     async def body():
