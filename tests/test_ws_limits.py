@@ -241,12 +241,12 @@ def test_a_batchs_account_events_go_out_unnumbered_when_their_numbering_fails(ma
         ws, _ = await signed_in(alice)
         await op(ws, op="subscribe", channels=[{"name": "fills"}])
         await receive(ws, "subscribed")
-        await place(bob, side="buy", type="limit", price=Decimal("62000"), size=Decimal("1"))
+        await place(bob, side="buy", type="limit", price=Decimal(62000), size=Decimal(1))
         monkeypatch.setattr(type(bus()), "number_account_events", failing_once)
-        await place(alice, side="sell", type="limit", price=Decimal("62000"), size=Decimal("0.3"))
+        await place(alice, side="sell", type="limit", price=Decimal(62000), size=Decimal("0.3"))
         first = await asyncio.wait_for(receive(ws, "fills"), 10)  # heartbeats would keep receive() waiting
         monkeypatch.setattr(type(bus()), "number_account_events", numbering)
-        await place(alice, side="sell", type="limit", price=Decimal("62000"), size=Decimal("0.2"))
+        await place(alice, side="sell", type="limit", price=Decimal(62000), size=Decimal("0.2"))
         second = await asyncio.wait_for(receive(ws, "fills"), 10)
         await asyncio.sleep(2.5)  # past the grace a late event is given before a gap is reported
         await op(ws, op="ping")
