@@ -168,6 +168,50 @@ def test_failed_wake_ups_keep_one_retry_per_pair_and_back_off(monkeypatch):
     assert [delay for delay, args in scheduled if args == ["ETH-USD"]] == [5.0]
 
 
+def test_a_wake_up_that_works_starts_the_back_off_again_and_cancels_the_pending_retry(monkeypatch):
+    """docs/api.md: once a wake-up works the backoff starts again from 5 s: a failure after it must not wait for
+    a retry scheduled a minute off while the pair kept failing."""
+    scheduled = []
+
+    class RecordedTimer:
+        def __init__(self, delay, function, args):
+            scheduled.append(self)
+            self.delay, self.daemon, self.cancelled = delay, False, False
+
+        def start(self):
+            pass
+
+        def cancel(self):
+            self.cancelled = True
+
+        def join(self):  # dispatch.reset at teardown
+            pass
+
+    class Matchers:
+        up = False
+
+        def wake(self, pair, drain):
+            if not self.up:
+                raise ConnectionError("the database is restarting")
+
+    matchers = Matchers()
+    monkeypatch.setattr(dispatch.threading, "Timer", RecordedTimer)
+    monkeypatch.setattr(dispatch, "matchers", lambda: matchers)
+    monkeypatch.setattr(dispatch.connections, "close_all", lambda: None)
+
+    dispatch.wake_matcher("BTC-USD")  # fails: a retry in 5 s
+    for _ in range(4):
+        dispatch.wake_in_thread("BTC-USD")  # the retries fail too, backing off
+    assert [timer.delay for timer in scheduled] == [5.0, 10.0, 20.0, 40.0, 60.0]
+    matchers.up = True
+    dispatch.wake_matcher("BTC-USD")  # a new order's wake-up works
+    matchers.up = False
+    dispatch.wake_matcher("BTC-USD")  # the next one's fails
+
+    assert [timer.delay for timer in scheduled] == [5.0, 10.0, 20.0, 40.0, 60.0, 5.0]
+    assert scheduled[4].cancelled and not scheduled[5].cancelled
+
+
 def test_reset_cancels_pending_retries_and_waits_for_a_draining_one(monkeypatch):
     """A retry left by one test would drain the pair during a later one: its transaction raced that test's
     flush of the database, a deadlock seen in CI."""

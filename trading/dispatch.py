@@ -95,7 +95,7 @@ def wake_matcher(pair: str) -> None:
     except Exception:
         wake_failed(pair)
     else:
-        _failures.pop(pair, None)
+        woke(pair)
 
 
 def wake_and_wait_for_state(pair: str, order_id: int, timeout: float = REPLY_WAIT_SECONDS) -> list | None:
@@ -107,8 +107,18 @@ def wake_and_wait_for_state(pair: str, order_id: int, timeout: float = REPLY_WAI
     except Exception:
         wake_failed(pair)
         return wait_for_state(order_id, timeout)
-    _failures.pop(pair, None)
+    woke(pair)
     return state
+
+
+def woke(pair: str) -> None:
+    """A wake-up that worked (its drain takes every queued command): the backoff starts again from
+    RETRY_SECONDS, and a retry still pending, perhaps a minute off, is not needed."""
+    with _retry_lock:
+        _failures.pop(pair, None)
+        pending = _retry_pending.pop(pair, None)
+    if pending is not None and pending is not threading.current_thread():
+        pending.cancel()
 
 
 def wake_failed(pair: str) -> None:
@@ -123,7 +133,7 @@ def retry_delay(failures: int) -> float:
 
 
 _failures: dict[str, int] = {}  # pair -> wake-ups or drains failed in a row in this process
-_retry_pending: set[str] = set()  # pairs with a retry timer waiting in this process
+_retry_pending: dict[str, threading.Timer] = {}  # pair -> its retry timer waiting in this process
 _retry_lock = threading.Lock()
 _retry_timers: set[threading.Timer] = set()  # started here and not ended (reset stops them)
 
@@ -135,19 +145,18 @@ def retry_later(pair: str) -> None:
         _failures[pair] = _failures.get(pair, 0) + 1
         if pair in _retry_pending:
             return
-        _retry_pending.add(pair)
         delay = retry_delay(_failures[pair])
-    logger.warning("waking the matcher of %s again in %.0f s", pair, delay)
-    timer = threading.Timer(delay, wake_in_thread, args=[pair])
-    timer.daemon = True
-    with _retry_lock:  # listed before it can end (wake_in_thread)
-        _retry_timers.add(timer)
+        timer = threading.Timer(delay, wake_in_thread, args=[pair])
+        timer.daemon = True
+        _retry_pending[pair] = timer
+        _retry_timers.add(timer)  # listed before it can end (wake_in_thread)
         timer.start()
+    logger.warning("waking the matcher of %s again in %.0f s", pair, delay)
 
 
 def wake_in_thread(pair: str) -> None:
     with _retry_lock:
-        _retry_pending.discard(pair)
+        _retry_pending.pop(pair, None)
     try:
         wake_matcher(pair)
     finally:
