@@ -13,7 +13,7 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from exchange.money import DECIMAL_PLACES, MAX_DIGITS, format_amount
+from exchange.money import ASSET_PATTERN, DECIMAL_PLACES, MAX_DIGITS, format_amount
 
 PLAIN_DECIMAL = re.compile(r"[0-9]{1,36}(\.[0-9]{1,36})?")
 PLAIN_INTEGER = re.compile(r"[0-9]{1,18}")  # fits a 64-bit id
@@ -29,7 +29,6 @@ POSITIVE_DECIMAL_PATTERN = (
 )
 DECIMAL_OUTPUT_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
 SIGNED_DECIMAL_OUTPUT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
-ASSET_PATTERN = r"^[A-Z0-9]{2,12}$"  # trading.models.Asset's constraint
 
 
 def one_or_more_of(names: Iterable[str]) -> str:

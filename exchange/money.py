@@ -11,6 +11,7 @@ import functools
 MAX_DIGITS = 36
 DECIMAL_PLACES = 18
 AMOUNT_LIMIT = decimal.Decimal(10) ** (MAX_DIGITS - DECIMAL_PLACES)  # every stored amount is less than this
+ASSET_PATTERN = r"^[A-Z0-9]{2,12}$"  # an asset's symbol: trading.models.Asset's constraint
 
 EXACT = decimal.Context(
     prec=80,

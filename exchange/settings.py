@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.utils import get_random_secret_key
 
 from exchange.logs import logging_config
-from exchange.money import configure_decimal_context
+from exchange.money import ASSET_PATTERN, configure_decimal_context
 
 configure_decimal_context()
 
@@ -47,7 +47,7 @@ def env_amounts(name: str, default: str) -> dict[str, str]:
     for item in env_list(name, default):
         asset, _, amount = item.partition("=")
         try:
-            valid = Decimal(amount).is_finite() and Decimal(amount) >= 0 and re.fullmatch(r"[A-Z0-9]{2,12}", asset)
+            valid = Decimal(amount).is_finite() and Decimal(amount) >= 0 and re.fullmatch(ASSET_PATTERN, asset)
         except InvalidOperation:
             valid = False
         if not valid:

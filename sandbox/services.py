@@ -89,8 +89,9 @@ def request_faucet(account: Account, symbol: str, amount: Decimal) -> dict:
 def grant_starting_balance(account: Account) -> None:
     """Credit ``SANDBOX_STARTING_BALANCES`` to a new account (assets not created yet, and amounts of 0, are
     skipped)."""
-    amounts = {symbol: Decimal(amount) for symbol, amount in settings.SANDBOX_STARTING_BALANCES.items()}
-    for asset in Asset.objects.filter(symbol__in=[symbol for symbol, amount in amounts.items() if amount]).order_by("pk"):
+    amounts = {symbol: Decimal(amount) for symbol, amount in settings.SANDBOX_STARTING_BALANCES.items()
+               if Decimal(amount)}
+    for asset in Asset.objects.filter(symbol__in=amounts).order_by("pk"):
         credit(account, asset, amounts[asset.symbol], reference=STARTING_BALANCE_REFERENCE,
                memo="sandbox starting balance")
 

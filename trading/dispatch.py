@@ -117,7 +117,7 @@ def woke(pair: str) -> None:
     with _retry_lock:
         _failures.pop(pair, None)
         pending = _retry_pending.pop(pair, None)
-    if pending is not None and pending is not threading.current_thread():
+    if pending is not None:
         pending.cancel()
 
 

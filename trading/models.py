@@ -2,7 +2,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-from exchange.money import DECIMAL_PLACES, MAX_DIGITS
+from exchange.money import ASSET_PATTERN, DECIMAL_PLACES, MAX_DIGITS
 
 # A foreign key that a composite index already leads with, or that is never looked up from the
 # other side, has db_index=False: the matcher writes orders, trades, fills and ledger lines in bulk,
@@ -45,7 +45,7 @@ class Asset(models.Model):
     circulating_supply = AmountField(null=True, blank=True, help_text="For the ticker's market cap.")
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(symbol__regex=r"^[A-Z0-9]{2,12}$"), name="asset_symbol_format")]
+        constraints = [models.CheckConstraint(condition=Q(symbol__regex=ASSET_PATTERN), name="asset_symbol_format")]
 
     def __str__(self) -> str:
         return self.symbol
