@@ -3,7 +3,9 @@
 The channel layer drops what a full channel cannot take without telling anyone, so a drop shows only
 as a gap in the numbers. But two processes may publish for one account at the same instant (the web
 accepting an order, the matcher filling it), so an event can also arrive just after the next one: a
-gap is reported lost only when its events have not arrived within ``GRACE_SECONDS``. A number lower
+gap is reported lost only when its events have not arrived within ``GRACE_SECONDS`` of the connection
+having handled the event that showed it (a connection slow to handle that one, reading its orders from
+the database on a busy machine, may well have the missing event waiting behind it). A number lower
 than expected that was never missing means the numbering restarted (the counter was lost with
 Redis): events may have been lost with it, and that is reported at once.
 """
@@ -19,7 +21,7 @@ class Gap:
     expected: int
     received: int
     missing: set[int]
-    noticed_at: float
+    handled_at: float | None = None  # when the event that showed the gap was handled: its grace starts then
 
     def report(self) -> dict:
         return {"expected": self.expected, "received": self.received}
@@ -33,12 +35,18 @@ class AccountEvents:
     # numbered before the first event followed, until the next in order: may arrive late, without a report
     crossing: set[int] = field(default_factory=set)
 
+    def handled(self, now: float) -> None:
+        """The connection has handled the event it received last: the grace of a gap it showed starts now."""
+        for gap in self.gaps:
+            if gap.handled_at is None:
+                gap.handled_at = now
+
     def repeats(self, number: int) -> bool:
         """Whether ``number`` is the last event's again: a send retried after a lost reply
         (trading.backends.Bus.send_in_order), whose changes the connection has already sent on."""
         return number == self.last
 
-    def receive(self, number: int, now: float) -> dict | None:
+    def receive(self, number: int) -> dict | None:
         """Take the event numbered ``number``; the report of a restarted numbering, else None."""
         if self.last is None:
             # Following starts here (a subscription, or the reset after a reported outage): an earlier event
@@ -60,12 +68,12 @@ class AccountEvents:
         if self.arrived_late(number):
             return None
         if number > expected:
-            self.gaps.append(Gap(expected, number, set(range(max(expected, number - LATE_EVENTS), number)), now))
+            self.gaps.append(Gap(expected, number, set(range(max(expected, number - LATE_EVENTS), number))))
             self.last = number
             return None
         # A restarted numbering, followed afresh from here (its earlier events may still cross this one).
         self.reset()
-        self.receive(number, now)
+        self.receive(number)
         return {"expected": expected, "received": number}
 
     def arrived_late(self, number: int) -> bool:
@@ -82,7 +90,7 @@ class AccountEvents:
 
     def overdue(self, now: float) -> list[dict]:
         """The reports of the gaps whose events did not arrive within the grace period."""
-        due = [gap for gap in self.gaps if now - gap.noticed_at >= GRACE_SECONDS]
+        due = [gap for gap in self.gaps if gap.handled_at is not None and now - gap.handled_at >= GRACE_SECONDS]
         for gap in due:
             self.gaps.remove(gap)
             self.reported.update(gap.missing)

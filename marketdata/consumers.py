@@ -589,7 +589,13 @@ class StreamConsumer(AsyncWebsocketConsumer):
         # whose numbering failed (trading.backends.event_numbers).
         if "event" in event and self.state.account_events.repeats(event["event"]):
             return
-        restarted = "event" in event and self.state.account_events.receive(event["event"], time.monotonic())
+        restarted = self.state.account_events.receive(event["event"]) if "event" in event else None
+        try:
+            await self.send_account_changes(event, subscribed, restarted)
+        finally:
+            self.state.account_events.handled(time.monotonic())
+
+    async def send_account_changes(self, event: dict, subscribed: set[str], restarted: dict | None) -> None:
         if restarted:
             await self.events_lost({"details": restarted})
         # Rendered once by the publisher for every connection of the account, else read here.

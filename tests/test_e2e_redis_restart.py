@@ -186,7 +186,8 @@ def test_streams_and_replay_protection_survive_a_redis_restart(tmp_path, redis_s
     assert [h["sequences"] for h in degraded(trade_stream, down_at, up_at)][0] == {}
     assert degraded(orders_stream, down_at, up_at)  # a connection with private channels only is told too
     # and, once back, to reconcile what was published meanwhile (it could not be numbered)
-    assert [e["code"] for e in orders_stream.since(up_at, "error")] == ["PRIVATE_EVENTS_LOST"]
+    errors = orders_stream.since(up_at, "error")
+    assert [e["code"] for e in errors] == ["PRIVATE_EVENTS_LOST"], errors
     # The book follows again: deltas after the restart, and the same book as REST's.
     assert [d["sequence"] for d in book_stream.since(up_at, "delta")][-1] == book["sequence"]
     assert follower.book.bids(100) == book["bids"] and follower.book.asks(100) == book["asks"]
