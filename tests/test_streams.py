@@ -43,9 +43,15 @@ async def connect(address="127.0.0.1"):
 
 
 async def receive(communicator, type_=None, timeout=3):
-    """The next message (of ``type_``, skipping others such as heartbeats)."""
+    """The next message (of ``type_``, skipping others such as heartbeats) within ``timeout`` seconds in
+    all: heartbeats that keep coming must not keep a test waiting for ever."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while True:
-        message = json.loads(await communicator.receive_from(timeout=timeout))
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError(f"no {type_ or 'message'} within {timeout} s")
+        message = json.loads(await communicator.receive_from(timeout=remaining))
         if type_ is None or message["type"] == type_:
             return message
 
