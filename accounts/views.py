@@ -26,7 +26,7 @@ from accounts.secrets import decrypt_secret
 from accounts.services import open_account
 from exchange.errors import ExchangeError
 
-GET_POST = require_http_methods(["GET", "POST"])
+GET_POST = require_http_methods(["GET", "HEAD", "POST"])  # HEAD, as any page that answers GET
 SECRET_TO_SHOW = "api_key_secret_to_show"  # session: the id of the key whose secret the next GET shows
 
 
@@ -92,7 +92,7 @@ def key_create(request):
 
 @sensitive_variables("secret")
 @login_required
-@require_GET
+@require_GET  # not HEAD: it would spend the secret's one showing with no page to show it
 def key_created(request, pk: int):
     key = get_object_or_404(own_keys(request), pk=pk, revoked_at__isnull=True)
     if request.session.get(SECRET_TO_SHOW) != key.pk:

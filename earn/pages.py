@@ -8,15 +8,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 from rest_framework.exceptions import ValidationError
-
-from exchange.errors import ExchangeError, InvalidFields, InvalidRequest
-from exchange.fields import parse_integer
 
 from earn.api.views import EarnProductSerializer, SubscriptionCreateSerializer, SubscriptionSerializer
 from earn.models import EarnProduct, Subscription
 from earn.subscriptions import redeem, subscribe
+from exchange.errors import ExchangeError, InvalidFields, InvalidRequest
+from exchange.fields import parse_integer
 
 RECENT_SUBSCRIPTIONS = 100  # the page's; the API pages back through the rest
 
@@ -34,7 +33,7 @@ def trading_account(request):
 
 
 @login_required
-@require_GET
+@require_safe
 def home(request):
     account = account_of(request)
     products = EarnProduct.objects.open()

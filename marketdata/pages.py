@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from exchange.errors import UnknownPair
 from trading.markets import access_market
@@ -35,7 +35,7 @@ def places(step) -> int:
     return max(0, -step.normalize().as_tuple().exponent)
 
 
-@require_GET
+@require_safe
 def market_page(request, pair: str | None = None):
     market = page_market(pair)
     if market is None:  # nothing listed yet (a fresh database): the account overview says where to go

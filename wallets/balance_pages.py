@@ -5,7 +5,7 @@ balance after it: the same numbers, formatted the same way, as ``GET /v1/account
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from trading.api.serializers import BalancesSerializer
 from trading.models import Wallet
@@ -22,7 +22,7 @@ def account_of(request):
 
 
 @login_required
-@require_GET
+@require_safe
 def balances(request):
     account = account_of(request)
     assets = BalancesSerializer({"balances": account_balances(account)}).data["balances"] if account else []
@@ -31,7 +31,7 @@ def balances(request):
 
 
 @login_required
-@require_GET
+@require_safe
 def ledger(request):
     account = account_of(request)
     entries = statements.recent_entries(account, RECENT_ENTRIES) if account else []

@@ -12,7 +12,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from accounts.services import open_account
 from exchange.errors import InvalidFields, WithdrawalNotCancellable
@@ -21,7 +21,7 @@ from wallets.api.withdrawals import WithdrawalSerializer
 from wallets.models import Withdrawal, WithdrawalAddress
 from wallets.withdrawals import add_address, cancel_withdrawal, remove_address
 
-GET_POST = require_http_methods(["GET", "POST"])
+GET_POST = require_http_methods(["GET", "HEAD", "POST"])  # HEAD, as any page that answers GET
 WITHDRAWALS_PER_PAGE = 50
 
 
@@ -54,7 +54,7 @@ def own_withdrawals(request):
 
 
 @login_required
-@require_GET
+@require_safe
 def addresses(request):
     now = timezone.now()
     return render(request, "wallets/addresses.html", {
@@ -95,7 +95,7 @@ def address_remove(request, pk: int):
 
 
 @login_required
-@require_GET
+@require_safe
 def withdrawals(request):
     page = Paginator(own_withdrawals(request).order_by("-id"), WITHDRAWALS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "wallets/withdrawals.html", {
