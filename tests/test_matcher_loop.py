@@ -15,6 +15,7 @@ import redis.exceptions
 from django.conf import settings as django_settings
 from django.db import OperationalError, connections
 
+from exchange.redis import get_redis
 from trading import dispatch, matcher, pipeline, services
 from trading.audit import audit
 from trading.backends import CeleryMatchers
@@ -324,3 +325,20 @@ def test_the_waiters_wait_on_a_hung_redis_ends_soon_after_the_wait_would_have(se
     assert accepted  # it did connect, and heard nothing
     # Its socket timeout: the wait rounded up to a second, and the slack (not WAIT_SECONDS_MAX); a second of margin.
     assert time.monotonic() - started < 1 + CeleryMatchers.WAIT_SLACK_SECONDS + 1
+
+
+@needs_redis
+def test_a_pair_woken_between_every_two_waits_does_not_keep_another_pairs_wake_up_waiting():
+    """One worker's waiter, its first pair busy (a wake-up comes before each wait): the other pair's
+    wake-up is taken by the next wait all the same."""
+    pairs = ["BTC-USD", "ETH-USD"]
+    matchers = CeleryMatchers()
+    for pair in pairs:
+        get_redis().delete(matchers.wake_key(pair))
+    matchers.queue_wake_up("ETH-USD")
+    taken = []
+    for _ in range(2):
+        matchers.queue_wake_up("BTC-USD")
+        taken.append(matchers.wait_for_wake_up(pairs, 0.1))
+
+    assert "ETH-USD" in taken

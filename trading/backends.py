@@ -602,6 +602,7 @@ end
     def __init__(self):
         self.waiting_client = None
         self.waiting_client_wait = 0.0  # the longest wait its socket timeout allows
+        self.wait_turns = 0  # which pair's key a wait lists first (wait_for_wake_up)
 
     def reset(self) -> None:
         self.waiting_client = None
@@ -638,7 +639,12 @@ end
             wait = math.ceil(timeout)  # whole seconds: waits a little longer than the first do not make a new client
             self.waiting_client, self.waiting_client_wait = redis.Redis.from_url(
                 **{**settings.REDIS_CLIENT, "socket_timeout": wait + self.WAIT_SLACK_SECONDS}), wait
-        popped = self.waiting_client.blpop([self.wake_key(pair) for pair in pairs], timeout=timeout)
+        # BLPOP takes the first key listed that holds a wake-up: each wait lists them from the next pair on,
+        # so that a pair woken between every two waits cannot keep the others' wake-ups from being taken.
+        first = self.wait_turns % len(pairs)
+        self.wait_turns += 1
+        keys = [self.wake_key(pair) for pair in pairs[first:] + pairs[:first]]
+        popped = self.waiting_client.blpop(keys, timeout=timeout)
         return None if popped is None else popped[0].decode().removeprefix(self.WAKE_PREFIX)
 
     def reply(self, states: dict[int, tuple | None], trip: RoundTrip) -> Reply:
