@@ -1,6 +1,7 @@
 from datetime import timedelta
 from decimal import Decimal
 
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import F, Q
 
@@ -20,6 +21,9 @@ class EarnProductQuerySet(models.QuerySet):
         return self.with_subscribed().filter(active=True).order_by("asset__symbol", "lock_days", "id")
 
 
+MAX_LOCK_DAYS = 3650  # ten years: longer than any exchange offers, and a date Python can still reach
+
+
 class EarnProduct(models.Model):
     """An earn product operators define: subscribed principal earns ``annual_rate`` a year, paid daily
     from the interest account; locked for ``lock_days`` after subscribing (0: flexible, redeemable at
@@ -27,7 +31,8 @@ class EarnProduct(models.Model):
 
     asset = models.ForeignKey("trading.Asset", on_delete=models.PROTECT, related_name="+")
     annual_rate = AmountField(help_text="0.05 = 5 % a year; a subscription keeps the rate it was made at.")
-    lock_days = models.PositiveIntegerField(default=0, help_text="0: flexible, redeemable at any time.")
+    lock_days = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(MAX_LOCK_DAYS)],
+                                            help_text=f"0: flexible, redeemable at any time; at most {MAX_LOCK_DAYS}.")
     min_amount = AmountField(help_text="The smallest subscription.")
     capacity = AmountField(help_text="The most principal subscribed at once, all accounts together.")
     active = models.BooleanField(default=True, help_text="Off: new subscriptions are refused; existing ones "
@@ -41,6 +46,7 @@ class EarnProduct(models.Model):
             models.CheckConstraint(condition=Q(annual_rate__gte=0), name="earn_product_rate_not_negative"),
             models.CheckConstraint(condition=Q(min_amount__gt=0, capacity__gte=F("min_amount")),
                                    name="earn_product_minimum_within_capacity"),
+            models.CheckConstraint(condition=Q(lock_days__lte=MAX_LOCK_DAYS), name="earn_product_lock_at_most_ten_years"),
         ]
 
     @property

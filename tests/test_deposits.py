@@ -79,6 +79,17 @@ def test_a_bad_amount_or_external_id_is_refused_and_writes_nothing(make_account,
     assert written() == before
 
 
+def test_a_deposit_that_would_take_a_balance_past_what_the_ledger_holds_is_refused(make_account, markets):
+    account = make_account()
+    deposit(account, "BTC", "999999999999999999", "tx-1")
+    before = written()
+
+    with pytest.raises(DepositRefused, match="more than the ledger holds"):
+        deposit(account, "BTC", "1", "tx-2")
+
+    assert written() == before and balance_of(account, "BTC").available == Decimal("999999999999999999")
+
+
 def operator(permissions=("view_deposit",)):
     user = get_user_model().objects.create_user("operator-1", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(content_type__app_label="wallets", codename__in=permissions))
@@ -174,6 +185,7 @@ def test_the_command_credits_by_username_or_id_and_prints_the_deposit(make_accou
     (("custody-client", "XYZ", "2", "0x1"), "Unknown asset"),
     (("custody-client", "BTC", "1e3", "0x1"), "plain decimal"),
     (("custody-client", "BTC", "0", "0x1"), "greater than zero"),
+    (("custody-client", "BTC", "1000000000000000000", "0x1"), "a balance holds no more"),
 ])
 def test_the_command_refuses_with_a_clear_message_and_writes_nothing(make_account, markets, args, message):
     make_account("custody-client")

@@ -3,8 +3,9 @@
 from decimal import Decimal
 
 import pytest
+from django.db import IntegrityError, transaction
 
-from earn.models import Subscription
+from earn.models import MAX_LOCK_DAYS, EarnProduct, Subscription
 from earn.subscriptions import SubscriptionRequest, redeem, subscribe
 from exchange.errors import ErrorCode
 from exchange.fields import to_milliseconds
@@ -192,6 +193,17 @@ def test_a_flexible_subscription_is_redeemed_back_to_spot_once(trader, flexible,
         ("earn", "locked", Decimal("-250.5")), ("earn", "locked", Decimal("250.5")),
         ("spot", "available", Decimal("-250.5")), ("spot", "available", Decimal("250.5"))]
     assert audit() == []
+
+
+def test_the_longest_lock_subscribes_and_a_longer_one_is_never_stored(trader, make_product, as_trader):
+    """A lock of millions of days would reach past the year 9999, where no date goes: ten years at most."""
+    product = make_product("BTC", lock_days=MAX_LOCK_DAYS, min_amount="0.1")
+
+    made = as_trader(trader).post("/v1/earn/subscriptions", {"product_id": product.pk, "amount": "0.1"}, format="json")
+
+    assert made.status_code == 201 and made.json()["lock_days"] == MAX_LOCK_DAYS
+    with pytest.raises(IntegrityError), transaction.atomic():
+        EarnProduct.objects.filter(pk=product.pk).update(lock_days=MAX_LOCK_DAYS + 1)
 
 
 def test_a_locked_subscription_cannot_be_redeemed_before_it_unlocks(trader, make_product, as_trader, clock):

@@ -17,8 +17,8 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
-from exchange.errors import InsufficientFunds
-from exchange.money import EXACT
+from exchange.errors import InsufficientFunds, InvalidRequest
+from exchange.money import AMOUNT_LIMIT, EXACT
 from trading.models import Asset, Balance, LedgerEntry, Wallet
 from trading.backends import store
 from trading.sql import Statement
@@ -127,7 +127,9 @@ def adding_statement(changes: list[tuple[BalanceKey, list[Decimal]]]) -> Stateme
 
 
 def apply_journals(journals: Sequence[Journal]) -> None:
-    """Apply balanced journals atomically; raise INSUFFICIENT_FUNDS, writing nothing, if any bucket would go negative."""
+    """Apply balanced journals atomically; raise INSUFFICIENT_FUNDS, writing nothing, if any bucket would go
+    negative, and INVALID_REQUEST if one would pass what a balance column holds (only money from outside
+    can: a deposit, an operator's adjustment)."""
     if not journals:
         return
     for journal in journals:
@@ -142,6 +144,9 @@ def apply_journals(journals: Sequence[Journal]) -> None:
                                   ("locked", EXACT.add(row.locked, locked_change))):
                 if value < 0:
                     shortfalls.append((row, bucket, value))
+                elif value >= AMOUNT_LIMIT:
+                    raise InvalidRequest(f"A balance would reach {AMOUNT_LIMIT:f}, more than the ledger holds; "
+                                         "nothing was written.")
         if shortfalls:
             refuse_shortfalls(shortfalls)
         store().execute([adding_statement(changes), entries_statement(journals)])

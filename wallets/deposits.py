@@ -13,6 +13,8 @@ from decimal import Decimal
 from django.db import IntegrityError, transaction
 
 from accounts.models import Account
+from exchange.errors import InvalidRequest
+from exchange.money import AMOUNT_LIMIT
 from trading import ledger
 from trading.models import Asset, LedgerEntry
 from wallets.announce import announce_balances
@@ -39,6 +41,8 @@ def check_amount(asset: Asset, amount: Decimal) -> None:
         raise DepositRefused("The amount must be greater than zero.")
     if amount.normalize().as_tuple().exponent < -asset.precision:
         raise DepositRefused(f"At most {asset.precision} decimal places for {asset.symbol}.")
+    if amount >= AMOUNT_LIMIT:
+        raise DepositRefused(f"The amount must be less than {AMOUNT_LIMIT:f}: a balance holds no more.")
 
 
 def credit_deposit(account: Account, asset: Asset, amount: Decimal, external_id: str, credited_by: str) -> Deposit:
@@ -56,6 +60,8 @@ def credit_deposit(account: Account, asset: Asset, amount: Decimal, external_id:
                                              credited_by=credited_by)
             ledger.apply_journal(deposit_journal(deposit))
             announce_balances(account.pk)
+    except InvalidRequest as error:  # the balance would pass what the ledger holds
+        raise DepositRefused(error.message) from None
     except IntegrityError:
         earlier = Deposit.objects.filter(asset=asset, external_id=external_id).select_related("asset").first()
         if earlier is None:
