@@ -72,6 +72,7 @@ CLOSE_GRACE_SECONDS = 30
 MAX_QUEUED_STREAM_MESSAGES = 10_000  # relayed public messages waiting for this connection's handlers
 KEY_RECHECK_SECONDS = 10  # how soon a revoked key's socket is closed
 KEY_REFUSED_CLOSE_CODE = 4003
+INTERNAL_ERROR_CLOSE_CODE = 1011  # RFC 6455: the server met a condition it did not expect
 LAYER_RETRY_SECONDS = 0.5
 RESUME_RETRY_SECONDS = 1.0  # a resume that could not join the account group again is tried again after this
 
@@ -138,13 +139,32 @@ class StreamConsumer(AsyncWebsocketConsumer):
         if self.direct_in:
             self.release_direct()
         try:
-            handler = self.STREAM_HANDLERS.get(message["type"])
-            if handler is None:
+            if message["type"].startswith("websocket."):  # the client's (receive answers its own failures)
                 return await super().dispatch(message)
-            self.queued_streams -= 1
-            return await getattr(self, handler)(message)
+            try:
+                await self.deliver(message)
+            except Exception:  # a database or Redis blip: the connection outlives it (SPEC section 7)
+                logger.exception("handling a %s message failed", message["type"])
+                await self.delivery_failed(message)
         finally:
             self.busy = False
+
+    async def deliver(self, message) -> None:
+        handler = self.STREAM_HANDLERS.get(message["type"])
+        if handler is None:
+            return await super().dispatch(message)
+        self.queued_streams -= 1
+        return await getattr(self, handler)(message)
+
+    async def delivery_failed(self, message) -> None:
+        """After a stream message whose handling failed: account changes it may not have sent are announced
+        lost, for the client to reconcile from REST; a book it left behind is repaired by the next
+        heartbeat (which checks each book against the latest sequence); a trade or ticker is not replayed."""
+        if message["type"] == "account.changes" and not self.closing:
+            try:
+                await self.events_lost({"details": {"reason": "an event could not be read"}})
+            except Exception:
+                logger.exception("announcing lost account events failed")
 
     async def __call__(self, scope, receive, send):
         """Every line logged for the connection, from its tasks and database threads too, carries its id."""
@@ -170,6 +190,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
             await await_many_dispatch([receive, self.channel_receive, self.stream_queue.get], self.dispatch)
         except StopConsumer:
             pass
+        except Exception:
+            # Whatever ended the connection, it leaves the hub's groups and its tasks end: a dead consumer
+            # must not be relayed every message of its groups.
+            if hasattr(self, "state"):
+                await self.disconnect(INTERNAL_ERROR_CLOSE_CODE)
+            raise
 
     async def receive_from_layer(self) -> dict:
         """The next message of the connection's own channel. A failed read (Redis down) is retried:

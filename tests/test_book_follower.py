@@ -371,3 +371,22 @@ def test_auth_is_signed_like_rest_and_a_refused_subscribe_raises():
     assert auth["op"] == "auth" and auth["key"] == "hkt_test_k" and sub["op"] == "subscribe"
     assert auth["signature"] == signing.sign("s3cret", signing.prehash(auth["timestamp"], auth["nonce"], "GET",
                                                                          "/v1/ws", b""))
+
+
+def test_a_resubscribe_the_server_did_not_read_is_sent_again_once_allowed():
+    """Past the connection's message allowance the server reads nothing and answers RATE_LIMITED with no
+    op: the follower would wait for ever for the answer to a subscribe that was never read."""
+    server = small_server()
+    snapshot = server.snapshot()
+    lost = server.delta(bids=[["100.75", "1"]])  # never received: a gap
+    after_gap = server.delta(asks=[["101.00", "3"]])
+    not_read = {"type": "error", "op": None, "code": "RATE_LIMITED", "message": "not read",
+                "details": {"retry_after": 0.01}}
+    fake = FakeServer([SUBSCRIBED, snapshot, after_gap, not_read, SUBSCRIBED, lost, after_gap])
+    follower = BookFollower("ws://x/v1/ws", PAIR, connect=fake)
+
+    drain(follower)
+
+    assert fake.sent() == [subscribe(), subscribe(since=10), subscribe(since=10)]
+    bids, asks = server.levels()
+    assert follower.book.sequence == 12 and (follower.book.bids(10), follower.book.asks(10)) == (bids, asks)

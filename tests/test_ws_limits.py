@@ -4,6 +4,7 @@ The server's frame limits and the slow consumer's close are Daphne's side: tests
 """
 
 import asyncio
+import json
 import threading
 import time
 from decimal import Decimal
@@ -12,17 +13,18 @@ import pytest
 import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import OperationalError
 
 from accounts.keys import create_api_key
 from exchange.redis import Reply, get_redis
-from marketdata import consumers, publishing
+from marketdata import consumers, publishing, streams
 from marketdata.account_events import GRACE_SECONDS
 from marketdata.hub import StreamHub, hub_for
 from trading.backends import RedisBus, bus
 
 from .conftest import ledger_snapshot
 from .signing import now_ms
-from .test_streams import auth_message, connect, op, place, receive, run, signed_in
+from .test_streams import auth_message, connect, op, place, receive, run, signed_in, subscribed_to_the_book
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -414,3 +416,73 @@ def test_a_resume_that_cannot_join_the_account_group_again_stays_degraded_and_is
     assert seen[1]["code"] == "PRIVATE_EVENTS_LOST"
     assert joins.count(group) == 3
     assert after == {"type": "pong"}
+
+
+def database_down(*args, **kwargs):
+    raise OperationalError("server closed the connection unexpectedly")
+
+
+def book_members() -> int:
+    group = hub_for(get_channel_layer()).groups.get("book.BTC-USD")
+    return 0 if group is None else len(group.slow) + len(group.direct)
+
+
+def a_delta_after_a_gap(sequence: int) -> dict:
+    return {"type": "book.delta", "group": "book.BTC-USD", "pair": "BTC-USD", "sequence": sequence,
+            "text": json.dumps({"type": "delta", "sequence": sequence, "bids": [], "asks": [], "checksum": 0})}
+
+
+def test_a_database_blip_while_reading_an_accounts_orders_is_announced_and_the_connection_carries_on(
+        markets, alice, monkeypatch):
+    async def body():
+        ws, _ = await signed_in(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orders"}])
+        await receive(ws, "subscribed")
+        with monkeypatch.context() as patched:  # the publisher cannot render the orders, nor the connection read them
+            patched.setattr(publishing, "render_orders", database_down)
+            patched.setattr(consumers, "render_orders", database_down)
+            await place(alice, side="sell", type="limit", price=Decimal(63100), size=Decimal("0.3"))
+            lost = await receive(ws, "error", timeout=10)
+        await op(ws, op="ping")
+        pong = await receive(ws, "pong")
+        await ws.disconnect()
+        return lost, pong
+
+    lost, pong = run(body)
+
+    assert lost["code"] == "PRIVATE_EVENTS_LOST" and lost["details"] == {"reason": "an event could not be read"}
+    assert pong == {"type": "pong"}
+
+
+def test_a_database_blip_while_repairing_a_books_gap_leaves_the_connection_subscribed(markets, alice, monkeypatch):
+    async def body():
+        ws, snapshot, _ = await subscribed_to_the_book(alice)
+        with monkeypatch.context() as patched:
+            patched.setattr(streams, "book_snapshot", database_down)
+            await get_channel_layer().group_send("book.BTC-USD", a_delta_after_a_gap(snapshot["sequence"] + 5))
+            await asyncio.sleep(0.5)
+        await op(ws, op="ping")
+        pong = await receive(ws, "pong")
+        members = book_members()
+        await ws.disconnect()
+        return pong, members
+
+    assert run(body) == ({"type": "pong"}, 1)
+
+
+def test_a_connection_that_fails_unexpectedly_leaves_the_hubs_groups(markets, alice, monkeypatch):
+    """Whatever ends it, a connection is no longer relayed its groups' messages."""
+    async def failing(self, message):
+        raise RuntimeError("a bug")
+
+    async def body():
+        ws, snapshot, _ = await subscribed_to_the_book(alice)
+        subscribed = book_members()
+        monkeypatch.setattr(consumers.StreamConsumer, "deliver", failing)
+        monkeypatch.setattr(consumers.StreamConsumer, "delivery_failed", failing)
+        await get_channel_layer().group_send("book.BTC-USD", a_delta_after_a_gap(snapshot["sequence"] + 5))
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(ws.future, 5)
+        return subscribed, book_members()
+
+    assert run(body) == (1, 0)

@@ -170,6 +170,7 @@ class BookFollower:
         self._ws = None
         self._connected_before = False
         self._awaiting_ack = False  # book messages before the "subscribed" answer are stale: skip them
+        self._since: int | None = None  # the since_sequence of the last subscribe sent
         self._mismatch_at: int | None = None
         self._bad_snapshots = 0  # in a row
         self._closed = False
@@ -196,7 +197,7 @@ class BookFollower:
         if since_sequence is not None:
             channel["since_sequence"] = since_sequence
         self._send({"op": "subscribe", "channels": [channel]})
-        self._awaiting_ack = True
+        self._awaiting_ack, self._since = True, since_sequence
 
     def _resync(self, since_sequence: int | None) -> None:
         self.resyncs += 1
@@ -247,9 +248,14 @@ class BookFollower:
             self._awaiting_ack = False
         elif kind == "error":
             self.errors.append(message)
+            code = str(message.get("code"))
             if message.get("op") in ("subscribe", "auth"):
-                code = str(message.get("code"))
                 raise ERRORS.get(code, ApiError)(code, str(message.get("message", "")), message.get("details"))
+            if code == "RATE_LIMITED" and self._awaiting_ack:
+                # The server did not read a message of ours (past the connection's message allowance), maybe
+                # the subscribe whose answer is awaited: sent again once allowed (a repeat is answered alike).
+                time.sleep(float((message.get("details") or {}).get("retry_after", 1)))
+                self._subscribe(self._since)
         elif kind == "heartbeat":
             self.heartbeat_sequence = (message.get("sequences") or {}).get(self.pair, self.heartbeat_sequence)
             behind = self.book.sequence is not None and (self.heartbeat_sequence or 0) > self.book.sequence
