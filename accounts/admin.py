@@ -1,6 +1,6 @@
-from django.contrib import admin
-
 from django import forms
+from django.contrib import admin
+from django.db import transaction
 
 from accounts import keys
 from accounts.models import Account, ApiKey, RateTier
@@ -19,8 +19,24 @@ class RateTierAdmin(admin.ModelAdmin):
         return ("name",) if obj is not None and obj.name == DEFAULT_TIER_NAME else ()
 
 
+class AccountAdminForm(forms.ModelForm):
+    """``kind`` is read-only here, and Django checks no constraint over a field its form leaves out: the
+    model's rule that user accounts, and only they, have a user is checked by hand (else a 500)."""
+
+    class Meta:
+        model = Account
+        fields = ["user", "verified", "rate_tier"]
+
+    def clean(self):
+        data = super().clean()
+        if "user" in data and (data["user"] is None) == (self.instance.kind == Account.Kind.USER):
+            self.add_error("user", "A user account has a user; the fee and interest accounts have none.")
+        return data
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
+    form = AccountAdminForm
     list_display = ("id", "user", "kind", "verified", "rate_tier", "created_at")
     list_filter = ("kind", "verified", "rate_tier")
     search_fields = ("id", "user__username", "user__email")
@@ -37,11 +53,14 @@ class AccountAdmin(admin.ModelAdmin):
         self.set_verified(request, queryset, False)
 
     def set_verified(self, request, queryset, verified: bool) -> None:
-        changed = list(queryset.exclude(verified=verified))
-        for account in changed:
-            account.verified = verified
-            account.save(update_fields=["verified"])
-            self.log_change(request, account, [{"changed": {"fields": ["verified"]}}])
+        """All the selected accounts or none (each save forgets the account's cached keys, in Redis: an
+        outage answers 503 having changed nothing), each change in the admin's history."""
+        with transaction.atomic():
+            changed = list(queryset.exclude(verified=verified).select_for_update())
+            for account in changed:
+                account.verified = verified
+                account.save(update_fields=["verified"])
+                self.log_change(request, account, [{"changed": {"fields": ["verified"]}}])
         self.message_user(request, f"{len(changed)} account(s) {'verified' if verified else 'unverified'}.")
 
 

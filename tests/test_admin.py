@@ -54,6 +54,48 @@ def test_verify_accounts_action(admin_client, make_account):
     assert LogEntry.objects.filter(object_id=str(account.pk), content_type__model="account").exists()
 
 
+def test_the_verify_action_changes_every_selected_account_or_none(admin_client, make_account, monkeypatch):
+    """Redis down as the second account's cached keys are forgotten: a 503, and the first is not verified
+    either (an outage answers 503 having changed nothing)."""
+    import redis
+
+    from accounts import key_cache
+
+    first, second = make_account(), make_account()
+    forget = key_cache.forget_accounts
+    forgotten = []
+
+    def down_at_the_second(account_ids):
+        forgotten.extend(account_ids)
+        if len(forgotten) == 2:
+            raise redis.exceptions.ConnectionError("Redis is down")
+        forget(account_ids)
+
+    monkeypatch.setattr(key_cache, "forget_accounts", down_at_the_second)
+    admin_client.raise_request_exception = False
+
+    response = run_action(admin_client, "accounts/account", "verify_accounts", [first.pk, second.pk])
+
+    assert response.status_code == 503 and len(forgotten) == 2
+    assert not Account.objects.filter(pk__in=[first.pk, second.pk], verified=True).exists()
+    assert not LogEntry.objects.filter(content_type__model="account").exists()
+
+
+@pytest.mark.parametrize("kind,user", [("user", False), ("fee", True)])
+def test_an_account_given_a_user_it_cannot_have_is_a_form_error(admin_client, make_account, markets, kind, user):
+    account = make_account() if kind == "user" else Account.objects.get(kind=kind)
+    before = account.user_id
+    given = get_user_model().objects.create_user("someone").pk if user else ""
+
+    response = admin_client.post(f"/admin/accounts/account/{account.pk}/change/",
+                                 {"user": given, "verified": "", "rate_tier": account.rate_tier_id})
+
+    assert response.status_code == 200
+    assert "A user account has a user; the fee and interest accounts have none." in response.content.decode()
+    account.refresh_from_db()
+    assert account.user_id == before
+
+
 def test_operator_credits_then_debits_through_the_ledger(admin_client, make_account, markets):
     account = make_account()
 
