@@ -268,7 +268,8 @@ def test_waiting_stops_that_one_price_fires_trigger_in_the_order_the_engine_took
 
 
 def test_a_tick_that_does_not_divide_the_last_trade_price_leaves_the_pair_trading(alice, bob, btc_usd, trade):
-    """A rebuild puts the last trade price (what stops trigger on) on the new grid, at its nearest tick."""
+    """A rebuild keeps the last trade price (what stops trigger on) between the two ticks of the new grid
+    around it."""
     from trading import markets
 
     trade(alice, side="sell", type="limit", price=D("63000.10"), size=D("0.1"))
@@ -277,8 +278,13 @@ def test_a_tick_that_does_not_divide_the_last_trade_price_leaves_the_pair_tradin
     markets.recent_markets.reset()
 
     placed = trade(alice, side="sell", type="limit", price=D("63000.30"), size=D("0.1"))
+    # Stops arriving now trigger at once only if 63,000.10 met their condition: neither tick around it did.
+    below = trade(alice, side="sell", type="stop", stop_price=D("63000.00"), price=D("62000.10"), size=D("0.1"))
+    above = trade(bob, side="buy", type="stop", stop_price=D("63000.30"), price=D("63000.30"), size=D("0.1"))
+    met = trade(bob, side="buy", type="stop", stop_price=D("63000.00"), price=D("62000.10"), size=D("0.1"))
 
     assert placed.status == "open"
+    assert (below.status, above.status, met.status) == ("untriggered", "untriggered", "open")
     assert not MatcherCommand.objects.exists()
 
 

@@ -15,7 +15,7 @@ any thread (Redis), a backlog is drained by the pipeline (``trading.pipeline``).
 import gc
 import logging
 import time
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import NamedTuple
 
 from django.db import connection, transaction
@@ -155,8 +155,14 @@ class PairMatcher:
         tick, lot = self.market.tick_size, self.market.lot_size
         book = engine.OrderBook(self.pair)
         last_price = Trade.objects.filter(market=self.market).order_by("-id").values_list("price", flat=True).first()
-        # The last trade may be off a grid made coarser since (stops trigger on it): the nearest tick.
-        book.last_trade_price = None if last_price is None else int((last_price / tick).to_integral_value())
+        if last_price is not None:
+            # The last trade may be off a grid made coarser since: stops arriving now must not trigger on a
+            # price that never printed, rounded either way.
+            below = int((last_price / tick).to_integral_value(rounding=ROUND_FLOOR))
+            if below * tick == last_price:
+                book.last_trade_price = below
+            else:
+                book.last_trade_between(below, below + 1)
         live = Order.objects.live(self.market)
         kept = []
         # One streamed read of the book in the engine's integers, a chunk at a time: a million resting

@@ -102,6 +102,28 @@ def test_recovered_last_trade_price_is_used_for_immediate_trigger():
     assert typed(events) == typed([Triggered(1), Rested(1, 'buy', 98, 1)])
 
 
+def test_a_last_trade_recovered_between_two_ticks_triggers_only_the_stops_it_met():
+    # given restarted books whose last trade printed between ticks 100 and 101 (a grid made coarser)
+    def arriving(side, stop_price):
+        book = OrderBook(PAIR)
+        book.last_trade_between(100, 101)
+        return typed(book.apply(stop(1, side, stop_price, size=1, price=90)))
+
+    # then stops at either tick that the price did not reach wait, and those it passed trigger
+    assert arriving('buy', 101) == arriving('sell', 100) == typed([Untriggered(1)])
+    assert arriving('buy', 100) == typed([Triggered(1), Rested(1, 'buy', 90, 1)])
+    assert arriving('sell', 101) == typed([Triggered(1), Rested(1, 'sell', 90, 1)])
+
+
+def test_a_trade_after_a_recovery_between_ticks_is_the_last_trade_again():
+    book = OrderBook(PAIR)
+    book.last_trade_between(100, 101)
+    book.apply(limit(901, 'sell', 100, 1))
+    book.apply(limit(902, 'buy', 100, 1))  # prints at 100 exactly
+    # a sell stop at 100 is met by it, though the tick above was the recovered bound
+    assert typed(book.apply(stop(1, 'sell', 100, size=1, price=90))) == typed([Triggered(1), Rested(1, 'sell', 90, 1)])
+
+
 def test_stops_trigger_in_order_of_acceptance_not_price():
     # given two sell stops, the higher-priced one accepted second
     book = book_with_last_trade(100)

@@ -95,7 +95,8 @@ Queries
 ``best_bid()``, ``best_ask()`` -> ticks or None; ``level_size(side, price)``
 -> lots (0 if none); ``depth(n=None)`` -> (bids high->low, asks low->high)
 lists of (price, size); ``last_trade_price`` (int or None, settable for
-recovery); ``drain_touched_levels()`` -> set of (side, price) whose
+recovery; ``last_trade_between(below, above)`` recovers one that printed
+between two ticks); ``drain_touched_levels()`` -> set of (side, price) whose
 aggregate changed since the previous drain; ``open_order(id)`` ->
 ``OpenOrder(order_id, account_id, side, price, remaining)`` or None;
 ``open_orders()``; ``stop_order(id)`` -> the waiting ``NewOrder`` or None;
@@ -347,6 +348,9 @@ class OrderBook:
     def __init__(self, pair: str):
         self.pair = pair
         self.last_trade_price: int | None = None
+        # Set only by recovery (last_trade_between): the last trade printed strictly between
+        # last_trade_price and this tick (a grid made coarser since); None once a trade prints here.
+        self._last_trade_ceiling: int | None = None
         # key -> _Level; keys sorted ascending so the best level is at [-1].
         self._bid_levels: dict[int, _Level] = {}
         self._ask_levels: dict[int, _Level] = {}
@@ -513,6 +517,7 @@ class OrderBook:
                     break
             if last_price is not None:
                 self.last_trade_price = last_price
+                self._last_trade_ceiling = None
                 if self._stops:
                     self._note_trades(first_price, last_price)
             if stopped:
@@ -643,6 +648,12 @@ class OrderBook:
             OrderBook._check_market(is_buy, None, size, funds, None,
                                     command.time_in_force, command.post_only)
 
+    def last_trade_between(self, below: int, above: int) -> None:
+        """Recovery of a last trade that printed between the ticks ``below`` and ``above`` = ``below`` + 1
+        (off a grid made coarser since): a stop arriving now triggers at once only if that price met its
+        condition, so 'above' stops are checked against ``below`` and 'below' stops against ``above``."""
+        self.last_trade_price, self._last_trade_ceiling = below, above
+
     @staticmethod
     def _fires_above(command, is_buy) -> bool:
         trigger = command.trigger
@@ -652,6 +663,8 @@ class OrderBook:
         self._check_stop(command, is_buy)
         above = self._fires_above(command, is_buy)
         last = self.last_trade_price
+        if not above and self._last_trade_ceiling is not None:
+            last = self._last_trade_ceiling  # at or below the stop price only if the price that printed was
         if last is not None and (last >= command.stop_price if above else last <= command.stop_price):
             events.append(_new(_TRIGGERED, (command.order_id,)))
             self._enter_triggered(command, events)
