@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from datetime import datetime
 
 from django.db import connection
 
@@ -54,19 +55,23 @@ tickers = TickerSchedule()
 
 
 class CandleState:
-    """Per pair: each interval's latest candle as published, and the book sequence of the last batch seen
-    (a batch that trades always moves the book), by which a batch not seen shows."""
+    """Per pair: each interval's latest candle as published, the latest minute a batch was stamped with,
+    and the book sequence of the last batch seen (a batch that trades always moves the book), by which a
+    batch not seen shows."""
 
     def __init__(self):
         self.latest: dict[str, dict[str, IntervalCandle]] = {}
+        self.minutes: dict[str, datetime] = {}
         self.sequences: dict[str, int] = {}
 
     def reset(self) -> None:
         self.latest.clear()
+        self.minutes.clear()
         self.sequences.clear()
 
     def forget(self, pair: str) -> None:
         self.latest.pop(pair, None)
+        self.minutes.pop(pair, None)
         self.sequences.pop(pair, None)
 
 
@@ -199,9 +204,13 @@ def candle_updates(market, result) -> list[tuple[str, IntervalCandle, bool]]:
     batch = batch_candle(market.pk, result.trades[0].executed_at,
                          [(trade.price, trade.size, trade.price * trade.size) for trade in result.trades])
     latest, updates = candle_state.latest.setdefault(pair, {}), []
+    # Stamped before a batch merged already (the clock stepped back): its interval's open and close are
+    # those of its earliest and latest minutes, as GET /v1/candles gives them, not this batch's.
+    stepped_back = batch.minute < candle_state.minutes.get(pair, batch.minute)
+    candle_state.minutes[pair] = max(batch.minute, candle_state.minutes.get(pair, batch.minute))
     for interval in INTERVALS:
         part, current = IntervalCandle.of_batch(batch, interval), latest.get(interval)
-        if current is None:  # not followed yet: as committed, this batch included
+        if current is None or (stepped_back and part.time == current.time):  # as committed, this batch included
             current = candle_at(market, interval, part.time) or part
         elif part.time == current.time:
             current = current.merged(part)

@@ -211,6 +211,23 @@ def traded_batch(market, at: datetime, trades: list[tuple[str, str]], sequence: 
 
 
 @pytest.mark.django_db
+def test_after_the_clock_steps_back_the_published_candle_is_the_one_get_candles_gives(btc_usd):
+    """A batch stamped a minute before the last one (the matcher's clock stepped back), in the same 5-minute
+    interval: the interval's close stays the latest minute's, as GET /v1/candles has it."""
+    from marketdata.candles import candle_at
+
+    publishing.candle_updates(btc_usd, traded_batch(btc_usd, BASE, [("63000", "1")], sequence=1))  # 23:50
+    publishing.candle_updates(btc_usd, traded_batch(btc_usd, BASE + timedelta(minutes=2), [("63100", "1")], sequence=2))
+    stepped_back = publishing.candle_updates(
+        btc_usd, traded_batch(btc_usd, BASE + timedelta(minutes=1), [("62000", "1")], sequence=3))  # 23:51
+
+    sent = {interval: candle for interval, candle, closed in stepped_back if not closed}
+    assert sent["5m"] == candle_at(btc_usd, "5m", BASE_MS)
+    assert (sent["5m"].close, sent["5m"].low, sent["5m"].trades) == (D("63100"), D("62000"), 3)
+    assert "1m" not in sent  # the 23:51 minute was left behind
+
+
+@pytest.mark.django_db
 def test_the_publisher_adds_each_batch_to_the_current_candles_and_reads_them_again_after_a_batch_it_missed(btc_usd):
     first = traded_batch(btc_usd, BASE, [("63000", "1")], sequence=1)
     updates = publishing.candle_updates(btc_usd, first)
