@@ -39,8 +39,8 @@ def check_faucet_request(symbol: str, amount: Decimal) -> tuple[Asset, Decimal]:
     asset = Asset.objects.filter(symbol=symbol).first()
     if asset is None:
         raise InvalidField("asset", f"Unknown asset {symbol!r}.")
-    limits = settings.SANDBOX_FAUCET_DAILY_LIMITS
-    if asset.symbol not in limits:
+    limits = {symbol: limit for symbol, limit in settings.SANDBOX_FAUCET_DAILY_LIMITS.items() if Decimal(limit) > 0}
+    if asset.symbol not in limits:  # a limit of 0: none given
         raise InvalidField("asset", f"The faucet gives {', '.join(sorted(limits))} only.")
     if amount <= 0:
         raise InvalidField("amount", "Must be greater than zero.")

@@ -559,6 +559,8 @@ def test_candles_page_by_a_thousand_and_the_account_wide_calls(connect, trader, 
     behind.load_time_difference()
     assert behind.fetch_ohlcv("BTC/USD", "1m", None, 1_000) == behind.fetch_ohlcv("BTC/USD", "1m", None, 1_500) == [
         [minute, 60000.0, 60000.0, 60000.0, 60000.0, 0.1]]
+    with pytest.raises(ccxt.BadRequest, match="no timeframe '2h'"):  # a ccxt error, not a KeyError
+        maker.fetch_ohlcv("BTC/USD", "2h")
 
     second = maker.create_order("BTC/USD", "limit", "sell", 0.1, 61000)
     assert sorted((order["id"], order["status"]) for order in maker.cancel_all_orders()) == [

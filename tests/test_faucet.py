@@ -128,6 +128,19 @@ def test_bad_requests_are_field_errors_and_write_nothing(faucet_only, bot, body,
     assert ledger_snapshot() == before
 
 
+def test_an_asset_set_to_0_is_one_the_faucet_does_not_give(faucet_only, bot, settings):
+    """0 is none (README's settings): a field error, not a limit reached that would send a bot back daily."""
+    settings.SANDBOX_FAUCET_DAILY_LIMITS = {**settings.SANDBOX_FAUCET_DAILY_LIMITS, "BTC": "0"}
+    _, client = bot
+    before = ledger_snapshot()
+
+    response = client.post(FAUCET, {"asset": "BTC", "amount": "1"})
+
+    assert response.status_code == 400 and list(error_of(response)["details"]["fields"]) == ["asset"]
+    assert "BTC" not in error_of(response)["details"]["fields"]["asset"][0]
+    assert ledger_snapshot() == before
+
+
 def test_an_amount_with_trailing_zeros_on_the_grid_is_taken(faucet_only, bot):
     _, client = bot
 

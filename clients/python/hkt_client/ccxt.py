@@ -378,6 +378,8 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         pages, ``limit`` counts intervals and an interval without trades has no candle (docs/api.md,
         "Public market data"); more than 1,000 intervals are read in pages of 1,000. Without ``since``: the
         ``limit`` intervals up to now (or the ``until`` param)."""
+        if timeframe not in self.timeframes:
+            raise BadRequest(f"{self.id} fetch_ohlcv() has no timeframe {timeframe!r}: one of {', '.join(self.timeframes)}")
         self.load_markets()
         market = self.market(symbol)
         until = self.safe_integer(params, "until")
