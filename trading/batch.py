@@ -57,8 +57,12 @@ def judge(outcomes: list[Outcome], refuse) -> None:
 
 
 def place_orders(account, items: Sequence[OrderRequest | ExchangeError]) -> list[Outcome]:
-    """Accept each order as place_order does, in one transaction; an item that is an error already (its
-    parse refused it) stays that error."""
+    """Accept each order as place_order does, in one transaction (run again if a deadlock aborted it); an
+    item that is an error already (its parse refused it) stays that error."""
+    return services.retrying_deadlocks(lambda: accept_orders(account, items))
+
+
+def accept_orders(account, items: Sequence[OrderRequest | ExchangeError]) -> list[Outcome]:
     requests = [item for item in items if isinstance(item, OrderRequest)]
     made_ids = ", ".join(request.client_order_id for request in requests if request.client_order_id)
     message = ("The database failed while committing the batch, whose orders may have been placed: look them "

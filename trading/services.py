@@ -1,12 +1,14 @@
 """Trading services: each owns its transaction; the pair's matcher is woken only after commit."""
 
 import functools
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from decimal import Decimal
+from typing import TypeVar
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import QuerySet
 
 from exchange.errors import (OUTAGE_ERRORS, DuplicateClientOrderId, ErrorCode, ExchangeError, MarketHalted,
@@ -83,6 +85,31 @@ def committing(message: str):
         raise ServiceUnavailable(message, **commit.details) from error
 
 
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# PostgreSQL ends a deadlock by aborting one of its transactions (SQLSTATE 40P01), which wrote nothing; run
+# again it goes through. A single create takes its order's unique index entry, then its balance row; a
+# batch locks the balances first (trading.batch), so the two racing can meet so.
+DEADLOCK_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+DEADLOCK_ATTEMPTS = 3
+
+
+def retrying_deadlocks(run: Callable[[], T]) -> T:
+    """``run()`` (which owns its transaction) again when the database aborted it to end a deadlock; not
+    when it runs inside a caller's transaction, which the abort ended too."""
+    attempt = 1
+    while True:
+        try:
+            return run()
+        except OperationalError as error:
+            victim = getattr(error.__cause__, "sqlstate", None) in DEADLOCK_SQLSTATES
+            if not victim or attempt == DEADLOCK_ATTEMPTS or connection.in_atomic_block:
+                raise
+            attempt += 1
+            logger.warning("a deadlock aborted the transaction; running it again (attempt %d)", attempt)
+
+
 def place_order(account, request: OrderRequest, *, wake: bool = True) -> tuple[Order, bool]:
     """Accept an order: check it, hold its funds, queue it for the pair's matcher, in one transaction,
     and wake the matcher after the commit (unless not ``wake``: then a created order's caller does).
@@ -92,7 +119,7 @@ def place_order(account, request: OrderRequest, *, wake: bool = True) -> tuple[O
     when the repeat itself would now be refused (funds, market status): the lookup happens only then.
     """
     try:
-        return do_place_order(account, request, wake), True
+        return retrying_deadlocks(lambda: do_place_order(account, request, wake)), True
     except ServiceUnavailable:
         raise  # the order may have been made; the lookup would meet the same outage
     except (ExchangeError, IntegrityError):
