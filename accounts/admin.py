@@ -52,6 +52,12 @@ class AccountAdmin(admin.ModelAdmin):
     def unverify_accounts(self, request, queryset):
         self.set_verified(request, queryset, False)
 
+    def has_delete_permission(self, request, obj=None):
+        # The fee and interest accounts are the exchange's own: every matcher settles fees to the one.
+        if obj is not None and obj.kind != Account.Kind.USER:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def set_verified(self, request, queryset, verified: bool) -> None:
         """All the selected accounts or none (each save forgets the account's cached keys, in Redis: an
         outage answers 503 having changed nothing), each change in the admin's history."""

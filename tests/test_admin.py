@@ -96,6 +96,31 @@ def test_an_account_given_a_user_it_cannot_have_is_a_form_error(admin_client, ma
     assert account.user_id == before
 
 
+@pytest.mark.parametrize("kind", ["fee", "interest"])
+def test_the_exchanges_own_accounts_cannot_be_deleted_in_the_admin(admin_client, markets, kind):
+    """Every matcher settles fees to the fee account; the interest account pays earn's interest."""
+    account = Account.objects.get(kind=kind)
+
+    one = admin_client.post(f"/admin/accounts/account/{account.pk}/delete/", {"post": "yes"})
+    selected = admin_client.post("/admin/accounts/account/", {"action": "delete_selected", "post": "yes",
+                                                              "_selected_action": [str(account.pk)]})
+
+    assert one.status_code == selected.status_code == 403
+    assert Account.objects.filter(kind=kind).exists()
+
+
+def test_an_operator_with_a_username_of_150_characters_adjusts_a_balance(client, make_account, markets):
+    operator = get_user_model().objects.create_superuser("o" * 150, password="a-long-passw0rd!")
+    client.force_login(operator)
+    account = make_account()
+
+    response = client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot", "amount": "10",
+                                        "memo": "wire"})
+
+    assert response.status_code == 302 and balance_of(account, "USD").available == 10
+    assert LedgerEntry.objects.get(account=account).reference == ("admin:" + "o" * 150)[:120]
+
+
 def test_operator_credits_then_debits_through_the_ledger(admin_client, make_account, markets):
     account = make_account()
 

@@ -48,3 +48,16 @@ def test_unknown_asset_creates_nothing(markets):
         create_trader("carol", "--deposit", "DOGE=5", "--format", "env")
 
     assert not ApiKey.objects.exists() and not LedgerEntry.objects.filter(account__user__username="carol").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--deposit", "USD=abc"], "plain decimal"),
+    (["--deposit", "USD=1.5e3"], "plain decimal"),
+    (["--deposit", "USD=-5"], "greater than zero"),
+    (["--allow", "not-an-ip"], "ip_allowlist"),
+])
+def test_bad_arguments_are_the_commands_errors_and_create_nothing(markets, args, message):
+    with pytest.raises(CommandError, match=message):
+        create_trader("zed", *args)
+
+    assert not ApiKey.objects.exists() and not LedgerEntry.objects.filter(account__user__username="zed").exists()

@@ -7,10 +7,13 @@ import sys
 import threading
 from datetime import timedelta
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection, transaction
+from django.utils import timezone
 
 from exchange.fields import EPOCH, to_milliseconds
 from trading import deadman
@@ -57,6 +60,18 @@ def arm(client, timeout_ms: int, **more):
     response = client.post(AFTER, {"timeout_ms": timeout_ms, **more}, format="json")
     assert response.status_code == 200, response.content
     return response.json()
+
+
+def test_once_fires_every_switch_due_past_one_looks_worth(make_account, markets):
+    past = timezone.now() - timedelta(seconds=5)
+    DeadManSwitch.objects.bulk_create([DeadManSwitch(account=make_account(), timeout_ms=1000, trigger_at=past)
+                                       for _ in range(deadman.FIRED_PER_LOOK + 1)])
+    out = StringIO()
+
+    call_command("watch_dead_man_switches", "--once", stdout=out)
+
+    assert out.getvalue() == f"fired {deadman.FIRED_PER_LOOK + 1} switch(es)\n"
+    assert not DeadManSwitch.objects.filter(trigger_at__isnull=False).exists()
 
 
 def test_arming_answers_the_current_and_trigger_times(as_trader, alice):

@@ -186,6 +186,7 @@ def test_the_command_credits_by_username_or_id_and_prints_the_deposit(make_accou
     (("custody-client", "BTC", "1e3", "0x1"), "plain decimal"),
     (("custody-client", "BTC", "0", "0x1"), "greater than zero"),
     (("custody-client", "BTC", "1000000000000000000", "0x1"), "a balance holds no more"),
+    (("custody-client", "BTC", "2", "0x1", "--credited-by", "c" * 151), "1 to 150 characters"),
 ])
 def test_the_command_refuses_with_a_clear_message_and_writes_nothing(make_account, markets, args, message):
     make_account("custody-client")

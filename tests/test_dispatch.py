@@ -6,7 +6,7 @@ import time
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connections
 from prometheus_client import REGISTRY
 
@@ -78,6 +78,22 @@ def test_wake_matchers_drains_what_a_crash_left_queued(as_trader, alice, monkeyp
     call_command("wake_matchers", verbosity=0)
 
     assert Order.objects.get().status == Order.Status.OPEN
+    assert MatcherCommand.objects.count() == 0
+
+
+def test_wake_matchers_exits_non_zero_naming_a_pair_it_could_not_drain(as_trader, alice, monkeypatch):
+    """Its retry would be a timer of the command's own process, which ends: cron and bin/run-local must hear."""
+    monkeypatch.setattr(dispatch, "retry_later", lambda pair: None)
+    drain = PairMatcher.drain
+    monkeypatch.setattr(PairMatcher, "drain", failing_once(drain))
+    as_trader(alice).post("/v1/orders", LIMIT_BUY, format="json")
+    monkeypatch.setattr(PairMatcher, "drain", failing_once(drain))
+
+    with pytest.raises(CommandError, match="could not wake the matcher.s. of BTC-USD"):
+        call_command("wake_matchers", verbosity=0)
+
+    assert MatcherCommand.objects.count() == 1  # still queued, for the next run
+    call_command("wake_matchers", verbosity=0)
     assert MatcherCommand.objects.count() == 0
 
 

@@ -255,6 +255,8 @@ def test_operators_fund_the_interest_account_with_a_command(markets):
     assert (entry.reference, entry.memo, entry.reason) == ("interest_funding:alice", "May's interest", "adjustment")
     with pytest.raises(CommandError):
         call_command("fund_interest_account", "USD", "1.001", "--memo", "too fine", stdout=StringIO())
+    with pytest.raises(CommandError, match="--by takes at most 103 characters"):
+        call_command("fund_interest_account", "USD", "1", "--memo", "x", "--by", "b" * 104, stdout=StringIO())
     assert audit() == []
 
 

@@ -201,7 +201,8 @@ class BalanceAdmin(ReadOnlyAdmin):
                     asset_id=data["asset"].pk,
                     amount=data["amount"],
                     wallet=data["wallet"],
-                    reference=f"admin:{request.user.username}",
+                    # cut to fit (a username may be longer): the admin's history names the operator whole
+                    reference=f"admin:{request.user.username}"[:ledger.REFERENCE_LENGTH],
                     memo=data["memo"],
                 )
             except ExchangeError as error:

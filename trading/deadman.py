@@ -57,10 +57,20 @@ def set_switch(account, timeout_ms: int, pair: str | None = None) -> tuple[DeadM
 
 
 def fire_due(now: datetime | None = None) -> int:
-    """Fire every switch due at ``now`` (default: the current time); returns how many fired."""
+    """Fire the switches due at ``now`` (default: the current time), FIRED_PER_LOOK at most; returns how
+    many fired."""
     now = now or timezone.now()
     due = DeadManSwitch.objects.filter(trigger_at__lte=now).order_by("trigger_at").values_list("pk", flat=True)
     return sum(fire(switch_id, now) is not None for switch_id in due[:FIRED_PER_LOOK])
+
+
+def fire_all_due() -> int:
+    """Fire every switch due now, FIRED_PER_LOOK at a time, until none is; returns how many fired."""
+    fired = total = fire_due()
+    while fired:
+        fired = fire_due()
+        total += fired
+    return total
 
 
 def fire(switch_id: int, now: datetime) -> list[Order] | None:

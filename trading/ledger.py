@@ -68,6 +68,8 @@ def check_journal(journal: Journal) -> None:
         raise UnbalancedJournal(f"journal {journal.reference} does not sum to zero: {unbalanced}")
 
 
+REFERENCE_LENGTH = LedgerEntry._meta.get_field("reference").max_length
+
 BalanceKey = tuple[int, int, str]  # (account_id, asset_id, wallet)
 
 

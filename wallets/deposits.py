@@ -23,6 +23,7 @@ from wallets.models import AssetWalletSettings, Deposit
 
 
 EXTERNAL_ID_LENGTH = Deposit._meta.get_field("external_id").max_length
+CREDITED_BY_LENGTH = Deposit._meta.get_field("credited_by").max_length
 
 
 class DepositRefused(Exception):
@@ -54,6 +55,8 @@ def credit_deposit(account: Account, asset: Asset, amount: Decimal, external_id:
     if not external_id or external_id != external_id.strip() or len(external_id) > EXTERNAL_ID_LENGTH:
         raise DepositRefused(f"The external id must be 1 to {EXTERNAL_ID_LENGTH} characters, "
                              "with no surrounding spaces.")
+    if not 0 < len(credited_by) <= CREDITED_BY_LENGTH:
+        raise DepositRefused(f"Who credits it is named in 1 to {CREDITED_BY_LENGTH} characters.")
     try:
         with transaction.atomic():
             deposit = Deposit.objects.create(account=account, asset=asset, amount=amount, external_id=external_id,

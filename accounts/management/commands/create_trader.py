@@ -7,7 +7,6 @@ or as shell exports.
 
 import json
 import shlex
-from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -16,8 +15,19 @@ from django.db import transaction
 from accounts.keys import create_api_key
 from accounts.models import ApiKey
 from accounts.services import open_account
+from exchange.errors import ExchangeError
 from trading.ledger import adjust_balance
 from trading.models import Asset
+from wallets.management.commands.credit_deposit import parse_amount
+
+
+def refused(call, *args, **kwargs):
+    """``call``'s result; its refusal (a bad allowlist entry, a balance past what the ledger holds)
+    as the command's error, with what the API would say (nothing is written: handle is one transaction)."""
+    try:
+        return call(*args, **kwargs)
+    except ExchangeError as error:
+        raise CommandError(f"{error.message} {json.dumps(error.details)}") from None
 
 
 class Command(BaseCommand):
@@ -40,13 +50,15 @@ class Command(BaseCommand):
             account.verified = True
             account.save(update_fields=["verified"])
         for item in deposit:
-            symbol, _, amount = item.partition("=")
+            symbol, _, text = item.partition("=")
             asset = Asset.objects.filter(symbol=symbol.upper()).first()
-            if asset is None or not amount:
+            if asset is None or not text:
                 raise CommandError(f"--deposit takes ASSET=AMOUNT with a known asset, not {item!r}")
-            adjust_balance(account_id=account.pk, asset_id=asset.pk, amount=Decimal(amount),
-                           reference=f"cli:{username}", memo="create_trader deposit")
-        key, secret = create_api_key(account, label=f"{username} cli", scope=scope, ip_allowlist=allow)
+            if (amount := parse_amount(text)) <= 0:
+                raise CommandError(f"--deposit takes an amount greater than zero, not {item!r}")
+            refused(adjust_balance, account_id=account.pk, asset_id=asset.pk, amount=amount,
+                    reference=f"cli:{username}", memo="create_trader deposit")
+        key, secret = refused(create_api_key, account, label=f"{username} cli", scope=scope, ip_allowlist=allow)
         if output == "env":
             self.stdout.write(f"export HKT_KEY={shlex.quote(key.public_id)}\nexport HKT_SECRET={shlex.quote(secret)}")
         else:

@@ -3,6 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.services import interest_account
+from exchange.errors import ExchangeError
 from trading import ledger
 from trading.models import Balance, Wallet
 from wallets.deposits import DepositRefused, check_amount
@@ -21,11 +22,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, asset, amount, memo, by, **options):
         asset, amount, account = find_asset(asset), parse_amount(amount), interest_account()
+        prefix = "interest_funding:"
+        if len(prefix + by) > ledger.REFERENCE_LENGTH:
+            raise CommandError(f"--by takes at most {ledger.REFERENCE_LENGTH - len(prefix)} characters.")
         try:
             check_amount(asset, amount)
+            ledger.adjust_balance(account_id=account.pk, asset_id=asset.pk, amount=amount, reference=prefix + by,
+                                  memo=memo)
         except DepositRefused as refusal:
             raise CommandError(str(refusal)) from None
-        ledger.adjust_balance(account_id=account.pk, asset_id=asset.pk, amount=amount,
-                              reference=f"interest_funding:{by}", memo=memo)
+        except ExchangeError as error:  # the balance would pass what the ledger holds
+            raise CommandError(error.message) from None
         balance = Balance.objects.get(account=account, asset=asset, wallet=Wallet.SPOT)
         self.stdout.write(json.dumps({"asset": asset.symbol, "available": format(balance.available.normalize(), "f")}))

@@ -17,7 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if options["once"]:
-            self.stdout.write(f"fired {deadman.fire_due()} switch(es)")
+            self.stdout.write(f"fired {deadman.fire_all_due()} switch(es)")
             return
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
