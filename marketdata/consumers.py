@@ -194,7 +194,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
             # Whatever ended the connection, it leaves the hub's groups and its tasks end: a dead consumer
             # must not be relayed every message of its groups.
             if hasattr(self, "state"):
-                await self.disconnect(INTERNAL_ERROR_CLOSE_CODE)
+                try:
+                    await self.disconnect(INTERNAL_ERROR_CLOSE_CODE)
+                except Exception:  # the error that ended the connection is the one to log
+                    logger.exception("leaving the groups of a connection that failed failed too")
             raise
 
     async def receive_from_layer(self) -> dict:
@@ -214,6 +217,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         self.state = Connection()
+        self.tasks: list[asyncio.Task] = []
         self.closing = False
         self.key_id: str | None = None  # the key the connection authenticated with
         self.heartbeat_queued = False
@@ -239,7 +243,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.counted = True  # in WS_CONNECTIONS, until the first disconnect (a close with an error is followed by another)
         logger.info("WebSocket connection from %s", self.address())
         hub_for(self.channel_layer).attach(self)  # its upkeep is the hub's until it signs in (StreamHub.keep_up)
-        self.tasks = [asyncio.create_task(self.write_outbox())]
+        self.tasks.append(asyncio.create_task(self.write_outbox()))
 
     async def disconnect(self, code):
         logger.info("WebSocket connection closed (%s)", code)

@@ -81,6 +81,18 @@ def test_the_verify_action_changes_every_selected_account_or_none(admin_client, 
     assert not LogEntry.objects.filter(content_type__model="account").exists()
 
 
+def test_the_verify_action_works_on_a_searched_list(admin_client, make_account):
+    """A search joins the users (an outer join, which PostgreSQL locks no row of FOR UPDATE)."""
+    account = make_account("searched")
+
+    response = admin_client.post("/admin/accounts/account/?q=searched",
+                                 {"action": "verify_accounts", "_selected_action": [str(account.pk)]})
+
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.verified
+
+
 @pytest.mark.parametrize("kind,user", [("user", False), ("fee", True)])
 def test_an_account_given_a_user_it_cannot_have_is_a_form_error(admin_client, make_account, markets, kind, user):
     account = make_account() if kind == "user" else Account.objects.get(kind=kind)

@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from earn.models import MAX_LOCK_DAYS, EarnProduct, Subscription
 from earn.subscriptions import SubscriptionRequest, redeem, subscribe
@@ -204,6 +204,28 @@ def test_the_longest_lock_subscribes_and_a_longer_one_is_never_stored(trader, ma
     assert made.status_code == 201 and made.json()["lock_days"] == MAX_LOCK_DAYS
     with pytest.raises(IntegrityError), transaction.atomic():
         EarnProduct.objects.filter(pk=product.pk).update(lock_days=MAX_LOCK_DAYS + 1)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the constraint dropped inside the test's transaction")
+def test_the_migration_cuts_a_product_locked_longer_to_the_bound(make_product):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    product = make_product("BTC", lock_days=30, min_amount="0.1")
+    [bound] = [c for c in EarnProduct._meta.constraints if c.name == "earn_product_lock_at_most_ten_years"]
+    with connection.cursor() as cursor:  # the insert's deferred checks done, as a committed row's are
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with connection.schema_editor() as editor:  # as the table was before the migration
+        editor.remove_constraint(EarnProduct, bound)
+    EarnProduct.objects.filter(pk=product.pk).update(lock_days=MAX_LOCK_DAYS * 10)
+
+    import_module("earn.migrations.0002_cut_longer_product_locks").cut_longer_locks(apps, None)
+
+    product.refresh_from_db()
+    assert product.lock_days == MAX_LOCK_DAYS
+    with connection.schema_editor() as editor:
+        editor.add_constraint(EarnProduct, bound)
 
 
 def test_a_locked_subscription_cannot_be_redeemed_before_it_unlocks(trader, make_product, as_trader, clock):

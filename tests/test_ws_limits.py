@@ -486,3 +486,18 @@ def test_a_connection_that_fails_unexpectedly_leaves_the_hubs_groups(markets, al
         return subscribed, book_members()
 
     assert run(body) == (1, 0)
+
+
+def test_a_connection_whose_connect_fails_ends_with_that_error(markets, monkeypatch):
+    """Its clean-up (leaving what it joined) must not replace the error that ended it."""
+    def failing(self, consumer):
+        raise RuntimeError("attach failed")
+
+    monkeypatch.setattr(StreamHub, "attach", failing)
+
+    async def body():
+        ws = await connect()
+        with pytest.raises(RuntimeError, match="attach failed"):
+            await asyncio.wait_for(ws.future, 5)
+
+    run(body)

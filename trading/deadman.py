@@ -65,10 +65,12 @@ def fire_due(now: datetime | None = None) -> int:
 
 
 def fire_all_due() -> int:
-    """Fire every switch due now, FIRED_PER_LOOK at a time, until none is; returns how many fired."""
-    fired = total = fire_due()
+    """Fire every switch due now, FIRED_PER_LOOK at a time, until none due then is left (or another watcher
+    took the rest); returns how many fired."""
+    now = timezone.now()
+    fired = total = fire_due(now)
     while fired:
-        fired = fire_due()
+        fired = fire_due(now)
         total += fired
     return total
 

@@ -4,6 +4,13 @@ import django.core.validators
 from django.db import migrations, models
 
 
+def cut_longer_locks(apps, schema_editor):
+    """A product locked longer than the new bound is cut to it (its subscriptions keep their own unlock
+    times): the next migration's constraint would refuse the row. (Apart, so that the constraint is added
+    in a transaction of its own: PostgreSQL alters no table with this one's deferred checks pending.)"""
+    apps.get_model("earn", "EarnProduct").objects.filter(lock_days__gt=3650).update(lock_days=3650)
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -17,8 +24,5 @@ class Migration(migrations.Migration):
             name='lock_days',
             field=models.PositiveIntegerField(default=0, help_text='0: flexible, redeemable at any time; at most 3650.', validators=[django.core.validators.MaxValueValidator(3650)]),
         ),
-        migrations.AddConstraint(
-            model_name='earnproduct',
-            constraint=models.CheckConstraint(condition=models.Q(('lock_days__lte', 3650)), name='earn_product_lock_at_most_ten_years'),
-        ),
+        migrations.RunPython(cut_longer_locks, migrations.RunPython.noop),
     ]
