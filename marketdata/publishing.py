@@ -206,8 +206,9 @@ def candle_updates(market, result) -> list[tuple[str, IntervalCandle, bool]]:
     latest, updates = candle_state.latest.setdefault(pair, {}), []
     # Stamped before a batch merged already (the clock stepped back): its interval's open and close are
     # those of its earliest and latest minutes, as GET /v1/candles gives them, not this batch's.
-    stepped_back = batch.minute < candle_state.minutes.get(pair, batch.minute)
-    candle_state.minutes[pair] = max(batch.minute, candle_state.minutes.get(pair, batch.minute))
+    latest_minute = candle_state.minutes.get(pair, batch.minute)
+    stepped_back = batch.minute < latest_minute
+    candle_state.minutes[pair] = max(batch.minute, latest_minute)
     for interval in INTERVALS:
         part, current = IntervalCandle.of_batch(batch, interval), latest.get(interval)
         if current is None or (stepped_back and part.time == current.time):  # as committed, this batch included

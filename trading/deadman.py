@@ -67,10 +67,8 @@ def fire_due(now: datetime | None = None) -> int:
 def fire_all_due() -> int:
     """Fire every switch due now, FIRED_PER_LOOK at a time, until none due then is left (or another watcher
     took the rest); returns how many fired."""
-    now = timezone.now()
-    fired = total = fire_due(now)
-    while fired:
-        fired = fire_due(now)
+    now, total = timezone.now(), 0
+    while fired := fire_due(now):
         total += fired
     return total
 
