@@ -37,12 +37,21 @@ class QuerySerializer(serializers.Serializer):
         return query.validated_data
 
 
+def sort_order() -> serializers.ChoiceField:
+    """A list's ``sort``: which end of its window a page starts from."""
+    return serializers.ChoiceField(
+        choices=[("desc", "newest first"), ("asc", "oldest first")], required=False, default="desc",
+        help_text="`desc` (default): newest first, each page older than the one before; `asc`: oldest first, "
+                  "from the window's start (`start_time`), each page newer.")
+
+
 class PageQuery(QuerySerializer):
-    """What the cursor pagination reads (trading.api.views.NewestFirst)."""
+    """What the cursor pagination reads (trading.api.views.IdCursorPagination)."""
 
     limit = IntegerString(required=False, default=100, min_value=1, max_value=MAX_PAGE_SIZE, help_text="Page size.")
     cursor = Identifier(required=False, schema_pattern=r"^[A-Za-z0-9+/]+={0,2}$",
                         help_text="Where the page starts: take it from the previous page's `next` link.")
+    sort = sort_order()
 
 
 class TimeWindowQuery(QuerySerializer):

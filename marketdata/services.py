@@ -189,25 +189,29 @@ class OneTicker:
 ticker = OneTicker()
 
 
-def recent_trades(market: Market, *, limit: int, before: int | None = None, start_time: datetime | None = None,
+def recent_trades(market: Market, *, limit: int, sort: str = "desc", before: int | None = None,
+                  after: int | None = None, start_time: datetime | None = None,
                   end_time: datetime | None = None) -> list[Trade]:
-    """Newest first. Trades have no index by time (trading migration 0008): a window's ends are found by
-    a binary search over the pair's trade ids, which rise with their batch's time (one matcher per pair
-    writes them), so a window far back costs a few index probes, not a walk from the newest."""
-    trades = Trade.objects.newest_first(market)
+    """The ``limit`` newest trades of the window (``sort="desc"``, newest first) or its ``limit`` oldest
+    (``"asc"``, oldest first). Trades have no index by time (trading migration 0008): a window's ends are
+    found by a binary search over the pair's trade ids, which rise with their batch's time (one matcher
+    per pair writes them), so a window far back costs a few index probes, not a walk from either end."""
+    pair_trades = Trade.objects.filter(market=market)
+    trades = pair_trades.order_by("id" if sort == "asc" else "-id")
     if before is not None:
         trades = trades.filter(id__lt=before)
-    pair_trades = Trade.objects.filter(market=market)
+    if after is not None:
+        trades = trades.filter(id__gt=after)
     if start_time is not None:
         first = first_id_stamped_since(pair_trades, "executed_at", start_time - CLOCK_SLACK)
         trades = trades.filter(executed_at__gte=start_time, id__gte=first if first is not None else 0)
     if end_time is not None:
         trades = trades.filter(executed_at__lt=end_time)
         # An end within the slack of the last instant a time holds has no trade stamped after it to look for.
-        after = (first_id_stamped_since(pair_trades, "executed_at", end_time + CLOCK_SLACK)
-                 if end_time < LAST_INSTANT - CLOCK_SLACK else None)
-        if after is not None:
-            trades = trades.filter(id__lt=after)
+        beyond = (first_id_stamped_since(pair_trades, "executed_at", end_time + CLOCK_SLACK)
+                  if end_time < LAST_INSTANT - CLOCK_SLACK else None)
+        if beyond is not None:
+            trades = trades.filter(id__lt=beyond)
     return list(trades[:limit])
 
 

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
@@ -24,12 +25,13 @@ from ccxt.base import errors as ccxt_errors
 from ccxt.test.exchange import base as checks  # ccxt's structure checks: checks.test_order(exchange, ...)
 from ccxt.test.exchange.base import test_shared_methods
 from django.utils import timezone
+from hkt_client import ccxt as ccxt_class
 from hkt_client.ccxt import EXCEPTIONS, hkt
 
 from accounts import keys
 from exchange.errors import ErrorCode
 from trading import services
-from trading.models import Asset, Market, Order
+from trading.models import Asset, Balance, Market, Order
 from wallets.models import WithdrawalAddress
 
 from .conftest import ledger_snapshot
@@ -534,6 +536,31 @@ def test_a_bot_trades_through_ccxt_and_the_balances_are_exact(live, stack):
 
 
 @IN_PROCESS
+def test_since_pages_forward_from_the_oldest_as_ccxts_own_pagination_reads(connect, trader):
+    maker, taker = connect(trader(BTC="1")[1]), connect(trader(USD="100000")[1])
+    for n in range(5):
+        maker.create_order("BTC/USD", "limit", "sell", 0.1, 60000 + n)
+        taker.create_order("BTC/USD", "limit", "buy", 0.1, 60000 + n)
+        time.sleep(0.002)  # each trade in a millisecond of its own, as a `since = last + 1` loop needs
+    trades = taker.fetch_trades("BTC/USD")
+    fills = maker.fetch_my_trades("BTC/USD")
+    orders = taker.fetch_orders("BTC/USD")
+    assert [trade["price"] for trade in trades] == [60000, 60001, 60002, 60003, 60004] and len(fills) == len(orders) == 5
+
+    # The oldest `limit` from `since`, not the newest: so ccxt's forward pagination reads every one once.
+    for exchange, method, everything in ((taker, "fetchTrades", trades), (maker, "fetchMyTrades", fills),
+                                         (taker, "fetchOrders", orders)):
+        since = everything[1]["timestamp"]
+        assert getattr(exchange, method)("BTC/USD", since, 2) == everything[1:3], method
+        assert exchange.fetch_paginated_call_dynamic(
+            method, "BTC/USD", since, None, {"paginationDirection": "forward"}, 2) == everything[1:], method
+    # Without `since`, the newest `limit`.
+    assert taker.fetch_trades("BTC/USD", None, 2) == trades[3:]
+    # By id, for trades that share a millisecond (a matcher batch's): after the last one read.
+    assert taker.fetch_trades("BTC/USD", None, 2, {"sort": "asc", "after": trades[0]["id"]}) == trades[1:3]
+
+
+@IN_PROCESS
 def test_candles_page_by_a_thousand_and_the_account_wide_calls(connect, trader, make_key):
     maker_account, maker_key = trader(BTC="1", USD="100")
     maker, taker = connect(maker_key, fetchHistoryCacheSize=5), connect(trader(USD="100000")[1])
@@ -583,3 +610,46 @@ def test_candles_page_by_a_thousand_and_the_account_wide_calls(connect, trader, 
     assert withdrawer.fetch_withdrawal(asked["id"])["info"] == asked["info"]
     assert [each["id"] for each in withdrawer.fetch_withdrawals("USD")] == [asked["id"]]
     assert withdrawer.fetch_balance()["USD"]["used"] == 50.0
+
+
+@IN_PROCESS
+def test_a_bot_reconciles_every_open_order_and_moves_balances_to_the_last_digit(connect, trader, make_key,
+                                                                               monkeypatch):
+    account, key = trader(USD="1000", BTC="0.50000000032")  # fee dust, finer than BTC's 8 places
+    bot = connect(key)
+    placed = [bot.create_order("BTC/USD", "limit", "buy", 0.001, 1000 + n)["id"] for n in range(5)]
+
+    # Without a limit, every open order, however many pages the server's lists take (2 a page here).
+    monkeypatch.setattr(ccxt_class, "MAX_PAGE", 2)
+    assert sorted(order["id"] for order in bot.fetch_open_orders("BTC/USD")) == sorted(placed)
+    monkeypatch.undo()
+    assert len(bot.fetch_open_orders("BTC/USD", None, 3)) == 3
+
+    # The whole free balance moves: sent as given, not rounded up past it to the asset's precision.
+    free = bot.fetch_balance()["BTC"]["free"]
+    bot.transfer("BTC", free, "spot", "margin")
+    assert sorted(Balance.objects.filter(account=account, asset__symbol="BTC").values_list(
+        "wallet", "available", "locked")) == [("margin", D("0.50000000032"), 0), ("spot", 0, 0)]
+
+    # A withdrawal's amount is truncated to the asset's precision; `tag` and another network are refused.
+    usd = Asset.objects.get(symbol="USD")
+    usable = timezone.now() - timedelta(seconds=1)
+    WithdrawalAddress.objects.create(account=account, asset=usd, address="US00BANK", created_at=usable,
+                                     usable_from=usable)
+    withdrawer = connect(make_key(account, scope="trade_withdraw", ip_allowlist=["127.0.0.1"]),
+                         options={"currencyNetworks": {"USD": "WIRE"}})
+    asked = withdrawer.withdraw("USD", 10.019, "US00BANK", {"clientWithdrawalId": "w-2", "network": "WIRE"})
+    assert (asked["info"]["amount"], asked["info"]["client_withdrawal_id"], asked["network"]) == ("10.01", "w-2", "WIRE")
+    with pytest.raises(ccxt.NotSupported, match="takes no tag"):
+        withdrawer.withdraw("USD", 10, "US00BANK", {"tag": "123"})
+    with pytest.raises(ccxt.BadRequest, match="not SWIFT"):
+        withdrawer.withdraw("USD", 10, "US00BANK", {"network": "SWIFT"})
+
+    # An id no order or withdrawal can have is not found, as one that no longer exists: not "no such method".
+    for call in (lambda: bot.fetch_order("abc"), lambda: bot.cancel_order("abc"),
+                 lambda: bot.fetch_order(None, None, {"clientOrderId": "not allowed!"})):
+        with pytest.raises(ccxt.OrderNotFound):
+            call()
+    with pytest.raises(EXCEPTIONS["WITHDRAWAL_NOT_FOUND"]):
+        withdrawer.fetch_withdrawal("abc")
+    assert bot.cancel_all_orders_after(60000.0)["timeout_ms"] == 60_000

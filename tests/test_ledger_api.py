@@ -146,6 +146,18 @@ def test_pages_of_any_size_give_the_same_entries_and_balances_after(busy, as_tra
         assert everything(client, limit=limit) == whole
 
 
+def test_oldest_first_pages_list_the_same_entries_and_balances_after_in_reverse(busy, as_trader):
+    carol, _ = busy
+    client = as_trader(carol)
+
+    for query in ("", "kind=transfer", "asset=USD"):
+        newest_first = everything(client, query)
+        assert len(newest_first) > 1, query
+        for limit in (1, 3, 1000):
+            # The next link keeps sort=asc: each page newer than the one before, the last one empty of next.
+            assert everything(client, f"sort=asc{'&' if query else ''}{query}", limit=limit) == newest_first[::-1]
+
+
 def test_filters_list_their_entries_with_the_balance_after_of_the_whole_ledger(busy, as_trader):
     carol, _ = busy
     client = as_trader(carol)
@@ -226,6 +238,7 @@ def test_other_accounts_entries_are_never_listed(busy, as_trader, make_key):
     ("bucket=locked", "bucket"),
     ("limit=0", "limit"),
     ("limit=1001", "limit"),
+    ("sort=oldest", "sort"),
 ])
 def test_a_bad_filter_is_refused_naming_it(busy, as_trader, query, field):
     carol, _ = busy

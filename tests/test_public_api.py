@@ -209,6 +209,23 @@ def test_trades_newest_first_with_paging(api, print_trade):
     assert [t["trade_id"] for t in older] == [first.id]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "before=0"])
+def test_trades_oldest_first_from_a_windows_start_page_forward_with_after(api, print_trade):
+    early = print_trade("63000", "0.1", ago=timedelta(minutes=10))
+    inside = [print_trade(str(63001 + n), "0.1", ago=timedelta(minutes=5 - n)) for n in range(3)]
+    since = to_milliseconds(inside[0].executed_at)
+
+    def page(query):
+        return [t["trade_id"] for t in api.get(f"/v1/trades/BTC-USD?{query}").json()["trades"]]
+
+    # The window's oldest two, not its newest two: what a client that polls from `since` onwards needs.
+    assert page(f"sort=asc&start_time={since}&limit=2") == [inside[0].id, inside[1].id]
+    assert page(f"sort=asc&start_time={since}&limit=2&after={inside[1].id}") == [inside[2].id]
+    assert page(f"sort=desc&start_time={since}&limit=2") == [inside[2].id, inside[1].id]
+    assert page("sort=asc") == [early.id] + [trade.id for trade in inside]
+    assert page(f"after={inside[0].id}") == [inside[2].id, inside[1].id]  # the filter works in either order
+    assert page(f"sort=asc&after={early.id}&before={inside[2].id}") == [inside[0].id, inside[1].id]
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "before=0", "after=-1", "sort=up", "sort=ASC"])
 def test_trades_rejects_bad_paging(api, btc_usd, query):
     assert_error(api.get(f"/v1/trades/BTC-USD?{query}"), 400, "INVALID_PARAMETER")

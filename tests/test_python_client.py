@@ -408,6 +408,8 @@ def test_the_wallet_methods_move_money_and_read_it_back(make_account, fund, make
     assert [t["transfer_id"] for t in client.transfers(asset="USD")["results"]] == [moved["transfer_id"]]
     newest = client.ledger(asset="USD", wallet="margin")["results"][0]
     assert (newest["kind"], newest["amount"], newest["balance_after"]) == ("transfer", "100.00", "100.00")
+    ledger = client.ledger(asset="USD")["results"]
+    assert len(ledger) > 1 and client.ledger(asset="USD", sort="asc")["results"] == ledger[::-1]
     with pytest.raises(errors.InsufficientFunds):
         client.transfer("USD", "901", "spot", "earn")
 

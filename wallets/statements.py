@@ -50,7 +50,7 @@ def entries_of(account) -> QuerySet:
 
 
 def page_with_balances_after(account, rows: QuerySet, paginate: Callable[[QuerySet], list]) -> list[LedgerEntry]:
-    """``paginate(rows)``, the account's entries newest first, each with ``balance_after`` set, all
+    """``paginate(rows)``, the account's entries in either order, each with ``balance_after`` set, all
     read in one snapshot."""
     with store().snapshot():
         page = paginate(rows)
@@ -64,11 +64,11 @@ def recent_entries(account, limit: int) -> list[LedgerEntry]:
 
 
 def set_balances_after(account, page: list[LedgerEntry]) -> None:
-    """Set ``balance_after`` on each entry of ``page`` (the account's, newest first). Run it in the
+    """Set ``balance_after`` on each entry of ``page`` (the account's, in either order). Run it in the
     snapshot that read the page."""
     if not page:
         return
-    newest, oldest = page[0].pk, page[-1].pk
+    newest, oldest = max(entry.pk for entry in page), min(entry.pk for entry in page)
     around = LedgerEntry.objects.filter(account=account, asset__in={entry.asset_id for entry in page},
                                         wallet__in={entry.wallet for entry in page})
     after: dict[BucketKey, Decimal] = defaultdict(Decimal)

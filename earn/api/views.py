@@ -12,7 +12,7 @@ from exchange.errors import ErrorCode
 from exchange.fields import (LARGEST_INTEGER, DecimalString, IdentifierPattern, JsonInteger, MillisecondsField,
                              to_milliseconds)
 from exchange.openapi import error_responses
-from trading.api.views import AccountViewMixin, HasTradingAccount, NewestFirst
+from trading.api.views import AccountViewMixin, HasTradingAccount, IdCursorPagination
 from wallets.api.made_once import made_once_responses, make_once
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 
@@ -123,7 +123,7 @@ class EarnProductViewSet(viewsets.GenericViewSet):
 
 class SubscriptionViewSet(AccountViewMixin, viewsets.GenericViewSet):
     lookup_value_regex = "[0-9]{1,18}"
-    pagination_class = NewestFirst
+    pagination_class = IdCursorPagination
     serializer_class = SubscriptionSerializer
     rate_weight = {"create": 1, "redeem": 1, "list": 5}
     response_links = {name: {"redeemEarnSubscription": {"id": "$response.body#/subscription_id"}}
@@ -172,7 +172,7 @@ class SubscriptionViewSet(AccountViewMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         operation_id="listEarnSubscriptions",
-        summary="Your earn subscriptions, newest first",
+        summary="Your earn subscriptions, newest or oldest first",
         description=INTEREST_NOTE,
         parameters=[WalletListQuerySerializer],
         responses={200: SubscriptionSerializer(many=True)},

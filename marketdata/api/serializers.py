@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from exchange.fields import DECIMAL_OUTPUT_PATTERN, LAST_MILLISECOND, DecimalString, IntegerString, MillisecondsField
 from exchange.money import format_amount
-from exchange.queries import MAX_PAGE_SIZE, QuerySerializer, TimeWindowQuery
+from exchange.queries import MAX_PAGE_SIZE, QuerySerializer, TimeWindowQuery, sort_order
 from marketdata import candles, services
 from trading.api.serializers import FeeRate, format_rate
 from trading.models import Market, Trade
@@ -159,14 +159,18 @@ class TradeSerializer(serializers.ModelSerializer):
 
 class TradesQuerySerializer(TimeWindowQuery):
     limit = IntegerString(required=False, default=100, min_value=1, max_value=MAX_PAGE_SIZE)
+    sort = sort_order()
     before = IntegerString(
-        required=False, min_value=1, help_text="Only trades with a smaller trade_id (page backwards)."
+        required=False, min_value=1, help_text="Only trades with a smaller trade_id (the next page of `sort=desc`)."
+    )
+    after = IntegerString(
+        required=False, min_value=0, help_text="Only trades with a larger trade_id (the next page of `sort=asc`)."
     )
 
 
 class TradesSerializer(serializers.Serializer):
     pair = serializers.CharField(source="market.pair")
-    trades = TradeSerializer(many=True, help_text="Newest first.")
+    trades = TradeSerializer(many=True, help_text="Newest first; oldest first with `sort=asc`.")
 
 
 class CandleQuerySerializer(QuerySerializer):

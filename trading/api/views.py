@@ -32,17 +32,19 @@ class HasTradingAccount(BasePermission):
         return getattr(request.user, "account", None) is not None
 
 
-class NewestFirst(CursorPagination):
-    """DRF's cursor pagination, strict: a bad ``limit`` is refused (DRF falls back to the default
-    silently) and so is a cursor not made by ``encode_cursor`` (DRF's decoder takes "٣" for 3 and
-    passes a position such as "x" on to the query), each with INVALID_PARAMETER. A list's query
-    serializer is a PageQuery, which declares both."""
+class IdCursorPagination(CursorPagination):
+    """DRF's cursor pagination by id, newest first or, with ``sort=asc``, oldest first; strict: a bad
+    ``limit`` is refused (DRF falls back to the default silently) and so is a cursor not made by
+    ``encode_cursor`` (DRF's decoder takes "٣" for 3 and passes a position such as "x" on to the query),
+    each with INVALID_PARAMETER. A list's query serializer is a PageQuery, which declares them."""
 
-    ordering = "-id"
     page_size_query_param = "limit"
 
     def get_page_size(self, request) -> int:
         return PageQuery.parse(request)["limit"]
+
+    def get_ordering(self, request, queryset, view) -> tuple[str]:
+        return ("id",) if PageQuery.parse(request)["sort"] == "asc" else ("-id",)
 
     def decode_cursor(self, request) -> Cursor | None:
         encoded = request.query_params.get(self.cursor_query_param)
@@ -68,7 +70,8 @@ class NewestFirst(CursorPagination):
                     "example": "https://api.example.com/v1/orders?cursor=cD0xMjM0NQ%3D%3D&status=open"}
 
         return {"type": "object", "required": ["next", "previous", "results"],
-                "properties": {"next": link("next (older)"), "previous": link("previous (newer)"), "results": schema}}
+                "properties": {"next": link("next (older; newer with `sort=asc`)"),
+                               "previous": link("previous (newer; older with `sort=asc`)"), "results": schema}}
 
 
 class AccountViewMixin:
@@ -90,7 +93,7 @@ class AccountViewMixin:
 
 class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
     lookup_value_regex = r"[0-9]+|client:[A-Za-z0-9_-]{1,64}"
-    pagination_class = NewestFirst
+    pagination_class = IdCursorPagination
     serializer_class = serializers.OrderSerializer
     rate_weight = {"create": 1, "retrieve": 1, "cancel": 1, "list": 5, "cancel_all": 10}
     response_links = {name: {"getOrder": {"id": "$response.body#/order_id"},
@@ -145,7 +148,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         operation_id="listOrders",
-        summary="List orders, newest first",
+        summary="List orders, newest or oldest first",
         parameters=[serializers.OrderListQuerySerializer],
         responses={200: serializers.OrderSerializer(many=True), **error_responses(ErrorCode.UNKNOWN_PAIR)},
     )
@@ -188,14 +191,14 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
 
 
 class FillViewSet(AccountViewMixin, viewsets.GenericViewSet):
-    pagination_class = NewestFirst
+    pagination_class = IdCursorPagination
     rate_weight = 5
     serializer_class = serializers.FillSerializer
     query_serializer = serializers.FillListQuerySerializer
 
     @extend_schema(
         operation_id="listFills",
-        summary="Your fills, newest first",
+        summary="Your fills, newest or oldest first",
         parameters=[serializers.FillListQuerySerializer],
         responses={200: serializers.FillSerializer(many=True), **error_responses(ErrorCode.UNKNOWN_PAIR)},
     )

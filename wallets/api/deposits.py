@@ -7,7 +7,7 @@ from rest_framework import serializers, viewsets
 
 from exchange.fields import DecimalString, MillisecondsField
 from exchange.money import format_amount
-from trading.api.views import AccountViewMixin, NewestFirst
+from trading.api.views import AccountViewMixin, IdCursorPagination
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 from wallets.models import Deposit
 
@@ -30,14 +30,14 @@ class DepositSerializer(serializers.ModelSerializer):
 
 
 class DepositViewSet(AccountViewMixin, viewsets.GenericViewSet):
-    pagination_class = NewestFirst
+    pagination_class = IdCursorPagination
     serializer_class = DepositSerializer
     rate_weight = 5
     query_serializer = WalletListQuerySerializer
 
     @extend_schema(
         operation_id="listDeposits",
-        summary="Your deposits, newest first",
+        summary="Your deposits, newest or oldest first",
         parameters=[WalletListQuerySerializer],
         responses={200: DepositSerializer(many=True)},
     )

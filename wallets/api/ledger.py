@@ -7,7 +7,7 @@ from rest_framework import serializers, viewsets
 
 from exchange.fields import DECIMAL_OUTPUT_PATTERN, SIGNED_DECIMAL_OUTPUT_PATTERN, MillisecondsField
 from exchange.money import format_amount
-from trading.api.views import AccountViewMixin, NewestFirst
+from trading.api.views import AccountViewMixin, IdCursorPagination
 from trading.models import LedgerEntry, Wallet
 from wallets import statements
 from wallets.api.queries import LEDGER_LOOKUPS, LedgerQuerySerializer
@@ -59,7 +59,7 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
 
 
 class LedgerViewSet(AccountViewMixin, viewsets.GenericViewSet):
-    pagination_class = NewestFirst
+    pagination_class = IdCursorPagination
     serializer_class = LedgerEntrySerializer
     rate_weight = 5
     query_serializer = LedgerQuerySerializer
@@ -70,7 +70,7 @@ class LedgerViewSet(AccountViewMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         operation_id="listLedgerEntries",
-        summary="Your ledger: every balance change, newest first, with the balance after it",
+        summary="Your ledger: every balance change, newest or oldest first, with the balance after it",
         description="One entry per change of one bucket (`available` or `locked`) of one wallet's balance of an "
                     "asset: order holds and releases, trades, fees, deposits, withdrawals, transfers, interest "
                     "and operator adjustments. `balance_after` is that bucket's balance after the entry, so the "

@@ -10,7 +10,7 @@ from exchange.errors import ErrorCode
 from exchange.fields import AssetSymbol, DecimalString, IdentifierPattern, MillisecondsField
 from exchange.money import format_amount
 from exchange.openapi import error_responses
-from trading.api.views import AccountViewMixin, HasTradingAccount, NewestFirst
+from trading.api.views import AccountViewMixin, HasTradingAccount, IdCursorPagination
 from trading.models import Wallet
 from wallets.api.made_once import made_once_responses, make_once
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
@@ -66,7 +66,7 @@ class TransferSerializer(FromField, serializers.ModelSerializer):
 
 
 class TransferViewSet(AccountViewMixin, viewsets.GenericViewSet):
-    pagination_class = NewestFirst
+    pagination_class = IdCursorPagination
     serializer_class = TransferSerializer
     rate_weight = {"create": 1, "list": 5}
     query_serializer = {"list": WalletListQuerySerializer}
@@ -96,7 +96,7 @@ class TransferViewSet(AccountViewMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         operation_id="listTransfers",
-        summary="Your transfers between wallets, newest first",
+        summary="Your transfers between wallets, newest or oldest first",
         description=WALLETS_NOTE,
         parameters=[WalletListQuerySerializer],
         responses={200: TransferSerializer(many=True)},

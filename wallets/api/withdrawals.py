@@ -11,7 +11,7 @@ from exchange.fields import (LARGEST_INTEGER, AssetSymbol, DecimalString, Identi
                              MillisecondsField, one_or_more_of)
 from exchange.openapi import error_responses
 from trading.api.serializers import RefusesUnknownFields
-from trading.api.views import AccountViewMixin, HasTradingAccount, NewestFirst
+from trading.api.views import AccountViewMixin, HasTradingAccount, IdCursorPagination
 from wallets.api.made_once import made_once_responses, make_once
 from wallets.api.queries import LOOKUPS, WalletListQuerySerializer
 from wallets.models import Withdrawal
@@ -82,7 +82,7 @@ class WithdrawalListQuerySerializer(WalletListQuerySerializer):
 
 class WithdrawalViewSet(AccountViewMixin, viewsets.GenericViewSet):
     lookup_value_regex = "[0-9]{1,18}"
-    pagination_class = NewestFirst
+    pagination_class = IdCursorPagination
     serializer_class = WithdrawalSerializer
     rate_weight = {"create": 1, "retrieve": 1, "cancel": 1, "list": 5}
     response_links = {name: {"getWithdrawal": {"id": "$response.body#/id"},
@@ -120,7 +120,7 @@ class WithdrawalViewSet(AccountViewMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         operation_id="listWithdrawals",
-        summary="Your withdrawals, newest first",
+        summary="Your withdrawals, newest or oldest first",
         description=STATES,
         parameters=[WithdrawalListQuerySerializer],
         responses={200: WithdrawalSerializer(many=True)},

@@ -15,9 +15,10 @@ Synchronous only.
 
 import re
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import ccxt
-from ccxt.base.decimal_to_precision import TICK_SIZE
+from ccxt.base.decimal_to_precision import TICK_SIZE, TRUNCATE
 from ccxt.base.errors import (
     AddressPending, AuthenticationError, BadRequest, BadSymbol, DuplicateOrderId, ExchangeError,
     ExchangeNotAvailable, InsufficientFunds, InvalidAddress, InvalidNonce, InvalidOrder, MarketClosed, NetworkError,
@@ -109,6 +110,9 @@ TRIGGER_DIRECTIONS = {"ascending": "above", "above": "above", "up": "above",
                       "descending": "below", "below": "below", "down": "below"}
 WALLETS = ("spot", "margin", "earn")
 MAX_PAGE = 1000  # the server's largest page (`limit`) and candle page (intervals)
+# The ids the server's paths take (a malformed one is no endpoint at all: NOT_FOUND, not ORDER_NOT_FOUND).
+ORDER_ID = re.compile(r"[1-9][0-9]{0,17}")
+CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PUBLIC_MAX_DEPTH = 100
 
 
@@ -349,8 +353,9 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         return book
 
     def fetch_trades(self, symbol, since=None, limit=None, params={}):
-        """Newest first from the server, at most 1,000 (a larger ``limit`` is cut to it); ``since`` and the
-        ``until`` param bound the window."""
+        """At most 1,000 (a larger ``limit`` is cut to it): the oldest ``limit`` from ``since``, else the newest;
+        the ``until`` param ends the window. Trades of one matcher batch share their timestamp: to read every
+        trade in order, page by id with ``params={"sort": "asc", "after": last_trade_id}``."""
         self.load_markets()
         market = self.market(symbol)
         request, params = self.window({"pair": market["id"]}, since, limit, params)
@@ -521,13 +526,20 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         return self.parse_order(self.privateGetOrdersId(self.order_lookup(id, params)))
 
     def order_lookup(self, id, params):
+        """The path's id; an id no order can have is OrderNotFound, as the server's ORDER_NOT_FOUND."""
         client_order_id = self.safe_string(params, "clientOrderId")
+        if client_order_id is None and not ORDER_ID.fullmatch(str(id)):
+            raise OrderNotFound(f"{self.id} order {id} not found: an order id is a positive integer")
+        if client_order_id is not None and not CLIENT_ORDER_ID.fullmatch(client_order_id):
+            raise OrderNotFound(f"{self.id} order with clientOrderId {client_order_id} not found: a client order id "
+                                "is 1 to 64 of A-Z, a-z, 0-9, _ and -")
         lookup = str(id) if client_order_id is None else "client:" + client_order_id
         return self.extend({"id": lookup}, self.omit(params, "clientOrderId"))
 
     def fetch_orders(self, symbol=None, since=None, limit=None, params={}):
-        """The newest ``limit`` orders (at most 1,000) created in the window from ``since`` to the ``until``
-        param, optionally of one market; a ``status`` param filters as GET /v1/orders does."""
+        """At most 1,000 orders created in the window from ``since`` to the ``until`` param: its oldest ``limit``
+        with ``since``, else its newest; optionally of one market; a ``status`` param filters as GET /v1/orders
+        does."""
         self.load_markets()
         market = None if symbol is None else self.market(symbol)
         request, params = self.window({} if market is None else {"pair": market["id"]}, since, limit, params)
@@ -535,8 +547,25 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         return self.parse_orders(self.safe_list(response, "results", []), market, since, limit)
 
     def fetch_open_orders(self, symbol=None, since=None, limit=None, params={}):
-        """Orders that may still trade: pending, open, partially filled, and stops waiting for their trigger."""
-        return self.fetch_orders(symbol, since, limit, self.extend({"status": "live"}, params))
+        """Orders that may still trade: pending, open, partially filled, and stops waiting for their trigger.
+        Without ``limit``, every one (the server's pages read to the last), as Binance and Kraken give them."""
+        if limit is not None:
+            return self.fetch_orders(symbol, since, limit, self.extend({"status": "live"}, params))
+        self.load_markets()
+        market = None if symbol is None else self.market(symbol)
+        request, params = self.window({} if market is None else {"pair": market["id"]}, since, MAX_PAGE,
+                                      self.extend({"status": "live"}, params))
+        return self.parse_orders(self.every_page(self.privateGetOrders, self.extend(request, params)), market, since)
+
+    def every_page(self, endpoint, request) -> list:
+        """The results of a cursor-paged list, every page's, following each page's ``next``."""
+        response = endpoint(request)
+        results = self.safe_list(response, "results", [])
+        while response.get("next"):
+            [cursor] = parse_qs(urlsplit(response["next"]).query)["cursor"]
+            response = endpoint(self.extend(request, {"cursor": cursor}))
+            results += self.safe_list(response, "results", [])
+        return results
 
     def fetch_closed_orders(self, symbol=None, since=None, limit=None, params={}):
         """Filled, cancelled, expired (IOC and FOK remainders) and rejected (post-only) orders."""
@@ -611,12 +640,14 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         a ``symbol`` param arms the switch of that market only."""
         self.load_markets()
         symbol = self.safe_string(params, "symbol")
+        timeout = int(timeout) if isinstance(timeout, float) and timeout.is_integer() else timeout  # 60000.0 too
         request = {"timeout_ms": timeout} if symbol is None else {"timeout_ms": timeout,
                                                                    "pair": self.market_id(symbol)}
         return self.privatePostOrdersCancelAllAfter(self.extend(request, self.omit(params, "symbol")))
 
     def fetch_my_trades(self, symbol=None, since=None, limit=None, params={}):
-        """Your fills, newest ``limit`` (at most 1,000) from ``since`` to the ``until`` param."""
+        """Your fills (at most 1,000) from ``since`` to the ``until`` param: the oldest ``limit`` with ``since``,
+        else the newest."""
         self.load_markets()
         market = None if symbol is None else self.market(symbol)
         request, params = self.window({} if market is None else {"pair": market["id"]}, since, limit, params)
@@ -627,9 +658,12 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         return self.fetch_my_trades(symbol, since, limit, self.extend({"order_id": str(id)}, params))
 
     def window(self, request, since, limit, params):
-        """A list's query: ``since`` as start_time, the ``until`` param as end_time, ``limit`` up to 1,000."""
+        """A list's query: ``since`` as start_time, the ``until`` param as end_time, ``limit`` up to 1,000.
+        As ccxt's unified methods do, a page with ``since`` is the oldest ``limit`` from it (``sort=asc``), so
+        that ``since = last timestamp + 1`` reads on; without it, the newest ``limit``."""
         if since is not None:
             request["start_time"] = since
+            request["sort"] = "asc"
         if limit is not None:
             request["limit"] = min(limit, MAX_PAGE)
         return self.handle_until_option("end_time", request, params)
@@ -654,21 +688,31 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         return self.filter_by_currency_since_limit(self.sort_by(items, "timestamp"), code, since, limit)
 
     def fetch_withdrawal(self, id, code=None, params={}):
+        if not ORDER_ID.fullmatch(str(id)):  # withdrawal ids are such integers too
+            raise EXCEPTIONS["WITHDRAWAL_NOT_FOUND"](f"{self.id} withdrawal {id} not found: its id is a positive integer")
         self.load_markets()
         return self.parse_transaction(self.privateGetWithdrawalsId(self.extend({"id": str(id)}, params)))
 
-    def withdraw(self, code, amount, address, tag=None, params={}):
+    def withdraw(self, code, amount, address, params={}):
         """To an address of the account's address book (added on the account pages; a key with the
-        ``trade_withdraw`` scope). A tag or memo is part of the address as the book holds it."""
-        if tag is not None:
+        ``trade_withdraw`` scope), ``amount`` truncated to the asset's precision (never rounded up past the
+        balance). A tag or memo is part of the address as the book holds it: a ``tag`` param is refused; a
+        ``network`` param must be the one ``options["currencyNetworks"]`` names for the asset."""
+        if self.safe_string(params, "tag") is not None:
             raise NotSupported(self.id + " withdraw() takes no tag: give the address as in your address book, "
                                          "its tag or memo included")
+        network = self.safe_string(params, "network")
+        if network is not None and network != self.safe_string(self.options["currencyNetworks"], code):
+            raise BadRequest(f"{self.id} withdraw() sends {code} on one network only: options['currencyNetworks'] "
+                             f"names it ({self.safe_string(self.options['currencyNetworks'], code)}), not {network}")
         self.load_markets()
         currency = self.currency(code)
-        request = {"asset": currency["id"], "amount": self.currency_to_precision(code, amount),
+        request = {"asset": currency["id"],
+                   "amount": self.decimal_to_precision(amount, TRUNCATE, currency["precision"], self.precisionMode),
                    "address": address, "client_withdrawal_id": self.safe_string(params, "clientWithdrawalId")
                    or uuid.uuid4().hex}
-        response = self.privatePostWithdrawals(self.extend(request, self.omit(params, "clientWithdrawalId")))
+        response = self.privatePostWithdrawals(self.extend(request, self.omit(params, ["clientWithdrawalId", "tag",
+                                                                                       "network"])))
         return self.parse_transaction(response, currency)
 
     def parse_transaction(self, transaction, currency=None):
@@ -695,10 +739,11 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         }
 
     def transfer(self, code, amount, fromAccount, toAccount, params={}):
-        """Between this account's wallets: ``spot``, ``margin``, ``earn`` (available balances)."""
+        """Between this account's wallets: ``spot``, ``margin``, ``earn`` (available balances), ``amount`` as
+        given: balances hold fee dust finer than the asset's precision, and all of one moves exactly."""
         self.load_markets()
         currency = self.currency(code)
-        request = {"asset": currency["id"], "amount": self.currency_to_precision(code, amount),
+        request = {"asset": currency["id"], "amount": self.number_to_string(amount),
                    "from": fromAccount, "to": toAccount,
                    "client_transfer_id": self.safe_string(params, "clientTransferId") or uuid.uuid4().hex}
         response = self.privatePostAccountTransfers(self.extend(request, self.omit(params, "clientTransferId")))

@@ -101,8 +101,11 @@ class Client:
         return self._request("GET", f"/v1/orderbook/{path_part(pair)}", params={"depth": depth}, private=private)
 
     def trades(self, pair: str, limit: int | None = None, before: int | None = None, start_time: int | None = None,
-               end_time: int | None = None) -> dict:
-        params = {"limit": limit, "before": before, "start_time": start_time, "end_time": end_time}
+               end_time: int | None = None, sort: str | None = None, after: int | None = None) -> dict:
+        """Newest first (the window's newest `limit`; page back with `before`), or with sort="asc" oldest
+        first (its oldest `limit`; page on with `after`)."""
+        params = {"limit": limit, "before": before, "start_time": start_time, "end_time": end_time, "sort": sort,
+                  "after": after}
         return self._request("GET", f"/v1/trades/{path_part(pair)}", params=params)
 
     def tickers(self) -> list[dict]:
@@ -159,13 +162,13 @@ class Client:
 
     def list_orders(self, pair: str | None = None, status: str | list[str] | None = None,
                     limit: int | None = None, cursor: str | None = None, start_time: int | None = None,
-                    end_time: int | None = None) -> dict:
-        """One page, newest first: `{"next", "previous", "results"}`. status: one, several, or "live";
-        created at or after start_time and before end_time (ms)."""
+                    end_time: int | None = None, sort: str | None = None) -> dict:
+        """One page, newest first (oldest first with sort="asc"): `{"next", "previous", "results"}`. status:
+        one, several, or "live"; created at or after start_time and before end_time (ms)."""
         if isinstance(status, (list, tuple)):
             status = ",".join(status)
         params = {"pair": pair, "status": status, "limit": limit, "cursor": cursor, "start_time": start_time,
-                  "end_time": end_time}
+                  "end_time": end_time, "sort": sort}
         return self._request("GET", "/v1/orders", params=params, private=True)
 
     def cancel_order(self, order_id: int | str) -> dict:
@@ -191,9 +194,10 @@ class Client:
         return self._request("POST", "/v1/orders/cancel-all-after", json_body=body, private=True, idempotent=True)
 
     def fills(self, pair: str | None = None, order_id: int | None = None, limit: int | None = None,
-              cursor: str | None = None, start_time: int | None = None, end_time: int | None = None) -> dict:
+              cursor: str | None = None, start_time: int | None = None, end_time: int | None = None,
+              sort: str | None = None) -> dict:
         params = {"pair": pair, "order_id": order_id, "limit": limit, "cursor": cursor, "start_time": start_time,
-                  "end_time": end_time}
+                  "end_time": end_time, "sort": sort}
         return self._request("GET", "/v1/fills", params=params, private=True)
 
     def balances(self) -> dict:
@@ -203,20 +207,21 @@ class Client:
         """This account's fee tier and its maker and taker rates per pair: `{"tier", "fees": [{"pair", ...}]}`."""
         return self._request("GET", "/v1/account/fees", private=True)
 
-    # Wallets (SPEC section 9). Lists are one page, newest first: `{"next", "previous", "results"}`;
+    # Wallets (SPEC section 9). Lists are one page, newest first (oldest first with sort="asc"): `{"next",
+    # "previous", "results"}`;
     # start_time and end_time are in ms. Requests with a client id get a generated one, so retries are safe.
 
     def ledger(self, asset: str | None = None, wallet: str | None = None, kind: str | None = None,
                start_time: int | None = None, end_time: int | None = None, limit: int | None = None,
-               cursor: str | None = None) -> dict:
+               cursor: str | None = None, sort: str | None = None) -> dict:
         """Every balance change with the balance of its bucket after it."""
         params = {"asset": asset, "wallet": wallet, "kind": kind, "start_time": start_time, "end_time": end_time,
-                  "limit": limit, "cursor": cursor}
+                  "limit": limit, "cursor": cursor, "sort": sort}
         return self._request("GET", "/v1/account/ledger", params=params, private=True)
 
     def deposits(self, asset: str | None = None, start_time: int | None = None, end_time: int | None = None,
-                 limit: int | None = None, cursor: str | None = None) -> dict:
-        return self._list("/v1/account/deposits", asset, start_time, end_time, limit, cursor)
+                 limit: int | None = None, cursor: str | None = None, sort: str | None = None) -> dict:
+        return self._list("/v1/account/deposits", asset, start_time, end_time, limit, cursor, sort=sort)
 
     def transfer(self, asset: str, amount: Amount, from_wallet: str, to_wallet: str,
                  client_transfer_id: str | None = None) -> dict:
@@ -226,8 +231,8 @@ class Client:
         return self._request("POST", "/v1/account/transfers", json_body=body, private=True, idempotent=True)
 
     def transfers(self, asset: str | None = None, start_time: int | None = None, end_time: int | None = None,
-                  limit: int | None = None, cursor: str | None = None) -> dict:
-        return self._list("/v1/account/transfers", asset, start_time, end_time, limit, cursor)
+                  limit: int | None = None, cursor: str | None = None, sort: str | None = None) -> dict:
+        return self._list("/v1/account/transfers", asset, start_time, end_time, limit, cursor, sort=sort)
 
     def withdraw(self, asset: str, amount: Amount, address: str, client_withdrawal_id: str | None = None) -> dict:
         """Ask for a withdrawal to an address of your address book (a trade_withdraw key)."""
@@ -236,8 +241,9 @@ class Client:
         return self._request("POST", "/v1/withdrawals", json_body=body, private=True, idempotent=True)
 
     def withdrawals(self, asset: str | None = None, start_time: int | None = None, end_time: int | None = None,
-                    limit: int | None = None, cursor: str | None = None, status: str | None = None) -> dict:
-        return self._list("/v1/withdrawals", asset, start_time, end_time, limit, cursor, status=status)
+                    limit: int | None = None, cursor: str | None = None, status: str | None = None,
+                    sort: str | None = None) -> dict:
+        return self._list("/v1/withdrawals", asset, start_time, end_time, limit, cursor, status=status, sort=sort)
 
     def get_withdrawal(self, withdrawal_id: int | str) -> dict:
         return self._request("GET", f"/v1/withdrawals/{path_part(withdrawal_id)}", private=True)
@@ -259,8 +265,8 @@ class Client:
                              idempotent=True)
 
     def subscriptions(self, asset: str | None = None, start_time: int | None = None, end_time: int | None = None,
-                      limit: int | None = None, cursor: str | None = None) -> dict:
-        return self._list("/v1/earn/subscriptions", asset, start_time, end_time, limit, cursor)
+                      limit: int | None = None, cursor: str | None = None, sort: str | None = None) -> dict:
+        return self._list("/v1/earn/subscriptions", asset, start_time, end_time, limit, cursor, sort=sort)
 
     def faucet(self, asset: str, amount: Amount) -> dict:
         """Testnet money, in the sandbox only (404 elsewhere)."""
