@@ -4,8 +4,11 @@ from django.db import transaction
 
 from accounts import keys
 from accounts.models import Account, ApiKey, RateTier
+from accounts.passwords import AdminLogInForm
 from accounts.services import DEFAULT_TIER_NAME
 from exchange.errors import ExchangeError
+
+admin.site.login_form = AdminLogInForm  # password attempts limited, as on the site's own log-in page
 
 
 @admin.register(RateTier)

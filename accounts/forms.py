@@ -9,6 +9,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.utils.html import format_html
 
 from accounts.models import ApiKey
+from accounts.passwords import password_is_right
 from exchange.errors import ExchangeError, InvalidFields
 
 SCOPE_HELP = {
@@ -66,8 +67,8 @@ class ApiKeyForm(forms.Form):
         help_text="Only for “Trade and withdraw”: confirms it is really you.",
     )
 
-    def __init__(self, *args, user, **kwargs):
-        self.user = user
+    def __init__(self, *args, request, **kwargs):
+        self.request = request
         super().__init__(*args, **kwargs)
 
     @classmethod
@@ -85,8 +86,12 @@ class ApiKeyForm(forms.Form):
             password = cleaned.get("password")
             if not password:
                 self.add_error("password", "Enter your password to give a key the right to withdraw.")
-            elif not self.user.check_password(password):
-                self.add_error("password", "That is not your password.")
+            else:
+                try:
+                    if not password_is_right(self.request, self.request.user, password):
+                        self.add_error("password", "That is not your password.")
+                except forms.ValidationError as error:
+                    self.add_error("password", error)
         return cleaned
 
     def service_arguments(self) -> dict:

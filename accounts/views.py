@@ -16,12 +16,14 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse_lazy
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.forms import ApiKeyForm, SignUpForm
 from accounts.keys import create_api_key, revoke_api_keys, update_api_key
 from accounts.models import ApiKey
+from accounts.passwords import LimitedPasswordChangeForm, LogInForm
 from accounts.secrets import decrypt_secret
 from accounts.services import open_account
 from exchange.errors import ExchangeError
@@ -44,11 +46,28 @@ class LogInView(auth_views.LoginView):
     user, where Django raises (a redirection loop): a link anyone can send must not answer 500."""
 
     template_name = "accounts/login.html"
+    authentication_form = LogInForm
     redirect_authenticated_user = True
 
     def get_redirect_url(self):
         url = super().get_redirect_url()
         return "" if url and urlsplit(url).path == self.request.path else url
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's (logged in, the current password asked): this session stays signed in, every other one of
+    the user's is signed out (its stored hash of the password no longer matches)."""
+
+    template_name = "accounts/password_change.html"
+    form_class = LimitedPasswordChangeForm
+    success_url = reverse_lazy("accounts:index")
+
+    def get_form_kwargs(self) -> dict:
+        return {**super().get_form_kwargs(), "request": self.request}
+
+    def form_valid(self, form):
+        messages.success(self.request, "Your password is changed. Any other session of yours is logged out.")
+        return super().form_valid(form)
 
 
 @sensitive_post_parameters("password1", "password2")
@@ -78,7 +97,7 @@ def key_list(request):
 @login_required
 @GET_POST
 def key_create(request):
-    form = ApiKeyForm(request.POST or None, user=request.user)
+    form = ApiKeyForm(request.POST or None, request=request)
     if request.method == "POST" and form.is_valid():
         try:
             key, _ = create_api_key(open_account(request.user), **form.service_arguments())
@@ -115,7 +134,7 @@ def key_created(request, pk: int):
 @GET_POST
 def key_edit(request, pk: int):
     key = get_object_or_404(own_keys(request), pk=pk, revoked_at__isnull=True)
-    form = ApiKeyForm(request.POST or None, user=request.user, initial=ApiKeyForm.initial_for(key))
+    form = ApiKeyForm(request.POST or None, request=request, initial=ApiKeyForm.initial_for(key))
     if request.method == "POST" and form.is_valid():
         try:
             update_api_key(key, **form.service_arguments())

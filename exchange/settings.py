@@ -81,6 +81,10 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 API_KEY_ENCRYPTION_KEYS = env_list("API_KEY_ENCRYPTION_KEYS")
 # Weight per sliding minute for unsigned requests, per client address.
 PUBLIC_WEIGHT_PER_MINUTE = int(os.environ.get("PUBLIC_WEIGHT_PER_MINUTE", "1200"))
+# Password attempts (log-in, and the password asked again) per sliding minute, per account name and per
+# client address (accounts/passwords.py).
+PASSWORD_ATTEMPTS_PER_NAME = int(os.environ.get("PASSWORD_ATTEMPTS_PER_NAME", "5"))
+PASSWORD_ATTEMPTS_PER_ADDRESS = int(os.environ.get("PASSWORD_ATTEMPTS_PER_ADDRESS", "20"))
 # The sliding window of every budget ("per minute"); tests shorten it to watch a budget come back.
 RATE_LIMIT_WINDOW_SECONDS = int(os.environ.get("RATE_LIMIT_WINDOW_SECONDS", "60"))
 # The server `manage.py simulate_market` trades with (sandbox) unless given --base-url.

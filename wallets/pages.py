@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from accounts.passwords import password_is_right
 from accounts.services import open_account
 from exchange.errors import InvalidFields, WithdrawalNotCancellable
 from trading.models import Asset
@@ -35,12 +36,12 @@ class AddressForm(forms.Form):
                                widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
                                help_text="Confirms it is really you: an address in the book can receive your money.")
 
-    def __init__(self, *args, user, **kwargs):
-        self.user = user
+    def __init__(self, *args, request, **kwargs):
+        self.request = request
         super().__init__(*args, **kwargs)
 
     def clean_password(self) -> str:
-        if not self.user.check_password(self.cleaned_data["password"]):
+        if not password_is_right(self.request, self.request.user, self.cleaned_data["password"]):
             raise forms.ValidationError("That is not your password.")
         return self.cleaned_data["password"]
 
@@ -67,7 +68,7 @@ def addresses(request):
 @login_required
 @GET_POST
 def address_add(request):
-    form = AddressForm(request.POST or None, user=request.user)
+    form = AddressForm(request.POST or None, request=request)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
