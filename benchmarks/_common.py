@@ -27,7 +27,9 @@ REDIS_URL = f"{REDIS}/{int(os.environ.get('BENCH_REDIS_DB', '3'))}"  # another d
 
 def bench_stack(name: str, redis_url: str = REDIS_URL, **env: str | None) -> Stack:
     """A stack (to enter) on a database ``<name>_...``, with a temporary directory of its own for its logs."""
-    return Stack(Path(tempfile.mkdtemp(prefix=f"{name}-")), redis_url, name, **env)
+    # Every subscriber connects from loopback: no cap on one address's WebSocket connections.
+    return Stack(Path(tempfile.mkdtemp(prefix=f"{name}-")), redis_url, name,
+                 **{"WS_CONNECTIONS_PER_ADDRESS": "0", **env})
 
 
 def machine() -> str:

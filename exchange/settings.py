@@ -233,6 +233,9 @@ WS_HEARTBEAT_SECONDS = float(os.environ.get("WS_HEARTBEAT_SECONDS", "5"))
 # time, then a steady 10 a second (Binance allows 5); past that each is refused with RATE_LIMITED.
 WS_MESSAGE_BURST = int(os.environ.get("WS_MESSAGE_BURST", "60"))
 WS_MESSAGES_PER_SECOND = float(os.environ.get("WS_MESSAGES_PER_SECOND", "10"))
+# Connections a client address may hold open in one WebSocket process (0: no limit); past it a connection
+# is closed with RATE_LIMITED. Behind the production proxy, nginx's limit_conn caps them across processes.
+WS_CONNECTIONS_PER_ADDRESS = int(os.environ.get("WS_CONNECTIONS_PER_ADDRESS", "100"))
 WS_MAX_PENDING_BYTES = int(os.environ.get("WS_MAX_PENDING_BYTES", str(4 * 1024 * 1024)))
 WS_WRITE_LOW_WATER_BYTES = int(os.environ.get("WS_WRITE_LOW_WATER_BYTES", str(256 * 1024)))
 

@@ -40,7 +40,7 @@ from exchange.errors import (AuthenticationFailed, ErrorCode, ExchangeError, Int
 from exchange.fields import has_control_character, to_milliseconds
 from exchange.jsonparse import StrictJSONError, loads_strict
 from exchange.logs import log_context
-from exchange.net import client_address
+from exchange.net import budget_address, client_address
 from exchange.ratelimit import MessageAllowance
 from exchange.request_ids import new_request_id
 from marketdata import replay, services, streams
@@ -72,6 +72,7 @@ CLOSE_GRACE_SECONDS = 30
 MAX_QUEUED_STREAM_MESSAGES = 10_000  # relayed public messages waiting for this connection's handlers
 KEY_RECHECK_SECONDS = 10  # how soon a revoked key's socket is closed
 KEY_REFUSED_CLOSE_CODE = 4003
+TOO_MANY_CONNECTIONS_CLOSE_CODE = 4029  # an address past WS_CONNECTIONS_PER_ADDRESS (HTTP's 429)
 INTERNAL_ERROR_CLOSE_CODE = 1011  # RFC 6455: the server met a condition it did not expect
 LAYER_RETRY_SECONDS = 0.5
 RESUME_RETRY_SECONDS = 1.0  # a resume that could not join the account group again is tried again after this
@@ -231,6 +232,14 @@ class StreamConsumer(AsyncWebsocketConsumer):
                            "ping": self.ping}
         if self.socket is not None:
             refuse_oversized_with_a_close(self.socket, MAX_FRAME_BYTES)
+        self.admitted_from: str | None = budget_address(self.address())
+        if not hub_for(self.channel_layer).admit(self.admitted_from):
+            self.admitted_from = None
+            await self.accept()  # to say why: a refused handshake would tell the client nothing
+            limit = settings.WS_CONNECTIONS_PER_ADDRESS
+            await self.close_with_error(TOO_MANY_CONNECTIONS_CLOSE_CODE, RateLimited(
+                f"At most {limit} connections from one address: close one before opening another.", None))
+            return
         await self.accept()
         # Daphne's transport, when prepared frames can be written to it: the socket is open (Daphne's accept
         # completes the handshake) and compresses nothing, which a handshake settles for good.
@@ -247,6 +256,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         logger.info("WebSocket connection closed (%s)", code)
+        if getattr(self, "admitted_from", None) is not None:
+            hub_for(self.channel_layer).release(self.admitted_from)
+            self.admitted_from = None
         self.release_direct()  # nothing more written to it directly (a close with an error comes here first)
         if getattr(self, "counted", False):
             self.counted = False

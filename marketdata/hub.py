@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 import weakref
+from collections import Counter
 
 import redis
 from channels.db import database_sync_to_async
@@ -109,6 +110,7 @@ class StreamHub:
         self.reading: dict[str, asyncio.Task] = {}  # pair -> the read of its committed sequence under way
         # Every local connection (public streams or not), told when the stream is interrupted and back.
         self.connections: weakref.WeakSet = weakref.WeakSet()
+        self.open_per_address: Counter[str] = Counter()  # WS_CONNECTIONS_PER_ADDRESS, in this process
         self.upkeep_task: asyncio.Task | None = None
         self.probe_group = f"stream-probe.{uuid.uuid4().hex}"
         self.probes_sent = self.probes_back = 0
@@ -131,6 +133,20 @@ class StreamHub:
         resume re-joins its account group."""
         async with self.lock:
             await self.start()
+
+    def admit(self, address: str) -> bool:
+        """Count one more connection from ``address``, unless it holds its WS_CONNECTIONS_PER_ADDRESS already."""
+        limit = settings.WS_CONNECTIONS_PER_ADDRESS
+        if limit and self.open_per_address[address] >= limit:
+            return False
+        self.open_per_address[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        """One connection ``admit`` counted has closed."""
+        self.open_per_address[address] -= 1
+        if not self.open_per_address[address]:
+            del self.open_per_address[address]
 
     def attach(self, connection) -> None:
         self.connections.add(connection)

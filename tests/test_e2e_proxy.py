@@ -1,6 +1,7 @@
 """What refuses an oversized or malformed request, and in what form: gunicorn with exchange/gunicorn.conf.py
 alone, and nginx with deploy/nginx.conf in front of it. Every refusal is the API's error envelope."""
 
+import contextlib
 import re
 import shutil
 import socket
@@ -15,26 +16,33 @@ pytestmark = pytest.mark.slow
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 
 
-@pytest.fixture(scope="module")
-def proxy(stack, rest):
-    """deploy/nginx.conf as shipped, but on plain HTTP on a free port, in front of the stack's gunicorn and a
-    WebSocket address where nothing listens."""
+@contextlib.contextmanager
+def nginx_in_front(stack, rest: str, websocket: str, name: str, site_edits=lambda site: site):
+    """deploy/nginx.conf as shipped (but for ``site_edits``), on plain HTTP on a free port, in front of
+    the stack's gunicorn and ``websocket`` (host:port) for /v1/ws."""
     if NGINX is None:
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
-    prefix = stack.tmp / "nginx"
+    prefix = stack.tmp / name
     prefix.mkdir()
     port = free_port()
     site = (ROOT / "deploy" / "nginx.conf").read_text()
     site = re.sub(r"listen 443 ssl;.*", f"listen 127.0.0.1:{port};", site)
     site = re.sub(r"\n\s*ssl_certificate.*;", "", site)
-    site = site.replace("127.0.0.1:8001", rest.removeprefix("http://")).replace("127.0.0.1:8002", f"127.0.0.1:{free_port()}")
-    (prefix / "site.conf").write_text(site)
+    site = site.replace("127.0.0.1:8001", rest.removeprefix("http://")).replace("127.0.0.1:8002", websocket)
+    (prefix / "site.conf").write_text(site_edits(site))
     (prefix / "nginx.conf").write_text(
         f"user root; pid {prefix}/nginx.pid; error_log {prefix}/error.log; events {{}}\n"
         f"http {{ access_log {prefix}/access.log; include {prefix}/site.conf; }}\n")
     with running([NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"], stack.env,
                  prefix / "out.log", ready_url=f"http://127.0.0.1:{port}/v1/time"):
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def proxy(stack, rest):
+    """The proxy in front of the stack's gunicorn and a WebSocket address where nothing listens."""
+    with nginx_in_front(stack, rest, f"127.0.0.1:{free_port()}", "nginx") as url:
+        yield url
 
 
 def assert_envelope(response: httpx.Response, status: int, code: str) -> None:
@@ -119,3 +127,25 @@ def test_the_proxy_passes_what_is_under_its_limits(proxy):
     response = httpx.get(proxy + "/v1/time?" + "a" * 3000, headers={"X-Big": "a" * 3000})
     assert reached_the_application(response, "a" * 3000)
 
+
+
+def test_the_proxy_caps_one_addresss_websocket_connections_with_the_envelope(stack, rest):
+    """Two held open (the cap lowered from 100 for the test) to an upstream that accepts and never answers:
+    the third handshake from the address is refused, 429 RATE_LIMITED."""
+    with socket.create_server(("127.0.0.1", 0)) as upstream, contextlib.ExitStack() as held:
+        lowered = lambda site: site.replace("limit_conn exchange_ws_per_address 100;",  # noqa: E731
+                                            "limit_conn exchange_ws_per_address 2;")
+        url = held.enter_context(nginx_in_front(stack, rest, f"127.0.0.1:{upstream.getsockname()[1]}",
+                                                "nginx-capped", lowered))
+        host, port = url.removeprefix("http://").split(":")
+        handshake = (b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        for _ in range(2):
+            client = held.enter_context(socket.create_connection((host, int(port)), timeout=10))
+            client.sendall(handshake)
+            held.enter_context(upstream.accept()[0])  # nginx has passed it on: it counts
+
+        third = httpx.get(url + "/v1/ws", timeout=10, headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13"})
+        assert_envelope(third, 429, "RATE_LIMITED")

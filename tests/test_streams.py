@@ -303,6 +303,32 @@ def test_a_socket_signed_in_with_a_key_revoked_later_is_closed_with_the_reason(m
     assert closed == {"type": "websocket.close", "code": 4003, "reason": "This API key has been revoked."}
 
 
+def test_an_address_past_its_connections_is_told_and_closed_and_a_closed_one_makes_room(markets, settings):
+    settings.WS_CONNECTIONS_PER_ADDRESS = 2
+
+    async def body():
+        held = [await connect("203.0.113.9"), await connect("203.0.113.9")]
+        third = WebsocketCommunicator(application, "/v1/ws")
+        third.scope["client"] = ("203.0.113.9", 50001)
+        accepted, _ = await third.connect()  # accepted only to be told why it closes
+        error = await receive(third, "error")
+        closed = await third.receive_output(timeout=3)
+        elsewhere = await connect("198.51.100.1")  # counted apart
+        await held[0].disconnect()
+        again = await connect("203.0.113.9")  # the closed one's room
+        await op(again, op="ping")
+        pong = await receive(again, "pong")
+        for ws in (held[1], elsewhere, again):
+            await ws.disconnect()
+        return accepted, error, closed, pong
+
+    accepted, error, closed, pong = run(body)
+
+    assert accepted and error["code"] == "RATE_LIMITED" and "At most 2 connections" in error["message"]
+    assert closed == {"type": "websocket.close", "code": 4029, "reason": error["message"]}
+    assert pong["type"] == "pong"
+
+
 def test_a_gap_in_the_stream_makes_the_server_resynchronise(markets, traders):
     alice, _ = traders
 
