@@ -130,6 +130,7 @@ MIDDLEWARE = [
     "exchange.metrics_http.MetricsMiddleware",  # /metrics (before the Host check too); each request's metrics
     "exchange.slow_requests.SlowRequestsMiddleware",  # times the rest: the admin's slowest recent requests
     "django.middleware.security.SecurityMiddleware",
+    "exchange.security.ContentSecurityPolicyMiddleware",
     "exchange.ratelimit.RateLimitHeadersMiddleware",
     "exchange.strictinput.RefuseControlCharactersMiddleware",
     "exchange.strictinput.StrictQueryMiddleware",

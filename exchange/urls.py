@@ -2,7 +2,9 @@ from django.contrib import admin
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView
+
+from exchange.apidocs import SwaggerPageView, SwaggerScriptView
 
 handler400 = "exchange.errors.bad_request_view"
 handler404 = "exchange.errors.not_found_view"
@@ -10,8 +12,8 @@ handler500 = "exchange.errors.server_error_view"
 
 v1 = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="openapi", template_name="exchange/swagger_ui.html"),
-         name="docs"),
+    path("docs", SwaggerPageView.as_view(), name="docs"),
+    path("docs.js", SwaggerScriptView.as_view(), name="docs_script"),
     path("", include("marketdata.api.urls")),
     path("", include("trading.api.urls")),
     path("", include("wallets.api.urls")),

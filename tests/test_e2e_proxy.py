@@ -17,7 +17,7 @@ NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
 
 
 @contextlib.contextmanager
-def nginx_in_front(stack, rest: str, websocket: str, name: str, site_edits=lambda site: site):
+def nginx_in_front(stack, rest_url: str, websocket: str, name: str, site_edits=lambda site: site):
     """deploy/nginx.conf as shipped (but for ``site_edits``), on plain HTTP on a free port, in front of
     the stack's gunicorn and ``websocket`` (host:port) for /v1/ws."""
     if NGINX is None:
@@ -28,7 +28,7 @@ def nginx_in_front(stack, rest: str, websocket: str, name: str, site_edits=lambd
     site = (ROOT / "deploy" / "nginx.conf").read_text()
     site = re.sub(r"listen 443 ssl;.*", f"listen 127.0.0.1:{port};", site)
     site = re.sub(r"\n\s*ssl_certificate.*;", "", site)
-    site = site.replace("127.0.0.1:8001", rest.removeprefix("http://")).replace("127.0.0.1:8002", websocket)
+    site = site.replace("127.0.0.1:8001", rest_url.removeprefix("http://")).replace("127.0.0.1:8002", websocket)
     (prefix / "site.conf").write_text(site_edits(site))
     (prefix / "nginx.conf").write_text(
         f"user root; pid {prefix}/nginx.pid; error_log {prefix}/error.log; events {{}}\n"
@@ -132,9 +132,10 @@ def test_the_proxy_passes_what_is_under_its_limits(proxy):
 def test_the_proxy_caps_one_addresss_websocket_connections_with_the_envelope(stack, rest):
     """Two held open (the cap lowered from 100 for the test) to an upstream that accepts and never answers:
     the third handshake from the address is refused, 429 RATE_LIMITED."""
+    def lowered(site: str) -> str:
+        return site.replace("limit_conn exchange_ws_per_address 100;", "limit_conn exchange_ws_per_address 2;")
+
     with socket.create_server(("127.0.0.1", 0)) as upstream, contextlib.ExitStack() as held:
-        lowered = lambda site: site.replace("limit_conn exchange_ws_per_address 100;",  # noqa: E731
-                                            "limit_conn exchange_ws_per_address 2;")
         url = held.enter_context(nginx_in_front(stack, rest, f"127.0.0.1:{upstream.getsockname()[1]}",
                                                 "nginx-capped", lowered))
         host, port = url.removeprefix("http://").split(":")

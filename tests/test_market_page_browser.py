@@ -7,6 +7,8 @@ import shutil
 import pytest
 from hkt_client import Client
 
+from .csp import csp_violations, watch_csp
+
 CHROMIUM = shutil.which("chromium")
 
 pytestmark = [
@@ -37,6 +39,7 @@ def test_the_page_follows_the_book_and_trades_live_and_survives_a_dropped_socket
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1440, "height": 900})
+        watch_csp(page)
         page.goto(f"{server}/markets/BTC-USD")
         bids, asks, trades = page.locator("#book-bids"), page.locator("#book-asks"), page.locator("#trades")
         expect(bids.locator('[data-price="62990.00"]')).to_contain_text("0.25000000")  # the snapshot
@@ -60,9 +63,14 @@ def test_the_page_follows_the_book_and_trades_live_and_survives_a_dropped_socket
         expect(bids.locator('[data-price="62995.00"]')).to_contain_text("0.05000000")
         expect(trades.locator(".mk-row.sell").first).to_contain_text("62,995.00")
         counters = page.evaluate("[window.marketPage.reconnects, window.marketPage.resyncs]")
+        # A level's depth bar is as wide as its share of the deepest side (set through the style object).
+        bar_width = bids.locator('[data-price="62990.00"] i.bar').evaluate("bar => bar.style.width")
+        violations = csp_violations(page)
         page.screenshot(path=tmp_path / "market-page.png", full_page=True)
         browser.close()
 
     assert sold["status"] == "filled"
-    assert counters == [1, 0]  # one reconnect; every delta followed in sequence with its checksum right
+    assert counters == [1, 0]
+    assert bar_width.endswith("%") and 0 < float(bar_width[:-1]) <= 100
+    assert violations == []  # the stream (ws: to this site) and the page's own files only  # one reconnect; every delta followed in sequence with its checksum right
     assert (tmp_path / "market-page.png").stat().st_size > 10_000

@@ -228,4 +228,5 @@ def test_docs_page_is_served(client, db):
     response = client.get("/v1/docs")
 
     assert response.status_code == 200
-    assert b"/v1/openapi.json" in response.content
+    assert b'<script src="/v1/docs.js"></script>' in response.content
+    assert b'url: "/v1/openapi.json"' in client.get("/v1/docs.js").content

@@ -321,10 +321,15 @@
   function rowsHtml(rows, maxTotal) {
     return rows.map(function (r) {
       var width = maxTotal ? (100 * r.total / maxTotal).toFixed(1) : 0;
-      return '<div class="mk-row" data-price="' + escapeHtml(r.price) + '"><i class="bar" style="width:' + width +
-        '%"></i><span class="p">' + price(r.price) + "</span><span>" + size(r.size) + "</span><span>" +
+      return '<div class="mk-row" data-price="' + escapeHtml(r.price) + '"><i class="bar" data-width="' + width +
+        '"></i><span class="p">' + price(r.price) + "</span><span>" + size(r.size) + "</span><span>" +
         fixed(r.total, config.size_places) + "</span></div>";
     }).join("");
+  }
+
+  // Through the style object, not a style attribute in the HTML, which the pages' CSP refuses.
+  function setBarWidths(ladderElement) {
+    ladderElement.querySelectorAll("i.bar").forEach(function (bar) { bar.style.width = bar.dataset.width + "%"; });
   }
 
   function renderBook() {
@@ -333,6 +338,8 @@
     var maxTotal = Math.max(asks.length ? asks[asks.length - 1].total : 0, bids.length ? bids[bids.length - 1].total : 0);
     $("book-asks").innerHTML = rowsHtml(asks.slice().reverse(), maxTotal);
     $("book-bids").innerHTML = rowsHtml(bids, maxTotal);
+    setBarWidths($("book-asks"));
+    setBarWidths($("book-bids"));
     if (asks.length && bids.length) {
       var bestAsk = Number(asks[0].price), bestBid = Number(bids[0].price), spread = bestAsk - bestBid;
       $("book-mid").textContent = price((bestAsk + bestBid) / 2);
