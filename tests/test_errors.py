@@ -80,20 +80,31 @@ def test_a_family_refuses_a_code_of_another_status(family, code):
         family(code, "wrong family")
 
 
-def test_production_settings_pass_check_deploy(tmp_path):
-    env = {
+def check_deploy(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    production = {
         **os.environ,
         "DEBUG": "false",
         "SECRET_KEY": "k" * 20 + "A-very-long-and-random-production-secret-0123456789",
         "EXCHANGE_BEHIND_TLS": "true",
         "ALLOWED_HOSTS": "api.exchange.example",
+        "TRUSTED_PROXIES": "127.0.0.1",
         "EXCHANGE_VAR_DIR": str(tmp_path),
     }
-
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env={**production, **env}, capture_output=True, text=True, timeout=120,
     )
+
+
+def test_production_settings_pass_check_deploy(tmp_path):
+    result = check_deploy(tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_behind_the_proxy_with_no_trusted_proxy_the_check_warns(tmp_path):
+    result = check_deploy(tmp_path, TRUSTED_PROXIES="")
+
+    assert result.returncode != 0
+    assert "accounts.W001" in result.stderr and "TRUSTED_PROXIES is empty" in result.stderr
