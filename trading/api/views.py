@@ -41,10 +41,11 @@ class IdCursorPagination(CursorPagination):
     page_size_query_param = "limit"
 
     def get_page_size(self, request) -> int:
-        return PageQuery.parse(request)["limit"]
+        self.page_query = PageQuery.parse(request)  # read once (DRF asks for the size, then the ordering)
+        return self.page_query["limit"]
 
     def get_ordering(self, request, queryset, view) -> tuple[str]:
-        return ("id",) if PageQuery.parse(request)["sort"] == "asc" else ("-id",)
+        return ("id",) if self.page_query["sort"] == "asc" else ("-id",)
 
     def decode_cursor(self, request) -> Cursor | None:
         encoded = request.query_params.get(self.cursor_query_param)
