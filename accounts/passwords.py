@@ -25,8 +25,10 @@ from exchange.ratelimit import windows
 def budgets(request, username: str) -> list[tuple[str, int]]:
     # The name hashed: any text of a form field, made a bounded key (names are case-insensitive to a guesser).
     name = hashlib.sha256(username.casefold().encode()).hexdigest()[:32]
-    return [(f"password-name:{name}", settings.PASSWORD_ATTEMPTS_PER_NAME),
-            (f"password-address:{budget_address(client_address(request.META))}", settings.PASSWORD_ATTEMPTS_PER_ADDRESS)]
+    address = budget_address(client_address(request.META))
+    # The address's first: an address past its attempts spends no name's (it could lock accounts out).
+    return [(f"password-address:{address}", settings.PASSWORD_ATTEMPTS_PER_ADDRESS),
+            (f"password-name:{name}", settings.PASSWORD_ATTEMPTS_PER_NAME)]
 
 
 def take_password_attempt(request, username: str) -> None:

@@ -29,4 +29,5 @@ class SwaggerScriptView(SpectacularSwaggerSplitView):
                   "schema_auth_names": self._dump(self._get_schema_auth_names())},
             template_name=self.template_name_js, content_type="application/javascript")
         patch_cache_control(response, private=True, no_store=True)
+        response["Cross-Origin-Resource-Policy"] = "same-origin"  # no other site's page includes it
         return response

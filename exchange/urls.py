@@ -24,6 +24,8 @@ v1 = [
 urlpatterns = [
     # Browsers ask for /favicon.ico whatever the page links; the one icon is static/favicon.svg.
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"))),
+    # The admin's own page would check the current password with no limit: the account page's is limited.
+    path("admin/password_change/", RedirectView.as_view(pattern_name="accounts:password_change")),
     path("admin/", admin.site.urls),
     path("account/earn/", include("earn.urls")),
     path("account/wallets/", include("wallets.urls")),

@@ -200,6 +200,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 except Exception:  # the error that ended the connection is the one to log
                     logger.exception("leaving the groups of a connection that failed failed too")
             raise
+        finally:
+            # A consumer cancelled (Daphne ends one still running after its client has gone) runs no
+            # disconnect: what this process counts for it is given back here, without awaiting.
+            self.uncount()
 
     async def receive_from_layer(self) -> dict:
         """The next message of the connection's own channel. A failed read (Redis down) is retried:
@@ -254,16 +258,20 @@ class StreamConsumer(AsyncWebsocketConsumer):
         hub_for(self.channel_layer).attach(self)  # its upkeep is the hub's until it signs in (StreamHub.keep_up)
         self.tasks.append(asyncio.create_task(self.write_outbox()))
 
-    async def disconnect(self, code):
-        logger.info("WebSocket connection closed (%s)", code)
+    def uncount(self) -> None:
+        """Out of this process's counts (its address's connections, WS_CONNECTIONS, the hub's list), once."""
         if getattr(self, "admitted_from", None) is not None:
             hub_for(self.channel_layer).release(self.admitted_from)
             self.admitted_from = None
-        self.release_direct()  # nothing more written to it directly (a close with an error comes here first)
         if getattr(self, "counted", False):
             self.counted = False
             metrics.WS_CONNECTIONS.dec()
         hub_for(self.channel_layer).detach(self)
+
+    async def disconnect(self, code):
+        logger.info("WebSocket connection closed (%s)", code)
+        self.release_direct()  # nothing more written to it directly (a close with an error comes here first)
+        self.uncount()
         for task in self.tasks:
             if task is not asyncio.current_task():
                 task.cancel()

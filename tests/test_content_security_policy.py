@@ -69,6 +69,7 @@ def test_the_docs_start_up_script_is_a_file_of_its_own_never_cached(client, mark
     assert '<script src="/v1/docs.js"></script>' in page
     assert script["Content-Type"] == "application/javascript"
     assert "no-store" in script["Cache-Control"] and "private" in script["Cache-Control"]
+    assert script["Cross-Origin-Resource-Policy"] == "same-origin"
     assert 'url: "/v1/openapi.json"' in script.content.decode()
 
 

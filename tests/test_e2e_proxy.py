@@ -150,3 +150,4 @@ def test_the_proxy_caps_one_addresss_websocket_connections_with_the_envelope(sta
             "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
             "Sec-WebSocket-Version": "13"})
         assert_envelope(third, 429, "RATE_LIMITED")
+        assert third.headers["retry-after"] == "5"

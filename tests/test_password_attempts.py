@@ -69,6 +69,19 @@ def test_one_address_trying_many_names_is_refused_past_its_attempts(holder, sett
     assert log_in(elsewhere).status_code == 302 and logged_in(elsewhere)
 
 
+def test_an_address_past_its_attempts_spends_no_names_attempts(holder, settings):
+    settings.PASSWORD_ATTEMPTS_PER_ADDRESS = 2
+    settings.PASSWORD_ATTEMPTS_PER_NAME = 3
+    guesser = Client(REMOTE_ADDR="203.0.113.5")
+    for n in range(2):
+        log_in(guesser, username=f"name{n}")
+    for _ in range(5):  # refused by its address's budget: the holder's name is not charged for them
+        assert TOO_MANY in log_in(guesser, password="guess").content.decode()
+
+    holder_client = Client(REMOTE_ADDR="198.51.100.9")
+    assert log_in(holder_client).status_code == 302 and logged_in(holder_client)
+
+
 def test_the_admins_log_in_is_limited_too(db, settings):
     get_user_model().objects.create_superuser("operator", password=PASSWORD)
     settings.PASSWORD_ATTEMPTS_PER_NAME = 2
@@ -138,6 +151,13 @@ def test_changing_the_password_keeps_this_session_and_signs_out_the_others(holde
     assert elsewhere.get("/account/keys/").status_code == 302  # to the log-in page
     assert log_in(Client(), password=NEW_PASSWORD).status_code == 302
     assert log_in(Client()).status_code == 200
+
+
+def test_the_admins_password_change_is_the_limited_one(db):
+    operator = Client()
+    operator.force_login(get_user_model().objects.create_superuser("operator"))
+
+    assert operator.get("/admin/password_change/")["Location"] == CHANGE
 
 
 def test_the_current_password_asked_to_change_it_spends_the_attempts(holder, settings):

@@ -1,6 +1,7 @@
 """The WebSocket consumer, through Channels' communicator, with the real matcher publishing."""
 
 import asyncio
+import contextlib
 import json
 import secrets
 from decimal import Decimal
@@ -327,6 +328,25 @@ def test_an_address_past_its_connections_is_told_and_closed_and_a_closed_one_mak
     assert accepted and error["code"] == "RATE_LIMITED" and "At most 2 connections" in error["message"]
     assert closed == {"type": "websocket.close", "code": 4029, "reason": error["message"]}
     assert pong["type"] == "pong"
+
+
+def test_a_cancelled_connection_gives_its_address_its_room_back(markets, settings):
+    settings.WS_CONNECTIONS_PER_ADDRESS = 2
+
+    async def body():
+        gone = await connect("203.0.113.9")
+        gone.future.cancel()  # as Daphne cancels a consumer still running once its client has left
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone.future
+        held = [await connect("203.0.113.9"), await connect("203.0.113.9")]
+        pongs = []
+        for ws in held:
+            await op(ws, op="ping")
+            pongs.append((await receive(ws, "pong"))["type"])
+            await ws.disconnect()
+        return pongs
+
+    assert run(body) == ["pong", "pong"]
 
 
 def test_a_gap_in_the_stream_makes_the_server_resynchronise(markets, traders):

@@ -1,4 +1,5 @@
-"""``GET /v1/account/ledger``: every change of the account's balances, newest first, with the balance after it."""
+"""``GET /v1/account/ledger``: every change of the account's balances, newest (or oldest) first, with the balance
+after it."""
 
 from decimal import Decimal
 
