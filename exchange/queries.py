@@ -13,6 +13,7 @@ takes no parameter at all.
 """
 
 import functools
+import threading
 from collections.abc import Callable
 
 from django.http import QueryDict
@@ -24,17 +25,33 @@ from exchange.fields import Identifier, IntegerString, Milliseconds
 MAX_PAGE_SIZE = 1000
 
 
+# One serializer of each kind per thread, made once: making one (its declared fields deep-copied and bound)
+# cost ten times checking a query with it (docs/performance.md, "Query strings"). A query serializer keeps
+# no state between two checks but their results, which each check replaces.
+_parsers = threading.local()
+
+
 class QuerySerializer(serializers.Serializer):
     """The parameters of an operation's query string; ``parse`` gives their values or refuses the first bad one."""
 
     @classmethod
     def parse(cls, request) -> dict:
+        query = cls.of_this_thread()
         # A plain dict: a QueryDict would make DRF skip an empty value (the middleware refused it anyway).
-        query = cls(data=request.query_params.dict())
+        query.initial_data = request.query_params.dict()
+        for result in ("_validated_data", "_errors", "_data"):
+            query.__dict__.pop(result, None)
         if not query.is_valid():
             name, messages = next(iter(query.errors.items()))
             raise InvalidParameter(name, str(messages[0]))
         return query.validated_data
+
+    @classmethod
+    def of_this_thread(cls) -> "QuerySerializer":
+        made = vars(_parsers).setdefault("by_class", {})
+        if cls not in made:
+            made[cls] = cls(data={})
+        return made[cls]
 
 
 def sort_order() -> serializers.ChoiceField:

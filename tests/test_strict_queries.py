@@ -196,3 +196,29 @@ def test_a_method_the_path_does_not_take_is_405_whatever_its_query(alice, make_k
 
         assert_error(response, 405, "METHOD_NOT_ALLOWED")
         assert "GET" in response["Allow"]
+
+
+def test_a_query_serializer_used_again_keeps_nothing_of_the_query_before():
+    """Each thread checks its queries with one serializer of each kind (exchange/queries.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from exchange.errors import InvalidParameter
+    from marketdata.api.serializers import OrderBookQuerySerializer as Query
+
+    def query(string: str) -> Request:
+        return Request(APIRequestFactory().get(f"/v1/orderbook/BTC-USD?{string}"))
+
+    with pytest.raises(InvalidParameter) as refused:
+        Query.parse(query("depth=0"))
+    seven = Query.parse(query("depth=7"))
+    default = Query.parse(query(""))
+    with pytest.raises(InvalidParameter):
+        Query.parse(query("depth=x"))
+
+    assert refused.value.details == {"parameter": "depth"}
+    assert (seven, default) == ({"depth": 7}, {"depth": 100})  # a later check changes no earlier result
+    with ThreadPoolExecutor(1) as other_thread:
+        assert other_thread.submit(Query.of_this_thread).result() is not Query.of_this_thread()
