@@ -12,17 +12,17 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django.views.decorators.http import require_POST, require_safe
 
 from accounts.passwords import password_is_right
 from accounts.services import open_account
+from accounts.views import GET_POST
 from exchange.errors import InvalidFields, WithdrawalNotCancellable
 from trading.models import Asset
 from wallets.api.withdrawals import WithdrawalSerializer
 from wallets.models import Withdrawal, WithdrawalAddress
 from wallets.withdrawals import add_address, cancel_withdrawal, remove_address
 
-GET_POST = require_http_methods(["GET", "HEAD", "POST"])  # HEAD, as any page that answers GET
 WITHDRAWALS_PER_PAGE = 50
 
 
