@@ -1,5 +1,6 @@
-"""Password checks a guesser could repeat, limited: the log-in forms (the site's and the admin's) and the
-password asked again before a key may withdraw or an address joins the address book.
+"""Password checks a guesser could repeat, limited: the log-in forms (the site's and the admin's), the
+password asked again before a key may withdraw or an address joins the address book, and the current
+password asked to change it (/account/password/, where the admin's own page leads).
 
 Every attempt (right or wrong: a guesser's success is the rare one) counts against two budgets over the
 rate limits' sliding minute (exchange/ratelimit.py, shared by every server process): the account name's,
