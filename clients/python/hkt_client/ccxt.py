@@ -540,22 +540,23 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         """At most 1,000 orders created in the window from ``since`` to the ``until`` param: its oldest ``limit``
         with ``since``, else its newest; optionally of one market; a ``status`` param filters as GET /v1/orders
         does."""
-        self.load_markets()
-        market = None if symbol is None else self.market(symbol)
-        request, params = self.window({} if market is None else {"pair": market["id"]}, since, limit, params)
-        response = self.privateGetOrders(self.extend(request, params))
-        return self.parse_orders(self.safe_list(response, "results", []), market, since, limit)
+        return self.orders(symbol, since, limit, params, every_page=False)
 
     def fetch_open_orders(self, symbol=None, since=None, limit=None, params={}):
         """Orders that may still trade: pending, open, partially filled, and stops waiting for their trigger.
         Without ``limit``, every one (the server's pages read to the last), as Binance and Kraken give them."""
-        if limit is not None:
-            return self.fetch_orders(symbol, since, limit, self.extend({"status": "live"}, params))
+        return self.orders(symbol, since, limit, self.extend({"status": "live"}, params), every_page=limit is None)
+
+    def orders(self, symbol, since, limit, params, every_page: bool):
+        """GET /v1/orders: one page of ``limit``, or (``every_page``) every page of the list, followed to the last."""
         self.load_markets()
         market = None if symbol is None else self.market(symbol)
-        request, params = self.window({} if market is None else {"pair": market["id"]}, since, MAX_PAGE,
-                                      self.extend({"status": "live"}, params))
-        return self.parse_orders(self.every_page(self.privateGetOrders, self.extend(request, params)), market, since)
+        request, params = self.window({} if market is None else {"pair": market["id"]}, since,
+                                      MAX_PAGE if every_page else limit, params)
+        request = self.extend(request, params)
+        if every_page:
+            return self.parse_orders(self.every_page(self.privateGetOrders, request), market, since)
+        return self.parse_orders(self.safe_list(self.privateGetOrders(request), "results", []), market, since, limit)
 
     def every_page(self, endpoint, request) -> list:
         """The results of a cursor-paged list, every page's, following each page's ``next``."""
@@ -701,10 +702,10 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         if self.safe_string(params, "tag") is not None:
             raise NotSupported(self.id + " withdraw() takes no tag: give the address as in your address book, "
                                          "its tag or memo included")
-        network = self.safe_string(params, "network")
-        if network is not None and network != self.safe_string(self.options["currencyNetworks"], code):
+        network, named = self.safe_string(params, "network"), self.safe_string(self.options["currencyNetworks"], code)
+        if network is not None and network != named:
             raise BadRequest(f"{self.id} withdraw() sends {code} on one network only: options['currencyNetworks'] "
-                             f"names it ({self.safe_string(self.options['currencyNetworks'], code)}), not {network}")
+                             f"names it ({named}), not {network}")
         self.load_markets()
         currency = self.currency(code)
         request = {"asset": currency["id"],
