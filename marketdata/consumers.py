@@ -28,7 +28,6 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
-from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.utils import timezone
 
@@ -75,6 +74,7 @@ KEY_REFUSED_CLOSE_CODE = 4003
 TOO_MANY_CONNECTIONS_CLOSE_CODE = 4029  # an address past WS_CONNECTIONS_PER_ADDRESS (HTTP's 429)
 INTERNAL_ERROR_CLOSE_CODE = 1011  # RFC 6455: the server met a condition it did not expect
 LAYER_RETRY_SECONDS = 0.5
+READ_STOP_SECONDS = 1.0  # how long a cancelled read is given to end before it is taken as stuck
 RESUME_RETRY_SECONDS = 1.0  # a resume that could not join the account group again is tried again after this
 
 
@@ -178,7 +178,6 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = self.receive_from_layer
         self.stream_queue: asyncio.Queue = asyncio.Queue()
         self.queued_streams = 0  # relayed messages put in stream_queue and not handled yet
         self.busy = False  # a message is being handled
@@ -188,7 +187,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self.low_water = settings.WS_WRITE_LOW_WATER_BYTES  # read per write, so not through Django's lazy settings
         self.base_send = send
         try:
-            await await_many_dispatch([receive, self.channel_receive, self.stream_queue.get], self.dispatch)
+            await self.dispatch_messages([receive, self.receive_from_layer, self.stream_queue.get])
         except StopConsumer:
             pass
         except Exception:
@@ -204,6 +203,40 @@ class StreamConsumer(AsyncWebsocketConsumer):
             # A consumer cancelled (Daphne ends one still running after its client has gone) runs no
             # disconnect: what this process counts for it is given back here, without awaiting.
             self.uncount()
+
+    async def dispatch_messages(self, sources: list) -> None:
+        """Channels' ``await_many_dispatch``: the next message of each source, dispatched as it comes;
+        except that a read whose cancellation was lost cannot keep the consumer from ending (stop_reading)."""
+        reads = [asyncio.ensure_future(source()) for source in sources]
+        try:
+            while True:
+                await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+                for i, read in enumerate(reads):
+                    if read.done():
+                        await self.dispatch(read.result())
+                        reads[i] = asyncio.ensure_future(sources[i]())
+        finally:
+            await self.stop_reading(reads)
+
+    async def stop_reading(self, reads: list[asyncio.Future]) -> None:
+        """Cancels the consumer's reads. A channel read of channels_redis can lose its cancellation: on
+        Python 3.11 redis-py writes each command under ``asyncio.wait_for`` (a socket timeout is set), which
+        returns instead of raising when the cancellation lands as the write completes, a window wide enough
+        to hit during a new connection's first commands (after a Redis restart, say). The read then goes on
+        for good, one blocking pop after another, and Channels' own loop would wait for it forever: a
+        message to the connection's own channel ends it."""
+        for read in reads:
+            read.cancel()
+        _, stuck = await asyncio.wait(reads, timeout=READ_STOP_SECONDS)
+        for read in reads:
+            # What a read raised while it was cancelled is of no interest to a consumer that is ending.
+            read.add_done_callback(lambda read: read.cancelled() or read.exception())
+        if stuck:
+            logger.warning("a channel read outlived its cancellation; ending it with a message")
+            try:
+                await layer_call(self.channel_layer.send, self.channel_name, {"type": "connection.ended"})
+            except Exception:
+                logger.warning("could not end a channel read that outlived its cancellation", exc_info=True)
 
     async def receive_from_layer(self) -> dict:
         """The next message of the connection's own channel. A failed read (Redis down) is retried:

@@ -338,8 +338,8 @@ def test_a_cancelled_connection_gives_its_address_its_room_back(markets, setting
         await op(gone, op="ping")
         await receive(gone, "pong")
         # As Daphne cancels a consumer still running once its client has left (application_close_timeout,
-        # 10 s): by then its read of its channel is long under way. A read cancelled in its first
-        # milliseconds, while channels_redis 4.3 opens its Redis connection, can hang instead of ending.
+        # 10 s): by then its read of its channel is long under way (a read cancelled in its first
+        # milliseconds is the next test's).
         await asyncio.sleep(1)
         gone.future.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -353,6 +353,35 @@ def test_a_cancelled_connection_gives_its_address_its_room_back(markets, setting
         return pongs
 
     assert run(body) == ["pong", "pong"]
+
+
+def test_connections_cancelled_in_their_first_milliseconds_end_and_leave_no_channel_read(markets):
+    """Daphne cancels a consumer whose client has gone. With the Redis layer, a channel read cancelled
+    during its connection's first commands (about 1-3 ms in) can lose the cancellation and go on for
+    good: the consumer must end all the same, and its read with it (StreamConsumer.stop_reading)."""
+
+    async def body():
+        pools = getattr(get_channel_layer(), "_layers", {})  # channels_redis's, by event loop
+        ended, tasks_left = [], []
+        for trial in range(24):
+            # Each read opens its Redis connection, as after a Redis restart: this loop's pool is emptied
+            # (the layer's close_pools would reach the pools of the other tests' loops too).
+            if asyncio.get_running_loop() in pools:
+                await pools[asyncio.get_running_loop()].flush()
+            communicator = WebsocketCommunicator(application, "/v1/ws")
+            consumer = communicator.future  # started: it reads its channel
+            await asyncio.sleep(trial * 0.000125)
+            consumer.cancel()
+            done, _ = await asyncio.wait([consumer], timeout=5)
+            ended.append(bool(done))
+            await asyncio.sleep(0.05)  # for a read ended by a message to take it
+            tasks_left.append(len(asyncio.all_tasks() - {asyncio.current_task()}))
+        return ended, tasks_left
+
+    ended, tasks_left = run(body)
+
+    assert all(ended), ended
+    assert not any(tasks_left), tasks_left
 
 
 def test_a_gap_in_the_stream_makes_the_server_resynchronise(markets, traders):
