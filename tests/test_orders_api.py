@@ -359,6 +359,25 @@ def test_cancel_all_optionally_by_pair(as_trader, alice):
     assert balance_of(alice, "USD").locked == D("3000")
 
 
+def test_cancel_all_leaves_a_halted_market_and_refuses_to_name_one(as_trader, alice, btc_usd):
+    client = as_trader(alice)
+    btc = client.post("/v1/orders", LIMIT_BUY, format="json").json()["order_id"]
+    eth = client.post("/v1/orders", {**LIMIT_BUY, "pair": "ETH-USD", "price": "3000", "size": "1"},
+                      format="json").json()["order_id"]
+    btc_usd.status = "halted"
+    btc_usd.save()
+    before = nothing_written()
+
+    named = client.post("/v1/orders/cancel-all", {"pair": "BTC-USD"}, format="json")
+    assert_error(named, 409, "MARKET_HALTED")
+    assert nothing_written() == before
+
+    every = client.post("/v1/orders/cancel-all", {}, format="json")
+    assert [(o["order_id"], o["status"]) for o in every.json()["orders"]] == [(eth, "cancelled")]
+    left = Order.objects.get(pk=btc)
+    assert (left.status, left.cancel_requested) == ("open", False)
+
+
 def test_list_orders_filters_and_pages(as_trader, alice):
     client = as_trader(alice)
     ids = [client.post("/v1/orders", {**LIMIT_BUY, "price": str(60000 + i)}, format="json").json()["order_id"]

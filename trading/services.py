@@ -343,21 +343,24 @@ def cancel_done(state) -> bool:
     return not still_live(state)
 
 
-def live_orders(account, pair: str | None = None) -> QuerySet[Order]:
-    orders = Order.objects.filter(account=account, status__in=Order.LIVE_STATUSES)
-    if pair is not None:
-        orders = orders.filter(market=access_market(pair))
-    return orders
-
-
 CANCELS_MAY_BE_REQUESTED = ("The database failed while committing the cancels, which may have been requested: "
                             "look the orders up, or repeat the request.")
 
 
 def request_cancel_all(account, pair: str | None = None) -> list[Order]:
-    """Queue a cancel for every live order of the account (optionally of one pair) not already cancelling."""
+    """Queue a cancel for every live order of the account (optionally of one pair) not already cancelling.
+    A halted market takes no cancel, as for one order: its orders are left, and a ``pair`` that names one is
+    MARKET_HALTED, writing nothing."""
+    orders = Order.objects.filter(account=account, status__in=Order.LIVE_STATUSES)
+    if pair is None:
+        orders = orders.exclude(market__status=Market.Status.HALTED)
+    else:
+        market = access_market(pair)
+        if market.status == Market.Status.HALTED:
+            raise MarketHalted(market.pair, market.status)
+        orders = orders.filter(market=market)
     with committing(CANCELS_MAY_BE_REQUESTED) as commit:
-        orders = queue_cancel_all(commit, live_orders(account, pair).exclude(market__status=Market.Status.HALTED))
+        orders = queue_cancel_all(commit, orders)
     return orders
 
 

@@ -180,7 +180,7 @@ class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
         summary="Cancel all live orders, optionally of one pair",
         request=serializers.CancelAllSerializer,
         responses={202: serializers.CancelAllResultSerializer,
-                   **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.UNKNOWN_PAIR)},
+                   **error_responses(ErrorCode.INSUFFICIENT_SCOPE, ErrorCode.UNKNOWN_PAIR, ErrorCode.MARKET_HALTED)},
     )
     @action(detail=False, methods=["post"], url_path="cancel-all")
     def cancel_all(self, request):
