@@ -66,6 +66,9 @@ def test_every_operation_refuses_a_parameter_it_does_not_take_and_writes_nothing
 @pytest.mark.parametrize("query, parameter", [
     ("limit=5&limit=6", "limit"), ("pair=", "pair"), ("pair=BTC-USD&status=", "status"), ("status", "status"),
     ("limit=0", "limit"), ("limit=1001", "limit"), ("cursor=bm9wZQ", "cursor"), ("cursor=", "cursor"),
+    # base64 of "x=1", "hello", three NUL bytes, "o=1&o=2": no cursor DRF's encode_cursor writes
+    ("cursor=eD0x", "cursor"), ("cursor=aGVsbG8%3D", "cursor"), ("cursor=AAAA", "cursor"),
+    ("cursor=bz0xJm89Mg%3D%3D", "cursor"),
     ("start_time=x", "start_time"), ("start_time=5&end_time=4", "end_time"), ("end_time=253402300800000", "end_time"),
 ])
 def test_a_repeated_empty_or_out_of_range_parameter_is_refused_naming_it(as_trader, alice, query, parameter):

@@ -32,6 +32,9 @@ class HasTradingAccount(BasePermission):
         return getattr(request.user, "account", None) is not None
 
 
+CURSOR_TOKENS = {"o", "r", "p"}  # what DRF's encode_cursor writes: offset, reverse, position
+
+
 class IdCursorPagination(CursorPagination):
     """DRF's cursor pagination by id, newest first or, with ``sort=asc``, oldest first; strict: a bad
     ``limit`` is refused (DRF falls back to the default silently) and so is a cursor not made by
@@ -55,6 +58,8 @@ class IdCursorPagination(CursorPagination):
             tokens = parse_qs(b64decode(encoded.encode("ascii"), validate=True).decode("ascii"), keep_blank_values=True)
         except ValueError:  # not base64 of ASCII text (binascii.Error and UnicodeError are ValueErrors)
             tokens = {"o": [""]}  # refused below, as any other malformed cursor
+        if not tokens.keys() <= CURSOR_TOKENS or any(len(values) > 1 for values in tokens.values()):
+            tokens = {"o": [""]}  # another field, or one twice: not encode_cursor's
         offset = parse_integer(tokens.get("o", ["0"])[0])
         reverse = tokens.get("r", ["0"])[0]
         position = tokens.get("p", [None])[0]
