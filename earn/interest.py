@@ -33,7 +33,7 @@ from accounts.services import interest_account
 from exchange.errors import InsufficientFunds
 from trading import ledger
 from trading.models import Asset, Balance, LedgerEntry, Wallet
-from wallets.announce import announce_balances
+from trading.signals import announce_balances
 from wallets.audit import RecordJournal, record_journal
 
 from earn.models import InterestAccrual, InterestShortfall, Subscription

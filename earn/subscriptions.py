@@ -28,7 +28,7 @@ from exchange.fields import to_milliseconds
 from exchange.money import format_amount
 from trading import ledger
 from trading.models import Asset, LedgerEntry, Wallet
-from wallets.announce import announce_balances
+from trading.signals import announce_balances
 from wallets.audit import RecordJournal, record_journal
 from wallets.deposits import DepositRefused, check_amount
 from wallets.requests import ClientRequest, earlier_request, make_once

@@ -18,6 +18,7 @@ from exchange.errors import FaucetLimitReached, InvalidField
 from exchange.money import EXACT, format_amount
 from trading import ledger
 from trading.models import Asset, Balance, LedgerEntry, Wallet
+from trading.signals import announce_balances
 from trading.sql import ExactSum
 
 FAUCET_REFERENCE = "sandbox:faucet"
@@ -77,6 +78,7 @@ def request_faucet(account: Account, symbol: str, amount: Decimal) -> dict:
         raise FaucetLimitReached(asset.symbol, format_amount(limit, step), format_amount(max(remaining, 0), step),
                                  retry_after)
     credit(account, asset, amount, reference=FAUCET_REFERENCE, memo="sandbox faucet")
+    announce_balances(account.pk)
     balance = Balance.objects.get(account=account, asset=asset, wallet=Wallet.SPOT)
     return {
         "asset": asset.symbol,

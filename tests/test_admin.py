@@ -133,13 +133,15 @@ def test_an_operator_with_a_username_of_150_characters_adjusts_a_balance(client,
     assert LedgerEntry.objects.get(account=account).reference == ("admin:" + "o" * 150)[:120]
 
 
-def test_operator_credits_then_debits_through_the_ledger(admin_client, make_account, markets):
+def test_operator_credits_then_debits_through_the_ledger(admin_client, make_account, markets, announced,
+                                                        django_capture_on_commit_callbacks):
     account = make_account()
 
-    credit = admin_client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot",
-                                            "amount": "250.50", "memo": "wire 123"})
-    debit = admin_client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot",
-                                           "amount": "-50.25", "memo": "refund"})
+    with django_capture_on_commit_callbacks(execute=True):
+        credit = admin_client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot",
+                                                "amount": "250.50", "memo": "wire 123"})
+        debit = admin_client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot",
+                                               "amount": "-50.25", "memo": "refund"})
 
     assert credit.status_code == 302 and debit.status_code == 302
     assert balance_of(account, "USD").available == Decimal("200.25")
@@ -147,6 +149,7 @@ def test_operator_credits_then_debits_through_the_ledger(admin_client, make_acco
     assert sum(e.amount for e in entries) == 0
     assert {e.memo for e in entries} == {"wire 123", "refund"}
     assert LogEntry.objects.filter(content_type__model="balance", change_message__contains="wire 123").exists()
+    assert announced == [account.pk, account.pk]  # the holder's balances channel is told of each
 
 
 @pytest.mark.parametrize("form", [
@@ -157,15 +160,18 @@ def test_operator_credits_then_debits_through_the_ledger(admin_client, make_acco
     {"amount": "0.0000000000000000001", "memo": "finer than an amount is kept"},
     {"amount": "1000000000000000000", "memo": "more than an amount holds"},
 ])
-def test_refused_adjustments_write_nothing(admin_client, make_account, markets, form):
+def test_refused_adjustments_write_nothing(admin_client, make_account, markets, form, announced,
+                                          django_capture_on_commit_callbacks):
     account = make_account()
     before = ledger_snapshot()
 
-    response = admin_client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot", **form})
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(ADJUST_URL, {"account": account.pk, "asset": "USD", "wallet": "spot", **form})
 
     assert response.status_code == 200
     assert response.context["form"].errors
     assert ledger_snapshot() == before
+    assert announced == []
 
 
 def test_staff_without_the_adjust_permission_cannot_adjust(client, make_account, markets):

@@ -46,10 +46,12 @@ def error_of(response) -> dict:
     return response.json()["error"]
 
 
-def test_the_faucet_credits_through_the_ledger_as_a_deposit(faucet_only, bot):
+def test_the_faucet_credits_through_the_ledger_as_a_deposit(faucet_only, bot, announced,
+                                                           django_capture_on_commit_callbacks):
     account, client = bot
 
-    response = client.post(FAUCET, {"asset": "USD", "amount": "10000"})
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(FAUCET, {"asset": "USD", "amount": "10000"})
 
     assert response.status_code == 200, response.content
     assert response.json() == {"asset": "USD", "amount": "10000.00", "available": "10000.00",
@@ -62,6 +64,7 @@ def test_the_faucet_credits_through_the_ledger_as_a_deposit(faucet_only, bot):
     ]
     assert len({e.journal for e in entries}) == 1
     assert audit() == []
+    assert announced == [account.pk]  # its balances channel is told, as of a deposit
     assert response["X-RateLimit-Remaining"] == "1199"  # weight 1 of the retail 1,200, like any write
 
 

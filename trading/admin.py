@@ -19,6 +19,7 @@ from exchange.money import AMOUNT_LIMIT, DECIMAL_PLACES, MAX_DIGITS
 from trading import ledger, services
 from trading.audit import run_audit
 from trading.models import Asset, AuditRun, Balance, LedgerEntry, Market, MatcherCommand, Order, SlowRequest, Wallet
+from trading.signals import announce_balances
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -208,6 +209,7 @@ class BalanceAdmin(ReadOnlyAdmin):
             except ExchangeError as error:
                 form.add_error("amount", error.message)
             else:
+                announce_balances(data["account"].pk)
                 balance = Balance.objects.get(account=data["account"], asset=data["asset"], wallet=data["wallet"])
                 self.log_change(request, balance, f"Adjusted by {data['amount']}: {data['memo']}")
                 messages.success(request, f"{balance}: {data['amount']:+} {data['asset']} applied.")

@@ -17,7 +17,7 @@ from exchange.errors import InvalidRequest
 from exchange.money import AMOUNT_LIMIT
 from trading import ledger
 from trading.models import Asset, LedgerEntry
-from wallets.announce import announce_balances
+from trading.signals import announce_balances
 from wallets.audit import RecordJournal, record_journal
 from wallets.models import AssetWalletSettings, Deposit
 

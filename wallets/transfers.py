@@ -15,7 +15,7 @@ from django.db import transaction
 from exchange.errors import DuplicateClientTransferId, InvalidField
 from trading import ledger
 from trading.models import Asset, LedgerEntry
-from wallets.announce import announce_balances
+from trading.signals import announce_balances
 from wallets.audit import RecordJournal, record_journal
 from wallets.models import Transfer
 from wallets.requests import ClientRequest, access_asset, earlier_request, make_once

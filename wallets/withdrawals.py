@@ -40,7 +40,7 @@ from exchange.money import format_amount
 from trading import ledger
 from trading.audit import Hold
 from trading.models import Asset, LedgerEntry, Wallet
-from wallets.announce import announce_balances
+from trading.signals import announce_balances
 from wallets.audit import RecordJournal, record_journal
 from wallets.models import AssetWalletSettings, TierWithdrawalLimit, Withdrawal, WithdrawalAddress
 from wallets.requests import ClientRequest, access_asset, earlier_request, make_once
