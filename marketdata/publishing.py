@@ -91,6 +91,16 @@ def publish_batch(sender, result, **kwargs) -> None:
         publish_owed_ticker(sender, market)
 
 
+def forget_lost_deltas(sender, pair: str, sequence: int, **kwargs) -> None:
+    """A book loaded at ``sequence``: a replay buffer that holds a delta past it holds a lost timeline's
+    (a restored database gives its sequences out again), which would refuse the new deltas' ids and be
+    replayed to resuming clients as if it were theirs. It is emptied: resuming clients get a snapshot."""
+    dropped = replay.buffer().forget_if_ahead(pair, sequence)
+    if dropped:
+        logger.warning("%s: the replay buffer held deltas past the book's sequence %d (a restored database?): "
+                       "its %d deltas were dropped", pair, sequence, dropped)
+
+
 def top_of_book_moved(market, delta) -> bool:
     top = (delta.top_bids[:1], delta.top_asks[:1])
     moved = top != tickers.top_of_book.get(market.pair)

@@ -24,6 +24,14 @@ class LocalReplay:
         """The buffered deltas from ``sequence`` on."""
         return [m for m in self.deltas[pair] if m["sequence"] >= sequence]
 
+    def forget_if_ahead(self, pair: str, sequence: int) -> int:
+        """Forget the pair's deltas if one is past ``sequence``; how many there were."""
+        held = self.deltas[pair]
+        if not held or held[-1]["sequence"] <= sequence:
+            return 0
+        del self.deltas[pair]
+        return len(held)
+
     def reset(self) -> None:
         """Forget every pair's deltas (tests)."""
         self.deltas.clear()
@@ -46,6 +54,16 @@ class RedisReplay:
         """The buffered deltas from ``sequence`` on."""
         entries = self.redis.xrange(stream_key(pair), min=f"{sequence}-0", max="+")
         return [json.loads(fields[b"m"]) for _, fields in entries]
+
+    def forget_if_ahead(self, pair: str, sequence: int) -> int:
+        """Forget the pair's deltas if one is past ``sequence`` (all of them: a stream refuses an entry id
+        below the highest it has had, deleted or not); how many there were."""
+        key = stream_key(pair)
+        if not self.redis.xrange(key, min=f"{sequence + 1}-0", max="+", count=1):
+            return 0
+        held = self.redis.xlen(key)
+        self.redis.delete(key)
+        return held
 
     def reset(self) -> None:
         """Forget every pair's deltas (tests)."""

@@ -15,7 +15,7 @@ from channels.testing import WebsocketCommunicator
 from accounts.keys import create_api_key, prehash, sign
 from exchange.asgi import application
 from exchange.checksum import book_checksum
-from exchange.redis import Reply
+from exchange.redis import Reply, RoundTrip
 from marketdata import publishing, replay, replay_backends
 from marketdata.consumers import MAX_MESSAGE_BYTES
 from trading import services
@@ -186,6 +186,39 @@ def test_resume_replays_the_deltas_missed_and_a_too_old_sequence_gets_a_snapshot
     assert [d["sequence"] for d in replayed] == [2, 3]
     assert [d["asks"] for d in replayed] == [[["63200.00", "1.00000000"]], [["63300.00", "1.00000000"]]]
     assert fresh["sequence"] == 3 and len(fresh["asks"]) == 3
+
+
+def test_a_book_loaded_after_a_restore_drops_the_lost_timelines_deltas(markets, traders):
+    """A restored database gives book sequences out again, and the replay buffer (Redis, kept running)
+    still holds the lost timeline's deltas. The matcher that loads the book drops those past its
+    sequence: new deltas are recorded and reach subscribers, and a client resuming is replayed the new
+    ones, never a lost one."""
+    alice, _ = traders
+    trip, lost = RoundTrip(), [["99999.00", "5.00000000"]]
+    for sequence in (1, 2, 3):
+        replay.record_delta("BTC-USD", {
+            "type": "book.delta", "group": "book.BTC-USD", "pair": "BTC-USD", "sequence": sequence,
+            "text": json.dumps({"type": "delta", "channel": "orderbook", "pair": "BTC-USD", "sequence": sequence,
+                                "bids": [], "asks": lost, "checksum": 0})}, trip)
+    trip.run()
+
+    async def body():
+        ws, snapshot, _ = await subscribed_to_the_book(alice)  # the matcher loads the book at 0: delta 1
+        await place(alice, side="sell", type="limit", price=D("63200"), size=D("1"))
+        live = await receive(ws, "delta")
+        resumed = await connect()
+        await op(resumed, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD", "since_sequence": 1}])
+        replayed = await receive(resumed, "delta")
+        for socket in (ws, resumed):
+            await socket.disconnect()
+        return snapshot, live, replayed
+
+    snapshot, live, replayed = run(body)
+
+    assert snapshot["sequence"] == 1
+    assert (live["sequence"], live["asks"]) == (2, [["63200.00", "1.00000000"]])
+    assert replayed == live
+    assert [m["sequence"] for m in replay.buffer().since("BTC-USD", 0)] == [1, 2]
 
 
 def test_a_resume_the_buffer_cannot_serve_gets_a_snapshot(markets, traders):

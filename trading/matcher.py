@@ -33,7 +33,7 @@ from trading.engine_impl import engine
 from trading.models import BookState, Market, MatcherCommand, Order, Side, Trade
 from trading.pipeline import Pipeline, StaleBook
 from trading.settlement import ORDER_FIELDS, WRITTEN_ORDER_FIELDS, Settlement, WorkingOrder, plain_resting, to_units
-from trading.signals import batch_committed, drain_finished
+from trading.signals import batch_committed, book_loaded, drain_finished
 from trading.sql import id_array
 
 logger = logging.getLogger(__name__)
@@ -185,6 +185,10 @@ class PairMatcher:
         book.drain_touched_levels()
         self.book, self.batches, self.sequence, self.priority = book, state.batches, state.sequence, state.last_priority
         self.orders = {order.id: order for order in orders}
+        for receiver, error in book_loaded.send_robust(PairMatcher, pair=self.pair, sequence=self.sequence):
+            if error is not None:  # what a receiver keeps beside the book: the book itself is loaded
+                logger.error("%s: %s failed after the book was loaded", self.pair, receiver.__qualname__,
+                             exc_info=error)
         # What exists now (the book, the process's modules) lives on: keep it out of the cyclic
         # collector's full passes, which would walk it all every few batches (docs/performance.md).
         gc.freeze()

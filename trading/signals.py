@@ -9,6 +9,9 @@ from django.dispatch import Signal
 batch_committed = Signal()
 # A matcher's queue is empty: ``market``.
 drain_finished = Signal()
+# A matcher built a pair's book from the database: ``pair`` and the book's committed ``sequence``, from
+# which the next delta follows (after a restore, book sequences are given out again).
+book_loaded = Signal()
 # Orders of one account changed outside the matcher (accepted): ``account_id``, ``order_ids``.
 orders_changed = Signal()
 # One account's balances changed outside orders (a deposit, a transfer): ``account_id``. Sent after
