@@ -34,6 +34,8 @@ class AccountEvents:
     reported: set[int] = field(default_factory=set)  # reported lost, and may still arrive late
     # numbered before the first event followed, until the next in order: may arrive late, without a report
     crossing: set[int] = field(default_factory=set)
+    # taken out of order (late, or crossing the first): sent again, each is a repeat as the last one is
+    taken_late: set[int] = field(default_factory=set)
 
     def handled(self, now: float) -> None:
         """The connection has handled the event it received last: the grace of a gap it showed starts now."""
@@ -42,9 +44,10 @@ class AccountEvents:
                 gap.handled_at = now
 
     def repeats(self, number: int) -> bool:
-        """Whether ``number`` is the last event's again: a send retried after a lost reply
-        (trading.backends.Bus.send_in_order), whose changes the connection has already sent on."""
-        return number == self.last
+        """Whether ``number`` was taken already, the last event or one taken out of order: a send retried
+        after a lost reply (trading.backends.Bus.send_in_order), whose changes the connection has already
+        sent on."""
+        return number == self.last or number in self.taken_late
 
     def receive(self, number: int) -> dict | None:
         """Take the event numbered ``number``; the report of a restarted numbering, else None."""
@@ -60,12 +63,14 @@ class AccountEvents:
             if self.crossing:  # followed in order since: a lower number now means a restarted numbering
                 self.crossing = set()
             return None
+        if self.repeats(number):  # sent twice: a send retried after a lost reply (marketdata.publishing)
+            return None
         if number in self.crossing:
             self.crossing.discard(number)
-            return None
-        if number == self.last:  # sent twice: a send retried after a lost reply (marketdata.publishing)
+            self.take_late(number)
             return None
         if self.arrived_late(number):
+            self.take_late(number)
             return None
         if number > expected:
             self.gaps.append(Gap(expected, number, set(range(max(expected, number - LATE_EVENTS), number))))
@@ -88,6 +93,11 @@ class AccountEvents:
             return True
         return False
 
+    def take_late(self, number: int) -> None:
+        self.taken_late.add(number)
+        if len(self.taken_late) > LATE_EVENTS:  # those too far back to arrive again are forgotten
+            self.taken_late = {taken for taken in self.taken_late if taken > self.last - LATE_EVENTS}
+
     def overdue(self, now: float) -> list[dict]:
         """The reports of the gaps whose events did not arrive within the grace period."""
         due = [gap for gap in self.gaps if gap.handled_at is not None and now - gap.handled_at >= GRACE_SECONDS]
@@ -103,3 +113,4 @@ class AccountEvents:
         self.gaps.clear()
         self.reported.clear()
         self.crossing = set()
+        self.taken_late = set()
