@@ -37,11 +37,13 @@ def log_context(**fields: str):
 
 
 # What is never written, whatever logged it: a value after a sensitive name (a header, a form field, a
-# keyword), any 64 hex digits (API secrets and HMAC signatures are that), and API key ids beyond their
-# first 4 hex digits (enough for an operator to tell an account's keys apart, too little to use one).
+# keyword; an authorization's scheme is kept, its credential is not), any 64 hex digits (API secrets and
+# HMAC signatures are that), and API key ids beyond their first 4 hex digits (enough for an operator to
+# tell an account's keys apart, too little to use one).
 SENSITIVE_VALUE = re.compile(
     r"(?i)((?:x[-_]api[-_](?:signature|key)|signature|secret|password|passwd|api[-_]?key|authorization|cookie|"
-    r"sessionid|csrftoken|csrfmiddlewaretoken|token)[\"']?\s*[:=]\s*[\"']?)([^\"'\s,;&}]+)")
+    r"sessionid|csrftoken|csrfmiddlewaretoken|token)[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token|digest)\s+)?)"
+    r"([^\"'\s,;&}]+)")
 HEX_SECRET = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64,}(?![0-9a-fA-F])")
 KEY_ID = re.compile(r"(hkt_(?:live|test)_[0-9a-f]{4})[0-9a-f]{20}")
 REDACTED = "[redacted]"
@@ -72,19 +74,20 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
             "process": record.process,
         }
         for name in CONTEXT_FIELDS:
             if getattr(record, name, None):
-                line[name] = getattr(record, name)
+                line[name] = redact(str(getattr(record, name)))
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = redact(self.formatException(record.exc_info))
         elif record.exc_text:
-            line["exception"] = record.exc_text
+            line["exception"] = redact(record.exc_text)
         if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
-        return redact(json.dumps(line, ensure_ascii=False, default=str))
+            line["stack"] = redact(self.formatStack(record.stack_info))
+        # Each text redacted before it is quoted: in JSON a quoted name ("password": ...) is escaped.
+        return json.dumps(line, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):

@@ -346,8 +346,9 @@ SPECTACULAR_SETTINGS = {
 # of `make run`); every line with its request's id and without secrets (exchange/logs.py).
 LOG_FORMAT = os.environ.get("LOG_FORMAT") or ("text" if DEBUG or not REDIS_URL else "json")
 LOGGING = logging_config(LOG_FORMAT, os.environ.get("LOG_LEVEL", "INFO"))
-# Each request's own line (exchange/request_ids.py) says what Django's 4xx warnings would repeat.
-LOGGING["loggers"] = {"django.request": {"level": "ERROR"}}
+# Each request's own line (exchange/request_ids.py) says what Django's 4xx warnings would repeat; likewise
+# the 400 for a Host not in ALLOWED_HOSTS, which Django logs at ERROR with a traceback (every scanner sends one).
+LOGGING["loggers"] = {"django.request": {"level": "ERROR"}, "django.security.DisallowedHost": {"level": "CRITICAL"}}
 # Python's warnings (a library's deprecation, a static directory missing) as log lines in that format too.
 logging.captureWarnings(True)
 

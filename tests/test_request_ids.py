@@ -103,6 +103,9 @@ KEY_ID = "hkt_live_0123456789abcdef01234567"
     ('{"password": "hunter2-long"}', '"password": "[redacted]"', "hunter2-long"),
     (f"a bare {SECRET.upper()} in a traceback", "a bare [redacted] in a traceback", SECRET.upper()),
     ("Cookie: sessionid=abcdef0123456789", "Cookie: [redacted]", "abcdef0123456789"),
+    # a credential after its scheme: the README's METRICS_TOKEN (openssl rand -hex 24) is below 64 digits
+    (f"Authorization: Bearer {SECRET[:48]}", "Authorization: Bearer [redacted]", SECRET[:48]),
+    (f"{{'HTTP_AUTHORIZATION': 'Basic {SECRET[:20]}'}}", "'HTTP_AUTHORIZATION': 'Basic [redacted]'", SECRET[:20]),
 ])
 def test_redaction_removes_secrets_signatures_and_key_ids(text, kept, gone):
     assert kept in logs.redact(text)
@@ -124,6 +127,16 @@ def test_both_formats_redact_messages_arguments_and_tracebacks(formatter):
     line = formatter.format(record)
     assert SECRET not in line and KEY_ID not in line
     assert "hkt_live_0123…" in line and "ValueError" in line
+
+
+@pytest.mark.parametrize("formatter", [logs.JsonFormatter(), logs.TextFormatter()])
+def test_both_formats_redact_a_password_quoted_in_json_text(formatter):
+    """JSON quotes the message again: the name's quotes are escaped in the line, not in what was logged."""
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "could not parse %s",
+                               ('{"username": "carol", "password": "hunter2-Secret"}',), None)
+    logs.ContextFilter().filter(record)
+    line = formatter.format(record)
+    assert "hunter2-Secret" not in line and "carol" in line
 
 
 def test_json_lines_are_one_object_a_line_with_the_context():

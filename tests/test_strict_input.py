@@ -1,6 +1,7 @@
 """Strict input: what a client sends is refused with the envelope and a code, never normalised, never a 500."""
 
 import json
+import logging
 from base64 import b64encode
 from decimal import Decimal
 from urllib.parse import quote
@@ -192,11 +193,13 @@ def test_control_characters_in_a_signed_query_are_refused_before_the_database(si
     assert written() == before
 
 
-def test_a_disallowed_host_under_v1_gets_the_envelope(markets):
+def test_a_disallowed_host_under_v1_gets_the_envelope(markets, caplog):
     response = Client().get("/v1/markets", HTTP_HOST="evil.example")
 
     assert_error(response, 400, "INVALID_REQUEST")
     assert "Host" in response.json()["error"]["message"]
+    # A scanner's Host is answered, not an error for operators (Django logs it at ERROR, with a traceback).
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_a_disallowed_host_elsewhere_keeps_the_stock_page(db):
