@@ -5,6 +5,7 @@ the production processes."""
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 import pytest
@@ -126,6 +127,21 @@ def test_counters_move_by_what_the_requests_did(alice, bob, make_key, token, dja
     waited = (after[key("exchange_matcher_lag_seconds_sum", pair="BTC-USD")]
               - before.get(key("exchange_matcher_lag_seconds_sum", pair="BTC-USD"), 0))
     assert 0 <= waited < 600
+
+
+def test_a_command_queued_by_a_database_clock_ahead_of_the_matcher_waited_no_time():
+    """queued_at is the database's clock, the wait the matcher host's: a lag observation below 0 would make
+    the histogram's sum go down, which rate() reads as a counter reset."""
+    from trading.engine_impl import engine
+    from trading.matcher import PairMetrics
+
+    def lag_sum() -> float:
+        return REGISTRY.get_sample_value("exchange_matcher_lag_seconds_sum", {"pair": "BTC-USD"}) or 0.0
+
+    before = lag_sum()
+    PairMetrics("BTC-USD").matched([("cancel", time.time() + 0.05)], engine.OrderBook("BTC-USD"))
+
+    assert lag_sum() == before
 
 
 def test_rate_limit_refusals_are_counted_by_budget(db, markets, token, settings):

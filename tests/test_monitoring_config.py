@@ -24,7 +24,7 @@ DEPLOY = ROOT / "deploy"
 # What a sample name is, per metric type, from the name prometheus_client describes it by.
 SAMPLE_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 FUNCTIONS = {"rate", "increase", "irate", "sum", "max", "min", "avg", "count", "histogram_quantile", "time",
-             "label_values", "clamp_min", "topk", "delta", "deriv", "abs"}
+             "label_values", "clamp_min", "topk", "delta", "deriv", "abs", "absent"}
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
 TARGET_LABELS = {"job", "instance"}  # what Prometheus adds to every scraped series
 PROMETHEUS_SERIES = {"up": TARGET_LABELS}  # what Prometheus records of each scrape itself
@@ -111,7 +111,7 @@ def test_every_alert_queries_defined_metrics_and_prometheus_loads_the_rules():
 
     check_queries([" ".join(rule["expr"].split()) for rule in alerts], {**registry(), **PROMETHEUS_SERIES})
 
-    assert {"MatcherLagging", "LedgerAuditProblems", "LedgerAuditStale", "ExchangeDown"} <= {
+    assert {"MatcherLagging", "LedgerAuditProblems", "LedgerAuditStale", "LedgerAuditNeverRun", "ExchangeDown"} <= {
         rule["alert"] for rule in alerts}
     job, = prometheus["scrape_configs"]
     assert f'up{{job="{job["job_name"]}"}}' in next(r["expr"] for r in alerts if r["alert"] == "ExchangeDown")

@@ -84,10 +84,10 @@ class PairMetrics:
         self.ask_levels = metrics.BOOK_DEPTH.labels(pair, "ask")
 
     def matched(self, commands: list[tuple], book: engine.OrderBook) -> None:
-        """Each command's wait since its acceptance (its row's last field, queued_at in epoch seconds); the
-        book's depth."""
+        """Each command's wait since its acceptance (its row's last field, queued_at in epoch seconds: the
+        database's clock, which may be ahead of this host's, so at least 0); the book's depth."""
         now = time.time()
-        metrics.observe_many(self.lag, [now - command[-1] for command in commands])
+        metrics.observe_many(self.lag, [max(0.0, now - command[-1]) for command in commands])
         bids, asks = book.level_counts()
         self.bid_levels.set(bids)
         self.ask_levels.set(asks)
