@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 from django.apps import apps as django_apps
 from django.db import connection
+from django.db.models import F
 
 from trading.audit import audit
 from trading.models import BookLevel, BookState, Candle, Fill, Market, MatcherCommand, Order, Trade
@@ -57,6 +58,29 @@ def test_audit_passes_after_trading_and_names_each_corruption(alice, bob, trade)
     assert f"fill {orphan.pk} names no existing order" in problems
     assert f"fill {orphan.pk} names no existing account" in problems
     assert f"trade {stray.pk} names no existing market" in problems
+
+
+def test_the_audit_names_a_trade_not_settled_by_its_two_fills(alice, bob, trade):
+    """A trade row nobody paid for (a write replayed, a bad restore) shows in the trade history and the
+    candles: its fills are what the ledger is held to, so a trade without its two is named."""
+    trade(alice, side="sell", type="limit", price=D("63000"), size=D("0.5"))
+    trade(bob, side="buy", type="limit", price=D("63100"), size=D("0.2"))
+    assert audit() == []
+    paid = Trade.objects.get()
+    unpaid = Trade.objects.create(market=paid.market, price=paid.price, size=paid.size, quote_amount=paid.quote_amount,
+                                  taker_side=paid.taker_side, maker_order=paid.maker_order,
+                                  taker_order=paid.taker_order, executed_at=paid.executed_at, batch=paid.batch)
+    Candle.objects.update(trades=F("trades") + 1, volume=F("volume") + paid.size,
+                          quote_volume=F("quote_volume") + paid.quote_amount)  # the candles agree with it
+    assert audit() == [f"trade {unpaid.pk}: its fills are not one of its maker's and one of its taker's, of its "
+                       "price and size (0 fills)"]
+
+    Trade.objects.filter(pk=unpaid.pk).delete()
+    Candle.objects.update(trades=F("trades") - 1, volume=F("volume") - paid.size,
+                          quote_volume=F("quote_volume") - paid.quote_amount)
+    Trade.objects.filter(pk=paid.pk).update(quote_amount=paid.quote_amount + 1)
+    Candle.objects.update(quote_volume=F("quote_volume") + 1)
+    assert audit() == [f"trade {paid.pk}: quote amount {paid.quote_amount + 1:.18f} is not price x size"]
 
 
 def test_a_batch_settles_all_its_trades_in_one_netted_journal(alice, bob, django_capture_on_commit_callbacks):

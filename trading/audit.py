@@ -16,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from decimal import Decimal
+from itertools import groupby
+from operator import itemgetter
 
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
@@ -122,6 +124,7 @@ def audit_snapshot() -> list[str]:
     problems += settlement_problems(settled)
 
     problems += dangling_keys()
+    problems += trade_problems()
     filled = defaultdict(Decimal)
     for order_id, size in Fill.objects.values_list("order", "size").iterator(chunk_size=5000):
         filled[order_id] += size
@@ -174,6 +177,32 @@ def dangling_keys() -> list[str]:
             target = model._meta.get_field(name).related_model
             dangling = model.objects.exclude(**{f"{name}_id__in": target.objects.values("pk")})
             problems += [f"{model._meta.model_name} {pk} names no existing {name}" for pk in dangling.values_list("pk", flat=True)]
+    return problems
+
+
+def trade_problems() -> list[str]:
+    """Each trade was settled once: one fill of its maker order and one of its taker order, each of the
+    trade's price and size (settlement_problems holds the ledger to the fills), and its quote amount is
+    price x size. Trades and fills are read in trade order side by side, a trade's fills at a time."""
+    fills = groupby(Fill.objects.order_by("trade_id").values_list("trade", "liquidity", "order", "price", "size")
+                    .iterator(chunk_size=5000), key=itemgetter(0))
+    group = next(fills, None)
+    problems = []
+    for trade_id, maker_id, taker_id, price, size, quote in Trade.objects.order_by("pk").values_list(
+        "pk", "maker_order", "taker_order", "price", "size", "quote_amount",
+    ).iterator(chunk_size=5000):
+        while group is not None and group[0] < trade_id:  # fills of no trade: dangling_keys names them
+            group = next(fills, None)
+        own = []
+        if group is not None and group[0] == trade_id:
+            own = sorted(group[1])
+            group = next(fills, None)
+        if own != [(trade_id, Fill.Liquidity.MAKER, maker_id, price, size),
+                   (trade_id, Fill.Liquidity.TAKER, taker_id, price, size)]:
+            problems.append(f"trade {trade_id}: its fills are not one of its maker's and one of its taker's, of its "
+                            f"price and size ({len(own)} fills)")
+        if quote != price * size:
+            problems.append(f"trade {trade_id}: quote amount {quote} is not price x size")
     return problems
 
 
