@@ -246,6 +246,14 @@ class Simulation:
     def inventory_units(self, trader: str, spec: MarketSpec, view: View) -> Decimal:
         return (view.base_total - self.targets[trader][spec.base]) / spec.unit
 
+    def reducing(self, side: str, inventory: Decimal, bound: int) -> str:
+        """``side``, unless the inventory is at its bound: then the side that reduces it."""
+        if inventory >= bound:
+            return SELL
+        if inventory <= -bound:
+            return BUY
+        return side
+
     # Makers.
 
     def ladder(self, maker: str, pair: str, centre: Decimal) -> tuple[list[Decimal], list[Decimal]]:
@@ -310,11 +318,7 @@ class Simulation:
             pull = max(-0.3, min(0.3, float((self.mid(event.pair) - book_mid) / book_mid) * 2000))
         else:
             pull = 0.0
-        side = BUY if rng.random() < 0.5 + pull else SELL
-        if inventory >= bound:
-            side = SELL
-        elif inventory <= -bound:
-            side = BUY
+        side = self.reducing(BUY if rng.random() < 0.5 + pull else SELL, inventory, bound)
         units = heavy_tail_units(rng, **TAKE_SIZE)
         room = bound - inventory if side == BUY else bound + inventory
         size = spec.size(min(units, max(room, Decimal(0))))
@@ -331,18 +335,22 @@ class Simulation:
         return [Place(event.trader, event.pair, side, "market", size)]
 
     def rest(self, event: Event, view: View) -> list[Place]:
-        """A passive limit some way from the mid, post-only (it never takes)."""
+        """A passive limit some way from the mid, post-only (it never takes); past the inventory bound, one
+        that reduces it."""
         spec, rng = self.specs[event.pair], self.decisions_rng
-        side = rng.choice((BUY, SELL))
+        side = self.reducing(rng.choice((BUY, SELL)), self.inventory_units(event.trader, spec, view),
+                             INVENTORY_BOUND_UNITS["taker"])
         distance = self.mid(event.pair) * BPS * rng.randint(5, 60)
         price = spec.on_tick(self.mid(event.pair) - distance if side == BUY else self.mid(event.pair) + distance)
         size = max(spec.size(heavy_tail_units(rng, **REST_SIZE)), spec.smallest_size(price))
         return [Place(event.trader, event.pair, side, "limit", size, price=price, post_only=True)]
 
     def stop(self, event: Event, view: View) -> list[Place]:
-        """A stop 0.2-1 % away from the mid: a buy stop above it, a sell stop below; half of them stop-limits."""
+        """A stop 0.2-1 % away from the mid: a buy stop above it, a sell stop below; half of them stop-limits;
+        past the inventory bound, one that reduces it."""
         spec, rng = self.specs[event.pair], self.decisions_rng
-        side = rng.choice((BUY, SELL))
+        side = self.reducing(rng.choice((BUY, SELL)), self.inventory_units(event.trader, spec, view),
+                             INVENTORY_BOUND_UNITS["taker"])
         direction = 1 if side == BUY else -1
         mid = self.mid(event.pair)
         stop_price = spec.on_tick(mid * (1 + direction * BPS * rng.randint(20, 100)))

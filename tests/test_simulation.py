@@ -137,6 +137,20 @@ def test_a_taker_past_its_bound_only_reduces_and_never_takes_past_it():
         assert all(a.size <= 3 * BTC_USD.unit for a in near if a.side == "buy")
 
 
+def test_a_taker_past_its_bound_rests_and_places_stops_only_on_the_side_that_reduces_it():
+    book = {"bids": ((D("62990.00"), D(1)),), "asks": ((D("63010.00"), D(1)),)}
+    bound = INVENTORY_BOUND_UNITS["taker"]
+    sides = {"long": set(), "short": set()}
+    for seed in range(20):
+        sim = simulation(seed)
+        for kind in ("rest", "stop"):
+            for name, units in (("long", bound + 50), ("short", -bound)):
+                actions = sim.decide(Event(0, "BTC-USD", TAKER, kind), flat(sim, TAKER, units=units, **book))
+                sides[name] |= {action.side for action in actions}
+
+    assert sides == {"long": {"sell"}, "short": {"buy"}}
+
+
 def test_taker_sizes_are_heavy_tailed_and_capped():
     rng = random.Random(3)
     sizes = [float(heavy_tail_units(rng, **TAKE_SIZE)) for _ in range(20_000)]
@@ -266,3 +280,25 @@ def test_a_refusal_for_the_rate_waits_its_retry_after_then_sends_again():
     started = time.monotonic()
     assert simulator.call(request) == {"ok": True}
     assert time.monotonic() - started >= 0.3
+
+
+def test_an_order_left_pending_by_a_halted_market_does_not_stop_the_simulator(monkeypatch, caplog):
+    """The market halted after the order was accepted, before its matcher took it: the order stays
+    pending until the resume, and the simulator goes on with its other markets meanwhile."""
+    from sandbox import simulator as module
+
+    class HaltedUnderTheOrder:  # the exchange's answers, as the client gives them
+        def place_order(self, **fields):
+            return {"order_id": 1, "status": "pending"}
+
+        def get_order(self, order_id):
+            return {"order_id": order_id, "status": "pending"}
+
+    monkeypatch.setattr(module, "ANSWER_TIMEOUT_SECONDS", 0.2)
+    simulator = Simulator(simulation(), "http://127.0.0.1:1", {}, public_weight_per_window=10**6, window_seconds=60)
+    simulator.traders = {TAKER: module.Trader(TAKER, HaltedUnderTheOrder(), module.Budget(10**6, 60, threading.Event()))}
+
+    simulator.send(Place(TAKER, "BTC-USD", "buy", "limit", D("0.001"), price=D("60000")))
+
+    assert "order 1 still pending after 0.2s: going on" in caplog.text
+
