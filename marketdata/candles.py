@@ -160,6 +160,13 @@ def candle_at(market: Market, interval: str, time_ms: int) -> IntervalCandle | N
     return found[0] if found else None
 
 
+def candle_before(market: Market, interval: str, time_ms: int) -> IntervalCandle | None:
+    """The last candle of the interval before the one that holds ``time_ms``, if any has trades."""
+    minute = (Candle.objects.filter(market=market, minute__lt=as_datetime(interval_start(time_ms, interval)))
+              .order_by("-minute").values_list("minute", flat=True).first())
+    return None if minute is None else candle_at(market, interval, to_milliseconds(minute))
+
+
 def latest_candle(market: Market, interval: str) -> IntervalCandle | None:
     """The pair's most recent candle of ``interval`` (the current one, or the last with trades)."""
     minute = Candle.objects.filter(market=market).order_by("-minute").values_list("minute", flat=True).first()

@@ -25,7 +25,7 @@ from django.db import connection
 
 from exchange.redis import Reply, RoundTrip
 from marketdata import replay, streams
-from marketdata.candles import INTERVALS, IntervalCandle, candle_at
+from marketdata.candles import INTERVALS, IntervalCandle, candle_at, candle_before
 from trading.backends import bus, event_numbers, matchers
 from trading.candles import batch_candle
 from trading.rendering import render_fills, render_orders
@@ -222,7 +222,14 @@ def candle_updates(market, result) -> list[tuple[str, IntervalCandle, bool]]:
     for interval in INTERVALS:
         part, current = IntervalCandle.of_batch(batch, interval), latest.get(interval)
         if current is None or (stepped_back and part.time == current.time):  # as committed, this batch included
+            fresh = current is None
             current = candle_at(market, interval, part.time) or part
+            if fresh and current.trades == part.trades:
+                # Read afresh (a restart, a batch missed) at the first trades of an interval: the previous
+                # candle, which this process did not see end, is announced closed as it would have been.
+                previous = candle_before(market, interval, part.time)
+                if previous is not None:
+                    updates.append((interval, previous, True))
         elif part.time == current.time:
             current = current.merged(part)
         elif part.time > current.time:

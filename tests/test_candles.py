@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from exchange.fields import to_milliseconds
 from marketdata import publishing, streams
-from marketdata.candles import INTERVALS
+from marketdata.candles import INTERVALS, candle_at
 from trading.backends import store
 from trading.batch_writer import BatchResult, BookDelta
 from trading.candles import batch_candle, candle_statement
@@ -214,7 +214,6 @@ def traded_batch(market, at: datetime, trades: list[tuple[str, str]], sequence: 
 def test_after_the_clock_steps_back_the_published_candle_is_the_one_get_candles_gives(btc_usd):
     """A batch stamped a minute before the last one (the matcher's clock stepped back), in the same 5-minute
     interval: the interval's close stays the latest minute's, as GET /v1/candles has it."""
-    from marketdata.candles import candle_at
 
     publishing.candle_updates(btc_usd, traded_batch(btc_usd, BASE, [("63000", "1")], sequence=1))  # 23:50
     publishing.candle_updates(btc_usd, traded_batch(btc_usd, BASE + timedelta(minutes=2), [("63100", "1")], sequence=2))
@@ -225,6 +224,25 @@ def test_after_the_clock_steps_back_the_published_candle_is_the_one_get_candles_
     assert sent["5m"] == candle_at(btc_usd, "5m", BASE_MS)
     assert (sent["5m"].close, sent["5m"].low, sent["5m"].trades) == (D("63100"), D("62000"), 3)
     assert "1m" not in sent  # the 23:51 minute was left behind
+
+
+@pytest.mark.django_db
+def test_after_a_restart_the_first_trades_of_an_interval_announce_the_previous_candle_closed(btc_usd):
+    """The publisher's memory is empty (its process restarted, or it missed a batch): the interval before
+    the batch's ended unseen, and its subscribers had it open."""
+    publishing.candle_updates(btc_usd, traded_batch(btc_usd, BASE, [("63000", "1")], sequence=1))  # 23:50
+    publishing.candle_state.reset()
+    next_minute = publishing.candle_updates(
+        btc_usd, traded_batch(btc_usd, BASE + timedelta(minutes=1), [("63100", "1")], sequence=2))  # 23:51
+    publishing.candle_state.reset()
+    same_minute = publishing.candle_updates(
+        btc_usd, traded_batch(btc_usd, BASE + timedelta(minutes=1, seconds=5), [("63200", "1")], sequence=3))
+
+    assert [(interval, candle.time, closed) for interval, candle, closed in next_minute[:3]] == [
+        ("1m", BASE_MS, True), ("1m", BASE_MS + 60_000, False), ("5m", BASE_MS, False)]
+    assert next_minute[0][1] == candle_at(btc_usd, "1m", BASE_MS)
+    # Not the interval's first trades: its first batch announced the previous candle closed already.
+    assert [closed for _, _, closed in same_minute] == [False] * len(INTERVALS)
 
 
 @pytest.mark.django_db
