@@ -202,7 +202,7 @@ def quick_start(page: str, block: str) -> str:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_quick_start_as_printed_places_the_order_on_the_server_that_printed_it(live_server, markets, fund):
     user = get_user_model().objects.create_user("newcomer")
-    fund(open_account(user), "USD", "1300")  # two orders of 0.01 BTC at 63,000 and their fees
+    fund(open_account(user), "USD", "1300")  # two orders of 0.01 BTC at 60,000 and their fees
     client = Client(HTTP_HOST=live_server.url.removeprefix("http://"))
     client.force_login(user)
     page = client.post(NEW_KEY, key_fields(), follow=True).content.decode()
@@ -215,7 +215,7 @@ def test_quick_start_as_printed_places_the_order_on_the_server_that_printed_it(l
 
     assert f"curl -X POST {live_server.url}/v1/orders" in page and f'Client("{live_server.url}"' in page
     assert shell.returncode == 0 and python.returncode == 0, shell.stderr + python.stderr
-    balances, end = json.JSONDecoder().raw_decode(shell.stdout)  # curl prints both answers on one line
+    balances, end = json.JSONDecoder().raw_decode(shell.stdout)  # an answer a line
     order = json.loads(shell.stdout[end:])
     usd = next(row["spot"] for row in balances["balances"] if row["asset"] == "USD")
     assert usd["total"] == "1300.00" and order["status"] == "open", shell.stdout

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 
 import httpx
@@ -41,7 +42,7 @@ def run_quick_start(script: str, env: dict) -> tuple[dict, dict]:
 
 
 def assert_order_came_back(order: dict) -> None:
-    assert order["pair"] == "BTC-USD" and order["side"] == "buy" and order["price"] == "63000.00", order
+    assert order["pair"] == "BTC-USD" and order["side"] == "buy" and order["price"] == "60000.00", order
     assert order["size"] == "0.01000000" and order["status"] in {"open", "filled", "partially_filled"}, order
 
 
@@ -104,3 +105,19 @@ def group_alive(pgid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def test_a_start_on_a_taken_port_says_so_and_sets_nothing_up(tmp_path):
+    """A second `make run` while the first serves: refused before it migrates, seeds or answers for the other."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = process_env(PORT=str(port), EXCHANGE_VAR_DIR=str(tmp_path), DATABASE_URL=None, REDIS_URL=None,
+                          EXCHANGE_ENVIRONMENT=None, DJANGO_SETTINGS_MODULE=None)
+        started = subprocess.run(["bin/run-local"], env=env, capture_output=True, text=True, timeout=60)
+
+    assert started.returncode == 1
+    assert f"http://127.0.0.1:{port} is taken" in started.stderr
+    assert list(tmp_path.iterdir()) == []  # no database made
+

@@ -466,7 +466,7 @@ class WalletBalanceSerializer(serializers.Serializer):
 
 
 class AssetBalanceSerializer(serializers.Serializer):
-    """One asset's balances in each wallet, at the asset's precision."""
+    """One asset's balances in each wallet, with the asset's places or more (fee dust, never rounded)."""
 
     asset = serializers.CharField()
     spot = WalletBalanceSerializer()
