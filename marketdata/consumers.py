@@ -119,12 +119,23 @@ class Connection:
 
     subscriptions: set[Channel] = field(default_factory=set)
     book_sequences: dict[str, int] = field(default_factory=dict)
+    # when each book was last sent something (a delta, a snapshot) or checked by a heartbeat: a book quiet for a
+    # heartbeat interval gets its check even while the connection's other streams are busy
+    books_checked_at: dict[str, float] = field(default_factory=dict)
     book_markets: dict[str, tuple[float, object]] = field(default_factory=dict)  # pair -> (read at, Market)
     candles_sent: dict[tuple[str, str], list] = field(default_factory=dict)  # (pair, interval) -> the last one's key
     account_id: int | None = None
     last_sent: float = field(default_factory=time.monotonic)
     private_sent: int = 0  # the "seq" of the last private message sent
     account_events: AccountEvents = field(default_factory=AccountEvents)
+
+    def book_sent(self, pair: str, sequence: int, at: float) -> None:
+        """The book's last sequence sent (a delta, a snapshot, where a replay starts), at ``at``."""
+        self.book_sequences[pair] = sequence
+        self.books_checked_at[pair] = at
+
+    def a_book_quiet_since(self, since: float) -> bool:
+        return any(at <= since for at in self.books_checked_at.values())
 
 
 class StreamConsumer(AsyncWebsocketConsumer):
@@ -201,8 +212,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
             raise
         finally:
             # A consumer cancelled (Daphne ends one still running after its client has gone) runs no
-            # disconnect: what this process counts for it is given back here, without awaiting.
+            # disconnect: what this process counts for it is given back here, and it leaves the hub's
+            # groups, without awaiting.
             self.uncount()
+            hub_for(self.channel_layer).forget(self)
 
     async def dispatch_messages(self, sources: list) -> None:
         """Channels' ``await_many_dispatch``: the next message of each source, dispatched as it comes;
@@ -430,6 +443,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             self.state.subscriptions.discard(channel)
             if name == "orderbook":
                 self.state.book_sequences.pop(pair, None)
+                self.state.books_checked_at.pop(pair, None)
                 self.state.book_markets.pop(pair, None)
             if name == "candles":
                 self.state.candles_sent.pop((pair, channel.interval), None)
@@ -499,10 +513,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
             missed = await database_sync_to_async(replay_since)()
         if missed is None:
             snapshot = await database_sync_to_async(streams.book_snapshot)(market)
-            self.state.book_sequences[market.pair] = snapshot["sequence"]
+            self.state.book_sent(market.pair, snapshot["sequence"], time.monotonic())
             await self.send_json(snapshot)
             return
-        self.state.book_sequences[market.pair] = since_sequence
+        self.state.book_sent(market.pair, since_sequence, time.monotonic())
         for delta in missed:
             await self.forward_delta(delta)
 
@@ -536,7 +550,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         await self.forward_delta(event)
 
     async def forward_delta(self, event) -> None:
-        self.state.book_sequences[event["pair"]] = event["sequence"]
+        self.state.book_sent(event["pair"], event["sequence"], time.monotonic())
         await self.send_text(event["text"])
 
     # -- relayed public messages written straight to the socket
@@ -579,7 +593,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             if sent is None or message["sequence"] != sent + 1:
                 # not wanted, or already in the snapshot or replay sent: done with it; a gap: the handler resynchronises
                 return sent is None or message["sequence"] <= sent
-            self.state.book_sequences[message["pair"]] = message["sequence"]
+            self.state.book_sent(message["pair"], message["sequence"], message["relayed_at"])
         elif message["type"] == "market.candle" and not self.candle_is_new(message):
             return True  # done with it
         self.state.last_sent = message["relayed_at"]
@@ -606,7 +620,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """What a group wrote directly, noted: when, and the book's last sequence."""
         self.state.last_sent = max(self.state.last_sent, relayed_at)
         if sequence is not None and pair in self.state.book_sequences:
-            self.state.book_sequences[pair] = sequence
+            self.state.book_sent(pair, sequence, relayed_at)
 
     def note_direct_writes(self) -> None:
         """What the groups wrote directly noted, the connection staying in their direct writes."""
@@ -830,10 +844,11 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 logger.exception("WebSocket upkeep failed; retrying at its next turn")
 
     def keep_up(self, now: float, interval: float) -> None:
-        """A heartbeat, handled in order with the stream, when nothing was sent for ``interval`` (what the
-        groups wrote directly noted first)."""
+        """A heartbeat, handled in order with the stream, when nothing was sent for ``interval``, or one of
+        the books was not (its last delta may have been lost: the heartbeat repairs it, whatever the other
+        streams send); what the groups wrote directly noted first."""
         self.note_direct_writes()
-        if now - self.state.last_sent >= interval:
+        if now - self.state.last_sent >= interval or self.state.a_book_quiet_since(now - interval):
             self.queue_heartbeat()
 
     def queue_heartbeat(self) -> None:
@@ -898,6 +913,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         before the connection's own resume stays degraded, since its account group may not be joined
         again yet (events published meanwhile would not reach it)."""
         self.heartbeat_queued = False
+        checked_at = time.monotonic()
+        for pair in self.state.books_checked_at:
+            self.state.books_checked_at[pair] = checked_at
         hub = hub_for(self.channel_layer)
         if hub.interrupted or self.resume_due:
             return await self.send_json({"type": "heartbeat", "sequences": dict(self.state.book_sequences),

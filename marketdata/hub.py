@@ -116,6 +116,7 @@ class StreamHub:
         self.probes_sent = self.probes_back = 0
         self.interrupted = False
         self.watch_task: asyncio.Task | None = None
+        self.leaving: set[asyncio.Task] = set()  # forget's leaves of emptied groups, kept until done
 
     async def start(self) -> None:
         if self.channel is None:
@@ -195,6 +196,31 @@ class StreamHub:
             if not members and self.channel is not None:
                 del self.groups[group]
                 await self.layer.group_discard(group, self.channel)
+
+    def forget(self, member) -> None:
+        """``member`` out of every group at once, without awaiting: a consumer cancelled (Daphne ends one
+        still running after its client has gone) runs no disconnect, and would otherwise be relayed every
+        message of its groups for good. The groups it leaves empty are left at the layer in a task."""
+        member.release_direct()
+        emptied = []
+        for name, members in self.groups.items():
+            if member in members.slow:
+                members.slow.discard(member)
+                if not members:
+                    emptied.append(name)
+        if emptied:
+            self.leaving.add(task := asyncio.get_running_loop().create_task(self.leave_if_empty(emptied)))
+            task.add_done_callback(self.leaving.discard)
+
+    async def leave_if_empty(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                async with self.lock:
+                    if name in self.groups and not self.groups[name] and self.channel is not None:
+                        del self.groups[name]
+                        await self.layer.group_discard(name, self.channel)
+            except Exception:  # the group expires at the layer in the end; until then its messages reach no one
+                logger.warning("could not leave %s", name, exc_info=True)
 
     async def receive(self) -> list[dict]:
         """The next messages for this process's connections: at least one (from Redis, all those waiting)."""

@@ -273,6 +273,40 @@ def test_a_delta_lost_before_a_quiet_spell_is_repaired_before_the_heartbeat(mark
     assert heartbeat["sequences"] == {"BTC-USD": repaired["sequence"]}
 
 
+def test_a_quiet_books_lost_delta_is_repaired_while_another_book_of_the_connection_is_busy(
+        markets, traders, settings, monkeypatch):
+    """The connection's ETH-USD book moves more often than the heartbeat interval: BTC-USD's lost delta is
+    repaired all the same, by a heartbeat due to the BTC-USD book's own quiet."""
+    settings.WS_HEARTBEAT_SECONDS = 0.3
+    alice, _ = traders
+    place_eth = database_sync_to_async(services.place_order)
+
+    async def body():
+        ws, snapshot, _ = await subscribed_to_the_book(alice)
+        await op(ws, op="subscribe", channels=[{"name": "orderbook", "pair": "ETH-USD"}])
+        await receive(ws, "snapshot")
+        monkeypatch.setattr(publishing, "send_batch", lambda result: None)  # committed, never published
+        await place(alice, side="sell", type="limit", price=D("63200"), size=D("1"))
+        monkeypatch.undo()
+        seen, loop = [], asyncio.get_running_loop()
+        deadline = loop.time() + 3
+        for price in range(3000, 2900, -1):  # an ETH-USD delta every few tens of ms
+            await place_eth(alice, OrderRequest(pair="ETH-USD", side="buy", type="limit", price=D(price),
+                                                size=D("0.01")))
+            while not await ws.receive_nothing(timeout=0.01):
+                seen.append(json.loads(await ws.receive_from()))
+            if loop.time() > deadline or any(m.get("pair") == "BTC-USD" for m in seen):
+                break
+        await ws.disconnect()
+        return snapshot, seen
+
+    snapshot, seen = run(body)
+
+    btc = [(m["type"], m["sequence"]) for m in seen if m.get("pair") == "BTC-USD"]
+    assert btc == [("snapshot", snapshot["sequence"] + 1)], btc
+    assert sum(m["type"] == "delta" for m in seen) >= 5  # ETH-USD was busy throughout
+
+
 def test_streams_outlive_the_channel_layers_group_expiry(markets, traders, monkeypatch, settings):
     """Channel layers drop a group member a day after it joined; members renew (here within 0.2 s of
     a 1 s expiry) so a long-lived subscription keeps receiving."""
@@ -363,13 +397,17 @@ def test_an_address_past_its_connections_is_told_and_closed_and_a_closed_one_mak
     assert pong["type"] == "pong"
 
 
-def test_a_cancelled_connection_gives_its_address_its_room_back(markets, settings):
+def test_a_cancelled_connection_gives_its_address_its_room_back_and_leaves_its_groups(markets, settings):
+    from marketdata.hub import hub_for
+
     settings.WS_CONNECTIONS_PER_ADDRESS = 2
 
     async def body():
         gone = await connect("203.0.113.9")
-        await op(gone, op="ping")
-        await receive(gone, "pong")
+        await op(gone, op="subscribe", channels=[{"name": "orderbook", "pair": "BTC-USD"}])
+        await receive(gone, "snapshot")
+        hub = hub_for(get_channel_layer())
+        joined = len(hub.groups["book.BTC-USD"].slow) + len(hub.groups["book.BTC-USD"].direct)
         # As Daphne cancels a consumer still running once its client has left (application_close_timeout,
         # 10 s): by then its read of its channel is long under way (a read cancelled in its first
         # milliseconds is the next test's).
@@ -377,15 +415,18 @@ def test_a_cancelled_connection_gives_its_address_its_room_back(markets, setting
         gone.future.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gone.future
+        await asyncio.sleep(0.1)  # for the group it emptied to be left at the layer
+        still_joined = "book.BTC-USD" in hub.groups
         held = [await connect("203.0.113.9"), await connect("203.0.113.9")]
         pongs = []
         for ws in held:
             await op(ws, op="ping")
             pongs.append((await receive(ws, "pong"))["type"])
             await ws.disconnect()
-        return pongs
+        return joined, still_joined, pongs
 
-    assert run(body) == ["pong", "pong"]
+    # Left in the group, it would be relayed every delta of the book for good.
+    assert run(body) == (1, False, ["pong", "pong"])
 
 
 def test_connections_cancelled_in_their_first_milliseconds_end_and_leave_no_channel_read(markets):
