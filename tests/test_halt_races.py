@@ -84,3 +84,45 @@ def test_a_batch_that_starts_while_a_halt_is_committing_finds_the_market_halted(
     assert Trade.objects.count() == 0  # it waited for the halt's commit, and read the market halted
     assert MatcherCommand.objects.count() == 2  # left for the resume
 
+
+def test_a_grid_change_holds_the_market_from_its_check_to_its_save(funded, btc_usd, monkeypatch):
+    """A batch committing between the admin's check that every live order is on the new grid and the
+    save could leave a remainder off it, which the matcher could not load again: it waits instead."""
+    from trading.admin import MarketForm
+    from trading.models import Order
+
+    monkeypatch.setattr(dispatch, "wake_matcher", lambda pair: None)
+    seller, buyer = funded("seller", BTC="1"), funded("buyer", USD="1000")
+    resting, _ = services.place_order(seller, OrderRequest("BTC-USD", "sell", "limit", price=Decimal(1000),
+                                                           size=Decimal("0.02")))
+    dispatch.matcher_for("BTC-USD").drain()
+    services.place_order(buyer, OrderRequest("BTC-USD", "buy", "market", funds=Decimal(5)))  # 0.005 on the old grid
+    services.set_market_status(btc_usd.pk, Market.Status.CANCEL_ONLY)
+    btc_usd.refresh_from_db()
+    validated, release = threading.Event(), threading.Event()
+
+    def change_the_grid():  # as the admin's change view does: validation and save in one transaction
+        with transaction.atomic():
+            form = MarketForm({"tick_size": "0.01", "lot_size": "0.01", "min_size": "0.01", "min_notional": "1.00",
+                               "pair": "BTC-USD", "base": btc_usd.base_id, "quote": btc_usd.quote_id,
+                               "status": "cancel_only"}, instance=Market.objects.get(pk=btc_usd.pk))
+            assert form.is_valid(), form.errors
+            validated.set()
+            assert release.wait(WAIT)
+            form.save()
+
+    changing = in_thread(change_the_grid)
+    assert validated.wait(WAIT)
+    batch = in_thread(lambda: dispatch.matcher_for("BTC-USD").drain())
+    batch.join(1.5)
+    waited_for_the_change = batch.is_alive()
+    release.set()
+    changing.join(WAIT)
+    batch.join(WAIT)
+
+    assert waited_for_the_change
+    resting.refresh_from_db()
+    # Matched on the new grid: 5 USD buys no whole lot of 0.01 at 1,000, and nothing is left off it.
+    assert (resting.status, resting.filled_size) == (Order.Status.OPEN, Decimal(0))
+    assert Trade.objects.count() == 0 and not MatcherCommand.objects.exists()
+

@@ -3,8 +3,9 @@ from decimal import Decimal
 from importlib import import_module
 from types import SimpleNamespace
 
+import pytest
 from django.apps import apps as django_apps
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F
 
 from trading.audit import audit
@@ -138,6 +139,26 @@ def test_the_matcher_follows_a_grid_change_at_its_next_batch(alice, bob, btc_usd
     assert list(Trade.objects.order_by("id").values_list("price", "size")) == [
         (D("63000.055"), D("0.01")), (D("63000.05"), D("0.005"))]
     assert MatcherCommand.objects.count() == 0
+
+
+def test_a_batch_matched_before_a_grid_change_is_not_written_after_it(alice, bob, btc_usd, trade):
+    """Pipelined, a batch is matched while the one before it is written: an operator's grid change may
+    commit in between. Written, its remainders would be on the old grid, where the book cannot load them."""
+    from trading import dispatch, services
+    from trading.orders import OrderRequest
+    from trading.pipeline import StaleBook
+
+    trade(alice, side="sell", type="limit", price=D("63000"), size=D("0.02"))
+    matcher = dispatch.matcher_for("BTC-USD")
+    placed = services.place_order(bob, OrderRequest("BTC-USD", "buy", "limit", price=D("63000"), size=D("0.005")))
+    with transaction.atomic():
+        state = matcher.lock_book()
+        matched = matcher.match(matcher.queued_commands(state.market_id))
+    Market.objects.filter(pk=btc_usd.pk).update(lot_size=D("0.01"))  # committed before the write locks the state
+
+    with pytest.raises(StaleBook), transaction.atomic():
+        matcher.write(matched, matcher.lock_state())
+    assert Trade.objects.count() == 0 and MatcherCommand.objects.filter(order=placed[0]).exists()
 
 
 def candles(market) -> list[tuple]:

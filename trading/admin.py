@@ -5,6 +5,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, Min, OuterRef, Subquery
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -54,6 +55,10 @@ class MarketForm(forms.ModelForm):
             if market.status == Market.Status.ONLINE:
                 # Online, an order could be accepted on the old grid between this check and the save.
                 raise forms.ValidationError("Set the market to cancel only (or halt it) before changing its grid.")
+            if transaction.get_connection().in_atomic_block:  # the admin's change view: one transaction to the save
+                # The market row locked to the save's commit: a batch in flight commits first (it holds the row),
+                # and none commits between this check and the save, which could leave a remainder off the new grid.
+                Market.objects.select_for_update().get(pk=market.pk)
             off_grid = off_grid_orders(market, tick, lot)
             if off_grid:
                 raise forms.ValidationError(

@@ -360,6 +360,8 @@ class PairMatcher:
         on commit."""
         if state.batches != matched.number - 1:
             raise StaleBook(f"{self.pair}: batch {matched.number} would follow batch {state.batches}")
+        if state.grid != grid(self.market):  # matched on the grid an operator has changed since (pipelined)
+            raise StaleBook(f"{self.pair}: batch {matched.number} was matched on the grid before {state.grid}")
         started = time.perf_counter()
         store().execute(matched.statements)
         transaction.on_commit(lambda: self.announce(matched.result, started))
