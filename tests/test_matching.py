@@ -73,8 +73,8 @@ def test_the_audit_names_a_trade_not_settled_by_its_two_fills(alice, bob, trade)
                                   taker_order=paid.taker_order, executed_at=paid.executed_at, batch=paid.batch)
     Candle.objects.update(trades=F("trades") + 1, volume=F("volume") + paid.size,
                           quote_volume=F("quote_volume") + paid.quote_amount)  # the candles agree with it
-    assert audit() == [f"trade {unpaid.pk}: its fills are not one of its maker's and one of its taker's, of its "
-                       "price and size (0 fills)"]
+    assert audit() == [(f"trade {unpaid.pk}: its fills are not one of its maker's and one of its taker's, of its "
+                        "price and size (0 fills)")]
 
     Trade.objects.filter(pk=unpaid.pk).delete()
     Candle.objects.update(trades=F("trades") - 1, volume=F("volume") - paid.size,
