@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.db import transaction
 
 from accounts import keys
+from accounts.forms import refuse_invisible_characters
 from accounts.models import Account, ApiKey, RateTier
 from accounts.passwords import AdminLogInForm
 from accounts.services import DEFAULT_TIER_NAME
@@ -85,6 +86,10 @@ class ApiKeyAdminForm(forms.ModelForm):
         model = ApiKey
         fields = ["label", "scope", "ip_allowlist", "drift_tolerance_ms"]
 
+    def clean_label(self) -> str:
+        refuse_invisible_characters(self.cleaned_data["label"])
+        return self.cleaned_data["label"]
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.initial["ip_allowlist"] = "\n".join(self.instance.ip_allowlist or [])
@@ -114,6 +119,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # keys are created where their secret can be shown once: the account pages
+
+    def has_change_permission(self, request, obj=None):
+        # A revoked key stays revoked: there is nothing left to change (its page is shown, read only).
+        return super().has_change_permission(request, obj) and not (obj is not None and obj.revoked_at)
+
+    def save_model(self, request, obj, form, change):
+        # The form's fields only: the row as read when the page was posted must not write back a revocation,
+        # a use or a rotated secret committed meanwhile (a revoked key would work again).
+        obj.save(update_fields=ApiKeyAdminForm.Meta.fields)
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):

@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from accounts.models import ApiKey
 from accounts.passwords import password_is_right
 from exchange.errors import ExchangeError, InvalidFields
+from exchange.fields import has_control_character
 
 SCOPE_HELP = {
     ApiKey.Scope.READ_ONLY: "GET endpoints only: balances, orders, fills. Cannot place or cancel orders.",
@@ -19,6 +20,16 @@ SCOPE_HELP = {
         "Trade, plus withdrawals. Needs an IP allowlist, and your password to create or change."
     ),
 }
+
+
+# Bidirectional overrides and isolates: they reorder the text shown after them (the key list, the admin's history).
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def refuse_invisible_characters(text: str) -> None:
+    """A label is shown back to people: no control character, and nothing that reorders what follows it."""
+    if has_control_character(text) or BIDI_CONTROLS.search(text):
+        raise forms.ValidationError("No control or text-direction characters.")
 
 
 class SignUpForm(UserCreationForm):
@@ -34,7 +45,8 @@ class SignUpForm(UserCreationForm):
 class ApiKeyForm(forms.Form):
     """Create or change a key. The password is asked again whenever the key will be able to withdraw."""
 
-    label = forms.CharField(max_length=80, help_text="A name for you, e.g. the bot that uses the key.")
+    label = forms.CharField(max_length=80, validators=[refuse_invisible_characters],
+                            help_text="A name for you, e.g. the bot that uses the key.")
     scope = forms.ChoiceField(
         choices=[
             (scope.value, format_html("<strong>{}</strong> <code>{}</code><br><small>{}</small>",

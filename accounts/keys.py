@@ -23,7 +23,11 @@ def public_id_prefix() -> str:
 
 
 def normalize_allowlist(entries: list[str]) -> list[str]:
-    """Each entry an IPv4/IPv6 address or CIDR range, in canonical form; INVALID_REQUEST otherwise."""
+    """Each entry an IPv4/IPv6 address or CIDR range, in canonical form, at most MAX_ALLOWLIST_ENTRIES;
+    INVALID_REQUEST otherwise."""
+    if len(entries) > MAX_ALLOWLIST_ENTRIES:
+        message = f"At most {MAX_ALLOWLIST_ENTRIES} addresses or ranges: use a CIDR range for a block."
+        raise InvalidFields({"ip_allowlist": [message]}, message)
     networks, bad = [], []
     for entry in entries:
         try:
@@ -36,6 +40,8 @@ def normalize_allowlist(entries: list[str]) -> list[str]:
     return sorted(set(networks), key=networks.index)
 
 
+# Checked against each signed request from outside it, entry by entry (Binance allows 30 a key).
+MAX_ALLOWLIST_ENTRIES = 100
 # The widest range a key that can withdraw may allow: an allowlist of 0.0.0.0/0 is none at all.
 WITHDRAW_PREFIX = {4: 8, 6: 32}
 

@@ -13,7 +13,10 @@ MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 def parse_network(entry: str) -> Network:
     """An address or CIDR range (ValueError if it is neither); IPv4-mapped IPv6 (::ffff:10.0.0.0/104) as
-    the IPv4 range it is, as parse_address takes such an address: else it could never match."""
+    the IPv4 range it is, as parse_address takes such an address: else it could never match. An IPv6 zone
+    (fe80::1%eth0) names an interface of the host that wrote it, nothing a remote client has: refused."""
+    if "%" in entry:
+        raise ValueError(f"{entry!r} has an IPv6 zone")
     network = ipaddress.ip_network(entry, strict=False)
     if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 and network.subnet_of(MAPPED):
         return ipaddress.IPv4Network((network.network_address.ipv4_mapped, network.prefixlen - 96))

@@ -282,6 +282,36 @@ def test_operator_rescopes_a_key_and_revokes_in_bulk(admin_client, make_account)
     assert ApiKey.objects.count() == 2
 
 
+def test_an_operators_save_racing_the_holders_revocation_leaves_the_key_revoked(admin_client, make_account,
+                                                                               monkeypatch):
+    from accounts.admin import ApiKeyAdmin
+    from accounts.keys import revoke_api_keys
+
+    key, _ = create_api_key(make_account(), label="x", scope="trade", ip_allowlist=[])
+    read = ApiKeyAdmin.get_object
+
+    def read_then_the_holder_revokes(self, request, object_id, from_field=None):
+        found = read(self, request, object_id, from_field)
+        if request.method == "POST":  # the holder revokes the key on the account page meanwhile
+            revoke_api_keys(ApiKey.objects.filter(pk=found.pk))
+        return found
+
+    monkeypatch.setattr(ApiKeyAdmin, "get_object", read_then_the_holder_revokes)
+    saved = admin_client.post(f"/admin/accounts/apikey/{key.pk}/change/", {
+        "label": "renamed", "scope": "trade", "ip_allowlist": "", "drift_tolerance_ms": "5000"})
+    monkeypatch.undo()
+
+    assert saved.status_code == 302
+    key.refresh_from_db()
+    assert key.revoked_at is not None and key.label == "renamed"
+    # Revoked, nothing of it can be changed any more.
+    again = admin_client.post(f"/admin/accounts/apikey/{key.pk}/change/", {
+        "label": "again", "scope": "read_only", "ip_allowlist": "", "drift_tolerance_ms": "5000"})
+    key.refresh_from_db()
+    assert again.status_code == 403 and (key.label, key.scope) == ("renamed", "trade")
+    assert admin_client.get(f"/admin/accounts/apikey/{key.pk}/change/").status_code == 200  # shown, read only
+
+
 def test_operator_sets_an_account_tier(admin_client, make_account):
     from accounts.models import RateTier
 

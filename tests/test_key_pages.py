@@ -291,6 +291,21 @@ def test_bad_allowlist_entry_is_a_field_error_and_changes_nothing(holder):
     assert form_errors(created, "ip_allowlist") and ApiKey.objects.count() == 1
 
 
+@pytest.mark.parametrize("fields, field", [
+    ({"label": "bot\x1b[31m"}, "label"),  # a terminal escape
+    ({"label": "bot\u202egnp.exe"}, "label"),  # a right-to-left override: shown as "bot" + "exe.png"
+    ({"ip_allowlist": "fe80::1%eth0"}, "ip_allowlist"),  # an IPv6 zone: an interface of the host that wrote it
+    ({"ip_allowlist": "\n".join(f"192.0.2.{n}" for n in range(101))}, "ip_allowlist"),  # past the 100 entries
+])
+def test_a_key_refuses_labels_that_hide_text_zoned_addresses_and_overlong_allowlists(holder, fields, field):
+    account, client = holder
+
+    response = client.post(NEW_KEY, key_fields(**fields))
+
+    assert response.status_code == 200 and form_errors(response, field)
+    assert not ApiKey.objects.filter(account=account).exists()
+
+
 def test_an_account_holds_at_most_its_cap_of_live_keys(holder, make_account):
     """Each key has its own rate budget: more keys must not mean an unbounded budget."""
     account, client = holder
