@@ -5,7 +5,8 @@ no bucket is negative; every journal sums to zero per asset; each bucket of each
 sum of its ledger entries; each locked balance equals what holds it (its live orders' holds, and
 what the apps above register with ``register_holds``: withdrawals awaiting payout, earn
 subscriptions); each matcher batch's settlement journal moves exactly what its
-fills say, so every trade is settled once; every trade and fill names existing rows, and each
+fills say, and each trade has exactly its maker's and its taker's fill of its price and size, so every
+trade is settled once; every trade and fill names existing rows, and each
 order's filled size equals its fills; the book is not crossed and equals the resting orders; the
 per-minute candles add up to the trades; and what the apps above register with ``register_check``
 (each money movement record has its journal).
