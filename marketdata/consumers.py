@@ -45,7 +45,7 @@ from exchange.request_ids import new_request_id
 from marketdata import replay, services, streams
 from marketdata.account_events import AccountEvents
 from marketdata.candles import INTERVALS, latest_candle
-from marketdata.hub import GROUP_REFRESH_SECONDS, hub_for, layer_call
+from marketdata.hub import GROUP_REFRESH_SECONDS, end_if_cancelled, hub_for, layer_call
 from marketdata.transport import (STATE_OPEN, close_when_read, notify_writes, pending_output_bytes, protocol_of,
                                   refuse_oversized_with_a_close, takes_frames, write_frame)
 from trading.markets import RECENT_MARKET_SECONDS, access_market
@@ -257,7 +257,9 @@ class StreamConsumer(AsyncWebsocketConsumer):
         failing = False
         while True:
             try:
-                return await self.channel_layer.receive(self.channel_name)
+                message = await self.channel_layer.receive(self.channel_name)
+                end_if_cancelled()
+                return message
             except Exception:
                 if asyncio.current_task().cancelling():
                     raise  # channels_redis can turn a cancellation into another error: it must still end this

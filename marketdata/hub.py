@@ -238,6 +238,7 @@ class StreamHub:
                 self.interrupt(f"the stream relay could not receive: {error!r}")
                 await asyncio.sleep(RECEIVE_RETRY_SECONDS)
                 continue
+            end_if_cancelled()
             # Each connection is written once for all the messages read together: one send for several.
             due = [] if len(messages) > 1 else None
             for message in messages:
@@ -358,6 +359,13 @@ async def layer_call(call, *args):
         return await asyncio.wait_for(call(*args), LAYER_CALL_SECONDS)
 
 
+def end_if_cancelled() -> None:
+    """A read that returned although its task was cancelled ends here: on Python 3.11 redis-py can lose a
+    cancellation (see consumers.StreamConsumer.stop_reading), and a loop that reads again would never end."""
+    if asyncio.current_task().cancelling():
+        raise asyncio.CancelledError
+
+
 class RedisReader:
     """Reads the hub's channel of a channels_redis layer itself: after each message (BZPOPMIN) whatever
     arrived meanwhile, in one ZPOPMIN. The layer's own receive takes one message a time through four
@@ -376,6 +384,7 @@ class RedisReader:
         connection = self.layer.connection(self.index)
         popped = await connection.zpopmin(self.key, self.BATCH)
         while not popped:
+            end_if_cancelled()
             found = await connection.bzpopmin(self.key, timeout=self.layer.brpop_timeout)
             popped = [found[1:]] if found is not None else []
         messages = []

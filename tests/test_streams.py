@@ -458,6 +458,33 @@ def test_connections_cancelled_in_their_first_milliseconds_end_and_leave_no_chan
     assert not any(tasks_left), tasks_left
 
 
+def test_the_hubs_relay_ends_when_a_read_returns_after_losing_its_cancellation():
+    """redis-py on Python 3.11 can swallow a cancellation and return: the relay, which reads again and again,
+    must still end (it is cancelled when its event loop closes)."""
+    from marketdata.hub import StreamHub
+
+    async def body():
+        hub = StreamHub(layer=None)
+
+        async def read_that_loses_its_cancellation():
+            with contextlib.suppress(asyncio.CancelledError):  # as asyncio.wait_for may, on Python 3.11
+                await asyncio.sleep(10)
+            return []
+
+        hub.receive = read_that_loses_its_cancellation
+        relay = asyncio.create_task(hub.relay())
+        await asyncio.sleep(0.01)
+        relay.cancel()
+        done, _ = await asyncio.wait([relay], timeout=2)
+        return bool(done) and relay.cancelled()
+
+    loop = asyncio.new_event_loop()  # not asyncio.run: its clean-up would wait for a relay that never ends
+    try:
+        assert loop.run_until_complete(body())
+    finally:
+        loop.close()
+
+
 def test_a_gap_in_the_stream_makes_the_server_resynchronise(markets, traders):
     alice, _ = traders
 
