@@ -1,8 +1,11 @@
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+
+from exchange.ratelimit import MAX_REQUEST_WEIGHT
 
 FEE_RATE = {"max_digits": 10, "decimal_places": 8}
 
@@ -11,7 +14,11 @@ class RateTier(models.Model):
     """A rate-limit budget and fee schedule; operators edit these rows in the admin."""
 
     name = models.CharField(max_length=50, unique=True)
-    weight_per_minute = models.PositiveIntegerField(default=1200, help_text="Request weight allowed per sliding minute.")
+    weight_per_minute = models.PositiveIntegerField(
+        default=1200, validators=[MinValueValidator(MAX_REQUEST_WEIGHT)],
+        help_text=f"Request weight allowed per sliding minute; at least {MAX_REQUEST_WEIGHT}, the heaviest request's "
+                  "(a batch of that many orders), which a smaller budget would refuse every minute.",
+    )
     maker_fee_rate = models.DecimalField(**FEE_RATE, default=Decimal("0.001"), help_text="0.001 = 0.1 %")
     taker_fee_rate = models.DecimalField(**FEE_RATE, default=Decimal("0.002"), help_text="0.002 = 0.2 %")
     min_30d_volume = models.DecimalField(

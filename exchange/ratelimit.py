@@ -26,6 +26,11 @@ from exchange.errors import OUTAGE_ERRORS, ErrorCode, error_body, error_json_res
 from exchange.net import budget_address, client_address
 
 
+# The heaviest request: a batch of 20 orders or cancels (trading.batch.MAX_ITEMS), one weight per item. A
+# budget smaller than this would refuse such a request in every window, so no tier may have one.
+MAX_REQUEST_WEIGHT = 20
+
+
 def window_seconds() -> int:
     return settings.RATE_LIMIT_WINDOW_SECONDS
 

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Permission
 from accounts.keys import create_api_key
 from accounts.models import Account, ApiKey, RateTier
 from accounts.services import open_account
+from exchange.ratelimit import MAX_REQUEST_WEIGHT
 from trading import dispatch, services
 from trading.models import LedgerEntry, Market, Order
 
@@ -227,6 +228,25 @@ def test_the_default_tier_keeps_its_name_as_new_accounts_are_opened_on_it(admin_
     renamed = admin_client.post(f"/admin/accounts/ratetier/{other['id']}/change/", {
         **{name: "" if other[name] is None else other[name] for name in fields}, "name": "renamed"})
     assert renamed.status_code == 302 and RateTier.objects.get(pk=other["id"]).name == "renamed"
+
+
+def test_a_tier_whose_budget_cannot_fit_the_heaviest_request_is_refused(admin_client, markets):
+    retail = RateTier.objects.get(name="retail")
+    fields = {"name": retail.name, "maker_fee_rate": retail.maker_fee_rate, "taker_fee_rate": retail.taker_fee_rate,
+              "min_30d_volume": retail.min_30d_volume}
+    before = list(RateTier.objects.values())
+
+    refused = admin_client.post(f"/admin/accounts/ratetier/{retail.pk}/change/",
+                                {**fields, "weight_per_minute": MAX_REQUEST_WEIGHT - 1})
+    added = admin_client.post("/admin/accounts/ratetier/add/", {**fields, "name": "tiny", "min_30d_volume": "",
+                                                                 "weight_per_minute": 5})
+
+    assert refused.status_code == added.status_code == 200  # the form again, with the error
+    assert f"greater than or equal to {MAX_REQUEST_WEIGHT}".encode() in refused.content
+    assert list(RateTier.objects.values()) == before
+    accepted = admin_client.post(f"/admin/accounts/ratetier/{retail.pk}/change/",
+                                 {**fields, "weight_per_minute": MAX_REQUEST_WEIGHT})
+    assert accepted.status_code == 302 and RateTier.objects.get(pk=retail.pk).weight_per_minute == MAX_REQUEST_WEIGHT
 
 
 def test_ledger_entries_and_balances_are_read_only_in_admin(admin_client, make_account, fund):

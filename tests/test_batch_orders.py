@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from trading import dispatch
+from exchange.ratelimit import MAX_REQUEST_WEIGHT
+from trading import batch, dispatch
 from trading.models import MatcherCommand, Order
 
 from .conftest import balance_of, ledger_snapshot
@@ -150,6 +151,21 @@ def test_a_batch_weighs_one_per_order_and_needs_the_trade_scope(alice, make_key)
     assert first["X-RateLimit-Remaining"] == str(1200 - 3)
     assert_error(refused, 403, "INSUFFICIENT_SCOPE")
     assert Order.objects.count() == 3
+
+
+def test_a_full_batch_fits_the_smallest_budget_a_tier_may_have(alice, make_key):
+    alice.rate_tier.weight_per_minute = MAX_REQUEST_WEIGHT
+    alice.rate_tier.full_clean()  # the least the admin's form takes
+    alice.rate_tier.save()
+    bot = make_key(alice)
+
+    first = bot.post(BATCH, {"orders": [buy(str(50000 + i)) for i in range(batch.MAX_ITEMS)]})
+    second = bot.post(BATCH, {"orders": [buy("49000")]})
+
+    assert [item["status"] for item in results(first)] == [201] * batch.MAX_ITEMS
+    assert first["X-RateLimit-Remaining"] == "0"
+    assert_error(second, 429, "RATE_LIMITED")
+    assert Order.objects.count() == batch.MAX_ITEMS
 
 
 def test_a_batch_body_that_is_not_json_weighs_one_and_is_refused(alice, make_key):

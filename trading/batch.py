@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 
 from exchange.errors import ExchangeError, OrderNotFound
+from exchange.ratelimit import MAX_REQUEST_WEIGHT
 from trading import ledger, services
 from trading.backends import store
 from trading.markets import access_market
 from trading.models import Balance, Order, Side, Wallet
 from trading.orders import OrderRequest
 
-MAX_ITEMS = 20
+MAX_ITEMS = MAX_REQUEST_WEIGHT  # one weight an item: the heaviest request a tier's budget must fit
 
 
 @dataclass
