@@ -257,6 +257,10 @@ def test_operators_fund_the_interest_account_with_a_command(markets):
         call_command("fund_interest_account", "USD", "1.001", "--memo", "too fine", stdout=StringIO())
     with pytest.raises(CommandError, match="--by takes at most 103 characters"):
         call_command("fund_interest_account", "USD", "1", "--memo", "x", "--by", "b" * 104, stdout=StringIO())
+    for memo in ("m" * 201, " "):  # the column takes 200: past it PostgreSQL refused with a traceback
+        with pytest.raises(CommandError, match="--memo says why, in 1 to 200 characters"):
+            call_command("fund_interest_account", "USD", "1", "--memo", memo, stdout=StringIO())
+    assert LedgerEntry.objects.filter(account=interest_account()).count() == 1
     assert audit() == []
 
 

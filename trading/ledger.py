@@ -69,6 +69,7 @@ def check_journal(journal: Journal) -> None:
 
 
 REFERENCE_LENGTH = LedgerEntry._meta.get_field("reference").max_length
+MEMO_LENGTH = LedgerEntry._meta.get_field("memo").max_length
 
 BalanceKey = tuple[int, int, str]  # (account_id, asset_id, wallet)
 

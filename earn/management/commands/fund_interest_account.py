@@ -25,6 +25,8 @@ class Command(BaseCommand):
         prefix = "interest_funding:"
         if len(prefix + by) > ledger.REFERENCE_LENGTH:
             raise CommandError(f"--by takes at most {ledger.REFERENCE_LENGTH - len(prefix)} characters.")
+        if not memo.strip() or len(memo) > ledger.MEMO_LENGTH:
+            raise CommandError(f"--memo says why, in 1 to {ledger.MEMO_LENGTH} characters.")
         try:
             check_amount(asset, amount)
             ledger.adjust_balance(account_id=account.pk, asset_id=asset.pk, amount=amount, reference=prefix + by,
