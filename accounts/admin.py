@@ -22,6 +22,11 @@ class RateTierAdmin(admin.ModelAdmin):
         # New accounts are opened on the default tier, found by its name.
         return ("name",) if obj is not None and obj.name == DEFAULT_TIER_NAME else ()
 
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.name == DEFAULT_TIER_NAME:
+            return False  # without it no account could be opened (nor the markets' fees shown)
+        return super().has_delete_permission(request, obj)
+
 
 class AccountAdminForm(forms.ModelForm):
     """``kind`` is read-only here, and Django checks no constraint over a field its form leaves out: the
@@ -45,8 +50,12 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ("kind", "verified", "rate_tier")
     search_fields = ("id", "user__username", "user__email")
     autocomplete_fields = ("user",)
-    readonly_fields = ("kind", "created_at")
     actions = ("verify_accounts", "unverify_accounts")
+
+    def get_readonly_fields(self, request, obj=None):
+        # An account's balances, orders and keys are its user's: another user is never given them here
+        # (value moves between people only through the ledger).
+        return ("kind", "created_at", *(("user",) if obj is not None else ()))
 
     @admin.action(description="Verify selected accounts", permissions=["change"])
     def verify_accounts(self, request, queryset):

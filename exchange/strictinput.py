@@ -1,5 +1,8 @@
 """Refuses, in every /v1/ request and before any view reads them, control characters in the path and
-query, and query parameters the operation does not take (exchange/queries.py)."""
+query, and query parameters the operation does not take (exchange/queries.py); on the pages, a NUL in the
+path or query."""
+
+from django.http import HttpResponseBadRequest
 
 from exchange.errors import InvalidParameter, InvalidRequest, error_json_response
 from exchange.fields import has_control_character
@@ -9,7 +12,8 @@ from exchange.queries import check_names, declared_query, parameter_names, serve
 class RefuseControlCharactersMiddleware:
     """A NUL, newline, DEL or other control character in a path is refused with ``400 INVALID_REQUEST``,
     in a query parameter with ``400 INVALID_PARAMETER`` naming it: no identifier or number holds one,
-    and PostgreSQL cannot store NUL in text (a query with one fails)."""
+    and PostgreSQL cannot store NUL in text (a query with one fails). The pages (the admin's filters, say)
+    get a plain 400 for a NUL: their forms refuse one in a body already."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -21,6 +25,8 @@ class RefuseControlCharactersMiddleware:
             for name, values in request.GET.lists():
                 if has_control_character(name) or any(has_control_character(value) for value in values):
                     return error_json_response(InvalidParameter(name, "Holds a control character."))
+        elif "\x00" in request.path or "%00" in request.META.get("QUERY_STRING", ""):  # the query as sent
+            return HttpResponseBadRequest("A NUL character in the address.", content_type="text/plain")
         return self.get_response(request)
 
 

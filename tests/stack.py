@@ -122,6 +122,7 @@ class Stack:
         """``manage.py create_trader`` for each username, in one process: each one's account_id, key and secret;
         ``allow``: the keys' IP allowlist (a key that can withdraw needs one)."""
         args = [*[f"--deposit={d}" for d in deposits], "--scope", scope, *(["--verified"] if verified else []),
+                "--outside-sandbox",
                 *[f"--allow={network}" for network in allow]]
         code = ("import io, json\nfrom django.core.management import call_command\nkeys = []\n"
                 f"for username in {usernames!r}:\n"

@@ -4,13 +4,15 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.db import IntegrityError, transaction
 
 from accounts.keys import create_api_key
 from accounts.models import Account, ApiKey, RateTier
 from accounts.services import open_account
 from exchange.ratelimit import MAX_REQUEST_WEIGHT
 from trading import dispatch, services
-from trading.models import LedgerEntry, Market, Order
+from trading.models import Asset, LedgerEntry, Market, Order
+from wallets.models import AssetWalletSettings
 
 from .conftest import balance_of, ledger_snapshot
 
@@ -94,19 +96,32 @@ def test_the_verify_action_works_on_a_searched_list(admin_client, make_account):
     assert account.verified
 
 
-@pytest.mark.parametrize("kind,user", [("user", False), ("fee", True)])
-def test_an_account_given_a_user_it_cannot_have_is_a_form_error(admin_client, make_account, markets, kind, user):
+@pytest.mark.parametrize("kind", ["user", "fee"])
+def test_an_accounts_user_is_never_changed_in_the_admin(admin_client, make_account, fund, markets, kind):
+    """Its balances, orders and keys would go with it, to someone else, with no ledger entry."""
     account = make_account() if kind == "user" else Account.objects.get(kind=kind)
-    before = account.user_id
-    given = get_user_model().objects.create_user("someone").pk if user else ""
+    fund(account, "BTC", "10")
+    before, entries = account.user_id, ledger_snapshot()
 
-    response = admin_client.post(f"/admin/accounts/account/{account.pk}/change/",
-                                 {"user": given, "verified": "", "rate_tier": account.rate_tier_id})
+    page = admin_client.get(f"/admin/accounts/account/{account.pk}/change/")
+    response = admin_client.post(f"/admin/accounts/account/{account.pk}/change/", {
+        "user": get_user_model().objects.create_user("mallory").pk, "verified": "", "rate_tier": account.rate_tier_id})
+
+    assert page.status_code == 200 and b'name="user"' not in page.content
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.user_id == before and ledger_snapshot() == entries
+
+
+def test_an_account_added_without_a_user_is_a_form_error(admin_client, markets):
+    count = Account.objects.count()
+
+    response = admin_client.post("/admin/accounts/account/add/", {
+        "user": "", "verified": "", "rate_tier": RateTier.objects.get(name="retail").pk})
 
     assert response.status_code == 200
     assert "A user account has a user; the fee and interest accounts have none." in response.content.decode()
-    account.refresh_from_db()
-    assert account.user_id == before
+    assert Account.objects.count() == count
 
 
 @pytest.mark.parametrize("kind", ["fee", "interest"])
@@ -247,6 +262,68 @@ def test_a_tier_whose_budget_cannot_fit_the_heaviest_request_is_refused(admin_cl
     accepted = admin_client.post(f"/admin/accounts/ratetier/{retail.pk}/change/",
                                  {**fields, "weight_per_minute": MAX_REQUEST_WEIGHT})
     assert accepted.status_code == 302 and RateTier.objects.get(pk=retail.pk).weight_per_minute == MAX_REQUEST_WEIGHT
+
+
+def asset_form(asset: Asset, **fields) -> dict:
+    return {"symbol": asset.symbol, "name": asset.name, "precision": asset.precision,
+            "circulating_supply": asset.circulating_supply or "", **fields}
+
+
+def test_an_asset_keeps_its_symbol_and_its_places_fit_what_amounts_store(admin_client, api, markets, make_account,
+                                                                          fund, make_key):
+    account = make_account()
+    fund(account, "BTC", "1.5")
+    btc = Asset.objects.get(symbol="BTC")
+    pairs = sorted(Market.objects.values_list("pair", "base__symbol", "quote__symbol"))
+
+    too_fine = admin_client.post(f"/admin/trading/asset/{btc.pk}/change/", asset_form(btc, precision=19))
+    renamed = admin_client.post(f"/admin/trading/asset/{btc.pk}/change/", asset_form(btc, symbol="XBT", name="Bitcoin"))
+
+    assert too_fine.status_code == 200 and b"less than or equal to 18" in too_fine.content
+    assert renamed.status_code == 302  # the name changed; the symbol is read-only
+    assert Asset.objects.values_list("symbol", "name", "precision").get(pk=btc.pk) == ("BTC", "Bitcoin", btc.precision)
+    assert sorted(Market.objects.values_list("pair", "base__symbol", "quote__symbol")) == pairs
+    assert make_key(account, scope="read_only").get("/v1/account/balances").status_code == 200
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Asset.objects.filter(pk=btc.pk).update(precision=19)  # the database holds the rule too
+    added = admin_client.post("/admin/trading/asset/add/", {"symbol": "SOL", "name": "Solana", "precision": 9,
+                                                            "circulating_supply": ""})
+    assert added.status_code == 302 and Asset.objects.filter(symbol="SOL", precision=9).exists()
+
+
+def test_an_assets_wallet_settings_cannot_be_moved_onto_another_asset(admin_client, markets):
+    usd, btc = Asset.objects.get(symbol="USD"), Asset.objects.get(symbol="BTC")
+    AssetWalletSettings.objects.create(asset=btc, withdraw_fee=Decimal("0.0005"))
+    AssetWalletSettings.objects.create(asset=usd, withdraw_fee=Decimal(5), withdraw_minimum=Decimal(10))
+
+    response = admin_client.post(f"/admin/wallets/assetwalletsettings/{usd.pk}/change/", {
+        "asset": btc.pk, "deposit_enabled": "on", "withdraw_enabled": "on", "withdraw_minimum": "10",
+        "withdraw_fee": "6", "daily_withdrawal_limit": ""})
+
+    assert response.status_code == 302
+    assert AssetWalletSettings.objects.get(asset=btc).withdraw_fee == Decimal("0.0005")
+    assert AssetWalletSettings.objects.get(asset=usd).withdraw_fee == 6  # the row it was opened on
+
+
+def test_the_default_tier_cannot_be_deleted(admin_client, api, markets):
+    retail = RateTier.objects.get(name="retail")
+    other = RateTier.objects.exclude(pk=retail.pk).first()
+    Account.objects.filter(rate_tier=retail).update(rate_tier=other)  # nothing on it to protect it
+
+    one = admin_client.post(f"/admin/accounts/ratetier/{retail.pk}/delete/", {"post": "yes"})
+    selected = admin_client.post("/admin/accounts/ratetier/", {"action": "delete_selected", "post": "yes",
+                                                               "_selected_action": [str(retail.pk)]})
+
+    assert one.status_code == selected.status_code == 403
+    assert RateTier.objects.filter(name="retail").exists() and api.get("/v1/markets").status_code == 200
+
+
+@pytest.mark.parametrize("path,parameter", [("accounts/account", "kind__exact"), ("trading/ledgerentry", "reason__exact"),
+                                            ("wallets/withdrawal", "status__exact"), ("trading/market", "q")])
+def test_a_nul_in_an_admin_address_is_a_bad_request_not_a_server_error(admin_client, markets, path, parameter):
+    response = admin_client.get(f"/admin/{path}/", {parameter: "a\x00b"})
+
+    assert response.status_code == 400 and response.content == b"A NUL character in the address."
 
 
 def test_ledger_entries_and_balances_are_read_only_in_admin(admin_client, make_account, fund):

@@ -16,8 +16,9 @@ from .signing import SignedClient
 
 
 def create_trader(*args: str) -> str:
+    """The command as a test stack runs it, on the production settings of the tests."""
     out = StringIO()
-    call_command("create_trader", *args, stdout=out)
+    call_command("create_trader", *args, "--outside-sandbox", stdout=out)
     return out.getvalue()
 
 
@@ -54,6 +55,7 @@ def test_unknown_asset_creates_nothing(markets):
     (["--deposit", "USD=abc"], "plain decimal"),
     (["--deposit", "USD=1.5e3"], "plain decimal"),
     (["--deposit", "USD=-5"], "greater than zero"),
+    (["--deposit", "USD=0.001"], "USD has 2 decimal places"),
     (["--allow", "not-an-ip"], "ip_allowlist"),
 ])
 def test_bad_arguments_are_the_commands_errors_and_create_nothing(markets, args, message):
@@ -61,3 +63,15 @@ def test_bad_arguments_are_the_commands_errors_and_create_nothing(markets, args,
         create_trader("zed", *args)
 
     assert not ApiKey.objects.exists() and not LedgerEntry.objects.filter(account__user__username="zed").exists()
+
+
+def test_outside_the_sandbox_it_runs_only_when_told(markets, settings):
+    settings.EXCHANGE_ENVIRONMENT = "production"
+    with pytest.raises(CommandError, match="runs in the sandbox"):
+        call_command("create_trader", "mallory", "--deposit", "USD=1000000", stdout=StringIO())
+
+    assert not ApiKey.objects.exists() and not LedgerEntry.objects.filter(account__user__username="mallory").exists()
+    settings.EXCHANGE_ENVIRONMENT = "sandbox"
+    out = StringIO()
+    call_command("create_trader", "sandy", "--deposit", "USD=10", stdout=out)
+    assert ApiKey.objects.get(public_id=json.loads(out.getvalue())["key"]).public_id.startswith("hkt_test_")

@@ -93,7 +93,7 @@ def test_product_page_quick_start_curl_places_the_order(tmp_path):
                       EXCHANGE_ENVIRONMENT="production")  # no simulated traders to fill the order
     with running(["bin/run-local"], {**env, **clock}, tmp_path / "server.log", ready_url=f"{base}/v1/time"):
         created = subprocess.run(
-            [sys.executable, "manage.py", "create_trader", "quickstart", "--deposit", "USD=1000"],
+            [sys.executable, "manage.py", "create_trader", "quickstart", "--deposit", "USD=1000", "--outside-sandbox"],
             cwd=ROOT, env=env, capture_output=True, text=True, check=True,
         )
         key = json.loads(created.stdout)

@@ -41,6 +41,11 @@ class AssetAdmin(admin.ModelAdmin):
     list_display = ("symbol", "name", "precision", "circulating_supply")
     search_fields = ("symbol", "name")
 
+    def get_readonly_fields(self, request, obj=None):
+        # Markets' pairs are spelled with it when saved, and clients, seeds and the ledger's readers know the
+        # asset by it: a new symbol is a new asset.
+        return ("symbol",) if obj is not None else ()
+
 
 class MarketForm(forms.ModelForm):
     class Meta:

@@ -1,3 +1,4 @@
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Now
@@ -41,11 +42,17 @@ class AmountField(models.DecimalField):
 class Asset(models.Model):
     symbol = models.CharField(max_length=12, unique=True)
     name = models.CharField(max_length=60)
-    precision = models.PositiveSmallIntegerField(help_text="Decimal places shown to people.")
+    precision = models.PositiveSmallIntegerField(
+        validators=[MaxValueValidator(DECIMAL_PLACES)],
+        help_text=f"Decimal places of its amounts (deposits, withdrawals, interest, what people see); at most "
+                  f"{DECIMAL_PLACES}, the places every amount is stored with.")
     circulating_supply = AmountField(null=True, blank=True, help_text="For the ticker's market cap.")
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(symbol__regex=ASSET_PATTERN), name="asset_symbol_format")]
+        constraints = [
+            models.CheckConstraint(condition=Q(symbol__regex=ASSET_PATTERN), name="asset_symbol_format"),
+            models.CheckConstraint(condition=Q(precision__lte=DECIMAL_PLACES), name="asset_precision_stored"),
+        ]
 
     def __str__(self) -> str:
         return self.symbol

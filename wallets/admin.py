@@ -77,6 +77,10 @@ class AssetWalletSettingsAdmin(admin.ModelAdmin):
                     "daily_withdrawal_limit")
     list_filter = ("deposit_enabled", "withdraw_enabled")
 
+    def get_readonly_fields(self, request, obj=None):
+        # The asset is the row's primary key: another asset chosen here would overwrite that asset's row.
+        return ("asset",) if obj is not None else ()
+
 
 @admin.register(TierWithdrawalLimit)
 class TierWithdrawalLimitAdmin(admin.ModelAdmin):
