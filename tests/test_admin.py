@@ -4,6 +4,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
 from django.db import IntegrityError, transaction
 
 from accounts.keys import create_api_key
@@ -11,7 +12,7 @@ from accounts.models import Account, ApiKey, RateTier
 from accounts.services import open_account
 from exchange.ratelimit import MAX_REQUEST_WEIGHT
 from trading import dispatch, services
-from trading.models import Asset, LedgerEntry, Market, Order
+from trading.models import Asset, Balance, LedgerEntry, Market, Order
 from wallets.models import AssetWalletSettings
 
 from .conftest import balance_of, ledger_snapshot
@@ -147,6 +148,23 @@ def test_an_operator_with_a_username_of_150_characters_adjusts_a_balance(client,
 
     assert response.status_code == 302 and balance_of(account, "USD").available == 10
     assert LedgerEntry.objects.get(account=account).reference == ("admin:" + "o" * 150)[:120]
+
+
+def test_the_credit_action_opens_the_form_for_one_selected_balance_only(admin_client, make_account, fund, markets):
+    account = make_account()
+    fund(account, "USD", "10")
+    fund(account, "BTC", "1")
+    usd, btc = (Balance.objects.get(account=account, asset__symbol=symbol) for symbol in ("USD", "BTC"))
+
+    def select(*balances):
+        return admin_client.post("/admin/trading/balance/", {"action": "adjust_selected",
+                                                             "_selected_action": [str(row.pk) for row in balances]})
+
+    one, two = select(usd), select(usd, btc)
+
+    assert one.status_code == 302 and one["Location"] == f"{ADJUST_URL}?account={account.pk}&asset=USD&wallet=spot"
+    assert two.status_code == 302 and two["Location"] == "/admin/trading/balance/"
+    assert [str(message) for message in get_messages(two.wsgi_request)] == ["Select one balance to credit or debit."]
 
 
 def test_operator_credits_then_debits_through_the_ledger(admin_client, make_account, markets, announced,
