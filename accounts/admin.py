@@ -133,6 +133,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         # A revoked key stays revoked: there is nothing left to change (its page is shown, read only).
         return super().has_change_permission(request, obj) and not (obj is not None and obj.revoked_at)
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoked, never deleted: the record of who could sign, from where and until when stays
+
     def save_model(self, request, obj, form, change):
         # The form's fields only: the row as read when the page was posted must not write back a revocation,
         # a use or a rotated secret committed meanwhile (a revoked key would work again).

@@ -394,6 +394,8 @@ def test_operator_rescopes_a_key_and_revokes_in_bulk(admin_client, make_account)
     assert LogEntry.objects.filter(content_type__model="apikey", object_id=str(second.pk),
                                    change_message__contains="Revoked").exists()
     assert admin_client.get("/admin/accounts/apikey/?q=" + first.public_id).status_code == 200
+    deleted = admin_client.post(f"/admin/accounts/apikey/{second.pk}/delete/", {"post": "yes"})
+    assert deleted.status_code == 403  # keys are revoked, never deleted
     assert ApiKey.objects.count() == 2
 
 
