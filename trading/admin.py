@@ -196,10 +196,11 @@ class BalanceAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Credit or debit through the ledger", permissions=["adjust"])
     def adjust_selected(self, request, queryset):
-        if queryset.count() != 1:  # the form credits one balance: a second one selected would be left unsaid
+        selected = list(queryset[:2])
+        if len(selected) != 1:  # the form credits one balance: a second one selected would be left unsaid
             self.message_user(request, "Select one balance to credit or debit.", messages.WARNING)
             return None
-        balance = queryset.first()
+        balance = selected[0]
         url = reverse("admin:trading_balance_adjust")
         return redirect(f"{url}?account={balance.account_id}&asset={balance.asset.symbol}&wallet={balance.wallet}")
 
