@@ -10,7 +10,8 @@ is paid from the interest account's spot available balance to the holder's earn 
 once it has ended), oldest first, so a late run catches up on each missed day. Each (subscription,
 day) is one transaction that first inserts its InterestAccrual row: the unique key on (subscription,
 period) makes a second payment of the same day, from a run repeated or racing in another process,
-fail before it writes anything. A day whose interest rounds to zero gets its row, and no ledger
+fail before it writes anything, and the day is paid only if the subscription's row still owes it (a
+redemption that commits after a run read its list ends the subscription before the day). A day whose interest rounds to zero gets its row, and no ledger
 entry. When the interest account cannot pay a day, nothing of it is written, that asset's accrual
 stops for the run (no balance goes negative, and later days wait for the earlier one), and an
 InterestShortfall row (shown in the admin) and an error in the log tell operators to fund it; the
@@ -108,15 +109,27 @@ def accrue_asset(asset: Asset, subscriptions: list[Subscription], payer: int, ru
     return True
 
 
+class NotOwed(Exception):
+    """The subscription was redeemed before the day: a redemption committed after the run read it."""
+
+
 def accrue_period(subscription: Subscription, period: date, interest: Decimal, payer: int) -> bool:
-    """Pay one day's interest on one subscription; False if it was paid already (by another run)."""
+    """Pay one day's interest on one subscription; False if it was paid already (by another run), or is not
+    owed (the subscription was redeemed before the day since the run read it)."""
     try:
         with transaction.atomic():
             InterestAccrual.objects.create(subscription=subscription, period=period, amount=interest)
-            Subscription.objects.filter(pk=subscription.pk, accrued_through__lt=period).update(accrued_through=period)
+            # The subscription's row, not the run's copy of it, says whether the day is owed: the update waits
+            # for a redemption holding the row and then sees its last_period.
+            owed = Subscription.objects.filter(Q(last_period__isnull=True) | Q(last_period__gte=period),
+                                               pk=subscription.pk, accrued_through__lt=period)
+            if not owed.update(accrued_through=period):
+                raise NotOwed
             if interest:
                 ledger.apply_journal(interest_journal(subscription, period, interest, payer))
                 announce_balances(subscription.account_id)
+    except NotOwed:
+        return False
     except IntegrityError:
         if not InterestAccrual.objects.filter(subscription=subscription, period=period).exists():
             raise

@@ -4,7 +4,7 @@ when the interest account is short."""
 
 import json
 import logging
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -13,13 +13,15 @@ from django.core.management import CommandError, call_command
 from hypothesis import given
 from hypothesis import strategies as st
 
+import earn.interest
 from accounts.services import interest_account
-from earn.interest import accrue_interest, daily_interest
+from earn.interest import accrue_interest, daily_interest, interest_journal
 from earn.models import InterestAccrual, InterestShortfall
 from earn.subscriptions import redeem
 from earn.tasks import accrue_interest_task
 from exchange.celery import app
 from trading.audit import audit
+from trading.ledger import apply_journal
 from trading.models import LedgerEntry
 
 from .conftest import balance_of, ledger_snapshot
@@ -146,12 +148,35 @@ def test_a_redeemed_subscription_is_paid_the_days_it_was_held_and_nothing_after(
     assert audit() == []
 
 
+def test_a_redemption_committed_after_the_run_read_its_list_ends_the_days_it_pays(trader, make_product,
+                                                                                  fund_interest, clock, monkeypatch):
+    clock.set(at(1))
+    subscription = subscribed(trader, make_product("USD", annual_rate="0.0365"), "1000")
+    fund_interest("USD", "100")
+    pay_asset = earn.interest.accrue_asset
+
+    def redeemed_meanwhile(*args):
+        # The run started just after midnight and read the subscription as active; a redemption whose clock
+        # read the day before (held through day 3) commits before the run pays.
+        clock.set(at(4, hour=23) + timedelta(minutes=59, seconds=55))
+        redeem(trader, subscription.pk)
+        clock.set(at(5, hour=0) + timedelta(seconds=1))
+        return pay_asset(*args)
+
+    monkeypatch.setattr(earn.interest, "accrue_asset", redeemed_meanwhile)
+    clock.set(at(5, hour=0) + timedelta(seconds=1))
+    run = accrue_interest()
+
+    assert run.paid == 2
+    assert paid_days(subscription) == [day(2), day(3)]
+    assert balance_of(trader, "USD", "earn").available == Decimal("0.20")
+    assert audit() == []
+
+
 @pytest.mark.parametrize("period, amount", [(8, "0.10"), (1, "0.10"), (4, "0.11")])  # after, first day, over
 def test_the_audit_names_interest_no_subscription_owed(trader, make_product, fund_interest, clock, period, amount):
     """The accruals' journals match their rows; the audit also asks whether the row was owed: a day held
     (the day after subscribing to the last), at no more than the rate."""
-    from earn.interest import accrue_period
-
     clock.set(at(1))
     subscription = subscribed(trader, make_product("USD", annual_rate="0.0365"), "1000")  # 0.10 a day
     fund_interest("USD", "100")
@@ -160,7 +185,9 @@ def test_the_audit_names_interest_no_subscription_owed(trader, make_product, fun
     subscription.refresh_from_db()
     assert audit() == []
 
-    accrue_period(subscription, day(period), Decimal(amount), interest_account().pk)  # a faulty run's payment
+    # A faulty run's payment: accrue_period itself refuses a day the subscription's row does not owe.
+    InterestAccrual.objects.create(subscription=subscription, period=day(period), amount=Decimal(amount))
+    apply_journal(interest_journal(subscription, day(period), Decimal(amount), interest_account().pk))
 
     problems = audit()
     assert len(problems) == 1 and f"subscription {subscription.pk}" in problems[0], problems
