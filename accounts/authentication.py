@@ -47,6 +47,8 @@ class SignedRequest:
     path: str
     body: bytes
     address: str
+    # An ASGI server (Daphne) gives no query string for both "/path" and "/path?": either may be what was signed.
+    query_may_be_bare: bool = False
 
 
 def check_shape(signed: SignedRequest) -> int:
@@ -165,7 +167,6 @@ def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timesta
     # In its place in the order of the checks (docs/api.md), and before compare_digest, which takes ASCII only.
     if not SIGNATURE.fullmatch(signed.signature):
         raise AuthenticationFailed(ErrorCode.INVALID_SIGNATURE, "X-Api-Signature must be 64 hex digits (HMAC-SHA256).")
-    message = keys.prehash(signed.timestamp, signed.nonce, signed.method, signed.path, signed.body)
     try:
         secret = decrypt_secret(key.secret_ciphertext)
     except InvalidToken:
@@ -174,8 +175,10 @@ def check_key(cached: key_cache.CachedKey | None, signed: SignedRequest, timesta
                      "secret", key.public_id)
         raise ServiceUnavailable("Signed requests cannot be checked right now; retry later.",
                                  retry_after=None) from None
-    expected = keys.sign(secret, message)
-    if not hmac.compare_digest(expected, signed.signature.lower()):
+    signature = signed.signature.lower()
+    paths = (signed.path, signed.path + "?") if signed.query_may_be_bare else (signed.path,)
+    if not any(hmac.compare_digest(keys.sign(secret, keys.prehash(signed.timestamp, signed.nonce, signed.method, path,
+                                                                  signed.body)), signature) for path in paths):
         raise AuthenticationFailed(ErrorCode.INVALID_SIGNATURE, "The signature does not match this request.")
     return key
 
@@ -187,11 +190,22 @@ def request_path(django_request) -> str:
     raw_uri = django_request.META.get("RAW_URI")
     if raw_uri:
         return raw_uri
-    scope = getattr(django_request, "scope", None) or {}
+    scope = asgi_scope(django_request)
     if scope.get("raw_path"):
         query = scope.get("query_string", b"")
         return scope["raw_path"].decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
     return django_request.get_full_path()
+
+
+def asgi_scope(django_request) -> dict:
+    return {} if django_request.META.get("RAW_URI") else getattr(django_request, "scope", None) or {}
+
+
+def query_may_be_bare(django_request) -> bool:
+    """Whether the path may have ended in a "?" the server did not see: ASGI's scope has no query string
+    for both "/v1/orders" and "/v1/orders?"."""
+    scope = asgi_scope(django_request)
+    return bool(scope.get("raw_path")) and not scope.get("query_string")
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -215,6 +229,7 @@ class ApiKeyAuthentication(BaseAuthentication):
                 key_id=values["X-Api-Key"], timestamp=values["X-Api-Timestamp"], nonce=values["X-Api-Nonce"],
                 signature=values["X-Api-Signature"], method=request.method, path=request_path(request._request),
                 body=request._request.body, address=client_address(meta),
+                query_may_be_bare=query_may_be_bare(request._request),
             ),
             weight=view_weight(request.parser_context["view"], request),
         )

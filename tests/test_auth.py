@@ -495,3 +495,27 @@ def test_under_an_asgi_server_the_signed_path_is_the_raw_one_sent():
 
     assert request_path(ASGIRequest(scope, BytesIO(b""))) == "/v1/orders?pair=BTC-USD&tag=a|b%7Cc{x}"
     assert request_path(ASGIRequest({**scope, "query_string": b""}, BytesIO(b""))) == "/v1/orders"
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # the handler's thread: a connection of its own
+def test_under_an_asgi_server_a_path_signed_with_a_bare_question_mark_is_accepted(trader, make_key):
+    """Daphne's scope has no query string for "/v1/orders?" as for "/v1/orders": the client may have
+    signed either, and nothing else."""
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+    from django.core.handlers.asgi import ASGIHandler
+
+    bot = make_key(trader, scope="read_only")
+
+    async def answer(signed_path: str) -> int:
+        headers = [(name.lower().encode(), value.encode()) for name, value in bot.headers("GET", signed_path, b"").items()]
+        scope = {"type": "http", "method": "GET", "path": "/v1/orders", "raw_path": b"/v1/orders", "query_string": b"",
+                 "headers": headers, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+        communicator = ApplicationCommunicator(ASGIHandler(), scope)
+        await communicator.send_input({"type": "http.request", "body": b""})
+        start = await communicator.receive_output(10)
+        await communicator.receive_output(10)
+        return start["status"]
+
+    assert [async_to_sync(answer)(path) for path in ("/v1/orders", "/v1/orders?", "/v1/orders?x", "/v1/orders??")] == [
+        200, 200, 401, 401]

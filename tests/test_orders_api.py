@@ -310,6 +310,16 @@ def test_orders_of_other_accounts_are_not_found(as_trader, alice, bob):
     assert Order.objects.get(pk=order_id).status == "open"
 
 
+def test_an_order_id_written_otherwise_than_as_the_server_gives_it_names_no_order(as_trader, alice):
+    client = as_trader(alice)
+    order_id = client.post("/v1/orders", LIMIT_BUY, format="json").json()["order_id"]
+
+    for written in (f"0{order_id}", f"{order_id:019d}", "0", "1" * 19):
+        assert_error(client.get(f"/v1/orders/{written}"), 404, "NOT_FOUND")
+        assert_error(client.post(f"/v1/orders/{written}/cancel"), 404, "NOT_FOUND")
+    assert Order.objects.get(pk=order_id).status == "open"
+
+
 def test_cancels_on_halted_and_cancel_only_markets(as_trader, alice, btc_usd):
     client = as_trader(alice)
     order_id = client.post("/v1/orders", LIMIT_BUY, format="json").json()["order_id"]

@@ -98,7 +98,8 @@ class AccountViewMixin:
 
 
 class OrderViewSet(AccountViewMixin, viewsets.GenericViewSet):
-    lookup_value_regex = r"[0-9]+|client:[A-Za-z0-9_-]{1,64}"
+    # ORDER_ID_PARAMETER's pattern: an id with a leading zero or past 18 digits names no order (it is no endpoint).
+    lookup_value_regex = r"[1-9][0-9]{0,17}|client:[A-Za-z0-9_-]{1,64}"
     pagination_class = IdCursorPagination
     serializer_class = serializers.OrderSerializer
     rate_weight = {"create": 1, "retrieve": 1, "cancel": 1, "list": 5, "cancel_all": 10}
