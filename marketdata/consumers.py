@@ -668,15 +668,17 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def send_latest_candle(self, market, interval: str) -> None:
         """On subscribe (and after an outage): the pair's latest candle of the interval, if it has one,
-        closed when its interval is over."""
-        self.state.candles_sent[(market.pair, interval)] = []  # until one is sent, every candle is ahead
+        closed when its interval is over, unless the connection was sent it already (a subscribe again)."""
+        key = (market.pair, interval)
+        self.state.candles_sent.setdefault(key, [])  # until one is sent, every candle is ahead
         candle = await database_sync_to_async(latest_candle)(market, interval)
         if candle is None:
             return
         message = streams.candle_message(market, interval, candle,
                                          closed=candle.is_closed(interval, to_milliseconds(timezone.now())))
-        self.state.candles_sent[(market.pair, interval)] = message["key"]
-        await self.send_text(message["text"])
+        if message["key"] > self.state.candles_sent[key]:
+            self.state.candles_sent[key] = message["key"]
+            await self.send_text(message["text"])
 
     # -- private channels
 
@@ -892,6 +894,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self.events_lost({"details": {"reason": "the stream was interrupted"}})
             for pair, sent in list(self.state.book_sequences.items()):
                 await self.resynchronise(await self.book_market(pair), sent)
+            self.state.candles_sent = dict.fromkeys(self.state.candles_sent, [])  # the latest is sent afresh
             for channel in list(self.state.subscriptions):
                 if channel.name in ("ticker", "candles"):
                     await self.send_initial(channel, await database_sync_to_async(access_market)(channel.pair), None)

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from channels.layers import get_channel_layer
 from django.test import override_settings
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from exchange.fields import to_milliseconds
 from marketdata import publishing, streams
 from marketdata.candles import INTERVALS, candle_at
+from marketdata.hub import hub_for
 from trading.backends import store
 from trading.batch_writer import BatchResult, BookDelta
 from trading.candles import batch_candle, candle_statement
@@ -333,6 +335,43 @@ def test_a_subscriber_to_a_quiet_pair_gets_its_last_candle_closed_then_the_next_
     # The publisher also announces the 23:50 minute closed: this subscriber had it closed already.
     assert first_of_next["candle"][0] == BASE_MS + 3 * 60_000 and first_of_next["closed"] is False
     assert after == {"type": "pong"}
+
+
+@sockets
+def test_a_subscribe_again_sends_no_candle_the_connection_was_sent(markets, maker, taker, clock):
+    clock(BASE + timedelta(seconds=5))
+    channel = {"name": "candles", "pair": "BTC-USD", "interval": "1m"}
+
+    async def body():
+        await place(maker, side="sell", type="limit", price=D("63000"), size=D("1"))
+        await place(taker, side="buy", type="market", size=D("0.2"), time_in_force="IOC")
+        ws = await connect()
+        await op(ws, op="subscribe", channels=[channel])
+        first = [await receive(ws) for _ in range(2)]
+        await op(ws, op="subscribe", channels=[channel])
+        await op(ws, op="ping")
+        again = [await receive(ws) for _ in range(2)]
+        await place(taker, side="buy", type="market", size=D("0.3"), time_in_force="IOC")
+        update = await receive(ws)
+        await op(ws, op="unsubscribe", channels=[channel])
+        await op(ws, op="subscribe", channels=[channel])
+        afresh = [await receive(ws) for _ in range(3)]
+        hub = hub_for(get_channel_layer())
+        hub.interrupt("a test")
+        await receive(ws, "heartbeat")
+        hub.resume()  # after a channel-layer outage the latest candle is sent afresh
+        resumed = await receive(ws, "candle")
+        await ws.disconnect()
+        return first, again, update, afresh, resumed
+
+    first, again, update, afresh, resumed = run(body)
+
+    assert [message["type"] for message in first] == ["subscribed", "candle"]
+    assert again == [{"type": "subscribed", "channel": "candles", "pair": "BTC-USD", "interval": "1m"}, {"type": "pong"}]
+    assert update["type"] == "candle" and update["candle"][7] == 2
+    assert [message["type"] for message in afresh] == ["unsubscribed", "subscribed", "candle"]
+    assert afresh[2]["candle"] == update["candle"]
+    assert resumed["candle"] == update["candle"]
 
 
 @sockets
