@@ -14,14 +14,16 @@ PAIRS = 4000  # crossing pairs of orders: 8,000 commands, a drain of several bat
 
 PLACE = """
 from decimal import Decimal
+from django.db import transaction
 from accounts.models import Account
 from trading import services
 from trading.orders import OrderRequest
 seller, buyer = Account.objects.get(pk={seller}), Account.objects.get(pk={buyer})
-for _ in range({pairs}):
-    for account, side in ((seller, "sell"), (buyer, "buy")):
-        services.place_order(account, OrderRequest(pair="BTC-USD", side=side, type="limit", price=Decimal("63000"),
-                                                   size=Decimal("0.01")))
+with transaction.atomic():  # one commit: no matcher runs yet, and it finds the queue when it starts
+    for _ in range({pairs}):
+        for account, side in ((seller, "sell"), (buyer, "buy")):
+            services.place_order(account, OrderRequest(pair="BTC-USD", side=side, type="limit",
+                                                       price=Decimal("63000"), size=Decimal("0.01")), wake=False)
 """
 
 
