@@ -60,6 +60,10 @@ def check_shape(signed: SignedRequest) -> int:
                                    "X-Api-Nonce must be 8 to 64 characters of A-Z a-z 0-9 _ -.")
     if not KEY_ID.fullmatch(signed.key_id):  # no look-up for what no key is (a NUL would reach the database)
         raise AuthenticationFailed(ErrorCode.INVALID_API_KEY, "Unknown API key.")
+    if not signed.key_id.startswith(keys.public_id_prefix()):  # a database the other environment used
+        raise AuthenticationFailed(ErrorCode.INVALID_API_KEY, "A sandbox key (hkt_test_) works only in the sandbox."
+                                   if signed.key_id.startswith("hkt_test_") else
+                                   "A production key (hkt_live_) does not work in the sandbox.")
     return int(signed.timestamp)
 
 

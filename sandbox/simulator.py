@@ -70,6 +70,7 @@ class Simulator:
         """``credentials``: each trader's key, secret and tier budget (weight per window)."""
         self.simulation, self.max_actions = simulation, max_actions
         self.stopping = threading.Event()
+        self.orders_cancelled = False  # by the clean stop, once run() has ended
         self.http = httpx.Client(timeout=10)
         self.public = Client(base_url, http=self.http)
         self.public_budget = Budget(public_weight_per_window, window_seconds, self.stopping)
@@ -99,6 +100,7 @@ class Simulator:
             self.stopping.clear()  # the clean stop's own requests must not be cut short; a second signal does
             try:
                 self.cancel_everything()
+                self.orders_cancelled = True
             except Stopped:
                 log.warning("stopped again while cancelling: some simulated orders may be left open")
             finally:

@@ -519,3 +519,22 @@ def test_under_an_asgi_server_a_path_signed_with_a_bare_question_mark_is_accepte
 
     assert [async_to_sync(answer)(path) for path in ("/v1/orders", "/v1/orders?", "/v1/orders?x", "/v1/orders??")] == [
         200, 200, 401, 401]
+
+
+def test_a_key_works_only_in_the_environment_that_made_it(trader, make_key, settings):
+    """The sandbox and production never share a database by default; where one was shared all the same, the
+    other environment's keys are refused before any look-up."""
+    live = make_key(trader, scope="read_only")
+    settings.EXCHANGE_ENVIRONMENT = "sandbox"
+    test = make_key(trader, scope="read_only")
+
+    in_sandbox = test.get("/v1/orders"), live.get("/v1/orders")
+    settings.EXCHANGE_ENVIRONMENT = "production"
+    in_production = live.get("/v1/orders"), test.get("/v1/orders")
+
+    assert (live.key_id[:9], test.key_id[:9]) == ("hkt_live_", "hkt_test_")
+    assert [response.status_code for response in (in_sandbox[0], in_production[0])] == [200, 200]
+    assert_error(in_sandbox[1], 401, "INVALID_API_KEY")
+    assert in_sandbox[1].json()["error"]["message"] == "A production key (hkt_live_) does not work in the sandbox."
+    assert_error(in_production[1], 401, "INVALID_API_KEY")
+    assert in_production[1].json()["error"]["message"] == "A sandbox key (hkt_test_) works only in the sandbox."

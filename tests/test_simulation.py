@@ -302,3 +302,23 @@ def test_an_order_left_pending_by_a_halted_market_does_not_stop_the_simulator(mo
 
     assert "order 1 still pending after 0.2s: going on" in caplog.text
 
+
+
+@pytest.mark.parametrize("second_signal, cancelled", [(False, True), (True, False)])
+def test_the_run_says_whether_its_clean_stop_cancelled_the_traders_orders(monkeypatch, second_signal, cancelled):
+    from sandbox import simulator as module
+
+    class Exchange:
+        def cancel_all(self):
+            if second_signal:  # a signal while the clean stop's cancel-all waits out a refusal for the rate
+                simulator.stop()
+                raise errors.RateLimited("RATE_LIMITED", "slow down", {}, 429, {"retry-after": "5"})
+            return {"orders": []}
+
+    simulator = Simulator(simulation(), "http://127.0.0.1:1", {}, public_weight_per_window=10**6, window_seconds=60,
+                          max_actions=0)
+    simulator.traders = {TAKER: module.Trader(TAKER, Exchange(), Budget(10**6, 60, simulator.stopping))}
+    monkeypatch.setattr(simulator, "wait_for_server", lambda: None)
+
+    assert simulator.run() == 0
+    assert simulator.orders_cancelled is cancelled

@@ -64,7 +64,8 @@ class Command(BaseCommand):
                           f"at {rate:g} orders and cancels/s, seed {seed}")
         sent = simulator.run()
         self.stdout.write(f"Stopped after {sent} orders and cancels ({simulator.events} events); the simulated "
-                          "traders' orders are cancelled")
+                          "traders' orders are " + ("cancelled" if simulator.orders_cancelled else
+                                                    "not all cancelled (the next run cancels them first)"))
 
 
 def market_specs(pairs: list[str] | None, warnings) -> list[MarketSpec]:
