@@ -32,6 +32,11 @@ def refuse_invisible_characters(text: str) -> None:
         raise forms.ValidationError("No control or text-direction characters.")
 
 
+# The sandbox's own users (its demo account and simulated traders, sandbox.simulation.TRADERS), which its
+# commands fund and trade with: a person never signs up as one.
+RESERVED_USERNAMES = re.compile(r"demo|sim-.*", re.IGNORECASE)
+
+
 class SignUpForm(UserCreationForm):
     """Username, email and the password twice, checked by AUTH_PASSWORD_VALIDATORS."""
 
@@ -40,6 +45,12 @@ class SignUpForm(UserCreationForm):
     class Meta(UserCreationForm.Meta):
         model = get_user_model()
         fields = ("username", "email")
+
+    def clean_username(self):
+        username = super().clean_username()
+        if RESERVED_USERNAMES.fullmatch(username):
+            raise forms.ValidationError("This username is reserved; choose another.")
+        return username
 
 
 class ApiKeyForm(forms.Form):

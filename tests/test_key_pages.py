@@ -102,6 +102,22 @@ def test_sign_up_refuses_weak_or_mismatched_passwords(db):
     assert "_auth_user_id" not in client.session
 
 
+def test_sign_up_refuses_the_names_of_the_sandboxs_own_users(db):
+    from sandbox.management.commands.sandbox_demo import DEMO_USER
+    from sandbox.simulation import TRADERS
+
+    client = Client()
+    answers = {name: client.post("/account/signup/", {"username": name, "email": "x@example.com",
+                                                      "password1": PASSWORD, "password2": PASSWORD})
+               for name in (DEMO_USER, "Demo", *TRADERS, "SIM-maker-9")}
+
+    assert {name: form_errors(response, "username") for name, response in answers.items()} == dict.fromkeys(
+        answers, ["This username is reserved; choose another."])
+    assert not get_user_model().objects.exists()
+    assert client.post("/account/signup/", {"username": "simone", "email": "x@example.com", "password1": PASSWORD,
+                                            "password2": PASSWORD}).status_code == 302
+
+
 def test_log_in_and_log_out(holder_with_password):
     account, _ = holder_with_password
     client = Client()
