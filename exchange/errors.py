@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest, DisallowedHost, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import render
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
@@ -487,23 +488,45 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return error_response(error)
 
 
+def error_page(request, status: int, title: str, message: str, stock_view) -> HttpResponse:
+    """The site's own error page (templates/error_page.html: the sandbox banner, no inline style for the
+    Content-Security-Policy to refuse); Django's stock one, ``stock_view()``, should rendering it fail."""
+    try:
+        return render(request, "error_page.html", {"title": title, "message": message}, status=status)
+    except Exception:
+        logger.exception("rendering the %d page failed", status)
+        return stock_view()
+
+
 def not_found_view(request, exception=None):
-    """Django's handler404: JSON under /v1/, the stock page elsewhere (admin, account pages)."""
+    """Django's handler404: JSON under /v1/, the site's page elsewhere (admin, account pages)."""
     if request.path.startswith("/v1/"):
         return error_json_response(NoEndpoint(request.path))
     from django.views.defaults import page_not_found
 
-    return page_not_found(request, exception)
+    return error_page(request, 404, "Not found", "There is no page at this address.",
+                      lambda: page_not_found(request, exception))
 
 
 def bad_request_view(request, exception):
     """Django's handler400, for what it refuses before any view runs (a Host not in ALLOWED_HOSTS, too
-    many query parameters): JSON under /v1/, the stock page elsewhere."""
+    many query parameters): JSON under /v1/, the site's page elsewhere."""
     if request.path.startswith("/v1/"):
         return error_json_response(as_exchange_error(exception))
     from django.views.defaults import bad_request
 
-    return bad_request(request, exception)
+    return error_page(request, 400, "Bad request", "The server cannot answer this request as it was sent.",
+                      lambda: bad_request(request, exception))
+
+
+def csrf_failure_view(request, reason=""):
+    """CSRF_FAILURE_VIEW: a form sent without its token, or with one from an earlier session (a form left
+    open in another tab while logging in or out)."""
+    from django.views.csrf import csrf_failure
+
+    return error_page(request, 403, "This form has expired",
+                      "It was opened before you last logged in or out, or your browser refused cookies. "
+                      "Go back, reload the page and send it again.", lambda: csrf_failure(request, reason))
 
 
 def server_error_view(request):
@@ -519,4 +542,5 @@ def server_error_view(request):
         return error_json_response(InternalError())
     from django.views.defaults import server_error
 
-    return server_error(request)
+    return error_page(request, 500, "Something went wrong", "The error is logged; try again shortly.",
+                      lambda: server_error(request))

@@ -75,6 +75,7 @@ def local_secret_key() -> str:
 SECRET_KEY = os.environ.get("SECRET_KEY") or local_secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+CSRF_FAILURE_VIEW = "exchange.errors.csrf_failure_view"
 # Peers whose X-Forwarded-For is believed (addresses or CIDR ranges of the proxies in front).
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 # Fernet keys for API key secrets at rest, newest first (accounts/secrets.py); unset: derived from SECRET_KEY.

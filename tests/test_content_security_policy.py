@@ -101,3 +101,26 @@ def test_a_browser_reports_no_violation_on_the_account_pages_and_the_admin(live_
         browser.close()
 
     assert {path: violations for path, violations in visited.items() if violations} == {}
+
+
+def test_error_pages_are_the_sites_own_with_the_banner_and_nothing_inline(operator, settings):
+    """A missing page, a form sent without its CSRF token (left open in another tab across a log-in) and a
+    server error: the site's page, not Django's stock one, whose inline style the policy refuses."""
+    from django.test import RequestFactory
+
+    from exchange.errors import server_error_view
+
+    missing = Client().get("/no-such-page/")
+    expired = Client(enforce_csrf_checks=True).post("/account/login/", {"username": "u", "password": "p"})
+    try:
+        raise RuntimeError("a failure outside any view")
+    except RuntimeError:
+        failed = server_error_view(RequestFactory().get("/markets/BTC-USD"))
+
+    for response, status, title in ((missing, 404, "Not found"), (expired, 403, "This form has expired"),
+                                    (failed, 500, "Something went wrong")):
+        html = response.content.decode()
+        assert response.status_code == status
+        assert f"<h1>{title}</h1>" in html and 'id="sandbox-banner"' in html
+        assert INLINE_SCRIPT.findall(html) == [] and INLINE_STYLE.findall(html) == []
+    assert missing["Content-Security-Policy"] == expired["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
