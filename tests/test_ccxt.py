@@ -561,6 +561,39 @@ def test_since_pages_forward_from_the_oldest_as_ccxts_own_pagination_reads(conne
 
 
 @IN_PROCESS
+def test_until_is_the_last_millisecond_included_and_paginate_reads_a_batch_sharing_one(connect, trader,
+                                                                                       monkeypatch):
+    maker, taker = connect(trader(BTC="1")[1]), connect(trader(USD="100000")[1])
+    for n in range(3):
+        maker.create_order("BTC/USD", "limit", "sell", 0.1, 60000 + n)
+        taker.create_order("BTC/USD", "limit", "buy", 0.1, 60000 + n)
+        time.sleep(0.002)  # each trade in a millisecond of its own
+    fills = maker.fetch_my_trades("BTC/USD")
+    asks = [maker.create_order("BTC/USD", "limit", "sell", 0.1, 61000 + n) for n in range(3)]
+    sweep = taker.create_order("BTC/USD", "market", "buy", 0.3)  # one batch: three fills of one millisecond
+
+    # As ccxt means `until`: its own backward pagination asks for `until = first timestamp - 1`.
+    assert maker.fetch_my_trades("BTC/USD", None, None, {"until": fills[1]["timestamp"]}) == fills[:2]
+    assert taker.fetch_paginated_call_dynamic("fetchTrades", "BTC/USD", None, None,
+                                              {"until": fills[2]["timestamp"]}, 1) == taker.fetch_trades("BTC/USD")[:3]
+    minute = fills[0]["timestamp"] // 60_000 * 60_000
+    assert [candle[0] for candle in maker.fetch_ohlcv("BTC/USD", "1m", None, 1, {"until": minute})] == [minute]
+
+    # Pages of 2: `paginate` follows the server's cursor through the batch; its order's fills are all read.
+    monkeypatch.setattr(ccxt_class, "MAX_PAGE", 2)
+    batch = taker.fetch_my_trades("BTC/USD", fills[-1]["timestamp"] + 1, None, {"paginate": True})
+    assert len(batch) == 3 and len({fill["timestamp"] for fill in batch}) == 1
+    assert [fill["id"] for fill in taker.fetch_order_trades(sweep["id"], "BTC/USD")] == [fill["id"] for fill in batch]
+    assert sorted(fill["order"] for fill in maker.fetch_my_trades("BTC/USD", batch[0]["timestamp"], None,
+                                                                 {"paginate": True})) == sorted(a["id"] for a in asks)
+    # An id no order can have: OrderNotFound, and nothing sent for the batch it was in.
+    for call in (lambda: maker.cancel_orders([asks[0]["id"], "abc"]), lambda: maker.fetch_order_trades("abc"),
+                 lambda: maker.cancel_orders(["123456789012345678901"])):
+        with pytest.raises(ccxt.OrderNotFound):
+            call()
+
+
+@IN_PROCESS
 def test_candles_page_by_a_thousand_and_the_account_wide_calls(connect, trader, make_key):
     maker_account, maker_key = trader(BTC="1", USD="100")
     maker, taker = connect(maker_key, fetchHistoryCacheSize=5), connect(trader(USD="100000")[1])

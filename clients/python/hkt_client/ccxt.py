@@ -358,7 +358,7 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         trade in order, page by id with ``params={"sort": "asc", "after": last_trade_id}``."""
         self.load_markets()
         market = self.market(symbol)
-        request, params = self.window({"pair": market["id"]}, since, limit, params)
+        request, params, _ = self.window({"pair": market["id"]}, since, limit, params)
         response = self.publicGetTradesPair(self.extend(request, params))
         return self.parse_trades(self.safe_list(response, "trades", []), market, since, limit)
 
@@ -389,20 +389,21 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         market = self.market(symbol)
         until = self.safe_integer(params, "until")
         params = self.omit(params, "until")
+        # ccxt's `until` is the last millisecond included; the server's `end` is exclusive.
         request = self.extend({"pair": market["id"], "interval": self.timeframes[timeframe]},
-                              {} if until is None else {"end": until})
+                              {} if until is None else {"end": until + 1})
         if limit is None or (since is None and limit <= MAX_PAGE):
             page = self.extend(request, {} if since is None else {"start": since},
                                {} if limit is None else {"limit": limit}, params)
             return self.parse_ohlcvs(self.publicGetCandlesPair(page), market, timeframe)
         step = self.parse_timeframe(timeframe) * 1000
         if since is None:  # "now" is the server's, as on one page: our clock corrected, as nonce() is
-            last = ((self.nonce() if until is None else until - 1) // step) * step
+            last = ((self.nonce() if until is None else until) // step) * step
             since = last - (limit - 1) * step
         rows = []
         for offset in range(0, limit, MAX_PAGE):
             start = since + offset * step
-            if until is not None and start >= until:  # the server refuses a page that ends before it starts
+            if until is not None and start > until:  # the server refuses a page that ends before it starts
                 break
             page = self.extend(request, {"start": start, "limit": min(MAX_PAGE, limit - offset)}, params)
             rows += self.publicGetCandlesPair(page)
@@ -548,15 +549,22 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         return self.orders(symbol, since, limit, self.extend({"status": "live"}, params), every_page=limit is None)
 
     def orders(self, symbol, since, limit, params, every_page: bool):
-        """GET /v1/orders: one page of ``limit``, or (``every_page``) every page of the list, followed to the last."""
+        """GET /v1/orders: one page of ``limit``, or (``every_page``, or the ``paginate`` param) every page of the
+        list, followed to the last."""
         self.load_markets()
         market = None if symbol is None else self.market(symbol)
-        request, params = self.window({} if market is None else {"pair": market["id"]}, since,
-                                      MAX_PAGE if every_page else limit, params)
-        request = self.extend(request, params)
+        request, params, paginate = self.window({} if market is None else {"pair": market["id"]}, since, limit, params)
         if every_page:
-            return self.parse_orders(self.every_page(self.privateGetOrders, request), market, since)
-        return self.parse_orders(self.safe_list(self.privateGetOrders(request), "results", []), market, since, limit)
+            return self.parse_orders(self.listed(self.privateGetOrders, request, params, True), market, since)
+        return self.parse_orders(self.listed(self.privateGetOrders, request, params, paginate), market, since, limit)
+
+    def listed(self, endpoint, request, params, every_page: bool) -> list:
+        """A list's results: its one page asked for, or every page of the window (pages of 1,000), each
+        following the last one's cursor, so that none is lost or repeated however many entries share a
+        millisecond (ccxt's ``since = last + 1`` would lose the rest of a matcher batch's)."""
+        if not every_page:
+            return self.safe_list(endpoint(self.extend(request, params)), "results", [])
+        return self.every_page(endpoint, self.extend(request, {"limit": MAX_PAGE}, params))
 
     def every_page(self, endpoint, request) -> list:
         """The results of a cursor-paged list, every page's, following each page's ``next``."""
@@ -617,6 +625,9 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         client_order_ids = self.safe_list(params, "clientOrderIds")
         params = self.omit(params, "clientOrderIds")
         if client_order_ids is None:
+            if unknown := [order_id for order_id in ids if not ORDER_ID.fullmatch(str(order_id))]:
+                raise OrderNotFound(f"{self.id} order {unknown[0]} not found: an order id is a positive integer; "
+                                    "nothing was cancelled")
             asked, request = ids, {"order_ids": [int(order_id) for order_id in ids]}  # JSON integers
         else:
             asked, request = client_order_ids, {"client_order_ids": client_order_ids}
@@ -648,26 +659,35 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
 
     def fetch_my_trades(self, symbol=None, since=None, limit=None, params={}):
         """Your fills (at most 1,000) from ``since`` to the ``until`` param: the oldest ``limit`` with ``since``,
-        else the newest."""
+        else the newest; with the ``paginate`` param, every one of the window."""
         self.load_markets()
         market = None if symbol is None else self.market(symbol)
-        request, params = self.window({} if market is None else {"pair": market["id"]}, since, limit, params)
-        response = self.privateGetFills(self.extend(request, params))
-        return self.parse_trades(self.safe_list(response, "results", []), market, since, limit)
+        request, params, paginate = self.window({} if market is None else {"pair": market["id"]}, since, limit,
+                                                params)
+        return self.parse_trades(self.listed(self.privateGetFills, request, params, paginate), market, since, limit)
 
     def fetch_order_trades(self, id, symbol=None, since=None, limit=None, params={}):
-        return self.fetch_my_trades(symbol, since, limit, self.extend({"order_id": str(id)}, params))
+        """The order's fills: without ``limit``, every one."""
+        if not ORDER_ID.fullmatch(str(id)):
+            raise OrderNotFound(f"{self.id} order {id} not found: an order id is a positive integer")
+        return self.fetch_my_trades(symbol, since, limit, self.extend(
+            {"order_id": str(id)}, {"paginate": True} if limit is None else {}, params))
 
     def window(self, request, since, limit, params):
-        """A list's query: ``since`` as start_time, the ``until`` param as end_time, ``limit`` up to 1,000.
-        As ccxt's unified methods do, a page with ``since`` is the oldest ``limit`` from it (``sort=asc``), so
-        that ``since = last timestamp + 1`` reads on; without it, the newest ``limit``."""
+        """A list's query, the params left and whether the ``paginate`` param asks for every page: ``since`` as
+        start_time, the ``until`` param (the last millisecond included, as ccxt means it) as end_time
+        (exclusive), ``limit`` up to 1,000. As ccxt's unified methods do, a page with ``since`` is the oldest
+        ``limit`` from it (``sort=asc``), so that ``since = last timestamp + 1`` reads on; without it, the
+        newest ``limit``."""
         if since is not None:
             request["start_time"] = since
             request["sort"] = "asc"
         if limit is not None:
             request["limit"] = min(limit, MAX_PAGE)
-        return self.handle_until_option("end_time", request, params)
+        until = self.safe_integer_2(params, "until", "till")
+        if until is not None:
+            request["end_time"] = until + 1
+        return request, self.omit(params, ["until", "till", "paginate"]), bool(self.safe_bool(params, "paginate"))
 
     # Wallets (SPEC section 9).
 
@@ -683,9 +703,9 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
     def wallet_list(self, endpoint, code, since, limit, params, parse):
         self.load_markets()
         currency = None if code is None else self.currency(code)
-        request, params = self.window({} if currency is None else {"asset": currency["id"]}, since, limit, params)
-        response = endpoint(self.extend(request, params))
-        items = [parse(item, currency) for item in self.safe_list(response, "results", [])]
+        request, params, paginate = self.window({} if currency is None else {"asset": currency["id"]}, since, limit,
+                                                params)
+        items = [parse(item, currency) for item in self.listed(endpoint, request, params, paginate)]
         return self.filter_by_currency_since_limit(self.sort_by(items, "timestamp"), code, since, limit)
 
     def fetch_withdrawal(self, id, code=None, params={}):
