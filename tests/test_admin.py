@@ -481,6 +481,23 @@ def test_a_grid_change_needs_a_market_closed_to_new_orders_and_every_live_order_
     assert (bid.status, ask.status) == (Order.Status.FILLED, Order.Status.FILLED)
 
 
+def test_a_grid_whose_tick_times_lot_needs_more_than_18_places_is_refused(admin_client, markets):
+    """Its holds and quote amounts could not be stored exactly: the pair's matcher would stall on them."""
+    btc = Asset.objects.get(symbol="BTC")
+    doge = Asset.objects.create(symbol="DOGE", name="Dogecoin", precision=8)
+    fields = {"base": doge.pk, "quote": btc.pk, "status": "online", "tick_size": "0.0000000001",
+              "lot_size": "0.000000001", "min_size": "0.000000001", "min_notional": "0"}
+
+    refused = admin_client.post("/admin/trading/market/add/", fields)
+    accepted = admin_client.post("/admin/trading/market/add/", {**fields, "lot_size": "0.00000001",
+                                                                 "min_size": "0.00000001"})
+
+    assert refused.status_code == 200
+    assert "tick size x lot size is 0.0000000000000000001" in refused.content.decode()
+    assert accepted.status_code == 302
+    assert Market.objects.get(base=doge).tick_size * Market.objects.get(base=doge).lot_size == Decimal("1e-18")
+
+
 def trade_cancel(account, order):
     from django.db import transaction
 

@@ -56,6 +56,11 @@ class MarketForm(forms.ModelForm):
         cleaned = super().clean()
         market = self.instance
         tick, lot = cleaned.get("tick_size"), cleaned.get("lot_size")
+        if tick and lot and (tick * lot).normalize().as_tuple().exponent < -DECIMAL_PLACES:
+            # Every price x size (a hold, a trade's quote amount) is stored exactly at DECIMAL_PLACES places.
+            raise forms.ValidationError(f"tick size x lot size is {tick * lot:f}: amounts are kept to "
+                                        f"{DECIMAL_PLACES} decimal places, so it must be a multiple of "
+                                        f"{Decimal(1).scaleb(-DECIMAL_PLACES):f}.")
         if market.pk and tick and lot and (tick, lot) != (market.tick_size, market.lot_size):
             if market.status == Market.Status.ONLINE:
                 # Online, an order could be accepted on the old grid between this check and the save.
