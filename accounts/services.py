@@ -1,3 +1,5 @@
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from accounts.models import Account, RateTier
@@ -27,3 +29,13 @@ def fee_account() -> Account:
 def interest_account() -> Account:
     """The account earn products pay interest from; operators fund its spot wallet."""
     return Account.objects.get(kind=Account.Kind.INTEREST)
+
+
+def check_username(username: str, *, longest: int | None = None) -> None:
+    """A username as sign-up takes it (Django's validator), of at most its column's length or ``longest``
+    characters, for the operators' commands that make users; ValidationError saying what is wrong."""
+    field = get_user_model()._meta.get_field(get_user_model().USERNAME_FIELD)
+    limit = min(field.max_length, longest or field.max_length)
+    if not 0 < len(username) <= limit:
+        raise ValidationError(f"A username is 1 to {limit} characters, not {len(username)}.")
+    field.run_validators(username)

@@ -65,6 +65,23 @@ def test_bad_arguments_are_the_commands_errors_and_create_nothing(markets, args,
     assert not ApiKey.objects.exists() and not LedgerEntry.objects.filter(account__user__username="zed").exists()
 
 
+@pytest.mark.parametrize("username,message", [
+    ("a" * 77, "1 to 76 characters, not 77"),  # the key's label and the ledger reference hold it too
+    ("", "1 to 76 characters, not 0"),
+    ("bad name!", "Enter a valid username"),
+])
+def test_a_username_sign_up_would_refuse_is_refused_and_nothing_made(markets, username, message):
+    from django.contrib.auth import get_user_model
+
+    with pytest.raises(CommandError, match=message):
+        create_trader(username, "--deposit", "USD=5")
+    with pytest.raises(CommandError, match="--operator: A username is 1 to 150 characters, not 151"):
+        call_command("seed_demo", "--operator", "o" * 151, stdout=StringIO())
+
+    assert not get_user_model().objects.exists() and not LedgerEntry.objects.exists()
+    assert json.loads(create_trader("a" * 76, "--deposit", "USD=5"))["key"]
+
+
 def test_outside_the_sandbox_it_runs_only_when_told(markets, settings):
     settings.EXCHANGE_ENVIRONMENT = "production"
     with pytest.raises(CommandError, match="runs in the sandbox"):

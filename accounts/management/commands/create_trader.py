@@ -14,14 +14,15 @@ import shlex
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.keys import create_api_key
 from accounts.models import ApiKey
-from accounts.services import open_account
+from accounts.services import check_username, open_account
 from exchange.errors import ExchangeError
-from trading.ledger import adjust_balance
+from trading.ledger import REFERENCE_LENGTH, adjust_balance
 from trading.models import Asset
 from wallets.management.commands.credit_deposit import parse_amount
 
@@ -56,6 +57,11 @@ class Command(BaseCommand):
             raise CommandError("create_trader credits money from nowhere: it runs in the sandbox "
                                "(EXCHANGE_ENVIRONMENT=sandbox). Fund a real account through the admin's ledger "
                                "adjustment; --outside-sandbox is for test stacks.")
+        try:  # the key's label and the deposits' ledger reference hold it too
+            check_username(username, longest=min(ApiKey._meta.get_field("label").max_length - len(" cli"),
+                                                 REFERENCE_LENGTH - len("cli:")))
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from None
         user, _ = get_user_model().objects.get_or_create(username=username)
         account = open_account(user)
         if verified:

@@ -8,9 +8,11 @@ import os
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from accounts.services import check_username
 from trading.demo import load_demo_markets
 
 
@@ -23,6 +25,10 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, operator: str, server: str, **options):
+        try:
+            check_username(operator)
+        except ValidationError as error:
+            raise CommandError(f"--operator: {' '.join(error.messages)}") from None
         markets = load_demo_markets()
         self.stdout.write(f"Markets: {', '.join(market.pair for market in markets)}")
         self.ensure_operator(operator, server)
