@@ -31,7 +31,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.services import interest_account
-from exchange.errors import InsufficientFunds
+from exchange.errors import InsufficientFunds, InvalidRequest
 from trading import ledger
 from trading.models import Asset, Balance, LedgerEntry, Wallet
 from trading.signals import announce_balances
@@ -100,6 +100,10 @@ def accrue_asset(asset: Asset, subscriptions: list[Subscription], payer: int, ru
                     paid = accrue_period(subscription, day, interest, payer)
                 except InsufficientFunds:
                     run.shortfalls.append(record_shortfall(subscription, day, interest, payer))
+                    return False
+                except InvalidRequest as refusal:  # a balance would pass what the ledger holds: the others go on
+                    logger.error("interest on subscription %s for %s not paid: %s; %s's accrual stops for this run",
+                                 subscription.pk, day, refusal.message, asset.symbol)
                     return False
                 subscription.accrued_through = day
                 if paid:

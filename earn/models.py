@@ -22,6 +22,7 @@ class EarnProductQuerySet(models.QuerySet):
 
 
 MAX_LOCK_DAYS = 3650  # ten years: longer than any exchange offers, and a date Python can still reach
+MAX_ANNUAL_RATE = Decimal(10)  # 1,000 % a year: past any promotional rate, and no typo's billion
 
 
 class EarnProduct(models.Model):
@@ -30,7 +31,9 @@ class EarnProduct(models.Model):
     any time). ``capacity`` caps the principal subscribed at once."""
 
     asset = models.ForeignKey("trading.Asset", on_delete=models.PROTECT, related_name="+")
-    annual_rate = AmountField(help_text="0.05 = 5 % a year; a subscription keeps the rate it was made at.")
+    annual_rate = AmountField(validators=[MaxValueValidator(MAX_ANNUAL_RATE)],
+                              help_text=f"0.05 = 5 % a year, at most {MAX_ANNUAL_RATE}; a subscription keeps the rate "
+                                        "it was made at.")
     lock_days = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(MAX_LOCK_DAYS)],
                                             help_text=f"0: flexible, redeemable at any time; at most {MAX_LOCK_DAYS}.")
     min_amount = AmountField(help_text="The smallest subscription.")

@@ -143,10 +143,12 @@ def test_operators_define_products_in_the_admin(admin_client, markets):
 
     too_fine = admin_client.post("/admin/earn/earnproduct/add/", {**fields, "asset": btc, "min_amount": "0.000000001"})
     too_long = admin_client.post("/admin/earn/earnproduct/add/", {**fields, "asset": btc, "lock_days": "3651"})
+    too_high = admin_client.post("/admin/earn/earnproduct/add/", {**fields, "asset": btc, "annual_rate": "10.01"})
     added = admin_client.post("/admin/earn/earnproduct/add/", {**fields, "asset": btc})
 
     assert too_fine.status_code == 200 and "At most 8 decimal places for BTC." in too_fine.content.decode()
     assert too_long.status_code == 200 and "less than or equal to 3650" in too_long.content.decode()
+    assert too_high.status_code == 200 and "less than or equal to 10" in too_high.content.decode()
     assert added.status_code == 302
     product = EarnProduct.objects.get()
     assert (product.asset.symbol, product.annual_rate, product.lock_days, product.capacity) == (

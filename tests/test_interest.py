@@ -21,7 +21,8 @@ from earn.subscriptions import redeem
 from earn.tasks import accrue_interest_task
 from exchange.celery import app
 from trading.audit import audit
-from trading.ledger import apply_journal
+from exchange.money import AMOUNT_LIMIT
+from trading.ledger import adjust_balance, apply_journal
 from trading.models import LedgerEntry
 
 from .conftest import balance_of, ledger_snapshot
@@ -241,6 +242,28 @@ def test_a_short_interest_account_stops_accrual_without_going_negative(trader, m
 
     assert paid_days(usd) == [day(2), day(3), day(4)]
     assert InterestShortfall.objects.get().resolved_at is not None
+    assert audit() == []
+
+
+def test_interest_a_balance_could_not_hold_stops_that_assets_accrual_only(trader, make_product, fund_interest,
+                                                                          clock, caplog):
+    clock.set(at(1))
+    usd = subscribed(trader, make_product("USD", annual_rate="0.0365"), "1000")  # 0.10 a day
+    btc = subscribed(trader, make_product("BTC", annual_rate="0.0365", min_amount="0.1"), "1")
+    fund_interest("USD", "100")
+    fund_interest("BTC", "1")
+    usd_asset = usd.asset
+    adjust_balance(account_id=trader.pk, asset_id=usd_asset.pk, amount=AMOUNT_LIMIT - Decimal("0.05"),
+                   reference="test:near-the-limit", memo="a balance a day's interest would take past the limit",
+                   wallet="earn")
+    clock.set(at(4))
+
+    with caplog.at_level(logging.ERROR, logger="earn.interest"):
+        run = accrue_interest()
+
+    assert paid_days(usd) == [] and paid_days(btc) == [day(2), day(3)]
+    assert run.summary()["interest"] == {"BTC": "0.00020000"}
+    assert f"interest on subscription {usd.pk} for 2026-03-02 not paid" in caplog.text
     assert audit() == []
 
 
