@@ -894,7 +894,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await self.events_lost({"details": {"reason": "the stream was interrupted"}})
             for pair, sent in list(self.state.book_sequences.items()):
                 await self.resynchronise(await self.book_market(pair), sent)
-            self.state.candles_sent = dict.fromkeys(self.state.candles_sent, [])  # the latest is sent afresh
+            self.state.candles_sent = {key: [] for key in self.state.candles_sent}  # the latest is sent afresh
             for channel in list(self.state.subscriptions):
                 if channel.name in ("ticker", "candles"):
                     await self.send_initial(channel, await database_sync_to_async(access_market)(channel.pair), None)

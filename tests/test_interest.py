@@ -20,8 +20,8 @@ from earn.models import InterestAccrual, InterestShortfall
 from earn.subscriptions import redeem
 from earn.tasks import accrue_interest_task
 from exchange.celery import app
-from trading.audit import audit
 from exchange.money import AMOUNT_LIMIT
+from trading.audit import audit
 from trading.ledger import adjust_balance, apply_journal
 from trading.models import LedgerEntry
 

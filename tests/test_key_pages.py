@@ -111,8 +111,8 @@ def test_sign_up_refuses_the_names_of_the_sandboxs_own_users(db):
                                                       "password1": PASSWORD, "password2": PASSWORD})
                for name in (DEMO_USER, "Demo", *TRADERS, "SIM-maker-9")}
 
-    assert {name: form_errors(response, "username") for name, response in answers.items()} == dict.fromkeys(
-        answers, ["This username is reserved; choose another."])
+    assert {name: form_errors(response, "username") for name, response in answers.items()} == {
+        name: ["This username is reserved; choose another."] for name in answers}
     assert not get_user_model().objects.exists()
     assert client.post("/account/signup/", {"username": "simone", "email": "x@example.com", "password1": PASSWORD,
                                             "password2": PASSWORD}).status_code == 302
