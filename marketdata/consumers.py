@@ -486,9 +486,10 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 "ticker": streams.ticker_group}[channel.name](channel.pair)
 
     def address(self) -> str:
-        headers = dict(self.scope.get("headers", []))
+        # Repeated X-Forwarded-For lines joined as one list, as Django's handlers give them to REST's check.
+        forwarded = b",".join(value for name, value in self.scope.get("headers", []) if name == b"x-forwarded-for")
         meta = {"REMOTE_ADDR": (self.scope.get("client") or ("",))[0],
-                "HTTP_X_FORWARDED_FOR": headers.get(b"x-forwarded-for", b"").decode("latin-1")}
+                "HTTP_X_FORWARDED_FOR": forwarded.decode("latin-1")}
         return client_address(meta)
 
     async def send_initial(self, channel: Channel, market, since_sequence: int | None) -> None:

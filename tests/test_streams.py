@@ -15,6 +15,7 @@ from channels.testing import WebsocketCommunicator
 from accounts.keys import create_api_key, prehash, sign
 from exchange.asgi import application
 from exchange.checksum import book_checksum
+from exchange.net import trusted_proxies
 from exchange.redis import Reply, RoundTrip
 from marketdata import publishing, replay, replay_backends
 from marketdata.consumers import MAX_MESSAGE_BYTES
@@ -691,6 +692,31 @@ def test_socket_auth_refusals(markets, traders):
     assert not_allowed["code"] == "IP_NOT_ALLOWED" and "203.0.113.9" in not_allowed["message"]
     assert bad_signature["code"] == "INVALID_SIGNATURE"
     assert stale["code"] == "TIMESTAMP_OUT_OF_WINDOW"
+
+
+def test_behind_trusted_proxies_a_socket_is_the_address_rest_would_see(markets, traders, settings):
+    """Two X-Forwarded-For lines (a proxy that adds its own): read as one list, as REST reads them."""
+    settings.TRUSTED_PROXIES = ["127.0.0.0/8"]
+    trusted_proxies.cache_clear()
+    alice, _ = traders
+    key, secret = create_api_key(alice, label="a", scope="read_only", ip_allowlist=["203.0.113.9"])
+
+    async def body():
+        ws = WebsocketCommunicator(application, "/v1/ws", headers=[(b"x-forwarded-for", b"203.0.113.9"),
+                                                                    (b"x-forwarded-for", b"127.0.0.2")])
+        ws.scope["client"] = ("127.0.0.1", 50000)
+        assert (await ws.connect())[0]
+        await op(ws, **auth_message(key.public_id, secret))
+        answer = await receive(ws)
+        await ws.disconnect()
+        return answer
+
+    try:
+        answer = run(body)
+    finally:
+        trusted_proxies.cache_clear()
+
+    assert answer["type"] == "authenticated", answer
 
 
 def test_quiet_streams_get_heartbeats_with_the_book_sequence(markets, traders, settings):
