@@ -47,7 +47,10 @@ def check_faucet_request(symbol: str, amount: Decimal) -> tuple[Asset, Decimal]:
         raise InvalidField("amount", "Must be greater than zero.")
     if amount.normalize().as_tuple().exponent < -asset.precision:
         raise InvalidField("amount", f"At most {asset.precision} decimal places for {asset.symbol}.")
-    return asset, Decimal(limits[asset.symbol])
+    limit = Decimal(limits[asset.symbol])
+    if amount > limit:  # no day gives it: not a limit to wait out
+        raise InvalidField("amount", f"At most {limit.normalize():f} {asset.symbol} a day.")
+    return asset, limit
 
 
 def utc_day_start(now: datetime) -> datetime:

@@ -113,6 +113,7 @@ def test_the_limit_is_whole_again_the_next_utc_day(faucet_only, bot):
     ({"asset": "USD", "amount": "0.001"}, "amount"),  # finer than USD's two places
     ({"asset": "BTC", "amount": "0.000000001"}, "amount"),
     ({"asset": "USD", "amount": "-5"}, "amount"),
+    ({"asset": "USD", "amount": "100000.01"}, "amount"),  # more than a whole day's limit: never given
     ({"asset": "USD", "amount": 100}, "amount"),  # a JSON number
     ({"asset": "USD", "amount": "1e3"}, "amount"),
     ({"asset": "USD"}, "amount"),
