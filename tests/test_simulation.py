@@ -235,6 +235,17 @@ def test_the_command_refuses_to_run_outside_the_sandbox(settings):
         call_command("simulate_market", "--actions", "1")
 
 
+@pytest.mark.parametrize("args, message", [(["--rate", "0"], "--rate must be above 0"),
+                                           (["--actions", "-5"], "--actions must be 1 or more"),
+                                           (["--actions", "0"], "--actions must be 1 or more")])
+def test_the_command_refuses_a_rate_or_a_number_of_actions_that_runs_nothing(markets, settings, args, message):
+    settings.EXCHANGE_ENVIRONMENT = "sandbox"
+
+    with pytest.raises(CommandError, match=message):
+        call_command("simulate_market", *args)
+    assert not Account.objects.filter(user__username__startswith="sim-").exists()  # refused before the set-up
+
+
 def test_setting_the_traders_up_twice_tops_balances_up_and_replaces_their_keys(markets):
     specs = market_specs(["BTC-USD"], None)
     first = set_up_traders(specs)

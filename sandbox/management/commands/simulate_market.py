@@ -48,6 +48,8 @@ class Command(BaseCommand):
                                "--force to run them anyway")
         if rate <= 0:
             raise CommandError("--rate must be above 0")
+        if actions is not None and actions < 1:
+            raise CommandError("--actions must be 1 or more (without it, the run goes on until stopped)")
         logging.getLogger("sandbox.simulator").setLevel(logging.INFO)
         logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
         specs = market_specs(pairs.split(",") if pairs else None, self.stderr)
