@@ -16,6 +16,7 @@ from rest_framework import serializers
 from exchange.money import ASSET_PATTERN, DECIMAL_PLACES, MAX_DIGITS, format_amount
 
 PLAIN_DECIMAL = re.compile(r"[0-9]{1,36}(\.[0-9]{1,36})?")
+SIGNED_PLAIN_DECIMAL = re.compile(r"-?" + PLAIN_DECIMAL.pattern)  # an operator's amount: ASCII digits, no "_"
 PLAIN_INTEGER = re.compile(r"[0-9]{1,18}")  # fits a 64-bit id
 LARGEST_INTEGER = 10**18 - 1  # the largest PLAIN_INTEGER
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -54,6 +54,7 @@ def test_unknown_asset_creates_nothing(markets):
 @pytest.mark.parametrize("args,message", [
     (["--deposit", "USD=abc"], "plain decimal"),
     (["--deposit", "USD=1.5e3"], "plain decimal"),
+    (["--deposit", "USD=1_000"], "plain decimal"),
     (["--deposit", "USD=-5"], "greater than zero"),
     (["--deposit", "USD=0.001"], "USD has 2 decimal places"),
     (["--allow", "not-an-ip"], "ip_allowlist"),

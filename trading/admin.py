@@ -1,5 +1,5 @@
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django import forms
 from django.conf import settings
@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from accounts.models import Account
 from exchange import slow_requests
 from exchange.errors import ExchangeError
+from exchange.fields import SIGNED_PLAIN_DECIMAL
 from exchange.money import AMOUNT_LIMIT, DECIMAL_PLACES, MAX_DIGITS
 from trading import ledger, services
 from trading.audit import run_audit
@@ -173,11 +174,10 @@ class AdjustBalanceForm(forms.Form):
 
     def clean_amount(self) -> Decimal:
         text = self.cleaned_data["amount"].strip()
-        try:
-            amount = Decimal(text)
-        except InvalidOperation:
-            raise forms.ValidationError("Enter a plain decimal such as 100.5 or -100.5.") from None
-        if not amount.is_finite() or amount == 0 or "e" in text.lower():
+        if not SIGNED_PLAIN_DECIMAL.fullmatch(text):  # Decimal() also takes "1_000", "1e3" and other scripts' digits
+            raise forms.ValidationError("Enter a plain decimal such as 100.5 or -100.5.")
+        amount = Decimal(text)
+        if amount == 0:
             raise forms.ValidationError("Enter a non-zero plain decimal such as 100.5 or -100.5.")
         if abs(amount) >= AMOUNT_LIMIT or amount.normalize().as_tuple().exponent < -DECIMAL_PLACES:
             raise forms.ValidationError(f"At most {MAX_DIGITS - DECIMAL_PLACES} digits before and {DECIMAL_PLACES} "

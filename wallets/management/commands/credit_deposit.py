@@ -1,9 +1,10 @@
 import json
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Account
+from exchange.fields import SIGNED_PLAIN_DECIMAL
 from trading.models import Asset
 from wallets.api.deposits import DepositSerializer
 from wallets.deposits import DepositRefused, credit_deposit
@@ -25,13 +26,9 @@ def find_asset(symbol: str) -> Asset:
 
 
 def parse_amount(text: str) -> Decimal:
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        amount = None
-    if amount is None or "e" in text.lower() or not amount.is_finite():
+    if not SIGNED_PLAIN_DECIMAL.fullmatch(text):  # Decimal() also takes "1_000", "1e3" and other scripts' digits
         raise CommandError(f"The amount must be a plain decimal such as 0.5, not {text!r}.")
-    return amount
+    return Decimal(text)
 
 
 class Command(BaseCommand):
