@@ -40,11 +40,15 @@ def market_page(request, pair: str | None = None):
     market = page_market(pair)
     if market is None:  # nothing listed yet (a fresh database): the account overview says where to go
         return redirect("accounts:index")
+    # The panels of the holder's orders and balances read the private API: a login without a trading account
+    # (an operator) has none to read.
+    has_account = getattr(request.user, "account", None) is not None
     return render(request, "market/page.html", {
         "market": market,
+        "has_account": has_account,
         "markets": Market.objects.with_assets().order_by("pair"),
         "page_config": {"pair": market.pair, "base": market.base.symbol, "quote": market.quote.symbol,
                         "price_places": places(market.tick_size), "size_places": places(market.lot_size),
                         "candles_url": f"{reverse('candles-detail', args=[market.pair])}?{urlencode(CANDLES_SHOWN)}",
-                        "signed_in": request.user.is_authenticated},
+                        "has_account": has_account},
     })

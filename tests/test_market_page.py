@@ -23,7 +23,7 @@ def test_the_root_is_the_first_markets_page_with_every_pair_to_choose(markets):
     assert response.status_code == 200
     assert page_config(response) == {
         "pair": "BTC-USD", "base": "BTC", "quote": "USD", "price_places": 2, "size_places": 8,
-        "candles_url": "/v1/candles/BTC-USD?interval=1m&limit=240", "signed_in": False,
+        "candles_url": "/v1/candles/BTC-USD?interval=1m&limit=240", "has_account": False,
     }
     html = response.content.decode()
     for pair in markets:
@@ -51,11 +51,24 @@ def test_a_signed_in_holder_gets_the_panels_the_script_fills_from_the_api(market
 
     response = client.get("/markets/BTC-USD")
 
-    assert page_config(response)["signed_in"] is True
+    assert page_config(response)["has_account"] is True
     assert 'id="open-orders"' in response.content.decode() and 'id="balances"' in response.content.decode()
     # What the script reads with the session: the API's own endpoints, GET only.
     assert client.get("/v1/orders?status=live&limit=50&pair=BTC-USD").status_code == 200
     assert client.get("/v1/account/balances").status_code == 200
+
+
+def test_a_login_without_a_trading_account_is_told_so_and_the_script_reads_no_private_api(markets):
+    operator = get_user_model().objects.create_superuser("operator", password="a-long-passw0rd!")
+    client = Client()
+    client.force_login(operator)
+
+    response = client.get("/markets/BTC-USD")
+
+    assert page_config(response)["has_account"] is False  # the script leaves the private panels alone
+    html = response.content.decode()
+    assert "This login has no trading account." in html
+    assert 'id="open-orders"' not in html and 'id="balances"' not in html
 
 
 def test_the_price_chart_reads_the_latest_minutes_from_the_candles_api(markets, alice, bob, trade):

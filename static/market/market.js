@@ -467,10 +467,10 @@
   // -- the signed-in holder's orders and balances: the REST API with the session (reads only),
   // read at each connect and again soon after the public streams show activity on the pair.
 
-  function activity() { if (config.signed_in) refreshPrivate(false); }
+  function activity() { if (config.has_account) refreshPrivate(false); }
 
   function refreshPrivate(now) {
-    if (!config.signed_in) return;
+    if (!config.has_account) return;
     if (state.privateTimer) return;
     var wait = now ? 0 : Math.max(0, state.privateDue - Date.now());
     state.privateTimer = setTimeout(function () {
