@@ -49,6 +49,7 @@ def market_page(request, pair: str | None = None):
         "markets": Market.objects.with_assets().order_by("pair"),
         "page_config": {"pair": market.pair, "base": market.base.symbol, "quote": market.quote.symbol,
                         "price_places": places(market.tick_size), "size_places": places(market.lot_size),
+                        "quote_places": market.quote.precision,
                         "candles_url": f"{reverse('candles-detail', args=[market.pair])}?{urlencode(CANDLES_SHOWN)}",
                         "has_account": has_account},
     })

@@ -22,7 +22,7 @@ def test_the_root_is_the_first_markets_page_with_every_pair_to_choose(markets):
 
     assert response.status_code == 200
     assert page_config(response) == {
-        "pair": "BTC-USD", "base": "BTC", "quote": "USD", "price_places": 2, "size_places": 8,
+        "pair": "BTC-USD", "base": "BTC", "quote": "USD", "price_places": 2, "size_places": 8, "quote_places": 2,
         "candles_url": "/v1/candles/BTC-USD?interval=1m&limit=240", "has_account": False,
     }
     html = response.content.decode()
@@ -39,7 +39,7 @@ def test_a_pair_in_any_case_has_its_page_and_an_unknown_one_is_a_404(markets):
     missing = Client().get("/markets/DOGE-USD")
 
     assert eth_btc.status_code == 200 and page_config(eth_btc)["pair"] == "ETH-BTC"
-    assert page_config(eth_btc)["price_places"] == 5
+    assert page_config(eth_btc)["price_places"] == 5 and page_config(eth_btc)["quote_places"] == 8  # BTC's
     assert missing.status_code == 404
 
 

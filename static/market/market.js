@@ -304,7 +304,7 @@
     $("ticker-high").textContent = price(t.high_24h);
     $("ticker-low").textContent = price(t.low_24h);
     $("ticker-volume").textContent = size(t.volume_24h);
-    $("ticker-quote-volume").textContent = fixed(t.quote_volume_24h, config.price_places);
+    $("ticker-quote-volume").textContent = fixed(t.quote_volume_24h, config.quote_places);
     document.title = (t.last_price ? price(t.last_price) + " · " : "") + PAIR + " · Exchange";
   }
 
