@@ -4,6 +4,8 @@ with its redeem button. The forms post, then redirect back to the page (POST-red
 what happened; they go through the same parsing and services as the API, and the page shows the
 same numbers, formatted the same way, as ``GET /v1/earn/products`` and ``GET /v1/earn/subscriptions``."""
 
+import secrets
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
@@ -41,6 +43,8 @@ def home(request):
                           [:RECENT_SUBSCRIPTIONS]) if account else [])
     return render(request, "earn/home.html", {
         "products": list(zip(products, EarnProductSerializer(products, many=True).data)),
+        # Each rendered subscribe form's client_subscription_id: sent twice (a double click), it subscribes once.
+        "form_id": secrets.token_urlsafe(12),
         "subscriptions": list(zip(subscriptions, SubscriptionSerializer(subscriptions, many=True).data)),
         "has_account": account is not None,
         "now": timezone.now(),
@@ -60,19 +64,20 @@ def refusal(error: Exception) -> str:
 @login_required
 @require_POST
 def subscribe_view(request):
-    given = {name: request.POST[name] for name in ("product_id", "amount") if name in request.POST}
+    given = {name: request.POST[name] for name in ("product_id", "amount", "client_subscription_id")
+             if name in request.POST}
     if parse_integer(given.get("product_id", "")) is not None:  # a form's is text; the API takes a JSON number
         given["product_id"] = parse_integer(given["product_id"])
     form = SubscriptionCreateSerializer(data=given)
     try:
         form.is_valid(raise_exception=True)
-        subscription, _ = subscribe(trading_account(request), form.validated_data)
+        subscription, created = subscribe(trading_account(request), form.validated_data)
     except (ValidationError, ExchangeError) as error:
         messages.error(request, f"Not subscribed: {refusal(error)}")
     else:
         shown = SubscriptionSerializer(subscription).data
-        messages.success(request, f"Subscribed {shown['amount']} {shown['asset']} (subscription "
-                                  f"{subscription.pk}).")
+        messages.success(request, f"Subscribed {shown['amount']} {shown['asset']} (subscription {subscription.pk})"
+                                  + ("." if created else ", once: the form was sent again."))
     return redirect("earn:home")
 
 

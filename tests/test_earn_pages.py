@@ -2,6 +2,7 @@
 their interest) and the operators' earn admin (products, subscriptions, accruals, the interest
 account's balances and the shortfalls that stop accrual)."""
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -79,6 +80,24 @@ def test_subscribing_from_the_page_redirects_back_and_says_so(holder, make_produ
     assert (subscription.account, subscription.amount) == (account, Decimal("250.5"))
     assert messages_of(response) == [f"Subscribed 250.50 USD (subscription {subscription.pk})."]
     assert balance_of(account, "USD", "earn").locked == Decimal("250.5")
+
+
+def test_a_subscribe_form_sent_twice_subscribes_once(holder, make_product):
+    """A double click: the page's form carries a client_subscription_id of its own."""
+    account, client = holder
+    product = make_product("USD", min_amount="10")
+    page = client.get(EARN).content.decode()
+    [form_id] = re.findall(r'name="client_subscription_id" value="([A-Za-z0-9_-]+)"', page)
+    sent = {"product_id": str(product.pk), "amount": "100", "client_subscription_id": form_id}
+
+    first, again = (client.post(SUBSCRIBE, sent, follow=True) for _ in range(2))
+
+    subscription = Subscription.objects.get()
+    assert messages_of(again) == [f"Subscribed 100.00 USD (subscription {subscription.pk}), once: the form was "
+                                  "sent again."]
+    assert messages_of(first) == [f"Subscribed 100.00 USD (subscription {subscription.pk})."]
+    assert balance_of(account, "USD", "earn").locked == 100
+    assert form_id not in client.get(EARN).content.decode()  # the next page's form is a new one
 
 
 @pytest.mark.parametrize("amount, says", [
