@@ -84,12 +84,16 @@ def subscribe_view(request):
 @login_required
 @require_POST
 def redeem_view(request, pk: int):
+    asked_at = timezone.now()
     try:
         subscription = redeem(trading_account(request), pk)
     except ExchangeError as error:
         messages.error(request, f"Not redeemed: {refusal(error)}")
     else:
         shown = SubscriptionSerializer(subscription).data
-        messages.success(request, f"Subscription {subscription.pk} redeemed: {shown['amount']} {shown['asset']} "
-                                  "is back in your spot wallet.")
+        if subscription.redeemed_at < asked_at:  # a repeat (a double click): the service changed nothing
+            messages.info(request, f"Subscription {subscription.pk} was redeemed already.")
+        else:
+            messages.success(request, f"Subscription {subscription.pk} redeemed: {shown['amount']} {shown['asset']} "
+                                      "is back in your spot wallet.")
     return redirect("earn:home")

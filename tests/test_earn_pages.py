@@ -132,6 +132,10 @@ def test_redeeming_from_the_page_and_a_locked_refusal(holder, make_product, cloc
     assert Subscription.objects.get(pk=locked.pk).is_active and not Subscription.objects.get(pk=flexible.pk).is_active
     assert "locked until 2026-03-08" in redeemed.content.decode()
     assert balance_of(account, "USD").available == 900
+    clock.set(at(1, hour=11))
+    again = client.post(redeem_url(flexible), follow=True)  # a double click
+    assert messages_of(again) == [f"Subscription {flexible.pk} was redeemed already."]
+    assert balance_of(account, "USD").available == 900
 
 
 def test_someone_elses_subscription_cannot_be_redeemed_from_the_page(holder, funded, make_product):
