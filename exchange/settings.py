@@ -164,12 +164,9 @@ TEMPLATES = [
     },
 ]
 
-# The embedded default keeps the sandbox's testnet money and keys in a file of their own: a production
-# start on the same machine never sees them.
-EMBEDDED_DATABASE = VAR_DIR / ("sandbox.sqlite3" if EXCHANGE_ENVIRONMENT == "sandbox" else "exchange.sqlite3")
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{EMBEDDED_DATABASE}",
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'exchange.sqlite3'}",
         conn_max_age=60,
         conn_health_checks=True,
     )

@@ -1,9 +1,11 @@
 """The README's run command, over real HTTP."""
 
+import subprocess
+
 import httpx
 import pytest
 
-from .processes import free_port, process_env, running, wait_until
+from .processes import ROOT, free_port, process_env, running, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -32,4 +34,17 @@ def test_run_local_serves_markets_and_admin_over_http(tmp_path):
     log = log_file.read_text()
     assert "Operator login: operator / smoke-test-password" in log
     assert f"Simulating BTC-USD, ETH-BTC, ETH-USD against {base}" in log
-    assert (tmp_path / "sandbox.sqlite3").exists() and not (tmp_path / "exchange.sqlite3").exists()
+    assert (tmp_path / "exchange.sqlite3").exists() and (tmp_path / "environment").read_text() == "sandbox\n"
+
+
+def test_run_local_refuses_to_serve_one_environment_from_the_var_the_other_used(tmp_path):
+    (tmp_path / "environment").write_text("sandbox\n")  # a make run of the sandbox made this var/
+    env = process_env(EXCHANGE_ENVIRONMENT="production", PORT=str(free_port()), EXCHANGE_VAR_DIR=str(tmp_path),
+                      DATABASE_URL=None, REDIS_URL=None, DJANGO_SETTINGS_MODULE=None)
+
+    result = subprocess.run(["bin/run-local"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 1
+    assert f"{tmp_path}/ holds the sandbox's database; EXCHANGE_VAR_DIR=var/production serves the production" in (
+        result.stderr)
+    assert not (tmp_path / "exchange.sqlite3").exists()  # refused before anything is migrated
