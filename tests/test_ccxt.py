@@ -586,6 +586,8 @@ def test_until_is_the_last_millisecond_included_and_paginate_reads_a_batch_shari
     assert [fill["id"] for fill in taker.fetch_order_trades(sweep["id"], "BTC/USD")] == [fill["id"] for fill in batch]
     assert sorted(fill["order"] for fill in maker.fetch_my_trades("BTC/USD", batch[0]["timestamp"], None,
                                                                  {"paginate": True})) == sorted(a["id"] for a in asks)
+    with pytest.raises(ccxt.BadRequest, match="page by trade id"):  # public trades page by id, not by cursor
+        taker.fetch_trades("BTC/USD", None, 1, {"paginate": True})
     # An id no order can have: OrderNotFound, and nothing sent for the batch it was in.
     for call in (lambda: maker.cancel_orders([asks[0]["id"], "abc"]), lambda: maker.fetch_order_trades("abc"),
                  lambda: maker.cancel_orders(["123456789012345678901"])):

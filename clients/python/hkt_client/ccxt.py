@@ -358,7 +358,10 @@ class hkt(ccxt.Exchange, ImplicitAPI):  # noqa: N801 (ccxt names its exchange cl
         trade in order, page by id with ``params={"sort": "asc", "after": last_trade_id}``."""
         self.load_markets()
         market = self.market(symbol)
-        request, params, _ = self.window({"pair": market["id"]}, since, limit, params)
+        request, params, paginate = self.window({"pair": market["id"]}, since, limit, params)
+        if paginate:
+            raise BadRequest(f"{self.id} fetch_trades() takes no paginate: page by trade id with "
+                             "params={'sort': 'asc', 'after': last_trade_id}")
         response = self.publicGetTradesPair(self.extend(request, params))
         return self.parse_trades(self.safe_list(response, "trades", []), market, since, limit)
 
