@@ -93,8 +93,8 @@ def test_a_subscribe_form_sent_twice_subscribes_once(holder, make_product):
     first, again = (client.post(SUBSCRIBE, sent, follow=True) for _ in range(2))
 
     subscription = Subscription.objects.get()
-    assert messages_of(again) == [f"Subscribed 100.00 USD (subscription {subscription.pk}), once: the form was "
-                                  "sent again."]
+    assert messages_of(again) == [
+        f"Subscribed 100.00 USD (subscription {subscription.pk}), once: the form was sent again."]
     assert messages_of(first) == [f"Subscribed 100.00 USD (subscription {subscription.pk})."]
     assert balance_of(account, "USD", "earn").locked == 100
     assert form_id not in client.get(EARN).content.decode()  # the next page's form is a new one

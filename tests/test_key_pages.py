@@ -237,7 +237,7 @@ def test_quick_start_as_printed_places_the_order_on_the_server_that_printed_it(l
     assert usd["total"] == "1300.00" and order["status"] == "open", shell.stdout
     assert order["post_only"] is True  # should the market be below its price: rejected, never a purchase
     guard = quick_start(page, "quickstart").splitlines()[0]  # says so where hkt-sign is missing
-    assert "is not on your PATH" in subprocess.run(["bash", "-c", guard], capture_output=True, text=True,
+    assert "is not on your PATH" in subprocess.run(["bash", "-c", guard], capture_output=True, text=True, check=True,
                                                    env={"PATH": "/usr/bin:/bin"}).stdout
     assert "'status': 'open'" in python.stdout.splitlines()[-1], python.stdout
     assert Order.objects.filter(account__user=user, status="open").count() == 2

@@ -42,7 +42,8 @@ def test_run_local_refuses_to_serve_one_environment_from_the_var_the_other_used(
     env = process_env(EXCHANGE_ENVIRONMENT="production", PORT=str(free_port()), EXCHANGE_VAR_DIR=str(tmp_path),
                       DATABASE_URL=None, REDIS_URL=None, DJANGO_SETTINGS_MODULE=None)
 
-    result = subprocess.run(["bin/run-local"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bin/run-local"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
 
     assert result.returncode == 1
     assert f"{tmp_path}/ holds the sandbox's database; EXCHANGE_VAR_DIR=var/production serves the production" in (
