@@ -1,15 +1,19 @@
 """Withdrawals: POST/GET /v1/withdrawals, GET /v1/withdrawals/{id}, POST /v1/withdrawals/{id}/cancel,
 the operators' transitions and what each writes to the ledger."""
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from accounts.models import RateTier
 from accounts.services import fee_account
+from exchange.errors import WithdrawalAddressNotAllowed
 from exchange.fields import to_milliseconds
 from trading.audit import audit
 from trading.models import Asset, LedgerEntry
@@ -17,7 +21,7 @@ from wallets import deposits, withdrawals
 from wallets.models import AssetWalletSettings, TierWithdrawalLimit, Withdrawal, WithdrawalAddress
 from wallets.withdrawals import (
     OperatorRefusal, TransitionRefused, WithdrawalRequest, add_address, approve_withdrawal, cancel_withdrawal,
-    mark_sent, reject_withdrawal, request_withdrawal,
+    mark_sent, reject_withdrawal, remove_address, request_withdrawal,
 )
 
 from .conftest import balance_of, ledger_snapshot
@@ -310,6 +314,57 @@ def test_reusing_a_client_withdrawal_id_for_another_withdrawal_is_refused(trader
                            "DUPLICATE_CLIENT_WITHDRAWAL_ID", before)
 
     assert error["details"] == {"withdrawal_id": first.json()["id"]}
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_an_address_removed_while_a_request_to_it_is_checked_waits_for_that_request(trader, monkeypatch):
+    """The request holds its address book entry from the check to its commit: a removal in flight waits
+    for it (the withdrawal was asked before the address was removed), never lets it through afterwards."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a row lock another connection waits on: PostgreSQL's (SQLite's writers queue whole)")
+    checked, release = threading.Event(), threading.Event()
+    check_address = withdrawals.check_address
+
+    def check_then_wait(*args):
+        check_address(*args)
+        checked.set()
+        release.wait(30)
+
+    def remove():
+        try:
+            return remove_address(trader, WithdrawalAddress.objects.get().pk)
+        finally:
+            connection.close()
+
+    def ask():
+        try:
+            return request_withdrawal(trader, WithdrawalRequest("BTC", Decimal("0.5"), ADDRESS))
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(withdrawals, "check_address", check_then_wait)
+    with ThreadPoolExecutor(2) as pool:
+        asked = pool.submit(ask)
+        assert checked.wait(30)
+        removal = pool.submit(remove)
+        with connections["default"].cursor() as cursor:  # the removal's DELETE waits on the entry's lock
+            for _ in range(300):
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                               "AND query LIKE 'DELETE%%'")
+                if cursor.fetchone()[0]:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the removal never waited for the request's lock")
+        release.set()
+        (withdrawal, created), removed = asked.result(30), removal.result(30)
+
+    assert created and removed is not None and not WithdrawalAddress.objects.exists()
+    assert Withdrawal.objects.get() == withdrawal and withdrawal.address == ADDRESS
+    monkeypatch.undo()
+    with pytest.raises(WithdrawalAddressNotAllowed):  # after the removal, none to it
+        request_withdrawal(trader, WithdrawalRequest("BTC", Decimal("0.5"), ADDRESS))
+    assert audit() == []
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

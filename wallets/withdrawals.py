@@ -112,7 +112,10 @@ def remove_address(account: Account, address_id: int) -> WithdrawalAddress | Non
 
 
 def check_address(account: Account, asset: Asset, address: str, now: datetime) -> None:
-    entry = WithdrawalAddress.objects.filter(account=account, asset=asset, address=address).first()
+    """The address is in the account's book and usable now; its entry locked to the caller's commit, so that
+    a removal in flight either waits for the request or is seen by it."""
+    entry = WithdrawalAddress.objects.select_for_update().filter(account=account, asset=asset,
+                                                                 address=address).first()
     if entry is None:
         raise WithdrawalAddressNotAllowed(asset.symbol, address)
     if entry.usable_from > now:
@@ -122,7 +125,8 @@ def check_address(account: Account, asset: Asset, address: str, now: datetime) -
 # Requests, by the account holder.
 
 def check_withdrawal(account: Account, request: WithdrawalRequest) -> tuple[Asset, AssetWalletSettings]:
-    """The asset and its settings, if the request may be made (funds and the daily limit apart)."""
+    """The asset and its settings, if the request may be made (funds and the daily limit apart); in the
+    request's transaction (check_address locks the book's entry)."""
     asset = access_asset(request.asset)
     asset_settings = AssetWalletSettings.of(asset)
     if not asset_settings.withdraw_enabled:
@@ -162,8 +166,8 @@ def request_withdrawal(account: Account, request: WithdrawalRequest) -> tuple[Wi
 
 
 def do_request_withdrawal(account: Account, request: WithdrawalRequest) -> Withdrawal:
-    asset, asset_settings = check_withdrawal(account, request)
     with transaction.atomic():
+        asset, asset_settings = check_withdrawal(account, request)
         # The spot balance is locked before the limit is summed: the account's requests for the asset
         # queue here, so two of them cannot both fit under the limit that only one fits under.
         ledger.lock_balances([(account.pk, asset.pk, Wallet.SPOT)])
