@@ -1,4 +1,5 @@
 import json
+import re
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
@@ -134,16 +135,21 @@ def test_the_admin_refuses_a_repeated_credit_with_a_clear_message(client, make_a
     assert written() == before
 
 
-@pytest.mark.parametrize("amount", ["0", "-5", "0.001"])
-def test_the_admin_refuses_a_bad_amount(client, make_account, markets, amount):
+@pytest.mark.parametrize("amount, external_id, field", [
+    ("0", "wire-1", "amount"), ("-5", "wire-1", "amount"), ("0.001", "wire-1", "amount"),
+    # What manage.py credit_deposit refuses too: another spelling of an amount, an id with spaces around it.
+    ("1e2", "wire-1", "amount"), (" 10 ", "wire-1", "amount"), ("\u0661\u0660", "wire-1", "amount"),
+    (".5", "wire-1", "amount"), ("10", " wire-1 ", "external_id"),
+])
+def test_the_admin_refuses_a_bad_amount(client, make_account, markets, amount, external_id, field):
     client.force_login(operator(("add_deposit", "view_deposit")))
     account = make_account()
     before = written()
 
     response = client.post(ADD_URL, {"account": account.pk, "asset": Asset.objects.get(symbol="USD").pk,
-                                     "amount": amount, "external_id": "wire-1"})
+                                     "amount": amount, "external_id": external_id})
 
-    assert response.status_code == 200 and response.context["adminform"].form.errors["amount"]
+    assert response.status_code == 200 and response.context["adminform"].form.errors[field]
     assert written() == before
 
 
@@ -182,6 +188,7 @@ def test_the_command_credits_by_username_or_id_and_prints_the_deposit(make_accou
 @pytest.mark.parametrize("args,message", [
     (("custody-client", "BTC", "2", "0xabc"), "already credited"),
     (("nobody", "BTC", "2", "0x1"), "No account"),
+    (("{first}", "BTC", "2", "0x1"), "is account {first}'s id and account {digits}'s username"),
     (("custody-client", "XYZ", "2", "0x1"), "Unknown asset"),
     (("custody-client", "BTC", "1e3", "0x1"), "plain decimal"),
     (("custody-client", "BTC", "0", "0x1"), "greater than zero"),
@@ -189,12 +196,13 @@ def test_the_command_credits_by_username_or_id_and_prints_the_deposit(make_accou
     (("custody-client", "BTC", "2", "0x1", "--credited-by", "c" * 151), "1 to 150 characters"),
 ])
 def test_the_command_refuses_with_a_clear_message_and_writes_nothing(make_account, markets, args, message):
-    make_account("custody-client")
+    first = make_account("custody-client").pk
+    digits = make_account(str(first)).pk  # a holder whose username is the other account's id
     run_command("custody-client", "BTC", "1", "0xabc")
     before = written()
 
-    with pytest.raises(CommandError, match=message):
-        run_command(*args)
+    with pytest.raises(CommandError, match=re.escape(message.format(first=first, digits=digits))):
+        run_command(*(arg.format(first=first) for arg in args))
 
     assert written() == before
 

@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -7,18 +9,35 @@ from django.db.models import Case, F, When
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
+from exchange.fields import SIGNED_PLAIN_DECIMAL
 from trading.admin import ReadOnlyAdmin
 from wallets import deposits, withdrawals
 from wallets.models import AssetWalletSettings, Deposit, TierWithdrawalLimit, Withdrawal, WithdrawalAddress
 
 
 class DepositForm(forms.ModelForm):
+    # Taken as manage.py credit_deposit takes them: an amount of ASCII digits, an id as given (unstripped).
+    amount = forms.CharField(strip=False, help_text="A plain decimal, e.g. 0.5.")
+    external_id = forms.CharField(strip=False, help_text="The transaction's id on the outside, exactly.")
+
     class Meta:
         model = Deposit
         fields = ["account", "asset", "amount", "external_id"]
         error_messages = {NON_FIELD_ERRORS: {
             "unique_together": "This transaction was already credited for this asset; nothing was written.",
         }}
+
+    def clean_amount(self) -> Decimal:
+        if not SIGNED_PLAIN_DECIMAL.fullmatch(text := self.cleaned_data["amount"]):
+            raise forms.ValidationError("Enter a plain decimal such as 0.5.")
+        return Decimal(text)
+
+    def clean_external_id(self) -> str:
+        try:
+            deposits.check_external_id(external_id := self.cleaned_data["external_id"])
+        except deposits.DepositRefused as refusal:
+            raise forms.ValidationError(str(refusal)) from None
+        return external_id
 
     def clean(self):
         cleaned = super().clean()

@@ -46,15 +46,19 @@ def check_amount(asset: Asset, amount: Decimal) -> None:
         raise DepositRefused(f"The amount must be less than {AMOUNT_LIMIT:f}: a balance holds no more.")
 
 
+def check_external_id(external_id: str) -> None:
+    if not external_id or external_id != external_id.strip() or len(external_id) > EXTERNAL_ID_LENGTH:
+        raise DepositRefused(f"The external id must be 1 to {EXTERNAL_ID_LENGTH} characters, "
+                             "with no surrounding spaces.")
+
+
 def credit_deposit(account: Account, asset: Asset, amount: Decimal, external_id: str, credited_by: str) -> Deposit:
     """Credit ``amount`` of ``asset`` to the account's spot wallet; raise DepositRefused, writing
     nothing, for a bad amount or a transaction already credited."""
     check_amount(asset, amount)
     if not AssetWalletSettings.of(asset).deposit_enabled:
         raise DepositRefused(f"Deposits of {asset.symbol} are disabled in its wallet settings; nothing was written.")
-    if not external_id or external_id != external_id.strip() or len(external_id) > EXTERNAL_ID_LENGTH:
-        raise DepositRefused(f"The external id must be 1 to {EXTERNAL_ID_LENGTH} characters, "
-                             "with no surrounding spaces.")
+    check_external_id(external_id)
     if not 0 < len(credited_by) <= CREDITED_BY_LENGTH:
         raise DepositRefused(f"Who credits it is named in 1 to {CREDITED_BY_LENGTH} characters.")
     try:

@@ -4,15 +4,21 @@ from decimal import Decimal
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Account
-from exchange.fields import SIGNED_PLAIN_DECIMAL
+from exchange.fields import PLAIN_INTEGER, SIGNED_PLAIN_DECIMAL
 from trading.models import Asset
 from wallets.api.deposits import DepositSerializer
 from wallets.deposits import DepositRefused, credit_deposit
 
 
 def find_account(reference: str) -> Account:
-    lookup = {"pk": int(reference)} if reference.isascii() and reference.isdigit() else {"user__username": reference}
-    account = Account.objects.filter(**lookup).first()
+    """The account ``reference`` names: its id or its holder's username, refused when it is both of two
+    accounts' (a username of digits)."""
+    by_id = Account.objects.filter(pk=int(reference)).first() if PLAIN_INTEGER.fullmatch(reference) else None
+    by_username = Account.objects.filter(user__username=reference).first()
+    if by_id is not None and by_username is not None and by_id != by_username:
+        raise CommandError(f"{reference!r} is account {by_id.pk}'s id and account {by_username.pk}'s username: "
+                           f"give {by_username.pk} for the holder called {reference!r}.")
+    account = by_id or by_username
     if account is None:
         raise CommandError(f"No account {reference!r} (give its id or its holder's username).")
     return account
