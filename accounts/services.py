@@ -22,6 +22,11 @@ def open_account(user) -> Account:
     return account
 
 
+def account_of(user) -> Account | None:
+    """The user's trading account; None for a user without one (an operator) or a visitor not logged in."""
+    return getattr(user, "account", None)
+
+
 def fee_account() -> Account:
     return Account.objects.get(kind=Account.Kind.FEE)
 

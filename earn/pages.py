@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 from rest_framework.exceptions import ValidationError
 
+from accounts.services import account_of
 from earn.api.views import EarnProductSerializer, SubscriptionCreateSerializer, SubscriptionSerializer
 from earn.models import EarnProduct, Subscription
 from earn.subscriptions import redeem, subscribe
@@ -22,13 +23,8 @@ from exchange.fields import parse_integer
 RECENT_SUBSCRIPTIONS = 100  # the page's; the API pages back through the rest
 
 
-def account_of(request):
-    """The user's trading account; None for a user without one (an operator)."""
-    return getattr(request.user, "account", None)
-
-
 def trading_account(request):
-    account = account_of(request)
+    account = account_of(request.user)
     if account is None:
         raise InvalidRequest("This login has no trading account.")
     return account
@@ -37,7 +33,7 @@ def trading_account(request):
 @login_required
 @require_safe
 def home(request):
-    account = account_of(request)
+    account = account_of(request.user)
     products = EarnProduct.objects.open()
     subscriptions = (list(Subscription.objects.filter(account=account).for_rendering().order_by("-id")
                           [:RECENT_SUBSCRIPTIONS]) if account else [])

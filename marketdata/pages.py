@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
+from accounts.services import account_of
 from exchange.errors import UnknownPair
 from trading.markets import access_market
 from trading.models import Market
@@ -42,7 +43,7 @@ def market_page(request, pair: str | None = None):
         return redirect("accounts:index")
     # The panels of the holder's orders and balances read the private API: a login without a trading account
     # (an operator) has none to read.
-    has_account = getattr(request.user, "account", None) is not None
+    has_account = account_of(request.user) is not None
     return render(request, "market/page.html", {
         "market": market,
         "has_account": has_account,

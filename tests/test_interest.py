@@ -211,13 +211,20 @@ def test_a_day_whose_interest_rounds_to_zero_is_settled_without_a_ledger_entry(t
     assert subscription.accrued_through == day(3)
 
 
+def usd_and_btc_subscribed_on_day_1(trader, make_product, fund_interest, clock, usd_funding: str) -> tuple:
+    """A USD subscription earning 0.10 a day and a BTC one, the interest account funded with ``usd_funding`` USD
+    and 1 BTC."""
+    clock.set(at(1))
+    usd = subscribed(trader, make_product("USD", annual_rate="0.0365"), "1000")
+    btc = subscribed(trader, make_product("BTC", annual_rate="0.0365", min_amount="0.1"), "1")
+    fund_interest("USD", usd_funding)
+    fund_interest("BTC", "1")
+    return usd, btc
+
+
 def test_a_short_interest_account_stops_accrual_without_going_negative(trader, make_product, fund_interest,
                                                                        clock, caplog):
-    clock.set(at(1))
-    usd = subscribed(trader, make_product("USD", annual_rate="0.0365"), "1000")  # 0.10 a day
-    btc = subscribed(trader, make_product("BTC", annual_rate="0.0365", min_amount="0.1"), "1")
-    fund_interest("USD", "0.25")
-    fund_interest("BTC", "1")
+    usd, btc = usd_and_btc_subscribed_on_day_1(trader, make_product, fund_interest, clock, usd_funding="0.25")
     clock.set(at(5))
 
     with caplog.at_level(logging.ERROR, logger="earn.interest"):
@@ -247,13 +254,8 @@ def test_a_short_interest_account_stops_accrual_without_going_negative(trader, m
 
 def test_interest_a_balance_could_not_hold_stops_that_assets_accrual_only(trader, make_product, fund_interest,
                                                                           clock, caplog):
-    clock.set(at(1))
-    usd = subscribed(trader, make_product("USD", annual_rate="0.0365"), "1000")  # 0.10 a day
-    btc = subscribed(trader, make_product("BTC", annual_rate="0.0365", min_amount="0.1"), "1")
-    fund_interest("USD", "100")
-    fund_interest("BTC", "1")
-    usd_asset = usd.asset
-    adjust_balance(account_id=trader.pk, asset_id=usd_asset.pk, amount=AMOUNT_LIMIT - Decimal("0.05"),
+    usd, btc = usd_and_btc_subscribed_on_day_1(trader, make_product, fund_interest, clock, usd_funding="100")
+    adjust_balance(account_id=trader.pk, asset_id=usd.asset_id, amount=AMOUNT_LIMIT - Decimal("0.05"),
                    reference="test:near-the-limit", memo="a balance a day's interest would take past the limit",
                    wallet="earn")
     clock.set(at(4))

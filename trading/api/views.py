@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import CanRead, CanTrade
+from accounts.services import account_of
 from exchange.errors import ErrorCode, InvalidParameter
 from exchange.fields import parse_integer
 from exchange.openapi import error_responses
@@ -29,7 +30,7 @@ ORDER_ID_PARAMETER = OpenApiParameter(
 
 class HasTradingAccount(BasePermission):
     def has_permission(self, request, view) -> bool:
-        return getattr(request.user, "account", None) is not None
+        return account_of(request.user) is not None
 
 
 CURSOR_TOKENS = {"o", "r", "p"}  # what DRF's encode_cursor writes: offset, reverse, position
