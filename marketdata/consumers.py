@@ -75,6 +75,7 @@ TOO_MANY_CONNECTIONS_CLOSE_CODE = 4029  # an address past WS_CONNECTIONS_PER_ADD
 INTERNAL_ERROR_CLOSE_CODE = 1011  # RFC 6455: the server met a condition it did not expect
 LAYER_RETRY_SECONDS = 0.5
 READ_STOP_SECONDS = 1.0  # how long a cancelled read is given to end before it is taken as stuck
+READ_RECANCEL_SECONDS = 0.1  # a read still running this long after its cancellation is cancelled again
 RESUME_RETRY_SECONDS = 1.0  # a resume that could not join the account group again is tried again after this
 
 
@@ -235,21 +236,38 @@ class StreamConsumer(AsyncWebsocketConsumer):
         """Cancels the consumer's reads. A channel read of channels_redis can lose its cancellation: on
         Python 3.11 redis-py writes each command under ``asyncio.wait_for`` (a socket timeout is set), which
         returns instead of raising when the cancellation lands as the write completes, a window wide enough
-        to hit during a new connection's first commands (after a Redis restart, say). The read then goes on
-        for good, one blocking pop after another, and Channels' own loop would wait for it forever: a
-        message to the connection's own channel ends it."""
-        for read in reads:
-            read.cancel()
-        _, stuck = await asyncio.wait(reads, timeout=READ_STOP_SECONDS)
+        to hit when many connections close at once (each close hands the layer's shared read to another
+        connection, which writes its first commands). The read then goes on for good, one blocking pop
+        after another, and Channels' own loop would wait for it forever. So a read still running is
+        cancelled again every READ_RECANCEL_SECONDS, and one still running after READ_STOP_SECONDS is ended
+        by a message to the connection's own channel.
+
+        The consumer itself being cancelled meanwhile (Daphne ending it after application_close_timeout, an
+        event loop closing) does not cut this short: a read left behind would lose that single cancellation
+        too, now and then, and read on with no one left to end it. Its cancellation is raised once the reads
+        are over, at most READ_STOP_SECONDS later."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READ_STOP_SECONDS
+        cancelled = False
+        running = {read for read in reads if not read.done()}
+        while running and (left := deadline - loop.time()) > 0:
+            for read in running:
+                read.cancel()
+            try:
+                _, running = await asyncio.wait(running, timeout=min(left, READ_RECANCEL_SECONDS))
+            except asyncio.CancelledError:
+                cancelled = True
         for read in reads:
             # What a read raised while it was cancelled is of no interest to a consumer that is ending.
             read.add_done_callback(lambda read: read.cancelled() or read.exception())
-        if stuck:
+        if running:
             logger.warning("a channel read outlived its cancellation; ending it with a message")
             try:
                 await layer_call(self.channel_layer.send, self.channel_name, {"type": "connection.ended"})
             except Exception:
                 logger.warning("could not end a channel read that outlived its cancellation", exc_info=True)
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def receive_from_layer(self) -> dict:
         """The next message of the connection's own channel. A failed read (Redis down) is retried:

@@ -459,6 +459,36 @@ def test_connections_cancelled_in_their_first_milliseconds_end_and_leave_no_chan
     assert not any(tasks_left), tasks_left
 
 
+def test_a_read_that_loses_its_cancellation_is_ended_even_when_its_consumer_is_cancelled_meanwhile():
+    """A read that swallows one cancellation (as asyncio.wait_for may on Python 3.11) is cancelled again, and
+    its consumer ending under a cancellation of its own (the server's close timeout, a closing event loop)
+    still ends it first: left behind, it would lose that one cancellation too, now and then, and read on."""
+    from marketdata.consumers import StreamConsumer
+
+    async def read_that_loses_one_cancellation():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        await asyncio.sleep(10)
+
+    async def body():
+        consumer = StreamConsumer()
+        consumer.channel_layer = get_channel_layer()
+        consumer.channel_name = await consumer.channel_layer.new_channel()
+        outcomes = []
+        for cut_off in (None, 0.05):  # left alone; cancelled 50 ms in, as the first cancellation is lost
+            read = asyncio.ensure_future(read_that_loses_one_cancellation())
+            await asyncio.sleep(0)  # under way
+            stopping = asyncio.ensure_future(consumer.stop_reading([read]))
+            if cut_off:
+                await asyncio.sleep(cut_off)
+                stopping.cancel()
+            await asyncio.wait([stopping], timeout=5)
+            outcomes.append((stopping.done() and stopping.cancelled(), read.done()))
+        return outcomes
+
+    assert run(body) == [(False, True), (True, True)]
+
+
 def test_the_hubs_relay_ends_when_a_read_returns_after_losing_its_cancellation():
     """redis-py on Python 3.11 can swallow a cancellation and return: the relay, which reads again and again,
     must still end (it is cancelled when its event loop closes)."""
