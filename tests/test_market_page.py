@@ -2,6 +2,7 @@
 to /account/ (the page's script is exercised in a real browser by test_market_page_browser.py)."""
 
 import json
+import re
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
@@ -32,6 +33,19 @@ def test_the_root_is_the_first_markets_page_with_every_pair_to_choose(markets):
                  "/static/market/market.js", "/static/market/market.css"]:
         assert part in html
     assert 'href="/account/login/?next=/"' in html  # signed out: a way in, no account data
+
+
+def test_a_market_not_online_says_so_on_its_page(markets):
+    said = {}
+    for status in ("online", "cancel_only", "halted"):
+        markets["ETH-USD"].status = status
+        markets["ETH-USD"].save(update_fields=["status"])
+        html = Client().get("/markets/ETH-USD").content.decode()
+        said[status] = re.findall(r'<div class="mk-halt" role="status">(.*?)</div>', html)
+
+    assert said == {"online": [], "cancel_only": ["Cancel only: new orders are refused"],
+                    "halted": ["Trading halted: orders and cancels are refused until it resumes"]}
+    assert "mk-halt" not in Client().get("/markets/BTC-USD").content.decode()  # the others' pages are not
 
 
 def test_a_pair_in_any_case_has_its_page_and_an_unknown_one_is_a_404(markets):
