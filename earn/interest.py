@@ -6,16 +6,16 @@ asset's precision (what rounding leaves over is never paid, so interest never ex
 is paid from the interest account's spot available balance to the holder's earn available balance
 (ledger kind ``interest``, reference ``interest:<subscription id>:<YYYY-MM-DD>``).
 
-``accrue_interest`` pays every day not yet paid up to a given day (at most yesterday: a day is paid
-once it has ended), oldest first, so a late run catches up on each missed day. Each (subscription,
-day) is one transaction that first inserts its InterestAccrual row: the unique key on (subscription,
-period) makes a second payment of the same day, from a run repeated or racing in another process,
-fail before it writes anything, and the day is paid only if the subscription's row still owes it (a
-redemption that commits after a run read its list ends the subscription before the day). A day
-whose interest rounds to zero gets its row, and no ledger entry. When the interest account cannot pay a day, nothing of it is written, that asset's accrual
-stops for the run (no balance goes negative, and later days wait for the earlier one), and an
-InterestShortfall row (shown in the admin) and an error in the log tell operators to fund it; the
-next run after funding pays every day owed.
+``accrue_interest`` pays every day not yet paid up to a given day (at most yesterday: a day is paid once
+it has ended), oldest first, so a late run catches up on each missed day. Each (subscription, day) is
+one transaction that first inserts its InterestAccrual row: the unique key on (subscription, period)
+makes a second payment of the same day, from a run repeated or racing in another process, fail before it
+writes anything, and the day is paid only if the subscription's row still owes it (a redemption that
+commits after a run read its list ends the subscription before the day). A day whose interest rounds to
+zero gets its row, and no ledger entry. When the interest account cannot pay a day, nothing of it is
+written, that asset's accrual stops for the run (no balance goes negative, and later days wait for the
+earlier one), and an InterestShortfall row (shown in the admin) and an error in the log tell operators
+to fund it; the next run after funding pays every day owed.
 """
 
 import logging

@@ -245,7 +245,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         The consumer itself being cancelled meanwhile (Daphne ending it after application_close_timeout, an
         event loop closing) does not cut this short: a read left behind would lose that single cancellation
         too, now and then, and read on with no one left to end it. Its cancellation is raised once the reads
-        are over, at most READ_STOP_SECONDS later."""
+        are over: READ_STOP_SECONDS later at most, and the ending message's send."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READ_STOP_SECONDS
         cancelled = False
